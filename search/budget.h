@@ -1,0 +1,124 @@
+// BudgetTracker: the compute budget of one job (arbor.v1.Budget) and its usage
+// so far. Strategies ask it to size every request BEFORE sending it, so that
+// no cap can be passed: a generation request is planned so that
+// outputs x max_step_tokens <= generated tokens left, a scoring request is sent
+// only when its token upper bound fits. When a cap (or the deadline) is
+// reached the tracker records which, and the strategy returns its best
+// candidate so far flagged budget_exhausted.
+// Thread-safety: not thread-safe; owned by the job's strategy thread.
+#ifndef ARBOR_SEARCH_BUDGET_H_
+#define ARBOR_SEARCH_BUDGET_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "search/generator.h"
+#include "search/scorer.h"
+
+namespace arbor::search {
+
+// Mirrors arbor.v1.Budget. Zero means "no cap" for that counter.
+struct BudgetLimits {
+  int64_t max_generated_tokens = 0;
+  int64_t max_reward_tokens = 0;
+  int64_t max_reward_calls = 0;
+  int32_t max_steps = 0;
+  absl::Duration deadline = absl::ZeroDuration();  // from job acceptance
+};
+
+// Field names in errors are the proto's ("budget.max_steps ...").
+absl::Status ValidateBudgetLimits(const BudgetLimits& limits);
+
+// Cumulative compute accounting of a job (mirrors arbor.v1.Usage; wall time
+// and retries are the coordinator's).
+struct Usage {
+  int64_t generated_tokens = 0;
+  int64_t prefill_tokens = 0;
+  int64_t prefix_cache_hit_tokens = 0;
+  int64_t reward_tokens = 0;
+  int64_t reward_cache_hit_tokens = 0;
+  int64_t reward_calls = 0;
+  int64_t worker_calls = 0;
+  int64_t steps = 0;
+};
+
+// The cap names used in exhausted_by.
+inline constexpr std::string_view kCapGeneratedTokens = "generated_tokens";
+inline constexpr std::string_view kCapRewardTokens = "reward_tokens";
+inline constexpr std::string_view kCapRewardCalls = "reward_calls";
+inline constexpr std::string_view kCapSteps = "steps";
+inline constexpr std::string_view kCapDeadline = "deadline";
+
+// A generation request sized to fit the budget.
+struct GenerationPlan {
+  int32_t num_outputs = 0;      // <= the outputs asked for
+  int32_t max_step_tokens = 0;  // <= the step cap asked for
+};
+
+class BudgetTracker {
+ public:
+  using Clock = std::function<absl::Time()>;
+
+  // `start` is the job's acceptance time; `now` defaults to absl::Now.
+  explicit BudgetTracker(const BudgetLimits& limits, absl::Time start = absl::Now(),
+                         Clock now = nullptr);
+
+  const BudgetLimits& limits() const { return limits_; }
+  const Usage& usage() const { return usage_; }
+  // InfiniteFuture when there is no deadline.
+  absl::Time deadline() const { return deadline_; }
+
+  bool exhausted() const { return !exhausted_by_.empty(); }
+  // "" while not exhausted, else one of the kCap* names (the first cap hit).
+  const std::string& exhausted_by() const { return exhausted_by_; }
+  // Records that `cap` stopped the search (first call wins).
+  void MarkExhausted(std::string_view cap);
+
+  // Remaining headroom; INT64_MAX for an uncapped counter.
+  int64_t RemainingGeneratedTokens() const;
+  int64_t RemainingRewardTokens() const;
+  int64_t RemainingRewardCalls() const;
+  int64_t RemainingSteps() const;
+
+  // Checks the deadline; marks the budget exhausted when it has passed.
+  bool DeadlinePassed();
+
+  // Starts one strategy iteration: false (and exhausted) when the step cap is
+  // reached or the deadline has passed; otherwise counts the step.
+  bool BeginStep();
+
+  // Sizes a request that wants `desired_outputs` outputs of at most
+  // `max_step_tokens` tokens each: first the step cap shrinks (down to
+  // `min_step_tokens`, clamped to [1, max_step_tokens]), then the number of
+  // outputs. Returns nullopt (and marks "generated_tokens") when not even one
+  // output of min_step_tokens fits. Never plans more than what is left.
+  std::optional<GenerationPlan> PlanGeneration(int64_t desired_outputs, int32_t max_step_tokens,
+                                               int32_t min_step_tokens = 1);
+
+  // Whether a scoring call whose reward-token upper bound is `max_tokens` fits;
+  // when not, marks "reward_calls" or "reward_tokens" and returns false.
+  bool CanScore(int64_t max_tokens);
+
+  // Charges what a call actually cost. A call that cost more than was planned
+  // is a broken Generator/Scorer contract: it is charged, and the cap marked.
+  void ChargeGeneration(const GenerationUsage& usage);
+  void ChargeScoring(const ScoringUsage& usage);
+
+ private:
+  absl::Time Now() const;
+
+  BudgetLimits limits_;
+  absl::Time deadline_;
+  Clock now_;
+  Usage usage_;
+  std::string exhausted_by_;
+};
+
+}  // namespace arbor::search
+
+#endif  // ARBOR_SEARCH_BUDGET_H_

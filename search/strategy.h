@@ -1,0 +1,175 @@
+// The strategy library's entry point: one config struct per strategy
+// (mirroring arbor.v1 reasoning.proto, same defaults), a job context with
+// progress and cancellation hooks, and RunStrategy, which runs greedy,
+// best-of-N, PRM beam search, DVTS or particle filtering against a Generator
+// and a Scorer and returns ranked candidates with a full compute account.
+//
+// Semantics follow ../shared/STRATEGIES.md (search-and-learn, its_hub):
+//  - steps end at the step delimiters; the last iteration of beam search, DVTS
+//    and particle filtering drops the delimiters and generates to EOS (cap:
+//    max_solution_tokens less the shortest branch's tokens, at least
+//    stop.max_step_tokens);
+//  - every random choice (per-branch seeds, tie-breaks, resampling) derives
+//    from JobContext::seed: same config, question, seed and Generator/Scorer
+//    answers give the same result;
+//  - the budget is never passed (see budget.h); when it ends, the best
+//    candidates so far are returned with budget_exhausted and exhausted_by;
+//  - JobContext::is_cancelled is polled between steps; when it returns true
+//    RunStrategy returns CANCELLED.
+// Thread-safety: RunStrategy runs on the caller's thread; callbacks run on it.
+#ifndef ARBOR_SEARCH_STRATEGY_H_
+#define ARBOR_SEARCH_STRATEGY_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "search/budget.h"
+#include "search/generator.h"
+#include "search/scorer.h"
+
+namespace arbor::search {
+
+// How per-step scores become one score (arbor.v1.ScoreAggregation).
+enum class Aggregation { kLast, kMin, kProd, kMean };
+
+// arbor.v1.Greedy: temperature 0 unless the request sets one (the coordinator
+// copies sampling.temperature here when has_temperature), then one sample.
+struct GreedyConfig {
+  float temperature = 0.0f;
+};
+
+// arbor.v1.BestOfN.
+struct BestOfNConfig {
+  enum class Selection { kReward, kMajorityVote, kWeightedVote, kBestOfMajority };
+  int32_t n = 8;  // [1, 4096]
+  Selection selection = Selection::kReward;
+  Aggregation aggregation = Aggregation::kLast;
+  float min_vote_fraction = 0.2f;  // (0, 1], for kBestOfMajority
+};
+
+// arbor.v1.BeamSearch (search-and-learn semantics).
+struct BeamSearchConfig {
+  int32_t n = 16;              // [1, 1024] active beams / candidates per step
+  int32_t beam_width = 4;      // M; n % M == 0; top n/M survive, each expanded M times
+  int32_t num_iterations = 40;  // [1, 512]
+  int32_t lookahead = 0;        // [0, 8] greedy steps generated for scoring only
+  Aggregation aggregation = Aggregation::kLast;
+};
+
+// arbor.v1.Dvts.
+struct DvtsConfig {
+  int32_t n = 16;               // [1, 1024] total leaves; n/M subtrees
+  int32_t beam_width = 4;       // M candidates per subtree per step; n % M == 0
+  int32_t num_iterations = 40;  // [1, 512]
+  Aggregation aggregation = Aggregation::kLast;
+};
+
+// arbor.v1.ParticleFilter (Puri et al. 2025; its_hub).
+struct ParticleFilterConfig {
+  enum class Resampling { kMultinomial, kSystematic };
+  enum class WeightUpdate { kReplace, kCumulative };
+  enum class FinalSelection { kArgmaxWeight, kSample, kWeightedVote };
+  int32_t n = 16;             // [1, 1024]
+  float temperature = 1.0f;   // (0, 100]: softmax(log_weight / temperature)
+  Resampling resampling = Resampling::kMultinomial;
+  float ess_threshold = 0.0f;  // [0, 1]; 0 resamples every step
+  WeightUpdate weight_update = WeightUpdate::kReplace;
+  bool absorb_finished = false;
+  FinalSelection final_selection = FinalSelection::kArgmaxWeight;
+  int32_t num_iterations = 40;  // [1, 512]
+};
+
+// arbor.v1.AnswerExtraction: RE2 pattern whose first capture group is the
+// answer; empty takes the built-in chain (see answer.h).
+struct AnswerExtractionConfig {
+  std::string pattern;
+};
+
+using StrategyVariant =
+    std::variant<GreedyConfig, BestOfNConfig, BeamSearchConfig, DvtsConfig, ParticleFilterConfig>;
+
+struct StrategyConfig {
+  StrategyVariant strategy = BestOfNConfig{};
+  SamplingOptions sampling;
+  StopOptions stop;
+  BudgetLimits budget;
+  AnswerExtractionConfig answer_extraction;
+  // Soft cap on one candidate's tokens (search-and-learn's max_tokens): greedy
+  // and best-of-N stop extending a candidate past it; the tree strategies'
+  // last iteration generates up to it.
+  int32_t max_solution_tokens = 2048;  // [1, 1 << 20]
+  // Candidates kept in SolveResult (votes count all of them). [1, 1024].
+  int32_t max_candidates = 8;
+};
+
+// "greedy", "best_of_n", "beam_search", "dvts", "particle_filter".
+std::string_view StrategyName(const StrategyConfig& config);
+
+// INVALID_ARGUMENT naming the field, e.g.
+// "beam_search.n (6) must be divisible by beam_width (4)".
+absl::Status ValidateStrategyConfig(const StrategyConfig& config);
+
+struct Candidate {
+  std::string text;                // all steps concatenated
+  std::vector<std::string> steps;  // in order
+  std::vector<float> step_scores;  // per step, [0, 1]; empty without a reward model
+  double score = 0.0;              // aggregated score used for ranking
+  std::string answer;              // extracted, normalised; "" when none
+  int32_t votes = 0;               // candidates (of all) sharing this answer
+  double logprob = 0.0;            // sum of the policy's token logprobs
+  bool finished = false;           // ended with EOS (not cut by budget/length)
+  int32_t num_tokens = 0;          // generated tokens in this candidate
+};
+
+struct SolveResult {
+  std::vector<Candidate> candidates;  // ranked, best first, at most max_candidates
+  std::string answer;                 // the selected answer (normalised)
+  std::string text;                   // the selected candidate's text
+  Usage usage;
+  bool budget_exhausted = false;
+  std::string exhausted_by;  // kCap* name or ""
+  std::string strategy;      // StrategyName
+};
+
+// One event per strategy iteration, for SolveStream.
+struct IterationProgress {
+  int32_t iteration = 0;  // from 0
+  int32_t live = 0;       // unfinished branches after this step
+  int32_t finished = 0;   // finished (set aside / done) branches
+  double best_score = 0.0;
+  std::string best_text;
+  std::vector<double> branch_scores;  // live branches' aggregated scores
+  Usage usage;                        // cumulative
+};
+
+struct JobContext {
+  std::string question;
+  uint64_t seed = 0;
+  // Job acceptance time: the deadline is measured from here.
+  absl::Time start = absl::Now();
+  // Called once per iteration; may be empty.
+  std::function<void(const IterationProgress&)> on_progress;
+  // Polled between steps; true stops the job with CANCELLED. May be empty.
+  std::function<bool()> is_cancelled;
+  // Clock for the deadline; empty takes absl::Now (tests inject one).
+  std::function<absl::Time()> now;
+};
+
+// Validates `config`, then runs it. `scorer` may be null only for strategies
+// that need no reward model (greedy, best-of-N majority vote); else
+// INVALID_ARGUMENT. Generator/Scorer errors are returned as they are, except
+// DEADLINE_EXCEEDED after the job's deadline, which ends the search with the
+// best so far (exhausted_by "deadline").
+absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobContext& job,
+                                        Generator& generator, Scorer* scorer);
+
+}  // namespace arbor::search
+
+#endif  // ARBOR_SEARCH_STRATEGY_H_
