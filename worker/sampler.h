@@ -1,0 +1,63 @@
+// Sampler: draws one token from a row of fp32 logits with temperature, top-k
+// and top-p, using the counter-based RNG (common/counter_rng.h) keyed by
+// (seed, stream, position), so that a sample's tokens never depend on what it
+// was batched with. The returned logprob is that of the drawn token under the
+// UNMODIFIED model distribution (log_softmax of the raw logits), as vLLM and
+// the search strategies expect.
+//
+// The algorithm, which a GPU sampler reproduces exactly:
+//   temperature == 0: argmax (lowest id on ties); no random number is drawn.
+//   otherwise p_i ∝ exp((l_i - max l) / T); top-k keeps the k largest logits
+//   (ties to the lower id); top-p then keeps the smallest set, in descending
+//   probability (ties to the lower id), whose mass reaches top_p of what
+//   top-k kept. u = CounterUniform(seed, stream, position); walking the kept
+//   tokens in ascending id order, the first token whose running mass exceeds
+//   u * (kept mass) is drawn (the last kept token if rounding leaves none).
+//
+// Thread-safety: a Sampler holds scratch buffers; use one per thread.
+#ifndef ARBOR_WORKER_SAMPLER_H_
+#define ARBOR_WORKER_SAMPLER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace arbor::worker {
+
+struct SamplingParams {
+  // 0 is greedy. Valid range [0, 10].
+  float temperature = 0.8f;
+  // Nucleus mass in (0, 1]; 1 disables.
+  float top_p = 1.0f;
+  // Keep the k most likely tokens; 0 disables. Valid range [0, vocab_size].
+  int top_k = 0;
+};
+
+// INVALID_ARGUMENT naming the field that is out of range.
+absl::Status ValidateSamplingParams(const SamplingParams& params, int vocab_size);
+
+struct SampledToken {
+  int32_t token = -1;
+  // log_softmax(raw logits)[token].
+  float logprob = 0.0f;
+};
+
+class Sampler {
+ public:
+  // `logits` is one row of vocab_size values; params must be valid.
+  SampledToken Sample(absl::Span<const float> logits, const SamplingParams& params, uint64_t seed,
+                      uint64_t stream, uint64_t position);
+
+ private:
+  std::vector<int32_t> candidates_;
+  std::vector<float> probs_;
+};
+
+// log_softmax(logits)[token], computed stably.
+float LogSoftmaxAt(absl::Span<const float> logits, int32_t token);
+
+}  // namespace arbor::worker
+
+#endif  // ARBOR_WORKER_SAMPLER_H_
