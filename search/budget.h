@@ -88,8 +88,9 @@ class BudgetTracker {
   // Checks the deadline; marks the budget exhausted when it has passed.
   bool DeadlinePassed();
 
-  // Starts one strategy iteration: false (and exhausted) when the step cap is
-  // reached or the deadline has passed; otherwise counts the step.
+  // Starts one strategy iteration: false when the budget is already exhausted,
+  // the step cap is reached or the deadline has passed (the latter two mark
+  // it); otherwise counts the step.
   bool BeginStep();
 
   // Sizes a request that wants `desired_outputs` outputs of at most

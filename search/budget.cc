@@ -1,0 +1,137 @@
+#include "search/budget.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace arbor::search {
+namespace {
+
+constexpr int64_t kUncapped = std::numeric_limits<int64_t>::max();
+
+int64_t Remaining(int64_t cap, int64_t used) {
+  if (cap <= 0) return kUncapped;
+  return std::max<int64_t>(0, cap - used);
+}
+
+}  // namespace
+
+absl::Status ValidateBudgetLimits(const BudgetLimits& limits) {
+  auto negative = [](absl::string_view field, int64_t value) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("budget.", field, " (", value, ") must be >= 0 (0 = no cap)"));
+  };
+  if (limits.max_generated_tokens < 0) {
+    return negative("max_generated_tokens", limits.max_generated_tokens);
+  }
+  if (limits.max_reward_tokens < 0) return negative("max_reward_tokens", limits.max_reward_tokens);
+  if (limits.max_reward_calls < 0) return negative("max_reward_calls", limits.max_reward_calls);
+  if (limits.max_steps < 0) return negative("max_steps", limits.max_steps);
+  if (limits.deadline < absl::ZeroDuration()) {
+    return negative("deadline_ms", absl::ToInt64Milliseconds(limits.deadline));
+  }
+  return absl::OkStatus();
+}
+
+BudgetTracker::BudgetTracker(const BudgetLimits& limits, absl::Time start, Clock now)
+    : limits_(limits),
+      deadline_(limits.deadline > absl::ZeroDuration() ? start + limits.deadline
+                                                       : absl::InfiniteFuture()),
+      now_(std::move(now)) {}
+
+absl::Time BudgetTracker::Now() const { return now_ ? now_() : absl::Now(); }
+
+void BudgetTracker::MarkExhausted(std::string_view cap) {
+  if (exhausted_by_.empty()) exhausted_by_ = std::string(cap);
+}
+
+int64_t BudgetTracker::RemainingGeneratedTokens() const {
+  return Remaining(limits_.max_generated_tokens, usage_.generated_tokens);
+}
+int64_t BudgetTracker::RemainingRewardTokens() const {
+  return Remaining(limits_.max_reward_tokens, usage_.reward_tokens);
+}
+int64_t BudgetTracker::RemainingRewardCalls() const {
+  return Remaining(limits_.max_reward_calls, usage_.reward_calls);
+}
+int64_t BudgetTracker::RemainingSteps() const { return Remaining(limits_.max_steps, usage_.steps); }
+
+bool BudgetTracker::DeadlinePassed() {
+  if (deadline_ == absl::InfiniteFuture()) return false;
+  if (Now() < deadline_) return false;
+  MarkExhausted(kCapDeadline);
+  return true;
+}
+
+bool BudgetTracker::BeginStep() {
+  if (exhausted() || DeadlinePassed()) return false;
+  if (RemainingSteps() <= 0) {
+    MarkExhausted(kCapSteps);
+    return false;
+  }
+  usage_.steps += 1;
+  return true;
+}
+
+std::optional<GenerationPlan> BudgetTracker::PlanGeneration(int64_t desired_outputs,
+                                                            int32_t max_step_tokens,
+                                                            int32_t min_step_tokens) {
+  if (desired_outputs <= 0 || max_step_tokens <= 0) return std::nullopt;
+  min_step_tokens = std::clamp(min_step_tokens, 1, max_step_tokens);
+  const int64_t left = RemainingGeneratedTokens();
+  GenerationPlan plan;
+  if (left / desired_outputs >= max_step_tokens) {
+    plan.num_outputs = static_cast<int32_t>(desired_outputs);
+    plan.max_step_tokens = max_step_tokens;
+    return plan;
+  }
+  if (left / desired_outputs >= min_step_tokens) {
+    plan.num_outputs = static_cast<int32_t>(desired_outputs);
+    plan.max_step_tokens = static_cast<int32_t>(left / desired_outputs);
+    return plan;
+  }
+  const int64_t outputs = left / min_step_tokens;
+  if (outputs <= 0) {
+    MarkExhausted(kCapGeneratedTokens);
+    return std::nullopt;
+  }
+  plan.num_outputs = static_cast<int32_t>(outputs);
+  plan.max_step_tokens = min_step_tokens;
+  return plan;
+}
+
+bool BudgetTracker::CanScore(int64_t max_tokens) {
+  if (DeadlinePassed()) return false;
+  if (RemainingRewardCalls() <= 0) {
+    MarkExhausted(kCapRewardCalls);
+    return false;
+  }
+  if (max_tokens > RemainingRewardTokens()) {
+    MarkExhausted(kCapRewardTokens);
+    return false;
+  }
+  return true;
+}
+
+void BudgetTracker::ChargeGeneration(const GenerationUsage& usage) {
+  usage_.generated_tokens += usage.generated_tokens;
+  usage_.prefill_tokens += usage.prefill_tokens;
+  usage_.prefix_cache_hit_tokens += usage.prefix_cache_hit_tokens;
+  usage_.worker_calls += 1;
+  if (limits_.max_generated_tokens > 0 && usage_.generated_tokens >= limits_.max_generated_tokens) {
+    MarkExhausted(kCapGeneratedTokens);
+  }
+}
+
+void BudgetTracker::ChargeScoring(const ScoringUsage& usage) {
+  usage_.reward_tokens += usage.reward_tokens;
+  usage_.reward_cache_hit_tokens += usage.reward_cache_hit_tokens;
+  usage_.reward_calls += 1;
+  if (limits_.max_reward_tokens > 0 && usage_.reward_tokens >= limits_.max_reward_tokens) {
+    MarkExhausted(kCapRewardTokens);
+  }
+}
+
+}  // namespace arbor::search

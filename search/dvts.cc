@@ -1,0 +1,95 @@
+// Diverse verifier tree search (search-and-learn semantics, STRATEGIES.md):
+// N/M independent subtrees; each iteration every live subtree samples M
+// candidate steps and greedily keeps the best by PRM score. A subtree ends on
+// EOS or a final answer (\boxed). Returns the last M candidates of every
+// subtree, so N answers. All generated tokens are counted.
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "search/search_run.h"
+
+namespace arbor::search::internal {
+
+absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
+  struct Subtree {
+    Branch current;
+    std::vector<Branch> leaves;  // the candidates of its last expansion
+    bool done = false;
+  };
+  const int m = config.beam_width;
+  std::vector<Subtree> subtrees(static_cast<size_t>(config.n / m));
+  for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
+    absl::StatusOr<bool> go = run.BeginIteration();
+    if (!go.ok()) return go.status();
+    if (!*go) break;
+    const bool final_iteration = iteration == config.num_iterations - 1;
+
+    std::vector<const Branch*> parents;
+    std::vector<int> samples;
+    std::vector<size_t> index;
+    for (size_t t = 0; t < subtrees.size(); ++t) {
+      if (subtrees[t].done) continue;
+      parents.push_back(&subtrees[t].current);
+      samples.push_back(m);
+      index.push_back(t);
+    }
+    ExtendOptions options;
+    options.sampling = run.config().sampling;
+    options.stop = final_iteration ? run.FinalStop(parents) : run.StepStop();
+    options.final_iteration = final_iteration;
+    options.final_answer_ends = true;
+    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
+    if (!children.ok()) return children.status();
+    if (children->empty()) break;
+    std::vector<Branch*> to_score;
+    for (Child& c : *children) to_score.push_back(&c.branch);
+    absl::StatusOr<bool> scored = run.ScoreBranches(to_score, /*full=*/false, config.aggregation);
+    if (!scored.ok()) return scored.status();
+    if (!*scored) break;
+
+    // Children come grouped by parent, in parent order.
+    for (size_t begin = 0; begin < children->size();) {
+      size_t end = begin;
+      const size_t parent = (*children)[begin].parent;
+      while (end < children->size() && (*children)[end].parent == parent) ++end;
+      Subtree& tree = subtrees[index[parent]];
+      size_t best = begin;
+      uint64_t best_tie = run.tie_rng().NextBits();
+      for (size_t i = begin + 1; i < end; ++i) {
+        const uint64_t tie = run.tie_rng().NextBits();
+        const double s = (*children)[i].branch.score;
+        const double best_score = (*children)[best].branch.score;
+        if (std::make_tuple(-s, tie) < std::make_tuple(-best_score, best_tie)) {
+          best = i;
+          best_tie = tie;
+        }
+      }
+      tree.current = (*children)[best].branch;
+      tree.done = tree.current.done;
+      tree.leaves.clear();
+      for (size_t i = begin; i < end; ++i) tree.leaves.push_back(std::move((*children)[i].branch));
+      begin = end;
+    }
+    std::vector<const Branch*> live, done;
+    for (const Subtree& t : subtrees) (t.done ? done : live).push_back(&t.current);
+    run.Report(iteration, live, done);
+    if (live.empty()) break;
+  }
+
+  std::vector<Branch> candidates;
+  for (Subtree& t : subtrees) {
+    if (!t.leaves.empty()) {
+      for (Branch& b : t.leaves) candidates.push_back(std::move(b));
+    } else if (!t.current.steps.empty()) {
+      candidates.push_back(std::move(t.current));
+    }
+  }
+  std::vector<int> tiers;
+  for (const Branch& b : candidates) tiers.push_back(b.done ? 0 : 1);
+  RankOptions rank;
+  rank.tiers = tiers;
+  return run.Finish(std::move(candidates), rank);
+}
+
+}  // namespace arbor::search::internal

@@ -1,0 +1,94 @@
+// Greedy and best-of-N: independent samples of whole solutions. They are
+// generated one step per iteration (all live samples in one Extend, sharing
+// the prompt) so that the budget, deadline and progress events work step by
+// step like the tree strategies; a step boundary does not change the
+// distribution of the sampled text (the prefix cache keeps the cost down).
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "search/search_run.h"
+
+namespace arbor::search::internal {
+
+absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOptions& sampling,
+                                        const BestOfNConfig* best_of_n) {
+  const Branch root;
+  std::vector<Branch> branches;
+  ExtendOptions options;
+  options.sampling = sampling;
+  options.stop = run.StepStop();
+  for (int iteration = 0;; ++iteration) {
+    absl::StatusOr<bool> go = run.BeginIteration();
+    if (!go.ok()) return go.status();
+    if (!*go) break;
+    std::vector<const Branch*> parents;
+    std::vector<int> samples;
+    std::vector<size_t> index;  // parent -> position in `branches`
+    if (iteration == 0) {
+      parents.push_back(&root);
+      samples.push_back(n);
+    } else {
+      for (size_t i = 0; i < branches.size(); ++i) {
+        if (branches[i].done) continue;
+        parents.push_back(&branches[i]);
+        samples.push_back(1);
+        index.push_back(i);
+      }
+    }
+    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
+    if (!children.ok()) return children.status();
+    for (Child& c : *children) {
+      if (iteration == 0) {
+        branches.push_back(std::move(c.branch));
+      } else {
+        branches[index[c.parent]] = std::move(c.branch);
+      }
+    }
+    std::vector<const Branch*> live, done;
+    for (const Branch& b : branches) (b.done ? done : live).push_back(&b);
+    run.Report(iteration, live, done);
+    if (children->empty() || live.empty()) break;
+  }
+
+  RankOptions rank;
+  std::vector<int> tiers;
+  std::vector<double> weights;
+  for (const Branch& b : branches) tiers.push_back(b.done ? 0 : 1);
+  rank.tiers = tiers;
+  if (best_of_n != nullptr && !branches.empty()) {
+    using Selection = BestOfNConfig::Selection;
+    bool scored = false;
+    if (best_of_n->selection != Selection::kMajorityVote) {
+      std::vector<Branch*> all;
+      for (Branch& b : branches) all.push_back(&b);
+      absl::StatusOr<bool> ok = run.ScoreBranches(all, /*full=*/true, best_of_n->aggregation);
+      if (!ok.ok()) return ok.status();
+      scored = *ok;
+    }
+    switch (best_of_n->selection) {
+      case Selection::kReward:
+        // Without scores (reward budget spent) a vote is the best fallback.
+        rank.rule = scored ? VoteRule::kNone : VoteRule::kMajority;
+        break;
+      case Selection::kMajorityVote:
+        rank.rule = VoteRule::kMajority;
+        break;
+      case Selection::kWeightedVote:
+        rank.rule = scored ? VoteRule::kWeighted : VoteRule::kMajority;
+        for (const Branch& b : branches) weights.push_back(b.score);
+        rank.vote_weights = weights;
+        break;
+      case Selection::kBestOfMajority:
+        rank.rule = VoteRule::kBestOfMajority;
+        rank.min_votes = std::max(
+            1, static_cast<int>(std::ceil(best_of_n->min_vote_fraction *
+                                              static_cast<double>(branches.size()) -
+                                          1e-9)));
+        break;
+    }
+  }
+  return run.Finish(std::move(branches), rank);
+}
+
+}  // namespace arbor::search::internal

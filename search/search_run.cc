@@ -1,0 +1,328 @@
+#include "search/search_run.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/check.h"
+
+namespace arbor::search::internal {
+
+std::string Branch::Text() const { return absl::StrJoin(steps, ""); }
+
+SearchRun::SearchRun(const StrategyConfig& config, const JobContext& job, Generator& generator,
+                     Scorer* scorer)
+    : config_(config),
+      job_(job),
+      generator_(generator),
+      scorer_(scorer),
+      budget_(config.budget, job.start, job.now),
+      tie_rng_(job.seed, RandomStream::kTieBreak),
+      resample_rng_(job.seed, RandomStream::kResample),
+      final_rng_(job.seed, RandomStream::kFinalPick) {}
+
+absl::Status SearchRun::Start() {
+  auto extractor = AnswerExtractor::Create(config_.answer_extraction.pattern);
+  if (!extractor.ok()) return extractor.status();
+  extractor_ = *std::move(extractor);
+  if (Cancelled()) return absl::CancelledError("job cancelled");
+  auto prompt = generator_.EncodePrompt(job_.question);
+  if (!prompt.ok()) return prompt.status();
+  prompt_ = *std::move(prompt);
+  return absl::OkStatus();
+}
+
+bool SearchRun::Cancelled() const { return job_.is_cancelled && job_.is_cancelled(); }
+
+bool SearchRun::EndedByDeadline(const absl::Status& status) {
+  if (status.code() != absl::StatusCode::kDeadlineExceeded &&
+      status.code() != absl::StatusCode::kCancelled) {
+    return false;
+  }
+  return budget_.DeadlinePassed();
+}
+
+absl::StatusOr<bool> SearchRun::BeginIteration() {
+  if (Cancelled()) return absl::CancelledError("job cancelled");
+  return budget_.BeginStep();
+}
+
+StopOptions SearchRun::StepStop() const { return config_.stop; }
+
+StopOptions SearchRun::FinalStop(const std::vector<const Branch*>& branches) const {
+  StopOptions stop = config_.stop;
+  stop.step_delimiters.clear();
+  size_t shortest = 0;
+  if (!branches.empty()) {
+    shortest = branches.front()->tokens.size();
+    for (const Branch* b : branches) shortest = std::min(shortest, b->tokens.size());
+  }
+  const int64_t left = static_cast<int64_t>(config_.max_solution_tokens) -
+                       static_cast<int64_t>(shortest);
+  constexpr int64_t kMaxStepTokens = 32768;  // StopRules.max_step_tokens range
+  stop.max_step_tokens = static_cast<int32_t>(
+      std::min(kMaxStepTokens, std::max<int64_t>(config_.stop.max_step_tokens, left)));
+  return stop;
+}
+
+absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Branch*>& parents,
+                                                     const std::vector<int>& samples,
+                                                     const ExtendOptions& options) {
+  ARBOR_CHECK(parents.size() == samples.size());
+  std::vector<Child> children;
+  int64_t desired = 0;
+  for (int s : samples) desired += s;
+  if (desired == 0) return children;
+  const int32_t step_cap = options.stop.max_step_tokens;
+  auto plan = budget_.PlanGeneration(desired, step_cap, std::min(kMinUsefulStepTokens, step_cap));
+  if (!plan.has_value()) return children;
+
+  // What each parent gets, trailing samples dropped first; then pieces of at
+  // most kMaxSamplesPerBranch samples, grouped into calls within the limits.
+  struct Piece {
+    size_t parent;
+    int first_sample;
+    int count;
+  };
+  std::vector<Piece> pieces;
+  int64_t grant_left = plan->num_outputs;
+  for (size_t p = 0; p < parents.size() && grant_left > 0; ++p) {
+    const int granted = static_cast<int>(std::min<int64_t>(samples[p], grant_left));
+    grant_left -= granted;
+    for (int first = 0; first < granted; first += kMaxSamplesPerBranch) {
+      pieces.push_back({p, first, std::min(kMaxSamplesPerBranch, granted - first)});
+    }
+  }
+  ExtendRequest request;
+  request.prompt_tokens = prompt_;
+  request.sampling = options.sampling;
+  request.stop = options.stop;
+  request.stop.max_step_tokens = plan->max_step_tokens;
+  request.deadline = budget_.deadline();
+
+  size_t next = 0;
+  while (next < pieces.size()) {
+    // One call: as many pieces as the limits allow.
+    size_t end = next;
+    int outputs = 0;
+    while (end < pieces.size() && static_cast<int>(end - next) < kMaxBranchesPerCall &&
+           outputs + pieces[end].count <= kMaxOutputsPerCall) {
+      outputs += pieces[end].count;
+      ++end;
+    }
+    const uint64_t call = call_index_++;
+    request.branches.clear();
+    for (size_t i = next; i < end; ++i) {
+      BranchInput input;
+      input.suffix_tokens = parents[pieces[i].parent]->tokens;
+      input.num_samples = pieces[i].count;
+      input.seed = BranchSeed(job_.seed, call, i - next);
+      request.branches.push_back(input);
+    }
+    if (Cancelled()) return absl::CancelledError("job cancelled");
+    absl::StatusOr<ExtendResult> result = generator_.Extend(request);
+    if (!result.ok()) {
+      if (EndedByDeadline(result.status())) return children;
+      if (Cancelled()) return absl::CancelledError("job cancelled");
+      return result.status();
+    }
+    budget_.ChargeGeneration(result->usage);
+    if (static_cast<int>(result->outputs.size()) != outputs) {
+      return absl::InternalError(absl::StrCat("generator returned ", result->outputs.size(),
+                                              " outputs for ", outputs, " requested"));
+    }
+    bool deadline_hit = false;
+    size_t k = 0;
+    for (size_t i = next; i < end; ++i) {
+      const Piece& piece = pieces[i];
+      for (int s = 0; s < piece.count; ++s, ++k) {
+        StepOutput& out = result->outputs[k];
+        if (out.branch_index != static_cast<int>(i - next) || out.sample_index != s) {
+          return absl::InternalError(absl::StrCat(
+              "generator output ", k, " is (branch ", out.branch_index, ", sample ",
+              out.sample_index, "), expected (", i - next, ", ", s, ")"));
+        }
+        if (static_cast<int>(out.tokens.size()) > plan->max_step_tokens) {
+          return absl::InternalError(absl::StrCat("generator returned ", out.tokens.size(),
+                                                  " tokens for a step capped at ",
+                                                  plan->max_step_tokens));
+        }
+        if (out.finish_reason == FinishReason::kCancelled) {
+          if (Cancelled()) return absl::CancelledError("job cancelled");
+          if (!budget_.DeadlinePassed()) {
+            return absl::AbortedError("generator cancelled a step the job did not cancel");
+          }
+          deadline_hit = true;
+          continue;  // a cut-off step is dropped
+        }
+        Child child;
+        child.parent = piece.parent;
+        child.sample = piece.first_sample + s;
+        Branch& b = child.branch;
+        b = *parents[piece.parent];
+        b.tokens.insert(b.tokens.end(), out.tokens.begin(), out.tokens.end());
+        b.logprob += out.logprob;
+        b.scored = false;
+        switch (out.finish_reason) {
+          case FinishReason::kEos:
+            b.done = b.finished = true;
+            break;
+          case FinishReason::kContext:
+            b.done = true;
+            break;
+          case FinishReason::kStep:
+          case FinishReason::kLength:
+          case FinishReason::kCancelled:
+            break;
+        }
+        if (out.tokens.empty() || options.final_iteration ||
+            static_cast<int64_t>(b.tokens.size()) >= config_.max_solution_tokens ||
+            static_cast<int>(b.steps.size()) + 1 >= kMaxStepsPerCandidate) {
+          b.done = true;
+        }
+        if (options.final_answer_ends && absl::StrContains(out.text, "\\boxed")) {
+          b.done = b.finished = true;
+        }
+        b.steps.push_back(std::move(out.text));
+        children.push_back(std::move(child));
+      }
+    }
+    if (deadline_hit) return children;
+    next = end;
+  }
+  return children;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
+    const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only) {
+  ARBOR_CHECK(scorer_ != nullptr);
+  std::vector<std::vector<float>> scores;
+  scores.reserve(candidates.size());
+  for (size_t next = 0; next < candidates.size(); next += kMaxCandidatesPerScore) {
+    const size_t end = std::min(candidates.size(), next + kMaxCandidatesPerScore);
+    ScoreRequest request;
+    request.question = job_.question;
+    request.last_step_only = last_step_only;
+    request.deadline = budget_.deadline();
+    for (size_t i = next; i < end; ++i) request.candidates.push_back(*candidates[i]);
+    if (!budget_.CanScore(scorer_->MaxRewardTokens(request))) return std::vector<std::vector<float>>{};
+    if (Cancelled()) return absl::CancelledError("job cancelled");
+    absl::StatusOr<ScoreResult> result = scorer_->Score(request);
+    if (!result.ok()) {
+      if (EndedByDeadline(result.status())) return std::vector<std::vector<float>>{};
+      if (Cancelled()) return absl::CancelledError("job cancelled");
+      return result.status();
+    }
+    budget_.ChargeScoring(result->usage);
+    if (result->scores.size() != end - next) {
+      return absl::InternalError(absl::StrCat("scorer returned ", result->scores.size(),
+                                              " results for ", end - next, " candidates"));
+    }
+    for (size_t i = next; i < end; ++i) {
+      std::vector<float>& s = result->scores[i - next];
+      const size_t expected = last_step_only ? 1 : candidates[i]->size();
+      if (s.size() != expected) {
+        return absl::InternalError(absl::StrCat("scorer returned ", s.size(),
+                                                " scores for a candidate of ", expected,
+                                                " scored steps"));
+      }
+      for (float& v : s) {
+        if (!std::isfinite(v) || v < -1e-4f || v > 1.0f + 1e-4f) {
+          return absl::InternalError(absl::StrCat("scorer returned score ", v,
+                                                  " outside [0, 1]"));
+        }
+        v = std::clamp(v, 0.0f, 1.0f);
+      }
+      scores.push_back(std::move(s));
+    }
+  }
+  return scores;
+}
+
+absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branches, bool full,
+                                              Aggregation aggregation) {
+  if (branches.empty()) return true;
+  std::vector<const std::vector<std::string>*> candidates;
+  candidates.reserve(branches.size());
+  for (const Branch* b : branches) {
+    ARBOR_CHECK(!b->steps.empty());
+    candidates.push_back(&b->steps);
+  }
+  auto scores = ScoreSteps(candidates, /*last_step_only=*/!full);
+  if (!scores.ok()) return scores.status();
+  if (scores->empty()) return false;
+  for (size_t i = 0; i < branches.size(); ++i) {
+    Branch& b = *branches[i];
+    std::vector<float>& s = (*scores)[i];
+    if (full) {
+      b.step_scores = std::move(s);
+    } else {
+      // Earlier steps keep their scores (causal PRM); a gap (never scored)
+      // takes the new score.
+      b.step_scores.resize(b.steps.size() - 1, s[0]);
+      b.step_scores.push_back(s[0]);
+    }
+    b.score = AggregateScores(b.step_scores, aggregation);
+    b.scored = true;
+  }
+  return true;
+}
+
+void SearchRun::Report(int iteration, const std::vector<const Branch*>& live,
+                       const std::vector<const Branch*>& finished) {
+  if (!job_.on_progress) return;
+  IterationProgress progress;
+  progress.iteration = iteration;
+  progress.live = static_cast<int32_t>(live.size());
+  progress.finished = static_cast<int32_t>(finished.size());
+  const Branch* best = nullptr;
+  for (const auto* group : {&live, &finished}) {
+    for (const Branch* b : *group) {
+      if (best == nullptr || (b->scored && (!best->scored || b->score > best->score))) best = b;
+    }
+  }
+  if (best != nullptr) {
+    progress.best_score = best->score;
+    progress.best_text = best->Text();
+  }
+  progress.branch_scores.reserve(live.size());
+  for (const Branch* b : live) progress.branch_scores.push_back(b->score);
+  progress.usage = budget_.usage();
+  job_.on_progress(progress);
+}
+
+SolveResult SearchRun::Finish(std::vector<Branch> branches, RankOptions options) {
+  SolveResult result;
+  result.strategy = std::string(StrategyName(config_));
+  std::vector<Candidate> candidates;
+  candidates.reserve(branches.size());
+  for (Branch& b : branches) {
+    Candidate c;
+    c.text = b.Text();
+    c.answer = extractor_->Extract(c.text);
+    c.steps = std::move(b.steps);
+    c.step_scores = std::move(b.step_scores);
+    c.score = b.score;
+    c.logprob = b.logprob;
+    c.finished = b.finished;
+    c.num_tokens = static_cast<int32_t>(b.tokens.size());
+    candidates.push_back(std::move(c));
+  }
+  const std::vector<size_t> order = RankCandidates(candidates, options, tie_rng_);
+  const size_t keep = std::min(order.size(), static_cast<size_t>(config_.max_candidates));
+  result.candidates.reserve(keep);
+  for (size_t i = 0; i < keep; ++i) result.candidates.push_back(std::move(candidates[order[i]]));
+  if (!result.candidates.empty()) {
+    result.answer = result.candidates.front().answer;
+    result.text = result.candidates.front().text;
+  }
+  result.usage = budget_.usage();
+  result.budget_exhausted = budget_.exhausted();
+  result.exhausted_by = budget_.exhausted_by();
+  return result;
+}
+
+}  // namespace arbor::search::internal

@@ -1,0 +1,146 @@
+// SearchRun: the machinery every strategy shares (internal to search/):
+// branches, budget-sized Extend and Score calls split to the services' limits,
+// per-branch seeds, cancellation, progress events, final ranking.
+// Thread-safety: not thread-safe; one per job, on the job's thread.
+#ifndef ARBOR_SEARCH_SEARCH_RUN_H_
+#define ARBOR_SEARCH_SEARCH_RUN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "search/answer.h"
+#include "search/budget.h"
+#include "search/generator.h"
+#include "search/random.h"
+#include "search/scorer.h"
+#include "search/selection.h"
+#include "search/strategy.h"
+
+namespace arbor::search::internal {
+
+// The services' per-call limits (generator.proto, verifier.proto).
+inline constexpr int kMaxSamplesPerBranch = 256;
+inline constexpr int kMaxBranchesPerCall = 1024;
+inline constexpr int kMaxOutputsPerCall = 4096;
+inline constexpr int kMaxCandidatesPerScore = 1024;
+inline constexpr int kMaxStepsPerCandidate = 512;
+// A budget-shrunk step keeps at least this many tokens (or the whole step cap
+// when smaller) before the number of branches shrinks instead.
+inline constexpr int kMinUsefulStepTokens = 16;
+
+// One partial or complete solution.
+struct Branch {
+  std::vector<int32_t> tokens;  // generated tokens after the prompt
+  std::vector<std::string> steps;
+  std::vector<float> step_scores;  // one per scored step
+  double score = 0.0;              // ranking score (aggregated)
+  double logprob = 0.0;
+  bool done = false;      // no longer extended
+  bool finished = false;  // ended with EOS (or a final answer, for DVTS)
+  bool scored = false;
+
+  std::string Text() const;
+};
+
+// A new branch: its parent's index in the Extend call and its sample index.
+struct Child {
+  size_t parent = 0;
+  int sample = 0;
+  Branch branch;
+};
+
+struct ExtendOptions {
+  SamplingOptions sampling;
+  StopOptions stop;
+  bool final_iteration = false;  // every child is done afterwards
+  bool final_answer_ends = false;  // a step with "\boxed{" finishes the branch (DVTS)
+};
+
+class SearchRun {
+ public:
+  SearchRun(const StrategyConfig& config, const JobContext& job, Generator& generator,
+            Scorer* scorer);
+
+  // Compiles the answer extractor and encodes the prompt.
+  absl::Status Start();
+
+  // CANCELLED when the job was cancelled; false when the budget (steps,
+  // deadline, or an earlier exhaustion) ends the search; else counts a step.
+  absl::StatusOr<bool> BeginIteration();
+
+  // Extends parents[i] by samples[i] samples each. The request is sized to the
+  // budget (trailing samples dropped first) and split to the service limits.
+  // Returns the children in (parent, sample) order: fewer than asked when the
+  // budget shrank the request; none when the budget or deadline ended it.
+  absl::StatusOr<std::vector<Child>> Extend(const std::vector<const Branch*>& parents,
+                                            const std::vector<int>& samples,
+                                            const ExtendOptions& options);
+
+  // Scores candidates given as step lists. Returns per-candidate scores, or an
+  // empty vector when the budget (reward calls/tokens, deadline) did not allow
+  // scoring all of them.
+  absl::StatusOr<std::vector<std::vector<float>>> ScoreSteps(
+      const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only);
+
+  // Scores each branch's newest step (all steps when `full`), stores the step
+  // scores and score = aggregate. False when the budget did not allow it (no
+  // branch changed).
+  absl::StatusOr<bool> ScoreBranches(const std::vector<Branch*>& branches, bool full,
+                                     Aggregation aggregation);
+
+  // The stop rules of a normal step, and of the last iteration (no delimiter,
+  // up to max_solution_tokens less the shortest of `branches`).
+  StopOptions StepStop() const;
+  StopOptions FinalStop(const std::vector<const Branch*>& branches) const;
+
+  // Emits one progress event (when the job has a callback).
+  void Report(int iteration, const std::vector<const Branch*>& live,
+              const std::vector<const Branch*>& finished);
+
+  // Extracts answers, ranks `branches` with `options` (tiers, vote rule,
+  // vote weights) and fills the result: candidates, answer, usage, budget.
+  SolveResult Finish(std::vector<Branch> branches, RankOptions options);
+
+  const StrategyConfig& config() const { return config_; }
+  const JobContext& job() const { return job_; }
+  BudgetTracker& budget() { return budget_; }
+  Scorer* scorer() { return scorer_; }
+  JobRandom& tie_rng() { return tie_rng_; }
+  JobRandom& resample_rng() { return resample_rng_; }
+  JobRandom& final_rng() { return final_rng_; }
+
+ private:
+  bool Cancelled() const;
+  // Handles a failed call: the job's deadline ends the search (true); other
+  // errors are returned to the caller (false).
+  bool EndedByDeadline(const absl::Status& status);
+
+  const StrategyConfig& config_;
+  const JobContext& job_;
+  Generator& generator_;
+  Scorer* scorer_;
+  BudgetTracker budget_;
+  std::unique_ptr<AnswerExtractor> extractor_;
+  std::vector<int32_t> prompt_;
+  uint64_t call_index_ = 0;
+  JobRandom tie_rng_;
+  JobRandom resample_rng_;
+  JobRandom final_rng_;
+};
+
+// Strategies (one file each).
+// Greedy (`best_of_n` null: one sample, no scoring) and best-of-N.
+absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOptions& sampling,
+                                        const BestOfNConfig* best_of_n);
+absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config);
+absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config);
+absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilterConfig& config);
+
+}  // namespace arbor::search::internal
+
+#endif  // ARBOR_SEARCH_SEARCH_RUN_H_

@@ -1,0 +1,172 @@
+#include "search/strategy.h"
+
+#include <cmath>
+#include <type_traits>
+
+#include "absl/strings/str_cat.h"
+#include "search/answer.h"
+#include "search/search_run.h"
+
+namespace arbor::search {
+namespace {
+
+absl::Status OutOfRange(absl::string_view field, double value, absl::string_view range) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, " (", value, ") must be in ", range));
+}
+
+absl::Status CheckInt(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " (", value, ") must be in [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDivisible(absl::string_view strategy, int32_t n, int32_t beam_width) {
+  if (beam_width < 1 || beam_width > n) {
+    return absl::InvalidArgumentError(absl::StrCat(strategy, ".beam_width (", beam_width,
+                                                   ") must be in [1, n = ", n, "]"));
+  }
+  if (n % beam_width != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(strategy, ".n (", n,
+                                                   ") must be divisible by beam_width (",
+                                                   beam_width, ")"));
+  }
+  return absl::OkStatus();
+}
+
+#define ARBOR_RETURN_IF_ERROR(expr)          \
+  do {                                       \
+    if (absl::Status s = (expr); !s.ok()) {  \
+      return s;                              \
+    }                                        \
+  } while (0)
+
+absl::Status ValidateStrategy(const GreedyConfig& c) {
+  if (!(c.temperature >= 0.0f && c.temperature <= 10.0f)) {
+    return OutOfRange("sampling.temperature", c.temperature, "[0, 10]");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStrategy(const BestOfNConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("best_of_n.n", c.n, 1, 4096));
+  if (c.selection == BestOfNConfig::Selection::kBestOfMajority &&
+      !(c.min_vote_fraction > 0.0f && c.min_vote_fraction <= 1.0f)) {
+    return OutOfRange("best_of_n.min_vote_fraction", c.min_vote_fraction, "(0, 1]");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStrategy(const BeamSearchConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("beam_search.n", c.n, 1, 1024));
+  ARBOR_RETURN_IF_ERROR(CheckDivisible("beam_search", c.n, c.beam_width));
+  ARBOR_RETURN_IF_ERROR(CheckInt("beam_search.num_iterations", c.num_iterations, 1, 512));
+  return CheckInt("beam_search.lookahead", c.lookahead, 0, 8);
+}
+
+absl::Status ValidateStrategy(const DvtsConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("dvts.n", c.n, 1, 1024));
+  ARBOR_RETURN_IF_ERROR(CheckDivisible("dvts", c.n, c.beam_width));
+  return CheckInt("dvts.num_iterations", c.num_iterations, 1, 512);
+}
+
+absl::Status ValidateStrategy(const ParticleFilterConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("particle_filter.n", c.n, 1, 1024));
+  if (!(c.temperature > 0.0f && c.temperature <= 100.0f)) {
+    return OutOfRange("particle_filter.temperature", c.temperature, "(0, 100]");
+  }
+  if (!(c.ess_threshold >= 0.0f && c.ess_threshold <= 1.0f)) {
+    return OutOfRange("particle_filter.ess_threshold", c.ess_threshold, "[0, 1]");
+  }
+  return CheckInt("particle_filter.num_iterations", c.num_iterations, 1, 512);
+}
+
+// Whether the strategy needs a reward model.
+bool NeedsScorer(const StrategyVariant& strategy) {
+  if (std::holds_alternative<GreedyConfig>(strategy)) return false;
+  if (const auto* bon = std::get_if<BestOfNConfig>(&strategy)) {
+    return bon->selection != BestOfNConfig::Selection::kMajorityVote;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view StrategyName(const StrategyConfig& config) {
+  switch (config.strategy.index()) {
+    case 0:
+      return "greedy";
+    case 1:
+      return "best_of_n";
+    case 2:
+      return "beam_search";
+    case 3:
+      return "dvts";
+    case 4:
+      return "particle_filter";
+  }
+  return "unknown";
+}
+
+absl::Status ValidateStrategyConfig(const StrategyConfig& config) {
+  ARBOR_RETURN_IF_ERROR(
+      std::visit([](const auto& c) { return ValidateStrategy(c); }, config.strategy));
+  const SamplingOptions& s = config.sampling;
+  if (!(s.temperature >= 0.0f && s.temperature <= 10.0f)) {
+    return OutOfRange("sampling.temperature", s.temperature, "[0, 10]");
+  }
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) return OutOfRange("sampling.top_p", s.top_p, "(0, 1]");
+  if (s.top_k < 0) return OutOfRange("sampling.top_k", s.top_k, "[0, vocab]");
+  const StopOptions& stop = config.stop;
+  ARBOR_RETURN_IF_ERROR(CheckInt("stop.max_step_tokens", stop.max_step_tokens, 1, 32768));
+  if (stop.step_delimiters.size() > 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stop.step_delimiters has ", stop.step_delimiters.size(), " strings; at most 8"));
+  }
+  for (size_t i = 0; i < stop.step_delimiters.size(); ++i) {
+    const std::string& d = stop.step_delimiters[i];
+    if (d.empty() || d.size() > 64) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "stop.step_delimiters[", i, "] has ", d.size(), " bytes; must be 1 to 64"));
+    }
+  }
+  ARBOR_RETURN_IF_ERROR(ValidateBudgetLimits(config.budget));
+  ARBOR_RETURN_IF_ERROR(CheckInt("max_solution_tokens", config.max_solution_tokens, 1, 1 << 20));
+  ARBOR_RETURN_IF_ERROR(CheckInt("max_candidates", config.max_candidates, 1, 1024));
+  auto extractor = AnswerExtractor::Create(config.answer_extraction.pattern);
+  if (!extractor.ok()) return extractor.status();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobContext& job,
+                                        Generator& generator, Scorer* scorer) {
+  ARBOR_RETURN_IF_ERROR(ValidateStrategyConfig(config));
+  if (scorer == nullptr && NeedsScorer(config.strategy)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reward_model: strategy ", std::string(StrategyName(config)), " needs a reward model"));
+  }
+  internal::SearchRun run(config, job, generator, scorer);
+  ARBOR_RETURN_IF_ERROR(run.Start());
+  return std::visit(
+      [&](const auto& c) -> absl::StatusOr<SolveResult> {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, GreedyConfig>) {
+          SamplingOptions sampling = config.sampling;
+          sampling.temperature = c.temperature;
+          return internal::RunSampling(run, 1, sampling, nullptr);
+        } else if constexpr (std::is_same_v<T, BestOfNConfig>) {
+          return internal::RunSampling(run, c.n, config.sampling, &c);
+        } else if constexpr (std::is_same_v<T, BeamSearchConfig>) {
+          return internal::RunBeamSearch(run, c);
+        } else if constexpr (std::is_same_v<T, DvtsConfig>) {
+          return internal::RunDvts(run, c);
+        } else {
+          return internal::RunParticleFilter(run, c);
+        }
+      },
+      config.strategy);
+}
+
+}  // namespace arbor::search
