@@ -94,7 +94,15 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
       scored = run.ScoreBranches(to_score, /*full=*/false, config.aggregation);
     }
     if (!scored.ok()) return scored.status();
-    if (!*scored) break;  // reward budget spent: the previous beams are the best so far
+    if (!*scored) {
+      // Reward budget spent: the previous beams are the best so far, or, in
+      // the first iteration, the unscored new ones.
+      if (iteration == 0) {
+        active.clear();
+        for (Child& c : *children) active.push_back(std::move(c.branch));
+      }
+      break;
+    }
 
     std::vector<Branch> live;
     std::vector<uint64_t> tie;

@@ -46,7 +46,15 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     for (Child& c : *children) to_score.push_back(&c.branch);
     absl::StatusOr<bool> scored = run.ScoreBranches(to_score, /*full=*/false, config.aggregation);
     if (!scored.ok()) return scored.status();
-    if (!*scored) break;
+    if (!*scored) {
+      // Reward budget spent: subtrees that had nothing yet keep their unscored
+      // candidates; the others their last scored expansion.
+      for (Child& c : *children) {
+        Subtree& tree = subtrees[index[c.parent]];
+        if (tree.current.steps.empty()) tree.leaves.push_back(std::move(c.branch));
+      }
+      break;
+    }
 
     // Children come grouped by parent, in parent order.
     for (size_t begin = 0; begin < children->size();) {

@@ -107,7 +107,14 @@ absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilt
     for (Child& c : *children) to_score.push_back(&c.branch);
     absl::StatusOr<bool> scored = run.ScoreBranches(to_score, /*full=*/false, Aggregation::kLast);
     if (!scored.ok()) return scored.status();
-    if (!*scored) break;
+    if (!*scored) {
+      // Reward budget spent: the pool before this step is the best so far, or,
+      // in the first iteration, the unscored new particles with equal weights.
+      if (iteration == 0) {
+        for (Child& c : *children) pool.push_back(Particle{std::move(c.branch), 0.0, -1});
+      }
+      break;
+    }
 
     if (iteration == 0) {
       for (Child& c : *children) {

@@ -103,6 +103,7 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
   request.stop.max_step_tokens = plan->max_step_tokens;
   request.deadline = budget_.deadline();
 
+  bool cut_by_budget = false;
   size_t next = 0;
   while (next < pieces.size()) {
     // One call: as many pieces as the limits allow.
@@ -158,6 +159,9 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
           deadline_hit = true;
           continue;  // a cut-off step is dropped
         }
+        if (out.finish_reason == FinishReason::kLength && plan->max_step_tokens < step_cap) {
+          cut_by_budget = true;
+        }
         Child child;
         child.parent = piece.parent;
         child.sample = piece.first_sample + s;
@@ -193,6 +197,8 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
     if (deadline_hit) return children;
     next = end;
   }
+  // A budget that dropped samples or cut a step short has ended the search.
+  if (plan->num_outputs < desired || cut_by_budget) budget_.MarkExhausted(kCapGeneratedTokens);
   return children;
 }
 
