@@ -1,0 +1,630 @@
+// Paged attention kernels:
+//  - DecodeKernel: one query token per sequence on CUDA cores. A CTA owns
+//    (sequence, KV head, split); the GQA query heads of the KV head share every
+//    K/V load; L = head_dim / 8 lanes cover one key with 128-bit loads, so a
+//    warp streams whole 16-token pages; online softmax in the log2 domain.
+//  - GroupAttentionKernel: many query rows against one paged KV range on
+//    tensor cores (mma.sync m16n8k16 bf16, FlashAttention-2 register layout,
+//    cp.async double buffering). Rows are (token, GQA head) pairs of a group,
+//    so K/V are read once per group and KV head: the shared-prefix (cascade)
+//    stage and causal prefill.
+//  - MergeKernel: log-sum-exp merge of partial states.
+#include <mutex>
+
+#include "kernels/common.cuh"
+#include "kernels/launchers.h"
+
+namespace arbor::kernels {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float NegInf() { return __int_as_float(0xff800000); }
+
+// ---- Decode --------------------------------------------------------------------
+
+constexpr int kDecodeWarps = 4;
+
+template <int D, int G>
+__global__ void __launch_bounds__(kDecodeWarps * 32)
+    DecodeKernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k_cache,
+                 const Bf16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
+                 const int32_t* __restrict__ kv_begin, const int32_t* __restrict__ kv_end,
+                 float* __restrict__ o_part, float* __restrict__ lse_part, int num_seqs,
+                 int num_heads, int num_kv_heads, int max_blocks, float scale_log2,
+                 int split_len, int gqa) {
+  constexpr int L = D / 8;         // lanes per key
+  constexpr int KPW = 32 / L;      // keys per warp pass
+  constexpr int NK = 16 / KPW;     // keys of a page per lane
+  const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int c = lane % L, g = lane / L;
+
+  const int seq_begin = kv_begin ? kv_begin[seq] : 0;
+  const int b = seq_begin + split * split_len;
+  const int e = min(kv_end[seq], b + split_len);
+  const size_t out_row0 = (static_cast<size_t>(split) * num_seqs + seq) * num_heads + kvh * gqa;
+
+  if (b >= e) {  // empty split
+    for (int i = threadIdx.x; i < gqa * D; i += blockDim.x) o_part[out_row0 * D + i] = 0.0f;
+    if (threadIdx.x < gqa) lse_part[out_row0 + threadIdx.x] = NegInf();
+    return;
+  }
+
+  // Query chunk c of each GQA head, pre-scaled into the log2 domain.
+  float qv[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    if (h < gqa) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(
+          q + (static_cast<size_t>(seq) * num_heads + kvh * gqa + h) * D + c * 8));
+      detail::Unpack8(raw, qv[h]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qv[h][j] *= scale_log2;
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qv[h][j] = 0.0f;
+    }
+  }
+
+  float m[G], l[G], o[G][8];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    m[h] = NegInf();
+    l[h] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[h][j] = 0.0f;
+  }
+
+  const int32_t* table = block_tables + static_cast<size_t>(seq) * max_blocks;
+  const size_t key_stride = static_cast<size_t>(num_kv_heads) * D;  // elements per slot
+  const int first_page = b / kKvBlockSize, last_page = (e - 1) / kKvBlockSize;
+  for (int page = first_page + warp; page <= last_page; page += kDecodeWarps) {
+    const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
+                        static_cast<size_t>(kvh) * D + c * 8;
+    uint4 kr[NK], vr[NK];
+#pragma unroll
+    for (int i = 0; i < NK; ++i) {
+      const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
+      kr[i] = __ldg(reinterpret_cast<const uint4*>(k_cache + off));
+      vr[i] = __ldg(reinterpret_cast<const uint4*>(v_cache + off));
+    }
+    float s[G][NK];
+#pragma unroll
+    for (int i = 0; i < NK; ++i) {
+      float kf[8];
+      detail::Unpack8(kr[i], kf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) dot = fmaf(qv[h][j], kf[j], dot);
+        s[h][i] = dot;
+      }
+    }
+    // Finish the dot products across the L lanes of a key.
+#pragma unroll
+    for (int offset = 1; offset < L; offset <<= 1) {
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+#pragma unroll
+        for (int i = 0; i < NK; ++i) s[h][i] += __shfl_xor_sync(0xffffffffu, s[h][i], offset);
+      }
+    }
+    const int key0 = page * kKvBlockSize + g;
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float page_max = NegInf();
+#pragma unroll
+      for (int i = 0; i < NK; ++i) {
+        const int key = key0 + i * KPW;
+        if (key < b || key >= e) s[h][i] = NegInf();
+        page_max = fmaxf(page_max, s[h][i]);
+      }
+#pragma unroll
+      for (int offset = L; offset < 32; offset <<= 1) {
+        page_max = fmaxf(page_max, __shfl_xor_sync(0xffffffffu, page_max, offset));
+      }
+      const float m_new = fmaxf(m[h], page_max);  // finite: a page holds a key of [b, e)
+      const float alpha = exp2f(m[h] - m_new);
+      m[h] = m_new;
+      l[h] *= alpha;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[h][j] *= alpha;
+#pragma unroll
+      for (int i = 0; i < NK; ++i) s[h][i] = exp2f(s[h][i] - m_new);
+    }
+#pragma unroll
+    for (int i = 0; i < NK; ++i) {
+      float vf[8];
+      detail::Unpack8(vr[i], vf);
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        l[h] += s[h][i];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) o[h][j] = fmaf(s[h][i], vf[j], o[h][j]);
+      }
+    }
+  }
+
+  // Sum the key groups of the warp (m is warp-uniform).
+#pragma unroll
+  for (int offset = L; offset < 32; offset <<= 1) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], offset);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[h][j] += __shfl_xor_sync(0xffffffffu, o[h][j], offset);
+    }
+  }
+
+  __shared__ float sm_m[kDecodeWarps][G], sm_l[kDecodeWarps][G];
+  __shared__ float sm_o[kDecodeWarps][G][D];
+  if (g == 0) {
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sm_o[warp][h][c * 8 + j] = o[h][j];
+      if (c == 0) {
+        sm_m[warp][h] = m[h];
+        sm_l[warp][h] = l[h];
+      }
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < gqa * D; i += blockDim.x) {
+    const int h = i / D, d = i % D;
+    float mx = NegInf();
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
+    float total = 0.0f, acc = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      if (sm_m[w][h] == NegInf()) continue;  // warp saw no page
+      const float wt = exp2f(sm_m[w][h] - mx);
+      total += sm_l[w][h] * wt;
+      acc += sm_o[w][h][d] * wt;
+    }
+    o_part[(out_row0 + h) * D + d] = acc / total;
+    if (d == 0) lse_part[out_row0 + h] = (mx + log2f(total)) * kLn2;
+  }
+}
+
+// ---- Merge ---------------------------------------------------------------------
+
+// One warp per (row, head).
+__global__ void MergeKernel(const float* __restrict__ o_parts, const float* __restrict__ lse_parts,
+                            Bf16* __restrict__ out, float* __restrict__ lse_out, int num_parts,
+                            size_t rows, int head_dim) {
+  const size_t r = blockIdx.x * static_cast<size_t>(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  float mx = NegInf();
+  for (int j = lane; j < num_parts; j += 32) mx = fmaxf(mx, lse_parts[j * rows + r]);
+  mx = detail::WarpMax(mx);
+  __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(out) + r * head_dim;
+  if (mx == NegInf()) {
+    for (int d = lane; d < head_dim; d += 32) dst[d] = __float2bfloat16_rn(0.0f);
+    if (lse_out && lane == 0) lse_out[r] = NegInf();
+    return;
+  }
+  float total = 0.0f;
+  for (int j = lane; j < num_parts; j += 32) total += __expf(lse_parts[j * rows + r] - mx);
+  total = detail::WarpSum(total);
+  const float inv_total = 1.0f / total;
+  for (int d = lane; d < head_dim; d += 32) {
+    float acc = 0.0f;
+    for (int j = 0; j < num_parts; ++j) {
+      const float lse = lse_parts[j * rows + r];
+      if (lse == NegInf()) continue;
+      acc += __expf(lse - mx) * o_parts[(j * rows + r) * head_dim + d];
+    }
+    dst[d] = __float2bfloat16_rn(acc * inv_total);
+  }
+  if (lse_out && lane == 0) lse_out[r] = mx + logf(total);
+}
+
+// ---- Group attention on tensor cores -------------------------------------------
+
+constexpr int kGroupWarps = 4;
+constexpr int kGroupRows = 16 * kGroupWarps;  // query rows per CTA
+constexpr int kGroupKeys = 64;                // keys per tile
+
+__device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill, nothing read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+template <int D>
+__host__ __device__ constexpr int GroupSmemStride() {
+  return D + 8;  // bf16 elements per smem row: 16 bytes of padding kill bank conflicts
+}
+template <int D>
+constexpr size_t GroupSmemBytes() {
+  return (static_cast<size_t>(kGroupRows) + 4 * kGroupKeys) * GroupSmemStride<D>() * sizeof(Bf16) +
+         kGroupRows * sizeof(int);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kGroupWarps * 32)
+    GroupAttentionKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
+                         const int32_t* __restrict__ group_starts,
+                         const int32_t* __restrict__ block_tables, const int32_t* __restrict__ kv_len,
+                         const Bf16* __restrict__ k_cache, const Bf16* __restrict__ v_cache,
+                         float* __restrict__ o_part, float* __restrict__ lse_part,
+                         Bf16* __restrict__ out_bf16, int num_tokens, int num_heads,
+                         int num_kv_heads, int max_blocks, float scale_log2, int split_len,
+                         int tiles_per_group, int gqa) {
+  constexpr int SD = GroupSmemStride<D>();
+  constexpr int KSTEPS = D / 16;  // k-steps of Q K^T
+  constexpr int DT = D / 8;       // n-tiles of P V
+  constexpr int CHUNKS = D / 8;   // 16-byte chunks per row
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Bf16* q_s = reinterpret_cast<Bf16*>(smem_raw);
+  Bf16* kv_s = q_s + kGroupRows * SD;  // [stage][K|V][kGroupKeys][SD]
+  int* row_pos = reinterpret_cast<int*>(kv_s + 4 * kGroupKeys * SD);
+
+  const int group = blockIdx.x / tiles_per_group, tile = blockIdx.x % tiles_per_group;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int tok_begin = group_starts[group], tok_end = group_starts[group + 1];
+  const int num_rows = (tok_end - tok_begin) * gqa;
+  const int row0 = tile * kGroupRows;
+  if (row0 >= num_rows) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gq = lane >> 2, t4 = lane & 3;
+
+  // Rows of this CTA: token and head, plus their positions (-1: padding).
+  for (int r = threadIdx.x; r < kGroupRows; r += blockDim.x) {
+    const int row = row0 + r;
+    row_pos[r] = row < num_rows ? positions[tok_begin + row / gqa] : -1;
+  }
+  for (int i = threadIdx.x; i < kGroupRows * CHUNKS; i += blockDim.x) {
+    const int r = i / CHUNKS, ch = i % CHUNKS;
+    const int row = row0 + r;
+    const bool valid = row < num_rows;
+    const Bf16* src = valid ? q + (static_cast<size_t>(tok_begin + row / gqa) * num_heads +
+                                   kvh * gqa + row % gqa) * D + ch * 8
+                            : q;
+    CpAsync16(q_s + r * SD + ch * 8, src, valid);
+  }
+  CpAsyncCommit();
+  __syncthreads();  // row_pos
+
+  // Key range of this split, cut at the largest visible position.
+  int max_pos = -1;
+  for (int r = 0; r < kGroupRows; ++r) max_pos = max(max_pos, row_pos[r]);
+  const int b = split * split_len;
+  const int e = min(min(kv_len[group], b + split_len), max_pos + 1);
+
+  const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;
+  const size_t slot_stride = static_cast<size_t>(num_kv_heads) * D;
+  auto load_tile = [&](int key0, int stage) {
+    Bf16* k_dst = kv_s + (stage * 2) * kGroupKeys * SD;
+    Bf16* v_dst = k_dst + kGroupKeys * SD;
+    for (int i = threadIdx.x; i < kGroupKeys * CHUNKS; i += blockDim.x) {
+      const int j = i / CHUNKS, ch = i % CHUNKS;
+      const int key = key0 + j;
+      const bool valid = key < e;
+      size_t off = 0;
+      if (valid) {
+        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize +
+               key % kKvBlockSize) * slot_stride + static_cast<size_t>(kvh) * D + ch * 8;
+      }
+      CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
+      CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
+    }
+  };
+
+  const int num_tiles = b < e ? (e - b + kGroupKeys - 1) / kGroupKeys : 0;
+  if (num_tiles > 0) load_tile(b, 0);
+  CpAsyncCommit();
+
+  CpAsyncWait<1>();  // the Q group is complete
+  __syncthreads();
+  uint32_t qa[KSTEPS][4];
+  {
+    const Bf16* base = q_s + (warp * 16) * SD;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+      qa[kk][0] = *reinterpret_cast<const uint32_t*>(base + gq * SD + kk * 16 + 2 * t4);
+      qa[kk][1] = *reinterpret_cast<const uint32_t*>(base + (gq + 8) * SD + kk * 16 + 2 * t4);
+      qa[kk][2] = *reinterpret_cast<const uint32_t*>(base + gq * SD + kk * 16 + 8 + 2 * t4);
+      qa[kk][3] = *reinterpret_cast<const uint32_t*>(base + (gq + 8) * SD + kk * 16 + 8 + 2 * t4);
+    }
+  }
+  const int pos_lo = row_pos[warp * 16 + gq], pos_hi = row_pos[warp * 16 + gq + 8];
+
+  float oacc[DT][4];
+#pragma unroll
+  for (int n = 0; n < DT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
+  float m_lo = NegInf(), m_hi = NegInf(), l_lo = 0.0f, l_hi = 0.0f;
+
+  for (int it = 0; it < num_tiles; ++it) {
+    const int key0 = b + it * kGroupKeys;
+    if (it + 1 < num_tiles) load_tile(key0 + kGroupKeys, (it + 1) & 1);
+    CpAsyncCommit();
+    CpAsyncWait<1>();
+    __syncthreads();
+    const Bf16* k_s = kv_s + ((it & 1) * 2) * kGroupKeys * SD;
+    const Bf16* v_s = k_s + kGroupKeys * SD;
+
+    float sacc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.0f;
+#pragma unroll
+      for (int kk = 0; kk < KSTEPS; ++kk) {
+        const Bf16* krow = k_s + (nt * 8 + gq) * SD + kk * 16 + 2 * t4;
+        MmaBf16(sacc[nt], qa[kk], *reinterpret_cast<const uint32_t*>(krow),
+                *reinterpret_cast<const uint32_t*>(krow + 8));
+      }
+    }
+    // Mask, scale, online softmax for rows gq (lo) and gq + 8 (hi).
+    float mx_lo = NegInf(), mx_hi = NegInf();
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int key = key0 + nt * 8 + 2 * t4 + j;
+        const bool in_range = key < e;
+        sacc[nt][j] = (in_range && key <= pos_lo) ? sacc[nt][j] * scale_log2 : NegInf();
+        sacc[nt][2 + j] = (in_range && key <= pos_hi) ? sacc[nt][2 + j] * scale_log2 : NegInf();
+        mx_lo = fmaxf(mx_lo, sacc[nt][j]);
+        mx_hi = fmaxf(mx_hi, sacc[nt][2 + j]);
+      }
+    }
+#pragma unroll
+    for (int offset = 1; offset < 4; offset <<= 1) {
+      mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, offset));
+      mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
+    }
+    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+    // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
+    const float alpha_lo = new_lo == NegInf() ? 1.0f : exp2f(m_lo - new_lo);
+    const float alpha_hi = new_hi == NegInf() ? 1.0f : exp2f(m_hi - new_hi);
+    const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo;
+    const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi;
+    m_lo = new_lo;
+    m_hi = new_hi;
+    l_lo *= alpha_lo;
+    l_hi *= alpha_hi;
+#pragma unroll
+    for (int n = 0; n < DT; ++n) {
+      oacc[n][0] *= alpha_lo;
+      oacc[n][1] *= alpha_lo;
+      oacc[n][2] *= alpha_hi;
+      oacc[n][3] *= alpha_hi;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      sacc[nt][0] = exp2f(sacc[nt][0] - sub_lo);
+      sacc[nt][1] = exp2f(sacc[nt][1] - sub_lo);
+      sacc[nt][2] = exp2f(sacc[nt][2] - sub_hi);
+      sacc[nt][3] = exp2f(sacc[nt][3] - sub_hi);
+      l_lo += sacc[nt][0] + sacc[nt][1];
+      l_hi += sacc[nt][2] + sacc[nt][3];
+    }
+    // O += P V: the S accumulators are already the A fragments of P.
+#pragma unroll
+    for (int ks = 0; ks < kGroupKeys / 16; ++ks) {
+      uint32_t pa[4];
+      pa[0] = PackBf16(sacc[2 * ks][0], sacc[2 * ks][1]);
+      pa[1] = PackBf16(sacc[2 * ks][2], sacc[2 * ks][3]);
+      pa[2] = PackBf16(sacc[2 * ks + 1][0], sacc[2 * ks + 1][1]);
+      pa[3] = PackBf16(sacc[2 * ks + 1][2], sacc[2 * ks + 1][3]);
+#pragma unroll
+      for (int dn = 0; dn < D / 16; ++dn) {
+        const Bf16* src = v_s + (ks * 16 + (lane & 15)) * SD + dn * 16 + (lane >> 4) * 8;
+        const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(src));
+        uint32_t r0, r1, r2, r3;
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                     : "r"(addr));
+        MmaBf16(oacc[2 * dn], pa, r0, r1);
+        MmaBf16(oacc[2 * dn + 1], pa, r2, r3);
+      }
+    }
+    __syncthreads();  // the stage is free for the load two tiles ahead
+  }
+  CpAsyncWait<0>();
+
+#pragma unroll
+  for (int offset = 1; offset < 4; offset <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, offset);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, offset);
+  }
+  // Write rows gq and gq + 8 of this warp.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = warp * 16 + gq + half * 8;
+    const int row = row0 + r;
+    if (row >= num_rows) continue;
+    const size_t token = tok_begin + row / gqa;
+    const size_t head = static_cast<size_t>(kvh) * gqa + row % gqa;
+    const size_t out_row = token * num_heads + head;
+    const float l = half ? l_hi : l_lo;
+    const float m = half ? m_hi : m_lo;
+    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
+    if (out_bf16 != nullptr) {
+      __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out_bf16 + out_row * D);
+#pragma unroll
+      for (int n = 0; n < DT; ++n) {
+        dst[(n * 8 + 2 * t4) / 2] =
+            __floats2bfloat162_rn(oacc[n][2 * half] * inv_l, oacc[n][2 * half + 1] * inv_l);
+      }
+    } else {
+      const size_t part_row = static_cast<size_t>(split) * num_tokens * num_heads + out_row;
+      float2* dst = reinterpret_cast<float2*>(o_part + part_row * D);
+#pragma unroll
+      for (int n = 0; n < DT; ++n) {
+        dst[(n * 8 + 2 * t4) / 2] =
+            make_float2(oacc[n][2 * half] * inv_l, oacc[n][2 * half + 1] * inv_l);
+      }
+      if (t4 == 0) lse_part[part_row] = l > 0.0f ? (m + log2f(l)) * kLn2 : NegInf();
+    }
+  }
+}
+
+// ---- Dispatch -----------------------------------------------------------------------
+
+template <int D>
+cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16* q,
+                               const Bf16* k_cache, const Bf16* v_cache,
+                               const int32_t* block_tables, const int32_t* kv_begin,
+                               const int32_t* kv_end, float* o_part, float* lse_part,
+                               int num_seqs, const AttentionShape& s, float scale_log2,
+                               int split_len, int gqa) {
+#define ARBOR_DECODE(G)                                                                    \
+  DecodeKernel<D, G><<<grid, kDecodeWarps * 32, 0, stream>>>(                              \
+      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, num_seqs,     \
+      s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
+  if (g <= 1) ARBOR_DECODE(1);
+  else if (g <= 2) ARBOR_DECODE(2);
+  else if (g <= 4) ARBOR_DECODE(4);
+  else ARBOR_DECODE(8);
+#undef ARBOR_DECODE
+  return cudaGetLastError();
+}
+
+bool ValidShape(const AttentionShape& s) {
+  return s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0 &&
+         s.num_heads / s.num_kv_heads <= 8 && s.max_blocks > 0 &&
+         (s.head_dim == 16 || s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128);
+}
+
+template <int D>
+cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
+                              const int32_t* positions, const int32_t* group_starts,
+                              const int32_t* block_tables, const int32_t* kv_len,
+                              const Bf16* k_cache, const Bf16* v_cache, float* o_part,
+                              float* lse_part, Bf16* out_bf16, int num_tokens,
+                              const AttentionShape& s, float scale_log2, int split_len,
+                              int tiles_per_group) {
+  constexpr size_t kSmem = GroupSmemBytes<D>();
+  // The attribute is per device; set it for each device this process uses.
+  static std::mutex mu;
+  static int configured_mask = 0;
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (device < 31 && !(configured_mask & (1 << device))) {
+      error = cudaFuncSetAttribute(GroupAttentionKernel<D>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(kSmem));
+      if (error != cudaSuccess) return error;
+      configured_mask |= 1 << device;
+    }
+  }
+  GroupAttentionKernel<D><<<grid, kGroupWarps * 32, kSmem, stream>>>(
+      q, positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part, lse_part,
+      out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len,
+      tiles_per_group, s.num_heads / s.num_kv_heads);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t LaunchDecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                         const int32_t* block_tables, const int32_t* kv_begin,
+                                         const int32_t* kv_end, float* o_part, float* lse_part,
+                                         int num_seqs, const AttentionShape& shape, int split_len,
+                                         int num_splits, cudaStream_t stream) {
+  if (!ValidShape(shape) || num_seqs < 0 || num_splits <= 0 || split_len <= 0 ||
+      split_len % kKvBlockSize != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_seqs == 0) return cudaSuccess;
+  const int gqa = shape.num_heads / shape.num_kv_heads;
+  const dim3 grid(shape.num_kv_heads, num_seqs, num_splits);
+  const float scale_log2 = shape.scale * kLog2e;
+  switch (shape.head_dim) {
+    case 16:
+      return LaunchDecodeForDim<16>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
+                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    scale_log2, split_len, gqa);
+    case 32:
+      return LaunchDecodeForDim<32>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
+                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    scale_log2, split_len, gqa);
+    case 64:
+      return LaunchDecodeForDim<64>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
+                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    scale_log2, split_len, gqa);
+    default:
+      return LaunchDecodeForDim<128>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
+                                     kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                     scale_log2, split_len, gqa);
+  }
+}
+
+cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
+                                       float* lse_out, int num_parts, int num_rows, int num_heads,
+                                       int head_dim, cudaStream_t stream) {
+  if (num_parts <= 0 || num_rows < 0 || num_heads <= 0 || head_dim <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_rows == 0) return cudaSuccess;
+  const size_t rows = static_cast<size_t>(num_rows) * num_heads;
+  constexpr int kWarps = 4;
+  const unsigned blocks = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+  MergeKernel<<<blocks, kWarps * 32, 0, stream>>>(o_parts, lse_parts, out, lse_out, num_parts,
+                                                  rows, head_dim);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
+                                 const int32_t* group_starts, const int32_t* block_tables,
+                                 const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
+                                 float* o_part, float* lse_part, Bf16* out_bf16, int num_tokens,
+                                 int num_groups, int max_group_tokens, const AttentionShape& shape,
+                                 int split_len, int num_splits, cudaStream_t stream) {
+  if (!ValidShape(shape) || num_tokens < 0 || num_groups < 0 || max_group_tokens < 0 ||
+      num_splits <= 0 || split_len <= 0 || split_len % kGroupKeys != 0 ||
+      (out_bf16 != nullptr && num_splits != 1) ||
+      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr))) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_tokens == 0 || num_groups == 0 || max_group_tokens == 0) return cudaSuccess;
+  const int gqa = shape.num_heads / shape.num_kv_heads;
+  const int tiles_per_group = (max_group_tokens * gqa + kGroupRows - 1) / kGroupRows;
+  const long long ctas_x = static_cast<long long>(tiles_per_group) * num_groups;
+  if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
+  const float scale_log2 = shape.scale * kLog2e;
+#define ARBOR_GROUP(D)                                                                        \
+  LaunchGroupForDim<D>(grid, stream, q, positions, group_starts, block_tables, kv_len, k_cache, \
+                       v_cache, o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,     \
+                       split_len, tiles_per_group)
+  switch (shape.head_dim) {
+    case 16: return ARBOR_GROUP(16);
+    case 32: return ARBOR_GROUP(32);
+    case 64: return ARBOR_GROUP(64);
+    default: return ARBOR_GROUP(128);
+  }
+#undef ARBOR_GROUP
+}
+
+}  // namespace arbor::kernels

@@ -1,0 +1,275 @@
+// Memory-bound per-token kernels: embedding gather, residual add + RMSNorm,
+// RoPE, SwiGLU, KV append. 128-bit loads wherever the row width allows.
+#include "kernels/common.cuh"
+#include "kernels/launchers.h"
+
+namespace arbor::kernels {
+namespace {
+
+using detail::Aligned16;
+using detail::Pack8;
+using detail::Unpack8;
+
+// ---- Embedding -------------------------------------------------------------
+
+template <bool kVec>
+__global__ void EmbeddingGatherKernel(const int32_t* __restrict__ tokens,
+                                      const Bf16* __restrict__ table, Bf16* __restrict__ out,
+                                      int hidden, int vocab) {
+  const int t = blockIdx.x;
+  const int token = tokens[t];
+  const bool valid = token >= 0 && token < vocab;
+  const Bf16* src = table + static_cast<size_t>(valid ? token : 0) * hidden;
+  Bf16* dst = out + static_cast<size_t>(t) * hidden;
+  if constexpr (kVec) {
+    const uint4* s = reinterpret_cast<const uint4*>(src);
+    uint4* d = reinterpret_cast<uint4*>(dst);
+    for (int i = threadIdx.x; i < hidden / 8; i += blockDim.x) {
+      d[i] = valid ? __ldg(s + i) : make_uint4(0, 0, 0, 0);
+    }
+  } else {
+    for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = valid ? src[i] : Bf16{0};
+  }
+}
+
+// ---- Residual add + RMSNorm --------------------------------------------------
+
+// One block per token. Pass 1 adds x into the residual (rounded to bf16, as
+// the model stores it) and sums squares; pass 2 normalises.
+template <bool kVec>
+__global__ void RmsNormResidualKernel(const Bf16* __restrict__ x, Bf16* __restrict__ residual,
+                                      const Bf16* __restrict__ weight, Bf16* __restrict__ out,
+                                      int hidden, float eps) {
+  __shared__ float scratch[32];
+  const size_t row = static_cast<size_t>(blockIdx.x) * hidden;
+  float sum_sq = 0.0f;
+  if constexpr (kVec) {
+    uint4* r4 = reinterpret_cast<uint4*>(residual + row);
+    const uint4* x4 = x ? reinterpret_cast<const uint4*>(x + row) : nullptr;
+    for (int i = threadIdx.x; i < hidden / 8; i += blockDim.x) {
+      float r[8];
+      Unpack8(r4[i], r);
+      if (x4) {
+        float xv[8];
+        Unpack8(__ldg(x4 + i), xv);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) r[j] += xv[j];
+        const uint4 packed = Pack8(r);
+        r4[i] = packed;
+        Unpack8(packed, r);  // normalise what is stored
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sum_sq += r[j] * r[j];
+    }
+  } else {
+    __nv_bfloat162* r2 = reinterpret_cast<__nv_bfloat162*>(residual + row);
+    const __nv_bfloat162* x2 = x ? reinterpret_cast<const __nv_bfloat162*>(x + row) : nullptr;
+    for (int i = threadIdx.x; i < hidden / 2; i += blockDim.x) {
+      float2 r = __bfloat1622float2(r2[i]);
+      if (x2) {
+        const float2 xv = __bfloat1622float2(x2[i]);
+        const __nv_bfloat162 packed = __floats2bfloat162_rn(r.x + xv.x, r.y + xv.y);
+        r2[i] = packed;
+        r = __bfloat1622float2(packed);
+      }
+      sum_sq += r.x * r.x + r.y * r.y;
+    }
+  }
+  const float inv_rms = rsqrtf(detail::BlockSum(sum_sq, scratch) / hidden + eps);
+  if constexpr (kVec) {
+    const uint4* r4 = reinterpret_cast<const uint4*>(residual + row);
+    const uint4* w4 = reinterpret_cast<const uint4*>(weight);
+    uint4* o4 = reinterpret_cast<uint4*>(out + row);
+    for (int i = threadIdx.x; i < hidden / 8; i += blockDim.x) {
+      float r[8], w[8];
+      Unpack8(r4[i], r);
+      Unpack8(__ldg(w4 + i), w);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) r[j] = r[j] * inv_rms * w[j];
+      o4[i] = Pack8(r);
+    }
+  } else {
+    const __nv_bfloat162* r2 = reinterpret_cast<const __nv_bfloat162*>(residual + row);
+    const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(weight);
+    __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(out + row);
+    for (int i = threadIdx.x; i < hidden / 2; i += blockDim.x) {
+      const float2 r = __bfloat1622float2(r2[i]);
+      const float2 w = __bfloat1622float2(w2[i]);
+      o2[i] = __floats2bfloat162_rn(r.x * inv_rms * w.x, r.y * inv_rms * w.y);
+    }
+  }
+}
+
+// ---- RoPE ----------------------------------------------------------------------
+
+// One block per token; thread j handles pair (i, i + half) of head h, for the
+// q heads then the k heads.
+__global__ void RopeKernel(__nv_bfloat16* __restrict__ q, __nv_bfloat16* __restrict__ k,
+                           const int32_t* __restrict__ positions,
+                           const float* __restrict__ inv_freq, int num_heads, int num_kv_heads,
+                           int head_dim) {
+  const int t = blockIdx.x;
+  const int half = head_dim / 2;
+  const float pos = static_cast<float>(positions[t]);
+  const int total = (num_heads + num_kv_heads) * half;
+  for (int j = threadIdx.x; j < total; j += blockDim.x) {
+    const int head = j / half, i = j % half;
+    __nv_bfloat16* vec =
+        head < num_heads
+            ? q + (static_cast<size_t>(t) * num_heads + head) * head_dim
+            : k + (static_cast<size_t>(t) * num_kv_heads + (head - num_heads)) * head_dim;
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);  // accurate for large angles
+    const float x0 = __bfloat162float(vec[i]), x1 = __bfloat162float(vec[i + half]);
+    vec[i] = __float2bfloat16_rn(x0 * c - x1 * s);
+    vec[i + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+  }
+}
+
+// ---- SwiGLU ----------------------------------------------------------------------
+
+__device__ __forceinline__ float Silu(float g) { return g / (1.0f + __expf(-g)); }
+
+template <bool kVec>
+__global__ void SwiGluKernel(const Bf16* __restrict__ gate_up, Bf16* __restrict__ out,
+                             int num_tokens, int inter) {
+  constexpr int kWidth = kVec ? 8 : 2;
+  const int per_row = inter / kWidth;
+  const size_t total = static_cast<size_t>(num_tokens) * per_row;
+  for (size_t idx = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t t = idx / per_row;
+    const int c = static_cast<int>(idx % per_row) * kWidth;
+    const Bf16* gate = gate_up + t * 2 * inter + c;
+    const Bf16* up = gate + inter;
+    Bf16* dst = out + t * inter + c;
+    if constexpr (kVec) {
+      float g[8], u[8];
+      Unpack8(__ldg(reinterpret_cast<const uint4*>(gate)), g);
+      Unpack8(__ldg(reinterpret_cast<const uint4*>(up)), u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) g[j] = Silu(g[j]) * u[j];
+      *reinterpret_cast<uint4*>(dst) = Pack8(g);
+    } else {
+      const float2 g = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gate));
+      const float2 u = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(up));
+      *reinterpret_cast<__nv_bfloat162*>(dst) =
+          __floats2bfloat162_rn(Silu(g.x) * u.x, Silu(g.y) * u.y);
+    }
+  }
+}
+
+// ---- KV append ----------------------------------------------------------------
+
+// One block per token; 128-bit copies (head_dim is a multiple of 8).
+__global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restrict__ v,
+                               const int32_t* __restrict__ positions,
+                               const int32_t* __restrict__ seq_starts,
+                               const int32_t* __restrict__ block_tables, uint4* __restrict__ k_cache,
+                               uint4* __restrict__ v_cache, int num_seqs, int max_blocks,
+                               int row_vecs) {
+  const int t = blockIdx.x;
+  // Sequence of token t: the last s with seq_starts[s] <= t.
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (seq_starts[mid] <= t) lo = mid; else hi = mid - 1;
+  }
+  const int pos = positions[t];
+  const int block_index = pos / kKvBlockSize;
+  if (pos < 0 || block_index >= max_blocks) return;
+  const int block = block_tables[static_cast<size_t>(lo) * max_blocks + block_index];
+  if (block < 0) return;
+  const size_t slot = static_cast<size_t>(block) * kKvBlockSize + pos % kKvBlockSize;
+  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
+    k_cache[slot * row_vecs + i] = __ldg(k + static_cast<size_t>(t) * row_vecs + i);
+    v_cache[slot * row_vecs + i] = __ldg(v + static_cast<size_t>(t) * row_vecs + i);
+  }
+}
+
+int ThreadsFor(int work_items) {
+  int threads = 32;
+  while (threads < work_items && threads < 1024) threads *= 2;
+  return threads;
+}
+
+}  // namespace
+
+cudaError_t LaunchEmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out,
+                                  int num_tokens, int hidden, int vocab, cudaStream_t stream) {
+  if (num_tokens < 0 || hidden <= 0 || vocab <= 0) return cudaErrorInvalidValue;
+  if (num_tokens == 0) return cudaSuccess;
+  const bool vec = hidden % 8 == 0 && Aligned16(table) && Aligned16(out);
+  const int threads = std::min(256, ThreadsFor(vec ? hidden / 8 : hidden));
+  if (vec) {
+    EmbeddingGatherKernel<true><<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+  } else {
+    EmbeddingGatherKernel<false><<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* weight, Bf16* out,
+                                  int num_tokens, int hidden, float eps, cudaStream_t stream) {
+  if (num_tokens < 0 || hidden <= 0 || hidden % 2 != 0) return cudaErrorInvalidValue;
+  if (num_tokens == 0) return cudaSuccess;
+  const bool vec = hidden % 8 == 0 && Aligned16(residual) && Aligned16(weight) &&
+                   Aligned16(out) && (x == nullptr || Aligned16(x));
+  const int threads = std::min(1024, ThreadsFor(vec ? hidden / 8 : hidden / 2));
+  if (vec) {
+    RmsNormResidualKernel<true><<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+  } else {
+    RmsNormResidualKernel<false><<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const float* inv_freq,
+                            int num_tokens, int num_heads, int num_kv_heads, int head_dim,
+                            cudaStream_t stream) {
+  if (num_tokens < 0 || num_heads <= 0 || num_kv_heads < 0 || head_dim <= 0 || head_dim % 2) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_tokens == 0) return cudaSuccess;
+  const int threads = std::min(512, ThreadsFor((num_heads + num_kv_heads) * head_dim / 2));
+  RopeKernel<<<num_tokens, threads, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(q),
+                                                 reinterpret_cast<__nv_bfloat16*>(k), positions,
+                                                 inv_freq, num_heads, num_kv_heads, head_dim);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int inter,
+                         cudaStream_t stream) {
+  if (num_tokens < 0 || inter <= 0 || inter % 2 != 0) return cudaErrorInvalidValue;
+  if (num_tokens == 0) return cudaSuccess;
+  const bool vec = inter % 8 == 0 && Aligned16(gate_up) && Aligned16(out);
+  const size_t work = static_cast<size_t>(num_tokens) * (inter / (vec ? 8 : 2));
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<size_t>((work + threads - 1) / threads, 65535));
+  if (vec) {
+    SwiGluKernel<true><<<blocks, threads, 0, stream>>>(gate_up, out, num_tokens, inter);
+  } else {
+    SwiGluKernel<false><<<blocks, threads, 0, stream>>>(gate_up, out, num_tokens, inter);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
+                           const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                           Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                           int num_kv_heads, int head_dim, cudaStream_t stream) {
+  if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_kv_heads <= 0 ||
+      head_dim % 8 != 0 || !Aligned16(k) || !Aligned16(v) || !Aligned16(k_cache) ||
+      !Aligned16(v_cache)) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_tokens == 0) return cudaSuccess;
+  const int row_vecs = num_kv_heads * head_dim / 8;
+  KvAppendKernel<<<num_tokens, std::min(256, ThreadsFor(row_vecs)), 0, stream>>>(
+      reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), positions, seq_starts,
+      block_tables, reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache),
+      num_seqs, max_blocks, row_vecs);
+  return cudaGetLastError();
+}
+
+}  // namespace arbor::kernels

@@ -1,0 +1,229 @@
+// Arbor's CUDA kernels: the host-side interface. This header carries no CUDA
+// types, so the engine can include it from plain C++ translation units; the
+// implementations live in kernels/*.cu (library `arbor_kernels`, built only
+// with CUDA).
+//
+// Conventions:
+//  - Every pointer is DEVICE memory unless its comment says otherwise; the
+//    trailing comment gives its shape. bf16 tensors are raw bit patterns
+//    (`Bf16`), accumulation is fp32.
+//  - `stream` is an opaque cudaStream_t (nullptr: the legacy default stream).
+//    Launches are asynchronous; the returned status only reports launch
+//    errors (bad configuration, unsupported head_dim, ...).
+//  - KV pools: per layer, K and V each [num_blocks, kKvBlockSize,
+//    num_kv_heads, head_dim]; block tables [num_seqs, max_blocks] int32.
+//  - Supported head_dim: 16, 32, 64, 128. num_heads % num_kv_heads == 0 and
+//    num_heads / num_kv_heads <= 8.
+//
+// Thread-safety: all functions are stateless and may be called from any
+// thread; ordering is that of the stream.
+#ifndef ARBOR_KERNELS_KERNELS_H_
+#define ARBOR_KERNELS_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace arbor::kernels {
+
+inline constexpr int kKvBlockSize = 16;
+
+// Raw bfloat16 bits.
+using Bf16 = uint16_t;
+// Opaque cudaStream_t.
+using Stream = void*;
+
+// A cudaError_t value (0 is success) without the CUDA headers.
+class [[nodiscard]] KernelStatus {
+ public:
+  KernelStatus() = default;
+  explicit KernelStatus(int code) : code_(code) {}
+  bool ok() const { return code_ == 0; }
+  int code() const { return code_; }
+  // cudaGetErrorString of the code.
+  const char* message() const;
+
+ private:
+  int code_ = 0;
+};
+
+// ---- Elementwise / normalisation ------------------------------------------
+
+// out[i] = table[tokens[i]]; a token outside [0, vocab) yields a zero row.
+KernelStatus EmbeddingGather(const int32_t* tokens,  // [num_tokens]
+                             const Bf16* table,      // [vocab, hidden]
+                             Bf16* out,              // [num_tokens, hidden]
+                             int num_tokens, int hidden, int vocab, Stream stream);
+
+// Fused residual add + RMSNorm (Hugging Face LlamaRMSNorm):
+//   residual += x            (skipped when x is nullptr; stored in bf16)
+//   out = residual * rsqrt(mean(residual^2) + eps) * weight
+// `out` may not alias `residual`. hidden must be even.
+KernelStatus RmsNormResidual(const Bf16* x,       // [num_tokens, hidden] or nullptr
+                             Bf16* residual,      // [num_tokens, hidden], updated in place
+                             const Bf16* weight,  // [hidden]
+                             Bf16* out,           // [num_tokens, hidden]
+                             int num_tokens, int hidden, float eps, Stream stream);
+
+// Rotary embedding (Hugging Face rotate_half layout: dims i and i + d/2 form a
+// pair) applied in place to q and k. `inv_freq` comes from
+// reference::RopeInvFreq (Llama-3 scaling included), uploaded once.
+KernelStatus ApplyRope(Bf16* q,                   // [num_tokens, num_heads, head_dim]
+                       Bf16* k,                   // [num_tokens, num_kv_heads, head_dim]
+                       const int32_t* positions,  // [num_tokens]
+                       const float* inv_freq,     // [head_dim / 2]
+                       int num_tokens, int num_heads, int num_kv_heads, int head_dim,
+                       Stream stream);
+
+// out = silu(gate) * up, where gate_up holds the fused gate/up projection:
+// gate in columns [0, inter), up in [inter, 2 * inter). inter must be even.
+KernelStatus SwiGlu(const Bf16* gate_up,  // [num_tokens, 2 * inter]
+                    Bf16* out,            // [num_tokens, inter]
+                    int num_tokens, int inter, Stream stream);
+
+// Writes the new tokens' K/V into the paged pools: token t of sequence s
+// (seq_starts[s] <= t < seq_starts[s+1]) at position p goes to block
+// block_tables[s][p / 16], slot p % 16. A negative block id skips the token.
+KernelStatus KvAppend(const Bf16* k,                 // [num_tokens, num_kv_heads, head_dim]
+                      const Bf16* v,                 // [num_tokens, num_kv_heads, head_dim]
+                      const int32_t* positions,      // [num_tokens]
+                      const int32_t* seq_starts,     // [num_seqs + 1]
+                      const int32_t* block_tables,   // [num_seqs, max_blocks]
+                      Bf16* k_cache,                 // [num_blocks, 16, num_kv_heads, head_dim]
+                      Bf16* v_cache,                 // [num_blocks, 16, num_kv_heads, head_dim]
+                      int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
+                      int head_dim, Stream stream);
+
+// ---- Attention -------------------------------------------------------------
+// Partial attention states: o normalised by its own softmax sum, plus the
+// log-sum-exp of the (scaled) scores; an empty range has lse = -inf, o = 0.
+// Partials over disjoint key ranges merge exactly with MergeAttentionStates.
+
+// Shape of the attention problem shared by the launchers below.
+struct AttentionShape {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 0.0f;  // usually 1/sqrt(head_dim)
+  int max_blocks = 0;  // columns of the block tables
+};
+
+// Decode attention, one query token per sequence (CUDA cores, GQA heads of a
+// KV head share each K/V load). Sequence s attends to key positions
+// [kv_begin[s], kv_end[s]) of its block table; the range is cut into
+// `num_splits` chunks of `split_len` keys (a multiple of 16), chunk j going to
+// partial j. kv_begin == nullptr means 0. Positions past split j's chunk
+// produce an empty partial.
+KernelStatus DecodeAttentionPartial(const Bf16* q,                 // [num_seqs, num_heads, head_dim]
+                                    const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
+                                    const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
+                                    const int32_t* block_tables,   // [num_seqs, max_blocks]
+                                    const int32_t* kv_begin,       // [num_seqs] or nullptr
+                                    const int32_t* kv_end,         // [num_seqs]
+                                    float* o_part,    // [num_splits, num_seqs, num_heads, head_dim]
+                                    float* lse_part,  // [num_splits, num_seqs, num_heads]
+                                    int num_seqs, const AttentionShape& shape, int split_len,
+                                    int num_splits, Stream stream);
+
+// Merges `num_parts` partial states into the final output:
+//   out = sum_j exp(lse_j - lse) o_j,  lse = log sum_j exp(lse_j).
+KernelStatus MergeAttentionStates(const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
+                                  const float* lse_parts,  // [num_parts, num_rows, num_heads]
+                                  Bf16* out,               // [num_rows, num_heads, head_dim]
+                                  float* lse_out,          // [num_rows, num_heads] or nullptr
+                                  int num_parts, int num_rows, int num_heads, int head_dim,
+                                  Stream stream);
+
+// Multi-query attention over paged KV on tensor cores (bf16 mma, fp32
+// softmax): group g owns query tokens [group_starts[g], group_starts[g+1]) of
+// `q`, all attending to key positions [0, kv_len[g]) of the block table
+// row block_tables[g]; query token t sees key position p only if
+// p <= positions[t] (causal). Its K/V are read once per group and KV head,
+// whatever the number of query tokens in the group.
+//
+// Two uses:
+//  - shared prefix (cascade / Hydragen): a group is the branches that share a
+//    prompt, one decode token each, kv_len the shared prefix length (every
+//    branch position is past it, so nothing is masked); its partials merge
+//    with DecodeAttentionPartial over each branch's own suffix.
+//  - prefill: a group is one sequence's new tokens, kv_len its context length
+//    (cached prefix + new tokens), see PrefillAttention.
+// Keys are cut into `num_splits` chunks of `split_len` (a multiple of 64).
+// `max_group_tokens` bounds group_starts[g+1] - group_starts[g].
+KernelStatus GroupAttentionPartial(const Bf16* q,                 // [num_tokens, num_heads, head_dim]
+                                   const int32_t* positions,      // [num_tokens]
+                                   const int32_t* group_starts,   // [num_groups + 1]
+                                   const int32_t* block_tables,   // [num_groups, max_blocks]
+                                   const int32_t* kv_len,         // [num_groups]
+                                   const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
+                                   const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
+                                   float* o_part,    // [num_splits, num_tokens, num_heads, head_dim]
+                                   float* lse_part,  // [num_splits, num_tokens, num_heads]
+                                   int num_tokens, int num_groups, int max_group_tokens,
+                                   const AttentionShape& shape, int split_len, int num_splits,
+                                   Stream stream);
+
+// Causal prefill attention over paged KV that already holds the new tokens
+// (KvAppend first) and possibly a cached prefix: sequence s's tokens
+// [seq_starts[s], seq_starts[s+1]) attend to positions [0, context_lens[s])
+// with p <= positions[t]. Same kernel as GroupAttentionPartial, written
+// straight to bf16 (no split).
+KernelStatus PrefillAttention(const Bf16* q,                 // [num_tokens, num_heads, head_dim]
+                              const int32_t* positions,      // [num_tokens]
+                              const int32_t* seq_starts,     // [num_seqs + 1]
+                              const int32_t* block_tables,   // [num_seqs, max_blocks]
+                              const int32_t* context_lens,   // [num_seqs]
+                              const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
+                              const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
+                              Bf16* out,                     // [num_tokens, num_heads, head_dim]
+                              int num_tokens, int num_seqs, int max_seq_tokens,
+                              const AttentionShape& shape, Stream stream);
+
+// Plain per-branch paged decode attention (the baseline): each sequence
+// attends to [0, context_lens[s]) of its own block table. Splits long
+// contexts (flash-decoding) using `workspace`.
+size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len);
+KernelStatus PagedDecodeAttention(const Bf16* q,                 // [num_seqs, num_heads, head_dim]
+                                  const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
+                                  const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
+                                  const int32_t* block_tables,   // [num_seqs, max_blocks]
+                                  const int32_t* context_lens,   // [num_seqs]
+                                  Bf16* out,                     // [num_seqs, num_heads, head_dim]
+                                  void* workspace,  // PagedDecodeWorkspaceBytes(...) bytes
+                                  int num_seqs, int max_context_len, const AttentionShape& shape,
+                                  Stream stream);
+
+// Split plan shared by the launchers and their callers: keys per split for a
+// context of `max_len` keys when `num_rows_ctas` CTAs exist before splitting,
+// aiming at about two waves of CTAs on the device. `granule` is 16 (decode)
+// or 64 (group attention).
+struct SplitPlan {
+  int split_len = 0;
+  int num_splits = 1;
+};
+SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule);
+
+// ---- Sampling --------------------------------------------------------------
+
+// Per-row sampling parameters (plain struct, copied to the device as is).
+struct SampleParams {
+  float temperature = 0.0f;  // 0: greedy
+  float top_p = 1.0f;        // (0, 1]; 1 disables
+  int32_t top_k = 0;         // 0 disables
+  int32_t reserved = 0;
+  uint64_t seed = 0;
+  uint64_t stream = 0;    // branch / sample index
+  uint64_t position = 0;  // token position (RNG counter)
+};
+
+// One block per row; draws exactly what reference::Sample draws (see
+// kernels/reference.h for the algorithm), and the logprob of the drawn token
+// under the raw distribution.
+KernelStatus SampleTokens(const float* logits,         // [num_rows, vocab]
+                          const SampleParams* params,  // [num_rows]
+                          int32_t* tokens,             // [num_rows]
+                          float* logprobs,             // [num_rows]
+                          int num_rows, int vocab, Stream stream);
+
+}  // namespace arbor::kernels
+
+#endif  // ARBOR_KERNELS_KERNELS_H_

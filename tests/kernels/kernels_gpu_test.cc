@@ -1,0 +1,548 @@
+// GPU kernels against their CPU references on fresh random inputs.
+// Tolerances: bf16 outputs max|gpu - ref| / max|ref| <= 1e-2; fp32 outputs
+// (partial attention states, logprobs) 1e-4 relative; copies and sampled
+// tokens exactly. Every test skips when no CUDA device is present.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/kernels.h"
+#include "kernels/reference.h"
+
+namespace arbor::kernels {
+namespace {
+
+using reference::Bf16ToFloat;
+using reference::FloatToBf16;
+
+constexpr double kBf16Tolerance = 1e-2;
+constexpr double kFp32Tolerance = 1e-4;
+
+bool HaveGpu() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+#define REQUIRE_GPU()                                            \
+  do {                                                           \
+    if (!HaveGpu()) GTEST_SKIP() << "no CUDA device available"; \
+  } while (0)
+
+#define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+#define ASSERT_KERNEL_OK(expr)                        \
+  do {                                                \
+    const KernelStatus status_ = (expr);              \
+    ASSERT_TRUE(status_.ok()) << status_.message();   \
+    ASSERT_CUDA(cudaDeviceSynchronize());             \
+  } while (0)
+
+// Owning device array.
+template <typename T>
+class DeviceArray {
+ public:
+  explicit DeviceArray(size_t n) : size_(n) {
+    if (cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)) != cudaSuccess) ptr_ = nullptr;
+  }
+  explicit DeviceArray(const std::vector<T>& host) : DeviceArray(host.size()) {
+    cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
+  ~DeviceArray() { cudaFree(ptr_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  T* get() const { return ptr_; }
+  std::vector<T> ToHost() const {
+    std::vector<T> host(size_);
+    cudaMemcpy(host.data(), ptr_, size_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return host;
+  }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t size_;
+};
+
+// Random bf16 tensor and the exact float values it holds.
+struct Bf16Tensor {
+  std::vector<Bf16> bits;
+  std::vector<float> values;
+};
+Bf16Tensor RandomBf16(size_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  Bf16Tensor t;
+  t.bits.resize(n);
+  t.values.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    t.bits[i] = FloatToBf16(dist(rng));
+    t.values[i] = Bf16ToFloat(t.bits[i]);
+  }
+  return t;
+}
+std::vector<float> ToFloat(const std::vector<Bf16>& bits) {
+  std::vector<float> out(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) out[i] = Bf16ToFloat(bits[i]);
+  return out;
+}
+
+// max |got - want| / max |want|.
+double RelativeError(const std::vector<float>& got, const std::vector<float>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double max_err = 0.0, max_ref = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    max_err = std::max(max_err, std::fabs(static_cast<double>(got[i]) - want[i]));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
+  }
+  return max_ref > 0 ? max_err / max_ref : max_err;
+}
+
+// Distinct random block ids for each sequence's blocks.
+std::vector<int32_t> RandomBlockTables(int num_seqs, int max_blocks, int num_blocks,
+                                       std::mt19937& rng) {
+  std::vector<int32_t> ids(num_blocks);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  std::vector<int32_t> tables(static_cast<size_t>(num_seqs) * max_blocks);
+  for (size_t i = 0; i < tables.size(); ++i) tables[i] = ids[i];
+  return tables;
+}
+
+AttentionShape Shape(int heads, int kv_heads, int dim, int max_blocks) {
+  return AttentionShape{.num_heads = heads, .num_kv_heads = kv_heads, .head_dim = dim,
+                        .scale = 1.0f / std::sqrt(static_cast<float>(dim)),
+                        .max_blocks = max_blocks};
+}
+
+TEST(KernelsGpuTest, EmbeddingGatherCopiesRows) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  for (int hidden : {2048, 100}) {
+    const int vocab = 1000, n = 37;
+    const auto table = RandomBf16(static_cast<size_t>(vocab) * hidden, rng);
+    std::vector<int32_t> tokens(n);
+    std::uniform_int_distribution<int> pick(0, vocab - 1);
+    for (int& t : tokens) t = pick(rng);
+    tokens[3] = -1;
+    tokens[5] = vocab;
+    DeviceArray<Bf16> d_table(table.bits), d_out(static_cast<size_t>(n) * hidden);
+    DeviceArray<int32_t> d_tokens(tokens);
+    ASSERT_KERNEL_OK(EmbeddingGather(d_tokens.get(), d_table.get(), d_out.get(), n, hidden, vocab,
+                                     nullptr));
+    std::vector<float> want(static_cast<size_t>(n) * hidden);
+    reference::EmbeddingGather(tokens.data(), table.values.data(), want.data(), n, hidden, vocab);
+    EXPECT_EQ(ToFloat(d_out.ToHost()), want) << "hidden=" << hidden;
+  }
+}
+
+TEST(KernelsGpuTest, RmsNormResidualMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(12);
+  for (int hidden : {2048, 100}) {
+    for (bool with_x : {true, false}) {
+      const int n = 9;
+      const size_t size = static_cast<size_t>(n) * hidden;
+      const auto x = RandomBf16(size, rng), residual = RandomBf16(size, rng, 3.0f);
+      const auto weight = RandomBf16(hidden, rng);
+      DeviceArray<Bf16> d_x(x.bits), d_res(residual.bits), d_w(weight.bits), d_out(size);
+      ASSERT_KERNEL_OK(RmsNormResidual(with_x ? d_x.get() : nullptr, d_res.get(), d_w.get(),
+                                       d_out.get(), n, hidden, 1e-5f, nullptr));
+      // The model stores the sum in bf16, then normalises what it stored.
+      std::vector<float> want_res = residual.values, want_out(size);
+      if (with_x) {
+        for (size_t i = 0; i < size; ++i) want_res[i] = reference::RoundBf16(want_res[i] + x.values[i]);
+      }
+      reference::RmsNormResidual(nullptr, want_res.data(), weight.values.data(), want_out.data(), n,
+                                 hidden, 1e-5f);
+      EXPECT_LE(RelativeError(ToFloat(d_res.ToHost()), want_res), kBf16Tolerance);
+      EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want_out), kBf16Tolerance)
+          << "hidden=" << hidden << " with_x=" << with_x;
+    }
+  }
+}
+
+TEST(KernelsGpuTest, RopeWithLlama3ScalingMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(13);
+  const reference::RopeParams params{.theta = 500000.0f, .llama3 = true, .factor = 32.0f,
+                                     .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+                                     .original_max_position_embeddings = 8192};
+  for (int dim : {64, 128, 16}) {
+    const int n = 33, heads = 8, kv_heads = 2;
+    const auto inv_freq = reference::RopeInvFreq(params, dim);
+    std::vector<int32_t> positions(n);
+    std::uniform_int_distribution<int> pick(0, 131071);
+    for (int& p : positions) p = pick(rng);
+    positions[0] = 0;
+    auto q = RandomBf16(static_cast<size_t>(n) * heads * dim, rng);
+    auto k = RandomBf16(static_cast<size_t>(n) * kv_heads * dim, rng);
+    DeviceArray<Bf16> d_q(q.bits), d_k(k.bits);
+    DeviceArray<int32_t> d_pos(positions);
+    DeviceArray<float> d_freq(inv_freq);
+    ASSERT_KERNEL_OK(ApplyRope(d_q.get(), d_k.get(), d_pos.get(), d_freq.get(), n, heads, kv_heads,
+                               dim, nullptr));
+    reference::ApplyRope(q.values.data(), k.values.data(), positions.data(), inv_freq.data(), n,
+                         heads, kv_heads, dim);
+    EXPECT_LE(RelativeError(ToFloat(d_q.ToHost()), q.values), kBf16Tolerance) << dim;
+    EXPECT_LE(RelativeError(ToFloat(d_k.ToHost()), k.values), kBf16Tolerance) << dim;
+  }
+}
+
+TEST(KernelsGpuTest, SwiGluMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(14);
+  for (int inter : {8192, 10}) {
+    const int n = 5;
+    const auto gate_up = RandomBf16(static_cast<size_t>(n) * 2 * inter, rng, 2.0f);
+    DeviceArray<Bf16> d_in(gate_up.bits), d_out(static_cast<size_t>(n) * inter);
+    ASSERT_KERNEL_OK(SwiGlu(d_in.get(), d_out.get(), n, inter, nullptr));
+    std::vector<float> want(static_cast<size_t>(n) * inter);
+    reference::SwiGlu(gate_up.values.data(), want.data(), n, inter);
+    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance) << inter;
+  }
+}
+
+TEST(KernelsGpuTest, KvAppendWritesThePagedSlots) {
+  REQUIRE_GPU();
+  std::mt19937 rng(15);
+  const int kv_heads = 8, dim = 64, num_blocks = 40, max_blocks = 8, num_seqs = 3;
+  // Sequence 0: prefill of 70 tokens; 1: one decode token at 17; 2: 20 tokens from 100.
+  std::vector<int32_t> seq_starts = {0, 70, 71, 91}, positions;
+  for (int p = 0; p < 70; ++p) positions.push_back(p);
+  positions.push_back(17);
+  for (int p = 100; p < 120; ++p) positions.push_back(p);
+  const int n = static_cast<int>(positions.size());
+  auto tables = RandomBlockTables(num_seqs, max_blocks, num_blocks, rng);
+  tables[1 * max_blocks + 1] = -1;  // sequence 1's token is skipped
+  const size_t cache_size = static_cast<size_t>(num_blocks) * kKvBlockSize * kv_heads * dim;
+  auto k_cache = RandomBf16(cache_size, rng), v_cache = RandomBf16(cache_size, rng);
+  const auto k = RandomBf16(static_cast<size_t>(n) * kv_heads * dim, rng);
+  const auto v = RandomBf16(k.bits.size(), rng);
+  DeviceArray<Bf16> d_k(k.bits), d_v(v.bits), d_kc(k_cache.bits), d_vc(v_cache.bits);
+  DeviceArray<int32_t> d_pos(positions), d_starts(seq_starts), d_tables(tables);
+  ASSERT_KERNEL_OK(KvAppend(d_k.get(), d_v.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                            d_kc.get(), d_vc.get(), n, num_seqs, max_blocks, kv_heads, dim,
+                            nullptr));
+  reference::KvAppend(k.values.data(), v.values.data(), positions.data(), seq_starts.data(),
+                      tables.data(), k_cache.values.data(), v_cache.values.data(), num_seqs,
+                      max_blocks, kv_heads, dim);
+  EXPECT_EQ(ToFloat(d_kc.ToHost()), k_cache.values);
+  EXPECT_EQ(ToFloat(d_vc.ToHost()), v_cache.values);
+}
+
+struct AttentionCase {
+  int heads, kv_heads, dim;
+};
+
+// Random paged KV for `num_seqs` sequences of `context_lens` tokens.
+struct PagedKv {
+  std::vector<int32_t> tables;
+  Bf16Tensor k, v;
+  int max_blocks, num_blocks;
+};
+PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionCase& c,
+                      std::mt19937& rng) {
+  PagedKv kv;
+  const int max_len = *std::max_element(context_lens.begin(), context_lens.end());
+  kv.max_blocks = (max_len + kKvBlockSize - 1) / kKvBlockSize;
+  kv.num_blocks = static_cast<int>(context_lens.size()) * kv.max_blocks + 3;
+  kv.tables = RandomBlockTables(static_cast<int>(context_lens.size()), kv.max_blocks,
+                                kv.num_blocks, rng);
+  const size_t size = static_cast<size_t>(kv.num_blocks) * kKvBlockSize * c.kv_heads * c.dim;
+  kv.k = RandomBf16(size, rng);
+  kv.v = RandomBf16(size, rng);
+  return kv;
+}
+
+TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(16);
+  const std::vector<int32_t> context_lens = {1, 16, 17, 300, 2500, 4097};
+  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128},
+                                 AttentionCase{4, 2, 16}, AttentionCase{14, 2, 64},
+                                 AttentionCase{4, 4, 32}}) {
+    const int num_seqs = static_cast<int>(context_lens.size());
+    const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+    const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
+    const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
+    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
+    DeviceArray<Bf16> d_out(q.bits.size());
+    DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
+    DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
+    ASSERT_KERNEL_OK(PagedDecodeAttention(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
+                                          d_ctx.get(), d_out.get(), d_ws.get(), num_seqs,
+                                          max_ctx, shape, nullptr));
+    std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
+    for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
+    std::iota(starts.begin(), starts.end(), 0);
+    std::vector<float> want(q.values.size());
+    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                              want.data(), num_seqs, shape);
+    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+        << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
+  }
+}
+
+TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
+  REQUIRE_GPU();
+  std::mt19937 rng(17);
+  const AttentionCase c{8, 2, 64};
+  const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
+  const PagedKv kv = RandomPagedKv(kv_end, c, rng);
+  const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+  const int num_seqs = 3, split_len = 64, num_splits = 4;
+  const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
+  const size_t rows = static_cast<size_t>(num_splits) * num_seqs * c.heads;
+  DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
+  DeviceArray<int32_t> d_tables(kv.tables), d_begin(kv_begin), d_end(kv_end);
+  DeviceArray<float> d_o(rows * c.dim), d_lse(rows);
+  ASSERT_KERNEL_OK(DecodeAttentionPartial(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
+                                          d_begin.get(), d_end.get(), d_o.get(), d_lse.get(),
+                                          num_seqs, shape, split_len, num_splits, nullptr));
+  const auto o = d_o.ToHost(), lse = d_lse.ToHost();
+  for (int j = 0; j < num_splits; ++j) {
+    for (int s = 0; s < num_seqs; ++s) {
+      const int b = kv_begin[s] + j * split_len, e = std::min(kv_end[s], b + split_len);
+      for (int h = 0; h < c.heads; ++h) {
+        std::vector<float> want(c.dim);
+        float want_lse;
+        reference::AttentionPartialRow(&q.values[(s * c.heads + h) * c.dim], h,
+                                       &kv.tables[s * kv.max_blocks], b, e, kv.k.values.data(),
+                                       kv.v.values.data(), shape, want.data(), &want_lse);
+        const size_t row = (static_cast<size_t>(j) * num_seqs + s) * c.heads + h;
+        std::vector<float> got(o.begin() + row * c.dim, o.begin() + (row + 1) * c.dim);
+        if (b >= e) {
+          EXPECT_EQ(lse[row], -INFINITY);
+          continue;
+        }
+        EXPECT_NEAR(lse[row], want_lse, kFp32Tolerance * std::max(1.0f, std::fabs(want_lse)));
+        EXPECT_LE(RelativeError(got, want), kFp32Tolerance) << "split " << j << " seq " << s;
+      }
+    }
+  }
+}
+
+// Branches that share a prompt: prefix attention once per group on tensor
+// cores, suffix attention per branch, merged, against full per-branch attention.
+TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
+  REQUIRE_GPU();
+  std::mt19937 rng(18);
+  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128},
+                                 AttentionCase{4, 2, 16}}) {
+    // Group 0: 5 branches after a 1000-token prompt (ends mid-block); group 1:
+    // 3 branches after 64 tokens.
+    const std::vector<int> prefix_lens = {1000, 64}, branches_per_group = {5, 3};
+    std::vector<int32_t> context_lens, group_of_branch;
+    std::uniform_int_distribution<int> suffix(1, 40);
+    for (int g = 0; g < 2; ++g) {
+      for (int i = 0; i < branches_per_group[g]; ++i) {
+        context_lens.push_back(prefix_lens[g] + suffix(rng));
+        group_of_branch.push_back(g);
+      }
+    }
+    const int num_branches = static_cast<int>(context_lens.size());
+    PagedKv kv = RandomPagedKv(context_lens, c, rng);
+    // Share the prompt: branches of a group take the first branch's full
+    // prefix blocks; a partially filled last prefix block is a per-branch
+    // copy (copy-on-write) of the first branch's.
+    const size_t slot = static_cast<size_t>(c.kv_heads) * c.dim;
+    int first = 0;
+    for (int g = 0; g < 2; ++g) {
+      const int full = prefix_lens[g] / kKvBlockSize, rem = prefix_lens[g] % kKvBlockSize;
+      for (int i = 1; i < branches_per_group[g]; ++i) {
+        int32_t* table = &kv.tables[(first + i) * kv.max_blocks];
+        const int32_t* leader = &kv.tables[first * kv.max_blocks];
+        for (int blk = 0; blk < full; ++blk) table[blk] = leader[blk];
+        for (int r = 0; r < rem; ++r) {
+          const size_t src = (static_cast<size_t>(leader[full]) * kKvBlockSize + r) * slot;
+          const size_t dst = (static_cast<size_t>(table[full]) * kKvBlockSize + r) * slot;
+          std::copy_n(kv.k.bits.begin() + src, slot, kv.k.bits.begin() + dst);
+          std::copy_n(kv.v.bits.begin() + src, slot, kv.v.bits.begin() + dst);
+          std::copy_n(kv.k.values.begin() + src, slot, kv.k.values.begin() + dst);
+          std::copy_n(kv.v.values.begin() + src, slot, kv.v.values.begin() + dst);
+        }
+      }
+      first += branches_per_group[g];
+    }
+    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+    const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
+    std::vector<int32_t> positions(num_branches), group_starts = {0, 5, 8};
+    for (int b = 0; b < num_branches; ++b) positions[b] = context_lens[b] - 1;
+    std::vector<int32_t> group_tables, group_kv_len(prefix_lens.begin(), prefix_lens.end());
+    std::vector<int32_t> suffix_begin(num_branches);
+    for (int g = 0; g < 2; ++g) {
+      const int leader = group_starts[g];
+      group_tables.insert(group_tables.end(), kv.tables.begin() + leader * kv.max_blocks,
+                          kv.tables.begin() + (leader + 1) * kv.max_blocks);
+    }
+    for (int b = 0; b < num_branches; ++b) suffix_begin[b] = prefix_lens[group_of_branch[b]];
+
+    const int prefix_split = 256, prefix_splits = 4;  // covers 1000
+    const int suffix_split = 16, suffix_splits = 3;   // covers 40
+    const int parts = prefix_splits + suffix_splits;
+    const size_t rows = static_cast<size_t>(num_branches) * c.heads;
+    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+    DeviceArray<int32_t> d_pos(positions), d_gstarts(group_starts), d_gtables(group_tables),
+        d_glen(group_kv_len), d_tables(kv.tables), d_begin(suffix_begin), d_end(context_lens);
+    DeviceArray<float> d_o(parts * rows * c.dim), d_lse(parts * rows);
+    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(),
+                                           d_gtables.get(), d_glen.get(), d_k.get(), d_v.get(),
+                                           d_o.get(), d_lse.get(), num_branches, 2, 5, shape,
+                                           prefix_split, prefix_splits, nullptr));
+    ASSERT_KERNEL_OK(DecodeAttentionPartial(
+        d_q.get(), d_k.get(), d_v.get(), d_tables.get(), d_begin.get(), d_end.get(),
+        d_o.get() + prefix_splits * rows * c.dim, d_lse.get() + prefix_splits * rows,
+        num_branches, shape, suffix_split, suffix_splits, nullptr));
+    ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
+                                          num_branches, c.heads, c.dim, nullptr));
+    std::vector<int32_t> starts(num_branches + 1);
+    std::iota(starts.begin(), starts.end(), 0);
+    std::vector<float> want(q.values.size());
+    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                              want.data(), num_branches, shape);
+    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+        << "heads=" << c.heads << " dim=" << c.dim;
+  }
+}
+
+TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(19);
+  // (cached prefix, new tokens) per sequence.
+  const std::vector<std::pair<int, int>> seqs = {{0, 100}, {37, 50}, {130, 1}, {0, 200}, {500, 77}};
+  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
+                                 AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
+    std::vector<int32_t> context_lens, positions, starts = {0};
+    int max_new = 0;
+    for (const auto& [cached, fresh] : seqs) {
+      context_lens.push_back(cached + fresh);
+      for (int i = 0; i < fresh; ++i) positions.push_back(cached + i);
+      starts.push_back(starts.back() + fresh);
+      max_new = std::max(max_new, fresh);
+    }
+    const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
+    const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+    const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
+    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+    DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
+        d_ctx(context_lens);
+    ASSERT_KERNEL_OK(PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                      d_ctx.get(), d_k.get(), d_v.get(), d_out.get(), n, num_seqs,
+                                      max_new, shape, nullptr));
+    std::vector<float> want(q.values.size());
+    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                              want.data(), num_seqs, shape);
+    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+        << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
+
+    // The same through split partials + merge (causal masking across splits).
+    const int split_len = 128, num_splits = 5;
+    const size_t rows = static_cast<size_t>(n) * c.heads;
+    DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
+    DeviceArray<Bf16> d_merged(q.bits.size());
+    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                           d_ctx.get(), d_k.get(), d_v.get(), d_o.get(),
+                                           d_lse.get(), n, num_seqs, max_new, shape, split_len,
+                                           num_splits, nullptr));
+    ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
+                                          num_splits, n, c.heads, c.dim, nullptr));
+    EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
+  }
+}
+
+TEST(KernelsGpuTest, MergeAttentionStatesMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(20);
+  const int parts = 5, rows = 7, heads = 4, dim = 64;
+  const size_t n = static_cast<size_t>(parts) * rows * heads;
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  std::vector<float> o(n * dim), lse(n);
+  for (float& x : o) x = dist(rng);
+  for (float& x : lse) x = dist(rng);
+  for (size_t i = 0; i < n; i += 3) lse[i] = -INFINITY;  // empty parts
+  for (int j = 0; j < parts; ++j) lse[j * rows * heads + 1] = -INFINITY;  // an all-empty row
+  for (int j = 0; j < parts; ++j) {
+    std::fill_n(o.begin() + (j * rows * heads + 1) * dim, dim, 0.0f);
+  }
+  DeviceArray<float> d_o(o), d_lse(lse), d_lse_out(rows * heads);
+  DeviceArray<Bf16> d_out(static_cast<size_t>(rows) * heads * dim);
+  ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), d_lse_out.get(),
+                                        parts, rows, heads, dim, nullptr));
+  std::vector<float> want(static_cast<size_t>(rows) * heads * dim), want_lse(rows * heads);
+  reference::MergeAttentionStates(o.data(), lse.data(), want.data(), want_lse.data(), parts, rows,
+                                  heads, dim);
+  EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance);
+  const auto got_lse = d_lse_out.ToHost();
+  for (int r = 0; r < rows * heads; ++r) {
+    if (std::isinf(want_lse[r])) {
+      EXPECT_EQ(got_lse[r], want_lse[r]);
+    } else {
+      EXPECT_NEAR(got_lse[r], want_lse[r], kFp32Tolerance * std::max(1.0f, std::fabs(want_lse[r])));
+    }
+  }
+}
+
+TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
+  REQUIRE_GPU();
+  std::mt19937 rng(21);
+  for (int vocab : {1000, 128256}) {
+    const int rows = vocab == 1000 ? 256 : 8;
+    std::normal_distribution<float> dist(0.0f, 3.0f);
+    std::vector<float> logits(static_cast<size_t>(rows) * vocab);
+    for (float& x : logits) x = dist(rng);
+    // Some rows with many exact ties.
+    for (int r = 0; r < rows; r += 4) {
+      for (int i = 0; i < vocab; ++i) {
+        float& x = logits[static_cast<size_t>(r) * vocab + i];
+        x = std::round(x * 2.0f) / 2.0f;
+      }
+    }
+    std::vector<SampleParams> params(rows);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    for (int r = 0; r < rows; ++r) {
+      SampleParams& p = params[r];
+      p.temperature = r % 8 == 0 ? 0.0f : 0.3f + 1.2f * unit(rng);
+      p.top_k = r % 3 == 0 ? 0 : 1 + static_cast<int>(unit(rng) * 60);
+      p.top_p = r % 5 == 0 ? 1.0f : 0.5f + 0.5f * unit(rng);
+      p.seed = rng();
+      p.stream = r;
+      p.position = 1000 + r;
+    }
+    DeviceArray<float> d_logits(logits), d_logprobs(rows);
+    DeviceArray<SampleParams> d_params(params);
+    DeviceArray<int32_t> d_tokens(rows);
+    ASSERT_KERNEL_OK(SampleTokens(d_logits.get(), d_params.get(), d_tokens.get(),
+                                  d_logprobs.get(), rows, vocab, nullptr));
+    const auto tokens = d_tokens.ToHost();
+    const auto logprobs = d_logprobs.ToHost();
+    for (int r = 0; r < rows; ++r) {
+      const auto want = reference::Sample(&logits[static_cast<size_t>(r) * vocab], vocab, params[r]);
+      EXPECT_EQ(tokens[r], want.token) << "row " << r << " vocab " << vocab;
+      EXPECT_NEAR(logprobs[r], want.logprob, kFp32Tolerance * std::max(1.0f, std::fabs(want.logprob)))
+          << "row " << r;
+    }
+  }
+}
+
+TEST(KernelsGpuTest, LaunchersRejectUnsupportedShapes) {
+  REQUIRE_GPU();
+  AttentionShape bad = Shape(6, 4, 64, 1);  // heads not a multiple of kv heads
+  EXPECT_FALSE(DecodeAttentionPartial(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr, nullptr, 1, bad, 16, 1, nullptr).ok());
+  bad = Shape(4, 4, 80, 1);  // head_dim
+  EXPECT_FALSE(PrefillAttention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                nullptr, 1, 1, 1, bad, nullptr).ok());
+  EXPECT_FALSE(SwiGlu(nullptr, nullptr, 1, 3, nullptr).ok());  // odd inter
+  cudaGetLastError();
+}
+
+}  // namespace
+}  // namespace arbor::kernels
