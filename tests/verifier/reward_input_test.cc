@@ -1,0 +1,181 @@
+#include "verifier/reward_input.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace arbor::verifier {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A byte-level encoder (one token per byte) that knows one special token, as
+// byte-level BPE tokenizers treat added tokens: "<extra_0>" -> 300.
+constexpr int kVocab = 301;
+constexpr int32_t kExtra0 = 300;
+absl::StatusOr<std::vector<int32_t>> ByteEncode(absl::string_view text) {
+  std::vector<int32_t> out;
+  const absl::string_view special = "<extra_0>";
+  while (!text.empty()) {
+    if (text.substr(0, special.size()) == special) {
+      out.push_back(kExtra0);
+      text.remove_prefix(special.size());
+    } else {
+      out.push_back(static_cast<unsigned char>(text[0]));
+      text.remove_prefix(1);
+    }
+  }
+  return out;
+}
+
+std::vector<int32_t> Bytes(absl::string_view text) { return *ByteEncode(text); }
+
+std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
+  std::vector<int32_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+RewardInput MakeInput(const RewardConfig& config, bool value_head = false, int num_labels = 0) {
+  auto input = RewardInput::Create(config, ByteEncode, kVocab, value_head, num_labels);
+  EXPECT_TRUE(input.ok()) << input.status();
+  return *std::move(input);
+}
+
+TEST(RewardInputTest, TokenLogitPrmReadsEveryStepTag) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  config.prompt_template = "Q:{question}|";
+  config.step_tag = "#";
+  config.step_separator = "~";
+  RewardInput input = MakeInput(config);
+  EXPECT_THAT(input.columns(), ElementsAre('+', '-'));
+  auto prompt = input.EncodePrompt("1+1");
+  ASSERT_TRUE(prompt.ok());
+  EXPECT_EQ(*prompt, Bytes("Q:1+1|"));
+  const std::vector<std::string> steps = {"ab \n\n", "c\t"};
+  auto seqs = input.Build(*prompt, steps, false);
+  ASSERT_TRUE(seqs.ok()) << seqs.status();
+  ASSERT_EQ(seqs->size(), 1u);
+  // Trailing whitespace of each step is stripped; the tag follows each step.
+  EXPECT_EQ((*seqs)[0].tokens, Bytes("Q:1+1|ab#~c#"));
+  EXPECT_THAT((*seqs)[0].positions, ElementsAre(8, 11));
+
+  auto last = input.Build(*prompt, steps, true);
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ((*last)[0].tokens, (*seqs)[0].tokens);
+  EXPECT_THAT((*last)[0].positions, ElementsAre(11));
+}
+
+TEST(RewardInputTest, ALongerCandidateExtendsTheShorterOnesTokens) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  config.step_separator = "\n";
+  RewardInput input = MakeInput(config);
+  auto prompt = *input.EncodePrompt("question");
+  std::vector<std::string> steps = {"one", "two"};
+  auto shorter = *input.Build(prompt, steps, false);
+  steps.push_back("three");
+  auto longer = *input.Build(prompt, steps, false);
+  const auto& a = shorter[0].tokens;
+  const auto& b = longer[0].tokens;
+  ASSERT_LT(a.size(), b.size());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin()));
+  EXPECT_EQ(longer[0].positions.size(), 3u);
+  EXPECT_EQ(longer[0].positions[1], shorter[0].positions[1]);
+}
+
+TEST(RewardInputTest, ValueHeadPrmUsesQwenFormat) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kValueHeadPrm, true);
+  RewardInput input = MakeInput(config, true, 2);
+  EXPECT_TRUE(input.columns().empty());
+  auto prompt = *input.EncodePrompt("What is 2+2?");
+  auto seqs = *input.Build(prompt, std::vector<std::string>{"2+2=4", "The answer is 4"}, false);
+  ASSERT_EQ(seqs.size(), 1u);
+  const auto& seq = seqs[0];
+  ASSERT_EQ(seq.positions.size(), 2u);
+  for (int32_t p : seq.positions) EXPECT_EQ(seq.tokens[p], kExtra0);
+  EXPECT_EQ(seq.positions[1] + 1, static_cast<int32_t>(seq.tokens.size()));
+  EXPECT_EQ(seq.tokens, Concat({prompt, Bytes("2+2=4"), {kExtra0}, Bytes("The answer is 4"),
+                                {kExtra0}}));
+}
+
+TEST(RewardInputTest, OrmScoresEachCutSolution) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kOrm, false);
+  config.prompt_template = "{question}:";
+  config.step_separator = "/";
+  config.step_tag = "=";
+  RewardInput input = MakeInput(config);
+  auto prompt = *input.EncodePrompt("q");
+  const std::vector<std::string> steps = {"a", "b", "c"};
+  auto all = *input.Build(prompt, steps, false);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].tokens, Bytes("q:a="));
+  EXPECT_EQ(all[1].tokens, Bytes("q:a/b="));
+  EXPECT_EQ(all[2].tokens, Bytes("q:a/b/c="));
+  for (const auto& seq : all) {
+    EXPECT_THAT(seq.positions, ElementsAre(static_cast<int32_t>(seq.tokens.size()) - 1));
+  }
+  auto last = *input.Build(prompt, steps, true);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(last[0].tokens, all[2].tokens);
+
+  // A value-head ORM with no tag reads at the last token of the solution.
+  RewardConfig value = DefaultRewardConfig(RewardKind::kOrm, true);
+  RewardInput value_input = MakeInput(value, true, 1);
+  auto seqs = *value_input.Build(*value_input.EncodePrompt("q"),
+                                 std::vector<std::string>{"x"}, true);
+  EXPECT_EQ(seqs[0].tokens, Bytes("q\n\nx"));
+  EXPECT_THAT(seqs[0].positions, ElementsAre(3));
+}
+
+TEST(RewardInputTest, RejectsBadLabelTokens) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  config.positive_token = "++";
+  auto input = RewardInput::Create(config, ByteEncode, kVocab, false, 0);
+  EXPECT_THAT(input.status().message(), HasSubstr("positive_token \"++\" encodes to 2 tokens"));
+  config.positive_token = "+";
+  config.negative_token = "+";
+  EXPECT_THAT(RewardInput::Create(config, ByteEncode, kVocab, false, 0).status().message(),
+              HasSubstr("the same token"));
+  config.negative_token_id = 5000;
+  EXPECT_THAT(RewardInput::Create(config, ByteEncode, kVocab, false, 0).status().message(),
+              HasSubstr("negative_token id 5000 is outside the vocabulary [0, 301)"));
+  config.negative_token_id = 7;
+  auto ok = RewardInput::Create(config, ByteEncode, kVocab, false, 0);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->negative_token_id(), 7);
+  EXPECT_THAT(RewardInput::Create(config, EncodeFn(), kVocab, false, 0).status().message(),
+              HasSubstr("encode function is empty"));
+}
+
+TEST(RewardInputTest, RejectsACandidateWithoutSteps) {
+  RewardInput input = MakeInput(DefaultRewardConfig(RewardKind::kTokenLogitPrm, false));
+  EXPECT_FALSE(input.Build(Bytes("q"), {}, false).ok());
+}
+
+TEST(RewardScoreTest, LabelTokensAreATwoWaySoftmax) {
+  EXPECT_FLOAT_EQ(LabelTokenScore(0.0f, 0.0f), 0.5f);
+  EXPECT_NEAR(LabelTokenScore(2.0f, -1.0f), std::exp(2.0) / (std::exp(2.0) + std::exp(-1.0)),
+              1e-6);
+  EXPECT_NEAR(LabelTokenScore(-1000.0f, 1000.0f), 0.0f, 1e-6);  // no overflow
+  EXPECT_NEAR(LabelTokenScore(1000.0f, -1000.0f), 1.0f, 1e-6);
+}
+
+TEST(RewardScoreTest, ValueHeadSoftmaxOrSigmoid) {
+  const std::vector<float> two = {0.5f, 2.0f};
+  EXPECT_NEAR(ValueHeadScore(two, 1), std::exp(2.0) / (std::exp(0.5) + std::exp(2.0)), 1e-6);
+  EXPECT_NEAR(ValueHeadScore(two, 0), std::exp(0.5) / (std::exp(0.5) + std::exp(2.0)), 1e-6);
+  const std::vector<float> one = {1.5f};
+  EXPECT_NEAR(ValueHeadScore(one, 0), 1.0 / (1.0 + std::exp(-1.5)), 1e-6);
+
+  RewardInput input = MakeInput(DefaultRewardConfig(RewardKind::kValueHeadPrm, true), true, 2);
+  EXPECT_NEAR(input.ScoreFromRow(two), ValueHeadScore(two, 1), 1e-7);
+  RewardInput tokens = MakeInput(DefaultRewardConfig(RewardKind::kTokenLogitPrm, false));
+  EXPECT_NEAR(tokens.ScoreFromRow(two), LabelTokenScore(0.5f, 2.0f), 1e-7);
+}
+
+}  // namespace
+}  // namespace arbor::verifier

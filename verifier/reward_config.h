@@ -1,0 +1,115 @@
+// RewardConfig: how a reward model reads a (question, steps) pair and where its
+// scores come from. Three kinds are served:
+//
+//  * token-logit PRM (Math-Shepherd, RLHFlow): the input is the question, then
+//    each step followed by a step tag; the model's output row at the last
+//    token of every tag is read at the "+"/"-" label columns and the step's
+//    score is softmax([pos, neg])[0] = sigmoid(pos - neg).
+//  * value-head PRM (Qwen2.5-Math-PRM): the checkpoint carries a `score` head
+//    of num_labels outputs; the row at every tag (e.g. "<extra_0>") gives
+//    softmax(row)[positive_label] (sigmoid(row[0]) when num_labels == 1).
+//  * ORM: scores a solution as a whole, at the tag after its last step. Each
+//    step's score is the score of the solution cut after that step.
+//
+// The text of one candidate is, with S_i the i-th step stripped of trailing
+// whitespace:
+//     prompt_template(question) step_template(S_0) step_tag
+//     step_separator step_template(S_1) step_tag ...
+// For an ORM the step tag comes only after the last step. Every piece is
+// tokenized on its own and the pieces' tokens are concatenated, so the tokens
+// of a candidate are a prefix of the tokens of any longer version of it: the
+// prefix cache then serves everything but the new steps.
+//
+// The config comes from `prm_config.json` in the model folder (every key
+// optional), overridden by command-line flags; defaults follow the kind:
+//     {"kind": "token_logit_prm" | "value_head_prm" | "orm",
+//      "prompt_template": "{question}\n\n",    // "{question}" is replaced
+//      "step_template": "{step}",              // "{step}" is replaced
+//      "step_tag": "\n\n", "step_separator": "",
+//      "positive_token": "+", "negative_token": "-",   // token-logit kinds
+//      "positive_token_id": 10, "negative_token_id": 11, // instead of the strings
+//      "positive_label": 1}                               // value-head kinds
+//
+// Plain value types and pure functions; thread-compatible.
+#ifndef ARBOR_VERIFIER_REWARD_CONFIG_H_
+#define ARBOR_VERIFIER_REWARD_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace arbor::verifier {
+
+enum class RewardKind { kTokenLogitPrm, kValueHeadPrm, kOrm };
+
+// "token_logit_prm", "value_head_prm", "orm" (the names of VerifierInfo.kind).
+absl::string_view RewardKindName(RewardKind kind);
+absl::StatusOr<RewardKind> ParseRewardKind(absl::string_view name);
+
+// How the scores are read from an output row.
+enum class ScoreHead {
+  kLabelTokens,  // an LM head: softmax over the positive/negative token logits
+  kValueHead,    // a value head of num_labels outputs
+};
+
+struct RewardConfig {
+  RewardKind kind = RewardKind::kTokenLogitPrm;
+  // For an ORM: whether it reads label tokens or a value head (the two PRM
+  // kinds imply theirs).
+  ScoreHead head = ScoreHead::kLabelTokens;
+  std::string prompt_template = "{question}\n\n";
+  std::string step_template = "{step}";
+  std::string step_tag = "\n\n";
+  std::string step_separator;
+  // Label tokens (kLabelTokens): as text, each must encode to exactly one
+  // token; or as ids, which win when set.
+  std::string positive_token = "+";
+  std::string negative_token = "-";
+  std::optional<int32_t> positive_token_id;
+  std::optional<int32_t> negative_token_id;
+  // Value head (kValueHead): the output index of "correct".
+  int positive_label = 1;
+
+  ScoreHead score_head() const {
+    switch (kind) {
+      case RewardKind::kTokenLogitPrm:
+        return ScoreHead::kLabelTokens;
+      case RewardKind::kValueHeadPrm:
+        return ScoreHead::kValueHead;
+      case RewardKind::kOrm:
+        return head;
+    }
+    return head;
+  }
+};
+
+// The defaults of a kind: token-logit PRMs read "+"/"-" after a "\n\n" step
+// tag; value-head PRMs follow Qwen2.5-Math-PRM (ChatML prompt, "<extra_0>"
+// after every step); ORMs read the model's value head when it has one.
+RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head);
+
+// Parses prm_config.json text over `base` (keys present replace base's
+// values; "kind" given in the file resets the other keys to that kind's
+// defaults first). Unknown keys are ignored. Errors name the key.
+absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
+                                               const RewardConfig& base,
+                                               bool model_has_value_head);
+
+// The config of the model in `model_dir`: the kind's defaults (value-head PRM
+// when the checkpoint has a value head, else token-logit PRM), then
+// <model_dir>/prm_config.json when it exists. Errors name the file and key.
+absl::StatusOr<RewardConfig> LoadRewardConfig(const std::string& model_dir,
+                                              bool model_has_value_head);
+
+// Checks the templates and the kind against the model. Errors: INVALID_ARGUMENT
+// naming the field (a template without its placeholder, a value-head kind on a
+// model without a value head, positive_label outside [0, num_labels), ...).
+absl::Status ValidateRewardConfig(const RewardConfig& config, bool model_has_value_head,
+                                  int num_labels);
+
+}  // namespace arbor::verifier
+
+#endif  // ARBOR_VERIFIER_REWARD_CONFIG_H_

@@ -1,0 +1,159 @@
+#include "verifier/reward_input.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace arbor::verifier {
+
+namespace {
+
+// Replaces the one `placeholder` of `tmpl` by `value` (value is inserted
+// verbatim: braces in it are not placeholders).
+std::string Render(absl::string_view tmpl, absl::string_view placeholder, absl::string_view value) {
+  const size_t at = tmpl.find(placeholder);
+  if (at == absl::string_view::npos) return std::string(tmpl);
+  return absl::StrCat(tmpl.substr(0, at), value, tmpl.substr(at + placeholder.size()));
+}
+
+absl::StatusOr<int32_t> ResolveLabelToken(const EncodeFn& encode, absl::string_view name,
+                                          const std::string& text,
+                                          const std::optional<int32_t>& id, int vocab_size) {
+  int32_t token = -1;
+  if (id.has_value()) {
+    token = *id;
+  } else {
+    auto ids = encode(text);
+    if (!ids.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " \"", text, "\": ", ids.status().message()));
+    }
+    if (ids->size() != 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " \"", text, "\" encodes to ", ids->size(),
+          " tokens; a label must be exactly one token (set ", name, "_id instead)"));
+    }
+    token = (*ids)[0];
+  }
+  if (token < 0 || token >= vocab_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, " id ", token, " is outside the vocabulary [0, ", vocab_size, ")"));
+  }
+  return token;
+}
+
+void Append(std::vector<int32_t>* out, absl::Span<const int32_t> tokens) {
+  out->insert(out->end(), tokens.begin(), tokens.end());
+}
+
+}  // namespace
+
+std::string StripTrailingWhitespace(absl::string_view step) {
+  return std::string(absl::StripTrailingAsciiWhitespace(step));
+}
+
+float LabelTokenScore(float positive_logit, float negative_logit) {
+  const double d = static_cast<double>(negative_logit) - static_cast<double>(positive_logit);
+  return static_cast<float>(1.0 / (1.0 + std::exp(d)));
+}
+
+float ValueHeadScore(absl::Span<const float> row, int positive_label) {
+  if (row.size() == 1) return static_cast<float>(1.0 / (1.0 + std::exp(-double{row[0]})));
+  const float max = *std::max_element(row.begin(), row.end());
+  double sum = 0.0;
+  for (float v : row) sum += std::exp(double{v} - max);
+  return static_cast<float>(std::exp(double{row[positive_label]} - max) / sum);
+}
+
+absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, EncodeFn encode,
+                                                int vocab_size, bool model_has_value_head,
+                                                int num_labels) {
+  if (!encode) return absl::InvalidArgumentError("RewardInput: encode function is empty");
+  if (auto st = ValidateRewardConfig(config, model_has_value_head, num_labels); !st.ok()) {
+    return st;
+  }
+  RewardInput input;
+  input.config_ = config;
+  input.encode_ = std::move(encode);
+  input.num_labels_ = num_labels;
+  auto tag = input.encode_(config.step_tag);
+  if (!tag.ok()) return tag.status();
+  input.tag_tokens_ = *std::move(tag);
+  auto separator = input.encode_(config.step_separator);
+  if (!separator.ok()) return separator.status();
+  input.separator_tokens_ = *std::move(separator);
+  if (config.score_head() == ScoreHead::kLabelTokens) {
+    auto positive = ResolveLabelToken(input.encode_, "positive_token", config.positive_token,
+                                      config.positive_token_id, vocab_size);
+    if (!positive.ok()) return positive.status();
+    auto negative = ResolveLabelToken(input.encode_, "negative_token", config.negative_token,
+                                      config.negative_token_id, vocab_size);
+    if (!negative.ok()) return negative.status();
+    if (*positive == *negative) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "positive_token and negative_token are the same token (id ", *positive, ")"));
+    }
+    input.columns_ = {*positive, *negative};
+  }
+  return input;
+}
+
+absl::StatusOr<std::vector<int32_t>> RewardInput::EncodePrompt(absl::string_view question) const {
+  return encode_(Render(config_.prompt_template, "{question}", question));
+}
+
+absl::StatusOr<std::vector<int32_t>> RewardInput::EncodeStep(absl::string_view step) const {
+  return encode_(Render(config_.step_template, "{step}", StripTrailingWhitespace(step)));
+}
+
+absl::StatusOr<std::vector<RewardSequence>> RewardInput::Build(
+    absl::Span<const int32_t> prompt_tokens, absl::Span<const std::string> steps,
+    bool last_step_only) const {
+  if (steps.empty()) return absl::InvalidArgumentError("a candidate needs at least one step");
+  std::vector<RewardSequence> out;
+  if (config_.kind != RewardKind::kOrm) {
+    RewardSequence seq;
+    seq.tokens.assign(prompt_tokens.begin(), prompt_tokens.end());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      if (i > 0) Append(&seq.tokens, separator_tokens_);
+      auto step = EncodeStep(steps[i]);
+      if (!step.ok()) return step.status();
+      Append(&seq.tokens, *step);
+      Append(&seq.tokens, tag_tokens_);
+      if (seq.tokens.empty()) return absl::InvalidArgumentError("the reward input is empty");
+      if (!last_step_only || i + 1 == steps.size()) {
+        seq.positions.push_back(static_cast<int32_t>(seq.tokens.size()) - 1);
+      }
+    }
+    out.push_back(std::move(seq));
+    return out;
+  }
+  // ORM: the solution cut after each scored step, closed by the tag. The
+  // sequences share their prefixes, so the cache runs each step once.
+  std::vector<int32_t> body(prompt_tokens.begin(), prompt_tokens.end());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (i > 0) Append(&body, separator_tokens_);
+    auto step = EncodeStep(steps[i]);
+    if (!step.ok()) return step.status();
+    Append(&body, *step);
+    if (last_step_only && i + 1 != steps.size()) continue;
+    RewardSequence seq;
+    seq.tokens = body;
+    Append(&seq.tokens, tag_tokens_);
+    if (seq.tokens.empty()) return absl::InvalidArgumentError("the reward input is empty");
+    seq.positions.push_back(static_cast<int32_t>(seq.tokens.size()) - 1);
+    out.push_back(std::move(seq));
+  }
+  return out;
+}
+
+float RewardInput::ScoreFromRow(absl::Span<const float> row) const {
+  if (config_.score_head() == ScoreHead::kLabelTokens) return LabelTokenScore(row[0], row[1]);
+  return ValueHeadScore(row, num_labels_ > 1 ? config_.positive_label : 0);
+}
+
+}  // namespace arbor::verifier

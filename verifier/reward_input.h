@@ -1,0 +1,89 @@
+// RewardInput: turns (question, steps) into the token sequences a reward model
+// runs and the positions whose output rows hold the step scores, and turns
+// those rows into scores in [0, 1]. See reward_config.h for the format.
+//
+// Every piece (prompt, each step, tag, separator) is encoded on its own, so a
+// candidate's tokens are a prefix of those of any longer version of it and the
+// engine's prefix cache serves all but the new steps.
+//
+// Thread-safety: immutable after Create; const methods are thread-safe when
+// the encode function is.
+#ifndef ARBOR_VERIFIER_REWARD_INPUT_H_
+#define ARBOR_VERIFIER_REWARD_INPUT_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "verifier/reward_config.h"
+
+namespace arbor::verifier {
+
+// The reward model's tokenizer: text (special tokens recognised) to ids.
+using EncodeFn = std::function<absl::StatusOr<std::vector<int32_t>>(absl::string_view text)>;
+
+struct RewardSequence {
+  std::vector<int32_t> tokens;
+  // Indices into tokens whose output rows give scores, one per scored step,
+  // in step order.
+  std::vector<int32_t> positions;
+};
+
+// `steps` with trailing whitespace removed from each (what the model reads).
+std::string StripTrailingWhitespace(absl::string_view step);
+
+class RewardInput {
+ public:
+  // Resolves the label tokens and encodes the fixed pieces. Errors:
+  // INVALID_ARGUMENT when a label token is not exactly one token or outside
+  // [0, vocab_size), or the config is invalid for the model (see
+  // ValidateRewardConfig).
+  static absl::StatusOr<RewardInput> Create(const RewardConfig& config, EncodeFn encode,
+                                            int vocab_size, bool model_has_value_head,
+                                            int num_labels);
+
+  // The question rendered through prompt_template, encoded.
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view question) const;
+
+  // The sequences of one candidate, given its encoded prompt. A PRM gives one
+  // sequence with a position after every step (or after the last only); an
+  // ORM gives one sequence per scored step (the solution cut after it), each
+  // with one position. `steps` must be non-empty.
+  absl::StatusOr<std::vector<RewardSequence>> Build(absl::Span<const int32_t> prompt_tokens,
+                                                    absl::Span<const std::string> steps,
+                                                    bool last_step_only) const;
+
+  // Output columns the engine should return per row: {positive, negative}
+  // token ids for label-token heads, empty (the whole row) for value heads.
+  const std::vector<int32_t>& columns() const { return columns_; }
+  // The score of one returned row (columns().size() values, or num_labels).
+  float ScoreFromRow(absl::Span<const float> row) const;
+
+  const RewardConfig& config() const { return config_; }
+  int32_t positive_token_id() const { return columns_.empty() ? -1 : columns_[0]; }
+  int32_t negative_token_id() const { return columns_.empty() ? -1 : columns_[1]; }
+
+ private:
+  RewardInput() = default;
+  absl::StatusOr<std::vector<int32_t>> EncodeStep(absl::string_view step) const;
+
+  RewardConfig config_;
+  EncodeFn encode_;
+  std::vector<int32_t> tag_tokens_;
+  std::vector<int32_t> separator_tokens_;
+  std::vector<int32_t> columns_;
+  int num_labels_ = 0;
+};
+
+// sigmoid(positive - negative) = softmax([positive, negative])[0].
+float LabelTokenScore(float positive_logit, float negative_logit);
+// softmax(row)[positive_label]; sigmoid(row[0]) for a single output.
+float ValueHeadScore(absl::Span<const float> row, int positive_label);
+
+}  // namespace arbor::verifier
+
+#endif  // ARBOR_VERIFIER_REWARD_INPUT_H_
