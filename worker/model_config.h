@@ -15,7 +15,7 @@
 namespace arbor::worker {
 
 struct RopeScaling {
-  // "default" (none) or "llama3".
+  // "default" (none), "linear" (positions divided by factor) or "llama3".
   std::string type = "default";
   float factor = 1.0f;
   float low_freq_factor = 1.0f;
@@ -39,8 +39,12 @@ struct ModelConfig {
   RopeScaling rope_scaling;
   int max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
-  // Q/K/V projections carry a bias (Qwen2).
+  // Q/K/V projections carry a bias (Qwen2; Llama with attention_bias).
   bool attention_bias = false;
+  // o_proj carries a bias (Llama with attention_bias = true; not Qwen2).
+  bool o_proj_bias = false;
+  // gate/up/down projections carry a bias (Llama `mlp_bias`).
+  bool mlp_bias = false;
   // Mistral's sliding window; 0 when none. The engine caps context at it.
   int sliding_window = 0;
   int bos_token_id = -1;
@@ -50,6 +54,8 @@ struct ModelConfig {
   int num_labels = 0;
   // dtype the checkpoint stores ("bfloat16", "float16", "float32").
   std::string torch_dtype = "float32";
+
+  bool is_value_head() const { return num_labels > 0; }
 };
 
 // Parses config.json text. Errors name the missing or invalid field.
