@@ -71,7 +71,7 @@ std::optional<std::string> CanonicalNumber(std::string_view s) {
   }
   if (integer.empty()) {
     sign = sign2;
-    integer = "0";
+    integer.assign(1, '0');
     fraction = fraction2;
   }
   integer = absl::StrReplaceAll(integer, {{",", ""}});

@@ -5,6 +5,7 @@
 // after num_iterations (the last one generates to EOS).
 #include <algorithm>
 #include <numeric>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -63,6 +64,7 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
   const size_t keep = static_cast<size_t>(n / config.beam_width);
   std::vector<Branch> active(1);  // the empty root
   std::vector<Branch> completed;
+  std::vector<Branch> unextended;
   for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
     absl::StatusOr<bool> go = run.BeginIteration();
     if (!go.ok()) return go.status();
@@ -77,16 +79,26 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
       parents.push_back(&active[i]);
       samples.push_back(n / k + (i < n % k ? 1 : 0));
     }
+    // Survivors are ranked best first, as the endgame wants them.
+    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
+    if (endgame.has_value()) samples = *endgame;
+    const bool last = final_iteration || endgame.has_value();
     ExtendOptions options;
     options.sampling = run.config().sampling;
-    options.stop = final_iteration ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = final_iteration;
+    options.stop = last ? run.FinalStop(parents) : run.StepStop();
+    options.final_iteration = last;
     absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
     if (!children.ok()) return children.status();
     if (children->empty()) break;
+    if (endgame.has_value()) {
+      // Beams the endgame could not extend stay candidates as they are.
+      for (size_t i = 0; i < active.size(); ++i) {
+        if ((*endgame)[i] == 0 && !active[i].steps.empty()) unextended.push_back(active[i]);
+      }
+    }
 
     absl::StatusOr<bool> scored;
-    if (config.lookahead > 0 && !final_iteration) {
+    if (config.lookahead > 0 && !last) {
       scored = ScoreWithLookahead(run, *children, config.lookahead, config.aggregation);
     } else {
       std::vector<Branch*> to_score;
@@ -129,10 +141,11 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
     for (const Branch& b : active) live_view.push_back(&b);
     for (const Branch& b : completed) done_view.push_back(&b);
     run.Report(iteration, live_view, done_view);
-    if (active.empty()) break;
+    if (active.empty() || last) break;
   }
 
   std::vector<Branch> candidates = std::move(completed);
+  for (Branch& b : unextended) candidates.push_back(std::move(b));
   for (Branch& b : active) {
     if (!b.steps.empty()) candidates.push_back(std::move(b));
   }

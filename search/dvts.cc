@@ -3,6 +3,8 @@
 // candidate steps and greedily keeps the best by PRM score. A subtree ends on
 // EOS or a final answer (\boxed). Returns the last M candidates of every
 // subtree, so N answers. All generated tokens are counted.
+#include <algorithm>
+#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -29,15 +31,23 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     std::vector<int> samples;
     std::vector<size_t> index;
     for (size_t t = 0; t < subtrees.size(); ++t) {
-      if (subtrees[t].done) continue;
+      if (!subtrees[t].done) index.push_back(t);
+    }
+    // Best subtrees first, as the budget endgame wants them.
+    std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) {
+      return subtrees[a].current.score > subtrees[b].current.score;
+    });
+    for (size_t t : index) {
       parents.push_back(&subtrees[t].current);
       samples.push_back(m);
-      index.push_back(t);
     }
+    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
+    if (endgame.has_value()) samples = *endgame;
+    const bool last = final_iteration || endgame.has_value();
     ExtendOptions options;
     options.sampling = run.config().sampling;
-    options.stop = final_iteration ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = final_iteration;
+    options.stop = last ? run.FinalStop(parents) : run.StepStop();
+    options.final_iteration = last;
     options.final_answer_ends = true;
     absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
     if (!children.ok()) return children.status();
@@ -82,7 +92,7 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     std::vector<const Branch*> live, done;
     for (const Subtree& t : subtrees) (t.done ? done : live).push_back(&t.current);
     run.Report(iteration, live, done);
-    if (live.empty()) break;
+    if (live.empty() || last) break;
   }
 
   std::vector<Branch> candidates;

@@ -9,6 +9,7 @@
 // one branch with several samples, so the worker's prefix cache serves them.
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -95,11 +96,31 @@ absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilt
         samples.push_back(1);
         members.push_back({i});
       }
+      // Heaviest first, as the budget endgame wants them.
+      std::vector<size_t> order(parents.size());
+      for (size_t g = 0; g < order.size(); ++g) order[g] = g;
+      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return pool[members[a][0]].log_weight > pool[members[b][0]].log_weight;
+      });
+      std::vector<const Branch*> ranked_parents;
+      std::vector<int> ranked_samples;
+      std::vector<std::vector<size_t>> ranked_members;
+      for (size_t g : order) {
+        ranked_parents.push_back(parents[g]);
+        ranked_samples.push_back(samples[g]);
+        ranked_members.push_back(std::move(members[g]));
+      }
+      parents = std::move(ranked_parents);
+      samples = std::move(ranked_samples);
+      members = std::move(ranked_members);
     }
+    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
+    if (endgame.has_value()) samples = *endgame;
+    const bool last = final_iteration || endgame.has_value();
     ExtendOptions options;
     options.sampling = run.config().sampling;
-    options.stop = final_iteration ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = final_iteration;
+    options.stop = last ? run.FinalStop(parents) : run.StepStop();
+    options.final_iteration = last;
     absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
     if (!children.ok()) return children.status();
     if (children->empty()) break;
@@ -140,7 +161,7 @@ absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilt
     for (const Particle& p : pool) (p.branch.done ? done_view : live_view).push_back(&p.branch);
     for (const Particle& p : absorbed) done_view.push_back(&p.branch);
     run.Report(iteration, live_view, done_view);
-    if (live_view.empty()) break;
+    if (live_view.empty() || last) break;
   }
 
   // Final pick over every particle, pool and absorbed.

@@ -3,7 +3,9 @@
 // the prompt) so that the budget, deadline and progress events work step by
 // step like the tree strategies; a step boundary does not change the
 // distribution of the sampled text (the prefix cache keeps the cost down).
+#include <algorithm>
 #include <cmath>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -17,7 +19,6 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
   std::vector<Branch> branches;
   ExtendOptions options;
   options.sampling = sampling;
-  options.stop = run.StepStop();
   for (int iteration = 0;; ++iteration) {
     absl::StatusOr<bool> go = run.BeginIteration();
     if (!go.ok()) return go.status();
@@ -29,13 +30,22 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
       parents.push_back(&root);
       samples.push_back(n);
     } else {
+      // Longest first: in the budget endgame those are closest to an answer.
       for (size_t i = 0; i < branches.size(); ++i) {
-        if (branches[i].done) continue;
+        if (!branches[i].done) index.push_back(i);
+      }
+      std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) {
+        return branches[a].tokens.size() > branches[b].tokens.size();
+      });
+      for (size_t i : index) {
         parents.push_back(&branches[i]);
         samples.push_back(1);
-        index.push_back(i);
       }
     }
+    std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
+    if (endgame.has_value()) samples = *endgame;
+    options.stop = endgame.has_value() ? run.FinalStop(parents) : run.StepStop();
+    options.final_iteration = endgame.has_value();
     absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
     if (!children.ok()) return children.status();
     for (Child& c : *children) {
@@ -48,7 +58,7 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
     std::vector<const Branch*> live, done;
     for (const Branch& b : branches) (b.done ? done : live).push_back(&b);
     run.Report(iteration, live, done);
-    if (children->empty() || live.empty()) break;
+    if (children->empty() || live.empty() || endgame.has_value()) break;
   }
 
   RankOptions rank;

@@ -68,6 +68,29 @@ StopOptions SearchRun::FinalStop(const std::vector<const Branch*>& branches) con
   return stop;
 }
 
+std::optional<std::vector<int>> SearchRun::PlanEndgame(const std::vector<int>& samples) {
+  int64_t wanted = 0;
+  for (int s : samples) wanted += s;
+  const int64_t left = budget_.RemainingGeneratedTokens();
+  const int64_t step_cap = config_.stop.max_step_tokens;
+  if (wanted == 0 || left / wanted >= step_cap) return std::nullopt;
+  const int64_t outputs =
+      std::clamp<int64_t>(left / (kEndgameStepCapsPerBranch * step_cap), 1, wanted);
+  std::vector<int> granted(samples.size(), 0);
+  int64_t given = 0;
+  while (given < outputs) {
+    for (size_t i = 0; i < samples.size() && given < outputs; ++i) {
+      if (granted[i] < samples[i]) {
+        ++granted[i];
+        ++given;
+      }
+    }
+  }
+  // The budget ended the step-by-step search, even if everything finishes.
+  budget_.MarkExhausted(kCapGeneratedTokens);
+  return granted;
+}
+
 absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Branch*>& parents,
                                                      const std::vector<int>& samples,
                                                      const ExtendOptions& options) {

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ inline constexpr int kMaxStepsPerCandidate = 512;
 // A budget-shrunk step keeps at least this many tokens (or the whole step cap
 // when smaller) before the number of branches shrinks instead.
 inline constexpr int kMinUsefulStepTokens = 16;
+// In the budget endgame every finishing branch gets at least this many step
+// caps of tokens (fewer branches finish rather than all being cut).
+inline constexpr int kEndgameStepCapsPerBranch = 2;
 
 // One partial or complete solution.
 struct Branch {
@@ -80,6 +84,17 @@ class SearchRun {
   absl::StatusOr<std::vector<Child>> Extend(const std::vector<const Branch*>& parents,
                                             const std::vector<int>& samples,
                                             const ExtendOptions& options);
+
+  // The budget endgame. When the generated-token budget can no longer give
+  // every wanted output a full step (outputs x stop.max_step_tokens), the
+  // strategy plays its last iteration now: it generates to EOS from its best
+  // branches only, so that some solutions finish instead of all being cut.
+  // `samples` are the wanted samples per parent, parents ranked best first.
+  // Returns nullopt while the budget affords a normal step; else the samples
+  // to draw, spread round-robin over the ranked parents (at most
+  // remaining / (kEndgameStepCapsPerBranch x max_step_tokens), at least 1),
+  // and marks the budget exhausted ("generated_tokens").
+  std::optional<std::vector<int>> PlanEndgame(const std::vector<int>& samples);
 
   // Scores candidates given as step lists. Returns per-candidate scores, or an
   // empty vector when the budget (reward calls/tokens, deadline) did not allow

@@ -81,6 +81,14 @@ std::vector<FakeProblem> Problems(int count) {
   return problems;
 }
 
+// Fake steps are 4 to 15 tokens; a 32-token step cap keeps the ratio of real
+// workloads (steps of ~100 tokens under the default 256 cap).
+StrategyConfig BaseConfig() {
+  StrategyConfig config;
+  config.stop.max_step_tokens = 32;
+  return config;
+}
+
 struct Cell {
   double accuracy = 0.0;
   double tokens = 0.0;
@@ -123,7 +131,7 @@ std::string Table(const std::vector<FakeProblem>& problems, double noise) {
   for (const Row& row : Rows()) {
     out << "| " << row.name << " |";
     for (int n : ns) {
-      StrategyConfig config;
+      StrategyConfig config = BaseConfig();
       config.strategy = row.make(n);
       const Cell cell = Evaluate(config, problems, noise, row.needs_scorer);
       out << absl::StrFormat(" %.1f%% (%.0f tok) |", 100.0 * cell.accuracy, cell.tokens);
@@ -144,7 +152,7 @@ std::string BudgetTable(const std::vector<FakeProblem>& problems, double noise) 
   for (const Row& row : Rows()) {
     out << "| " << row.name << " |";
     for (int64_t cap : caps) {
-      StrategyConfig config;
+      StrategyConfig config = BaseConfig();
       config.strategy = row.make(16);
       config.budget.max_generated_tokens = cap;
       const Cell cell = Evaluate(config, problems, noise, row.needs_scorer);
@@ -189,8 +197,8 @@ int Main(int argc, char** argv) {
          "spoiled solution ends with one of three wrong answers. The PRM scores a prefix "
          "sigmoid(+-3 + noise * z), z ~ N(0, 1). A single sample is right "
       << absl::StrFormat("%.1f%%", 100.0 * base_rate)
-      << " of the time on average. Default parameters otherwise (temperature 0.8, 40 "
-         "iterations, `\\n\\n` steps). Cells: accuracy of the selected answer (mean tokens "
+      << " of the time on average. Step cap 32 tokens (fake steps are 4 to 15 tokens); default "
+         "parameters otherwise (temperature 0.8, 40 iterations, `\\n\\n` steps). Cells: accuracy of the selected answer (mean tokens "
          "generated per problem).\n\n";
   for (double noise : {1.5, 4.0}) {
     doc << "## PRM noise " << noise << "\n\n" << Table(problems, noise) << "\n";

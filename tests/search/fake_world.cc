@@ -72,10 +72,14 @@ StepOutcome GenerateStep(const FakeProblem& problem, absl::Span<const int32_t> s
     }
     if (!in_step) {
       const int k = steps_started;
-      const double u = greedy ? 0.5 : CounterUniform(seed, sample, 2 * position);
+      // Greedy decoding follows the problem's fixed "mode" path, whose steps
+      // are right with the same probability p across problems.
+      const double u = greedy ? CounterUniform(0x6EED0000u + static_cast<uint64_t>(problem.id), 0,
+                                               2 * position)
+                              : CounterUniform(seed, sample, 2 * position);
       const int length =
           greedy ? 10 : 4 + static_cast<int>(CounterRandomBits(seed, sample, 2 * position + 1) % 12);
-      const bool right = right_so_far && (greedy ? problem.p > 0.5 : u < problem.p);
+      const bool right = right_so_far && u < problem.p;
       if (right_so_far) out.logprob += std::log(right ? problem.p : 1.0 - problem.p);
       out.tokens.push_back(kHeaderBase + 64 * k + 2 * length + (right ? 1 : 0));
       ++position;

@@ -12,7 +12,8 @@
 //   delimiter = kDelimiter                                ("\n\n")
 //   answer  = kAnswerBase + value  ("The answer is \boxed{value}.", then EOS)
 // A step has `length` tokens: header, fillers, and the delimiter or (last
-// step) the answer. At temperature 0 a step is right iff p > 0.5.
+// step) the answer. At temperature 0 every seed follows one fixed path per
+// problem (its steps right with probability p over problems).
 // Thread-safety: not thread-safe (tests drive them from one thread).
 #ifndef ARBOR_TESTS_SEARCH_FAKE_WORLD_H_
 #define ARBOR_TESTS_SEARCH_FAKE_WORLD_H_

@@ -291,6 +291,31 @@ TEST(StrategyTest, NoCapIsEverPassed) {
   }
 }
 
+// When the token budget cannot afford another full step for every branch, the
+// strategy finishes its best branches to EOS instead of cutting all of them.
+TEST(StrategyTest, BudgetEndgameFinishesTheBestBranches) {
+  for (const NamedStrategy& s : AllStrategies()) {
+    SCOPED_TRACE(s.name);
+    StrategyConfig config = Config(s.strategy);
+    config.stop.max_step_tokens = 32;
+    config.budget.max_generated_tokens = 300;
+    const FakeProblem problem{.id = 8, .p = 0.8, .num_steps = 5};
+    FakeGenerator generator;
+    FakeScorer scorer(0.5);
+    auto result = RunStrategy(config, Job(problem, 7), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_LE(result->usage.generated_tokens, 300);
+    ASSERT_FALSE(result->candidates.empty());
+    EXPECT_TRUE(result->candidates[0].finished) << result->candidates[0].text;
+    EXPECT_FALSE(result->answer.empty());
+    if (s.name.rfind("greedy", 0) != 0) {
+      EXPECT_TRUE(result->budget_exhausted);
+      EXPECT_EQ(result->exhausted_by, "generated_tokens");
+      EXPECT_TRUE(generator.call_log().back().to_eos);
+    }
+  }
+}
+
 TEST(StrategyTest, DeadlineEndsTheSearchWithTheBestSoFar) {
   for (const NamedStrategy& s : AllStrategies()) {
     SCOPED_TRACE(s.name);
@@ -434,7 +459,7 @@ TEST(DvtsTest, ReturnsTheLastMCandidatesOfEverySubtree) {
 }
 
 TEST(GreedyTest, TemperatureZeroFollowsTheMode) {
-  for (auto [p, right] : {std::pair{0.6, true}, {0.4, false}}) {
+  for (auto [p, right] : {std::pair{0.9999, true}, {0.0001, false}}) {
     FakeGenerator generator;
     const FakeProblem problem{.id = 4, .p = p, .num_steps = 3};
     auto result = RunStrategy(Config(GreedyConfig{}), Job(problem, 1), generator, nullptr);
