@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -29,6 +30,16 @@ int CountOccurrences(absl::string_view text, absl::string_view what) {
     ++n;
   }
   return n;
+}
+
+// A bare identifier ("chatml") names a chat template; anything else is a
+// format string.
+bool IsTemplateName(absl::string_view text) {
+  if (text.empty()) return false;
+  for (char c : text) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
 }
 
 absl::Status KeyError(absl::string_view key, absl::string_view what) {
@@ -69,8 +80,8 @@ absl::string_view RewardKindName(RewardKind kind) {
 }
 
 absl::StatusOr<RewardKind> ParseRewardKind(absl::string_view name) {
-  if (name == "token_logit_prm") return RewardKind::kTokenLogitPrm;
-  if (name == "value_head_prm") return RewardKind::kValueHeadPrm;
+  if (name == "token_logit_prm" || name == "token_logit") return RewardKind::kTokenLogitPrm;
+  if (name == "value_head_prm" || name == "value_head") return RewardKind::kValueHeadPrm;
   if (name == "orm") return RewardKind::kOrm;
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown reward model kind \"", name, "\" (want token_logit_prm, value_head_prm or orm)"));
@@ -91,6 +102,7 @@ RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head) {
       break;
     case RewardKind::kOrm:
       config.head = model_has_value_head ? ScoreHead::kValueHead : ScoreHead::kLabelTokens;
+      config.prompt_template = "{question}\n\n";
       config.step_separator = "\n\n";
       config.step_tag = model_has_value_head ? "" : "\n\n";
       break;
@@ -123,8 +135,18 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
                                            "\" (want label_tokens or value_head)"));
     }
   }
+  if (auto it = json.find("prompt_template"); it != json.end()) {
+    if (!it->is_string()) return KeyError("prompt_template", "must be a string");
+    std::string tmpl = it->get<std::string>();
+    if (IsTemplateName(tmpl)) {
+      config.chat_template = std::move(tmpl);
+    } else {
+      config.prompt_template = std::move(tmpl);
+      config.chat_template.clear();
+    }
+  }
   for (const auto& [key, field] :
-       {std::pair<const char*, std::string*>{"prompt_template", &config.prompt_template},
+       {std::pair<const char*, std::string*>{"chat_template", &config.chat_template},
         {"step_template", &config.step_template},
         {"step_tag", &config.step_tag},
         {"step_separator", &config.step_separator},
@@ -132,6 +154,7 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
         {"negative_token", &config.negative_token}}) {
     if (auto st = ReadString(json, key, field); !st.ok()) return st;
   }
+  if (auto st = ReadTokenId(json, "step_tag_id", &config.step_tag_id); !st.ok()) return st;
   if (auto st = ReadTokenId(json, "positive_token_id", &config.positive_token_id); !st.ok()) {
     return st;
   }
@@ -168,7 +191,7 @@ absl::StatusOr<RewardConfig> LoadRewardConfig(const std::string& model_dir,
 
 absl::Status ValidateRewardConfig(const RewardConfig& config, bool model_has_value_head,
                                   int num_labels) {
-  if (CountOccurrences(config.prompt_template, "{question}") != 1) {
+  if (config.chat_template.empty() && CountOccurrences(config.prompt_template, "{question}") != 1) {
     return absl::InvalidArgumentError(
         "prompt_template must contain \"{question}\" exactly once, got \"" +
         config.prompt_template + "\"");

@@ -11,7 +11,7 @@
 //  * ORM: scores a solution as a whole, at the tag after its last step. Each
 //    step's score is the score of the solution cut after that step.
 //
-// The text of one candidate is, with S_i the i-th step stripped of trailing
+// The text of one candidate is, with S_i the i-th step stripped of surrounding
 // whitespace:
 //     prompt_template(question) step_template(S_0) step_tag
 //     step_separator step_template(S_1) step_tag ...
@@ -21,14 +21,24 @@
 // prefix cache then serves everything but the new steps.
 //
 // The config comes from `prm_config.json` in the model folder (every key
-// optional), overridden by command-line flags; defaults follow the kind:
-//     {"kind": "token_logit_prm" | "value_head_prm" | "orm",
-//      "prompt_template": "{question}\n\n",    // "{question}" is replaced
-//      "step_template": "{step}",              // "{step}" is replaced
-//      "step_tag": "\n\n", "step_separator": "",
-//      "positive_token": "+", "negative_token": "-",   // token-logit kinds
-//      "positive_token_id": 10, "negative_token_id": 11, // instead of the strings
-//      "positive_label": 1}                               // value-head kinds
+// optional; tools/train_reference/train_prm.py writes the reference PRM's),
+// overridden by command-line flags; defaults follow the kind:
+//     {"kind": "token_logit_prm" | "value_head_prm" | "orm"
+//              (also "token_logit", "value_head"),
+//      "prompt_template": "{question} ",  // "{question}" is replaced; or the
+//                                        // name of a chat template ("chatml",
+//                                        // "llama3", "raw") applied to the
+//                                        // question as one user message
+//      "chat_template": "chatml",         // the same, explicitly
+//      "step_template": "{step}",         // "{step}" is replaced
+//      "step_tag": " ки", "step_tag_id": 3,  // the id, when given, is checked
+//      "step_separator": "\n",
+//      "positive_token": "+", "negative_token": "-",   // label-token heads
+//      "positive_token_id": 10, "negative_token_id": 11, // win over the strings
+//      "positive_label": 1,                             // value heads
+//      "head": "label_tokens" | "value_head"}           // ORMs
+// Other keys (documentation such as "format", "example", "aggregation") are
+// ignored.
 //
 // Plain value types and pure functions; thread-compatible.
 #ifndef ARBOR_VERIFIER_REWARD_CONFIG_H_
@@ -60,10 +70,15 @@ struct RewardConfig {
   // For an ORM: whether it reads label tokens or a value head (the two PRM
   // kinds imply theirs).
   ScoreHead head = ScoreHead::kLabelTokens;
-  std::string prompt_template = "{question}\n\n";
+  std::string prompt_template = "{question} ";
+  // When set, the question is rendered by this chat template instead of
+  // prompt_template (one user message plus the assistant generation prompt).
+  std::string chat_template;
   std::string step_template = "{step}";
-  std::string step_tag = "\n\n";
-  std::string step_separator;
+  std::string step_tag = " \u043a\u0438";  // " ки", Math-Shepherd's tag
+  // When set, step_tag must encode to exactly this one token.
+  std::optional<int32_t> step_tag_id;
+  std::string step_separator = "\n";
   // Label tokens (kLabelTokens): as text, each must encode to exactly one
   // token; or as ids, which win when set.
   std::string positive_token = "+";
@@ -86,8 +101,9 @@ struct RewardConfig {
   }
 };
 
-// The defaults of a kind: token-logit PRMs read "+"/"-" after a "\n\n" step
-// tag; value-head PRMs follow Qwen2.5-Math-PRM (ChatML prompt, "<extra_0>"
+// The defaults of a kind: token-logit PRMs follow Math-Shepherd ("{question} ",
+// steps joined by "\n", " ки" after each, "+"/"-" labels); value-head PRMs
+// follow Qwen2.5-Math-PRM (ChatML prompt with its system message, "<extra_0>"
 // after every step); ORMs read the model's value head when it has one.
 RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head);
 

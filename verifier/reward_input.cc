@@ -27,7 +27,7 @@ absl::StatusOr<int32_t> ResolveLabelToken(const EncodeFn& encode, absl::string_v
   if (id.has_value()) {
     token = *id;
   } else {
-    auto ids = encode(text);
+    auto ids = encode(text, /*add_special_tokens=*/false);
     if (!ids.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, " \"", text, "\": ", ids.status().message()));
@@ -52,8 +52,8 @@ void Append(std::vector<int32_t>* out, absl::Span<const int32_t> tokens) {
 
 }  // namespace
 
-std::string StripTrailingWhitespace(absl::string_view step) {
-  return std::string(absl::StripTrailingAsciiWhitespace(step));
+std::string NormalizeStep(absl::string_view step) {
+  return std::string(absl::StripAsciiWhitespace(step));
 }
 
 float LabelTokenScore(float positive_logit, float negative_logit) {
@@ -70,20 +70,34 @@ float ValueHeadScore(absl::Span<const float> row, int positive_label) {
 }
 
 absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, EncodeFn encode,
-                                                int vocab_size, bool model_has_value_head,
-                                                int num_labels) {
+                                                ChatRenderFn render_chat,
+                                                const RewardModelShape& model) {
   if (!encode) return absl::InvalidArgumentError("RewardInput: encode function is empty");
-  if (auto st = ValidateRewardConfig(config, model_has_value_head, num_labels); !st.ok()) {
+  if (!config.chat_template.empty() && !render_chat) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "chat_template \"", config.chat_template, "\" is set but no chat renderer was given"));
+  }
+  if (auto st = ValidateRewardConfig(config, model.has_value_head, model.num_labels); !st.ok()) {
     return st;
   }
+  const int vocab_size = model.vocab_size;
   RewardInput input;
   input.config_ = config;
   input.encode_ = std::move(encode);
-  input.num_labels_ = num_labels;
-  auto tag = input.encode_(config.step_tag);
+  input.render_chat_ = std::move(render_chat);
+  input.num_labels_ = model.num_labels;
+  auto tag = input.encode_(config.step_tag, /*add_special_tokens=*/false);
   if (!tag.ok()) return tag.status();
   input.tag_tokens_ = *std::move(tag);
-  auto separator = input.encode_(config.step_separator);
+  if (config.step_tag_id.has_value() &&
+      (input.tag_tokens_.size() != 1 || input.tag_tokens_[0] != *config.step_tag_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step_tag \"", config.step_tag, "\" encodes to ", input.tag_tokens_.size(),
+        " token(s) starting with id ", input.tag_tokens_.empty() ? -1 : input.tag_tokens_[0],
+        ", but step_tag_id is ", *config.step_tag_id,
+        ": the tokenizer does not match this prm_config.json"));
+  }
+  auto separator = input.encode_(config.step_separator, /*add_special_tokens=*/false);
   if (!separator.ok()) return separator.status();
   input.separator_tokens_ = *std::move(separator);
   if (config.score_head() == ScoreHead::kLabelTokens) {
@@ -103,11 +117,18 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
 }
 
 absl::StatusOr<std::vector<int32_t>> RewardInput::EncodePrompt(absl::string_view question) const {
-  return encode_(Render(config_.prompt_template, "{question}", question));
+  if (!config_.chat_template.empty()) {
+    auto text = render_chat_(question);
+    if (!text.ok()) return text.status();
+    return encode_(*text, /*add_special_tokens=*/false);
+  }
+  return encode_(Render(config_.prompt_template, "{question}", question),
+                 /*add_special_tokens=*/true);
 }
 
 absl::StatusOr<std::vector<int32_t>> RewardInput::EncodeStep(absl::string_view step) const {
-  return encode_(Render(config_.step_template, "{step}", StripTrailingWhitespace(step)));
+  return encode_(Render(config_.step_template, "{step}", NormalizeStep(step)),
+                 /*add_special_tokens=*/false);
 }
 
 absl::StatusOr<std::vector<RewardSequence>> RewardInput::Build(

@@ -23,8 +23,20 @@
 
 namespace arbor::verifier {
 
-// The reward model's tokenizer: text (special tokens recognised) to ids.
-using EncodeFn = std::function<absl::StatusOr<std::vector<int32_t>>(absl::string_view text)>;
+// The reward model's tokenizer: text (added/special tokens in it recognised)
+// to ids; `add_special_tokens` adds the post-processor's tokens (e.g. BOS).
+using EncodeFn = std::function<absl::StatusOr<std::vector<int32_t>>(absl::string_view text,
+                                                                    bool add_special_tokens)>;
+// Renders a question as the prompt text of a chat template (one user message
+// and the generation prompt); used when RewardConfig::chat_template is set.
+using ChatRenderFn = std::function<absl::StatusOr<std::string>(absl::string_view question)>;
+
+// What RewardInput needs to know about the served model.
+struct RewardModelShape {
+  int vocab_size = 0;
+  bool has_value_head = false;
+  int num_labels = 0;
+};
 
 struct RewardSequence {
   std::vector<int32_t> tokens;
@@ -33,20 +45,23 @@ struct RewardSequence {
   std::vector<int32_t> positions;
 };
 
-// `steps` with trailing whitespace removed from each (what the model reads).
-std::string StripTrailingWhitespace(absl::string_view step);
+// A step as the model reads it: surrounding whitespace removed.
+std::string NormalizeStep(absl::string_view step);
 
 class RewardInput {
  public:
-  // Resolves the label tokens and encodes the fixed pieces. Errors:
-  // INVALID_ARGUMENT when a label token is not exactly one token or outside
-  // [0, vocab_size), or the config is invalid for the model (see
-  // ValidateRewardConfig).
+  // Resolves the label tokens and encodes the fixed pieces. `render_chat` is
+  // needed when config.chat_template is set. Errors: INVALID_ARGUMENT when a
+  // label token is not exactly one token or outside [0, vocab_size), the step
+  // tag does not match step_tag_id, or the config is invalid for the model
+  // (see ValidateRewardConfig).
   static absl::StatusOr<RewardInput> Create(const RewardConfig& config, EncodeFn encode,
-                                            int vocab_size, bool model_has_value_head,
-                                            int num_labels);
+                                            ChatRenderFn render_chat,
+                                            const RewardModelShape& model);
 
-  // The question rendered through prompt_template, encoded.
+  // The question rendered through the chat template or prompt_template,
+  // encoded (with the tokenizer's special tokens for a format string, without
+  // for a chat template, which writes its own, as Hugging Face does).
   absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view question) const;
 
   // The sequences of one candidate, given its encoded prompt. A PRM gives one
@@ -73,6 +88,7 @@ class RewardInput {
 
   RewardConfig config_;
   EncodeFn encode_;
+  ChatRenderFn render_chat_;
   std::vector<int32_t> tag_tokens_;
   std::vector<int32_t> separator_tokens_;
   std::vector<int32_t> columns_;

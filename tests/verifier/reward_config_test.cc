@@ -25,6 +25,8 @@ TEST(RewardConfigTest, DefaultsFollowTheKind) {
   EXPECT_EQ(token.score_head(), ScoreHead::kLabelTokens);
   EXPECT_EQ(token.positive_token, "+");
   EXPECT_EQ(token.negative_token, "-");
+  EXPECT_EQ(token.step_tag, " \u043a\u0438");  // Math-Shepherd's " ки"
+  EXPECT_EQ(token.step_separator, "\n");
   RewardConfig value = DefaultRewardConfig(RewardKind::kValueHeadPrm, true);
   EXPECT_EQ(value.score_head(), ScoreHead::kValueHead);
   EXPECT_EQ(value.step_tag, "<extra_0>");
@@ -50,6 +52,27 @@ TEST(RewardConfigTest, ParsesEveryKey) {
   EXPECT_EQ(config->step_separator, "\n");
   EXPECT_EQ(config->positive_token_id, 7);
   EXPECT_EQ(config->negative_token_id, 9);
+  EXPECT_TRUE(config->chat_template.empty());
+}
+
+TEST(RewardConfigTest, ReadsTheReferencePrmConfig) {
+  // As tools/train_reference/train_prm.py writes it.
+  const RewardConfig base = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  auto config = ParseRewardConfig(R"({"kind": "token_logit", "step_tag": "<|step|>",
+      "step_tag_id": 3, "positive_token": "+", "positive_token_id": 17,
+      "negative_token": "-", "negative_token_id": 19, "step_separator": "\n\n",
+      "prompt_template": "chatml", "format": "...", "example": "...", "score": "...",
+      "aggregation": "min"})",
+                                  base, false);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kind, RewardKind::kTokenLogitPrm);
+  EXPECT_EQ(config->chat_template, "chatml");
+  EXPECT_EQ(config->step_tag, "<|step|>");
+  EXPECT_EQ(config->step_tag_id, 3);
+  EXPECT_EQ(config->step_separator, "\n\n");
+  EXPECT_EQ(config->positive_token_id, 17);
+  EXPECT_EQ(config->negative_token_id, 19);
+  EXPECT_TRUE(ValidateRewardConfig(*config, false, 0).ok());
 }
 
 TEST(RewardConfigTest, KindInTheFileResetsToItsDefaults) {

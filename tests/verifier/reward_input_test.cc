@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -17,8 +18,11 @@ using ::testing::HasSubstr;
 // byte-level BPE tokenizers treat added tokens: "<extra_0>" -> 300.
 constexpr int kVocab = 301;
 constexpr int32_t kExtra0 = 300;
-absl::StatusOr<std::vector<int32_t>> ByteEncode(absl::string_view text) {
+// With add_special_tokens it prepends a BOS (id 1), as Llama tokenizers do.
+constexpr int32_t kBos = 1;
+absl::StatusOr<std::vector<int32_t>> ByteEncode(absl::string_view text, bool add_special_tokens) {
   std::vector<int32_t> out;
+  if (add_special_tokens) out.push_back(kBos);
   const absl::string_view special = "<extra_0>";
   while (!text.empty()) {
     if (text.substr(0, special.size()) == special) {
@@ -32,7 +36,13 @@ absl::StatusOr<std::vector<int32_t>> ByteEncode(absl::string_view text) {
   return out;
 }
 
-std::vector<int32_t> Bytes(absl::string_view text) { return *ByteEncode(text); }
+std::vector<int32_t> Bytes(absl::string_view text) { return *ByteEncode(text, false); }
+std::vector<int32_t> BosBytes(absl::string_view text) { return *ByteEncode(text, true); }
+
+// A chat renderer in ChatML form.
+absl::StatusOr<std::string> ChatMl(absl::string_view question) {
+  return absl::StrCat("<|im_start|>user\n", question, "<|im_end|>\n<|im_start|>assistant\n");
+}
 
 std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
   std::vector<int32_t> out;
@@ -41,7 +51,9 @@ std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
 }
 
 RewardInput MakeInput(const RewardConfig& config, bool value_head = false, int num_labels = 0) {
-  auto input = RewardInput::Create(config, ByteEncode, kVocab, value_head, num_labels);
+  auto input = RewardInput::Create(config, ByteEncode, ChatMl,
+                                   {.vocab_size = kVocab, .has_value_head = value_head,
+                                    .num_labels = num_labels});
   EXPECT_TRUE(input.ok()) << input.status();
   return *std::move(input);
 }
@@ -55,24 +67,50 @@ TEST(RewardInputTest, TokenLogitPrmReadsEveryStepTag) {
   EXPECT_THAT(input.columns(), ElementsAre('+', '-'));
   auto prompt = input.EncodePrompt("1+1");
   ASSERT_TRUE(prompt.ok());
-  EXPECT_EQ(*prompt, Bytes("Q:1+1|"));
-  const std::vector<std::string> steps = {"ab \n\n", "c\t"};
+  EXPECT_EQ(*prompt, BosBytes("Q:1+1|"));
+  const std::vector<std::string> steps = {"ab \n\n", "\nc\t"};
   auto seqs = input.Build(*prompt, steps, false);
   ASSERT_TRUE(seqs.ok()) << seqs.status();
   ASSERT_EQ(seqs->size(), 1u);
-  // Trailing whitespace of each step is stripped; the tag follows each step.
-  EXPECT_EQ((*seqs)[0].tokens, Bytes("Q:1+1|ab#~c#"));
-  EXPECT_THAT((*seqs)[0].positions, ElementsAre(8, 11));
+  // Surrounding whitespace of each step is stripped; the tag follows each step.
+  EXPECT_EQ((*seqs)[0].tokens, BosBytes("Q:1+1|ab#~c#"));
+  EXPECT_THAT((*seqs)[0].positions, ElementsAre(9, 12));
 
   auto last = input.Build(*prompt, steps, true);
   ASSERT_TRUE(last.ok());
   EXPECT_EQ((*last)[0].tokens, (*seqs)[0].tokens);
-  EXPECT_THAT((*last)[0].positions, ElementsAre(11));
+  EXPECT_THAT((*last)[0].positions, ElementsAre(12));
+}
+
+TEST(RewardInputTest, ReferencePrmFormatWithAChatTemplate) {
+  // tools/train_reference/common.py prm_text: the ChatML prompt, each step
+  // stripped and followed by <|step|>, steps joined by "\n\n".
+  RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  auto parsed = ParseRewardConfig(R"({"kind": "token_logit", "step_tag": "<extra_0>",
+      "step_tag_id": 300, "step_separator": "\n\n", "prompt_template": "chatml"})",
+                                  config, false);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->chat_template, "chatml");
+  RewardInput input = MakeInput(*parsed);
+  auto prompt = input.EncodePrompt("Start with 17.");
+  ASSERT_TRUE(prompt.ok());
+  // A chat template writes its own special tokens: no BOS is added.
+  EXPECT_EQ(*prompt, Bytes("<|im_start|>user\nStart with 17.<|im_end|>\n<|im_start|>assistant\n"));
+  auto seqs = *input.Build(*prompt, std::vector<std::string>{" 17 + 25 = 42\n\n", "The answer is 42"},
+                           false);
+  EXPECT_EQ(seqs[0].tokens, Concat({*prompt, Bytes("17 + 25 = 42"), {kExtra0}, Bytes("\n\n"),
+                                    Bytes("The answer is 42"), {kExtra0}}));
+  for (int32_t p : seqs[0].positions) EXPECT_EQ(seqs[0].tokens[p], kExtra0);
+
+  parsed->step_tag_id = 299;
+  auto mismatch = RewardInput::Create(*parsed, ByteEncode, ChatMl, {.vocab_size = kVocab});
+  EXPECT_THAT(mismatch.status().message(), HasSubstr("but step_tag_id is 299"));
+  auto no_renderer = RewardInput::Create(*parsed, ByteEncode, ChatRenderFn(), {.vocab_size = kVocab});
+  EXPECT_THAT(no_renderer.status().message(), HasSubstr("no chat renderer"));
 }
 
 TEST(RewardInputTest, ALongerCandidateExtendsTheShorterOnesTokens) {
   RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
-  config.step_separator = "\n";
   RewardInput input = MakeInput(config);
   auto prompt = *input.EncodePrompt("question");
   std::vector<std::string> steps = {"one", "two"};
@@ -112,9 +150,9 @@ TEST(RewardInputTest, OrmScoresEachCutSolution) {
   const std::vector<std::string> steps = {"a", "b", "c"};
   auto all = *input.Build(prompt, steps, false);
   ASSERT_EQ(all.size(), 3u);
-  EXPECT_EQ(all[0].tokens, Bytes("q:a="));
-  EXPECT_EQ(all[1].tokens, Bytes("q:a/b="));
-  EXPECT_EQ(all[2].tokens, Bytes("q:a/b/c="));
+  EXPECT_EQ(all[0].tokens, BosBytes("q:a="));
+  EXPECT_EQ(all[1].tokens, BosBytes("q:a/b="));
+  EXPECT_EQ(all[2].tokens, BosBytes("q:a/b/c="));
   for (const auto& seq : all) {
     EXPECT_THAT(seq.positions, ElementsAre(static_cast<int32_t>(seq.tokens.size()) - 1));
   }
@@ -127,27 +165,28 @@ TEST(RewardInputTest, OrmScoresEachCutSolution) {
   RewardInput value_input = MakeInput(value, true, 1);
   auto seqs = *value_input.Build(*value_input.EncodePrompt("q"),
                                  std::vector<std::string>{"x"}, true);
-  EXPECT_EQ(seqs[0].tokens, Bytes("q\n\nx"));
-  EXPECT_THAT(seqs[0].positions, ElementsAre(3));
+  EXPECT_EQ(seqs[0].tokens, BosBytes("q\n\nx"));
+  EXPECT_THAT(seqs[0].positions, ElementsAre(4));
 }
 
 TEST(RewardInputTest, RejectsBadLabelTokens) {
   RewardConfig config = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
   config.positive_token = "++";
-  auto input = RewardInput::Create(config, ByteEncode, kVocab, false, 0);
+  const RewardModelShape shape = {.vocab_size = kVocab};
+  auto input = RewardInput::Create(config, ByteEncode, ChatMl, shape);
   EXPECT_THAT(input.status().message(), HasSubstr("positive_token \"++\" encodes to 2 tokens"));
   config.positive_token = "+";
   config.negative_token = "+";
-  EXPECT_THAT(RewardInput::Create(config, ByteEncode, kVocab, false, 0).status().message(),
+  EXPECT_THAT(RewardInput::Create(config, ByteEncode, ChatMl, shape).status().message(),
               HasSubstr("the same token"));
   config.negative_token_id = 5000;
-  EXPECT_THAT(RewardInput::Create(config, ByteEncode, kVocab, false, 0).status().message(),
+  EXPECT_THAT(RewardInput::Create(config, ByteEncode, ChatMl, shape).status().message(),
               HasSubstr("negative_token id 5000 is outside the vocabulary [0, 301)"));
   config.negative_token_id = 7;
-  auto ok = RewardInput::Create(config, ByteEncode, kVocab, false, 0);
+  auto ok = RewardInput::Create(config, ByteEncode, ChatMl, shape);
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->negative_token_id(), 7);
-  EXPECT_THAT(RewardInput::Create(config, EncodeFn(), kVocab, false, 0).status().message(),
+  EXPECT_THAT(RewardInput::Create(config, EncodeFn(), ChatMl, shape).status().message(),
               HasSubstr("encode function is empty"));
 }
 

@@ -1,0 +1,50 @@
+#include "verifier/score_request.h"
+
+#include "absl/strings/str_cat.h"
+#include "worker/server/request_checks.h"
+
+namespace arbor::verifier {
+
+using worker::server::CheckMaxBytes;
+using worker::server::CheckModelName;
+using worker::server::CheckUtf8;
+
+absl::Status ValidateScoreRequest(const arbor::v1::ScoreRequest& request,
+                                  const VerifierLimits& limits) {
+  if (auto st = CheckMaxBytes(request.job_id(), limits.max_job_id_bytes, "job_id"); !st.ok()) {
+    return st;
+  }
+  if (auto st = CheckUtf8(request.job_id(), "job_id"); !st.ok()) return st;
+  if (auto st = CheckModelName(request.model(), limits.model_name); !st.ok()) return st;
+  if (request.question().empty()) return absl::InvalidArgumentError("question: empty");
+  if (auto st = CheckUtf8(request.question(), "question"); !st.ok()) return st;
+  if (request.candidates_size() == 0) {
+    return absl::InvalidArgumentError("candidates: empty; send at least one candidate");
+  }
+  if (request.candidates_size() > limits.max_candidates) {
+    return absl::InvalidArgumentError(absl::StrCat("candidates: ", request.candidates_size(),
+                                                   " candidates, at most ",
+                                                   limits.max_candidates));
+  }
+  for (int c = 0; c < request.candidates_size(); ++c) {
+    const arbor::v1::ScoreCandidate& candidate = request.candidates(c);
+    if (candidate.steps_size() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("candidates[", c, "].steps: empty; a candidate needs at least one step"));
+    }
+    if (candidate.steps_size() > limits.max_steps) {
+      return absl::InvalidArgumentError(absl::StrCat("candidates[", c, "].steps: ",
+                                                     candidate.steps_size(), " steps, at most ",
+                                                     limits.max_steps));
+    }
+    for (int s = 0; s < candidate.steps_size(); ++s) {
+      if (auto st = CheckUtf8(candidate.steps(s), absl::StrCat("candidates[", c, "].steps[", s, "]"));
+          !st.ok()) {
+        return st;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace arbor::verifier
