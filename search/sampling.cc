@@ -64,17 +64,23 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
   RankOptions rank;
   std::vector<int> tiers;
   std::vector<double> weights;
-  for (const Branch& b : branches) tiers.push_back(b.done ? 0 : 1);
-  rank.tiers = tiers;
   if (best_of_n != nullptr && !branches.empty()) {
     using Selection = BestOfNConfig::Selection;
     bool scored = false;
     if (best_of_n->selection != Selection::kMajorityVote) {
+      // Finished candidates first, so that a reward budget too small for all
+      // of them scores those.
       std::vector<Branch*> all;
-      for (Branch& b : branches) all.push_back(&b);
-      absl::StatusOr<bool> ok = run.ScoreBranches(all, /*full=*/true, best_of_n->aggregation);
+      for (Branch& b : branches) {
+        if (b.done) all.push_back(&b);
+      }
+      for (Branch& b : branches) {
+        if (!b.done) all.push_back(&b);
+      }
+      absl::StatusOr<bool> ok = run.ScoreBranches(all, /*full=*/true, best_of_n->aggregation,
+                                                  /*allow_partial=*/true);
       if (!ok.ok()) return ok.status();
-      scored = *ok;
+      scored = all.front()->scored;
     }
     switch (best_of_n->selection) {
       case Selection::kReward:
@@ -98,6 +104,9 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
         break;
     }
   }
+  // Scored before unscored (reward budget), finished before cut.
+  for (const Branch& b : branches) tiers.push_back((b.scored ? 0 : 2) + (b.done ? 0 : 1));
+  rank.tiers = tiers;
   return run.Finish(std::move(branches), rank);
 }
 

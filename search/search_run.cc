@@ -226,22 +226,65 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
 }
 
 absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
-    const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only) {
+    const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only,
+    bool allow_partial) {
   ARBOR_CHECK(scorer_ != nullptr);
-  std::vector<std::vector<float>> scores;
-  scores.reserve(candidates.size());
-  for (size_t next = 0; next < candidates.size(); next += kMaxCandidatesPerScore) {
-    const size_t end = std::min(candidates.size(), next + kMaxCandidatesPerScore);
+  auto make_request = [&](size_t begin, size_t end) {
     ScoreRequest request;
     request.question = job_.question;
     request.last_step_only = last_step_only;
     request.deadline = budget_.deadline();
-    for (size_t i = next; i < end; ++i) request.candidates.push_back(*candidates[i]);
-    if (!budget_.CanScore(scorer_->MaxRewardTokens(request))) return std::vector<std::vector<float>>{};
+    for (size_t i = begin; i < end; ++i) request.candidates.push_back(*candidates[i]);
+    return request;
+  };
+  auto bound = [&](size_t begin, size_t end) {
+    return scorer_->MaxRewardTokens(make_request(begin, end));
+  };
+  std::vector<std::vector<float>> scores;
+  if (!allow_partial) {
+    // All or nothing: the whole job must fit before the first call.
+    int64_t tokens = 0, calls = 0;
+    for (size_t next = 0; next < candidates.size(); next += kMaxCandidatesPerScore) {
+      tokens += bound(next, std::min(candidates.size(), next + kMaxCandidatesPerScore));
+      ++calls;
+    }
+    if (budget_.DeadlinePassed()) return scores;
+    if (calls > budget_.RemainingRewardCalls()) {
+      budget_.MarkExhausted(kCapRewardCalls);
+      return scores;
+    }
+    if (tokens > budget_.RemainingRewardTokens()) {
+      budget_.MarkExhausted(kCapRewardTokens);
+      return scores;
+    }
+  }
+  scores.reserve(candidates.size());
+  for (size_t next = 0; next < candidates.size(); next += kMaxCandidatesPerScore) {
+    const size_t chunk_end = std::min(candidates.size(), next + kMaxCandidatesPerScore);
+    size_t end = chunk_end;
+    int64_t max_tokens = bound(next, end);
+    if (allow_partial && max_tokens > budget_.RemainingRewardTokens()) {
+      // The longest prefix of this chunk that fits.
+      size_t lo = next, hi = end - 1;
+      while (lo < hi) {
+        const size_t mid = (lo + hi + 1) / 2;
+        if (bound(next, mid) <= budget_.RemainingRewardTokens()) {
+          lo = mid;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      if (lo > next) {
+        end = lo;
+        max_tokens = bound(next, end);
+      }
+    }
+    if (!budget_.CanScore(max_tokens)) return scores;
+    const ScoreRequest request = make_request(next, end);
     if (Cancelled()) return absl::CancelledError("job cancelled");
     absl::StatusOr<ScoreResult> result = scorer_->Score(request);
     if (!result.ok()) {
-      if (EndedByDeadline(result.status())) return std::vector<std::vector<float>>{};
+      if (EndedByDeadline(result.status())) return scores;
       if (Cancelled()) return absl::CancelledError("job cancelled");
       return result.status();
     }
@@ -267,12 +310,16 @@ absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
       }
       scores.push_back(std::move(s));
     }
+    if (end < chunk_end) {
+      budget_.MarkExhausted(kCapRewardTokens);
+      return scores;
+    }
   }
   return scores;
 }
 
 absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branches, bool full,
-                                              Aggregation aggregation) {
+                                              Aggregation aggregation, bool allow_partial) {
   if (branches.empty()) return true;
   std::vector<const std::vector<std::string>*> candidates;
   candidates.reserve(branches.size());
@@ -280,10 +327,9 @@ absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branch
     ARBOR_CHECK(!b->steps.empty());
     candidates.push_back(&b->steps);
   }
-  auto scores = ScoreSteps(candidates, /*last_step_only=*/!full);
+  auto scores = ScoreSteps(candidates, /*last_step_only=*/!full, allow_partial);
   if (!scores.ok()) return scores.status();
-  if (scores->empty()) return false;
-  for (size_t i = 0; i < branches.size(); ++i) {
+  for (size_t i = 0; i < scores->size(); ++i) {
     Branch& b = *branches[i];
     std::vector<float>& s = (*scores)[i];
     if (full) {
@@ -297,7 +343,7 @@ absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branch
     b.score = AggregateScores(b.step_scores, aggregation);
     b.scored = true;
   }
-  return true;
+  return scores->size() == branches.size();
 }
 
 void SearchRun::Report(int iteration, const std::vector<const Branch*>& live,

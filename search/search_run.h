@@ -96,17 +96,21 @@ class SearchRun {
   // and marks the budget exhausted ("generated_tokens").
   std::optional<std::vector<int>> PlanEndgame(const std::vector<int>& samples);
 
-  // Scores candidates given as step lists. Returns per-candidate scores, or an
-  // empty vector when the budget (reward calls/tokens, deadline) did not allow
-  // scoring all of them.
+  // Scores candidates given as step lists, in calls of at most
+  // kMaxCandidatesPerScore. Returns the scores of a prefix of `candidates`:
+  // all of them, or fewer when the budget (reward calls/tokens, deadline)
+  // stopped it. Without `allow_partial` it is all or none: nothing is sent
+  // unless every call fits.
   absl::StatusOr<std::vector<std::vector<float>>> ScoreSteps(
-      const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only);
+      const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only,
+      bool allow_partial = false);
 
   // Scores each branch's newest step (all steps when `full`), stores the step
-  // scores and score = aggregate. False when the budget did not allow it (no
-  // branch changed).
+  // scores and score = aggregate, marking them scored. True when every branch
+  // was scored; false when the budget stopped it (without `allow_partial`, no
+  // branch changed; with it, a prefix of `branches` was scored).
   absl::StatusOr<bool> ScoreBranches(const std::vector<Branch*>& branches, bool full,
-                                     Aggregation aggregation);
+                                     Aggregation aggregation, bool allow_partial = false);
 
   // The stop rules of a normal step, and of the last iteration (no delimiter,
   // up to max_solution_tokens less the shortest of `branches`).

@@ -12,8 +12,17 @@
 //  - every random choice (per-branch seeds, tie-breaks, resampling) derives
 //    from JobContext::seed: same config, question, seed and Generator/Scorer
 //    answers give the same result;
+//  - a step cut by stop.max_step_tokens (FinishReason::kLength) continues in
+//    the next iteration; EOS finishes a branch; a full context ends it unfinished;
 //  - the budget is never passed (see budget.h); when it ends, the best
-//    candidates so far are returned with budget_exhausted and exhausted_by;
+//    candidates so far are returned with budget_exhausted and exhausted_by.
+//    Budget endgame: once the generated-token budget cannot give every wanted
+//    output a full step, the strategy plays its last iteration at once, to EOS,
+//    from its best branches only (each gets >= 2 step caps of tokens), so some
+//    solutions finish rather than all being cut. The reward-token cap is
+//    enforced on Scorer::MaxRewardTokens (by default a byte-count bound, much
+//    above what a verifier with a warm prefix cache runs); best-of-N then
+//    scores the finished candidates that fit and ranks them first;
 //  - JobContext::is_cancelled is polled between steps; when it returns true
 //    RunStrategy returns CANCELLED.
 // Thread-safety: RunStrategy runs on the caller's thread; callbacks run on it.

@@ -316,6 +316,24 @@ TEST(StrategyTest, BudgetEndgameFinishesTheBestBranches) {
   }
 }
 
+TEST(BestOfNTest, RewardBudgetScoresTheCandidatesThatFit) {
+  StrategyConfig config = Config(BestOfNConfig{.n = 8});
+  config.budget.max_reward_tokens = 1000;  // the byte bound fits two or three solutions
+  FakeGenerator generator;
+  FakeScorer scorer(0.0);
+  auto result = RunStrategy(config, Job(kProblem, 2), generator, &scorer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->budget_exhausted);
+  EXPECT_EQ(result->exhausted_by, "reward_tokens");
+  EXPECT_LE(result->usage.reward_tokens, 1000);
+  EXPECT_EQ(result->usage.reward_calls, 1);
+  int scored = 0;
+  for (const Candidate& c : result->candidates) scored += c.step_scores.empty() ? 0 : 1;
+  EXPECT_GT(scored, 0);
+  EXPECT_LT(scored, 8);
+  EXPECT_FALSE(result->candidates[0].step_scores.empty());  // scored ones rank first
+}
+
 TEST(StrategyTest, DeadlineEndsTheSearchWithTheBestSoFar) {
   for (const NamedStrategy& s : AllStrategies()) {
     SCOPED_TRACE(s.name);
