@@ -82,6 +82,14 @@ CpuBackend::CpuBackend(std::unique_ptr<ModelWeights> weights, const CpuBackendOp
     v_pools_[l].assign(block_stride_ * num_kv_blocks_, 0.0f);
   }
   rope_inv_freq_ = RopeInvFreq(c.head_dim, c.rope_theta, c.rope_scaling);
+  if (options.bf16_rope_frequencies) {
+    for (float& f : rope_inv_freq_) {  // round to nearest even bf16
+      uint32_t bits;
+      std::memcpy(&bits, &f, sizeof(bits));
+      bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+      std::memcpy(&f, &bits, sizeof(bits));
+    }
+  }
   ARBOR_LOG(INFO) << "CpuBackend: " << c.architecture << ", " << c.num_layers << " layers, "
                   << weights_->num_bytes() / (1 << 20) << " MiB weights, " << num_kv_blocks_
                   << " KV blocks, " << num_threads_ << " threads";

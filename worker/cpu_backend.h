@@ -35,6 +35,11 @@ struct CpuBackendOptions {
   // Threads for OpenBLAS and for the backend's own parallel loops; 0 takes the
   // hardware concurrency.
   int num_threads = 0;
+  // Rounds the RoPE inverse frequencies to bf16. transformers does this to a
+  // model cast with .to(torch.bfloat16) (the rotary buffer is cast too), so
+  // this reproduces references made that way; real checkpoints loaded by
+  // from_pretrained keep them in fp32, as the default here does.
+  bool bf16_rope_frequencies = false;
 };
 
 class CpuBackend : public ModelBackend {
