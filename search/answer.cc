@@ -150,11 +150,10 @@ std::string NormalizeAnswer(std::string_view answer) {
   return s;
 }
 
-absl::StatusOr<std::unique_ptr<AnswerExtractor>> AnswerExtractor::Create(
-    std::string_view pattern) {
+absl::StatusOr<std::unique_ptr<AnswerExtractor>> AnswerExtractor::Create(std::string_view pattern) {
   if (pattern.empty()) return std::unique_ptr<AnswerExtractor>(new AnswerExtractor(nullptr));
-  auto re = std::make_unique<re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()),
-                                       re2::RE2::Quiet);
+  auto re =
+      std::make_unique<re2::RE2>(re2::StringPiece(pattern.data(), pattern.size()), re2::RE2::Quiet);
   if (!re->ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("answer_extraction.pattern does not compile: ", re->error()));

@@ -18,8 +18,8 @@ namespace {
 // Scores children through a greedy lookahead of `lookahead` steps: the PRM
 // sees each child's steps plus its lookahead steps; the child keeps the scores
 // of its own steps and is ranked by the aggregate over all of them.
-absl::StatusOr<bool> ScoreWithLookahead(SearchRun& run, std::vector<Child>& children,
-                                        int lookahead, Aggregation aggregation) {
+absl::StatusOr<bool> ScoreWithLookahead(SearchRun& run, std::vector<Child>& children, int lookahead,
+                                        Aggregation aggregation) {
   std::vector<Branch> look;
   look.reserve(children.size());
   for (const Child& c : children) look.push_back(c.branch);

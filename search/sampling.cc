@@ -98,9 +98,8 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
       case Selection::kBestOfMajority:
         rank.rule = VoteRule::kBestOfMajority;
         rank.min_votes = std::max(
-            1, static_cast<int>(std::ceil(best_of_n->min_vote_fraction *
-                                              static_cast<double>(branches.size()) -
-                                          1e-9)));
+            1, static_cast<int>(std::ceil(
+                   best_of_n->min_vote_fraction * static_cast<double>(branches.size()) - 1e-9)));
         break;
     }
   }

@@ -60,8 +60,8 @@ StopOptions SearchRun::FinalStop(const std::vector<const Branch*>& branches) con
     shortest = branches.front()->tokens.size();
     for (const Branch* b : branches) shortest = std::min(shortest, b->tokens.size());
   }
-  const int64_t left = static_cast<int64_t>(config_.max_solution_tokens) -
-                       static_cast<int64_t>(shortest);
+  const int64_t left =
+      static_cast<int64_t>(config_.max_solution_tokens) - static_cast<int64_t>(shortest);
   constexpr int64_t kMaxStepTokens = 32768;  // StopRules.max_step_tokens range
   stop.max_step_tokens = static_cast<int32_t>(
       std::min(kMaxStepTokens, std::max<int64_t>(config_.stop.max_step_tokens, left)));
@@ -165,9 +165,9 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
       for (int s = 0; s < piece.count; ++s, ++k) {
         StepOutput& out = result->outputs[k];
         if (out.branch_index != static_cast<int>(i - next) || out.sample_index != s) {
-          return absl::InternalError(absl::StrCat(
-              "generator output ", k, " is (branch ", out.branch_index, ", sample ",
-              out.sample_index, "), expected (", i - next, ", ", s, ")"));
+          return absl::InternalError(absl::StrCat("generator output ", k, " is (branch ",
+                                                  out.branch_index, ", sample ", out.sample_index,
+                                                  "), expected (", i - next, ", ", s, ")"));
         }
         if (static_cast<int>(out.tokens.size()) > plan->max_step_tokens) {
           return absl::InternalError(absl::StrCat("generator returned ", out.tokens.size(),
@@ -303,8 +303,7 @@ absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
       }
       for (float& v : s) {
         if (!std::isfinite(v) || v < -1e-4f || v > 1.0f + 1e-4f) {
-          return absl::InternalError(absl::StrCat("scorer returned score ", v,
-                                                  " outside [0, 1]"));
+          return absl::InternalError(absl::StrCat("scorer returned score ", v, " outside [0, 1]"));
         }
         v = std::clamp(v, 0.0f, 1.0f);
       }

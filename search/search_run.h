@@ -61,7 +61,7 @@ struct Child {
 struct ExtendOptions {
   SamplingOptions sampling;
   StopOptions stop;
-  bool final_iteration = false;  // every child is done afterwards
+  bool final_iteration = false;    // every child is done afterwards
   bool final_answer_ends = false;  // a step with "\boxed{" finishes the branch (DVTS)
 };
 

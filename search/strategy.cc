@@ -11,8 +11,7 @@ namespace arbor::search {
 namespace {
 
 absl::Status OutOfRange(absl::string_view field, double value, absl::string_view range) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, " (", value, ") must be in ", range));
+  return absl::InvalidArgumentError(absl::StrCat(field, " (", value, ") must be in ", range));
 }
 
 absl::Status CheckInt(absl::string_view field, int64_t value, int64_t lo, int64_t hi) {
@@ -25,22 +24,21 @@ absl::Status CheckInt(absl::string_view field, int64_t value, int64_t lo, int64_
 
 absl::Status CheckDivisible(absl::string_view strategy, int32_t n, int32_t beam_width) {
   if (beam_width < 1 || beam_width > n) {
-    return absl::InvalidArgumentError(absl::StrCat(strategy, ".beam_width (", beam_width,
-                                                   ") must be in [1, n = ", n, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(strategy, ".beam_width (", beam_width, ") must be in [1, n = ", n, "]"));
   }
   if (n % beam_width != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(strategy, ".n (", n,
-                                                   ") must be divisible by beam_width (",
-                                                   beam_width, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(strategy, ".n (", n, ") must be divisible by beam_width (", beam_width, ")"));
   }
   return absl::OkStatus();
 }
 
-#define ARBOR_RETURN_IF_ERROR(expr)          \
-  do {                                       \
-    if (absl::Status s = (expr); !s.ok()) {  \
-      return s;                              \
-    }                                        \
+#define ARBOR_RETURN_IF_ERROR(expr)         \
+  do {                                      \
+    if (absl::Status s = (expr); !s.ok()) { \
+      return s;                             \
+    }                                       \
   } while (0)
 
 absl::Status ValidateStrategy(const GreedyConfig& c) {
@@ -128,8 +126,8 @@ absl::Status ValidateStrategyConfig(const StrategyConfig& config) {
   for (size_t i = 0; i < stop.step_delimiters.size(); ++i) {
     const std::string& d = stop.step_delimiters[i];
     if (d.empty() || d.size() > 64) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "stop.step_delimiters[", i, "] has ", d.size(), " bytes; must be 1 to 64"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop.step_delimiters[", i, "] has ", d.size(), " bytes; must be 1 to 64"));
     }
   }
   ARBOR_RETURN_IF_ERROR(ValidateBudgetLimits(config.budget));
@@ -144,8 +142,8 @@ absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobC
                                         Generator& generator, Scorer* scorer) {
   ARBOR_RETURN_IF_ERROR(ValidateStrategyConfig(config));
   if (scorer == nullptr && NeedsScorer(config.strategy)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("reward_model: strategy ", std::string(StrategyName(config)), " needs a reward model"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reward_model: strategy ", std::string(StrategyName(config)), " needs a reward model"));
   }
   internal::SearchRun run(config, job, generator, scorer);
   ARBOR_RETURN_IF_ERROR(run.Start());

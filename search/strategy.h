@@ -65,8 +65,8 @@ struct BestOfNConfig {
 
 // arbor.v1.BeamSearch (search-and-learn semantics).
 struct BeamSearchConfig {
-  int32_t n = 16;              // [1, 1024] active beams / candidates per step
-  int32_t beam_width = 4;      // M; n % M == 0; top n/M survive, each expanded M times
+  int32_t n = 16;               // [1, 1024] active beams / candidates per step
+  int32_t beam_width = 4;       // M; n % M == 0; top n/M survive, each expanded M times
   int32_t num_iterations = 40;  // [1, 512]
   int32_t lookahead = 0;        // [0, 8] greedy steps generated for scoring only
   Aggregation aggregation = Aggregation::kLast;
@@ -85,8 +85,8 @@ struct ParticleFilterConfig {
   enum class Resampling { kMultinomial, kSystematic };
   enum class WeightUpdate { kReplace, kCumulative };
   enum class FinalSelection { kArgmaxWeight, kSample, kWeightedVote };
-  int32_t n = 16;             // [1, 1024]
-  float temperature = 1.0f;   // (0, 100]: softmax(log_weight / temperature)
+  int32_t n = 16;            // [1, 1024]
+  float temperature = 1.0f;  // (0, 100]: softmax(log_weight / temperature)
   Resampling resampling = Resampling::kMultinomial;
   float ess_threshold = 0.0f;  // [0, 1]; 0 resamples every step
   WeightUpdate weight_update = WeightUpdate::kReplace;

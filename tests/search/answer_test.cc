@@ -42,7 +42,8 @@ TEST(AnswerExtractorTest, RejectsBadPatternsNamingTheField) {
   auto bad = AnswerExtractor::Create("(unclosed");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(bad.status().message()), ::testing::HasSubstr("answer_extraction.pattern"));
+  EXPECT_THAT(std::string(bad.status().message()),
+              ::testing::HasSubstr("answer_extraction.pattern"));
   auto no_group = AnswerExtractor::Create("\\d+");
   ASSERT_FALSE(no_group.ok());
   EXPECT_THAT(std::string(no_group.status().message()), ::testing::HasSubstr("capture group"));

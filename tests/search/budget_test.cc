@@ -1,9 +1,9 @@
 #include "search/budget.h"
 
-#include <limits>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <limits>
 
 namespace arbor::search {
 namespace {

@@ -74,11 +74,12 @@ StepOutcome GenerateStep(const FakeProblem& problem, absl::Span<const int32_t> s
       const int k = steps_started;
       // Greedy decoding follows the problem's fixed "mode" path, whose steps
       // are right with the same probability p across problems.
-      const double u = greedy ? CounterUniform(0x6EED0000u + static_cast<uint64_t>(problem.id), 0,
-                                               2 * position)
-                              : CounterUniform(seed, sample, 2 * position);
+      const double u =
+          greedy ? CounterUniform(0x6EED0000u + static_cast<uint64_t>(problem.id), 0, 2 * position)
+                 : CounterUniform(seed, sample, 2 * position);
       const int length =
-          greedy ? 10 : 4 + static_cast<int>(CounterRandomBits(seed, sample, 2 * position + 1) % 12);
+          greedy ? 10
+                 : 4 + static_cast<int>(CounterRandomBits(seed, sample, 2 * position + 1) % 12);
       const bool right = right_so_far && u < problem.p;
       if (right_so_far) out.logprob += std::log(right ? problem.p : 1.0 - problem.p);
       out.tokens.push_back(kHeaderBase + 64 * k + 2 * length + (right ? 1 : 0));
@@ -103,7 +104,9 @@ StepOutcome GenerateStep(const FakeProblem& problem, absl::Span<const int32_t> s
     if (current_step >= problem.num_steps - 1) {
       int answer = problem.Answer();
       if (!right_so_far) {
-        answer += 1 + (greedy ? 0 : static_cast<int>(CounterRandomBits(seed, sample, 2 * position + 7) % 3));
+        answer +=
+            1 +
+            (greedy ? 0 : static_cast<int>(CounterRandomBits(seed, sample, 2 * position + 7) % 3));
       }
       out.tokens.push_back(kAnswerBase + answer);
       out.reason = FinishReason::kEos;
@@ -188,9 +191,11 @@ absl::StatusOr<ExtendResult> FakeGenerator::Extend(const ExtendRequest& request)
       return absl::InvalidArgumentError("num_samples must be in [1, 256]");
     }
     record.seeds.push_back(branch.seed);
-    const uint64_t key = Fnv1a(std::string_view(reinterpret_cast<const char*>(branch.suffix_tokens.data()),
-                                                branch.suffix_tokens.size() * sizeof(int32_t)));
-    const int64_t context = static_cast<int64_t>(request.prompt_tokens.size() + branch.suffix_tokens.size());
+    const uint64_t key =
+        Fnv1a(std::string_view(reinterpret_cast<const char*>(branch.suffix_tokens.data()),
+                               branch.suffix_tokens.size() * sizeof(int32_t)));
+    const int64_t context =
+        static_cast<int64_t>(request.prompt_tokens.size() + branch.suffix_tokens.size());
     if (cached_prefixes_.insert(key).second) {
       result.usage.prefill_tokens += context;
     } else {

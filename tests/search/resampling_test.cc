@@ -1,8 +1,8 @@
 #include "search/resampling.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace arbor::search {
 namespace {
@@ -56,7 +56,9 @@ void ExpectFollowsWeights(Resampling method) {
   EXPECT_LT(chi2, 18.47);
 }
 
-TEST(ResamplingTest, MultinomialFollowsTheWeights) { ExpectFollowsWeights(Resampling::kMultinomial); }
+TEST(ResamplingTest, MultinomialFollowsTheWeights) {
+  ExpectFollowsWeights(Resampling::kMultinomial);
+}
 
 TEST(ResamplingTest, SystematicFollowsTheWeights) { ExpectFollowsWeights(Resampling::kSystematic); }
 

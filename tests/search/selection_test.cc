@@ -1,9 +1,9 @@
 #include "search/selection.h"
 
-#include <map>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <map>
 
 namespace arbor::search {
 namespace {
@@ -32,8 +32,8 @@ TEST(RankCandidatesTest, ScoreRankingBestFirst) {
 
 TEST(RankCandidatesTest, MajorityVotePicksThePluralityAndCountsVotes) {
   // "7" has 3 votes, "5" 2 (with the best single score), "" never wins.
-  std::vector<Candidate> c = {Make("5", 0.99), Make("7", 0.1), Make("", 0.5), Make("7", 0.2),
-                              Make("5", 0.98), Make("7", 0.3)};
+  std::vector<Candidate> c = {Make("5", 0.99), Make("7", 0.1),  Make("", 0.5),
+                              Make("7", 0.2),  Make("5", 0.98), Make("7", 0.3)};
   JobRandom rng(3, RandomStream::kTieBreak);
   RankOptions options;
   options.rule = VoteRule::kMajority;

@@ -1,13 +1,13 @@
 // Strategies end to end in the fake world (tests/search/fake_world.h).
 #include "search/strategy.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "tests/search/fake_world.h"
 
@@ -44,11 +44,10 @@ std::vector<NamedStrategy> AllStrategies() {
                  BeamSearchConfig{.n = 8, .beam_width = 4, .num_iterations = 8, .lookahead = 2}});
   all.push_back({"dvts", DvtsConfig{.n = 8, .beam_width = 4, .num_iterations = 8}});
   all.push_back({"pf", PF{.n = 8, .num_iterations = 8}});
-  all.push_back({"pf_systematic_cumulative",
-                 PF{.n = 8,
-                    .resampling = PF::Resampling::kSystematic,
-                    .weight_update = PF::WeightUpdate::kCumulative,
-                    .num_iterations = 8}});
+  all.push_back({"pf_systematic_cumulative", PF{.n = 8,
+                                                .resampling = PF::Resampling::kSystematic,
+                                                .weight_update = PF::WeightUpdate::kCumulative,
+                                                .num_iterations = 8}});
   all.push_back({"pf_ess_absorb_vote", PF{.n = 8,
                                           .ess_threshold = 0.5f,
                                           .absorb_finished = true,
@@ -283,8 +282,8 @@ TEST(StrategyTest, NoCapIsEverPassed) {
         ExpectSameResult(*result, *unconstrained);
       }
       // Anytime: whatever was generated and kept is returned.
-      if (cap.name == "steps" || (cap.name == "generated_tokens" &&
-                                  cap.limits.max_generated_tokens >= 50)) {
+      if (cap.name == "steps" ||
+          (cap.name == "generated_tokens" && cap.limits.max_generated_tokens >= 50)) {
         EXPECT_FALSE(result->candidates.empty());
       }
     }
@@ -429,9 +428,9 @@ TEST(BeamSearchTest, KeepsTheTopNOverMBeamsEachIteration) {
       for (size_t i = 0; i < 3; ++i) EXPECT_DOUBLE_EQ(kept[i], all[i]);
       ++checked;
     };
-    auto result = RunStrategy(
-        Config(BeamSearchConfig{.n = 12, .beam_width = 4, .num_iterations = 5}), job, generator,
-        &scorer);
+    auto result =
+        RunStrategy(Config(BeamSearchConfig{.n = 12, .beam_width = 4, .num_iterations = 5}), job,
+                    generator, &scorer);
     ASSERT_TRUE(result.ok());
     EXPECT_EQ(checked, 4);
     // Each iteration extends the 3 survivors by 4 samples each.
@@ -445,9 +444,8 @@ TEST(BeamSearchTest, LastIterationGeneratesToEosAndFinishedBeamsAreKept) {
   FakeGenerator generator;
   FakeScorer scorer(0.5);
   const FakeProblem problem{.id = 2, .p = 0.6, .num_steps = 8};
-  auto result =
-      RunStrategy(Config(BeamSearchConfig{.n = 8, .beam_width = 4, .num_iterations = 3}),
-                  Job(problem, 1), generator, &scorer);
+  auto result = RunStrategy(Config(BeamSearchConfig{.n = 8, .beam_width = 4, .num_iterations = 3}),
+                            Job(problem, 1), generator, &scorer);
   ASSERT_TRUE(result.ok());
   ASSERT_EQ(generator.call_log().size(), 3u);
   EXPECT_FALSE(generator.call_log()[1].to_eos);
@@ -547,9 +545,9 @@ TEST(ParticleFilterTest, CopiesOfAParticleShareOneBranch) {
   // After resampling, duplicates are sent as one branch with several samples.
   FakeGenerator generator;
   FakeScorer scorer(0.0);
-  auto result = RunStrategy(Config(ParticleFilterConfig{.n = 16, .num_iterations = 6}),
-                            Job(FakeProblem{.id = 1, .p = 0.5, .num_steps = 8}, 3), generator,
-                            &scorer);
+  auto result =
+      RunStrategy(Config(ParticleFilterConfig{.n = 16, .num_iterations = 6}),
+                  Job(FakeProblem{.id = 1, .p = 0.5, .num_steps = 8}, 3), generator, &scorer);
   ASSERT_TRUE(result.ok());
   ASSERT_GE(generator.call_log().size(), 2u);
   EXPECT_EQ(generator.call_log()[0].outputs, 16);
