@@ -52,7 +52,7 @@ absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilt
     if (!*go) break;
     const bool final_iteration = iteration == config.num_iterations - 1;
 
-    if (iteration > 0) {
+    if (iteration > 0 && !pool.empty()) {
       const std::vector<double> weights = SoftmaxWeights(LogWeights(pool), temperature);
       const bool resample =
           config.ess_threshold <= 0.0f ||

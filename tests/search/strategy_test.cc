@@ -555,5 +555,18 @@ TEST(ParticleFilterTest, CopiesOfAParticleShareOneBranch) {
   EXPECT_EQ(generator.call_log()[1].outputs, 16);
 }
 
+TEST(ParticleFilterTest, EssThresholdSkipsResamplingWhileWeightsAreEven) {
+  // A threshold near 0 never resamples: every particle stays its own branch.
+  FakeGenerator generator;
+  FakeScorer scorer(0.0);
+  auto result = RunStrategy(
+      Config(ParticleFilterConfig{.n = 16, .ess_threshold = 1e-6f, .num_iterations = 3}),
+      Job(FakeProblem{.id = 1, .p = 0.5, .num_steps = 8}, 3), generator, &scorer);
+  ASSERT_TRUE(result.ok());
+  ASSERT_EQ(generator.call_log().size(), 3u);
+  EXPECT_EQ(generator.call_log()[1].seeds.size(), 16u);
+  EXPECT_EQ(generator.call_log()[2].seeds.size(), 16u);
+}
+
 }  // namespace
 }  // namespace arbor::search
