@@ -58,9 +58,9 @@ int64_t BudgetTracker::RemainingRewardCalls() const {
 }
 int64_t BudgetTracker::RemainingSteps() const { return Remaining(limits_.max_steps, usage_.steps); }
 
-bool BudgetTracker::DeadlinePassed() {
+bool BudgetTracker::DeadlinePassed(absl::Duration slack) {
   if (deadline_ == absl::InfiniteFuture()) return false;
-  if (Now() < deadline_) return false;
+  if (Now() < deadline_ - slack) return false;
   MarkExhausted(kCapDeadline);
   return true;
 }

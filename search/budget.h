@@ -85,8 +85,9 @@ class BudgetTracker {
   int64_t RemainingRewardCalls() const;
   int64_t RemainingSteps() const;
 
-  // Checks the deadline; marks the budget exhausted when it has passed.
-  bool DeadlinePassed();
+  // Checks the deadline (less `slack`); marks the budget exhausted when it
+  // has passed.
+  bool DeadlinePassed(absl::Duration slack = absl::ZeroDuration());
 
   // Starts one strategy iteration: false when the budget is already exhausted,
   // the step cap is reached or the deadline has passed (the latter two mark

@@ -166,7 +166,7 @@ absl::StatusOr<ExtendResult> FakeGenerator::Extend(const ExtendRequest& request)
   ++calls_;
   if (options_.on_extend) options_.on_extend();
   if (options_.fail_after_calls >= 0 && calls_ > options_.fail_after_calls) {
-    return absl::UnavailableError("fake worker is down");
+    return absl::Status(options_.fail_code, "fake worker failed");
   }
   if (request.prompt_tokens.size() != 4 || request.prompt_tokens[0] != kPromptTag) {
     return absl::InvalidArgumentError("prompt_tokens are not a fake prompt");

@@ -46,8 +46,9 @@ class FakeGenerator : public Generator {
   struct Options {
     // Called at the start of every Extend (e.g. to advance a fake clock).
     std::function<void()> on_extend;
-    // Fail every Extend after this many calls with UNAVAILABLE (-1: never).
+    // Fail every Extend after this many calls with `fail_code` (-1: never).
     int fail_after_calls = -1;
+    absl::StatusCode fail_code = absl::StatusCode::kUnavailable;
   };
   FakeGenerator() = default;
   explicit FakeGenerator(Options options) : options_(std::move(options)) {}

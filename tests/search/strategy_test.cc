@@ -355,6 +355,32 @@ TEST(StrategyTest, DeadlineEndsTheSearchWithTheBestSoFar) {
   }
 }
 
+TEST(StrategyTest, AnRpcDeadlineAtTheJobDeadlineEndsTheSearchNotTheJob) {
+  absl::Time now = absl::FromUnixSeconds(100);
+  FakeGenerator::Options options;
+  options.on_extend = [&] { now += absl::Milliseconds(600); };
+  options.fail_after_calls = 1;
+  options.fail_code = absl::StatusCode::kDeadlineExceeded;
+  FakeGenerator generator(options);
+  StrategyConfig config =
+      Config(BestOfNConfig{.n = 4, .selection = BestOfNConfig::Selection::kMajorityVote});
+  config.budget.deadline = absl::Milliseconds(1000);
+  JobContext job = Job(kProblem, 2);
+  job.start = now;
+  job.now = [&] { return now; };
+  auto result = RunStrategy(config, job, generator, nullptr);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exhausted_by, "deadline");
+  EXPECT_EQ(result->candidates.size(), 4u);  // the first step of each sample
+  // Before the job's deadline the same error is the worker's, and is returned.
+  now = absl::FromUnixSeconds(100);
+  config.budget.deadline = absl::Seconds(10);
+  FakeGenerator early(options);
+  auto failed = RunStrategy(config, job, early, nullptr);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
 TEST(StrategyTest, CancellationStopsBetweenSteps) {
   for (const NamedStrategy& s : AllStrategies()) {
     SCOPED_TRACE(s.name);
