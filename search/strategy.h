@@ -129,7 +129,7 @@ struct Candidate {
   std::string text;                // all steps concatenated
   std::vector<std::string> steps;  // in order
   std::vector<float> step_scores;  // per step, [0, 1]; empty without a reward model
-  double score = 0.0;              // aggregated score used for ranking
+  double score = 0.0;              // aggregated score (particle filter: normalised weight)
   std::string answer;              // extracted, normalised; "" when none
   int32_t votes = 0;               // candidates (of all) sharing this answer
   double logprob = 0.0;            // sum of the policy's token logprobs
@@ -138,9 +138,11 @@ struct Candidate {
 };
 
 struct SolveResult {
-  std::vector<Candidate> candidates;  // ranked, best first, at most max_candidates
-  std::string answer;                 // the selected answer (normalised)
-  std::string text;                   // the selected candidate's text
+  // Ranked best first (ended branches before ones the budget cut; then by the
+  // strategy's selection), at most max_candidates.
+  std::vector<Candidate> candidates;
+  std::string answer;  // the selected answer (normalised)
+  std::string text;    // the selected candidate's text
   Usage usage;
   bool budget_exhausted = false;
   std::string exhausted_by;  // kCap* name or ""
