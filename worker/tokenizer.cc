@@ -4,6 +4,7 @@
 #include <cctype>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <queue>
 #include <sstream>
 #include <utility>
@@ -592,6 +593,10 @@ struct Tokenizer::Impl {
   absl::Status ParseConfig(std::string_view config_json);
   void BuildIdTables();
 
+  // Calls emit(word, -1) for each word BPE must encode and emit(text, id) for
+  // each added token, in order. `text` must be valid UTF-8.
+  void Split(std::string_view text,
+             const std::function<void(std::string_view, int32_t)>& emit) const;
   void EncodeWord(std::string_view word, std::vector<int32_t>* ids) const;
   void BytePairMerge(std::string_view word, std::vector<int32_t>* ids) const;
 };
@@ -1027,6 +1032,57 @@ void Tokenizer::Impl::BytePairMerge(std::string_view word, std::vector<int32_t>*
   for (int i = 0; i >= 0; i = symbols[i].next) ids->push_back(symbols[i].id);
 }
 
+void Tokenizer::Impl::Split(std::string_view text,
+                            const std::function<void(std::string_view, int32_t)>& emit) const {
+  // 1. Added tokens on the raw text, 2. normalization and normalized added
+  // tokens on what is left, 3. pre-tokenization of the rest.
+  std::deque<std::string> storage;  // owns normalized text and prefixed words
+  std::vector<Segment> raw_segments;
+  if (raw_matcher.empty()) {
+    raw_segments.push_back({text, -1});
+  } else {
+    raw_matcher.Split(text, &raw_segments);
+  }
+  std::vector<Segment> segments;
+  for (const Segment& segment : raw_segments) {
+    if (segment.added_id >= 0) {
+      segments.push_back(segment);
+      continue;
+    }
+    std::string_view normalized = segment.text;
+    if (nfc) normalized = storage.emplace_back(NormalizeNfc(segment.text));
+    if (normalized_matcher.empty()) {
+      segments.push_back({normalized, -1});
+    } else {
+      normalized_matcher.Split(normalized, &segments);
+    }
+  }
+  std::vector<std::string_view> pieces, next;
+  for (const Segment& segment : segments) {
+    if (segment.added_id >= 0) {
+      emit(segment.text, segment.added_id);
+      continue;
+    }
+    if (segment.text.empty()) continue;
+    pieces.assign(1, segment.text);
+    for (const PreTokenizerStep& step : pre_tokenizer) {
+      next.clear();
+      for (std::string_view piece : pieces) {
+        if (step.add_prefix_space && piece[0] != ' ') {
+          piece = storage.emplace_back(absl::StrCat(" ", AbslView(piece)));
+        }
+        if (step.splitter == nullptr) {
+          next.push_back(piece);
+        } else {
+          step.splitter->Split(piece, &next);
+        }
+      }
+      pieces.swap(next);
+    }
+    for (std::string_view word : pieces) emit(word, -1);
+  }
+}
+
 void Tokenizer::Impl::EncodeWord(std::string_view word, std::vector<int32_t>* ids) const {
   if (ignore_merges) {
     auto it = vocab.find(ToByteLevel(word));
@@ -1155,65 +1211,33 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromModelDir(const std::st
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
                                                        bool add_special_tokens) const {
-  const Impl& impl = *impl_;
   if (const size_t bad = FirstInvalidUtf8(text); bad != text.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("text to encode is not valid UTF-8 (byte offset ", bad, ")"));
   }
+  const Impl& impl = *impl_;
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + impl.prefix_ids.size() + impl.suffix_ids.size() + 4);
   if (add_special_tokens) ids = impl.prefix_ids;
-
-  // 1. Added tokens on the raw text, 2. normalization and normalized added
-  // tokens on what is left, 3. pre-tokenization and BPE of the rest.
-  std::deque<std::string> storage;  // owns normalized text and prefixed words
-  std::vector<Segment> raw_segments;
-  if (impl.raw_matcher.empty()) {
-    raw_segments.push_back({text, -1});
-  } else {
-    impl.raw_matcher.Split(text, &raw_segments);
-  }
-  std::vector<Segment> segments;
-  for (const Segment& segment : raw_segments) {
-    if (segment.added_id >= 0) {
-      segments.push_back(segment);
-      continue;
-    }
-    std::string_view normalized = segment.text;
-    if (impl.nfc) normalized = storage.emplace_back(NormalizeNfc(segment.text));
-    if (impl.normalized_matcher.empty()) {
-      segments.push_back({normalized, -1});
+  impl.Split(text, [&](std::string_view word, int32_t added_id) {
+    if (added_id >= 0) {
+      ids.push_back(added_id);
     } else {
-      impl.normalized_matcher.Split(normalized, &segments);
+      impl.EncodeWord(word, &ids);
     }
-  }
-
-  std::vector<std::string_view> pieces, next;
-  for (const Segment& segment : segments) {
-    if (segment.added_id >= 0) {
-      ids.push_back(segment.added_id);
-      continue;
-    }
-    if (segment.text.empty()) continue;
-    pieces.assign(1, segment.text);
-    for (const Impl::PreTokenizerStep& step : impl.pre_tokenizer) {
-      next.clear();
-      for (std::string_view piece : pieces) {
-        if (step.add_prefix_space && piece[0] != ' ') {
-          piece = storage.emplace_back(absl::StrCat(" ", AbslView(piece)));
-        }
-        if (step.splitter == nullptr) {
-          next.push_back(piece);
-        } else {
-          step.splitter->Split(piece, &next);
-        }
-      }
-      pieces.swap(next);
-    }
-    for (std::string_view word : pieces) impl.EncodeWord(word, &ids);
-  }
+  });
   if (add_special_tokens) ids.insert(ids.end(), impl.suffix_ids.begin(), impl.suffix_ids.end());
   return ids;
+}
+
+absl::StatusOr<std::vector<std::string>> Tokenizer::PreTokenize(std::string_view text) const {
+  if (const size_t bad = FirstInvalidUtf8(text); bad != text.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text to pre-tokenize is not valid UTF-8 (byte offset ", bad, ")"));
+  }
+  std::vector<std::string> words;
+  impl_->Split(text, [&](std::string_view word, int32_t) { words.emplace_back(word); });
+  return words;
 }
 
 std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {

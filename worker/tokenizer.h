@@ -67,6 +67,11 @@ class Tokenizer {
   absl::StatusOr<std::vector<int32_t>> Encode(std::string_view text,
                                               bool add_special_tokens = true) const;
 
+  // The pieces of `text` after added-token matching, normalization and
+  // pre-tokenization, as raw bytes (added tokens as their own pieces): what
+  // BPE sees. For debugging and for tests of the pre-tokenizer.
+  absl::StatusOr<std::vector<std::string>> PreTokenize(std::string_view text) const;
+
   // Text of `ids` as tokenizers' decode(ids, skip_special_tokens): byte-level
   // bytes concatenated, invalid UTF-8 replaced by U+FFFD. Ids outside the
   // vocabulary are skipped (as `tokenizers` does).

@@ -106,12 +106,6 @@ std::vector<int32_t> Bytes(std::string_view s) {
   return ids;
 }
 
-std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
-  std::vector<int32_t> out;
-  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-  return out;
-}
-
 // ------------------------------------------------------------- hand-made BPE
 
 TEST(TokenizerTest, MergesAppliedByRank) {
@@ -392,6 +386,30 @@ TEST_P(GoldenTokenizerTest, MetadataFromTheModelFolder) {
               added["id"].get<int32_t>());
     EXPECT_TRUE((*tok)->IsSpecial(added["id"].get<int32_t>()));
   }
+}
+
+// Pieces of the Llama 3 regex, as Oniguruma (here: Python's `regex` with \s
+// spelled as Unicode White_Space) splits them; RE2 needs the look-ahead
+// emulation and the Unicode \s for every one of these.
+TEST(GoldenPreTokenizerTest, Llama3RegexPiecesMatchOniguruma) {
+  auto tok = Tokenizer::FromModelDir(SourceDir() + "/tests/fixtures/golden/llama");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"Hello  world\n\n  x", {"Hello", " ", " world", "\n\n", " ", " x"}},
+      {"a\u3000\u3000b", {"a", "\u3000", "\u3000b"}},
+      {"I'M YOU'LL they'Ve", {"I", "'M", " YOU", "'LL", " they", "'Ve"}},
+      {"12345 \u0663\u0663\u0663\u0663", {"123", "45", " ", "\u0663\u0663\u0663", "\u0663"}},
+      {"x\t\t\ny", {"x", "\t\t\n", "y"}},
+      {"  \u00a0z", {"  ", "\u00a0z"}},
+      {"end.  \n", {"end", ".", "  \n"}},
+      {"<|eot_id|> a", {"<|eot_id|>", " a"}},
+  };
+  for (const auto& [text, pieces] : cases) {
+    absl::StatusOr<std::vector<std::string>> got = (*tok)->PreTokenize(text);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, pieces) << text;
+  }
+  EXPECT_FALSE((*tok)->PreTokenize("\xC3").ok());
 }
 
 // Strings beyond the fixture's list, checked for round trips: byte-level BPE
