@@ -37,9 +37,10 @@ int DeviceSmCount() {
 SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
   SplitPlan plan;
   const int max_granules = std::max(1, (max_len + granule - 1) / granule);
-  // Two waves of CTAs; never a split shorter than 4 granules (the merge and
-  // the per-split setup would dominate).
-  const int want_ctas = 2 * DeviceSmCount();
+  // Four CTAs per SM (what the attention kernels' registers and shared
+  // memory allow); never a split shorter than 4 granules (the merge and the
+  // per-split setup would dominate).
+  const int want_ctas = 4 * DeviceSmCount();
   int splits = std::max(1, want_ctas / std::max(num_rows_ctas, 1));
   splits = std::min(splits, std::max(1, max_granules / 4));
   const int granules_per_split = (max_granules + splits - 1) / splits;

@@ -193,36 +193,72 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
 
 // ---- Merge ---------------------------------------------------------------------
 
-// One warp per (row, head).
-__global__ void MergeKernel(const float* __restrict__ o_parts, const float* __restrict__ lse_parts,
-                            Bf16* __restrict__ out, float* __restrict__ lse_out, int num_parts,
-                            size_t rows, int head_dim) {
-  const size_t r = blockIdx.x * static_cast<size_t>(blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (r >= rows) return;
-  float mx = NegInf();
-  for (int j = lane; j < num_parts; j += 32) mx = fmaxf(mx, lse_parts[j * rows + r]);
-  mx = detail::WarpMax(mx);
-  __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(out) + r * head_dim;
-  if (mx == NegInf()) {
-    for (int d = lane; d < head_dim; d += 32) dst[d] = __float2bfloat16_rn(0.0f);
-    if (lse_out && lane == 0) lse_out[r] = NegInf();
-    return;
-  }
-  float total = 0.0f;
-  for (int j = lane; j < num_parts; j += 32) total += __expf(lse_parts[j * rows + r] - mx);
-  total = detail::WarpSum(total);
-  const float inv_total = 1.0f / total;
-  for (int d = lane; d < head_dim; d += 32) {
-    float acc = 0.0f;
-    for (int j = 0; j < num_parts; ++j) {
+// One block per (row, head): the part weights are computed once into shared
+// memory, then (head_dim / 4) float4 columns x (128 / that) part groups
+// accumulate in parallel and are summed through shared memory.
+constexpr int kMergeThreads = 128;
+
+__global__ void __launch_bounds__(kMergeThreads)
+    MergeKernel(const float* __restrict__ o_parts, const float* __restrict__ lse_parts,
+                Bf16* __restrict__ out, float* __restrict__ lse_out, int num_parts, size_t rows,
+                int head_dim) {
+  extern __shared__ float merge_smem[];  // [num_parts] weights, then [kMergeThreads][4]
+  float* weight = merge_smem;
+  float4* partial = reinterpret_cast<float4*>(merge_smem + ((num_parts + 3) & ~3));
+  __shared__ float max_lse, inv_total;
+  const size_t r = blockIdx.x;
+  const int tid = threadIdx.x, lane = tid & 31;
+  if (tid < 32) {
+    float mx = NegInf();
+    for (int j = lane; j < num_parts; j += 32) mx = fmaxf(mx, lse_parts[j * rows + r]);
+    mx = detail::WarpMax(mx);
+    float total = 0.0f;
+    for (int j = lane; j < num_parts; j += 32) {
       const float lse = lse_parts[j * rows + r];
-      if (lse == NegInf()) continue;
-      acc += __expf(lse - mx) * o_parts[(j * rows + r) * head_dim + d];
+      const float w = (mx == NegInf() || lse == NegInf()) ? 0.0f : __expf(lse - mx);
+      weight[j] = w;
+      total += w;
     }
-    dst[d] = __float2bfloat16_rn(acc * inv_total);
+    total = detail::WarpSum(total);
+    if (lane == 0) {
+      max_lse = mx;
+      inv_total = total > 0.0f ? 1.0f / total : 0.0f;
+    }
   }
-  if (lse_out && lane == 0) lse_out[r] = mx + logf(total);
+  __syncthreads();
+  const int columns = head_dim / 4, groups = kMergeThreads / columns;
+  const int column = tid % columns, group = tid / columns;
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (group < groups) {
+    for (int j = group; j < num_parts; j += groups) {
+      const float w = weight[j];
+      if (w == 0.0f) continue;
+      const float4 o = __ldg(reinterpret_cast<const float4*>(o_parts + (j * rows + r) * head_dim) +
+                             column);
+      acc.x = fmaf(w, o.x, acc.x);
+      acc.y = fmaf(w, o.y, acc.y);
+      acc.z = fmaf(w, o.z, acc.z);
+      acc.w = fmaf(w, o.w, acc.w);
+    }
+  }
+  partial[tid] = acc;
+  __syncthreads();
+  if (tid < columns) {
+    for (int g = 1; g < groups; ++g) {
+      const float4 o = partial[g * columns + tid];
+      acc.x += o.x;
+      acc.y += o.y;
+      acc.z += o.z;
+      acc.w += o.w;
+    }
+    const float s = inv_total;
+    __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out + r * head_dim) + 2 * tid;
+    dst[0] = __floats2bfloat162_rn(acc.x * s, acc.y * s);
+    dst[1] = __floats2bfloat162_rn(acc.z * s, acc.w * s);
+  }
+  if (lse_out != nullptr && tid == 0) {
+    lse_out[r] = inv_total > 0.0f ? max_lse - logf(inv_total) : NegInf();
+  }
 }
 
 // ---- Group attention on tensor cores -------------------------------------------
@@ -312,8 +348,12 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
   __syncthreads();  // row_pos
 
   // Key range of this split, cut at the largest visible position.
-  int max_pos = -1;
-  for (int r = 0; r < kGroupRows; ++r) max_pos = max(max_pos, row_pos[r]);
+  // (Padding rows hold -1 and are ignored by the minimum; they are never written.)
+  int max_pos = -1, min_pos = 0x7fffffff;
+  for (int r = 0; r < kGroupRows; ++r) {
+    max_pos = max(max_pos, row_pos[r]);
+    if (row_pos[r] >= 0) min_pos = min(min_pos, row_pos[r]);
+  }
   const int b = split * split_len;
   const int e = min(min(kv_len[group], b + split_len), max_pos + 1);
 
@@ -373,25 +413,49 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
       sacc[nt][0] = sacc[nt][1] = sacc[nt][2] = sacc[nt][3] = 0.0f;
+      // K rows are the B operand ("col" layout) as stored: ldmatrix without
+      // transpose yields b0/b1 of two k-steps at once.
 #pragma unroll
-      for (int kk = 0; kk < KSTEPS; ++kk) {
-        const Bf16* krow = k_s + (nt * 8 + gq) * SD + kk * 16 + 2 * t4;
-        MmaBf16(sacc[nt], qa[kk], *reinterpret_cast<const uint32_t*>(krow),
-                *reinterpret_cast<const uint32_t*>(krow + 8));
+      for (int kk = 0; kk < KSTEPS; kk += 2) {
+        if constexpr (KSTEPS >= 2) {
+          const Bf16* src = k_s + (nt * 8 + (lane & 7)) * SD + kk * 16 + (lane >> 3) * 8;
+          uint32_t r0, r1, r2, r3;
+          asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                       : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                       : "r"(static_cast<uint32_t>(__cvta_generic_to_shared(src))));
+          MmaBf16(sacc[nt], qa[kk], r0, r1);
+          MmaBf16(sacc[nt], qa[kk + 1], r2, r3);
+        } else {
+          const Bf16* krow = k_s + (nt * 8 + gq) * SD + kk * 16 + 2 * t4;
+          MmaBf16(sacc[nt], qa[kk], *reinterpret_cast<const uint32_t*>(krow),
+                  *reinterpret_cast<const uint32_t*>(krow + 8));
+        }
       }
     }
     // Mask, scale, online softmax for rows gq (lo) and gq + 8 (hi).
     float mx_lo = NegInf(), mx_hi = NegInf();
+    if (key0 + kGroupKeys <= e && key0 + kGroupKeys - 1 <= min_pos) {
+      // Every key of the tile is visible to every row (the shared-prefix case).
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
+      for (int nt = 0; nt < 8; ++nt) {
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int key = key0 + nt * 8 + 2 * t4 + j;
-        const bool in_range = key < e;
-        sacc[nt][j] = (in_range && key <= pos_lo) ? sacc[nt][j] * scale_log2 : NegInf();
-        sacc[nt][2 + j] = (in_range && key <= pos_hi) ? sacc[nt][2 + j] * scale_log2 : NegInf();
-        mx_lo = fmaxf(mx_lo, sacc[nt][j]);
-        mx_hi = fmaxf(mx_hi, sacc[nt][2 + j]);
+        for (int j = 0; j < 4; ++j) sacc[nt][j] *= scale_log2;
+        mx_lo = fmaxf(mx_lo, fmaxf(sacc[nt][0], sacc[nt][1]));
+        mx_hi = fmaxf(mx_hi, fmaxf(sacc[nt][2], sacc[nt][3]));
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int key = key0 + nt * 8 + 2 * t4 + j;
+          const bool in_range = key < e;
+          sacc[nt][j] = (in_range && key <= pos_lo) ? sacc[nt][j] * scale_log2 : NegInf();
+          sacc[nt][2 + j] =
+              (in_range && key <= pos_hi) ? sacc[nt][2 + j] * scale_log2 : NegInf();
+          mx_lo = fmaxf(mx_lo, sacc[nt][j]);
+          mx_hi = fmaxf(mx_hi, sacc[nt][2 + j]);
+        }
       }
     }
 #pragma unroll
@@ -587,11 +651,14 @@ cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_pa
     return cudaErrorInvalidValue;
   }
   if (num_rows == 0) return cudaSuccess;
+  if (head_dim % 4 != 0 || head_dim / 4 > kMergeThreads || num_parts > 8192) {
+    return cudaErrorInvalidValue;
+  }
   const size_t rows = static_cast<size_t>(num_rows) * num_heads;
-  constexpr int kWarps = 4;
-  const unsigned blocks = static_cast<unsigned>((rows + kWarps - 1) / kWarps);
-  MergeKernel<<<blocks, kWarps * 32, 0, stream>>>(o_parts, lse_parts, out, lse_out, num_parts,
-                                                  rows, head_dim);
+  if (rows > 0x7fffffffu) return cudaErrorInvalidValue;
+  const size_t smem = (((num_parts + 3) & ~3) + 4 * kMergeThreads) * sizeof(float);
+  MergeKernel<<<static_cast<unsigned>(rows), kMergeThreads, smem, stream>>>(
+      o_parts, lse_parts, out, lse_out, num_parts, rows, head_dim);
   return cudaGetLastError();
 }
 

@@ -194,7 +194,7 @@ KernelStatus PagedDecodeAttention(const Bf16* q,                 // [num_seqs, n
 
 // Split plan shared by the launchers and their callers: keys per split for a
 // context of `max_len` keys when `num_rows_ctas` CTAs exist before splitting,
-// aiming at about two waves of CTAs on the device. `granule` is 16 (decode)
+// aiming at about four CTAs per SM on the device. `granule` is 16 (decode)
 // or 64 (group attention).
 struct SplitPlan {
   int split_len = 0;

@@ -38,6 +38,45 @@ __device__ unsigned long long BlockSumU64(unsigned long long v, SampleShared& sh
   return WarpSumU64(v);
 }
 
+// Calls f(i, logit) for every id this thread owns, with 128-bit loads when
+// the row is aligned. Order within a thread is irrelevant to all callers.
+template <typename F>
+__device__ __forceinline__ void ForEachLogit(const float* __restrict__ logits, int vocab, F f) {
+  int begin = 0;
+  if ((reinterpret_cast<uintptr_t>(logits) & 15) == 0) {
+    const int vec = vocab / 4;
+    const float4* l4 = reinterpret_cast<const float4*>(logits);
+    for (int i = threadIdx.x; i < vec; i += blockDim.x) {
+      const float4 x = __ldg(l4 + i);
+      f(4 * i, x.x);
+      f(4 * i + 1, x.y);
+      f(4 * i + 2, x.z);
+      f(4 * i + 3, x.w);
+    }
+    begin = vec * 4;
+  }
+  for (int i = begin + threadIdx.x; i < vocab; i += blockDim.x) f(i, __ldg(logits + i));
+}
+
+// hist[bucket] += w, summed over the lanes of the warp that share a bucket
+// first (most lanes share one in the early radix passes: without this the
+// shared-memory atomics serialise). bucket < 0: nothing to add. All 32 lanes
+// must call it.
+__device__ __forceinline__ void WarpAggregatedAdd(unsigned long long* hist, int bucket,
+                                                  unsigned long long w) {
+  unsigned pending = __ballot_sync(0xffffffffu, bucket >= 0);
+  while (pending != 0) {
+    const int leader = __ffs(pending) - 1;
+    const int b = __shfl_sync(0xffffffffu, bucket, leader);
+    const bool mine = bucket == b;
+    unsigned long long sum = mine ? w : 0ull;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if ((threadIdx.x & 31) == leader) atomicAdd(&hist[b], sum);
+    pending &= ~__ballot_sync(0xffffffffu, mine);
+  }
+}
+
 // Radix selection of the key K* such that the weight (count or mass) of keys
 // strictly above K* is < need <= the weight of keys >= K*, among keys >= floor.
 template <bool kByMass>
@@ -48,12 +87,20 @@ __device__ uint64_t RadixSelect(const float* __restrict__ logits, int vocab, flo
   for (int shift = 56; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.hist[i] = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-      const float l = logits[i];
-      const uint64_t key = SamplingKey(l, i);
-      if ((key & mask) != prefix || key < floor_key) continue;
-      const unsigned long long w = kByMass ? SamplingMass(l, max_logit, inv_t) : 1ull;
-      if (w != 0) atomicAdd(&sh.hist[(key >> shift) & 0xFF], w);
+    // Uniform trip count so that whole warps reach the aggregated add.
+    for (int i0 = 0; i0 < vocab; i0 += blockDim.x) {
+      const int i = i0 + threadIdx.x;
+      int bucket = -1;
+      unsigned long long w = 0;
+      if (i < vocab) {
+        const float l = __ldg(logits + i);
+        const uint64_t key = SamplingKey(l, i);
+        if ((key & mask) == prefix && key >= floor_key) {
+          w = kByMass ? SamplingMass(l, max_logit, inv_t) : 1ull;
+          if (w != 0) bucket = static_cast<int>((key >> shift) & 0xFF);
+        }
+      }
+      WarpAggregatedAdd(sh.hist, bucket, w);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -89,13 +136,12 @@ __global__ void __launch_bounds__(kSampleThreads)
   // Max and argmax (lowest id on ties).
   float best = -INFINITY;
   int best_id = vocab;
-  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float l = logits[i];
-    if (l > best) {
+  ForEachLogit(logits, vocab, [&](int i, float l) {
+    if (l > best || (l == best && i < best_id)) {
       best = l;
       best_id = i;
     }
-  }
+  });
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) {
     const float ob = __shfl_xor_sync(0xffffffffu, best, offset);
@@ -122,7 +168,7 @@ __global__ void __launch_bounds__(kSampleThreads)
   const float max_logit = best;
 
   float sum = 0.0f;
-  for (int i = threadIdx.x; i < vocab; i += blockDim.x) sum += expf(logits[i] - max_logit);
+  ForEachLogit(logits, vocab, [&](int, float l) { sum += __expf(l - max_logit); });
   __shared__ float scratch[32];
   const float log_z = max_logit + logf(detail::BlockSum(sum, scratch));
 
@@ -141,10 +187,9 @@ __global__ void __launch_bounds__(kSampleThreads)
   }
   auto kept_mass_above = [&](uint64_t threshold) {
     unsigned long long mass = 0;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-      const float l = logits[i];
+    ForEachLogit(logits, vocab, [&](int i, float l) {
       if (SamplingKey(l, i) >= threshold) mass += SamplingMass(l, max_logit, inv_t);
-    }
+    });
     return BlockSumU64(mass, sh);
   };
   unsigned long long kept_mass = kept_mass_above(floor_key);
@@ -155,59 +200,55 @@ __global__ void __launch_bounds__(kSampleThreads)
   }
   const unsigned long long draw = DrawTarget(p.seed, p.stream, p.position, kept_mass);
 
-  // Kept mass of this thread's contiguous chunk of ids, then an exclusive
-  // block scan: the thread whose chunk straddles `draw` walks it.
-  const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
-  const int lo = min(vocab, static_cast<int>(threadIdx.x) * chunk);
-  const int hi = min(vocab, lo + chunk);
+  // Each warp owns a contiguous range of ids (read coalesced): its kept mass,
+  // then the warp whose range straddles `draw` walks it 32 ids at a time
+  // with a warp prefix sum.
+  const int per_warp = ((vocab + kSampleWarps - 1) / kSampleWarps + 31) / 32 * 32;
+  const int lo = min(vocab, warp * per_warp), hi = min(vocab, lo + per_warp);
+  auto kept_mass_at = [&](int i) -> unsigned long long {
+    if (i >= hi) return 0ull;
+    const float l = __ldg(logits + i);
+    return SamplingKey(l, i) >= floor_key ? SamplingMass(l, max_logit, inv_t) : 0ull;
+  };
   unsigned long long mine = 0;
-  int last_kept = -1;
-  for (int i = lo; i < hi; ++i) {
-    const float l = logits[i];
-    if (SamplingKey(l, i) >= floor_key) {
-      mine += SamplingMass(l, max_logit, inv_t);
-      last_kept = i;
-    }
-  }
-  unsigned long long incl = mine;
-#pragma unroll
-  for (int offset = 1; offset < 32; offset <<= 1) {
-    const unsigned long long v = __shfl_up_sync(0xffffffffu, incl, offset);
-    if (lane >= offset) incl += v;
-  }
+  for (int i = lo + lane; i < hi; i += 32) mine += kept_mass_at(i);
+  mine = WarpSumU64(mine);
+  __syncthreads();  // warp_u64 may still be read by BlockSumU64
+  if (lane == 0) sh.warp_u64[warp] = mine;
   if (threadIdx.x == 0) sh.result_token = -1;
   __syncthreads();
-  if (lane == 31) sh.warp_u64[warp] = incl;
-  __syncthreads();
-  unsigned long long warp_offset = 0;
-  for (int w = 0; w < warp; ++w) warp_offset += sh.warp_u64[w];
-  const unsigned long long before = warp_offset + incl - mine;
-  if (mine > 0 && before <= draw && draw < before + mine) {
-    unsigned long long running = before;
-    for (int i = lo; i < hi; ++i) {
-      const float l = logits[i];
-      if (SamplingKey(l, i) < floor_key) continue;
-      running += SamplingMass(l, max_logit, inv_t);
-      if (running > draw) {
-        sh.result_token = i;
+  unsigned long long before = 0;
+  for (int w = 0; w < warp; ++w) before += sh.warp_u64[w];
+  if (mine > 0 && before <= draw && draw < before + mine) {  // warp-uniform
+    for (int i0 = lo; i0 < hi; i0 += 32) {
+      const unsigned long long m = kept_mass_at(i0 + lane);
+      unsigned long long incl = m;
+#pragma unroll
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const unsigned long long v = __shfl_up_sync(0xffffffffu, incl, offset);
+        if (lane >= offset) incl += v;
+      }
+      const unsigned hit = __ballot_sync(0xffffffffu, m > 0 && before + incl > draw);
+      if (hit != 0) {
+        if (lane == 0) sh.result_token = i0 + __ffs(hit) - 1;
         break;
       }
+      before += __shfl_sync(0xffffffffu, incl, 31);
     }
   }
-  // Fallback (never expected): the last kept id.
-  int last = last_kept;
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    last = max(last, __shfl_xor_sync(0xffffffffu, last, offset));
-  }
-  if (lane == 0) sh.warp_i[warp] = last;
   __syncthreads();
   if (threadIdx.x == 0) {
     int token = sh.result_token;
     if (token < 0) {
-      for (int w = 0; w < kSampleWarps; ++w) token = max(token, sh.warp_i[w]);
+      // Not reachable with exact integer masses (draw < kept mass); kept as
+      // a guard: the last kept id, as the reference does.
+      for (int i = vocab - 1; i >= 0; --i) {
+        if (SamplingKey(logits[i], i) >= floor_key) {
+          token = i;
+          break;
+        }
+      }
     }
-    if (token < 0) token = best_id;
     tokens[row] = token;
     logprobs[row] = logits[token] - log_z;
   }

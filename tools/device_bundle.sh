@@ -15,8 +15,10 @@ PATTERN=${2:-.}
 [[ -d "$BUILD_DIR" ]] || { echo "device_bundle: no build directory $BUILD_DIR" >&2; exit 1; }
 rm -rf .device/bin .device/tests .device/lib
 mkdir -p .device/bin .device/tests .device/lib
-if [[ -d .git ]] && ! grep -qx '/.device/' .git/info/exclude 2>/dev/null; then
-  echo /.device/ >> .git/info/exclude
+# .gitignore lists /.device/; keep it excluded in checkouts that lack it.
+if ! git check-ignore -q .device 2>/dev/null; then
+  exclude=$(git rev-parse --git-path info/exclude)
+  mkdir -p "$(dirname "$exclude")" && echo /.device/ >> "$exclude"
 fi
 
 copied=()
@@ -34,16 +36,15 @@ for dir in bin tests; do
 done
 [[ ${#copied[@]} -gt 0 ]] || { echo "device_bundle: nothing matched '$PATTERN' in $BUILD_DIR" >&2; exit 1; }
 
-# Shared libraries the GPU machine lacks: everything but libc/libstdc++ and
+# Shared libraries the GPU machine lacks: everything but glibc, libstdc++ and
 # the CUDA/NCCL libraries it has.
-for f in "${copied[@]}"; do
-  ldd "$f" | awk '/=>/ && $3 ~ /^\// {print $3}'
-done | sort -u \
-  | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libpthread|libdl|librt)\.so' \
-  | grep -v -E 'libcuda|libcudart|libcublas|libnccl|libnvidia' \
-  | while read -r lib; do
-      cp -L "$lib" .device/lib/
-      objcopy --strip-debug ".device/lib/$(basename "$lib")" 2>/dev/null || true
-    done
+libs=$(for f in "${copied[@]}"; do ldd "$f" || true; done |
+  awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u |
+  grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libpthread|libdl|librt)\.so' |
+  grep -v -E 'libcuda|libcudart|libcublas|libnccl|libnvidia' || true)
+for lib in $libs; do
+  cp -L "$lib" .device/lib/
+  objcopy --strip-debug ".device/lib/$(basename "$lib")" 2>/dev/null || true
+done
 echo "device_bundle: ${#copied[@]} binaries, $(ls .device/lib | wc -l) libraries," \
      "$(du -sh .device | cut -f1) in .device/"
