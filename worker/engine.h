@@ -168,16 +168,16 @@ struct ScoreResult {
 };
 
 struct EngineStats {
-  int queued_requests = 0;   // accepted, no sequence started yet
-  int active_requests = 0;   // accepted, not finished
+  int queued_requests = 0;  // accepted, no sequence started yet
+  int active_requests = 0;  // accepted, not finished
   int running_seqs = 0;
-  int waiting_seqs = 0;      // admitted requests' sequences waiting for a slot or blocks
+  int waiting_seqs = 0;  // admitted requests' sequences waiting for a slot or blocks
   int last_batch_tokens = 0;
   int last_batch_seqs = 0;
   int kv_blocks_total = 0;
-  int kv_blocks_used = 0;    // referenced by running sequences
-  int kv_blocks_cached = 0;  // in the radix tree (some may also be used)
-  int kv_blocks_free = 0;    // neither referenced nor cached
+  int kv_blocks_used = 0;         // referenced by running sequences
+  int kv_blocks_cached = 0;       // in the radix tree (some may also be used)
+  int kv_blocks_free = 0;         // neither referenced nor cached
   int64_t prefix_hit_tokens = 0;  // cumulative
   int64_t prefill_tokens = 0;     // cumulative, computed
   int64_t generated_tokens = 0;   // cumulative

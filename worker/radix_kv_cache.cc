@@ -40,9 +40,7 @@ bool RadixKvCache::IsEvictableLeaf(const Node* node) const {
   return node != &root_ && node->children.empty() && ref_counts_[node->block] == 0;
 }
 
-void RadixKvCache::AddEvictable(Node* node) {
-  evictable_.emplace(node->last_access, node->block);
-}
+void RadixKvCache::AddEvictable(Node* node) { evictable_.emplace(node->last_access, node->block); }
 
 void RadixKvCache::RemoveEvictable(Node* node) {
   evictable_.erase({node->last_access, node->block});
@@ -87,9 +85,9 @@ bool RadixKvCache::EvictOne() {
 absl::StatusOr<std::vector<int32_t>> RadixKvCache::Allocate(int n) {
   ARBOR_CHECK(n >= 0);
   if (n > available_blocks()) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "KV cache: need ", n, " blocks, only ", available_blocks(), " of ", num_blocks(),
-        " are free or evictable"));
+    return absl::ResourceExhaustedError(absl::StrCat("KV cache: need ", n, " blocks, only ",
+                                                     available_blocks(), " of ", num_blocks(),
+                                                     " are free or evictable"));
   }
   std::vector<int32_t> blocks;
   blocks.reserve(n);

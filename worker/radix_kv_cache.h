@@ -41,10 +41,10 @@ class RadixKvCache {
  public:
   struct Stats {
     int num_blocks = 0;
-    int free_blocks = 0;        // on the free list
-    int used_blocks = 0;        // ref_count > 0 (tree or private)
-    int cached_blocks = 0;      // in the radix tree (referenced or not)
-    int evictable_blocks = 0;   // in the tree and unreferenced
+    int free_blocks = 0;            // on the free list
+    int used_blocks = 0;            // ref_count > 0 (tree or private)
+    int cached_blocks = 0;          // in the radix tree (referenced or not)
+    int evictable_blocks = 0;       // in the tree and unreferenced
     int64_t prefix_hit_tokens = 0;  // cumulative tokens served by MatchPrefix
     int64_t evicted_blocks = 0;     // cumulative
   };
@@ -120,9 +120,9 @@ class RadixKvCache {
   void CheckBlock(int32_t block) const;
 
   Node root_;
-  std::vector<int> ref_counts_;         // per block
-  std::vector<Node*> tree_nodes_;       // per block; nullptr when not cached
-  std::vector<int32_t> free_list_;      // stack; back() is handed out next
+  std::vector<int> ref_counts_;                       // per block
+  std::vector<Node*> tree_nodes_;                     // per block; nullptr when not cached
+  std::vector<int32_t> free_list_;                    // stack; back() is handed out next
   std::set<std::pair<uint64_t, int32_t>> evictable_;  // (last_access, block) of unreferenced leaves
   uint64_t clock_ = 0;
   int used_blocks_ = 0;

@@ -20,8 +20,8 @@ absl::Status ValidateSamplingParams(const SamplingParams& params, int vocab_size
         absl::StrCat("sampling.top_p must be in (0, 1], got ", params.top_p));
   }
   if (params.top_k < 0 || params.top_k > vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("sampling.top_k must be in [0, ", vocab_size,
-                                                   "], got ", params.top_k));
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.top_k must be in [0, ", vocab_size, "], got ", params.top_k));
   }
   return absl::OkStatus();
 }
@@ -119,8 +119,7 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
       probs_[i] = pairs[i].second;
     }
   }
-  const double threshold =
-      static_cast<double>(CounterUniform(seed, stream, position)) * total;
+  const double threshold = static_cast<double>(CounterUniform(seed, stream, position)) * total;
   double running = 0.0;
   out.token = candidates_[kept - 1];
   for (int i = 0; i < kept; ++i) {

@@ -25,7 +25,8 @@ std::vector<double> Softmax(const std::vector<float>& logits, double temperature
   double max = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
   double sum = 0;
-  for (size_t i = 0; i < logits.size(); ++i) sum += p[i] = std::exp((logits[i] - max) / temperature);
+  for (size_t i = 0; i < logits.size(); ++i)
+    sum += p[i] = std::exp((logits[i] - max) / temperature);
   for (double& v : p) v /= sum;
   return p;
 }
@@ -137,8 +138,8 @@ TEST(SamplerTest, DrawsMatchTheDistributionStatistically) {
   const auto logits = RandomLogits(vocab, 21, 1.0f);
   const int n = 40000;
   for (const SamplingParams params :
-       {SamplingParams{1.0f, 1.0f, 0}, SamplingParams{0.7f, 1.0f, 0},
-        SamplingParams{1.3f, 1.0f, 8}, SamplingParams{1.0f, 0.8f, 0}}) {
+       {SamplingParams{1.0f, 1.0f, 0}, SamplingParams{0.7f, 1.0f, 0}, SamplingParams{1.3f, 1.0f, 8},
+        SamplingParams{1.0f, 0.8f, 0}}) {
     auto p = Softmax(logits, params.temperature);
     std::vector<int> order(vocab);
     std::iota(order.begin(), order.end(), 0);

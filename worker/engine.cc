@@ -1,0 +1,1178 @@
+#include "worker/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "worker/radix_kv_cache.h"
+#include "worker/tokenizer.h"
+
+namespace arbor::worker {
+
+absl::string_view FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStep:
+      return "step";
+    case FinishReason::kEos:
+      return "eos";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kContext:
+      return "context";
+    case FinishReason::kCancelled:
+      return "cancelled";
+  }
+  return "unknown";
+}
+
+namespace {
+
+int CeilBlocks(int tokens) { return (tokens + kKvBlockSize - 1) / kKvBlockSize; }
+
+// Sequences one request may create (outputs + prefills), so that a sequence's
+// priority key (request id << 24 | index) stays ordered.
+constexpr int kMaxSeqsPerRequest = 1 << 20;
+
+enum class SeqKind {
+  kPrompt,  // the shared prompt of a Generate request with several distinct suffixes
+  kBranch,  // prompt + one distinct suffix; forks into the samples of its branches
+  kSample,  // one (branch, sample): decodes one step
+  kScore,   // one sequence of a Score request
+};
+
+struct RequestState;
+
+// One sequence of tokens with KV in the paged cache. A sequence is "running"
+// while it holds blocks (its KV for tokens [0, num_computed)), "waiting" when it
+// holds none (not yet admitted, or preempted).
+struct Seq {
+  uint64_t order = 0;  // priority: lower is older (request id, then creation)
+  RequestState* request = nullptr;
+  SeqKind kind = SeqKind::kScore;
+  int group = -1;        // kBranch: index into RequestState::groups
+  int output = -1;       // kSample: index into the result's outputs
+  int score_index = -1;  // kScore: index into ScoreRequest::sequences
+  std::vector<int32_t> tokens;
+  int num_computed = 0;
+  std::vector<int32_t> blocks;
+  bool running = false;
+  // Whether the output row of the last token is needed when it is computed.
+  bool wants_last_row = true;
+  // kSample: positions below this are counted as prefill (recomputation).
+  int prefill_until = 0;
+  // kSample: the step's text decoder (null without a tokenizer).
+  std::unique_ptr<IncrementalDecoder> text;
+  // kScore: wanted (position, slot) sorted by position.
+  std::vector<std::pair<int32_t, int32_t>> wanted;
+};
+
+struct Group {
+  std::vector<int32_t> suffix;
+  std::vector<int> branches;
+};
+
+struct RequestState {
+  RequestId id = 0;
+  bool is_score = false;
+  bool started = false;  // some sequence was admitted
+  bool finished = false;
+  int live_seqs = 0;     // sequences not yet finished
+  int open_outputs = 0;  // kSample outputs (or score sequences) not yet final
+  uint64_t seqs_created = 0;
+  RequestUsage usage;
+  // Generate.
+  GenerateRequest gen;
+  Engine::GenerateCallback gen_done;
+  GenerateResult gen_result;
+  std::vector<Group> groups;
+  std::vector<int> output_offset;  // per branch
+  std::vector<char> output_final;  // per output
+  // Score.
+  ScoreRequest score;
+  Engine::ScoreCallback score_done;
+  ScoreResult score_result;
+  bool cancelled = false;
+  absl::Status cancel_status;
+};
+
+}  // namespace
+
+// The scheduler and everything it owns. Members below `scheduler thread only`
+// are touched by the scheduler thread alone, so they need no lock.
+class EngineCore {
+ public:
+  EngineCore(EngineOptions options, std::unique_ptr<ModelBackend> backend,
+             std::unique_ptr<RadixKvCache> cache, const Tokenizer* tokenizer, int max_context)
+      : options_(std::move(options)),
+        backend_(std::move(backend)),
+        config_(backend_->config()),
+        tokenizer_(tokenizer),
+        max_context_(max_context),
+        cache_(std::move(cache)) {
+    stats_.kv_blocks_total = cache_->num_blocks();
+    stats_.kv_blocks_free = cache_->num_blocks();
+    eos_ids_.insert(config_.eos_token_ids.begin(), config_.eos_token_ids.end());
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  ~EngineCore() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+
+  absl::StatusOr<RequestId> Submit(std::unique_ptr<RequestState> request) {
+    absl::MutexLock lock(&mu_);
+    if (stop_) return absl::UnavailableError("engine is shutting down");
+    if (active_requests_ >= options_.max_queued_requests) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("engine queue is full (", active_requests_,
+                       " requests, max_queued_requests = ", options_.max_queued_requests, ")"));
+    }
+    request->id = next_id_++;
+    ++active_requests_;
+    ++stats_.queued_requests;
+    ++stats_.active_requests;
+    const RequestId id = request->id;
+    incoming_.push_back(std::move(request));
+    return id;
+  }
+
+  void Cancel(RequestId id) {
+    absl::MutexLock lock(&mu_);
+    cancels_.push_back(id);
+  }
+
+  EngineStats stats() const {
+    absl::MutexLock lock(&mu_);
+    return stats_;
+  }
+
+  const EngineOptions& options() const { return options_; }
+  const ModelConfig& config() const { return config_; }
+  ModelBackend* backend() const { return backend_.get(); }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+  int max_context() const { return max_context_; }
+  int num_blocks() const { return cache_->num_blocks(); }
+
+ private:
+  struct Entry {
+    Seq* seq;
+    int start;  // first position computed
+    int n;      // tokens computed
+  };
+
+  // ---- scheduler loop ----
+  void Loop();
+  bool Intake();  // false when stopping
+  void StartRequest(std::unique_ptr<RequestState> request);
+  void StartGenerate(RequestState* r);
+  void StartScore(RequestState* r);
+  Seq* NewSeq(RequestState* r, SeqKind kind);
+  void Iterate();
+  void CheckDeadlines();
+
+  // ---- scheduling ----
+  int BlocksNeeded(const Seq& seq, int n) const;
+  // Reserves blocks for computing n more tokens of `seq` (shrinking a prefill
+  // chunk to what fits); preempts newer sequences when allowed. Returns tokens
+  // scheduled (0: none).
+  int Schedule(Seq* seq, int n, bool allow_preempt);
+  void Preempt(Seq* victim);
+  bool Admit(Seq* seq);
+  bool ShouldDefer(const Seq& waiting) const;
+  void PublishBlocks(Seq* seq);
+  void ReleaseSeq(Seq* seq);
+
+  // ---- completion ----
+  void OnComputed(Seq* seq, const float* last_row);
+  void ForkBranch(Seq* prompt, int group, const float* row);
+  void SpawnSamples(Seq* parent, int group, const float* row);
+  // Samples a token for `seq` from `row`; returns true when its step ended.
+  bool SampleNext(Seq* seq, const float* row);
+  void FinishOutput(RequestState* r, int output, FinishReason reason);
+  void FinishSeq(Seq* seq);
+  void MaybeCompleteRequest(RequestState* r);
+  void CancelRequest(RequestState* r, absl::Status why);
+  void FailRequest(RequestState* r, absl::Status status);
+  void DropRequestSeqs(RequestState* r);
+  void PublishStats();
+
+  const EngineOptions options_;
+  const std::unique_ptr<ModelBackend> backend_;
+  const ModelConfig config_;
+  const Tokenizer* const tokenizer_;
+  const int max_context_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<RequestState>> incoming_ ABSL_GUARDED_BY(mu_);
+  std::vector<RequestId> cancels_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  int active_requests_ ABSL_GUARDED_BY(mu_) = 0;
+  RequestId next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  EngineStats stats_ ABSL_GUARDED_BY(mu_);
+
+  // scheduler thread only
+  std::unique_ptr<RadixKvCache> cache_;
+  absl::flat_hash_set<int32_t> eos_ids_;
+  Sampler sampler_;
+  absl::flat_hash_map<RequestId, std::unique_ptr<RequestState>> requests_;
+  std::map<uint64_t, std::unique_ptr<Seq>> seqs_;  // by order
+  std::vector<Entry> entries_;
+  std::vector<std::pair<int32_t, int32_t>> copies_;
+  std::vector<std::function<void()>> callbacks_;
+  int budget_ = 0;
+  bool progressed_ = true;  // the last iteration ran a step or admitted something
+  int running_seqs_ = 0;
+  int64_t steps_ = 0;
+  int64_t preemptions_ = 0;
+  int64_t prefill_tokens_ = 0;
+  int64_t generated_tokens_ = 0;
+  int last_batch_tokens_ = 0;
+  int last_batch_seqs_ = 0;
+  ForwardBatch batch_;
+  std::vector<float> out_;
+
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------
+// Loop and intake.
+
+void EngineCore::Loop() {
+  while (true) {
+    if (!Intake()) break;
+    CheckDeadlines();
+    Iterate();
+    PublishStats();
+    std::vector<std::function<void()>> callbacks;
+    callbacks.swap(callbacks_);
+    for (auto& cb : callbacks) cb();
+  }
+  // Shutdown: every unfinished request completes with UNAVAILABLE.
+  std::vector<RequestState*> open;
+  for (auto& [id, r] : requests_) open.push_back(r.get());
+  for (RequestState* r : open) FailRequest(r, absl::UnavailableError("engine shut down"));
+  std::vector<std::unique_ptr<RequestState>> incoming;
+  {
+    absl::MutexLock lock(&mu_);
+    incoming.swap(incoming_);
+  }
+  for (auto& r : incoming) {
+    RequestState* raw = r.get();
+    requests_[raw->id] = std::move(r);
+    FailRequest(raw, absl::UnavailableError("engine shut down"));
+  }
+  PublishStats();
+  std::vector<std::function<void()>> callbacks;
+  callbacks.swap(callbacks_);
+  for (auto& cb : callbacks) cb();
+}
+
+bool EngineCore::Intake() {
+  std::vector<std::unique_ptr<RequestState>> incoming;
+  std::vector<RequestId> cancels;
+  {
+    absl::MutexLock lock(&mu_);
+    // Sleep while there is nothing to do; nap briefly when the last iteration
+    // could run nothing (sequences waiting on others).
+    auto has_input = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return stop_ || !incoming_.empty() || !cancels_.empty();
+    };
+    if (seqs_.empty()) {
+      mu_.Await(absl::Condition(&has_input));
+    } else if (!progressed_) {
+      mu_.AwaitWithTimeout(absl::Condition(&has_input), absl::Milliseconds(1));
+    }
+    if (stop_) return false;
+    incoming.swap(incoming_);
+    cancels.swap(cancels_);
+  }
+  for (auto& r : incoming) StartRequest(std::move(r));
+  for (RequestId id : cancels) {
+    auto it = requests_.find(id);
+    if (it != requests_.end()) CancelRequest(it->second.get(), absl::CancelledError("cancelled"));
+  }
+  return true;
+}
+
+void EngineCore::CheckDeadlines() {
+  const absl::Time now = absl::Now();
+  std::vector<RequestState*> late;
+  for (auto& [id, r] : requests_) {
+    const absl::Time deadline = r->is_score ? r->score.deadline : r->gen.deadline;
+    if (now >= deadline) late.push_back(r.get());
+  }
+  for (RequestState* r : late) CancelRequest(r, absl::DeadlineExceededError("deadline exceeded"));
+}
+
+Seq* EngineCore::NewSeq(RequestState* r, SeqKind kind) {
+  auto seq = std::make_unique<Seq>();
+  // Older requests first, then creation order within a request: a request's
+  // sequences are never preempted for a newer request's.
+  ARBOR_CHECK(r->seqs_created < (uint64_t{1} << 24));
+  seq->order = (r->id << 24) | r->seqs_created++;
+  seq->request = r;
+  seq->kind = kind;
+  Seq* raw = seq.get();
+  seqs_.emplace(raw->order, std::move(seq));
+  ++r->live_seqs;
+  return raw;
+}
+
+void EngineCore::StartRequest(std::unique_ptr<RequestState> request) {
+  RequestState* r = request.get();
+  requests_[r->id] = std::move(request);
+  if (r->is_score) {
+    StartScore(r);
+  } else {
+    StartGenerate(r);
+  }
+  MaybeCompleteRequest(r);
+}
+
+void EngineCore::StartGenerate(RequestState* r) {
+  const GenerateRequest& g = r->gen;
+  // Outputs, ordered by branch then sample.
+  int total = 0;
+  for (size_t b = 0; b < g.branches.size(); ++b) {
+    r->output_offset.push_back(total);
+    for (int s = 0; s < g.branches[b].num_samples; ++s) {
+      SampleOutput out;
+      out.branch_index = static_cast<int>(b);
+      out.sample_index = s;
+      r->gen_result.outputs.push_back(std::move(out));
+    }
+    total += g.branches[b].num_samples;
+  }
+  r->output_final.assign(total, 0);
+  r->open_outputs = total;
+  // Branches with the same suffix share one prefill.
+  std::map<std::vector<int32_t>, int> by_suffix;
+  for (size_t b = 0; b < g.branches.size(); ++b) {
+    auto [it, inserted] = by_suffix.emplace(g.branches[b].suffix_tokens, r->groups.size());
+    if (inserted) r->groups.push_back({g.branches[b].suffix_tokens, {}});
+    r->groups[it->second].branches.push_back(static_cast<int>(b));
+  }
+  const int prompt_len = static_cast<int>(g.prompt_tokens.size());
+  std::vector<int> live_groups;
+  for (size_t gi = 0; gi < r->groups.size(); ++gi) {
+    const int len = prompt_len + static_cast<int>(r->groups[gi].suffix.size());
+    if (len >= max_context_) {
+      // Nothing can be generated: the branch is finished.
+      for (int b : r->groups[gi].branches) {
+        for (int s = 0; s < g.branches[b].num_samples; ++s) {
+          FinishOutput(r, r->output_offset[b] + s, FinishReason::kContext);
+        }
+      }
+    } else {
+      live_groups.push_back(static_cast<int>(gi));
+    }
+  }
+  if (live_groups.size() == 1) {
+    Seq* seq = NewSeq(r, SeqKind::kBranch);
+    seq->group = live_groups[0];
+    seq->tokens = g.prompt_tokens;
+    const auto& suffix = r->groups[live_groups[0]].suffix;
+    seq->tokens.insert(seq->tokens.end(), suffix.begin(), suffix.end());
+  } else if (live_groups.size() > 1) {
+    Seq* seq = NewSeq(r, SeqKind::kPrompt);
+    seq->tokens = g.prompt_tokens;
+    seq->wants_last_row = false;
+    for (int gi : live_groups) {
+      if (r->groups[gi].suffix.empty()) seq->wants_last_row = true;
+    }
+  }
+}
+
+void EngineCore::StartScore(RequestState* r) {
+  const ScoreRequest& sr = r->score;
+  const int width =
+      sr.columns.empty() ? backend_->output_dim() : static_cast<int>(sr.columns.size());
+  r->score_result.row_width = width;
+  r->score_result.rows.resize(sr.sequences.size());
+  r->open_outputs = static_cast<int>(sr.sequences.size());
+  for (size_t i = 0; i < sr.sequences.size(); ++i) {
+    const ScoreSequence& s = sr.sequences[i];
+    r->score_result.rows[i].assign(s.positions.size() * static_cast<size_t>(width), 0.0f);
+    Seq* seq = NewSeq(r, SeqKind::kScore);
+    seq->score_index = static_cast<int>(i);
+    seq->tokens = s.tokens;
+    for (size_t k = 0; k < s.positions.size(); ++k) {
+      seq->wanted.emplace_back(s.positions[k], static_cast<int32_t>(k));
+    }
+    std::sort(seq->wanted.begin(), seq->wanted.end());
+    seq->wants_last_row =
+        !seq->wanted.empty() && seq->wanted.back().first == static_cast<int>(s.tokens.size()) - 1;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Scheduling.
+
+int EngineCore::BlocksNeeded(const Seq& seq, int n) const {
+  int needed = CeilBlocks(seq.num_computed + n) - static_cast<int>(seq.blocks.size());
+  if (seq.num_computed % kKvBlockSize != 0) {
+    const int32_t last = seq.blocks[seq.num_computed / kKvBlockSize];
+    if (cache_->ref_count(last) > 1 || cache_->is_cached(last)) ++needed;
+  }
+  return needed;
+}
+
+int EngineCore::Schedule(Seq* seq, int n, bool allow_preempt) {
+  ARBOR_CHECK(seq->running && n >= 1);
+  while (BlocksNeeded(*seq, n) > cache_->available_blocks()) {
+    Seq* victim = nullptr;
+    if (allow_preempt) {
+      for (auto it = seqs_.rbegin(); it != seqs_.rend(); ++it) {
+        Seq* s = it->second.get();
+        if (s->order <= seq->order) break;
+        if (s->running) {
+          victim = s;
+          break;
+        }
+      }
+    }
+    if (victim != nullptr) {
+      Preempt(victim);
+      continue;
+    }
+    // Shrink the chunk to what fits.
+    int fit = n - 1;
+    while (fit >= 1 && BlocksNeeded(*seq, fit) > cache_->available_blocks()) --fit;
+    if (fit < 1) return 0;
+    n = fit;
+  }
+  if (seq->num_computed % kKvBlockSize != 0) {
+    int32_t& last = seq->blocks[seq->num_computed / kKvBlockSize];
+    auto writable = cache_->CopyOnWrite(last, &copies_);
+    ARBOR_CHECK(writable.ok());
+    last = *writable;
+  }
+  const int new_blocks = CeilBlocks(seq->num_computed + n) - static_cast<int>(seq->blocks.size());
+  if (new_blocks > 0) {
+    auto blocks = cache_->Allocate(new_blocks);
+    ARBOR_CHECK(blocks.ok());
+    seq->blocks.insert(seq->blocks.end(), blocks->begin(), blocks->end());
+  }
+  entries_.push_back({seq, seq->num_computed, n});
+  budget_ -= n;
+  return n;
+}
+
+void EngineCore::Preempt(Seq* victim) {
+  for (Entry& e : entries_) {
+    if (e.seq == victim) {
+      budget_ += e.n;
+      e.seq = nullptr;
+    }
+  }
+  ReleaseSeq(victim);
+  if (victim->kind == SeqKind::kSample) {
+    victim->prefill_until = static_cast<int>(victim->tokens.size()) - 1;
+  }
+  ++preemptions_;
+}
+
+void EngineCore::ReleaseSeq(Seq* seq) {
+  if (!seq->running) return;
+  cache_->Release(seq->blocks);
+  seq->blocks.clear();
+  seq->num_computed = 0;
+  seq->running = false;
+  --running_seqs_;
+}
+
+void EngineCore::PublishBlocks(Seq* seq) {
+  cache_->Insert(absl::MakeConstSpan(seq->tokens).first(seq->num_computed), &seq->blocks);
+}
+
+bool EngineCore::ShouldDefer(const Seq& waiting) const {
+  // Another sequence is computing a prefix this one shares: wait for it to be
+  // published instead of computing it twice (e.g. the question shared by the
+  // candidates of a Score request).
+  for (const Entry& e : entries_) {
+    if (e.seq == nullptr) continue;
+    const Seq& r = *e.seq;
+    const size_t limit = std::min(waiting.tokens.size(), r.tokens.size());
+    size_t common = 0;
+    while (common < limit && waiting.tokens[common] == r.tokens[common]) ++common;
+    const int shared_blocks = static_cast<int>(common) / kKvBlockSize;
+    if (shared_blocks > 0 && r.num_computed < shared_blocks * kKvBlockSize) {
+      return true;
+    }
+  }
+  return false;
+}
+
+bool EngineCore::Admit(Seq* seq) {
+  const int len = static_cast<int>(seq->tokens.size());
+  int cap = seq->wants_last_row ? len - 1 : len;
+  if (seq->kind == SeqKind::kScore && !seq->wanted.empty()) {
+    cap = std::min(cap, seq->wanted.front().first);
+  }
+  auto match = cache_->MatchPrefix(absl::MakeConstSpan(seq->tokens).first(cap));
+  seq->blocks = std::move(match.blocks);
+  seq->num_computed = match.num_tokens;
+  seq->running = true;
+  ++running_seqs_;
+  RequestState* r = seq->request;
+  r->started = true;
+  r->usage.prefix_cache_hit_tokens += match.num_tokens;
+  if (seq->num_computed == len) {  // wholly cached, no row wanted
+    OnComputed(seq, nullptr);
+    return true;
+  }
+  if (Schedule(seq, std::min(len - seq->num_computed, budget_), /*allow_preempt=*/false) == 0) {
+    r->usage.prefix_cache_hit_tokens -= match.num_tokens;
+    ReleaseSeq(seq);
+    return false;
+  }
+  return true;
+}
+
+void EngineCore::Iterate() {
+  entries_.clear();
+  copies_.clear();
+  budget_ = options_.max_batch_tokens;
+  progressed_ = false;
+  // 1. Decode steps of running sequences, oldest first; 2. their prefill chunks.
+  std::vector<Seq*> running;
+  for (auto& [order, s] : seqs_) {
+    if (s->running) running.push_back(s.get());
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (Seq* s : running) {
+      if (!s->running || budget_ <= 0) continue;
+      const int remaining = static_cast<int>(s->tokens.size()) - s->num_computed;
+      if (remaining <= 0) continue;
+      if ((pass == 0) != (remaining == 1)) continue;
+      Schedule(s, std::min(remaining, budget_), /*allow_preempt=*/true);
+    }
+  }
+  // 3. Admit waiting sequences, oldest first, while they fit without preempting.
+  int deferred = 0;
+  for (auto it = seqs_.begin(); it != seqs_.end() && budget_ > 0;) {
+    Seq* s = it->second.get();
+    ++it;  // Admit may finish (and erase) s
+    if (s->running) continue;
+    if (running_seqs_ >= options_.max_running_seqs) break;
+    if (ShouldDefer(*s)) {
+      if (++deferred > 64) break;
+      continue;
+    }
+    if (!Admit(s)) break;
+    progressed_ = true;
+  }
+
+  // Build the batch.
+  ForwardBatch& b = batch_;
+  b.tokens.clear();
+  b.positions.clear();
+  b.seq_starts.assign(1, 0);
+  b.context_lens.clear();
+  b.block_tables.clear();
+  b.output_rows.clear();
+  b.max_blocks_per_seq = 0;
+  std::vector<Entry> entries;
+  for (const Entry& e : entries_) {
+    if (e.seq != nullptr) entries.push_back(e);
+  }
+  if (entries.empty()) {
+    if (!copies_.empty()) {
+      absl::Status st = backend_->CopyBlocks(copies_);
+      if (!st.ok()) {
+        ARBOR_LOG(ERROR) << "CopyBlocks failed: " << st;
+      }
+    }
+    return;
+  }
+  // output rows wanted: (entry index, position, row)
+  struct Want {
+    int entry;
+    int position;
+  };
+  std::vector<Want> wants;
+  int prefill_tokens = 0, decode_tokens = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    const Seq& s = *e.seq;
+    b.max_blocks_per_seq = std::max(b.max_blocks_per_seq, static_cast<int>(s.blocks.size()));
+    const int base = b.num_tokens();
+    for (int p = e.start; p < e.start + e.n; ++p) {
+      b.tokens.push_back(s.tokens[p]);
+      b.positions.push_back(p);
+    }
+    b.seq_starts.push_back(b.num_tokens());
+    b.context_lens.push_back(e.start + e.n);
+    const int end = e.start + e.n;
+    if (s.kind == SeqKind::kScore) {
+      auto lo = std::lower_bound(s.wanted.begin(), s.wanted.end(),
+                                 std::make_pair(e.start, std::numeric_limits<int32_t>::min()));
+      int last_pos = -1;
+      for (auto w = lo; w != s.wanted.end() && w->first < end; ++w) {
+        if (w->first == last_pos) continue;
+        last_pos = w->first;
+        b.output_rows.push_back(base + (w->first - e.start));
+        wants.push_back({static_cast<int>(i), w->first});
+      }
+    } else if (end == static_cast<int>(s.tokens.size()) && s.wants_last_row) {
+      b.output_rows.push_back(base + e.n - 1);
+      wants.push_back({static_cast<int>(i), end - 1});
+    }
+    RequestUsage& u = s.request->usage;
+    if (s.kind == SeqKind::kSample) {
+      const int prefill = std::max(0, std::min(end, s.prefill_until) - e.start);
+      u.prefill_tokens += prefill;
+      prefill_tokens += prefill;
+      decode_tokens += e.n - prefill;
+    } else {
+      u.prefill_tokens += e.n;
+      prefill_tokens += e.n;
+    }
+  }
+  b.block_tables.assign(entries.size() * static_cast<size_t>(b.max_blocks_per_seq), -1);
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const auto& blocks = entries[i].seq->blocks;
+    std::copy(blocks.begin(), blocks.end(),
+              b.block_tables.begin() + static_cast<long>(i * b.max_blocks_per_seq));
+  }
+
+  const absl::Time start = absl::Now();
+  absl::Status status = absl::OkStatus();
+  if (!copies_.empty()) status = backend_->CopyBlocks(copies_);
+  if (status.ok()) status = backend_->Forward(b, &out_);
+  if (status.ok() &&
+      out_.size() != b.output_rows.size() * static_cast<size_t>(backend_->output_dim())) {
+    status = absl::InternalError(absl::StrCat("backend returned ", out_.size(), " values for ",
+                                              b.output_rows.size(), " rows"));
+  }
+  if (!status.ok()) {
+    ARBOR_LOG(ERROR) << "forward step failed: " << status;
+    std::vector<RequestState*> failed;
+    for (const Entry& e : entries) {
+      if (std::find(failed.begin(), failed.end(), e.seq->request) == failed.end()) {
+        failed.push_back(e.seq->request);
+      }
+    }
+    for (RequestState* r : failed) FailRequest(r, status);
+    return;
+  }
+  ++steps_;
+  progressed_ = true;
+  last_batch_tokens_ = b.num_tokens();
+  last_batch_seqs_ = b.num_seqs();
+  prefill_tokens_ += prefill_tokens;
+
+  // Advance, publish full blocks, deliver rows.
+  const int dim = backend_->output_dim();
+  size_t next_want = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    Seq* s = entries[i].seq;
+    const int before = s->num_computed;
+    s->num_computed = entries[i].start + entries[i].n;
+    if (s->num_computed / kKvBlockSize > before / kKvBlockSize) PublishBlocks(s);
+    const float* last_row = nullptr;
+    for (; next_want < wants.size() && wants[next_want].entry == static_cast<int>(i); ++next_want) {
+      const float* row = out_.data() + next_want * static_cast<size_t>(dim);
+      const int pos = wants[next_want].position;
+      if (s->kind == SeqKind::kScore) {
+        RequestState* r = s->request;
+        const auto& columns = r->score.columns;
+        const int width = r->score_result.row_width;
+        auto& rows = r->score_result.rows[s->score_index];
+        auto lo = std::lower_bound(s->wanted.begin(), s->wanted.end(),
+                                   std::make_pair(pos, std::numeric_limits<int32_t>::min()));
+        for (auto w = lo; w != s->wanted.end() && w->first == pos; ++w) {
+          float* dst = rows.data() + static_cast<size_t>(w->second) * width;
+          if (columns.empty()) {
+            std::copy(row, row + dim, dst);
+          } else {
+            for (int c = 0; c < width; ++c) dst[c] = row[columns[c]];
+          }
+        }
+      }
+      if (pos == static_cast<int>(s->tokens.size()) - 1) last_row = row;
+    }
+    if (s->num_computed == static_cast<int>(s->tokens.size())) OnComputed(s, last_row);
+  }
+  if (options_.step_observer) {
+    StepInfo info;
+    info.latency = absl::Now() - start;
+    info.batch_tokens = b.num_tokens();
+    info.prefill_tokens = prefill_tokens;
+    info.decode_tokens = decode_tokens;
+    info.num_seqs = b.num_seqs();
+    options_.step_observer(info);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Completion.
+
+void EngineCore::OnComputed(Seq* seq, const float* last_row) {
+  RequestState* r = seq->request;
+  switch (seq->kind) {
+    case SeqKind::kPrompt: {
+      for (size_t gi = 0; gi < r->groups.size(); ++gi) {
+        const int len = static_cast<int>(seq->tokens.size() + r->groups[gi].suffix.size());
+        if (len >= max_context_) continue;  // finished at start
+        if (r->groups[gi].suffix.empty()) {
+          SpawnSamples(seq, static_cast<int>(gi), last_row);
+        } else {
+          ForkBranch(seq, static_cast<int>(gi), last_row);
+        }
+      }
+      FinishSeq(seq);
+      break;
+    }
+    case SeqKind::kBranch:
+      SpawnSamples(seq, seq->group, last_row);
+      FinishSeq(seq);
+      break;
+    case SeqKind::kSample:
+      if (SampleNext(seq, last_row)) FinishSeq(seq);
+      break;
+    case SeqKind::kScore:
+      --r->open_outputs;
+      FinishSeq(seq);
+      break;
+  }
+}
+
+void EngineCore::ForkBranch(Seq* prompt, int group, const float* /*row*/) {
+  RequestState* r = prompt->request;
+  Seq* branch = NewSeq(r, SeqKind::kBranch);
+  branch->group = group;
+  branch->tokens = prompt->tokens;
+  const auto& suffix = r->groups[group].suffix;
+  branch->tokens.insert(branch->tokens.end(), suffix.begin(), suffix.end());
+  // The suffix may be cached from an earlier call (the previous step of this
+  // branch); otherwise share the prompt's blocks, its partial block copy-on-write.
+  const int len = static_cast<int>(branch->tokens.size());
+  auto match = cache_->MatchPrefix(absl::MakeConstSpan(branch->tokens).first(len - 1));
+  if (match.num_tokens > prompt->num_computed) {
+    branch->blocks = std::move(match.blocks);
+    branch->num_computed = match.num_tokens;
+    r->usage.prefix_cache_hit_tokens += match.num_tokens - prompt->num_computed;
+  } else {
+    cache_->Release(match.blocks);
+    branch->blocks = prompt->blocks;
+    cache_->Retain(branch->blocks);
+    branch->num_computed = prompt->num_computed;
+  }
+  branch->running = true;
+  ++running_seqs_;
+}
+
+void EngineCore::SpawnSamples(Seq* parent, int group, const float* row) {
+  ARBOR_CHECK(row != nullptr);
+  RequestState* r = parent->request;
+  for (int b : r->groups[group].branches) {
+    for (int i = 0; i < r->gen.branches[b].num_samples; ++i) {
+      Seq* s = NewSeq(r, SeqKind::kSample);
+      s->output = r->output_offset[b] + i;
+      s->tokens = parent->tokens;
+      s->blocks = parent->blocks;
+      cache_->Retain(s->blocks);
+      s->num_computed = parent->num_computed;
+      s->running = true;
+      ++running_seqs_;
+      if (tokenizer_ != nullptr) s->text = std::make_unique<IncrementalDecoder>(tokenizer_);
+      if (SampleNext(s, row)) FinishSeq(s);
+    }
+  }
+}
+
+bool EngineCore::SampleNext(Seq* seq, const float* row) {
+  ARBOR_CHECK(row != nullptr);
+  RequestState* r = seq->request;
+  SampleOutput& out = r->gen_result.outputs[seq->output];
+  const BranchSpec& branch = r->gen.branches[out.branch_index];
+  const int position = static_cast<int>(seq->tokens.size());
+  const SampledToken t = sampler_.Sample(
+      absl::MakeConstSpan(row, backend_->output_dim()), r->gen.sampling, branch.seed,
+      static_cast<uint64_t>(out.sample_index), static_cast<uint64_t>(position));
+  ++r->usage.generated_tokens;
+  ++generated_tokens_;
+  out.logprob += t.logprob;
+  const StopRules& stop = r->gen.stop;
+  if (!stop.ignore_eos && eos_ids_.contains(t.token)) {
+    FinishOutput(r, seq->output, FinishReason::kEos);
+    return true;
+  }
+  seq->tokens.push_back(t.token);
+  out.tokens.push_back(t.token);
+  if (r->gen.return_token_logprobs) out.token_logprobs.push_back(t.logprob);
+  bool delimiter = false;
+  if (seq->text != nullptr) {
+    const size_t before = out.text.size();
+    out.text += seq->text->Add(t.token);
+    for (const std::string& d : stop.step_delimiters) {
+      // Only a match that ends in the new text is new.
+      const size_t from = before >= d.size() - 1 ? before - (d.size() - 1) : 0;
+      if (out.text.find(d, from) != std::string::npos) {
+        delimiter = true;
+        break;
+      }
+    }
+  }
+  if (delimiter) {
+    FinishOutput(r, seq->output, FinishReason::kStep);
+  } else if (static_cast<int>(seq->tokens.size()) >= max_context_) {
+    FinishOutput(r, seq->output, FinishReason::kContext);
+  } else if (static_cast<int>(out.tokens.size()) >= stop.max_step_tokens) {
+    FinishOutput(r, seq->output, FinishReason::kLength);
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void EngineCore::FinishOutput(RequestState* r, int output, FinishReason reason) {
+  if (r->output_final[output]) return;
+  r->output_final[output] = 1;
+  r->gen_result.outputs[output].finish_reason = reason;
+  --r->open_outputs;
+}
+
+void EngineCore::FinishSeq(Seq* seq) {
+  RequestState* r = seq->request;
+  if (seq->kind == SeqKind::kSample && seq->text != nullptr) {
+    r->gen_result.outputs[seq->output].text += seq->text->Finish();
+  }
+  ReleaseSeq(seq);
+  --r->live_seqs;
+  seqs_.erase(seq->order);  // destroys seq
+  MaybeCompleteRequest(r);
+}
+
+void EngineCore::MaybeCompleteRequest(RequestState* r) {
+  if (r->finished || r->live_seqs > 0) return;
+  ARBOR_CHECK(r->open_outputs == 0 || r->cancelled);
+  r->finished = true;
+  auto owned = std::move(requests_[r->id]);
+  requests_.erase(r->id);
+  if (r->is_score) {
+    if (r->cancelled) {
+      callbacks_.push_back([done = std::move(r->score_done), st = r->cancel_status] { done(st); });
+    } else {
+      r->score_result.computed_tokens = r->usage.prefill_tokens;
+      r->score_result.cached_tokens = r->usage.prefix_cache_hit_tokens;
+      callbacks_.push_back(
+          [done = std::move(r->score_done), result = std::move(r->score_result)]() mutable {
+            done(std::move(result));
+          });
+    }
+  } else {
+    r->gen_result.usage = r->usage;
+    callbacks_.push_back(
+        [done = std::move(r->gen_done), result = std::move(r->gen_result)]() mutable {
+          done(std::move(result));
+        });
+  }
+  absl::MutexLock lock(&mu_);
+  --active_requests_;
+}
+
+void EngineCore::DropRequestSeqs(RequestState* r) {
+  std::vector<uint64_t> ids;
+  for (auto& [order, s] : seqs_) {
+    if (s->request == r) ids.push_back(order);
+  }
+  for (uint64_t order : ids) {
+    Seq* s = seqs_[order].get();
+    if (s->kind == SeqKind::kSample && s->text != nullptr) {
+      r->gen_result.outputs[s->output].text += s->text->Finish();
+    }
+    ReleaseSeq(s);
+    seqs_.erase(order);
+  }
+  r->live_seqs = 0;
+}
+
+void EngineCore::CancelRequest(RequestState* r, absl::Status why) {
+  if (r->finished) return;
+  r->cancelled = true;
+  r->cancel_status = std::move(why);
+  DropRequestSeqs(r);
+  if (!r->is_score) {
+    for (size_t o = 0; o < r->output_final.size(); ++o) {
+      FinishOutput(r, static_cast<int>(o), FinishReason::kCancelled);
+    }
+  }
+  MaybeCompleteRequest(r);
+}
+
+void EngineCore::FailRequest(RequestState* r, absl::Status status) {
+  if (r->finished) return;
+  DropRequestSeqs(r);
+  r->finished = true;
+  auto owned = std::move(requests_[r->id]);
+  requests_.erase(r->id);
+  if (r->is_score) {
+    callbacks_.push_back([done = std::move(r->score_done), status] { done(status); });
+  } else {
+    callbacks_.push_back([done = std::move(r->gen_done), status] { done(status); });
+  }
+  absl::MutexLock lock(&mu_);
+  --active_requests_;
+}
+
+void EngineCore::PublishStats() {
+  const RadixKvCache::Stats cs = cache_->stats();
+  int waiting = 0, queued = 0;
+  for (auto& [order, s] : seqs_) {
+    if (!s->running) ++waiting;
+  }
+  for (auto& [id, r] : requests_) {
+    if (!r->started) ++queued;
+  }
+  absl::MutexLock lock(&mu_);
+  stats_.queued_requests = queued + static_cast<int>(incoming_.size());
+  stats_.active_requests = active_requests_;
+  stats_.running_seqs = running_seqs_;
+  stats_.waiting_seqs = waiting;
+  stats_.last_batch_tokens = last_batch_tokens_;
+  stats_.last_batch_seqs = last_batch_seqs_;
+  stats_.kv_blocks_total = cs.num_blocks;
+  stats_.kv_blocks_used = cs.used_blocks;
+  stats_.kv_blocks_cached = cs.cached_blocks;
+  stats_.kv_blocks_free = cs.free_blocks;
+  stats_.prefix_hit_tokens = cs.prefix_hit_tokens;
+  stats_.prefill_tokens = prefill_tokens_;
+  stats_.generated_tokens = generated_tokens_;
+  stats_.steps = steps_;
+  stats_.preemptions = preemptions_;
+}
+
+// ---------------------------------------------------------------------------
+// Engine: validation and the public API.
+
+namespace {
+
+absl::Status ValidateTokens(absl::Span<const int32_t> tokens, int vocab, absl::string_view what) {
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, "[", i, "] = ", tokens[i], " is not a token id in [0, ", vocab, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
+                                                       std::unique_ptr<ModelBackend> backend,
+                                                       const Tokenizer* tokenizer) {
+  if (backend == nullptr) return absl::InvalidArgumentError("Engine: backend is null");
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_batch_tokens must be >= 1, got ", options.max_batch_tokens));
+  }
+  if (options.max_running_seqs < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_running_seqs must be >= 1, got ", options.max_running_seqs));
+  }
+  if (options.max_queued_requests < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_queued_requests must be >= 1, got ", options.max_queued_requests));
+  }
+  if (options.max_outputs_per_request < 1 || options.max_outputs_per_request > kMaxSeqsPerRequest) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EngineOptions.max_outputs_per_request must be in [1, ", kMaxSeqsPerRequest,
+                     "], got ", options.max_outputs_per_request));
+  }
+  if (options.max_context_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "EngineOptions.max_context_tokens must be >= 0, got ", options.max_context_tokens));
+  }
+  const ModelConfig& config = backend->config();
+  int max_context = config.max_position_embeddings;
+  if (config.sliding_window > 0) max_context = std::min(max_context, config.sliding_window);
+  if (options.max_context_tokens > 0)
+    max_context = std::min(max_context, options.max_context_tokens);
+  if (max_context < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Engine: context window of ", max_context, " tokens is too small"));
+  }
+  auto cache = RadixKvCache::Create(backend->num_kv_blocks());
+  if (!cache.ok()) return cache.status();
+  auto core = std::make_unique<EngineCore>(std::move(options), std::move(backend),
+                                           *std::move(cache), tokenizer, max_context);
+  return std::unique_ptr<Engine>(new Engine(std::move(core)));
+}
+
+Engine::Engine(std::unique_ptr<EngineCore> core) : core_(std::move(core)) {}
+Engine::~Engine() = default;
+
+absl::StatusOr<RequestId> Engine::SubmitGenerate(GenerateRequest request, GenerateCallback done) {
+  const ModelConfig& config = core_->config();
+  const int vocab = core_->backend()->output_dim();
+  if (!done) return absl::InvalidArgumentError("SubmitGenerate: done callback is empty");
+  if (request.prompt_tokens.empty()) {
+    return absl::InvalidArgumentError("prompt_tokens is empty");
+  }
+  if (auto st = ValidateTokens(request.prompt_tokens, vocab, "prompt_tokens"); !st.ok()) return st;
+  if (request.branches.empty()) return absl::InvalidArgumentError("branches is empty");
+  int64_t total_samples = 0;
+  int max_len = 0;
+  for (size_t b = 0; b < request.branches.size(); ++b) {
+    const BranchSpec& branch = request.branches[b];
+    if (auto st = ValidateTokens(branch.suffix_tokens, vocab,
+                                 absl::StrCat("branches[", b, "].suffix_tokens"));
+        !st.ok()) {
+      return st;
+    }
+    if (branch.num_samples < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("branches[", b, "].num_samples must be >= 1, got ", branch.num_samples));
+    }
+    total_samples += branch.num_samples;
+    max_len = std::max(max_len, static_cast<int>(branch.suffix_tokens.size()));
+  }
+  if (total_samples > core_->options().max_outputs_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat("the request asks for ", total_samples,
+                                                   " samples; at most ",
+                                                   core_->options().max_outputs_per_request));
+  }
+  if (auto st = ValidateSamplingParams(request.sampling, vocab); !st.ok()) return st;
+  if (request.stop.max_step_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop.max_step_tokens must be >= 1, got ", request.stop.max_step_tokens));
+  }
+  for (size_t i = 0; i < request.stop.step_delimiters.size(); ++i) {
+    if (request.stop.step_delimiters[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("stop.step_delimiters[", i, "] is empty"));
+    }
+  }
+  if (!request.stop.step_delimiters.empty() && core_->tokenizer() == nullptr) {
+    return absl::InvalidArgumentError(
+        "stop.step_delimiters need a tokenizer, and this engine has none");
+  }
+  // The longest sample must fit in the KV pool on its own, or it could never run.
+  const int longest =
+      std::min(core_->max_context(), static_cast<int>(request.prompt_tokens.size()) + max_len +
+                                         request.stop.max_step_tokens);
+  if (CeilBlocks(longest) > core_->num_blocks()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("a sample of up to ", longest, " tokens needs ", CeilBlocks(longest),
+                     " KV blocks; the pool has ", core_->num_blocks()));
+  }
+  (void)config;
+  auto state = std::make_unique<RequestState>();
+  state->is_score = false;
+  state->gen = std::move(request);
+  state->gen_done = std::move(done);
+  return core_->Submit(std::move(state));
+}
+
+absl::StatusOr<RequestId> Engine::SubmitScore(ScoreRequest request, ScoreCallback done) {
+  const int vocab =
+      core_->config().vocab_size > 0 ? core_->config().vocab_size : core_->backend()->output_dim();
+  if (!done) return absl::InvalidArgumentError("SubmitScore: done callback is empty");
+  if (request.sequences.empty()) return absl::InvalidArgumentError("sequences is empty");
+  if (request.sequences.size() > kMaxSeqsPerRequest) {
+    return absl::InvalidArgumentError(absl::StrCat("sequences has ", request.sequences.size(),
+                                                   " entries; at most ", kMaxSeqsPerRequest));
+  }
+  for (size_t c = 0; c < request.columns.size(); ++c) {
+    if (request.columns[c] < 0 || request.columns[c] >= core_->backend()->output_dim()) {
+      return absl::InvalidArgumentError(absl::StrCat("columns[", c, "] = ", request.columns[c],
+                                                     " is outside [0, ",
+                                                     core_->backend()->output_dim(), ")"));
+    }
+  }
+  for (size_t i = 0; i < request.sequences.size(); ++i) {
+    const ScoreSequence& s = request.sequences[i];
+    const std::string name = absl::StrCat("sequences[", i, "]");
+    if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat(name, ".tokens is empty"));
+    if (auto st = ValidateTokens(s.tokens, vocab, name + ".tokens"); !st.ok()) return st;
+    const int len = static_cast<int>(s.tokens.size());
+    if (len > core_->max_context()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " has ", len, " tokens; the context window is ", core_->max_context()));
+    }
+    if (CeilBlocks(len) > core_->num_blocks()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          name, " needs ", CeilBlocks(len), " KV blocks; the pool has ", core_->num_blocks()));
+    }
+    for (size_t k = 0; k < s.positions.size(); ++k) {
+      if (s.positions[k] < 0 || s.positions[k] >= len) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ".positions[", k, "] = ", s.positions[k], " is outside [0, ", len, ")"));
+      }
+    }
+  }
+  auto state = std::make_unique<RequestState>();
+  state->is_score = true;
+  state->score = std::move(request);
+  state->score_done = std::move(done);
+  return core_->Submit(std::move(state));
+}
+
+void Engine::Cancel(RequestId id) { core_->Cancel(id); }
+
+namespace {
+
+template <typename Result, typename SubmitFn>
+absl::StatusOr<Result> RunBlocking(Engine* engine, SubmitFn submit,
+                                   const std::function<bool()>& is_cancelled) {
+  struct Shared {
+    absl::Notification done;
+    absl::StatusOr<Result> result = absl::UnknownError("no result");
+  };
+  auto shared = std::make_shared<Shared>();
+  auto id = submit([shared](absl::StatusOr<Result> result) {
+    shared->result = std::move(result);
+    shared->done.Notify();
+  });
+  if (!id.ok()) return id.status();
+  bool cancel_sent = false;
+  while (!shared->done.WaitForNotificationWithTimeout(absl::Milliseconds(5))) {
+    if (!cancel_sent && is_cancelled && is_cancelled()) {
+      engine->Cancel(*id);
+      cancel_sent = true;
+    }
+  }
+  return std::move(shared->result);
+}
+
+}  // namespace
+
+absl::StatusOr<GenerateResult> Engine::Generate(GenerateRequest request,
+                                                const std::function<bool()>& is_cancelled) {
+  return RunBlocking<GenerateResult>(
+      this, [&](GenerateCallback cb) { return SubmitGenerate(std::move(request), std::move(cb)); },
+      is_cancelled);
+}
+
+absl::StatusOr<ScoreResult> Engine::Score(ScoreRequest request,
+                                          const std::function<bool()>& is_cancelled) {
+  return RunBlocking<ScoreResult>(
+      this, [&](ScoreCallback cb) { return SubmitScore(std::move(request), std::move(cb)); },
+      is_cancelled);
+}
+
+EngineStats Engine::stats() const { return core_->stats(); }
+const ModelConfig& Engine::model_config() const { return core_->config(); }
+const EngineOptions& Engine::options() const { return core_->options(); }
+std::string Engine::backend_name() const { return core_->backend()->name(); }
+int Engine::output_dim() const { return core_->backend()->output_dim(); }
+int Engine::max_context_tokens() const { return core_->max_context(); }
+int Engine::kv_blocks_total() const { return core_->num_blocks(); }
+const Tokenizer* Engine::tokenizer() const { return core_->tokenizer(); }
+
+}  // namespace arbor::worker
