@@ -114,9 +114,9 @@ absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> m
   if (messages.empty()) return absl::InvalidArgumentError("chat template: no messages");
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!KnownRole(messages[i].role)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("chat template: messages[", i, "].role \"", messages[i].role,
-                       "\" is not system, user or assistant"));
+      return absl::InvalidArgumentError(absl::StrCat("chat template: messages[", i, "].role \"",
+                                                     messages[i].role,
+                                                     "\" is not system, user or assistant"));
     }
   }
   const bool has_system = messages[0].role == "system";

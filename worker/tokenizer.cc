@@ -11,6 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -44,7 +45,8 @@ const ByteLevelAlphabet& Alphabet() {
     int next = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
+      const char32_t cp =
+          printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
       AppendUtf8(cp, &a->byte_to_utf8[b]);
       a->char_to_byte[cp] = static_cast<uint8_t>(b);
     }
@@ -349,8 +351,12 @@ class RegexSplitter {
     size_t last = 0;  // end of the previous piece
     size_t pos = 0;   // where the next search starts
     re2::StringPiece match;
+    // Anchored first: these regexes cover nearly every character, so a match
+    // usually starts right here, and an anchored search skips RE2's reverse
+    // scan for the start.
     while (pos < text.size() &&
-           full_->Match(text, pos, text.size(), RE2::UNANCHORED, &match, 1)) {
+           (full_->Match(text, pos, text.size(), RE2::ANCHOR_START, &match, 1) ||
+            full_->Match(text, pos, text.size(), RE2::UNANCHORED, &match, 1))) {
       size_t start = match.data() - text.data();
       size_t end = start + match.size();
       if (end == start) {  // empty match: no piece, move on by one character
@@ -359,7 +365,8 @@ class RegexSplitter {
       }
       if (lookahead_ && end < text.size() && !IsUnicodeWhitespace(CharAt(text, end)) &&
           IsAllWhitespace(text.substr(start, end - start)) &&
-          (head_ == nullptr || !head_->Match(text, start, text.size(), RE2::ANCHOR_START, nullptr, 0))) {
+          (head_ == nullptr ||
+           !head_->Match(text, start, text.size(), RE2::ANCHOR_START, nullptr, 0))) {
         // The match came from \s+(?!\S) and a non-space follows: Oniguruma
         // backtracks one character, or on to the next alternatives when the
         // run is one character long.
@@ -578,11 +585,16 @@ struct Tokenizer::Impl {
   std::optional<int32_t> eos;
   std::string fingerprint;
 
-  // BPE results per word (raw bytes), bounded.
-  static constexpr size_t kMaxCacheEntries = 1 << 16;
+  // BPE results per word (raw bytes), bounded; sharded by hash so that
+  // threads encoding at once rarely wait on one another.
+  static constexpr size_t kCacheShards = 16;
+  static constexpr size_t kMaxEntriesPerShard = 4096;
   static constexpr size_t kMaxCachedWordBytes = 256;
-  mutable absl::Mutex cache_mu;
-  mutable absl::flat_hash_map<std::string, std::vector<int32_t>> cache ABSL_GUARDED_BY(cache_mu);
+  struct CacheShard {
+    absl::Mutex mu;
+    absl::flat_hash_map<std::string, std::vector<int32_t>> words ABSL_GUARDED_BY(mu);
+  };
+  mutable CacheShard cache[kCacheShards];
 
   absl::Status ParseNormalizer(const Json& j);
   absl::Status ParsePreTokenizer(const Json& j, const std::string& where);
@@ -772,8 +784,8 @@ absl::Status Tokenizer::Impl::ParseModel(const Json& j) {
                         absl::StrCat("\"", left, "\" + \"", right,
                                      "\": a part or the merged token is not in the vocabulary"));
     }
-    const uint64_t key = (uint64_t{static_cast<uint32_t>(l->second)} << 32) |
-                         static_cast<uint32_t>(r->second);
+    const uint64_t key =
+        (uint64_t{static_cast<uint32_t>(l->second)} << 32) | static_cast<uint32_t>(r->second);
     merges[key] = Merge{static_cast<int32_t>(rank), merged->second};
   }
   return absl::OkStatus();
@@ -919,7 +931,8 @@ void Tokenizer::Impl::BuildIdTables() {
 absl::Status Tokenizer::Impl::ParseConfig(std::string_view config_json) {
   // Defaults first: BOS from the post-processor, EOS from well-known names.
   if (prefix_ids.size() == 1) bos = prefix_ids[0];
-  for (const char* name : {"<|eot_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "</s>"}) {
+  for (const char* name :
+       {"<|eot_id|>", "<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "</s>"}) {
     auto it = added_ids.find(name);
     if (it != added_ids.end() && id_special[it->second]) {
       eos = it->second;
@@ -957,8 +970,8 @@ absl::Status Tokenizer::Impl::ParseConfig(std::string_view config_json) {
     } else if (vocab_it != vocab.end()) {
       *target = vocab_it->second;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: ", name, " \"",
-                                                     content, "\" is not a token"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("tokenizer_config.json: ", name, " \"", content, "\" is not a token"));
     }
   }
   return absl::OkStatus();
@@ -996,8 +1009,8 @@ void Tokenizer::Impl::BytePairMerge(std::string_view word, std::vector<int32_t>*
     }
   };
   const auto find_merge = [&](int32_t left, int32_t right) -> const Merge* {
-    auto it = merges.find((uint64_t{static_cast<uint32_t>(left)} << 32) |
-                          static_cast<uint32_t>(right));
+    auto it =
+        merges.find((uint64_t{static_cast<uint32_t>(left)} << 32) | static_cast<uint32_t>(right));
     return it == merges.end() ? nullptr : &it->second;
   };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> queue;
@@ -1099,10 +1112,12 @@ void Tokenizer::Impl::EncodeWord(std::string_view word, std::vector<int32_t>* id
     }
   }
   const bool cacheable = word.size() <= kMaxCachedWordBytes;
+  // High bits pick the shard: the map itself uses the low ones.
+  CacheShard& shard = cache[(absl::HashOf(AbslView(word)) >> 48) % kCacheShards];
   if (cacheable) {
-    absl::MutexLock lock(&cache_mu);
-    auto it = cache.find(AbslView(word));
-    if (it != cache.end()) {
+    absl::MutexLock lock(&shard.mu);
+    auto it = shard.words.find(AbslView(word));
+    if (it != shard.words.end()) {
       ids->insert(ids->end(), it->second.begin(), it->second.end());
       return;
     }
@@ -1111,9 +1126,9 @@ void Tokenizer::Impl::EncodeWord(std::string_view word, std::vector<int32_t>* id
   BytePairMerge(word, ids);
   if (cacheable) {
     std::vector<int32_t> result(ids->begin() + first, ids->end());
-    absl::MutexLock lock(&cache_mu);
-    if (cache.size() >= kMaxCacheEntries) cache.clear();
-    cache.emplace(std::string(word), std::move(result));
+    absl::MutexLock lock(&shard.mu);
+    if (shard.words.size() >= kMaxEntriesPerShard) shard.words.clear();
+    shard.words.emplace(std::string(word), std::move(result));
   }
 }
 
@@ -1145,12 +1160,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     return s;
   }
   const Json& pre = field("pre_tokenizer");
-  const bool byte_level =
-      TypeOf(pre) == "ByteLevel" ||
-      (TypeOf(pre) == "Sequence" && pre.contains("pretokenizers") &&
-       pre["pretokenizers"].is_array() &&
-       std::any_of(pre["pretokenizers"].begin(), pre["pretokenizers"].end(),
-                   [](const Json& p) { return TypeOf(p) == "ByteLevel"; }));
+  const bool byte_level = TypeOf(pre) == "ByteLevel" ||
+                          (TypeOf(pre) == "Sequence" && pre.contains("pretokenizers") &&
+                           pre["pretokenizers"].is_array() &&
+                           std::any_of(pre["pretokenizers"].begin(), pre["pretokenizers"].end(),
+                                       [](const Json& p) { return TypeOf(p) == "ByteLevel"; }));
   if (!byte_level) {
     return FieldError("pre_tokenizer", "has no ByteLevel step: only byte-level BPE is supported");
   }
@@ -1262,7 +1276,8 @@ std::optional<std::string_view> Tokenizer::IdToToken(int32_t id) const {
 }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  if (auto it = impl_->added_ids.find(AbslView(token)); it != impl_->added_ids.end()) return it->second;
+  if (auto it = impl_->added_ids.find(AbslView(token)); it != impl_->added_ids.end())
+    return it->second;
   if (auto it = impl_->vocab.find(AbslView(token)); it != impl_->vocab.end()) return it->second;
   return std::nullopt;
 }

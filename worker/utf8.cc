@@ -214,9 +214,8 @@ std::string NormalizeNfc(std::string_view text) {
     }
     size_t j = i;
     while (j < chars.size() && CombiningClass(chars[j]) != 0) ++j;
-    std::stable_sort(chars.begin() + i, chars.begin() + j, [](char32_t a, char32_t b) {
-      return CombiningClass(a) < CombiningClass(b);
-    });
+    std::stable_sort(chars.begin() + i, chars.begin() + j,
+                     [](char32_t a, char32_t b) { return CombiningClass(a) < CombiningClass(b); });
     i = j;
   }
   // 3. Canonical composition (the algorithm of UAX #15's sample code).

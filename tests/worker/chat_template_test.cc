@@ -165,9 +165,9 @@ TEST(ChatTemplateTest, PromptsEncodeWithSpecialTokens) {
   const int32_t bos = *(*llama)->bos_id();
   EXPECT_EQ(llama_ids->front(), bos);
   EXPECT_EQ(std::count(llama_ids->begin(), llama_ids->end(), bos), 1);  // not doubled
-  EXPECT_EQ(std::count(llama_ids->begin(), llama_ids->end(),
-                       *(*llama)->TokenToId("<|start_header_id|>")),
-            2);
+  EXPECT_EQ(
+      std::count(llama_ids->begin(), llama_ids->end(), *(*llama)->TokenToId("<|start_header_id|>")),
+      2);
 }
 
 }  // namespace

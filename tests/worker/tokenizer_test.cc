@@ -74,15 +74,14 @@ Json SmallTokenizerJson(bool pair_merges) {
   added.push_back({{"id", 262}, {"content", "<|bos|>"}, {"special", true}});
   added.push_back({{"id", 263}, {"content", "<|end|>"}, {"special", true}});
   added.push_back({{"id", 264}, {"content", "<|end|>x"}, {"special", true}});
-  added.push_back({{"id", 265}, {"content", "[S]"}, {"special", true}, {"lstrip", true},
-                   {"rstrip", true}});
+  added.push_back(
+      {{"id", 265}, {"content", "[S]"}, {"special", true}, {"lstrip", true}, {"rstrip", true}});
   added.push_back({{"id", 266}, {"content", "word"}, {"special", false}, {"single_word", true}});
   Json root = {
       {"version", "1.0"},
       {"added_tokens", added},
       {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
       {"post_processor",
        {{"type", "TemplateProcessing"},
         {"single", Json::array({{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
@@ -116,8 +115,7 @@ TEST(TokenizerTest, MergesAppliedByRank) {
   EXPECT_THAT(*tok->Encode("hello", false), ElementsAre(261, 'o'));
   // GPT-2 regex pieces "hello", " the", " hello"; the last one's "Ġ" has no
   // merge with "h", so it stays: "Ġ" "hell" "o".
-  EXPECT_THAT(*tok->Encode("hello the hello", false),
-              ElementsAre(261, 'o', 258, ' ', 261, 'o'));
+  EXPECT_THAT(*tok->Encode("hello the hello", false), ElementsAre(261, 'o', 258, ' ', 261, 'o'));
   EXPECT_EQ(tok->Decode(*tok->Encode("hello the hello", false)), "hello the hello");
 }
 
@@ -168,8 +166,7 @@ TEST(TokenizerTest, SpecialTokensMatchedLeftmostLongest) {
   ASSERT_NE(tok, nullptr);
   EXPECT_THAT(*tok->Encode("he<|end|>he", false), ElementsAre(259, 263, 259));
   EXPECT_THAT(*tok->Encode("<|end|>xhe", false), ElementsAre(264, 259));
-  EXPECT_THAT(*tok->Encode("<|end|<|end|>", false),
-              ElementsAre('<', '|', 'e', 'n', 'd', '|', 263));
+  EXPECT_THAT(*tok->Encode("<|end|<|end|>", false), ElementsAre('<', '|', 'e', 'n', 'd', '|', 263));
   // lstrip / rstrip absorb the whitespace around [S].
   EXPECT_THAT(*tok->Encode("he  [S]  he", false), ElementsAre(259, 265, 259));
   // single_word: "word" only on its own.
@@ -178,8 +175,55 @@ TEST(TokenizerTest, SpecialTokensMatchedLeftmostLongest) {
   EXPECT_TRUE(tok->IsSpecial(263));
   EXPECT_FALSE(tok->IsSpecial(266));
   EXPECT_EQ(tok->Decode(*tok->Encode("he<|end|>he", true)), "<|bos|>he<|end|>he");
-  EXPECT_EQ(tok->Decode(*tok->Encode("he<|end|>he", true), /*skip_special_tokens=*/true),
-            "hehe");
+  EXPECT_EQ(tok->Decode(*tok->Encode("he<|end|>he", true), /*skip_special_tokens=*/true), "hehe");
+}
+
+TEST(TokenizerTest, NfcNormalizerAndIgnoreMerges) {
+  Json j = SmallTokenizerJson(false);
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}}}};
+  auto nfc = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(nfc.ok()) << nfc.status();
+  // "e" + combining acute becomes U+00E9 (C3 A9) before BPE, as Qwen2's NFC.
+  EXPECT_EQ(*(*nfc)->Encode("e\u0301", false), Bytes("\u00e9"));
+  EXPECT_EQ(*SmallTokenizer()->Encode("e\u0301", false), Bytes("e\u0301"));
+
+  // Llama 3 sets ignore_merges: a word found whole in the vocabulary is one
+  // token even when no merge chain builds it.
+  j = SmallTokenizerJson(false);
+  j["model"]["vocab"]["Ġhello"] = 267;
+  j["model"]["ignore_merges"] = true;
+  auto whole = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_THAT(*(*whole)->Encode("a hello", false), ElementsAre('a', 267));
+  j["model"]["ignore_merges"] = false;
+  EXPECT_THAT(*(*Tokenizer::FromJson(j.dump()))->Encode("a hello", false),
+              ElementsAre('a', ' ', 261, 'o'));
+}
+
+TEST(TokenizerTest, PrefixSpaceAndLiteralSplit) {
+  // ByteLevel add_prefix_space adds "Ġ" to each piece that lacks one (after
+  // an added token too, as `tokenizers` does).
+  Json j = SmallTokenizerJson(false);
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  auto prefixed = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(prefixed.ok()) << prefixed.status();
+  EXPECT_THAT(*(*prefixed)->Encode("the", false), ElementsAre(258));
+  EXPECT_THAT(*(*prefixed)->Encode(" the", false), ElementsAre(258));
+  EXPECT_THAT(*(*prefixed)->Encode("<|end|>the", false), ElementsAre(263, 258));
+
+  j = SmallTokenizerJson(false);
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"},
+         {"pattern", {{"String", "ll"}}},
+         {"behavior", "Isolated"},
+         {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  auto literal = Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(literal.ok()) << literal.status();
+  EXPECT_EQ(*(*literal)->PreTokenize("hello the"), (std::vector<std::string>{"he", "ll", "o the"}));
+  EXPECT_THAT(*(*literal)->Encode("hello", false), ElementsAre(259, 260, 'o'));
 }
 
 TEST(TokenizerTest, Lookups) {
@@ -208,10 +252,7 @@ TEST(TokenizerTest, InvalidUtf8IsRejected) {
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(ids.status().message(), HasSubstr("not valid UTF-8"));
   }
-  EXPECT_THAT(tok->Encode("ab\xC3")
-                  .status()
-                  .message(),
-              HasSubstr("byte offset 2"));
+  EXPECT_THAT(tok->Encode("ab\xC3").status().message(), HasSubstr("byte offset 2"));
 }
 
 TEST(TokenizerTest, DecodeReplacesInvalidBytesLikeFromUtf8Lossy) {
@@ -382,8 +423,7 @@ TEST_P(GoldenTokenizerTest, MetadataFromTheModelFolder) {
     EXPECT_EQ((*tok)->bos_id(), std::nullopt);
   }
   for (const Json& added : json["added_tokens"]) {
-    EXPECT_EQ((*tok)->TokenToId(added["content"].get<std::string>()),
-              added["id"].get<int32_t>());
+    EXPECT_EQ((*tok)->TokenToId(added["content"].get<std::string>()), added["id"].get<int32_t>());
     EXPECT_TRUE((*tok)->IsSpecial(added["id"].get<int32_t>()));
   }
 }
@@ -418,9 +458,9 @@ TEST_P(GoldenTokenizerTest, RoundTripsArbitraryText) {
   auto tok = Tokenizer::FromModelDir(dir());
   ASSERT_TRUE(tok.ok()) << tok.status();
   for (const char* text :
-       {"x", "  \n\n  \t\r\n", "ÀÉÎÕÜ ﬁ ½ ², Ⅻ", "🧑🏽‍🚀👨‍👩‍👧‍👦", "\u00a0\u2003nbsp",
-        "a\u0301 e\u0301", "日本語😀中文", "'s'S'Ll'VE", "123456789012345678901234567890",
-        "tab\tend\t", "<|im_start|><|im_start|>x<|im_end|>"}) {
+       {"x", "  \n\n  \t\r\n", "ÀÉÎÕÜ ﬁ ½ ², Ⅻ", "🧑🏽‍🚀👨‍👩‍👧‍👦",
+        "\u00a0\u2003nbsp", "a\u0301 e\u0301", "日本語😀中文", "'s'S'Ll'VE",
+        "123456789012345678901234567890", "tab\tend\t", "<|im_start|><|im_start|>x<|im_end|>"}) {
     absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode(text, false);
     ASSERT_TRUE(ids.ok()) << ids.status();
     EXPECT_EQ((*tok)->Decode(*ids), text);
@@ -433,8 +473,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTokenizerTest, ::testing::Values("llama
 
 TEST(Utf8Test, LossyFollowsMaximalSubparts) {
   EXPECT_EQ(Utf8Lossy("ok"), "ok");
-  EXPECT_EQ(Utf8Lossy("\xF0\x9F\x98"), "\uFFFD");  // truncated 4-byte: one
-  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\uFFFD\uFFFD");  // overlong lead: two
+  EXPECT_EQ(Utf8Lossy("\xF0\x9F\x98"), "\uFFFD");              // truncated 4-byte: one
+  EXPECT_EQ(Utf8Lossy("\xC0\xAF"), "\uFFFD\uFFFD");            // overlong lead: two
   EXPECT_EQ(Utf8Lossy("\xED\xA0\x80"), "\uFFFD\uFFFD\uFFFD");  // surrogate
   EXPECT_EQ(Utf8Lossy("\xE2\x82z"), "\uFFFDz");
   EXPECT_EQ(Utf8CompletePrefixLength("ab\xE2\x82"), 2u);
