@@ -81,16 +81,15 @@ absl::Status ValidateStrategy(const ParticleFilterConfig& c) {
   return CheckInt("particle_filter.num_iterations", c.num_iterations, 1, 512);
 }
 
-// Whether the strategy needs a reward model.
-bool NeedsScorer(const StrategyVariant& strategy) {
-  if (std::holds_alternative<GreedyConfig>(strategy)) return false;
-  if (const auto* bon = std::get_if<BestOfNConfig>(&strategy)) {
+}  // namespace
+
+bool StrategyNeedsScorer(const StrategyConfig& config) {
+  if (std::holds_alternative<GreedyConfig>(config.strategy)) return false;
+  if (const auto* bon = std::get_if<BestOfNConfig>(&config.strategy)) {
     return bon->selection != BestOfNConfig::Selection::kMajorityVote;
   }
   return true;
 }
-
-}  // namespace
 
 std::string_view StrategyName(const StrategyConfig& config) {
   switch (config.strategy.index()) {
@@ -141,7 +140,7 @@ absl::Status ValidateStrategyConfig(const StrategyConfig& config) {
 absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobContext& job,
                                         Generator& generator, Scorer* scorer) {
   ARBOR_RETURN_IF_ERROR(ValidateStrategyConfig(config));
-  if (scorer == nullptr && NeedsScorer(config.strategy)) {
+  if (scorer == nullptr && StrategyNeedsScorer(config)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "reward_model: strategy ", std::string(StrategyName(config)), " needs a reward model"));
   }

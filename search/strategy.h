@@ -121,6 +121,10 @@ struct StrategyConfig {
 // "greedy", "best_of_n", "beam_search", "dvts", "particle_filter".
 std::string_view StrategyName(const StrategyConfig& config);
 
+// Whether the strategy calls a reward model (all but greedy and best-of-N
+// majority vote).
+bool StrategyNeedsScorer(const StrategyConfig& config);
+
 // INVALID_ARGUMENT naming the field, e.g.
 // "beam_search.n (6) must be divisible by beam_width (4)".
 absl::Status ValidateStrategyConfig(const StrategyConfig& config);

@@ -150,6 +150,10 @@ TEST(StrategyTest, ReRankingStrategiesNeedAScorer) {
     EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(result.status().message()), HasSubstr("reward_model"));
   }
+  EXPECT_TRUE(StrategyNeedsScorer(Config(BeamSearchConfig{})));
+  EXPECT_FALSE(StrategyNeedsScorer(Config(GreedyConfig{})));
+  EXPECT_FALSE(StrategyNeedsScorer(
+      Config(BestOfNConfig{.selection = BestOfNConfig::Selection::kMajorityVote})));
   // Majority vote and greedy need none.
   auto vote = RunStrategy(
       Config(BestOfNConfig{.n = 4, .selection = BestOfNConfig::Selection::kMajorityVote}),
