@@ -89,6 +89,10 @@ std::string FromByteLevel(std::string_view token) {
 // Unicode White_Space as an RE2 class body (Oniguruma's \s on UTF-8).
 constexpr char kWhitespaceClass[] = "\\t-\\r\\x{85}\\p{Z}";
 constexpr char kWordClass[] = "\\p{L}\\p{M}\\p{Nd}\\p{Pc}";
+// Ids beyond this are rejected: id tables are dense (real vocabularies hold
+// at most a few hundred thousand tokens).
+constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+
 // The one look-ahead the byte-level regexes use, emulated by RegexSplitter.
 constexpr char kLookaheadAlternative[] = "\\s+(?!\\S)";
 constexpr char kGpt2Pattern[] =
@@ -733,7 +737,7 @@ absl::Status Tokenizer::Impl::ParseModel(const Json& j) {
   vocab.reserve(vocab_it->size());
   for (auto it = vocab_it->begin(); it != vocab_it->end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > (int64_t{1} << 30)) {
+        it.value().get<int64_t>() > kMaxTokenId) {
       return FieldError("model.vocab", absl::StrCat("id of \"", it.key(), "\" is not a valid id"));
     }
     vocab[it.key()] = it.value().get<int32_t>();
@@ -874,8 +878,10 @@ absl::Status Tokenizer::Impl::ParseAddedTokens(const Json& j) {
     const Json& t = j[i];
     const std::string where = absl::StrCat("added_tokens[", i, "]");
     if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
-        t["id"].get<int64_t>() < 0 || !t.contains("content") || !t["content"].is_string()) {
-      return FieldError(where, "needs an integer \"id\" >= 0 and a string \"content\"");
+        t["id"].get<int64_t>() < 0 || t["id"].get<int64_t>() > kMaxTokenId ||
+        !t.contains("content") || !t["content"].is_string()) {
+      return FieldError(where, absl::StrCat("needs an integer \"id\" in [0, ", kMaxTokenId,
+                                            "] and a string \"content\""));
     }
     AddedToken token;
     token.id = t["id"].get<int32_t>();
@@ -886,7 +892,9 @@ absl::Status Tokenizer::Impl::ParseAddedTokens(const Json& j) {
                                                    {"rstrip", &token.rstrip},
                                                    {"normalized", &token.normalized}};
     for (const auto& [name, field] : flags) {
-      absl::StatusOr<bool> value = BoolField(t, name, false, where);
+      // `tokenizers` defaults "normalized" to !special (read after "special").
+      absl::StatusOr<bool> value =
+          BoolField(t, name, field == &token.normalized ? !token.special : false, where);
       if (!value.ok()) return value.status();
       *field = *value;
     }
@@ -1175,7 +1183,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
   if (absl::Status s = impl->ParseDecoder(field("decoder"), "decoder"); !s.ok()) return s;
   if (absl::Status s = impl->ParseAddedTokens(field("added_tokens")); !s.ok()) return s;
   impl->BuildIdTables();
-  for (int32_t id : impl->prefix_ids) {
+  std::vector<int32_t> template_ids = impl->prefix_ids;
+  template_ids.insert(template_ids.end(), impl->suffix_ids.begin(), impl->suffix_ids.end());
+  for (int32_t id : template_ids) {
     if (id < 0 || id >= static_cast<int32_t>(impl->id_known.size()) || !impl->id_known[id]) {
       return FieldError("post_processor", absl::StrCat("special token id ", id, " is unknown"));
     }

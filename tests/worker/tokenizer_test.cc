@@ -368,6 +368,10 @@ TEST(TokenizerErrorsTest, FieldsAreNamed) {
   j["added_tokens"].push_back({{"content", "x"}});
   EXPECT_THAT(LoadError(j).message(), HasSubstr("added_tokens[5]"));
 
+  j = SmallTokenizerJson(false);
+  j["added_tokens"].push_back({{"id", 1 << 30}, {"content", "<|huge|>"}});
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("added_tokens[5]: needs an integer \"id\" in"));
+
   auto missing = Tokenizer::FromFile("/nonexistent/tokenizer.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
 }
