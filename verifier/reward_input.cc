@@ -118,9 +118,9 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
 
 absl::StatusOr<std::vector<int32_t>> RewardInput::EncodePrompt(absl::string_view question) const {
   if (!config_.chat_template.empty()) {
-    auto text = render_chat_(question);
-    if (!text.ok()) return text.status();
-    return encode_(*text, /*add_special_tokens=*/false);
+    auto prompt = render_chat_(question);
+    if (!prompt.ok()) return prompt.status();
+    return encode_(prompt->text, prompt->add_special_tokens);
   }
   return encode_(Render(config_.prompt_template, "{question}", question),
                  /*add_special_tokens=*/true);

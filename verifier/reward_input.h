@@ -27,9 +27,15 @@ namespace arbor::verifier {
 // to ids; `add_special_tokens` adds the post-processor's tokens (e.g. BOS).
 using EncodeFn = std::function<absl::StatusOr<std::vector<int32_t>>(absl::string_view text,
                                                                     bool add_special_tokens)>;
-// Renders a question as the prompt text of a chat template (one user message
-// and the generation prompt); used when RewardConfig::chat_template is set.
-using ChatRenderFn = std::function<absl::StatusOr<std::string>(absl::string_view question)>;
+// A question rendered by a chat template (one user message and the generation
+// prompt), and whether to encode it with the tokenizer's special tokens (false
+// when the template writes its own BOS).
+struct ChatPrompt {
+  std::string text;
+  bool add_special_tokens = false;
+};
+// Used when RewardConfig::chat_template is set.
+using ChatRenderFn = std::function<absl::StatusOr<ChatPrompt>(absl::string_view question)>;
 
 // What RewardInput needs to know about the served model.
 struct RewardModelShape {
@@ -60,8 +66,8 @@ class RewardInput {
                                             const RewardModelShape& model);
 
   // The question rendered through the chat template or prompt_template,
-  // encoded (with the tokenizer's special tokens for a format string, without
-  // for a chat template, which writes its own, as Hugging Face does).
+  // encoded (with the tokenizer's special tokens for a format string; for a
+  // chat template as the renderer says).
   absl::StatusOr<std::vector<int32_t>> EncodePrompt(absl::string_view question) const;
 
   // The sequences of one candidate, given its encoded prompt. A PRM gives one

@@ -40,8 +40,10 @@ std::vector<int32_t> Bytes(absl::string_view text) { return *ByteEncode(text, fa
 std::vector<int32_t> BosBytes(absl::string_view text) { return *ByteEncode(text, true); }
 
 // A chat renderer in ChatML form.
-absl::StatusOr<std::string> ChatMl(absl::string_view question) {
-  return absl::StrCat("<|im_start|>user\n", question, "<|im_end|>\n<|im_start|>assistant\n");
+absl::StatusOr<ChatPrompt> ChatMl(absl::string_view question) {
+  return ChatPrompt{
+      absl::StrCat("<|im_start|>user\n", question, "<|im_end|>\n<|im_start|>assistant\n"),
+      /*add_special_tokens=*/false};
 }
 
 std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {

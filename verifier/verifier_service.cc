@@ -1,0 +1,147 @@
+#include "verifier/verifier_service.h"
+
+#include <utility>
+
+#include "server/status_util.h"
+#include "worker/server/engine_call.h"
+
+namespace arbor::verifier {
+
+namespace {
+
+using worker::server::EngineCall;
+
+class ScoreReactor final : public grpc::ServerUnaryReactor {
+ public:
+  ScoreReactor(const VerifierService* service, grpc::CallbackServerContext* context,
+               const arbor::v1::ScoreRequest* request, arbor::v1::ScoreResponse* response)
+      : service_(service),
+        response_(response),
+        call_(std::make_shared<EngineCall>(service->scorer()->engine())) {
+    Start(context, *request);
+  }
+
+  void OnCancel() override { call_->Cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Start(grpc::CallbackServerContext* context, const arbor::v1::ScoreRequest& request) {
+    if (absl::Status st = ValidateScoreRequest(request, service_->limits()); !st.ok()) {
+      Finish(arbor::server::ToGrpcStatus(st));
+      return;
+    }
+    ScoreJob job = ToScoreJob(request);
+    job.deadline = worker::server::CallDeadline(*context);
+    RewardScorer* scorer = service_->scorer();
+    absl::StatusOr<std::unique_ptr<PreparedScore>> prepared = scorer->Prepare(job);
+    if (!prepared.ok()) {
+      Finish(arbor::server::ToGrpcStatus(prepared.status()));
+      return;
+    }
+    worker::server::EngineMetrics* metrics = service_->metrics();
+    if (!(*prepared)->needs_engine()) {
+      Reply(scorer->Complete(**prepared, nullptr), metrics);
+      return;
+    }
+    worker::ScoreRequest engine_request = (*prepared)->TakeEngineRequest();
+    std::shared_ptr<PreparedScore> shared_prepared(std::move(*prepared));
+    std::shared_ptr<EngineCall> call = call_;
+    absl::Status submitted = call->Submit([&] {
+      return scorer->engine()->SubmitScore(
+          std::move(engine_request),
+          [this, call, scorer, metrics, shared_prepared](absl::StatusOr<worker::ScoreResult> r) {
+            call->WaitForSubmitter();
+            if (!r.ok()) {
+              Finish(arbor::server::ToGrpcStatus(r.status()));
+              return;
+            }
+            Reply(scorer->Complete(*shared_prepared, &*r), metrics);
+          });
+    });
+    // On success `this` may already be finished and gone: touch nothing.
+    if (!submitted.ok()) Finish(arbor::server::ToGrpcStatus(submitted));
+  }
+
+  void Reply(const ScoreOutcome& outcome, worker::server::EngineMetrics* metrics) {
+    FillScoreResponse(outcome, response_);
+    if (metrics != nullptr) metrics->AddTokensIn(outcome.reward_tokens + outcome.cache_hit_tokens);
+    Finish(grpc::Status::OK);
+  }
+
+  const VerifierService* service_;
+  arbor::v1::ScoreResponse* response_;
+  std::shared_ptr<EngineCall> call_;
+};
+
+}  // namespace
+
+ScoreJob ToScoreJob(const arbor::v1::ScoreRequest& request) {
+  ScoreJob job;
+  job.job_id = request.job_id();
+  job.question = request.question();
+  job.last_step_only = request.last_step_only();
+  job.candidates.reserve(request.candidates_size());
+  for (const arbor::v1::ScoreCandidate& candidate : request.candidates()) {
+    job.candidates.emplace_back(candidate.steps().begin(), candidate.steps().end());
+  }
+  return job;
+}
+
+void FillScoreResponse(const ScoreOutcome& outcome, arbor::v1::ScoreResponse* response) {
+  response->mutable_results()->Reserve(static_cast<int>(outcome.scores.size()));
+  for (const std::vector<float>& scores : outcome.scores) {
+    response->add_results()->mutable_scores()->Add(scores.begin(), scores.end());
+  }
+  arbor::v1::Usage* usage = response->mutable_usage();
+  usage->set_reward_tokens(outcome.reward_tokens);
+  usage->set_reward_cache_hit_tokens(outcome.cache_hit_tokens);
+  usage->set_reward_calls(1);
+}
+
+absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Create(
+    VerifierServiceOptions options, RewardScorer* scorer,
+    worker::server::EngineMetrics* metrics) {
+  if (scorer == nullptr) return absl::InvalidArgumentError("VerifierService: scorer is null");
+  return std::unique_ptr<VerifierService>(
+      new VerifierService(std::move(options), scorer, metrics));
+}
+
+VerifierService::VerifierService(VerifierServiceOptions options, RewardScorer* scorer,
+                                 worker::server::EngineMetrics* metrics)
+    : options_(std::move(options)), scorer_(scorer), metrics_(metrics) {
+  limits_.model_name = options_.model_name;
+}
+
+arbor::v1::VerifierInfo VerifierService::MakeInfo() const {
+  arbor::v1::VerifierInfo info;
+  const worker::Engine* engine = scorer_->engine();
+  const RewardConfig& config = scorer_->input().config();
+  info.set_model(options_.model_name);
+  info.set_architecture(engine->model_config().architecture);
+  info.set_kind(std::string(RewardKindName(config.kind)));
+  info.set_max_context_tokens(engine->max_context_tokens());
+  info.set_backend(engine->backend_name());
+  info.set_step_tag(config.step_tag);
+  if (config.score_head() == ScoreHead::kLabelTokens) {
+    info.set_positive_token(config.positive_token);
+    info.set_negative_token(config.negative_token);
+  }
+  return info;
+}
+
+grpc::ServerUnaryReactor* VerifierService::Score(grpc::CallbackServerContext* context,
+                                                 const arbor::v1::ScoreRequest* request,
+                                                 arbor::v1::ScoreResponse* response) {
+  return new ScoreReactor(this, context, request, response);
+}
+
+grpc::ServerUnaryReactor* VerifierService::Info(grpc::CallbackServerContext* context,
+                                                const arbor::v1::VerifierInfoRequest* /*request*/,
+                                                arbor::v1::VerifierInfo* response) {
+  *response = MakeInfo();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace arbor::verifier
