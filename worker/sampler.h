@@ -5,14 +5,16 @@
 // UNMODIFIED model distribution (log_softmax of the raw logits), as vLLM and
 // the search strategies expect.
 //
-// The algorithm, which a GPU sampler reproduces exactly:
+// The algorithm is kernels::reference::Sample's, which the GPU sampler
+// (kernels/sampling.cu) reproduces bit for bit, on the integer arithmetic of
+// kernels/sampling_math.h:
 //   temperature == 0: argmax (lowest id on ties); no random number is drawn.
-//   otherwise p_i ∝ exp((l_i - max l) / T); top-k keeps the k largest logits
-//   (ties to the lower id); top-p then keeps the smallest set, in descending
-//   probability (ties to the lower id), whose mass reaches top_p of what
-//   top-k kept. u = CounterUniform(seed, stream, position); walking the kept
-//   tokens in ascending id order, the first token whose running mass exceeds
-//   u * (kept mass) is drawn (the last kept token if rounding leaves none).
+//   otherwise token i weighs SamplingMass(l_i, max l, 1/T) (an integer, so
+//   sums are exact in any order); top-k keeps the k best by SamplingKey
+//   (larger logit, then lower id); top-p then keeps the shortest best-first
+//   run whose mass reaches TopPTarget(top_p, mass kept by top-k); walking the
+//   kept tokens in ascending id order, the first whose running mass exceeds
+//   DrawTarget(seed, stream, position, kept mass) is drawn.
 //
 // Thread-safety: a Sampler holds scratch buffers; use one per thread.
 #ifndef ARBOR_WORKER_SAMPLER_H_
@@ -52,7 +54,6 @@ class Sampler {
 
  private:
   std::vector<int32_t> candidates_;
-  std::vector<float> probs_;
 };
 
 // log_softmax(logits)[token], computed stably.

@@ -9,6 +9,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/sampling_math.h"
+#if defined(ARBOR_HAVE_CUDA)
+#include "kernels/reference.h"
+#endif
 
 namespace arbor::worker {
 namespace {
@@ -194,6 +198,80 @@ TEST(SamplerTest, DrawDependsOnlyOnSeedStreamAndPosition) {
   }
   EXPECT_NE(alone, other_stream);
   EXPECT_NE(alone, other_seed);
+}
+
+// The documented algorithm written plainly (a full sort, no shortcuts), to pin
+// the optimised Sampler to it token for token.
+int32_t PlainSample(const std::vector<float>& logits, const SamplingParams& p, uint64_t seed,
+                    uint64_t stream, uint64_t position) {
+  using namespace kernels;
+  const int vocab = static_cast<int>(logits.size());
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  const float inv_t = 1.0f / p.temperature;
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return SamplingKey(logits[a], a) > SamplingKey(logits[b], b);
+  });
+  int kept = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
+  uint64_t mass = 0;
+  for (int i = 0; i < kept; ++i) mass += SamplingMass(logits[order[i]], max_logit, inv_t);
+  if (p.top_p < 1.0f) {
+    const uint64_t target = TopPTarget(p.top_p, mass);
+    uint64_t run = 0;
+    int n = 0;
+    while (n < kept && run < target) run += SamplingMass(logits[order[n++]], max_logit, inv_t);
+    kept = n;
+    mass = run;
+  }
+  std::vector<int32_t> ids(order.begin(), order.begin() + kept);
+  std::sort(ids.begin(), ids.end());
+  const uint64_t draw = DrawTarget(seed, stream, position, mass);
+  uint64_t run = 0;
+  for (int32_t id : ids) {
+    run += SamplingMass(logits[id], max_logit, inv_t);
+    if (run > draw) return id;
+  }
+  return ids.back();
+}
+
+TEST(SamplerTest, MatchesTheDocumentedAlgorithmTokenForToken) {
+  Sampler sampler;
+  std::mt19937 rng(17);
+  int cases = 0;
+  for (int vocab : {7, 100, 3000}) {
+    for (float scale : {0.3f, 2.0f, 8.0f}) {  // flat to very peaked
+      for (const SamplingParams params :
+           {SamplingParams{1.0f, 1.0f, 0}, SamplingParams{0.7f, 0.9f, 0},
+            SamplingParams{1.3f, 0.5f, 0}, SamplingParams{0.9f, 0.999f, 0},
+            SamplingParams{1.0f, 1.0f, 5}, SamplingParams{2.0f, 0.8f, std::min(50, vocab)},
+            SamplingParams{0.5f, 0.95f, vocab}}) {
+        ASSERT_TRUE(ValidateSamplingParams(params, vocab).ok());
+        auto logits = RandomLogits(vocab, rng(), scale);
+        if (vocab == 100) logits[3] = logits[9];  // an exact tie
+        for (uint64_t pos = 0; pos < 20; ++pos) {
+          const auto s = sampler.Sample(logits, params, 5, 1, pos);
+          ASSERT_EQ(s.token, PlainSample(logits, params, 5, 1, pos))
+              << "vocab " << vocab << " scale " << scale << " T " << params.temperature << " top_p "
+              << params.top_p << " top_k " << params.top_k << " pos " << pos;
+#if defined(ARBOR_HAVE_CUDA)
+          kernels::SampleParams kp;
+          kp.temperature = params.temperature;
+          kp.top_p = params.top_p;
+          kp.top_k = params.top_k;
+          kp.seed = 5;
+          kp.stream = 1;
+          kp.position = pos;
+          const auto ref = kernels::reference::Sample(logits.data(), vocab, kp);
+          ASSERT_EQ(s.token, ref.token);
+          ASSERT_EQ(s.logprob, ref.logprob);
+#endif
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 3 * 3 * 7 * 20);
 }
 
 TEST(SamplerTest, LogSoftmaxIsStableForHugeLogits) {
