@@ -191,6 +191,10 @@ absl::StatusOr<ExtendResult> FakeGenerator::Extend(const ExtendRequest& request)
       return absl::InvalidArgumentError("num_samples must be in [1, 256]");
     }
     record.seeds.push_back(branch.seed);
+    record.samples.push_back(branch.num_samples);
+    bool right = true;
+    for (int32_t t : branch.suffix_tokens) right = right && (!IsHeader(t) || HeaderRight(t));
+    record.prefix_right.push_back(right);
     const uint64_t key =
         Fnv1a(std::string_view(reinterpret_cast<const char*>(branch.suffix_tokens.data()),
                                branch.suffix_tokens.size() * sizeof(int32_t)));

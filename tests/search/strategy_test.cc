@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 #include <vector>
@@ -596,6 +597,46 @@ TEST(ParticleFilterTest, EssThresholdSkipsResamplingWhileWeightsAreEven) {
   ASSERT_EQ(generator.call_log().size(), 3u);
   EXPECT_EQ(generator.call_log()[1].seeds.size(), 16u);
   EXPECT_EQ(generator.call_log()[2].seeds.size(), 16u);
+}
+
+// End to end, the particle filter resamples from softmax(logit(score) / T):
+// after the first step the right particles (score 0.953, logit +3) and the
+// wrong ones (0.047, -3) are drawn in proportion r e^(3/T) : w e^(-3/T).
+TEST(ParticleFilterTest, ResamplingFollowsTheSoftmaxOfTheScoreLogits) {
+  const double temperature = 6.0;
+  double observed = 0.0, expected = 0.0, variance = 0.0, unweighted = 0.0;
+  for (uint64_t seed = 0; seed < 40; ++seed) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    int right = 0, wrong = 0;
+    JobContext job = Job(FakeProblem{.id = static_cast<int>(seed), .p = 0.5, .num_steps = 8}, seed);
+    job.on_progress = [&](const IterationProgress& p) {
+      if (p.iteration != 0) return;
+      for (double s : p.branch_scores) (s > 0.5 ? right : wrong)++;
+    };
+    auto result = RunStrategy(
+        Config(ParticleFilterConfig{
+            .n = 64, .temperature = static_cast<float>(temperature), .num_iterations = 2}),
+        job, generator, &scorer);
+    ASSERT_TRUE(result.ok());
+    ASSERT_EQ(right + wrong, 64);
+    ASSERT_EQ(generator.call_log().size(), 2u);
+    const auto& call = generator.call_log()[1];
+    for (size_t b = 0; b < call.samples.size(); ++b) {
+      if (call.prefix_right[b]) observed += call.samples[b];
+    }
+    const double up = right * std::exp(3.0 / temperature);
+    const double down = wrong * std::exp(-3.0 / temperature);
+    const double q = up / (up + down);
+    expected += 64 * q;
+    unweighted += right;
+    variance += 64 * q * (1 - q);
+  }
+  EXPECT_LT(std::abs(observed - expected), 4.0 * std::sqrt(variance))
+      << "observed " << observed << " expected " << expected;
+  // And clearly not the unweighted proportion: the weights matter.
+  EXPECT_GT(observed, unweighted + 8.0 * std::sqrt(variance))
+      << "observed " << observed << " unweighted " << unweighted;
 }
 
 }  // namespace
