@@ -109,10 +109,11 @@ class Tok:
 
 
 # ---------------------------------------------------------------- model
-def policy_config(tk):
+def policy_config(tk, layers=4, intermediate=768):
     from transformers import LlamaConfig
     return LlamaConfig(
-        vocab_size=tk.vocab_size, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
+        vocab_size=tk.vocab_size, hidden_size=256, intermediate_size=intermediate,
+        num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
         rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=False, initializer_range=0.02, bos_token_id=None,

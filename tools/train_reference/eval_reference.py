@@ -76,6 +76,9 @@ def evaluate(policy, tk, prm, prm_tk, questions, n, seed, temperature=common.TEM
         })
         k *= 2
     res["table"] = rows
+    res["dump"] = [{"question": q, "samples": texts, "tokens": toks, "prm_scores": sc,
+                    "labels": [task.check_steps(q, task.split_steps(t)) for t in texts]}
+                   for q, texts, toks, sc in zip(questions, samples, tokens, scores)]
     return res
 
 
@@ -99,7 +102,8 @@ def main():
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="first N held-out problems only")
     ap.add_argument("--seed", type=int, default=2024)
-    ap.add_argument("--json", default="")
+    ap.add_argument("--json", default="", help="write the figures here")
+    ap.add_argument("--dump", default="", help="write every sample, its labels and PRM scores")
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -113,6 +117,11 @@ def main():
     prm = common.load_model(args.prm, device)
     res = evaluate(policy, tk, prm, prm_tk, questions, args.n, args.seed)
     res["device"] = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    dump = res.pop("dump")
+    if args.dump:
+        os.makedirs(os.path.dirname(os.path.abspath(args.dump)), exist_ok=True)
+        with open(args.dump, "w") as f:
+            json.dump(dump, f)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

@@ -140,6 +140,56 @@ def check_step(question, previous_steps, step):
     return check_steps(question, list(previous_steps) + [step])[-1]
 
 
+def _change_digit(rng, n):
+    """n with one digit changed (the leading digit never becomes 0); or n +- 1 / 10 sometimes."""
+    if rng.random() < 0.3:
+        return max(0, n + rng.choice([-10, -1, 1, 10]))
+    s = list(str(n))
+    i = rng.randrange(len(s))
+    choices = [d for d in "0123456789" if d != s[i] and not (i == 0 and d == "0" and len(s) > 1)]
+    s[i] = rng.choice(choices)
+    return int("".join(s))
+
+
+def corrupt(rng, problem):
+    """A plausible wrong solution of `problem`: one mistake of the kinds a policy makes (a wrong
+    result digit, a miscopied value or operand, a skipped or repeated operation, a wrong final
+    answer), after which the solution goes on consistently from the wrong value. Labels come
+    from check_steps. Returns the steps."""
+    for _ in range(20):
+        steps = _corrupt_once(rng, problem)
+        if "-" not in "".join(s.split("=")[-1] for s in steps):  # no negative values
+            return steps
+    return list(problem["steps"])
+
+
+def _corrupt_once(rng, problem):
+    start, ops = parse_question(problem["question"])
+    k = rng.randrange(len(ops))
+    kind = rng.choices(["result", "copy", "operand", "skip", "repeat", "answer"],
+                       weights=[50, 10, 15, 8, 5, 12])[0]
+    ops = list(ops)
+    if kind == "skip" and len(ops) > 1:
+        del ops[k]
+    elif kind == "repeat":
+        ops.insert(k, ops[k])
+    steps, value = [], start
+    for i, (op, operand) in enumerate(ops):
+        a = _change_digit(rng, value) if (kind == "copy" and i == k) else value
+        if kind == "operand" and i == k:
+            operand = max(1, _change_digit(rng, operand)) if rng.random() < 0.7 else \
+                rng.choice([o for _, o in ops])
+        c = apply_op(a, op, operand)
+        if kind == "result" and i == k:
+            c = _change_digit(rng, c)
+        steps.append(f"{a} {_SYMBOL[op]} {operand} = {c}")
+        value = c
+    if kind == "answer":
+        value = _change_digit(rng, value)
+    steps.append(f"{ANSWER_PREFIX}{value}")
+    return steps
+
+
 def extract_answer(text):
     """The integer after the last "The answer is", or None."""
     m = _ANSWER_RE.search(text.strip())

@@ -73,6 +73,10 @@ def main():
     ap.add_argument("--candidates", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--train-limit", type=int, default=0, help="use only this many problems")
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=768)
+    ap.add_argument("--strong-only", action="store_true",
+                    help="only train to convergence and save --strong-out (the PRM's base)")
     args = ap.parse_args()
 
     clock = common.Timer()
@@ -97,7 +101,7 @@ def main():
           f"{lengths.float().mean():.1f} [{clock():.0f}s]", flush=True)
 
     from transformers import LlamaForCausalLM
-    cfg = common.policy_config(tk)
+    cfg = common.policy_config(tk, args.layers, args.intermediate)
     model = LlamaForCausalLM(cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params} parameters", flush=True)
@@ -123,6 +127,8 @@ def main():
         opt.step()
         losses.append(loss.item() if step % 10 == 0 else None)
         done = step + 1
+        if args.strong_only:
+            eval_every = 1000
         if done % eval_every == 0 or done == args.steps:
             rounded = common.bf16_rounded_copy(model)
             texts, _ = common.generate(rounded, tk, val_q, temperature=0.0)
@@ -131,7 +137,7 @@ def main():
             history.append({"step": done, "loss": sum(recent) / len(recent), "val_greedy": acc})
             print(f"step {done}: loss {history[-1]['loss']:.4f} val greedy {acc:.3f} "
                   f"lr {opt.param_groups[0]['lr']:.2e} [{clock():.0f}s]", flush=True)
-            if 0.1 <= acc <= 0.8:
+            if 0.1 <= acc <= 0.8 and not args.strong_only:
                 snapshots[done] = {k: v.detach().to("cpu", torch.bfloat16).clone()
                                    for k, v in model.state_dict().items()}
             reached = reached + 1 if acc > 0.85 else 0
@@ -146,6 +152,15 @@ def main():
     strong_held = common.accuracy(held_q, texts)
     print(f"strong model: held-out greedy {strong_held:.3f} [{clock():.0f}s]", flush=True)
     del strong
+    if args.strong_only:
+        metrics = {"seed": args.seed, "steps": args.steps, "batch": args.batch, "lr": args.lr,
+                   "warmup": args.warmup, "layers": args.layers,
+                   "intermediate": args.intermediate, "parameters": n_params,
+                   "history": history, "heldout_strong_greedy": strong_held, "seconds": clock()}
+        os.makedirs(os.path.dirname(os.path.abspath(args.metrics)), exist_ok=True)
+        with open(args.metrics, "w") as f:
+            json.dump(metrics, f, indent=1)
+        return
 
     if not snapshots:  # e.g. a smoke run too short to reach the band: keep the pipeline going
         print("WARNING: no snapshot with 0.1 <= val greedy <= 0.8; using the final model",

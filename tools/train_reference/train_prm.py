@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Trains the reference PRM: a token-logit process reward model, Math-Shepherd style.
 
-Data: the calibrated policy's own samples (temperature 0.8) on fresh problems (seed 4, disjoint
-from train, validation and held-out), each step labelled by the exact checker (a step is correct
-iff it and every step before it are correct). Input: the policy's chat prompt, then each step
+Data: the calibrated policy's own samples (8 per problem, temperature 0.8) on fresh problems
+(seed 4, disjoint from train, validation and held-out), every step labelled by the exact checker
+(a step is correct iff it and every step before it are correct). Options tried and not used for
+the bundled PRM (see docs/MODELS.md): --dedupe, --synthetic N (reference solutions of other fresh
+problems, seed 5, with one plausible mistake planted by task.corrupt), --keep best (the
+checkpoint with the best step AUROC on policy samples of the validation split, seed 3). Input: the policy's chat prompt, then each step
 followed by the step tag <|step|>, steps joined by "\\n\\n" (common.prm_text). Target: at each tag
 position, "+" for a correct step and "-" for a wrong one (a two-way cross-entropy over the logits
 of "+" and "-"). The model starts from the fully trained policy-like checkpoint (a PRM from random
@@ -14,8 +17,8 @@ init only learns the label prior). Writes models/prm/ (HF layout, bf16) and prm_
 """
 import argparse
 import json
-import math
 import os
+import random
 import sys
 
 import torch
@@ -28,23 +31,24 @@ import task  # noqa: E402
 from train_policy import VALIDATION_SEED, lr_at  # noqa: E402
 
 PRM_PROBLEMS_SEED = 4
+SYNTHETIC_SEED = 5
 MAX_STEPS_PER_SOLUTION = 12
 MAX_LEN = 320
 
 
-def build_examples(tk, questions, samples):
+def build_examples(tk, items):
+    """items: [(question, steps)] -> token ids, tag positions, labels (exact checker)."""
+    items = [(q, steps[:MAX_STEPS_PER_SOLUTION]) for q, steps in items if steps]
+    encoded = tk.encode_batch([common.prm_text(q, steps) for q, steps in items])
     seqs, tags, labels = [], [], []
-    for q, texts in zip(questions, samples):
-        for t in texts:
-            steps = task.split_steps(t)[:MAX_STEPS_PER_SOLUTION]
-            if not steps:
-                continue
-            ids, pos = common.prm_example(tk, q, steps)
-            if len(ids) > MAX_LEN:
-                continue
-            seqs.append(ids)
-            tags.append(pos)
-            labels.append(task.check_steps(q, steps))
+    for (q, steps), ids in zip(items, encoded):
+        if len(ids) > MAX_LEN:
+            continue
+        pos = [i for i, t in enumerate(ids) if t == tk.step_tag]
+        assert len(pos) == len(steps), (q, steps)
+        seqs.append(ids)
+        tags.append(pos)
+        labels.append(task.check_steps(q, steps))
     return seqs, tags, labels
 
 
@@ -86,7 +90,15 @@ def main():
     ap.add_argument("--metrics", default="tools/train_reference/work/prm_metrics.json")
     ap.add_argument("--problems", type=int, default=12000)
     ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--val-samples", type=int, default=4)
+    ap.add_argument("--dedupe", action="store_true",
+                    help="keep each distinct policy solution of a problem once")
+    ap.add_argument("--synthetic", type=int, default=0,
+                    help="corrupted reference solutions added to the policy samples")
+    ap.add_argument("--keep", choices=["final", "best"], default="final",
+                    help="final checkpoint, or the one with the best validation step AUROC")
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=100)
@@ -111,13 +123,22 @@ def main():
     policy = common.load_model(args.policy, device)
     samples, _ = common.generate(policy, tk, questions, samples=args.samples,
                                  temperature=common.TEMPERATURE, seed=args.seed)
-    val_samples, _ = common.generate(policy, tk, val_q, samples=4,
+    val_samples, _ = common.generate(policy, tk, val_q, samples=args.val_samples,
                                      temperature=common.TEMPERATURE, seed=args.seed + 1)
     del policy
-    seqs, tags, labels = build_examples(tk, questions, samples)
+    # Policy samples (optionally each distinct solution once), plus corrupted references.
+    items = []
+    for q, texts in zip(questions, samples):
+        items += [(q, task.split_steps(t)) for t in (sorted(set(texts)) if args.dedupe else texts)]
+    n_policy = len(items)
+    rng = random.Random(args.seed)
+    synthetic = task.generate(SYNTHETIC_SEED, args.synthetic, exclude=taken | set(questions))
+    items += [(p["question"], task.corrupt(rng, p)) for p in synthetic]
+    seqs, tags, labels = build_examples(tk, items)
     n_steps = sum(len(y) for y in labels)
     n_pos = sum(sum(y) for y in labels)
-    print(f"PRM data: {len(seqs)} solutions, {n_steps} steps, {n_pos / n_steps:.3f} correct "
+    print(f"PRM data: {n_policy} distinct policy solutions + {len(synthetic)} corrupted "
+          f"references = {len(seqs)} solutions, {n_steps} steps, {n_pos / n_steps:.3f} correct "
           f"[{clock():.0f}s]", flush=True)
     x, tp, ty, lengths = pack(tk, seqs, tags, labels, device)
 
@@ -125,7 +146,7 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     perm, cursor = torch.randperm(x.shape[0], generator=gen, device=device), 0
-    history, run_loss, run_acc = [], [], []
+    history, run_loss, run_acc, best = [], [], [], (-1.0, 0, None)
     for step in range(args.steps):
         if cursor + args.batch > x.shape[0]:
             perm, cursor = torch.randperm(x.shape[0], generator=gen, device=device), 0
@@ -141,7 +162,7 @@ def main():
         if step % 10 == 0:
             run_loss.append(loss.item())
             run_acc.append(acc.item())
-        if (step + 1) % 250 == 0 or step + 1 == args.steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             model.eval()
             scores = eval_reference.score_samples(model, tk, val_q, val_samples)
             auc = eval_reference.step_auroc(val_q, val_samples, scores)[0]
@@ -149,11 +170,16 @@ def main():
             history.append({"step": step + 1, "loss": sum(run_loss) / len(run_loss),
                             "tag_accuracy": sum(run_acc) / len(run_acc), "val_step_auroc": auc})
             run_loss, run_acc = [], []
+            if auc > best[0] or args.keep == "final":  # validation is disjoint from held-out
+                best = (auc, step + 1, {k: v.detach().clone() for k, v in
+                                        model.state_dict().items()})
             print(f"step {step + 1}: loss {history[-1]['loss']:.4f} tag acc "
                   f"{history[-1]['tag_accuracy']:.3f} val step AUROC {auc:.4f} "
                   f"[{clock():.0f}s]", flush=True)
 
+    model.load_state_dict(best[2])
     model.eval()
+    print(f"kept step {best[1]} (val step AUROC {best[0]:.4f})", flush=True)
     common.save_model(model, tk, tok, args.out)
     example_steps = ["17 + 25 = 42", "42 * 3 = 126", "The answer is 126"]
     prm_config = {
@@ -179,7 +205,9 @@ def main():
         json.dump(prm_config, f, indent=2, ensure_ascii=False)
     metrics = {"seed": args.seed, "steps": args.steps, "batch": args.batch, "lr": args.lr,
                "warmup": args.warmup, "prm_problems": args.problems,
-               "samples_per_problem": args.samples, "solutions": len(seqs),
+               "samples_per_problem": args.samples, "policy_solutions": n_policy,
+               "synthetic_solutions": len(synthetic), "solutions": len(seqs),
+               "kept_step": best[1], "val_step_auroc": best[0],
                "labelled_steps": n_steps, "fraction_correct": n_pos / n_steps,
                "history": history, "seconds": clock()}
     os.makedirs(os.path.dirname(os.path.abspath(args.metrics)), exist_ok=True)
