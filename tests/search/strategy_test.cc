@@ -639,5 +639,39 @@ TEST(ParticleFilterTest, ResamplingFollowsTheSoftmaxOfTheScoreLogits) {
       << "observed " << observed << " unweighted " << unweighted;
 }
 
+// Without resampling the final weights show the update rule: replace keeps
+// logit(last score), cumulative sums logit(score) over the particle's steps.
+TEST(ParticleFilterTest, WeightUpdateReplaceOrCumulative) {
+  using PF = ParticleFilterConfig;
+  for (PF::WeightUpdate update : {PF::WeightUpdate::kReplace, PF::WeightUpdate::kCumulative}) {
+    FakeGenerator generator;
+    FakeScorer scorer(1.0, 5);
+    const double temperature = 2.0;
+    auto result =
+        RunStrategy(Config(PF{.n = 8,
+                              .temperature = static_cast<float>(temperature),
+                              .ess_threshold = 1e-9f,
+                              .weight_update = update,
+                              .num_iterations = 6}),
+                    Job(FakeProblem{.id = 1, .p = 0.7, .num_steps = 4}, 1), generator, &scorer);
+    ASSERT_TRUE(result.ok());
+    ASSERT_EQ(result->candidates.size(), 8u);
+    auto log_weight = [&](const Candidate& c) {
+      double lw = 0.0;
+      for (size_t i = 0; i < c.step_scores.size(); ++i) {
+        const double s = std::clamp<double>(c.step_scores[i], 1e-7, 1 - 1e-7);
+        const double logit = std::log(s / (1 - s));
+        if (update == PF::WeightUpdate::kCumulative || i + 1 == c.step_scores.size()) lw += logit;
+      }
+      return lw;
+    };
+    const Candidate& ref = result->candidates[0];
+    for (const Candidate& c : result->candidates) {
+      EXPECT_NEAR(std::log(c.score / ref.score), (log_weight(c) - log_weight(ref)) / temperature,
+                  1e-4);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace arbor::search
