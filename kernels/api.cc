@@ -38,11 +38,13 @@ SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
   SplitPlan plan;
   const int max_granules = std::max(1, (max_len + granule - 1) / granule);
   // Four CTAs per SM (what the attention kernels' registers and shared
-  // memory allow); never a split shorter than 4 granules (the merge and the
-  // per-split setup would dominate).
+  // memory allow); splits not so short that the merge and the per-split
+  // setup dominate.
   const int want_ctas = 4 * DeviceSmCount();
   int splits = std::max(1, want_ctas / std::max(num_rows_ctas, 1));
-  splits = std::min(splits, std::max(1, max_granules / 4));
+  // At least 4 decode pages, or 2 group-attention tiles (whose loads overlap).
+  const int min_granules = granule >= 64 ? 2 : 4;
+  splits = std::min(splits, std::max(1, max_granules / min_granules));
   const int granules_per_split = (max_granules + splits - 1) / splits;
   plan.split_len = granules_per_split * granule;
   plan.num_splits = (max_granules + granules_per_split - 1) / granules_per_split;
@@ -86,9 +88,9 @@ KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf
                                     const int32_t* kv_end, float* o_part, float* lse_part,
                                     int num_seqs, const AttentionShape& shape, int split_len,
                                     int num_splits, Stream stream) {
-  return ToStatus(LaunchDecodeAttentionPartial(q, k_cache, v_cache, block_tables, kv_begin,
-                                               kv_end, o_part, lse_part, num_seqs, shape,
-                                               split_len, num_splits, AsStream(stream)));
+  return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end,
+                                        o_part, lse_part, nullptr, num_seqs, shape, split_len,
+                                        num_splits, AsStream(stream)));
 }
 
 KernelStatus MergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
@@ -139,13 +141,18 @@ KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
                                   Bf16* out, void* workspace, int num_seqs, int max_context_len,
                                   const AttentionShape& shape, Stream stream) {
   const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
+  if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
+    return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr,
+                                          context_lens, nullptr, nullptr, out, num_seqs, shape,
+                                          plan.split_len, 1, AsStream(stream)));
+  }
   const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
   float* o_part = static_cast<float*>(workspace);
   float* lse_part = o_part + rows * shape.head_dim;
-  cudaError_t error = LaunchDecodeAttentionPartial(q, k_cache, v_cache, block_tables, nullptr,
-                                                   context_lens, o_part, lse_part, num_seqs,
-                                                   shape, plan.split_len, plan.num_splits,
-                                                   AsStream(stream));
+  cudaError_t error = LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr,
+                                            context_lens, o_part, lse_part, nullptr, num_seqs,
+                                            shape, plan.split_len, plan.num_splits,
+                                            AsStream(stream));
   if (error != cudaSuccess) return ToStatus(error);
   return ToStatus(LaunchMergeAttentionStates(o_part, lse_part, out, nullptr, plan.num_splits,
                                              num_seqs, shape.num_heads, shape.head_dim,

@@ -31,9 +31,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     DecodeKernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k_cache,
                  const Bf16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
                  const int32_t* __restrict__ kv_begin, const int32_t* __restrict__ kv_end,
-                 float* __restrict__ o_part, float* __restrict__ lse_part, int num_seqs,
-                 int num_heads, int num_kv_heads, int max_blocks, float scale_log2,
-                 int split_len, int gqa) {
+                 float* __restrict__ o_part, float* __restrict__ lse_part,
+                 Bf16* __restrict__ out_bf16, int num_seqs, int num_heads, int num_kv_heads,
+                 int max_blocks, float scale_log2, int split_len, int gqa) {
   constexpr int L = D / 8;         // lanes per key
   constexpr int KPW = 32 / L;      // keys per warp pass
   constexpr int NK = 16 / KPW;     // keys of a page per lane
@@ -47,8 +47,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const size_t out_row0 = (static_cast<size_t>(split) * num_seqs + seq) * num_heads + kvh * gqa;
 
   if (b >= e) {  // empty split
-    for (int i = threadIdx.x; i < gqa * D; i += blockDim.x) o_part[out_row0 * D + i] = 0.0f;
-    if (threadIdx.x < gqa) lse_part[out_row0 + threadIdx.x] = NegInf();
+    for (int i = threadIdx.x; i < gqa * D; i += blockDim.x) {
+      if (out_bf16) {
+        out_bf16[out_row0 * D + i] = 0;
+      } else {
+        o_part[out_row0 * D + i] = 0.0f;
+      }
+    }
+    if (!out_bf16 && threadIdx.x < gqa) lse_part[out_row0 + threadIdx.x] = NegInf();
     return;
   }
 
@@ -185,6 +191,11 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
       const float wt = exp2f(sm_m[w][h] - mx);
       total += sm_l[w][h] * wt;
       acc += sm_o[w][h][d] * wt;
+    }
+    if (out_bf16) {  // a single split: the final output
+      reinterpret_cast<__nv_bfloat16*>(out_bf16)[(out_row0 + h) * D + d] =
+          __float2bfloat16_rn(acc / total);
+      continue;
     }
     o_part[(out_row0 + h) * D + d] = acc / total;
     if (d == 0) lse_part[out_row0 + h] = (mx + log2f(total)) * kLn2;
@@ -557,12 +568,13 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
                                const Bf16* k_cache, const Bf16* v_cache,
                                const int32_t* block_tables, const int32_t* kv_begin,
                                const int32_t* kv_end, float* o_part, float* lse_part,
-                               int num_seqs, const AttentionShape& s, float scale_log2,
+                               Bf16* out_bf16, int num_seqs, const AttentionShape& s,
+                               float scale_log2,
                                int split_len, int gqa) {
 #define ARBOR_DECODE(G)                                                                    \
   DecodeKernel<D, G><<<grid, kDecodeWarps * 32, 0, stream>>>(                              \
-      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, num_seqs,     \
-      s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
+      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16,     \
+      num_seqs, s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
   if (g <= 1) ARBOR_DECODE(1);
   else if (g <= 2) ARBOR_DECODE(2);
   else if (g <= 4) ARBOR_DECODE(4);
@@ -611,13 +623,14 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
 
 }  // namespace
 
-cudaError_t LaunchDecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
-                                         const int32_t* block_tables, const int32_t* kv_begin,
-                                         const int32_t* kv_end, float* o_part, float* lse_part,
-                                         int num_seqs, const AttentionShape& shape, int split_len,
-                                         int num_splits, cudaStream_t stream) {
+cudaError_t LaunchDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                  const int32_t* block_tables, const int32_t* kv_begin,
+                                  const int32_t* kv_end, float* o_part, float* lse_part,
+                                  Bf16* out_bf16, int num_seqs, const AttentionShape& shape,
+                                  int split_len, int num_splits, cudaStream_t stream) {
   if (!ValidShape(shape) || num_seqs < 0 || num_splits <= 0 || split_len <= 0 ||
-      split_len % kKvBlockSize != 0) {
+      split_len % kKvBlockSize != 0 || (out_bf16 != nullptr && num_splits != 1) ||
+      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr))) {
     return cudaErrorInvalidValue;
   }
   if (num_seqs == 0) return cudaSuccess;
@@ -627,19 +640,19 @@ cudaError_t LaunchDecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, con
   switch (shape.head_dim) {
     case 16:
       return LaunchDecodeForDim<16>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
                                     scale_log2, split_len, gqa);
     case 32:
       return LaunchDecodeForDim<32>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
                                     scale_log2, split_len, gqa);
     case 64:
       return LaunchDecodeForDim<64>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
                                     scale_log2, split_len, gqa);
     default:
       return LaunchDecodeForDim<128>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                     kv_begin, kv_end, o_part, lse_part, num_seqs, shape,
+                                     kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
                                      scale_log2, split_len, gqa);
   }
 }

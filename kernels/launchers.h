@@ -45,16 +45,19 @@ cudaError_t LaunchKvAppend(const Bf16* k,                // [num_tokens, num_kv_
                            int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
                            int head_dim, cudaStream_t stream);
 
-cudaError_t LaunchDecodeAttentionPartial(const Bf16* q,                // [num_seqs, num_heads, head_dim]
-                                         const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
-                                         const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
-                                         const int32_t* block_tables,  // [num_seqs, max_blocks]
-                                         const int32_t* kv_begin,      // [num_seqs] or nullptr
-                                         const int32_t* kv_end,        // [num_seqs]
-                                         float* o_part,    // [num_splits, num_seqs, num_heads, head_dim]
-                                         float* lse_part,  // [num_splits, num_seqs, num_heads]
-                                         int num_seqs, const AttentionShape& shape, int split_len,
-                                         int num_splits, cudaStream_t stream);
+// Decode attention; writes partials (o_part/lse_part) or, when out_bf16 is
+// not null (num_splits must be 1), the final bf16 output.
+cudaError_t LaunchDecodeAttention(const Bf16* q,                // [num_seqs, num_heads, head_dim]
+                                  const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
+                                  const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                  const int32_t* block_tables,  // [num_seqs, max_blocks]
+                                  const int32_t* kv_begin,      // [num_seqs] or nullptr
+                                  const int32_t* kv_end,        // [num_seqs]
+                                  float* o_part,    // [num_splits, num_seqs, num_heads, head_dim]
+                                  float* lse_part,  // [num_splits, num_seqs, num_heads]
+                                  Bf16* out_bf16,   // [num_seqs, num_heads, head_dim] or nullptr
+                                  int num_seqs, const AttentionShape& shape, int split_len,
+                                  int num_splits, cudaStream_t stream);
 
 cudaError_t LaunchMergeAttentionStates(const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
                                        const float* lse_parts,  // [num_parts, num_rows, num_heads]

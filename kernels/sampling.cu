@@ -15,6 +15,9 @@ constexpr int kSampleWarps = kSampleThreads / 32;
 
 struct SampleShared {
   unsigned long long hist[256];
+  unsigned int hist_count[256];  // elements per bucket
+  int bucket_id[256];            // an id that landed in the bucket
+  int selected_done;
   unsigned long long warp_u64[kSampleWarps];
   float warp_f[kSampleWarps];
   int warp_i[kSampleWarps];
@@ -62,18 +65,23 @@ __device__ __forceinline__ void ForEachLogit(const float* __restrict__ logits, i
 // first (most lanes share one in the early radix passes: without this the
 // shared-memory atomics serialise). bucket < 0: nothing to add. All 32 lanes
 // must call it.
-__device__ __forceinline__ void WarpAggregatedAdd(unsigned long long* hist, int bucket,
-                                                  unsigned long long w) {
+__device__ __forceinline__ void WarpAggregatedAdd(SampleShared& sh, int bucket,
+                                                  unsigned long long w, int id) {
   unsigned pending = __ballot_sync(0xffffffffu, bucket >= 0);
   while (pending != 0) {
     const int leader = __ffs(pending) - 1;
     const int b = __shfl_sync(0xffffffffu, bucket, leader);
     const bool mine = bucket == b;
+    const unsigned members = __ballot_sync(0xffffffffu, mine);
     unsigned long long sum = mine ? w : 0ull;
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    if ((threadIdx.x & 31) == leader) atomicAdd(&hist[b], sum);
-    pending &= ~__ballot_sync(0xffffffffu, mine);
+    if ((threadIdx.x & 31) == leader) {
+      atomicAdd(&sh.hist[b], sum);
+      atomicAdd(&sh.hist_count[b], static_cast<unsigned>(__popc(members)));
+      atomicExch(&sh.bucket_id[b], id);  // meaningful only when the bucket gets one element
+    }
+    pending &= ~members;
   }
 }
 
@@ -85,7 +93,10 @@ __device__ uint64_t RadixSelect(const float* __restrict__ logits, int vocab, flo
                                 SampleShared& sh) {
   uint64_t prefix = 0, mask = 0;
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) sh.hist[i] = 0;
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) {
+      sh.hist[i] = 0;
+      sh.hist_count[i] = 0;
+    }
     __syncthreads();
     // Uniform trip count so that whole warps reach the aggregated add.
     for (int i0 = 0; i0 < vocab; i0 += blockDim.x) {
@@ -100,7 +111,7 @@ __device__ uint64_t RadixSelect(const float* __restrict__ logits, int vocab, flo
           if (w != 0) bucket = static_cast<int>((key >> shift) & 0xFF);
         }
       }
-      WarpAggregatedAdd(sh.hist, bucket, w);
+      WarpAggregatedAdd(sh, bucket, w, i);
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -115,11 +126,21 @@ __device__ uint64_t RadixSelect(const float* __restrict__ logits, int vocab, flo
       }
       sh.selected_prefix = prefix | (static_cast<uint64_t>(bucket) << shift);
       sh.selected_need = need - above;
+      // Once the logit bits are fixed (shift 32), a bucket of one element is
+      // that element: its id completes the key without the 4 id passes,
+      // which only break ties between equal logits.
+      sh.selected_done = 0;
+      if (shift <= 32 && sh.hist_count[bucket] == 1) {
+        sh.selected_prefix = (sh.selected_prefix & 0xFFFFFFFF00000000ull) |
+                             static_cast<uint64_t>(~static_cast<uint32_t>(sh.bucket_id[bucket]));
+        sh.selected_done = 1;
+      }
     }
     __syncthreads();
     prefix = sh.selected_prefix;
     need = sh.selected_need;
     mask |= 0xFFull << shift;
+    if (sh.selected_done) break;
   }
   return prefix;
 }
