@@ -170,7 +170,7 @@ AnswerExtractor::AnswerExtractor(std::unique_ptr<re2::RE2> user_pattern)
 
 AnswerExtractor::~AnswerExtractor() = default;
 
-std::string AnswerExtractor::Extract(std::string_view text) const {
+std::string AnswerExtractor::Extract(std::string_view text, bool finished) const {
   std::optional<std::string> raw;
   if (user_pattern_ != nullptr) {
     raw = LastMatch(text, *user_pattern_);
@@ -184,7 +184,7 @@ std::string AnswerExtractor::Extract(std::string_view text) const {
       if (raw) raw = std::string(absl::StripAsciiWhitespace(*raw));
     }
     if (!raw) raw = LastMatch(text, kHashes);
-    if (!raw) raw = LastMatch(text, kNumber);
+    if (!raw && finished) raw = LastMatch(text, kNumber);
   }
   if (!raw) return "";
   return NormalizeAnswer(*raw);

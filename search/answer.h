@@ -1,12 +1,11 @@
 // Answer extraction and normalisation for voting (arbor.v1.AnswerExtraction).
 //
 // Built-in chain, first hit wins: the last \boxed{...} (nested braces kept
-// balanced), the last "The answer is ...", the last "#### ...", then the last
-// number. A user pattern replaces the chain: RE2, the first capture group of
-// the LAST match in the text is the answer (answers come at the end).
-// Normalisation makes equal answers compare equal: see NormalizeAnswer.
-// Thread-safety: AnswerExtractor is immutable after Create; Extract is const
-// and thread-safe.
+// balanced), the last "The answer is ...", the last "#### ...", then (for a
+// finished solution) the last number. A user pattern replaces the chain: RE2, the first capture
+// group of the LAST match in the text is the answer (answers come at the end). Normalisation makes
+// equal answers compare equal: see NormalizeAnswer. Thread-safety: AnswerExtractor is immutable
+// after Create; Extract is const and thread-safe.
 #ifndef ARBOR_SEARCH_ANSWER_H_
 #define ARBOR_SEARCH_ANSWER_H_
 
@@ -40,8 +39,10 @@ class AnswerExtractor {
   static absl::StatusOr<std::unique_ptr<AnswerExtractor>> Create(std::string_view pattern);
   ~AnswerExtractor();
 
-  // The normalised answer of `text`; "" when none is found.
-  std::string Extract(std::string_view text) const;
+  // The normalised answer of `text`; "" when none is found. Without
+  // `finished` (a solution cut short) the last-number fallback is skipped: a
+  // number in unfinished reasoning is not an answer.
+  std::string Extract(std::string_view text, bool finished = true) const;
 
  private:
   explicit AnswerExtractor(std::unique_ptr<re2::RE2> user_pattern);

@@ -377,7 +377,7 @@ SolveResult SearchRun::Finish(std::vector<Branch> branches, RankOptions options)
   for (Branch& b : branches) {
     Candidate c;
     c.text = b.Text();
-    c.answer = extractor_->Extract(c.text);
+    c.answer = extractor_->Extract(c.text, b.finished);
     c.steps = std::move(b.steps);
     c.step_scores = std::move(b.step_scores);
     c.score = b.score;

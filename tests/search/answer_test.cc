@@ -31,6 +31,14 @@ TEST(AnswerExtractorTest, BuiltInChainInOrder) {
   EXPECT_EQ(Extract("no digits here"), "");
 }
 
+TEST(AnswerExtractorTest, UnfinishedSolutionsNeedAnExplicitAnswer) {
+  auto extractor = AnswerExtractor::Create("");
+  ASSERT_TRUE(extractor.ok());
+  EXPECT_EQ((*extractor)->Extract("so far 3 + 4 = 7", /*finished=*/false), "");
+  EXPECT_EQ((*extractor)->Extract("so far 3 + 4 = 7", /*finished=*/true), "7");
+  EXPECT_EQ((*extractor)->Extract("thus \\boxed{7} and", /*finished=*/false), "7");
+}
+
 TEST(AnswerExtractorTest, UserPatternTakesLastMatchFirstGroup) {
   EXPECT_EQ(Extract("Final: 3\nFinal: 9\n", R"(Final:\s*(\d+))"), "9");
   EXPECT_EQ(Extract("nothing", R"(Final:\s*(\d+))"), "");
