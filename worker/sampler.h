@@ -7,7 +7,7 @@
 //
 // The algorithm is kernels::reference::Sample's, which the GPU sampler
 // (kernels/sampling.cu) reproduces bit for bit, on the integer arithmetic of
-// kernels/sampling_math.h:
+// kernels/sampling_math.h (same token; logprob equal to float rounding):
 //   temperature == 0: argmax (lowest id on ties); no random number is drawn.
 //   otherwise token i weighs SamplingMass(l_i, max l, 1/T) (an integer, so
 //   sums are exact in any order); top-k keeps the k best by SamplingKey
@@ -54,6 +54,8 @@ class Sampler {
 
  private:
   std::vector<int32_t> candidates_;
+  std::vector<uint64_t> masses_;
+  std::vector<uint64_t> keys_;
 };
 
 // log_softmax(logits)[token], computed stably.

@@ -264,7 +264,7 @@ TEST(SamplerTest, MatchesTheDocumentedAlgorithmTokenForToken) {
           kp.position = pos;
           const auto ref = kernels::reference::Sample(logits.data(), vocab, kp);
           ASSERT_EQ(s.token, ref.token);
-          ASSERT_EQ(s.logprob, ref.logprob);
+          ASSERT_NEAR(s.logprob, ref.logprob, 1e-5);  // log Z summed in another order
 #endif
           ++cases;
         }
