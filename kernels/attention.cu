@@ -278,8 +278,17 @@ constexpr int kGroupWarps = 4;
 constexpr int kGroupRows = 16 * kGroupWarps;  // query rows per CTA
 constexpr int kGroupKeys = 64;                // keys per tile
 
+// 2^x in one MUFU op; tiny results flush to zero, which softmax weights
+// tolerate; exp2(-inf) = 0.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Register-only, so not volatile: the compiler may interleave it with loads.
 __device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
+  asm(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
       "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -413,10 +422,12 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
 
   for (int it = 0; it < num_tiles; ++it) {
     const int key0 = b + it * kGroupKeys;
+    CpAsyncWait<0>();  // this thread's copies of tile `it` have landed
+    __syncthreads();   // everyone's, and every warp is done with tile it - 1
+    // Prefetch tile it + 1 into the stage tile it - 1 used; it lands while
+    // this tile is computed.
     if (it + 1 < num_tiles) load_tile(key0 + kGroupKeys, (it + 1) & 1);
     CpAsyncCommit();
-    CpAsyncWait<1>();
-    __syncthreads();
     const Bf16* k_s = kv_s + ((it & 1) * 2) * kGroupKeys * SD;
     const Bf16* v_s = k_s + kGroupKeys * SD;
 
@@ -443,14 +454,14 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
         }
       }
     }
-    // Mask, scale, online softmax for rows gq (lo) and gq + 8 (hi).
+    // Online softmax for rows gq (lo) and gq + 8 (hi). Scores stay unscaled
+    // (scale > 0 keeps their order); the scale folds into one FFMA before
+    // each exp2.
     float mx_lo = NegInf(), mx_hi = NegInf();
     if (key0 + kGroupKeys <= e && key0 + kGroupKeys - 1 <= min_pos) {
       // Every key of the tile is visible to every row (the shared-prefix case).
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) sacc[nt][j] *= scale_log2;
         mx_lo = fmaxf(mx_lo, fmaxf(sacc[nt][0], sacc[nt][1]));
         mx_hi = fmaxf(mx_hi, fmaxf(sacc[nt][2], sacc[nt][3]));
       }
@@ -461,9 +472,8 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
         for (int j = 0; j < 2; ++j) {
           const int key = key0 + nt * 8 + 2 * t4 + j;
           const bool in_range = key < e;
-          sacc[nt][j] = (in_range && key <= pos_lo) ? sacc[nt][j] * scale_log2 : NegInf();
-          sacc[nt][2 + j] =
-              (in_range && key <= pos_hi) ? sacc[nt][2 + j] * scale_log2 : NegInf();
+          if (!(in_range && key <= pos_lo)) sacc[nt][j] = NegInf();
+          if (!(in_range && key <= pos_hi)) sacc[nt][2 + j] = NegInf();
           mx_lo = fmaxf(mx_lo, sacc[nt][j]);
           mx_hi = fmaxf(mx_hi, sacc[nt][2 + j]);
         }
@@ -476,10 +486,10 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
     }
     const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
     // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
-    const float alpha_lo = new_lo == NegInf() ? 1.0f : exp2f(m_lo - new_lo);
-    const float alpha_hi = new_hi == NegInf() ? 1.0f : exp2f(m_hi - new_hi);
-    const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo;
-    const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi;
+    const float alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((m_lo - new_lo) * scale_log2);
+    const float alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((m_hi - new_hi) * scale_log2);
+    const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
+    const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
     m_lo = new_lo;
     m_hi = new_hi;
     l_lo *= alpha_lo;
@@ -493,10 +503,10 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
     }
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt) {
-      sacc[nt][0] = exp2f(sacc[nt][0] - sub_lo);
-      sacc[nt][1] = exp2f(sacc[nt][1] - sub_lo);
-      sacc[nt][2] = exp2f(sacc[nt][2] - sub_hi);
-      sacc[nt][3] = exp2f(sacc[nt][3] - sub_hi);
+      sacc[nt][0] = FastExp2(fmaf(sacc[nt][0], scale_log2, -sub_lo));
+      sacc[nt][1] = FastExp2(fmaf(sacc[nt][1], scale_log2, -sub_lo));
+      sacc[nt][2] = FastExp2(fmaf(sacc[nt][2], scale_log2, -sub_hi));
+      sacc[nt][3] = FastExp2(fmaf(sacc[nt][3], scale_log2, -sub_hi));
       l_lo += sacc[nt][0] + sacc[nt][1];
       l_hi += sacc[nt][2] + sacc[nt][3];
     }
@@ -520,7 +530,6 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
         MmaBf16(oacc[2 * dn + 1], pa, r2, r3);
       }
     }
-    __syncthreads();  // the stage is free for the load two tiles ahead
   }
   CpAsyncWait<0>();
 
@@ -556,7 +565,9 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
         dst[(n * 8 + 2 * t4) / 2] =
             make_float2(oacc[n][2 * half] * inv_l, oacc[n][2 * half + 1] * inv_l);
       }
-      if (t4 == 0) lse_part[part_row] = l > 0.0f ? (m + log2f(l)) * kLn2 : NegInf();
+      if (t4 == 0) {
+        lse_part[part_row] = l > 0.0f ? (m * scale_log2 + log2f(l)) * kLn2 : NegInf();
+      }
     }
   }
 }
@@ -584,7 +595,8 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
 }
 
 bool ValidShape(const AttentionShape& s) {
-  return s.num_heads > 0 && s.num_kv_heads > 0 && s.num_heads % s.num_kv_heads == 0 &&
+  return s.scale > 0.0f && s.num_heads > 0 && s.num_kv_heads > 0 &&
+         s.num_heads % s.num_kv_heads == 0 &&
          s.num_heads / s.num_kv_heads <= 8 && s.max_blocks > 0 &&
          (s.head_dim == 16 || s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128);
 }

@@ -103,7 +103,7 @@ struct AttentionShape {
   int num_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  float scale = 0.0f;  // usually 1/sqrt(head_dim)
+  float scale = 0.0f;  // > 0; usually 1/sqrt(head_dim)
   int max_blocks = 0;  // columns of the block tables
 };
 

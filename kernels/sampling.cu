@@ -154,44 +154,49 @@ __global__ void __launch_bounds__(kSampleThreads)
   const SampleParams p = params[row];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
-  // Max and argmax (lowest id on ties).
-  float best = -INFINITY;
+  // One pass: max, argmax (lowest id on ties) and the softmax sum relative
+  // to the running max (rescaled when the max grows).
+  float best = -INFINITY, sum = 0.0f;
   int best_id = vocab;
+  auto combine = [](float& m, float& z, int& id, float om, float oz, int oid) {
+    const float mx = fmaxf(m, om);
+    if (mx != -INFINITY) z = z * __expf(m - mx) + oz * __expf(om - mx);
+    if (om > m || (om == m && oid < id)) id = oid;
+    m = mx;
+  };
   ForEachLogit(logits, vocab, [&](int i, float l) {
-    if (l > best || (l == best && i < best_id)) {
+    if (l > best) {
+      sum = sum * __expf(best - l) + 1.0f;  // exp(-inf) = 0 on the first one
       best = l;
       best_id = i;
+    } else if (l > -INFINITY) {  // -inf (masked) adds nothing; NaN is ignored
+      sum += __expf(l - best);
+      if (l == best && i < best_id) best_id = i;
     }
   });
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) {
-    const float ob = __shfl_xor_sync(0xffffffffu, best, offset);
-    const int oi = __shfl_xor_sync(0xffffffffu, best_id, offset);
-    if (ob > best || (ob == best && oi < best_id)) {
-      best = ob;
-      best_id = oi;
-    }
+    const float om = __shfl_xor_sync(0xffffffffu, best, offset);
+    const float oz = __shfl_xor_sync(0xffffffffu, sum, offset);
+    const int oid = __shfl_xor_sync(0xffffffffu, best_id, offset);
+    combine(best, sum, best_id, om, oz, oid);
   }
+  __shared__ float warp_sum[kSampleWarps];
   if (lane == 0) {
     sh.warp_f[warp] = best;
     sh.warp_i[warp] = best_id;
+    warp_sum[warp] = sum;
   }
   __syncthreads();
   best = sh.warp_f[0];
   best_id = sh.warp_i[0];
+  sum = warp_sum[0];
   for (int w = 1; w < kSampleWarps; ++w) {
-    if (sh.warp_f[w] > best || (sh.warp_f[w] == best && sh.warp_i[w] < best_id)) {
-      best = sh.warp_f[w];
-      best_id = sh.warp_i[w];
-    }
+    combine(best, sum, best_id, sh.warp_f[w], warp_sum[w], sh.warp_i[w]);
   }
   if (best_id >= vocab) best_id = 0;  // all NaN
   const float max_logit = best;
-
-  float sum = 0.0f;
-  ForEachLogit(logits, vocab, [&](int, float l) { sum += __expf(l - max_logit); });
-  __shared__ float scratch[32];
-  const float log_z = max_logit + logf(detail::BlockSum(sum, scratch));
+  const float log_z = max_logit + logf(sum);
 
   if (!(p.temperature > 0.0f)) {
     if (threadIdx.x == 0) {
@@ -213,13 +218,10 @@ __global__ void __launch_bounds__(kSampleThreads)
     });
     return BlockSumU64(mass, sh);
   };
-  unsigned long long kept_mass = kept_mass_above(floor_key);
   if (p.top_p < 1.0f) {
-    const unsigned long long target = TopPTarget(p.top_p, kept_mass);
+    const unsigned long long target = TopPTarget(p.top_p, kept_mass_above(floor_key));
     floor_key = RadixSelect<true>(logits, vocab, max_logit, inv_t, floor_key, target, sh);
-    kept_mass = kept_mass_above(floor_key);
   }
-  const unsigned long long draw = DrawTarget(p.seed, p.stream, p.position, kept_mass);
 
   // Each warp owns a contiguous range of ids (read coalesced): its kept mass,
   // then the warp whose range straddles `draw` walks it 32 ids at a time
@@ -238,8 +240,13 @@ __global__ void __launch_bounds__(kSampleThreads)
   if (lane == 0) sh.warp_u64[warp] = mine;
   if (threadIdx.x == 0) sh.result_token = -1;
   __syncthreads();
-  unsigned long long before = 0;
-  for (int w = 0; w < warp; ++w) before += sh.warp_u64[w];
+  // The kept mass is the sum of the warps' (no separate pass).
+  unsigned long long before = 0, kept_mass = 0;
+  for (int w = 0; w < kSampleWarps; ++w) {
+    if (w == warp) before = kept_mass;
+    kept_mass += sh.warp_u64[w];
+  }
+  const unsigned long long draw = DrawTarget(p.seed, p.stream, p.position, kept_mass);
   if (mine > 0 && before <= draw && draw < before + mine) {  // warp-uniform
     for (int i0 = lo; i0 < hi; i0 += 32) {
       const unsigned long long m = kept_mass_at(i0 + lane);

@@ -505,6 +505,10 @@ TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
         x = std::round(x * 2.0f) / 2.0f;
       }
     }
+    // Some rows with masked (-inf) tokens.
+    for (int r = 3; r < rows; r += 7) {
+      for (int i = 0; i < vocab; i += 3) logits[static_cast<size_t>(r) * vocab + i] = -INFINITY;
+    }
     std::vector<SampleParams> params(rows);
     std::uniform_real_distribution<float> unit(0.0f, 1.0f);
     for (int r = 0; r < rows; ++r) {
