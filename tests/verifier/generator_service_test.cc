@@ -35,6 +35,7 @@ using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
 constexpr char kQwen2[] = "tests/fixtures/golden/qwen2";
+constexpr char kLlama[] = "tests/fixtures/golden/llama";  // sharded checkpoint
 
 struct WorkerOptions {
   std::string model = kQwen2;
@@ -110,6 +111,11 @@ class GeneratorServiceTest : public ::testing::Test {
     return stats.active_requests == 0 && stats.kv_blocks_used == 0;
   }
 
+  // Extend on every golden prompt of `model` (the one served), split between
+  // the shared prompt and two branches (1 and 2 samples): greedy steps equal
+  // transformers' continuation.
+  void CheckGreedySteps(const std::string& model);
+
   // `got` equals transformers' greedy continuation, except that fp32 here
   // and the reference may order a near-tie differently: then the two
   // candidates' logits must be that close (and the rest is moot).
@@ -184,9 +190,8 @@ TEST_F(GeneratorServiceTest, InfoDescribesTheModelAndTheCache) {
   EXPECT_THAT(info.eos_token_ids(), ElementsAreArray({2}));
 }
 
-TEST_F(GeneratorServiceTest, GreedyStepsMatchTransformers) {
-  StartWorker();
-  const nlohmann::json golden = ReadJson(std::string(kQwen2) + "/greedy.json");
+void GeneratorServiceTest::CheckGreedySteps(const std::string& model) {
+  const nlohmann::json golden = ReadJson(model + "/greedy.json");
   ASSERT_FALSE(golden.empty());
   for (const auto& example : golden) {
     const std::vector<int32_t> ids = example["ids"].get<std::vector<int32_t>>();
@@ -235,6 +240,43 @@ TEST_F(GeneratorServiceTest, GreedyStepsMatchTransformers) {
     EXPECT_GT(response.usage().prefill_tokens(), 0);
   }
   EXPECT_TRUE(WaitFor([&] { return EngineIdle(); }));
+}
+
+TEST_F(GeneratorServiceTest, GreedyStepsMatchTransformers) {
+  StartWorker();
+  CheckGreedySteps(kQwen2);
+}
+
+TEST_F(GeneratorServiceTest, ServesTheShardedLlamaWithItsLlama3Template) {
+  StartWorker({.model = kLlama});
+  grpc::ClientContext context;
+  arbor::v1::GeneratorInfo info;
+  ASSERT_TRUE(stub_->Info(&context, arbor::v1::InfoRequest(), &info).ok());
+  EXPECT_EQ(info.model(), "llama");
+  EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
+  EXPECT_EQ(info.vocab_size(), 600);
+  EXPECT_EQ(info.chat_template(), "llama3");
+  EXPECT_THAT(info.eos_token_ids(), ElementsAreArray({4}));
+  CheckGreedySteps(kLlama);
+
+  // The llama3 template writes BOS itself: it is not added twice.
+  arbor::v1::ExtendRequest request;
+  request.set_prompt_text("Start with 17. Add 25. What is the result?");
+  request.add_branches();
+  request.mutable_stop()->set_max_step_tokens(4);
+  arbor::v1::ExtendResponse response;
+  grpc::Status status = Extend(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  auto expected = served_.tokenizer->Encode(
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nStart with 17. Add 25. "
+      "What is the result?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+      /*add_special_tokens=*/false);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_THAT(response.prompt_tokens(), ElementsAreArray(*expected));
+  ASSERT_TRUE(served_.tokenizer->bos_id().has_value());
+  EXPECT_EQ(std::count(response.prompt_tokens().begin(), response.prompt_tokens().end(),
+                       *served_.tokenizer->bos_id()),
+            1);
 }
 
 TEST_F(GeneratorServiceTest, SamplesAreSeededAndIndependentOfTheirBatch) {
