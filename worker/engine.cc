@@ -433,6 +433,18 @@ int EngineCore::BlocksNeeded(const Seq& seq, int n) const {
 int EngineCore::Schedule(Seq* seq, int n, bool allow_preempt) {
   ARBOR_CHECK(seq->running && n >= 1);
   while (BlocksNeeded(*seq, n) > cache_->available_blocks()) {
+    // A prefill chunk first shrinks to what fits (no one is preempted for
+    // the sake of a larger chunk); a decode step or a chunk that cannot take
+    // a single token preempts the newest sequence newer than this one.
+    const int cow = BlocksNeeded(*seq, 0);  // 1 when the partial block must be copied
+    const int fit =
+        std::min(n - 1, (static_cast<int>(seq->blocks.size()) + cache_->available_blocks() - cow) *
+                                kKvBlockSize -
+                            seq->num_computed);
+    if (fit >= 1) {
+      n = fit;
+      break;
+    }
     Seq* victim = nullptr;
     if (allow_preempt) {
       for (auto it = seqs_.rbegin(); it != seqs_.rend(); ++it) {
@@ -444,16 +456,10 @@ int EngineCore::Schedule(Seq* seq, int n, bool allow_preempt) {
         }
       }
     }
-    if (victim != nullptr) {
-      Preempt(victim);
-      continue;
-    }
-    // Shrink the chunk to what fits.
-    int fit = n - 1;
-    while (fit >= 1 && BlocksNeeded(*seq, fit) > cache_->available_blocks()) --fit;
-    if (fit < 1) return 0;
-    n = fit;
+    if (victim == nullptr) return 0;
+    Preempt(victim);
   }
+  ARBOR_CHECK(BlocksNeeded(*seq, n) <= cache_->available_blocks());
   if (seq->num_computed % kKvBlockSize != 0) {
     int32_t& last = seq->blocks[seq->num_computed / kKvBlockSize];
     auto writable = cache_->CopyOnWrite(last, &copies_);
@@ -534,7 +540,8 @@ bool EngineCore::Admit(Seq* seq) {
     OnComputed(seq, nullptr);
     return true;
   }
-  if (Schedule(seq, std::min(len - seq->num_computed, budget_), /*allow_preempt=*/false) == 0) {
+  // Only sequences newer than this one can be preempted for it.
+  if (Schedule(seq, std::min(len - seq->num_computed, budget_), /*allow_preempt=*/true) == 0) {
     r->usage.prefix_cache_hit_tokens -= match.num_tokens;
     ReleaseSeq(seq);
     return false;
@@ -561,7 +568,8 @@ void EngineCore::Iterate() {
       Schedule(s, std::min(remaining, budget_), /*allow_preempt=*/true);
     }
   }
-  // 3. Admit waiting sequences, oldest first, while they fit without preempting.
+  // 3. Admit waiting sequences, oldest first (FIFO: stop at the first that
+  //    does not fit), preempting only newer ones.
   int deferred = 0;
   for (auto it = seqs_.begin(); it != seqs_.end() && budget_ > 0;) {
     Seq* s = it->second.get();

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -407,6 +408,95 @@ TEST_F(EngineTest, PreemptionUnderATinyPoolGivesIdenticalOutput) {
     }
   }
   ExpectAllBlocksReturned(*tiny);
+  ExpectAllBlocksReturned(*roomy);
+}
+
+// Many threads submit a random mix of Generate (branches, shared suffixes,
+// samples) and Score requests to an engine whose pool holds a few sequences:
+// every result equals the one a roomy engine gives, and every block comes back.
+TEST_F(EngineTest, MixedWorkloadUnderPressureMatchesARoomyEngine) {
+  const auto prompts = GoldenPrompts("llama");
+  struct Job {
+    bool score = false;
+    GenerateRequest gen;
+    ScoreRequest sc;
+  };
+  std::vector<Job> jobs;
+  std::mt19937 rng(99);
+  for (int j = 0; j < 16; ++j) {
+    Job job;
+    const auto& prompt = prompts[rng() % prompts.size()];
+    if (j % 4 == 3) {
+      job.score = true;
+      for (int k = 0; k < 3; ++k) {
+        ScoreSequence seq;
+        seq.tokens = prompt;
+        for (int i = 0; i < static_cast<int>(rng() % 20); ++i) seq.tokens.push_back(rng() % 600);
+        seq.positions = {static_cast<int32_t>(seq.tokens.size()) - 1, 2};
+        job.sc.sequences.push_back(seq);
+      }
+      job.sc.columns = {1, 2, 3};
+    } else {
+      job.gen = Sampled(prompt, 5 + static_cast<int>(rng() % 25), rng());
+      job.gen.branches.clear();
+      std::vector<int32_t> shared_suffix;
+      for (int i = 0; i < 17; ++i) shared_suffix.push_back(rng() % 600);
+      for (int b = 0; b < 1 + static_cast<int>(rng() % 3); ++b) {
+        BranchSpec branch;
+        if (rng() % 2) branch.suffix_tokens = shared_suffix;
+        branch.num_samples = 1 + static_cast<int>(rng() % 3);
+        branch.seed = rng();
+        job.gen.branches.push_back(branch);
+      }
+    }
+    jobs.push_back(std::move(job));
+  }
+  auto run = [&](Engine* engine, bool concurrently) {
+    std::vector<absl::StatusOr<GenerateResult>> gens(jobs.size(), absl::UnknownError("-"));
+    std::vector<absl::StatusOr<ScoreResult>> scores(jobs.size(), absl::UnknownError("-"));
+    auto one = [&](size_t j) {
+      if (jobs[j].score) {
+        scores[j] = engine->Score(jobs[j].sc);
+      } else {
+        gens[j] = engine->Generate(jobs[j].gen);
+      }
+    };
+    if (concurrently) {
+      std::vector<std::thread> threads;
+      for (size_t j = 0; j < jobs.size(); ++j) threads.emplace_back(one, j);
+      for (auto& t : threads) t.join();
+    } else {
+      for (size_t j = 0; j < jobs.size(); ++j) one(j);
+    }
+    return std::make_pair(std::move(gens), std::move(scores));
+  };
+  auto roomy = MakeEngine(EngineSetup());
+  auto expected = run(roomy.get(), /*concurrently=*/false);
+  auto tight = MakeEngine(EngineSetup().Blocks(10).BatchTokens(24));
+  auto got = run(tight.get(), /*concurrently=*/true);
+  EXPECT_GT(tight->stats().preemptions, 0);
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    if (jobs[j].score) {
+      ASSERT_TRUE(expected.second[j].ok()) << expected.second[j].status();
+      ASSERT_TRUE(got.second[j].ok()) << got.second[j].status();
+      ASSERT_EQ(expected.second[j]->rows.size(), got.second[j]->rows.size());
+      for (size_t k = 0; k < got.second[j]->rows.size(); ++k) {
+        ASSERT_EQ(expected.second[j]->rows[k].size(), got.second[j]->rows[k].size());
+        for (size_t c = 0; c < got.second[j]->rows[k].size(); ++c) {
+          EXPECT_NEAR(expected.second[j]->rows[k][c], got.second[j]->rows[k][c], 1e-4);
+        }
+      }
+    } else {
+      ASSERT_TRUE(expected.first[j].ok()) << expected.first[j].status();
+      ASSERT_TRUE(got.first[j].ok()) << got.first[j].status();
+      ASSERT_EQ(expected.first[j]->outputs.size(), got.first[j]->outputs.size());
+      for (size_t k = 0; k < got.first[j]->outputs.size(); ++k) {
+        ExpectSameOutput(expected.first[j]->outputs[k], got.first[j]->outputs[k],
+                         "job " + std::to_string(j) + " output " + std::to_string(k));
+      }
+    }
+  }
+  ExpectAllBlocksReturned(*tight);
   ExpectAllBlocksReturned(*roomy);
 }
 
