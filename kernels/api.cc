@@ -74,6 +74,16 @@ KernelStatus SwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int inter, S
   return ToStatus(LaunchSwiGlu(gate_up, out, num_tokens, inter, AsStream(stream)));
 }
 
+KernelStatus AddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, Stream stream) {
+  return ToStatus(LaunchAddBias(x, bias, num_rows, dim, AsStream(stream)));
+}
+
+KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
+                          int block_elems, Stream stream) {
+  return ToStatus(
+      LaunchCopyKvBlocks(k_cache, v_cache, src_dst, num_pairs, block_elems, AsStream(stream)));
+}
+
 KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
                       const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
                       Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,

@@ -1,5 +1,6 @@
 // Memory-bound per-token kernels: embedding gather, residual add + RMSNorm,
-// RoPE, SwiGLU, KV append. 128-bit loads wherever the row width allows.
+// RoPE, SwiGLU, bias add, KV append, KV block copies. 128-bit loads wherever
+// the row width allows.
 #include "kernels/common.cuh"
 #include "kernels/launchers.h"
 
@@ -187,6 +188,27 @@ __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restr
   }
 }
 
+// ---- Bias, block copies ---------------------------------------------------------
+
+__global__ void AddBiasKernel(__nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias,
+                              size_t total, int dim) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    x[i] = __float2bfloat16_rn(__bfloat162float(x[i]) + __bfloat162float(bias[i % dim]));
+  }
+}
+
+// blockIdx.y = pair; 128-bit copies (block_elems is a multiple of 8).
+__global__ void CopyKvBlocksKernel(uint4* __restrict__ k_cache, uint4* __restrict__ v_cache,
+                                   const int32_t* __restrict__ src_dst, int block_vecs) {
+  const size_t src = static_cast<size_t>(src_dst[2 * blockIdx.y]) * block_vecs;
+  const size_t dst = static_cast<size_t>(src_dst[2 * blockIdx.y + 1]) * block_vecs;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < block_vecs; i += gridDim.x * blockDim.x) {
+    k_cache[dst + i] = k_cache[src + i];
+    v_cache[dst + i] = v_cache[src + i];
+  }
+}
+
 int ThreadsFor(int work_items) {
   int threads = 32;
   while (threads < work_items && threads < 1024) threads *= 2;
@@ -251,6 +273,34 @@ cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int int
   } else {
     SwiGluKernel<false><<<blocks, threads, 0, stream>>>(gate_up, out, num_tokens, inter);
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim,
+                          cudaStream_t stream) {
+  if (num_rows < 0 || dim <= 0) return cudaErrorInvalidValue;
+  if (num_rows == 0) return cudaSuccess;
+  const size_t total = static_cast<size_t>(num_rows) * dim;
+  const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 65535));
+  AddBiasKernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(x),
+                                            reinterpret_cast<const __nv_bfloat16*>(bias), total,
+                                            dim);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst,
+                               int num_pairs, int block_elems, cudaStream_t stream) {
+  if (num_pairs < 0 || block_elems <= 0 || block_elems % 8 != 0 || num_pairs > 65535 ||
+      !Aligned16(k_cache) || !Aligned16(v_cache)) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_pairs == 0) return cudaSuccess;
+  const int block_vecs = block_elems / 8;
+  const int threads = std::min(256, ThreadsFor(block_vecs));
+  const dim3 grid((block_vecs + threads - 1) / threads, num_pairs);
+  CopyKvBlocksKernel<<<grid, threads, 0, stream>>>(reinterpret_cast<uint4*>(k_cache),
+                                                   reinterpret_cast<uint4*>(v_cache), src_dst,
+                                                   block_vecs);
   return cudaGetLastError();
 }
 

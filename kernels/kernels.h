@@ -80,6 +80,20 @@ KernelStatus SwiGlu(const Bf16* gate_up,  // [num_tokens, 2 * inter]
                     Bf16* out,            // [num_tokens, inter]
                     int num_tokens, int inter, Stream stream);
 
+// x[t, :] += bias (a projection's bias, e.g. Qwen2's Q/K/V bias).
+KernelStatus AddBias(Bf16* x,           // [num_rows, dim], updated in place
+                     const Bf16* bias,  // [dim]
+                     int num_rows, int dim, Stream stream);
+
+// Copies whole KV blocks src -> dst in one layer's K and V pools (the
+// copy-on-write of a shared partial block when branches fork). No block may
+// be both a source and a destination in one call.
+KernelStatus CopyKvBlocks(Bf16* k_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
+                          Bf16* v_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
+                          const int32_t* src_dst,  // [num_pairs, 2]
+                          int num_pairs, int block_elems,  // 16 * num_kv_heads * head_dim
+                          Stream stream);
+
 // Writes the new tokens' K/V into the paged pools: token t of sequence s
 // (seq_starts[s] <= t < seq_starts[s+1]) at position p goes to block
 // block_tables[s][p / 16], slot p % 16. A negative block id skips the token.

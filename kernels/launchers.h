@@ -35,6 +35,15 @@ cudaError_t LaunchSwiGlu(const Bf16* gate_up,  // [num_tokens, 2 * inter]
                          Bf16* out,            // [num_tokens, inter]
                          int num_tokens, int inter, cudaStream_t stream);
 
+cudaError_t LaunchAddBias(Bf16* x,           // [num_rows, dim]
+                          const Bf16* bias,  // [dim]
+                          int num_rows, int dim, cudaStream_t stream);
+
+cudaError_t LaunchCopyKvBlocks(Bf16* k_cache,           // [num_blocks, 16, num_kv_heads, head_dim]
+                               Bf16* v_cache,           // [num_blocks, 16, num_kv_heads, head_dim]
+                               const int32_t* src_dst,  // [num_pairs, 2]
+                               int num_pairs, int block_elems, cudaStream_t stream);
+
 cudaError_t LaunchKvAppend(const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
                            const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
                            const int32_t* positions,     // [num_tokens]

@@ -233,6 +233,33 @@ TEST(KernelsGpuTest, KvAppendWritesThePagedSlots) {
   EXPECT_EQ(ToFloat(d_vc.ToHost()), v_cache.values);
 }
 
+TEST(KernelsGpuTest, AddBiasAndCopyKvBlocks) {
+  REQUIRE_GPU();
+  std::mt19937 rng(22);
+  const int rows = 7, dim = 320;
+  const auto x = RandomBf16(rows * dim, rng), bias = RandomBf16(dim, rng);
+  DeviceArray<Bf16> d_x(x.bits), d_bias(bias.bits);
+  ASSERT_KERNEL_OK(AddBias(d_x.get(), d_bias.get(), rows, dim, nullptr));
+  std::vector<float> want(rows * dim);
+  for (int i = 0; i < rows * dim; ++i) want[i] = x.values[i] + bias.values[i % dim];
+  EXPECT_LE(RelativeError(ToFloat(d_x.ToHost()), want), kBf16Tolerance);
+
+  const int num_blocks = 6, block_elems = kKvBlockSize * 2 * 16;
+  auto k = RandomBf16(num_blocks * block_elems, rng), v = RandomBf16(num_blocks * block_elems, rng);
+  const std::vector<int32_t> pairs = {4, 1, 0, 5};  // 4 -> 1, 0 -> 5
+  DeviceArray<Bf16> d_k(k.bits), d_v(v.bits);
+  DeviceArray<int32_t> d_pairs(pairs);
+  ASSERT_KERNEL_OK(CopyKvBlocks(d_k.get(), d_v.get(), d_pairs.get(), 2, block_elems, nullptr));
+  for (int p = 0; p < 2; ++p) {
+    std::copy_n(k.bits.begin() + pairs[2 * p] * block_elems, block_elems,
+                k.bits.begin() + pairs[2 * p + 1] * block_elems);
+    std::copy_n(v.bits.begin() + pairs[2 * p] * block_elems, block_elems,
+                v.bits.begin() + pairs[2 * p + 1] * block_elems);
+  }
+  EXPECT_EQ(d_k.ToHost(), k.bits);
+  EXPECT_EQ(d_v.ToHost(), v.bits);
+}
+
 struct AttentionCase {
   int heads, kv_heads, dim;
 };
