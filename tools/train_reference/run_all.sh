@@ -27,6 +27,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 if [ -z "${SKIP_POLICY:-}" ]; then
   python3 $d/train_policy.py --out $models_out/policy --strong-out $work/strong \
     --metrics $work/policy_metrics.json $policy_args 2>&1 | tee $work/policy.log
+elif [ ! -f $work/strong/model.safetensors ]; then
+  # Keep the committed policy; retrain only the strong model (same recipe and seed, no snapshots).
+  python3 $d/train_policy.py --strong-only --strong-out $work/strong \
+    --metrics $work/strong_metrics.json $policy_args 2>&1 | tee $work/strong.log
 fi
 # The PRM starts from the fully trained 4-layer policy-like model. PRM_BASE_LAYERS=6 trains a
 # deeper base (intermediate 512) to convergence first and starts from that instead (tried; it did
