@@ -62,6 +62,9 @@ struct EngineOptions {
   // Context window in tokens; 0 takes the model's max_position_embeddings
   // (capped by its sliding_window when it has one).
   int max_context_tokens = 0;
+  // Threads drawing a step's samples (the scheduler thread included); 0 takes
+  // min(hardware concurrency, 8). Small steps are drawn on the scheduler thread.
+  int num_sampler_threads = 0;
   // Outputs (sum of num_samples) one Generate request may ask for.
   int max_outputs_per_request = 4096;
   // Observer called on the scheduler thread after every forward step (metrics).

@@ -65,6 +65,10 @@ struct EngineSetup {
     options.max_queued_requests = n;
     return *this;
   }
+  EngineSetup& SamplerThreads(int n) {
+    options.num_sampler_threads = n;
+    return *this;
+  }
   EngineSetup& WithTokenizer() {
     with_tokenizer = true;
     return *this;
@@ -498,6 +502,24 @@ TEST_F(EngineTest, MixedWorkloadUnderPressureMatchesARoomyEngine) {
   }
   ExpectAllBlocksReturned(*tight);
   ExpectAllBlocksReturned(*roomy);
+}
+
+TEST_F(EngineTest, ParallelSamplingDrawsTheSameTokens) {
+  // 600 samples per step: enough work for the sampler threads to share.
+  GenerateRequest r = Sampled(GoldenPrompts("llama")[2], 6, 77, 300);
+  r.branches.push_back({{5, 6, 7}, 300, 78});
+  auto serial = MakeEngine(EngineSetup().SamplerThreads(1).Blocks(1024));
+  auto parallel = MakeEngine(EngineSetup().SamplerThreads(4).Blocks(1024));
+  auto a = serial->Generate(r);
+  auto b = parallel->Generate(r);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ(a->outputs.size(), 600u);
+  ASSERT_EQ(b->outputs.size(), 600u);
+  for (size_t k = 0; k < a->outputs.size(); ++k) {
+    ExpectSameOutput(a->outputs[k], b->outputs[k], "output " + std::to_string(k));
+  }
+  ExpectAllBlocksReturned(*parallel);
 }
 
 TEST_F(EngineTest, CancellationStopsTheRequestAndReleasesItsBlocks) {
