@@ -54,13 +54,13 @@ absl::Status ReadString(const nlohmann::json& json, const char* key, std::string
   return absl::OkStatus();
 }
 
-absl::Status ReadTokenId(const nlohmann::json& json, const char* key,
-                         std::optional<int32_t>* out) {
+absl::Status ReadTokenId(const nlohmann::json& json, const char* key, std::optional<int32_t>* out) {
   auto it = json.find(key);
   if (it == json.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number_integer()) return KeyError(key, "must be an integer token id");
   const int64_t id = it->get<int64_t>();
-  if (id < 0 || id > INT32_MAX) return KeyError(key, absl::StrCat("token id ", id, " is negative or too large"));
+  if (id < 0 || id > INT32_MAX)
+    return KeyError(key, absl::StrCat("token id ", id, " is negative or too large"));
   *out = static_cast<int32_t>(id);
   return absl::OkStatus();
 }
@@ -131,8 +131,8 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
     } else if (head == "value_head") {
       config.head = ScoreHead::kValueHead;
     } else {
-      return KeyError("head", absl::StrCat("unknown head \"", head,
-                                           "\" (want label_tokens or value_head)"));
+      return KeyError(
+          "head", absl::StrCat("unknown head \"", head, "\" (want label_tokens or value_head)"));
     }
   }
   if (auto it = json.find("prompt_template"); it != json.end()) {
@@ -170,10 +170,9 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
 
 absl::StatusOr<RewardConfig> LoadRewardConfig(const std::string& model_dir,
                                               bool model_has_value_head) {
-  RewardConfig config =
-      DefaultRewardConfig(model_has_value_head ? RewardKind::kValueHeadPrm
-                                               : RewardKind::kTokenLogitPrm,
-                          model_has_value_head);
+  RewardConfig config = DefaultRewardConfig(
+      model_has_value_head ? RewardKind::kValueHeadPrm : RewardKind::kTokenLogitPrm,
+      model_has_value_head);
   const std::filesystem::path path = std::filesystem::path(model_dir) / "prm_config.json";
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return config;

@@ -111,8 +111,7 @@ RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head);
 // values; "kind" given in the file resets the other keys to that kind's
 // defaults first). Unknown keys are ignored. Errors name the key.
 absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
-                                               const RewardConfig& base,
-                                               bool model_has_value_head);
+                                               const RewardConfig& base, bool model_has_value_head);
 
 // The config of the model in `model_dir`: the kind's defaults (value-head PRM
 // when the checkpoint has a value head, else token-logit PRM), then

@@ -21,8 +21,8 @@ std::string Render(absl::string_view tmpl, absl::string_view placeholder, absl::
 }
 
 absl::StatusOr<int32_t> ResolveLabelToken(const EncodeFn& encode, absl::string_view name,
-                                          const std::string& text,
-                                          const std::optional<int32_t>& id, int vocab_size) {
+                                          const std::string& text, const std::optional<int32_t>& id,
+                                          int vocab_size) {
   int32_t token = -1;
   if (id.has_value()) {
     token = *id;
@@ -33,9 +33,9 @@ absl::StatusOr<int32_t> ResolveLabelToken(const EncodeFn& encode, absl::string_v
           absl::StrCat(name, " \"", text, "\": ", ids.status().message()));
     }
     if (ids->size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          name, " \"", text, "\" encodes to ", ids->size(),
-          " tokens; a label must be exactly one token (set ", name, "_id instead)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " \"", text, "\" encodes to ", ids->size(),
+                       " tokens; a label must be exactly one token (set ", name, "_id instead)"));
     }
     token = (*ids)[0];
   }
@@ -74,8 +74,8 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
                                                 const RewardModelShape& model) {
   if (!encode) return absl::InvalidArgumentError("RewardInput: encode function is empty");
   if (!config.chat_template.empty() && !render_chat) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "chat_template \"", config.chat_template, "\" is set but no chat renderer was given"));
+    return absl::InvalidArgumentError(absl::StrCat("chat_template \"", config.chat_template,
+                                                   "\" is set but no chat renderer was given"));
   }
   if (auto st = ValidateRewardConfig(config, model.has_value_head, model.num_labels); !st.ok()) {
     return st;
@@ -91,11 +91,11 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
   input.tag_tokens_ = *std::move(tag);
   if (config.step_tag_id.has_value() &&
       (input.tag_tokens_.size() != 1 || input.tag_tokens_[0] != *config.step_tag_id)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "step_tag \"", config.step_tag, "\" encodes to ", input.tag_tokens_.size(),
-        " token(s) starting with id ", input.tag_tokens_.empty() ? -1 : input.tag_tokens_[0],
-        ", but step_tag_id is ", *config.step_tag_id,
-        ": the tokenizer does not match this prm_config.json"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("step_tag \"", config.step_tag, "\" encodes to ", input.tag_tokens_.size(),
+                     " token(s) starting with id ",
+                     input.tag_tokens_.empty() ? -1 : input.tag_tokens_[0], ", but step_tag_id is ",
+                     *config.step_tag_id, ": the tokenizer does not match this prm_config.json"));
   }
   auto separator = input.encode_(config.step_separator, /*add_special_tokens=*/false);
   if (!separator.ok()) return separator.status();

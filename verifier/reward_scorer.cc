@@ -33,17 +33,17 @@ struct PrefixHasher {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::Create(worker::Engine* engine,
-                                                                    RewardInput input,
-                                                                    RewardScorerOptions options) {
+                                                                   RewardInput input,
+                                                                   RewardScorerOptions options) {
   if (engine == nullptr) return absl::InvalidArgumentError("RewardScorer: engine is null");
   if (options.score_cache_entries < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "score_cache_entries must be >= 0, got ", options.score_cache_entries));
+    return absl::InvalidArgumentError(
+        absl::StrCat("score_cache_entries must be >= 0, got ", options.score_cache_entries));
   }
   for (int32_t c : input.columns()) {
     if (c < 0 || c >= engine->output_dim()) {
-      return absl::InvalidArgumentError(absl::StrCat("label token id ", c, " is outside [0, ",
-                                                     engine->output_dim(), ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("label token id ", c, " is outside [0, ", engine->output_dim(), ")"));
     }
   }
   return std::unique_ptr<RewardScorer>(new RewardScorer(engine, std::move(input), options));
@@ -62,8 +62,8 @@ absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::ForModel(
   ChatRenderFn render_chat;
   if (!config.chat_template.empty()) {
     if (!render_prompt) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "chat_template \"", config.chat_template, "\" is set but no prompt renderer was given"));
+      return absl::InvalidArgumentError(absl::StrCat("chat_template \"", config.chat_template,
+                                                     "\" is set but no prompt renderer was given"));
     }
     render_chat = [render_prompt, name = config.chat_template](
                       absl::string_view question) -> absl::StatusOr<ChatPrompt> {
@@ -133,9 +133,9 @@ absl::StatusOr<std::unique_ptr<PreparedScore>> RewardScorer::Prepare(const Score
     }
     for (RewardSequence& seq : *sequences) {
       if (seq.tokens.size() > window) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "candidates[", c, "]: the reward model's input is ", seq.tokens.size(),
-            " tokens, longer than its context window of ", window, " tokens"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("candidates[", c, "]: the reward model's input is ", seq.tokens.size(),
+                         " tokens, longer than its context window of ", window, " tokens"));
       }
       // Keys of every scored position, from one pass over the tokens.
       std::vector<PreparedScore::Slot> slots(seq.positions.size());

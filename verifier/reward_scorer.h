@@ -134,8 +134,7 @@ class RewardScorer {
   mutable absl::Mutex cache_mu_;
   // LRU: most recent at the front.
   mutable std::list<std::pair<PreparedScore::Key, float>> lru_ ABSL_GUARDED_BY(cache_mu_);
-  absl::flat_hash_map<PreparedScore::Key,
-                      std::list<std::pair<PreparedScore::Key, float>>::iterator>
+  absl::flat_hash_map<PreparedScore::Key, std::list<std::pair<PreparedScore::Key, float>>::iterator>
       index_ ABSL_GUARDED_BY(cache_mu_);
 };
 

@@ -23,8 +23,7 @@ absl::Status ValidateScoreRequest(const arbor::v1::ScoreRequest& request,
   }
   if (request.candidates_size() > limits.max_candidates) {
     return absl::InvalidArgumentError(absl::StrCat("candidates: ", request.candidates_size(),
-                                                   " candidates, at most ",
-                                                   limits.max_candidates));
+                                                   " candidates, at most ", limits.max_candidates));
   }
   for (int c = 0; c < request.candidates_size(); ++c) {
     const arbor::v1::ScoreCandidate& candidate = request.candidates(c);
@@ -33,12 +32,13 @@ absl::Status ValidateScoreRequest(const arbor::v1::ScoreRequest& request,
           absl::StrCat("candidates[", c, "].steps: empty; a candidate needs at least one step"));
     }
     if (candidate.steps_size() > limits.max_steps) {
-      return absl::InvalidArgumentError(absl::StrCat("candidates[", c, "].steps: ",
-                                                     candidate.steps_size(), " steps, at most ",
-                                                     limits.max_steps));
+      return absl::InvalidArgumentError(absl::StrCat("candidates[", c,
+                                                     "].steps: ", candidate.steps_size(),
+                                                     " steps, at most ", limits.max_steps));
     }
     for (int s = 0; s < candidate.steps_size(); ++s) {
-      if (auto st = CheckUtf8(candidate.steps(s), absl::StrCat("candidates[", c, "].steps[", s, "]"));
+      if (auto st =
+              CheckUtf8(candidate.steps(s), absl::StrCat("candidates[", c, "].steps[", s, "]"));
           !st.ok()) {
         return st;
       }

@@ -10,8 +10,8 @@
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
-#include "nlohmann/json.hpp"
 #include "common/log.h"
+#include "nlohmann/json.hpp"
 #include "prometheus/registry.h"
 #include "server/flags.h"
 #include "server/server.h"

@@ -99,11 +99,9 @@ void FillScoreResponse(const ScoreOutcome& outcome, arbor::v1::ScoreResponse* re
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Create(
-    VerifierServiceOptions options, RewardScorer* scorer,
-    worker::server::EngineMetrics* metrics) {
+    VerifierServiceOptions options, RewardScorer* scorer, worker::server::EngineMetrics* metrics) {
   if (scorer == nullptr) return absl::InvalidArgumentError("VerifierService: scorer is null");
-  return std::unique_ptr<VerifierService>(
-      new VerifierService(std::move(options), scorer, metrics));
+  return std::unique_ptr<VerifierService>(new VerifierService(std::move(options), scorer, metrics));
 }
 
 VerifierService::VerifierService(VerifierServiceOptions options, RewardScorer* scorer,

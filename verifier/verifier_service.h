@@ -34,8 +34,7 @@ class VerifierService final : public arbor::v1::Verifier::CallbackService {
  public:
   // `metrics` may be null.
   static absl::StatusOr<std::unique_ptr<VerifierService>> Create(
-      VerifierServiceOptions options, RewardScorer* scorer,
-      worker::server::EngineMetrics* metrics);
+      VerifierServiceOptions options, RewardScorer* scorer, worker::server::EngineMetrics* metrics);
 
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const arbor::v1::ScoreRequest* request,

@@ -1,5 +1,7 @@
 // arbor.v1.Generator served in process on loopback over the golden Qwen2
 // model (tests/fixtures/golden/qwen2), called through a real gRPC client.
+#include "worker/server/generator_service.h"
+
 #include <algorithm>
 #include <atomic>
 #include <fstream>
@@ -20,7 +22,6 @@
 #include "server/server.h"
 #include "tests/verifier/service_test_util.h"
 #include "worker/server/engine_metrics.h"
-#include "worker/server/generator_service.h"
 #include "worker/server/prompt_renderer.h"
 #include "worker/server/served_model.h"
 #include "worker/sha256.h"
@@ -72,9 +73,9 @@ class GeneratorServiceTest : public ::testing::Test {
     GeneratorServiceOptions service_options;
     service_options.model_name = served_.name;
     service_options.default_chat_template = renderer->default_template;
-    auto service = GeneratorService::Create(service_options, served_.engine.get(),
-                                            served_.tokenizer.get(), renderer->render,
-                                            metrics_.get());
+    auto service =
+        GeneratorService::Create(service_options, served_.engine.get(), served_.tokenizer.get(),
+                                 renderer->render, metrics_.get());
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = *std::move(service);
     arbor::server::ServerOptions server_options;
@@ -231,8 +232,8 @@ void GeneratorServiceTest::CheckGreedySteps(const std::string& model) {
         sum += lp;
       }
       EXPECT_NEAR(out.logprob(), sum, 1e-3);
-      EXPECT_EQ(out.text(), served_.tokenizer->Decode(std::vector<int32_t>(
-                                out.tokens().begin(), out.tokens().end())));
+      EXPECT_EQ(out.text(), served_.tokenizer->Decode(
+                                std::vector<int32_t>(out.tokens().begin(), out.tokens().end())));
     }
     EXPECT_TRUE(response.prompt_tokens().empty());  // sent as tokens
     EXPECT_EQ(response.usage().worker_calls(), 1);
@@ -462,11 +463,10 @@ TEST_F(GeneratorServiceTest, OverloadIsResourceExhaustedAndCancellingReleasesThe
   grpc::ClientContext long_context;
   absl::Notification long_done;
   grpc::Status long_status;
-  stub_->async()->Extend(&long_context, &long_request, &long_response,
-                         [&](grpc::Status s) {
-                           long_status = std::move(s);
-                           long_done.Notify();
-                         });
+  stub_->async()->Extend(&long_context, &long_request, &long_response, [&](grpc::Status s) {
+    long_status = std::move(s);
+    long_done.Notify();
+  });
   ASSERT_TRUE(WaitFor([&] { return served_.engine->stats().active_requests == 1; }));
 
   arbor::v1::ExtendResponse response;

@@ -20,12 +20,14 @@ TEST(Utf8Test, AcceptsWellFormedText) {
 
 TEST(Utf8Test, FindsTheFirstBadByte) {
   EXPECT_EQ(FindInvalidUtf8("ab\xFF"), 2u);
-  EXPECT_EQ(FindInvalidUtf8("a\x80"), 1u);                 // lone continuation byte
-  EXPECT_EQ(FindInvalidUtf8("ab\xE2\x82"), 2u);            // truncated character
-  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);              // overlong '/'
-  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);         // surrogate U+D800
-  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);      // above U+10FFFF
-  EXPECT_EQ(FindInvalidUtf8("\xC3" "A"), 0u);              // bad continuation
+  EXPECT_EQ(FindInvalidUtf8("a\x80"), 1u);             // lone continuation byte
+  EXPECT_EQ(FindInvalidUtf8("ab\xE2\x82"), 2u);        // truncated character
+  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);          // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);     // surrogate U+D800
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("\xC3"
+                            "A"),
+            0u);  // bad continuation
 }
 
 TEST(Utf8Test, CheckNamesTheField) {
@@ -37,7 +39,10 @@ TEST(Utf8Test, CheckNamesTheField) {
 
 TEST(Utf8Test, SanitizeReplacesBadBytes) {
   EXPECT_EQ(SanitizeUtf8("fine \xE2\x82\xAC"), "fine \xE2\x82\xAC");
-  EXPECT_EQ(SanitizeUtf8("a\xFF" "b\xE2\x82"), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(SanitizeUtf8("a\xFF"
+                         "b\xE2\x82"),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(FindInvalidUtf8(SanitizeUtf8("\xC0\xAF\xED\xA0\x80")), absl::string_view::npos);
 }
 

@@ -12,7 +12,8 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(RewardKindTest, NamesRoundTrip) {
-  for (RewardKind kind : {RewardKind::kTokenLogitPrm, RewardKind::kValueHeadPrm, RewardKind::kOrm}) {
+  for (RewardKind kind :
+       {RewardKind::kTokenLogitPrm, RewardKind::kValueHeadPrm, RewardKind::kOrm}) {
     auto parsed = ParseRewardKind(RewardKindName(kind));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, kind);

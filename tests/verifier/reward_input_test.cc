@@ -53,9 +53,9 @@ std::vector<int32_t> Concat(std::initializer_list<std::vector<int32_t>> parts) {
 }
 
 RewardInput MakeInput(const RewardConfig& config, bool value_head = false, int num_labels = 0) {
-  auto input = RewardInput::Create(config, ByteEncode, ChatMl,
-                                   {.vocab_size = kVocab, .has_value_head = value_head,
-                                    .num_labels = num_labels});
+  auto input = RewardInput::Create(
+      config, ByteEncode, ChatMl,
+      {.vocab_size = kVocab, .has_value_head = value_head, .num_labels = num_labels});
   EXPECT_TRUE(input.ok()) << input.status();
   return *std::move(input);
 }
@@ -98,16 +98,21 @@ TEST(RewardInputTest, ReferencePrmFormatWithAChatTemplate) {
   ASSERT_TRUE(prompt.ok());
   // A chat template writes its own special tokens: no BOS is added.
   EXPECT_EQ(*prompt, Bytes("<|im_start|>user\nStart with 17.<|im_end|>\n<|im_start|>assistant\n"));
-  auto seqs = *input.Build(*prompt, std::vector<std::string>{" 17 + 25 = 42\n\n", "The answer is 42"},
-                           false);
-  EXPECT_EQ(seqs[0].tokens, Concat({*prompt, Bytes("17 + 25 = 42"), {kExtra0}, Bytes("\n\n"),
-                                    Bytes("The answer is 42"), {kExtra0}}));
+  auto seqs = *input.Build(
+      *prompt, std::vector<std::string>{" 17 + 25 = 42\n\n", "The answer is 42"}, false);
+  EXPECT_EQ(seqs[0].tokens, Concat({*prompt,
+                                    Bytes("17 + 25 = 42"),
+                                    {kExtra0},
+                                    Bytes("\n\n"),
+                                    Bytes("The answer is 42"),
+                                    {kExtra0}}));
   for (int32_t p : seqs[0].positions) EXPECT_EQ(seqs[0].tokens[p], kExtra0);
 
   parsed->step_tag_id = 299;
   auto mismatch = RewardInput::Create(*parsed, ByteEncode, ChatMl, {.vocab_size = kVocab});
   EXPECT_THAT(mismatch.status().message(), HasSubstr("but step_tag_id is 299"));
-  auto no_renderer = RewardInput::Create(*parsed, ByteEncode, ChatRenderFn(), {.vocab_size = kVocab});
+  auto no_renderer =
+      RewardInput::Create(*parsed, ByteEncode, ChatRenderFn(), {.vocab_size = kVocab});
   EXPECT_THAT(no_renderer.status().message(), HasSubstr("no chat renderer"));
 }
 
@@ -138,8 +143,8 @@ TEST(RewardInputTest, ValueHeadPrmUsesQwenFormat) {
   ASSERT_EQ(seq.positions.size(), 2u);
   for (int32_t p : seq.positions) EXPECT_EQ(seq.tokens[p], kExtra0);
   EXPECT_EQ(seq.positions[1] + 1, static_cast<int32_t>(seq.tokens.size()));
-  EXPECT_EQ(seq.tokens, Concat({prompt, Bytes("2+2=4"), {kExtra0}, Bytes("The answer is 4"),
-                                {kExtra0}}));
+  EXPECT_EQ(seq.tokens,
+            Concat({prompt, Bytes("2+2=4"), {kExtra0}, Bytes("The answer is 4"), {kExtra0}}));
 }
 
 TEST(RewardInputTest, OrmScoresEachCutSolution) {
@@ -165,8 +170,8 @@ TEST(RewardInputTest, OrmScoresEachCutSolution) {
   // A value-head ORM with no tag reads at the last token of the solution.
   RewardConfig value = DefaultRewardConfig(RewardKind::kOrm, true);
   RewardInput value_input = MakeInput(value, true, 1);
-  auto seqs = *value_input.Build(*value_input.EncodePrompt("q"),
-                                 std::vector<std::string>{"x"}, true);
+  auto seqs =
+      *value_input.Build(*value_input.EncodePrompt("q"), std::vector<std::string>{"x"}, true);
   EXPECT_EQ(seqs[0].tokens, BosBytes("q\n\nx"));
   EXPECT_THAT(seqs[0].positions, ElementsAre(4));
 }
@@ -199,8 +204,7 @@ TEST(RewardInputTest, RejectsACandidateWithoutSteps) {
 
 TEST(RewardScoreTest, LabelTokensAreATwoWaySoftmax) {
   EXPECT_FLOAT_EQ(LabelTokenScore(0.0f, 0.0f), 0.5f);
-  EXPECT_NEAR(LabelTokenScore(2.0f, -1.0f), std::exp(2.0) / (std::exp(2.0) + std::exp(-1.0)),
-              1e-6);
+  EXPECT_NEAR(LabelTokenScore(2.0f, -1.0f), std::exp(2.0) / (std::exp(2.0) + std::exp(-1.0)), 1e-6);
   EXPECT_NEAR(LabelTokenScore(-1000.0f, 1000.0f), 0.0f, 1e-6);  // no overflow
   EXPECT_NEAR(LabelTokenScore(1000.0f, -1000.0f), 1.0f, 1e-6);
 }

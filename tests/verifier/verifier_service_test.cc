@@ -2,6 +2,8 @@
 // client: the bundled reference PRM (models/prm, a token-logit PRM), the golden
 // Qwen2 model read as a token-logit PRM, and tiny value-head models (PRM and
 // ORM) written at test time.
+#include "verifier/verifier_service.h"
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -24,7 +26,6 @@
 #include "tests/worker/tiny_model_util.h"
 #include "verifier/reward_config.h"
 #include "verifier/reward_scorer.h"
-#include "verifier/verifier_service.h"
 #include "worker/server/engine_metrics.h"
 #include "worker/server/prompt_renderer.h"
 #include "worker/server/served_model.h"
@@ -93,8 +94,8 @@ class VerifierServiceTest : public ::testing::Test {
                                          renderer->render, scorer_options);
     ASSERT_TRUE(scorer.ok()) << scorer.status();
     scorer_ = *std::move(scorer);
-    auto service = VerifierService::Create({.model_name = served_.name}, scorer_.get(),
-                                           metrics_.get());
+    auto service =
+        VerifierService::Create({.model_name = served_.name}, scorer_.get(), metrics_.get());
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = *std::move(service);
     arbor::server::ServerOptions server_options;

@@ -79,8 +79,8 @@ class EngineCall {
 // The call's gRPC deadline as an absl::Time (InfiniteFuture when none).
 inline absl::Time CallDeadline(const grpc::ServerContextBase& context) {
   const auto deadline = context.deadline();
-  if (deadline >= std::chrono::system_clock::time_point::max() -
-                      std::chrono::hours(24 * 365 * 100)) {
+  if (deadline >=
+      std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365 * 100)) {
     return absl::InfiniteFuture();
   }
   return absl::FromChrono(deadline);

@@ -14,8 +14,9 @@ ABSL_FLAG(std::string, backend, "cpu", "Engine backend: cpu, or cuda where built
 ABSL_FLAG(int, threads, 0, "CPU backend threads; 0 = all hardware threads");
 ABSL_FLAG(int64_t, kv_cache_tokens, 16384,
           "KV cache capacity in tokens (rounded up to 16-token blocks)");
-ABSL_FLAG(int, kv_cache_blocks, 0, "KV cache capacity in 16-token blocks; overrides "
-                                   "--kv_cache_tokens when > 0");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "KV cache capacity in 16-token blocks; overrides "
+          "--kv_cache_tokens when > 0");
 ABSL_FLAG(int, max_batch_tokens, 2048,
           "Most tokens in one engine step (decode tokens + prefill chunks)");
 ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");

@@ -42,25 +42,26 @@ EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& 
   batch_tokens_ = AddHistogram(registry, "arbor_engine_batch_tokens",
                                "Tokens run through the model in one engine step", r,
                                {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192});
-  batch_sequences_ = AddHistogram(registry, "arbor_engine_batch_sequences",
-                                  "Sequences in one engine step", r,
-                                  {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  batch_sequences_ =
+      AddHistogram(registry, "arbor_engine_batch_sequences", "Sequences in one engine step", r,
+                   {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
   queue_depth_ = AddGauge(registry, "arbor_engine_queue_depth",
                           "Requests accepted by the engine and not started yet", r);
   active_requests_ = AddGauge(registry, "arbor_engine_active_requests",
                               "Requests accepted by the engine and not finished", r);
   running_sequences_ = AddGauge(registry, "arbor_engine_running_sequences",
                                 "Sequences in the engine's running batch", r);
-  const std::string kv_help = "KV cache blocks by state (used by running sequences, cached in "
-                              "the radix tree, free, total)";
+  const std::string kv_help =
+      "KV cache blocks by state (used by running sequences, cached in "
+      "the radix tree, free, total)";
   kv_used_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "used"));
   kv_cached_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "cached"));
   kv_free_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "free"));
   kv_total_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "total"));
   const std::string tokens_help =
       "Tokens the engine prefilled, generated, or served from its prefix cache";
-  prefill_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
-                               With(role, "kind", "prefill"));
+  prefill_tokens_ =
+      AddCounter(registry, "arbor_engine_tokens_total", tokens_help, With(role, "kind", "prefill"));
   generated_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
                                  With(role, "kind", "generated"));
   prefix_hit_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,

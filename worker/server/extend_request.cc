@@ -25,7 +25,8 @@ absl::Status ValidateSampling(const arbor::v1::SamplingParams& sampling,
   }
   if (sampling.has_top_p()) {
     const float p = sampling.top_p();
-    if (!(p > 0.0f && p <= 1.0f)) return Invalid("sampling.top_p", absl::StrCat(p, " outside (0, 1]"));
+    if (!(p > 0.0f && p <= 1.0f))
+      return Invalid("sampling.top_p", absl::StrCat(p, " outside (0, 1]"));
   }
   if (sampling.top_k() < 0 || sampling.top_k() > limits.vocab_size) {
     return Invalid("sampling.top_k",
@@ -36,9 +37,9 @@ absl::Status ValidateSampling(const arbor::v1::SamplingParams& sampling,
 
 absl::Status ValidateStop(const arbor::v1::StopRules& stop, const GeneratorLimits& limits) {
   if (stop.step_delimiters_size() > limits.max_step_delimiters) {
-    return Invalid("stop.step_delimiters", absl::StrCat(stop.step_delimiters_size(),
-                                                        " strings, at most ",
-                                                        limits.max_step_delimiters));
+    return Invalid("stop.step_delimiters",
+                   absl::StrCat(stop.step_delimiters_size(), " strings, at most ",
+                                limits.max_step_delimiters));
   }
   if (stop.no_step_delimiter() && stop.step_delimiters_size() > 0) {
     return Invalid("stop.no_step_delimiter",
@@ -71,9 +72,8 @@ absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
   const bool has_tokens = request.prompt_tokens_size() > 0;
   const bool has_text = !request.prompt_text().empty();
   if (has_tokens == has_text) {
-    return Invalid("prompt_tokens", has_tokens
-                                        ? "set together with prompt_text; send exactly one"
-                                        : "empty, and so is prompt_text; send exactly one");
+    return Invalid("prompt_tokens", has_tokens ? "set together with prompt_text; send exactly one"
+                                               : "empty, and so is prompt_text; send exactly one");
   }
   if (has_tokens) {
     if (auto st = CheckTokenIds(request.prompt_tokens(), limits.vocab_size, "prompt_tokens");
@@ -99,9 +99,9 @@ absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
     }
     // 0 is proto3's "unset": the protocol's default of 1 sample.
     if (branch.num_samples() < 0 || branch.num_samples() > limits.max_samples_per_branch) {
-      return Invalid(absl::StrCat("branches[", b, "].num_samples"),
-                     absl::StrCat(branch.num_samples(), " outside [1, ",
-                                  limits.max_samples_per_branch, "]"));
+      return Invalid(
+          absl::StrCat("branches[", b, "].num_samples"),
+          absl::StrCat(branch.num_samples(), " outside [1, ", limits.max_samples_per_branch, "]"));
     }
     outputs += branch.num_samples() == 0 ? 1 : branch.num_samples();
   }
@@ -124,11 +124,11 @@ absl::Status ValidateExtendContext(const arbor::v1::ExtendRequest& request, size
   for (int b = 0; b < request.branches_size(); ++b) {
     const size_t total = prompt_tokens + request.branches(b).suffix_tokens_size();
     if (total >= window) {
-      return Invalid(absl::StrCat("branches[", b, "].suffix_tokens"),
-                     absl::StrCat("prompt (", prompt_tokens, " tokens) + suffix (",
-                                  request.branches(b).suffix_tokens_size(), ") = ", total,
-                                  " tokens leave no room in the context window of ", window,
-                                  " tokens"));
+      return Invalid(
+          absl::StrCat("branches[", b, "].suffix_tokens"),
+          absl::StrCat("prompt (", prompt_tokens, " tokens) + suffix (",
+                       request.branches(b).suffix_tokens_size(), ") = ", total,
+                       " tokens leave no room in the context window of ", window, " tokens"));
     }
   }
   return absl::OkStatus();
@@ -148,8 +148,8 @@ GenerateRequest ToGenerateRequest(const arbor::v1::ExtendRequest& request,
     out.branches.push_back(std::move(spec));
   }
   const arbor::v1::SamplingParams& sampling = request.sampling();
-  out.sampling.temperature = sampling.has_temperature() ? sampling.temperature()
-                                                        : kDefaultTemperature;
+  out.sampling.temperature =
+      sampling.has_temperature() ? sampling.temperature() : kDefaultTemperature;
   out.sampling.top_p = sampling.has_top_p() ? sampling.top_p() : 1.0f;
   out.sampling.top_k = sampling.top_k();
   const arbor::v1::StopRules& stop = request.stop();
@@ -158,8 +158,8 @@ GenerateRequest ToGenerateRequest(const arbor::v1::ExtendRequest& request,
   } else if (!stop.no_step_delimiter()) {
     out.stop.step_delimiters = {kDefaultStepDelimiter};
   }
-  out.stop.max_step_tokens = stop.max_step_tokens() == 0 ? kDefaultMaxStepTokens
-                                                         : stop.max_step_tokens();
+  out.stop.max_step_tokens =
+      stop.max_step_tokens() == 0 ? kDefaultMaxStepTokens : stop.max_step_tokens();
   out.stop.ignore_eos = stop.ignore_eos();
   out.return_token_logprobs = request.return_token_logprobs();
   return out;

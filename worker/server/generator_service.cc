@@ -132,8 +132,8 @@ absl::StatusOr<std::vector<int32_t>> GeneratorService::PromptTokens(
     return absl::FailedPreconditionError(
         "prompt_text: this worker has no tokenizer; send prompt_tokens");
   }
-  const std::string& name = request.chat_template().empty() ? options_.default_chat_template
-                                                            : request.chat_template();
+  const std::string& name =
+      request.chat_template().empty() ? options_.default_chat_template : request.chat_template();
   absl::StatusOr<RenderedPrompt> prompt = render_prompt_(name, request.prompt_text());
   if (!prompt.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("chat_template: ", prompt.status().message()));

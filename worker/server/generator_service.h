@@ -42,8 +42,8 @@ struct RenderedPrompt {
 // Renders a question as the prompt of the named chat template (one user
 // message plus the assistant generation prompt); an unknown name is
 // INVALID_ARGUMENT.
-using PromptRenderer = std::function<absl::StatusOr<RenderedPrompt>(
-    absl::string_view template_name, absl::string_view question)>;
+using PromptRenderer = std::function<absl::StatusOr<RenderedPrompt>(absl::string_view template_name,
+                                                                    absl::string_view question)>;
 
 struct GeneratorServiceOptions {
   // GeneratorInfo.model; requests naming another model are rejected.
@@ -56,9 +56,11 @@ class GeneratorService final : public arbor::v1::Generator::CallbackService {
  public:
   // `tokenizer` (required for prompt_text and step delimiters) and `metrics`
   // may be null. Errors: INVALID_ARGUMENT for a missing engine or renderer.
-  static absl::StatusOr<std::unique_ptr<GeneratorService>> Create(
-      GeneratorServiceOptions options, Engine* engine, const Tokenizer* tokenizer,
-      PromptRenderer render_prompt, EngineMetrics* metrics);
+  static absl::StatusOr<std::unique_ptr<GeneratorService>> Create(GeneratorServiceOptions options,
+                                                                  Engine* engine,
+                                                                  const Tokenizer* tokenizer,
+                                                                  PromptRenderer render_prompt,
+                                                                  EngineMetrics* metrics);
 
   grpc::ServerUnaryReactor* Extend(grpc::CallbackServerContext* context,
                                    const arbor::v1::ExtendRequest* request,

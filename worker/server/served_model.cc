@@ -21,7 +21,8 @@ std::string ModelNameFromDir(const std::string& model_dir) {
 }
 
 absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
-  if (options.model_dir.empty()) return absl::InvalidArgumentError("--model: no model folder given");
+  if (options.model_dir.empty())
+    return absl::InvalidArgumentError("--model: no model folder given");
   std::error_code ec;
   if (!std::filesystem::is_directory(options.model_dir, ec)) {
     return absl::NotFoundError(
@@ -47,8 +48,8 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
 
   ServedModel served;
   served.model_dir = options.model_dir;
-  served.name = options.model_name.empty() ? ModelNameFromDir(options.model_dir)
-                                           : options.model_name;
+  served.name =
+      options.model_name.empty() ? ModelNameFromDir(options.model_dir) : options.model_name;
   const bool has_tokenizer =
       std::filesystem::exists(std::filesystem::path(options.model_dir) / "tokenizer.json", ec);
   if (has_tokenizer) {
