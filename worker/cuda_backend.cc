@@ -1,0 +1,661 @@
+#include "worker/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "worker/cpu_ops.h"
+#include "worker/model_weights.h"
+
+#if ARBOR_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include "kernels/kernels.h"
+#include "kernels/reference.h"
+#endif
+
+namespace arbor::worker {
+
+#if !ARBOR_HAVE_CUDA
+
+struct CudaBackend::Device {};
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const std::string&,
+                                                                const CudaBackendOptions&) {
+  return absl::UnimplementedError("CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
+}
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr<ModelWeights>,
+                                                                const CudaBackendOptions&) {
+  return absl::UnimplementedError("CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
+}
+CudaBackend::CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
+                         std::unique_ptr<Device> device)
+    : weights_(std::move(weights)), num_kv_blocks_(num_kv_blocks), device_(std::move(device)) {}
+CudaBackend::~CudaBackend() = default;
+const ModelConfig& CudaBackend::config() const { return weights_->config(); }
+int CudaBackend::output_dim() const { return 0; }
+absl::Status CudaBackend::ValidateBatch(const ForwardBatch&) const {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+absl::Status CudaBackend::ForwardPass(const ForwardBatch&, std::vector<float>*) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+absl::Status CudaBackend::Forward(const ForwardBatch&, std::vector<float>*) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>>) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+
+#else  // ARBOR_HAVE_CUDA
+
+namespace {
+
+using kernels::Bf16;
+
+absl::Status CudaError(cudaError_t error, const char* what) {
+  if (error == cudaSuccess) return absl::OkStatus();
+  const std::string message =
+      absl::StrCat("CudaBackend: ", what, ": ", cudaGetErrorString(error));
+  if (error == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+absl::Status KernelError(kernels::KernelStatus status, const char* what) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("CudaBackend: kernel ", what, ": ", status.message()));
+}
+absl::Status CublasError(cublasStatus_t status, const char* what) {
+  if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("CudaBackend: cuBLAS ", what, " failed with status ",
+                                          static_cast<int>(status)));
+}
+
+#define ARBOR_RETURN_IF_ERROR(expr)             \
+  do {                                          \
+    if (absl::Status s_ = (expr); !s_.ok()) {   \
+      return s_;                                \
+    }                                           \
+  } while (0)
+
+// Owning device allocation, grown on demand.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) cudaFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& other) noexcept : ptr_(other.ptr_), bytes_(other.bytes_) {
+    other.ptr_ = nullptr;
+    other.bytes_ = 0;
+  }
+
+  absl::Status Reserve(size_t bytes) {
+    if (bytes <= bytes_) return absl::OkStatus();
+    if (ptr_ != nullptr) cudaFree(ptr_);
+    ptr_ = nullptr;
+    bytes_ = 0;
+    ARBOR_RETURN_IF_ERROR(CudaError(cudaMalloc(&ptr_, bytes), "cudaMalloc"));
+    bytes_ = bytes;
+    return absl::OkStatus();
+  }
+  template <typename T = void>
+  T* get() const {
+    return static_cast<T*>(ptr_);
+  }
+  bool empty() const { return ptr_ == nullptr; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// fp32 host tensor -> bf16 device buffer.
+absl::Status UploadBf16(const std::vector<float>& host, DeviceBuffer* dst) {
+  if (host.empty()) return absl::OkStatus();
+  std::vector<Bf16> bits(host.size());
+  for (size_t i = 0; i < host.size(); ++i) bits[i] = kernels::reference::FloatToBf16(host[i]);
+  ARBOR_RETURN_IF_ERROR(dst->Reserve(bits.size() * sizeof(Bf16)));
+  return CudaError(cudaMemcpy(dst->get(), bits.data(), bits.size() * sizeof(Bf16),
+                              cudaMemcpyHostToDevice),
+                   "upload weights");
+}
+
+constexpr int kLogitRowsPerGemm = 256;  // bounds the fp32 logits scratch
+
+}  // namespace
+
+struct CudaBackend::Device {
+  struct Layer {
+    DeviceBuffer input_norm, qkv, qkv_bias, o_proj, o_bias, post_norm, gate_up, gate_up_bias,
+        down, down_bias;
+  };
+  int device = 0;
+  int max_batch_tokens = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  DeviceBuffer embed, lm_head, final_norm, rope_inv_freq;
+  std::vector<Layer> layers;
+  DeviceBuffer kv_pool;       // [num_layers][K, V][num_blocks * block_elems]
+  size_t block_elems = 0;     // kKvBlockSize * num_kv_heads * head_dim
+  size_t pool_elems = 0;      // num_blocks * block_elems
+  // Scratch for max_batch_tokens tokens.
+  DeviceBuffer residual, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
+  DeviceBuffer meta, decode_workspace, pairs;
+  std::vector<int32_t> host_meta;
+  std::vector<Bf16> host_rows;
+
+  ~Device() {
+    if (cublas != nullptr) cublasDestroy(cublas);
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+  Bf16* k_pool(int layer) const { return kv_pool.get<Bf16>() + 2 * layer * pool_elems; }
+  Bf16* v_pool(int layer) const { return kv_pool.get<Bf16>() + (2 * layer + 1) * pool_elems; }
+
+  // y[m, n] = x[m, k] W[n, k]^T in the Hugging Face Linear layout; bf16 in,
+  // bf16 or fp32 out, fp32 accumulation.
+  absl::Status Gemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k, bool fp32_out) {
+    const float alpha = 1.0f, beta = 0.0f;
+    return CublasError(
+        cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w, CUDA_R_16BF, k, x,
+                     CUDA_R_16BF, k, &beta, y, fp32_out ? CUDA_R_32F : CUDA_R_16BF, n,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "GemmEx");
+  }
+};
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    const std::string& model_dir, const CudaBackendOptions& options) {
+  absl::StatusOr<std::unique_ptr<ModelWeights>> weights = ModelWeights::Load(model_dir);
+  if (!weights.ok()) return weights.status();
+  return Create(*std::move(weights), options);
+}
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    std::unique_ptr<ModelWeights> weights, const CudaBackendOptions& options) {
+  if (weights == nullptr) return absl::InvalidArgumentError("CudaBackend: weights are null");
+  if (options.num_kv_blocks < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CudaBackendOptions.num_kv_blocks must be >= 0, got ", options.num_kv_blocks));
+  }
+  if (!(options.kv_memory_fraction > 0.0 && options.kv_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CudaBackendOptions.kv_memory_fraction must be in (0, 1], got ",
+        options.kv_memory_fraction));
+  }
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CudaBackendOptions.max_batch_tokens must be >= 1, got ", options.max_batch_tokens));
+  }
+  const ModelConfig& c = weights->config();
+  if (c.head_dim != 16 && c.head_dim != 32 && c.head_dim != 64 && c.head_dim != 128) {
+    return absl::UnimplementedError(absl::StrCat("CudaBackend: head_dim ", c.head_dim,
+                                                 " is not supported (16, 32, 64, 128)"));
+  }
+  if (c.num_heads % c.num_kv_heads != 0 || c.num_heads / c.num_kv_heads > 8) {
+    return absl::UnimplementedError(absl::StrCat("CudaBackend: ", c.num_heads, " heads over ",
+                                                 c.num_kv_heads,
+                                                 " KV heads (GQA ratio up to 8 is supported)"));
+  }
+  if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0) {
+    return absl::UnimplementedError("CudaBackend: hidden and intermediate sizes must be multiples of 8");
+  }
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError("CudaBackend: no CUDA device");
+  }
+  if (options.device < 0 || options.device >= count) {
+    return absl::InvalidArgumentError(absl::StrCat("CudaBackendOptions.device ", options.device,
+                                                   " is not one of the ", count, " devices"));
+  }
+  auto dev = std::make_unique<Device>();
+  dev->device = options.device;
+  dev->max_batch_tokens = options.max_batch_tokens;
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(options.device), "cudaSetDevice"));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&dev->stream, cudaStreamNonBlocking),
+                                  "cudaStreamCreate"));
+  ARBOR_RETURN_IF_ERROR(CublasError(cublasCreate(&dev->cublas), "cublasCreate"));
+  ARBOR_RETURN_IF_ERROR(CublasError(cublasSetStream(dev->cublas, dev->stream), "cublasSetStream"));
+
+  // Weights.
+  ARBOR_RETURN_IF_ERROR(UploadBf16(weights->embed_tokens(), &dev->embed));
+  ARBOR_RETURN_IF_ERROR(UploadBf16(weights->final_norm(), &dev->final_norm));
+  if (!c.is_value_head() && !c.tie_word_embeddings) {
+    const float* head = weights->lm_head();
+    ARBOR_RETURN_IF_ERROR(UploadBf16(
+        std::vector<float>(head, head + static_cast<size_t>(c.vocab_size) * c.hidden_size),
+        &dev->lm_head));
+  }
+  dev->layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights->layers()[l];
+    Device::Layer& d = dev->layers[l];
+    using Upload = std::pair<const std::vector<float>*, DeviceBuffer*>;
+    for (const Upload& u : std::initializer_list<Upload>{
+             {&w.input_norm, &d.input_norm}, {&w.qkv, &d.qkv}, {&w.qkv_bias, &d.qkv_bias},
+             {&w.o_proj, &d.o_proj}, {&w.o_bias, &d.o_bias},
+             {&w.post_attention_norm, &d.post_norm}, {&w.gate_up, &d.gate_up},
+             {&w.gate_up_bias, &d.gate_up_bias}, {&w.down_proj, &d.down},
+             {&w.down_bias, &d.down_bias}}) {
+      ARBOR_RETURN_IF_ERROR(UploadBf16(*u.first, u.second));
+    }
+  }
+  std::vector<float> inv_freq = RopeInvFreq(c.head_dim, c.rope_theta, c.rope_scaling);
+  if (options.bf16_rope_frequencies) {
+    for (float& f : inv_freq) f = kernels::reference::RoundBf16(f);
+  }
+  ARBOR_RETURN_IF_ERROR(dev->rope_inv_freq.Reserve(inv_freq.size() * sizeof(float)));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpy(dev->rope_inv_freq.get(), inv_freq.data(),
+                                             inv_freq.size() * sizeof(float),
+                                             cudaMemcpyHostToDevice),
+                                  "upload RoPE frequencies"));
+
+  // Scratch for max_batch_tokens tokens.
+  const size_t t = options.max_batch_tokens;
+  const size_t hidden = c.hidden_size, inter = c.intermediate_size;
+  const size_t q_dim = static_cast<size_t>(c.num_heads) * c.head_dim;
+  const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
+  using Scratch = std::pair<DeviceBuffer*, size_t>;
+  for (const Scratch& sc : std::initializer_list<Scratch>{
+           {&dev->residual, t * hidden}, {&dev->normed, t * hidden}, {&dev->q, t * q_dim},
+           {&dev->k, t * kv_dim}, {&dev->v, t * kv_dim}, {&dev->attn, t * q_dim},
+           {&dev->proj, t * hidden}, {&dev->gate_up, t * 2 * inter}, {&dev->act, t * inter},
+           {&dev->out_rows, t * hidden}}) {
+    ARBOR_RETURN_IF_ERROR(sc.first->Reserve(sc.second * sizeof(Bf16)));
+  }
+  if (!c.is_value_head()) {
+    ARBOR_RETURN_IF_ERROR(dev->logits.Reserve(static_cast<size_t>(kLogitRowsPerGemm) *
+                                              c.vocab_size * sizeof(float)));
+  }
+
+  // KV pool: an exact block count, or a fraction of what is left.
+  dev->block_elems = static_cast<size_t>(kKvBlockSize) * kv_dim;
+  const size_t block_bytes_all_layers = 2 * dev->block_elems * sizeof(Bf16) * c.num_layers;
+  int num_blocks = options.num_kv_blocks;
+  if (num_blocks == 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    ARBOR_RETURN_IF_ERROR(CudaError(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
+    const double budget = options.kv_memory_fraction * static_cast<double>(free_bytes);
+    num_blocks = static_cast<int>(std::min<double>(budget / block_bytes_all_layers, 1 << 30));
+    if (num_blocks < 1) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "CudaBackend: ", free_bytes >> 20, " MiB free after the weights: no room for one KV "
+          "block (", block_bytes_all_layers >> 10, " KiB over all layers)"));
+    }
+  }
+  dev->pool_elems = static_cast<size_t>(num_blocks) * dev->block_elems;
+  ARBOR_RETURN_IF_ERROR(
+      dev->kv_pool.Reserve(2 * dev->pool_elems * c.num_layers * sizeof(Bf16)));
+  ARBOR_RETURN_IF_ERROR(CudaError(
+      cudaMemset(dev->kv_pool.get(), 0, 2 * dev->pool_elems * c.num_layers * sizeof(Bf16)),
+      "cudaMemset KV pool"));
+  // The uploads and the memset ran on the legacy stream, which the backend's
+  // non-blocking stream does not wait for.
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "loading the model"));
+  ARBOR_LOG(INFO) << "CudaBackend: " << c.architecture << ", " << c.num_layers << " layers on GPU "
+                  << options.device << ", " << num_blocks << " KV blocks ("
+                  << (static_cast<size_t>(num_blocks) * block_bytes_all_layers >> 20) << " MiB)";
+  return std::unique_ptr<CudaBackend>(
+      new CudaBackend(std::move(weights), num_blocks, std::move(dev)));
+}
+
+CudaBackend::CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
+                         std::unique_ptr<Device> device)
+    : weights_(std::move(weights)), num_kv_blocks_(num_kv_blocks), device_(std::move(device)) {}
+
+CudaBackend::~CudaBackend() {
+  if (device_ != nullptr) cudaSetDevice(device_->device);
+}
+
+const ModelConfig& CudaBackend::config() const { return weights_->config(); }
+
+int CudaBackend::output_dim() const {
+  const ModelConfig& c = weights_->config();
+  return c.is_value_head() ? c.num_labels : c.vocab_size;
+}
+
+absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
+  const int num_seqs = b.num_seqs();
+  const int num_tokens = b.num_tokens();
+  auto error = [](auto&&... parts) {
+    return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: ", parts...));
+  };
+  if (num_tokens == 0 || num_seqs == 0) return error("no tokens or no sequences");
+  if (b.positions.size() != b.tokens.size()) {
+    return error("positions has ", b.positions.size(), " entries for ", num_tokens, " tokens");
+  }
+  if (b.seq_starts.size() != static_cast<size_t>(num_seqs) + 1 || b.seq_starts[0] != 0 ||
+      b.seq_starts[num_seqs] != num_tokens) {
+    return error("seq_starts must have num_seqs + 1 = ", num_seqs + 1,
+                 " entries from 0 to num_tokens = ", num_tokens);
+  }
+  if (b.max_blocks_per_seq < 1 ||
+      b.block_tables.size() != static_cast<size_t>(num_seqs) * b.max_blocks_per_seq) {
+    return error("block_tables has ", b.block_tables.size(), " entries, expected num_seqs (",
+                 num_seqs, ") * max_blocks_per_seq (", b.max_blocks_per_seq, ")");
+  }
+  const int vocab = config().vocab_size;
+  for (int t = 0; t < num_tokens; ++t) {
+    if (b.tokens[t] < 0 || b.tokens[t] >= vocab) {
+      return error("token ", t, " is id ", b.tokens[t], ", outside the vocabulary [0, ", vocab,
+                   ")");
+    }
+  }
+  for (int s = 0; s < num_seqs; ++s) {
+    const int begin = b.seq_starts[s], end = b.seq_starts[s + 1];
+    if (end <= begin) return error("sequence ", s, " has no new tokens");
+    if (end - begin > device_->max_batch_tokens) {
+      return error("sequence ", s, " has ", end - begin,
+                   " new tokens, more than CudaBackendOptions.max_batch_tokens (",
+                   device_->max_batch_tokens, ")");
+    }
+    const int ctx = b.context_lens[s];
+    if (ctx < end - begin) {
+      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin,
+                   " new tokens");
+    }
+    if (ctx > b.max_blocks_per_seq * kKvBlockSize) {
+      return error("sequence ", s, " has context_len ", ctx, " beyond its ",
+                   b.max_blocks_per_seq, " blocks");
+    }
+    const int first = ctx - (end - begin);
+    for (int t = begin; t < end; ++t) {
+      if (b.positions[t] != first + (t - begin)) {
+        return error("sequence ", s, " token ", t, " has position ", b.positions[t],
+                     ", expected ", first + (t - begin),
+                     " (new tokens follow the cached context)");
+      }
+    }
+    const int blocks_needed = (ctx + kKvBlockSize - 1) / kKvBlockSize;
+    for (int i = 0; i < blocks_needed; ++i) {
+      const int32_t block = b.block_tables[static_cast<size_t>(s) * b.max_blocks_per_seq + i];
+      if (block < 0 || block >= num_kv_blocks_) {
+        return error("sequence ", s, " block ", i, " is id ", block, ", outside the pool [0, ",
+                     num_kv_blocks_, ")");
+      }
+    }
+  }
+  for (size_t i = 0; i < b.output_rows.size(); ++i) {
+    if (b.output_rows[i] < 0 || b.output_rows[i] >= num_tokens) {
+      return error("output_rows[", i, "] = ", b.output_rows[i], " is outside [0, ", num_tokens,
+                   ")");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
+  if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
+  if (batch.context_lens.size() + 1 != batch.seq_starts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
+        batch.context_lens.size(), " sequences (context_lens)"));
+  }
+  ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
+  if (batch.num_tokens() <= device_->max_batch_tokens) return ForwardPass(batch, out);
+
+  // Several passes, each over whole sequences.
+  const int dim = output_dim();
+  out->assign(batch.output_rows.size() * dim, 0.0f);
+  int s0 = 0;
+  while (s0 < batch.num_seqs()) {
+    int s1 = s0 + 1;
+    while (s1 < batch.num_seqs() &&
+           batch.seq_starts[s1 + 1] - batch.seq_starts[s0] <= device_->max_batch_tokens) {
+      ++s1;
+    }
+    const int t0 = batch.seq_starts[s0], t1 = batch.seq_starts[s1];
+    ForwardBatch part;
+    part.tokens.assign(batch.tokens.begin() + t0, batch.tokens.begin() + t1);
+    part.positions.assign(batch.positions.begin() + t0, batch.positions.begin() + t1);
+    for (int s = s0; s <= s1; ++s) part.seq_starts.push_back(batch.seq_starts[s] - t0);
+    part.context_lens.assign(batch.context_lens.begin() + s0, batch.context_lens.begin() + s1);
+    part.max_blocks_per_seq = batch.max_blocks_per_seq;
+    part.block_tables.assign(
+        batch.block_tables.begin() + static_cast<size_t>(s0) * batch.max_blocks_per_seq,
+        batch.block_tables.begin() + static_cast<size_t>(s1) * batch.max_blocks_per_seq);
+    std::vector<size_t> where;  // output index of each of part's output rows
+    for (size_t i = 0; i < batch.output_rows.size(); ++i) {
+      if (batch.output_rows[i] >= t0 && batch.output_rows[i] < t1) {
+        part.output_rows.push_back(batch.output_rows[i] - t0);
+        where.push_back(i);
+      }
+    }
+    std::vector<float> part_out;
+    ARBOR_RETURN_IF_ERROR(ForwardPass(part, &part_out));
+    for (size_t r = 0; r < where.size(); ++r) {
+      std::copy_n(part_out.begin() + r * dim, dim, out->begin() + where[r] * dim);
+    }
+    s0 = s1;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<float>* out) {
+  const ModelConfig& c = weights_->config();
+  Device& d = *device_;
+  cudaStream_t stream = d.stream;
+  const int n = batch.num_tokens(), num_seqs = batch.num_seqs();
+  const int num_out = static_cast<int>(batch.output_rows.size());
+  const int hidden = c.hidden_size, inter = c.intermediate_size;
+  const int q_dim = c.num_heads * c.head_dim, kv_dim = c.num_kv_heads * c.head_dim;
+  const int mb = batch.max_blocks_per_seq;
+  kernels::AttentionShape shape;
+  shape.num_heads = c.num_heads;
+  shape.num_kv_heads = c.num_kv_heads;
+  shape.head_dim = c.head_dim;
+  shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  shape.max_blocks = mb;
+
+  // Batch metadata in one upload: tokens, positions, seq_starts,
+  // context_lens, block_tables, output_rows.
+  std::vector<int32_t>& meta = d.host_meta;
+  meta.clear();
+  auto append = [&meta](const std::vector<int32_t>& v) {
+    const size_t offset = meta.size();
+    meta.insert(meta.end(), v.begin(), v.end());
+    return offset;
+  };
+  const size_t o_tokens = append(batch.tokens), o_pos = append(batch.positions),
+               o_starts = append(batch.seq_starts), o_ctx = append(batch.context_lens),
+               o_tables = append(batch.block_tables), o_out = append(batch.output_rows);
+  ARBOR_RETURN_IF_ERROR(d.meta.Reserve(meta.size() * sizeof(int32_t)));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(),
+                                                  meta.size() * sizeof(int32_t),
+                                                  cudaMemcpyHostToDevice, stream),
+                                  "upload batch"));
+  const int32_t* m = d.meta.get<int32_t>();
+  const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
+                *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
+  int max_new = 0, max_ctx = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    max_new = std::max(max_new, batch.seq_starts[s + 1] - batch.seq_starts[s]);
+    max_ctx = std::max(max_ctx, batch.context_lens[s]);
+  }
+  if (max_new == 1) {
+    ARBOR_RETURN_IF_ERROR(
+        d.decode_workspace.Reserve(kernels::PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx)));
+  }
+
+  Bf16* residual = d.residual.get<Bf16>();
+  Bf16* normed = d.normed.get<Bf16>();
+  Bf16* proj = d.proj.get<Bf16>();
+  ARBOR_RETURN_IF_ERROR(KernelError(
+      kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual, n, hidden, c.vocab_size,
+                               stream),
+      "EmbeddingGather"));
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Device::Layer& w = d.layers[l];
+    ARBOR_RETURN_IF_ERROR(KernelError(
+        kernels::RmsNormResidual(l == 0 ? nullptr : proj, residual, w.input_norm.get<Bf16>(),
+                                 normed, n, hidden, c.rms_norm_eps, stream),
+        "RmsNormResidual"));
+    // Q, K and V: three GEMMs over row slices of the stacked matrix, so that
+    // each lands in its own contiguous buffer.
+    const Bf16* qkv = w.qkv.get<Bf16>();
+    Bf16 *q = d.q.get<Bf16>(), *k = d.k.get<Bf16>(), *v = d.v.get<Bf16>();
+    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, q, n, q_dim, hidden, false));
+    ARBOR_RETURN_IF_ERROR(
+        d.Gemm(normed, qkv + static_cast<size_t>(q_dim) * hidden, k, n, kv_dim, hidden, false));
+    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v,
+                                 n, kv_dim, hidden, false));
+    if (!w.qkv_bias.empty()) {
+      const Bf16* bias = w.qkv_bias.get<Bf16>();
+      ARBOR_RETURN_IF_ERROR(KernelError(kernels::AddBias(q, bias, n, q_dim, stream), "AddBias"));
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::AddBias(k, bias + q_dim, n, kv_dim, stream), "AddBias"));
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::AddBias(v, bias + q_dim + kv_dim, n, kv_dim, stream), "AddBias"));
+    }
+    ARBOR_RETURN_IF_ERROR(KernelError(
+        kernels::ApplyRope(q, k, positions, d.rope_inv_freq.get<float>(), n, c.num_heads,
+                           c.num_kv_heads, c.head_dim, stream),
+        "ApplyRope"));
+    ARBOR_RETURN_IF_ERROR(KernelError(
+        kernels::KvAppend(k, v, positions, seq_starts, tables, d.k_pool(l), d.v_pool(l), n,
+                          num_seqs, mb, c.num_kv_heads, c.head_dim, stream),
+        "KvAppend"));
+    Bf16* attn = d.attn.get<Bf16>();
+    if (max_new == 1) {  // a decode step: one token per sequence
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens, attn,
+                                        d.decode_workspace.get(), num_seqs, max_ctx, shape,
+                                        stream),
+          "PagedDecodeAttention"));
+    } else {
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::PrefillAttention(q, positions, seq_starts, tables, ctx_lens, d.k_pool(l),
+                                    d.v_pool(l), attn, n, num_seqs, max_new, shape, stream),
+          "PrefillAttention"));
+    }
+    ARBOR_RETURN_IF_ERROR(d.Gemm(attn, w.o_proj.get<Bf16>(), proj, n, hidden, q_dim, false));
+    if (!w.o_bias.empty()) {
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::AddBias(proj, w.o_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
+    }
+    ARBOR_RETURN_IF_ERROR(KernelError(
+        kernels::RmsNormResidual(proj, residual, w.post_norm.get<Bf16>(), normed, n, hidden,
+                                 c.rms_norm_eps, stream),
+        "RmsNormResidual"));
+    Bf16* gate_up = d.gate_up.get<Bf16>();
+    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, w.gate_up.get<Bf16>(), gate_up, n, 2 * inter, hidden,
+                                 false));
+    if (!w.gate_up_bias.empty()) {
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::AddBias(gate_up, w.gate_up_bias.get<Bf16>(), n, 2 * inter, stream),
+          "AddBias"));
+    }
+    Bf16* act = d.act.get<Bf16>();
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::SwiGlu(gate_up, act, n, inter, stream), "SwiGlu"));
+    ARBOR_RETURN_IF_ERROR(d.Gemm(act, w.down.get<Bf16>(), proj, n, hidden, inter, false));
+    if (!w.down_bias.empty()) {
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::AddBias(proj, w.down_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
+    }
+  }
+  ARBOR_RETURN_IF_ERROR(KernelError(
+      kernels::RmsNormResidual(proj, residual, d.final_norm.get<Bf16>(), normed, n, hidden,
+                               c.rms_norm_eps, stream),
+      "RmsNormResidual"));
+
+  const int dim = output_dim();
+  out->resize(static_cast<size_t>(num_out) * dim);
+  if (num_out == 0) {
+    return CudaError(cudaStreamSynchronize(stream), "forward");
+  }
+  // The output rows of the final hidden states, in output order.
+  Bf16* rows = d.out_rows.get<Bf16>();
+  ARBOR_RETURN_IF_ERROR(KernelError(
+      kernels::EmbeddingGather(out_rows, normed, rows, num_out, hidden, n, stream),
+      "gather output rows"));
+  if (!c.is_value_head()) {
+    const Bf16* head = c.tie_word_embeddings ? d.embed.get<Bf16>() : d.lm_head.get<Bf16>();
+    for (int r0 = 0; r0 < num_out; r0 += kLogitRowsPerGemm) {
+      const int rc = std::min(kLogitRowsPerGemm, num_out - r0);
+      ARBOR_RETURN_IF_ERROR(d.Gemm(rows + static_cast<size_t>(r0) * hidden, head, d.logits.get(),
+                                   rc, dim, hidden, true));
+      ARBOR_RETURN_IF_ERROR(CudaError(
+          cudaMemcpyAsync(out->data() + static_cast<size_t>(r0) * dim, d.logits.get(),
+                          static_cast<size_t>(rc) * dim * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream),
+          "download logits"));
+      // The logits buffer is reused by the next chunk.
+      ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
+    }
+    return absl::OkStatus();
+  }
+  // Value heads: a few rows; the head runs on the host in fp32.
+  d.host_rows.resize(static_cast<size_t>(num_out) * hidden);
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.host_rows.data(), rows,
+                                                  d.host_rows.size() * sizeof(Bf16),
+                                                  cudaMemcpyDeviceToHost, stream),
+                                  "download hidden rows"));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
+  std::vector<float> x(d.host_rows.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = kernels::reference::Bf16ToFloat(d.host_rows[i]);
+  const ScoreHead& head = weights_->score_head();
+  if (!head.is_mlp()) {
+    Linear(x.data(), num_out, hidden, head.w1.data(), head.b1.empty() ? nullptr : head.b1.data(),
+           dim, out->data());
+    return absl::OkStatus();
+  }
+  std::vector<float> h(static_cast<size_t>(num_out) * hidden);
+  Linear(x.data(), num_out, hidden, head.w1.data(), head.b1.empty() ? nullptr : head.b1.data(),
+         hidden, h.data());
+  for (float& value : h) value = std::max(value, 0.0f);
+  Linear(h.data(), num_out, hidden, head.w2.data(), head.b2.empty() ? nullptr : head.b2.data(),
+         dim, out->data());
+  return absl::OkStatus();
+}
+
+absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) {
+  std::vector<int32_t> pairs;
+  std::vector<bool> is_src(num_kv_blocks_, false);
+  bool chained = false;
+  for (const auto& [src, dst] : src_dst) {
+    if (src < 0 || src >= num_kv_blocks_ || dst < 0 || dst >= num_kv_blocks_) {
+      return absl::InvalidArgumentError(absl::StrCat("CopyBlocks: pair (", src, ", ", dst,
+                                                     ") outside the pool [0, ", num_kv_blocks_,
+                                                     ")"));
+    }
+    if (src == dst) continue;
+    pairs.push_back(src);
+    pairs.push_back(dst);
+    is_src[src] = true;
+  }
+  if (pairs.empty()) return absl::OkStatus();
+  for (size_t i = 1; i < pairs.size(); i += 2) chained = chained || is_src[pairs[i]];
+  Device& d = *device_;
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(d.device), "cudaSetDevice"));
+  ARBOR_RETURN_IF_ERROR(d.pairs.Reserve(pairs.size() * sizeof(int32_t)));
+  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.pairs.get(), pairs.data(),
+                                                  pairs.size() * sizeof(int32_t),
+                                                  cudaMemcpyHostToDevice, d.stream),
+                                  "upload block pairs"));
+  const int num_pairs = static_cast<int>(pairs.size() / 2);
+  for (int l = 0; l < config().num_layers; ++l) {
+    // A block that is both copied from and into must see the copies in
+    // order: one launch per pair then (the stream orders them).
+    const int per_launch = chained ? 1 : std::min(num_pairs, 65535);
+    for (int p = 0; p < num_pairs; p += per_launch) {
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::CopyKvBlocks(d.k_pool(l), d.v_pool(l), d.pairs.get<int32_t>() + 2 * p,
+                                std::min(per_launch, num_pairs - p),
+                                static_cast<int>(d.block_elems), d.stream),
+          "CopyKvBlocks"));
+    }
+  }
+  return CudaError(cudaStreamSynchronize(d.stream), "CopyBlocks");
+}
+
+#endif  // ARBOR_HAVE_CUDA
+
+}  // namespace arbor::worker

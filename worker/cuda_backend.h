@@ -1,0 +1,90 @@
+// CudaBackend: ModelBackend on one NVIDIA GPU for Llama-family checkpoints
+// (Llama, Qwen2 with QKV bias, Mistral, and their value-head variants). bf16
+// weights and activations, fp32 accumulation; GEMMs on cuBLAS; everything
+// else on Arbor's kernels (kernels/kernels.h): fused residual + RMSNorm, RoPE
+// with Llama-3 scaling, KV append, causal prefill attention over paged KV,
+// paged decode attention, SwiGLU. Logits come back in fp32. Value heads (score
+// / PRM heads, a few rows) run on the host in fp32 from the final hidden rows.
+//
+// The KV pool (layout of worker/backend.h, bf16) is allocated once at Create
+// from a fraction of the GPU memory left free by the weights and scratch, or
+// with an exact block count. Batches of more than max_batch_tokens tokens are
+// run as several device passes, split between sequences.
+//
+// Without CUDA (ARBOR_HAVE_CUDA unset) Create returns UNIMPLEMENTED.
+//
+// Thread-safety: like every ModelBackend, driven by one thread; methods are not
+// safe to call concurrently. Each instance owns its stream and cuBLAS handle.
+#ifndef ARBOR_WORKER_CUDA_BACKEND_H_
+#define ARBOR_WORKER_CUDA_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "worker/backend.h"
+#include "worker/model_config.h"
+
+namespace arbor::worker {
+
+class ModelWeights;
+
+struct CudaBackendOptions {
+  // CUDA device ordinal.
+  int device = 0;
+  // KV blocks per layer; 0 sizes the pool from kv_memory_fraction.
+  int num_kv_blocks = 0;
+  // Fraction of the GPU memory free after weights and scratch that the KV
+  // pool takes, in (0, 1].
+  double kv_memory_fraction = 0.9;
+  // Tokens per device pass (scratch is sized for it); >= 1.
+  int max_batch_tokens = 8192;
+  // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
+  // model cast with .to(torch.bfloat16)).
+  bool bf16_rope_frequencies = false;
+};
+
+class CudaBackend : public ModelBackend {
+ public:
+  // Loads <model_dir>/config.json (+ generation_config.json) and the
+  // safetensors checkpoint. Errors name the file, field or tensor at fault,
+  // or the CUDA failure (no device: FAILED_PRECONDITION; memory:
+  // RESOURCE_EXHAUSTED).
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const std::string& model_dir,
+                                                             const CudaBackendOptions& options);
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
+      std::unique_ptr<ModelWeights> weights, const CudaBackendOptions& options);
+
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  const ModelConfig& config() const override;
+  std::string name() const override { return "cuda"; }
+  int num_kv_blocks() const override { return num_kv_blocks_; }
+  int output_dim() const override;
+
+  absl::Status Forward(const ForwardBatch& batch, std::vector<float>* out) override;
+  absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
+
+ private:
+  struct Device;  // device state; defined only with CUDA
+  CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
+              std::unique_ptr<Device> device);
+  absl::Status ValidateBatch(const ForwardBatch& batch) const;
+  // One device pass over a batch of at most max_batch_tokens tokens.
+  absl::Status ForwardPass(const ForwardBatch& batch, std::vector<float>* out);
+
+  std::unique_ptr<ModelWeights> weights_;
+  int num_kv_blocks_ = 0;
+  std::unique_ptr<Device> device_;
+};
+
+}  // namespace arbor::worker
+
+#endif  // ARBOR_WORKER_CUDA_BACKEND_H_
