@@ -463,6 +463,7 @@ TEST_F(GeneratorServiceTest, OverloadIsResourceExhaustedAndCancellingReleasesThe
   grpc::ClientContext long_context;
   absl::Notification long_done;
   grpc::Status long_status;
+  arbor::test_util::InFlightCall in_flight(&long_context, &long_done);
   stub_->async()->Extend(&long_context, &long_request, &long_response, [&](grpc::Status s) {
     long_status = std::move(s);
     long_done.Notify();
@@ -553,6 +554,7 @@ TEST_F(GeneratorServiceTest, DrainFinishesInFlightCalls) {
   grpc::ClientContext context;
   absl::Notification done;
   grpc::Status status;
+  arbor::test_util::InFlightCall in_flight(&context, &done);
   stub_->async()->Extend(&context, &request, &response, [&](grpc::Status s) {
     status = std::move(s);
     done.Notify();

@@ -12,8 +12,10 @@
 #include <functional>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "grpcpp/client_context.h"
 
 namespace arbor::test_util {
 
@@ -41,7 +43,7 @@ inline std::string HttpGet(int port, const std::string& path) {
 }
 
 // Polls `done` every 5 ms until it holds or `timeout` passes; returns its last value.
-inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(20)) {
+inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(90)) {
   const absl::Time end = absl::Now() + timeout;
   while (!done()) {
     if (absl::Now() > end) return done();
@@ -49,6 +51,28 @@ inline bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = 
   }
   return true;
 }
+
+// For an async call whose context, request, response and status live in the
+// test's frame: when the scope ends before the call completed (a failed
+// ASSERT), cancels it and waits for its callback, so that the callback never
+// writes into a dead frame. Declare it after what the callback touches.
+class InFlightCall {
+ public:
+  InFlightCall(grpc::ClientContext* context, absl::Notification* done)
+      : context_(context), done_(done) {}
+  ~InFlightCall() {
+    if (!done_->HasBeenNotified()) {
+      context_->TryCancel();
+      done_->WaitForNotification();
+    }
+  }
+  InFlightCall(const InFlightCall&) = delete;
+  InFlightCall& operator=(const InFlightCall&) = delete;
+
+ private:
+  grpc::ClientContext* context_;
+  absl::Notification* done_;
+};
 
 // <ARBOR_SOURCE_DIR or .>/relative
 inline std::string SourcePath(const std::string& relative) {

@@ -354,6 +354,7 @@ TEST_F(VerifierServiceTest, OverloadIsResourceExhaustedAndCancellingReleasesTheB
   grpc::ClientContext big_context;
   absl::Notification big_done;
   grpc::Status big_status;
+  arbor::test_util::InFlightCall in_flight(&big_context, &big_done);
   stub_->async()->Score(&big_context, &big, &big_response, [&](grpc::Status s) {
     big_status = std::move(s);
     big_done.Notify();
