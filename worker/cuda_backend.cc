@@ -14,6 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "kernels/cascade_plan.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
 #endif
@@ -137,6 +138,7 @@ struct CudaBackend::Device {
   };
   int device = 0;
   int max_batch_tokens = 0;
+  int cascade_min_shared_tokens = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   DeviceBuffer embed, lm_head, final_norm, rope_inv_freq;
@@ -188,6 +190,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         "CudaBackendOptions.kv_memory_fraction must be in (0, 1], got ",
         options.kv_memory_fraction));
   }
+  if (options.cascade_min_shared_tokens < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaBackendOptions.cascade_min_shared_tokens must be >= 0, got ",
+                     options.cascade_min_shared_tokens));
+  }
   if (options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CudaBackendOptions.max_batch_tokens must be >= 1, got ", options.max_batch_tokens));
@@ -217,6 +224,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   auto dev = std::make_unique<Device>();
   dev->device = options.device;
   dev->max_batch_tokens = options.max_batch_tokens;
+  dev->cascade_min_shared_tokens = options.cascade_min_shared_tokens;
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(options.device), "cudaSetDevice"));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&dev->stream, cudaStreamNonBlocking),
                                   "cudaStreamCreate"));
@@ -454,8 +462,20 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   shape.max_blocks = mb;
 
+  int max_new = 0, max_ctx = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    max_new = std::max(max_new, batch.seq_starts[s + 1] - batch.seq_starts[s]);
+    max_ctx = std::max(max_ctx, batch.context_lens[s]);
+  }
+  // A decode step of branches that share a prompt: cascade attention.
+  kernels::CascadePlan cascade;
+  if (max_new == 1 && d.cascade_min_shared_tokens > 0 && num_seqs > 1) {
+    cascade = kernels::CascadePlan::Plan(batch.block_tables, batch.context_lens, mb,
+                                         d.cascade_min_shared_tokens);
+  }
+
   // Batch metadata in one upload: tokens, positions, seq_starts,
-  // context_lens, block_tables, output_rows.
+  // context_lens, block_tables, output_rows (+ the cascade's groups).
   std::vector<int32_t>& meta = d.host_meta;
   meta.clear();
   auto append = [&meta](const std::vector<int32_t>& v) {
@@ -466,6 +486,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   const size_t o_tokens = append(batch.tokens), o_pos = append(batch.positions),
                o_starts = append(batch.seq_starts), o_ctx = append(batch.context_lens),
                o_tables = append(batch.block_tables), o_out = append(batch.output_rows);
+  const size_t o_gstarts = append(cascade.group_starts), o_gtables = append(cascade.group_tables),
+               o_glen = append(cascade.group_kv_len), o_sbegin = append(cascade.suffix_begin);
   ARBOR_RETURN_IF_ERROR(d.meta.Reserve(meta.size() * sizeof(int32_t)));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(),
                                                   meta.size() * sizeof(int32_t),
@@ -474,12 +496,19 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   const int32_t* m = d.meta.get<int32_t>();
   const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
                 *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
-  int max_new = 0, max_ctx = 0;
-  for (int s = 0; s < num_seqs; ++s) {
-    max_new = std::max(max_new, batch.seq_starts[s + 1] - batch.seq_starts[s]);
-    max_ctx = std::max(max_ctx, batch.context_lens[s]);
-  }
-  if (max_new == 1) {
+  const int gqa = c.num_heads / c.num_kv_heads;
+  kernels::SplitPlan prefix_splits, suffix_splits;
+  const size_t attn_rows = static_cast<size_t>(num_seqs) * c.num_heads;
+  if (cascade.worthwhile) {
+    const int row_tiles = (cascade.max_group_size * gqa + 63) / 64;
+    prefix_splits = kernels::PlanSplits(std::max(cascade.max_prefix, 1),
+                                        row_tiles * cascade.num_groups() * c.num_kv_heads, 64);
+    suffix_splits = kernels::PlanSplits(std::max(cascade.max_suffix, 1),
+                                        num_seqs * c.num_kv_heads, kKvBlockSize);
+    const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;
+    ARBOR_RETURN_IF_ERROR(
+        d.decode_workspace.Reserve(parts * attn_rows * (c.head_dim + 1) * sizeof(float)));
+  } else if (max_new == 1) {
     ARBOR_RETURN_IF_ERROR(
         d.decode_workspace.Reserve(kernels::PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx)));
   }
@@ -523,7 +552,31 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
                           num_seqs, mb, c.num_kv_heads, c.head_dim, stream),
         "KvAppend"));
     Bf16* attn = d.attn.get<Bf16>();
-    if (max_new == 1) {  // a decode step: one token per sequence
+    if (cascade.worthwhile) {
+      // Shared prompts once per group (tensor cores), each branch's own
+      // suffix, then the log-sum-exp merge of all parts.
+      float* o_parts = d.decode_workspace.get<float>();
+      const int parts = prefix_splits.num_splits + suffix_splits.num_splits;
+      float* lse_parts = o_parts + static_cast<size_t>(parts) * attn_rows * c.head_dim;
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::GroupAttentionPartial(q, positions, m + o_gstarts, m + o_gtables, m + o_glen,
+                                         d.k_pool(l), d.v_pool(l), o_parts, lse_parts, n,
+                                         cascade.num_groups(), cascade.max_group_size, shape,
+                                         prefix_splits.split_len, prefix_splits.num_splits,
+                                         stream),
+          "GroupAttentionPartial"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::DecodeAttentionPartial(
+              q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
+              o_parts + prefix_splits.num_splits * attn_rows * c.head_dim,
+              lse_parts + prefix_splits.num_splits * attn_rows, num_seqs, shape,
+              suffix_splits.split_len, suffix_splits.num_splits, stream),
+          "DecodeAttentionPartial"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, parts, num_seqs,
+                                        c.num_heads, c.head_dim, stream),
+          "MergeAttentionStates"));
+    } else if (max_new == 1) {  // a decode step: one token per sequence
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens, attn,
                                         d.decode_workspace.get(), num_seqs, max_ctx, shape,

@@ -3,7 +3,8 @@
 // weights and activations, fp32 accumulation; GEMMs on cuBLAS; everything
 // else on Arbor's kernels (kernels/kernels.h): fused residual + RMSNorm, RoPE
 // with Llama-3 scaling, KV append, causal prefill attention over paged KV,
-// paged decode attention, SwiGLU. Logits come back in fp32. Value heads (score
+// paged decode attention (cascade attention when branches share a prompt's
+// blocks), SwiGLU. Logits come back in fp32. Value heads (score
 // / PRM heads, a few rows) run on the host in fp32 from the final hidden rows.
 //
 // The KV pool (layout of worker/backend.h, bf16) is allocated once at Create
@@ -44,6 +45,10 @@ struct CudaBackendOptions {
   double kv_memory_fraction = 0.9;
   // Tokens per device pass (scratch is sized for it); >= 1.
   int max_batch_tokens = 8192;
+  // Decode steps whose consecutive sequences share at least this many prompt
+  // tokens (the same leading KV blocks) read the shared prompt once per group
+  // (cascade attention) instead of once per sequence; 0 disables.
+  int cascade_min_shared_tokens = 256;
   // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
   // model cast with .to(torch.bfloat16)).
   bool bf16_rope_frequencies = false;

@@ -122,10 +122,12 @@ bool Bf16Model(const std::string& dir) {
 }
 
 // nullptr (and the test skips) without a device or CUDA; other errors fail.
-std::unique_ptr<CudaBackend> MakeCudaBackend(const std::string& dir, int max_batch_tokens = 8192) {
+std::unique_ptr<CudaBackend> MakeCudaBackend(const std::string& dir, int max_batch_tokens = 8192,
+                                             int cascade_min_shared_tokens = 256) {
   CudaBackendOptions options;
   options.num_kv_blocks = 128;
   options.max_batch_tokens = max_batch_tokens;
+  options.cascade_min_shared_tokens = cascade_min_shared_tokens;
   // Same emulation as the CPU golden tests (make_golden.py cast the bf16
   // model with .to(bfloat16), rounding its RoPE buffer).
   options.bf16_rope_frequencies = Bf16Model(dir);
@@ -219,9 +221,11 @@ TEST_P(CudaGoldenTest, GreedyContinuationMatchesTransformers) {
 }
 
 // Chunked prefill against cached KV, a fork through CopyBlocks and two
-// branches decoding over shared blocks: the same logits as the CPU backend.
+// branches decoding over shared blocks (with and without cascade attention
+// over the 32 shared tokens): the same logits as the CPU backend.
 TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
-  MAKE_CUDA_OR_SKIP(cuda, dir());
+  MAKE_CUDA_OR_SKIP(cuda, dir(), 8192, /*cascade_min_shared_tokens=*/16);
+  MAKE_CUDA_OR_SKIP(plain, dir(), 8192, /*cascade_min_shared_tokens=*/0);
   std::unique_ptr<CpuBackend> cpu = MakeCpuBackend(dir());
   ASSERT_NE(cpu, nullptr);
   const std::vector<int32_t> ids =
@@ -250,7 +254,9 @@ TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
     }
     return all;
   };
-  EXPECT_LE(RelError(run(cuda.get()), run(cpu.get())), kBf16ModelTolerance);
+  const std::vector<float> want = run(cpu.get());
+  EXPECT_LE(RelError(run(cuda.get()), want), kBf16ModelTolerance) << "cascade";
+  EXPECT_LE(RelError(run(plain.get()), want), kBf16ModelTolerance) << "plain decode";
 }
 
 // A batch larger than max_batch_tokens runs as several passes with the same
