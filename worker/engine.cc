@@ -74,6 +74,10 @@ struct Seq {
   std::unique_ptr<IncrementalDecoder> text;
   // kScore: wanted (position, slot) sorted by position.
   std::vector<std::pair<int32_t, int32_t>> wanted;
+  // kScore: wanted positions below this were delivered or handed to probes.
+  int rows_done_below = 0;
+  // kScore: a probe computes rows wanted inside another sequence's cached prefix.
+  bool probe = false;
 };
 
 struct Group {
@@ -272,6 +276,7 @@ class EngineCore {
   int Schedule(Seq* seq, int n, bool allow_preempt);
   void Preempt(Seq* victim);
   bool Admit(Seq* seq);
+  void SpawnProbes(Seq* seq);
   bool ShouldDefer(const Seq& waiting) const;
   void PublishBlocks(Seq* seq);
   void ReleaseSeq(Seq* seq);
@@ -615,10 +620,7 @@ bool EngineCore::ShouldDefer(const Seq& waiting) const {
 
 bool EngineCore::Admit(Seq* seq) {
   const int len = static_cast<int>(seq->tokens.size());
-  int cap = seq->wants_last_row ? len - 1 : len;
-  if (seq->kind == SeqKind::kScore && !seq->wanted.empty()) {
-    cap = std::min(cap, seq->wanted.front().first);
-  }
+  const int cap = seq->wants_last_row ? len - 1 : len;
   auto match = cache_->MatchPrefix(absl::MakeConstSpan(seq->tokens).first(cap));
   seq->blocks = std::move(match.blocks);
   seq->num_computed = match.num_tokens;
@@ -627,7 +629,8 @@ bool EngineCore::Admit(Seq* seq) {
   RequestState* r = seq->request;
   r->started = true;
   r->usage.prefix_cache_hit_tokens += match.num_tokens;
-  if (seq->num_computed == len) {  // wholly cached, no row wanted
+  if (seq->num_computed == len) {  // wholly cached, no last row wanted
+    if (seq->kind == SeqKind::kScore) SpawnProbes(seq);
     OnComputed(seq, nullptr);
     return true;
   }
@@ -637,7 +640,36 @@ bool EngineCore::Admit(Seq* seq) {
     ReleaseSeq(seq);
     return false;
   }
+  if (seq->kind == SeqKind::kScore) SpawnProbes(seq);
   return true;
+}
+
+void EngineCore::SpawnProbes(Seq* seq) {
+  // Rows wanted inside the matched prefix: each comes from a probe that
+  // reruns at most one block of tokens over the cached blocks before it,
+  // rather than giving up the cache from the first wanted position on (the
+  // verifier scores every step end of a solution that grows by one step).
+  auto& wanted = seq->wanted;
+  auto w = std::lower_bound(wanted.begin(), wanted.end(),
+                            std::make_pair(seq->rows_done_below, INT32_MIN));
+  const auto end =
+      std::lower_bound(wanted.begin(), wanted.end(), std::make_pair(seq->num_computed, INT32_MIN));
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> probes;
+  // (After a preemption the match may end below rows_done_below: no probes.)
+  while (w < end) {
+    const int pos = w->first;
+    probes.emplace_back();
+    for (; w < end && w->first == pos; ++w) probes.back().push_back(*w);
+  }
+  seq->rows_done_below = std::max(seq->rows_done_below, seq->num_computed);
+  for (auto& probe_wanted : probes) {
+    Seq* probe = NewSeq(seq->request, SeqKind::kScore);
+    probe->probe = true;
+    probe->score_index = seq->score_index;
+    probe->tokens.assign(seq->tokens.begin(), seq->tokens.begin() + probe_wanted[0].first + 1);
+    probe->wanted = std::move(probe_wanted);
+    probe->wants_last_row = true;
+  }
 }
 
 void EngineCore::Iterate() {
@@ -783,6 +815,7 @@ void EngineCore::Iterate() {
     const int before = s->num_computed;
     s->num_computed = entries[i].start + entries[i].n;
     if (s->num_computed / kKvBlockSize > before / kKvBlockSize) PublishBlocks(s);
+    s->rows_done_below = std::max(s->rows_done_below, s->num_computed);
     const float* last_row = nullptr;
     for (; next_want < wants.size() && wants[next_want].entry == static_cast<int>(i); ++next_want) {
       const float* row = out_.data() + next_want * static_cast<size_t>(dim);
@@ -847,7 +880,7 @@ void EngineCore::OnComputed(Seq* seq, const float* last_row) {
       sample_jobs_.push_back({seq, last_row, {}});
       break;
     case SeqKind::kScore:
-      --r->open_outputs;
+      if (!seq->probe) --r->open_outputs;
       FinishSeq(seq);
       break;
   }

@@ -166,8 +166,12 @@ struct ScoreResult {
   // rows[s]: [sequences[s].positions.size(), row_width] row-major, in the
   // order the positions were given.
   std::vector<std::vector<float>> rows;
-  int64_t computed_tokens = 0;  // run through the model (recomputation included)
-  int64_t cached_tokens = 0;    // served from the prefix cache
+  // Tokens run through the model (recomputation included) and served from
+  // the prefix cache. A row wanted inside a cached prefix is computed by
+  // rerunning at most one block before it over the cache, so the two may add
+  // up to more than the sequences' length.
+  int64_t computed_tokens = 0;
+  int64_t cached_tokens = 0;
 };
 
 struct EngineStats {

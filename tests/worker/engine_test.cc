@@ -254,12 +254,14 @@ TEST_F(EngineTest, ScoreColumnsAndSharedPrefixComputedOnce) {
   EXPECT_EQ(result->row_width, 2);
   EXPECT_EQ(result->cached_tokens, 3 * 48) << "the shared question's 3 blocks, for 3 candidates";
   EXPECT_EQ(result->computed_tokens, 48 + 10 + 11 + 12 + 13);
-  // A row inside the cached question must be computed: only the blocks before
-  // it can come from the cache (2 of 3).
+  // A row inside the cached question is computed by a probe that reruns the
+  // block holding it (tokens 32..47) over the 2 cached blocks before it; the
+  // rest of each candidate still comes from the cache.
   for (auto& s : request.sequences) s.positions.push_back(47);
   result = engine->Score(request);
   ASSERT_TRUE(result.ok()) << result.status();
-  EXPECT_EQ(result->cached_tokens, 4 * 32);
+  EXPECT_EQ(result->cached_tokens, 4 * 48 + 4 * 32);
+  EXPECT_EQ(result->computed_tokens, 10 + 11 + 12 + 13 + 4 * 16);
   // The selected columns equal the full rows' columns.
   ScoreRequest full = request;
   full.columns.clear();
@@ -270,6 +272,40 @@ TEST_F(EngineTest, ScoreColumnsAndSharedPrefixComputedOnce) {
     for (int k = 0; k < 2; ++k) {
       EXPECT_NEAR(result->rows[i][k * 2 + 0], full_result->rows[i][k * dim + 5], 1e-4);
       EXPECT_NEAR(result->rows[i][k * 2 + 1], full_result->rows[i][k * dim + 17], 1e-4);
+    }
+  }
+  ExpectAllBlocksReturned(*engine);
+}
+
+// The verifier's pattern: a solution grows by one step per call and every
+// step end is scored again. Each call computes the new step plus at most a
+// block per earlier step end, and the rows equal a from-scratch run's.
+TEST_F(EngineTest, RescoringALongerCandidateReusesTheCache) {
+  auto engine = MakeEngine(EngineSetup());
+  std::vector<int32_t> tokens = GoldenPrompts("llama")[4];  // 40-token question
+  std::vector<int32_t> step_ends;
+  std::mt19937 rng(5);
+  for (int step = 0; step < 4; ++step) {
+    const int before = static_cast<int>(tokens.size());
+    for (int i = 0; i < 21 + step * 5; ++i) tokens.push_back(rng() % 600);
+    step_ends.push_back(static_cast<int32_t>(tokens.size()) - 1);
+    ScoreRequest request;
+    request.sequences.push_back({tokens, step_ends});
+    request.columns = {3, 4};
+    auto result = engine->Score(request);
+    ASSERT_TRUE(result.ok()) << result.status();
+    if (step > 0) {
+      EXPECT_LE(result->computed_tokens,
+                static_cast<int64_t>(tokens.size()) - before + kKvBlockSize * (1 + step))
+          << "step " << step;
+    }
+    auto fresh = MakeEngine(EngineSetup());
+    auto scratch = fresh->Score(request);
+    ASSERT_TRUE(scratch.ok());
+    EXPECT_EQ(scratch->computed_tokens, static_cast<int64_t>(tokens.size()));
+    ASSERT_EQ(result->rows[0].size(), scratch->rows[0].size());
+    for (size_t c = 0; c < result->rows[0].size(); ++c) {
+      EXPECT_NEAR(result->rows[0][c], scratch->rows[0][c], 1e-4) << "step " << step;
     }
   }
   ExpectAllBlocksReturned(*engine);
