@@ -15,13 +15,15 @@
 // from the decode tokens of every running sequence plus prefill chunks, up to
 // max_batch_tokens. Computed full blocks are published to the radix cache as
 // soon as they are computed, so later calls (and later steps of the same
-// search) reuse them. When the KV pool runs out, the newest running sequences
-// are preempted (their blocks released) and recomputed later; a request never
-// crashes the engine and no block leaks.
+// search) reuse them; a sequence whose prefix another one is computing waits
+// for it rather than computing it twice. Requests are served oldest first.
+// When the KV pool runs out, sequences of the newest requests are preempted
+// (their blocks released) and recomputed later, with the same tokens; a
+// request never crashes the engine and no block leaks.
 //
 // Thread-safety: every public method is thread-safe. Callbacks run on the
-// scheduler thread and must not block or call back into Submit*/Generate/Score
-// synchronously (Cancel and stats() are fine).
+// scheduler thread and must not block: no blocking Generate/Score from a
+// callback (Submit*, Cancel and stats() are fine).
 #ifndef ARBOR_WORKER_ENGINE_H_
 #define ARBOR_WORKER_ENGINE_H_
 
