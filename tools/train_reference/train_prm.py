@@ -88,7 +88,7 @@ def main():
     ap.add_argument("--out", default="models/prm")
     ap.add_argument("--data", default="models/data")
     ap.add_argument("--metrics", default="tools/train_reference/work/prm_metrics.json")
-    ap.add_argument("--problems", type=int, default=12000)
+    ap.add_argument("--problems", type=int, default=40000)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--val-samples", type=int, default=4)
     ap.add_argument("--dedupe", action="store_true",
@@ -97,7 +97,7 @@ def main():
                     help="corrupted reference solutions added to the policy samples")
     ap.add_argument("--keep", choices=["final", "best"], default="final",
                     help="final checkpoint, or the one with the best validation step AUROC")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-4)
