@@ -59,8 +59,8 @@ KernelStatus EmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out
 
 KernelStatus RmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* weight, Bf16* out,
                              int num_tokens, int hidden, float eps, Stream stream) {
-  return ToStatus(LaunchRmsNormResidual(x, residual, weight, out, num_tokens, hidden, eps,
-                                        AsStream(stream)));
+  return ToStatus(
+      LaunchRmsNormResidual(x, residual, weight, out, num_tokens, hidden, eps, AsStream(stream)));
 }
 
 KernelStatus ApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const float* inv_freq,
@@ -86,8 +86,8 @@ KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, 
 
 KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
                       const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
-                      int num_kv_heads, int head_dim, Stream stream) {
+                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
+                      int head_dim, Stream stream) {
   return ToStatus(LaunchKvAppend(k, v, positions, seq_starts, block_tables, k_cache, v_cache,
                                  num_tokens, num_seqs, max_blocks, num_kv_heads, head_dim,
                                  AsStream(stream)));
@@ -98,40 +98,37 @@ KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf
                                     const int32_t* kv_end, float* o_part, float* lse_part,
                                     int num_seqs, const AttentionShape& shape, int split_len,
                                     int num_splits, Stream stream) {
-  return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end,
-                                        o_part, lse_part, nullptr, num_seqs, shape, split_len,
-                                        num_splits, AsStream(stream)));
+  return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
+                                        lse_part, nullptr, num_seqs, shape, split_len, num_splits,
+                                        AsStream(stream)));
 }
 
 KernelStatus MergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
                                   float* lse_out, int num_parts, int num_rows, int num_heads,
                                   int head_dim, Stream stream) {
-  return ToStatus(LaunchMergeAttentionStates(o_parts, lse_parts, out, lse_out, num_parts,
-                                             num_rows, num_heads, head_dim, AsStream(stream)));
+  return ToStatus(LaunchMergeAttentionStates(o_parts, lse_parts, out, lse_out, num_parts, num_rows,
+                                             num_heads, head_dim, AsStream(stream)));
 }
 
 KernelStatus GroupAttentionPartial(const Bf16* q, const int32_t* positions,
                                    const int32_t* group_starts, const int32_t* block_tables,
-                                   const int32_t* kv_len, const Bf16* k_cache,
-                                   const Bf16* v_cache, float* o_part, float* lse_part,
-                                   int num_tokens, int num_groups, int max_group_tokens,
-                                   const AttentionShape& shape, int split_len, int num_splits,
-                                   Stream stream) {
-  return ToStatus(LaunchGroupAttention(q, positions, group_starts, block_tables, kv_len, k_cache,
-                                       v_cache, o_part, lse_part, nullptr, num_tokens, num_groups,
-                                       max_group_tokens, shape, split_len, num_splits,
-                                       AsStream(stream)));
+                                   const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
+                                   float* o_part, float* lse_part, int num_tokens, int num_groups,
+                                   int max_group_tokens, const AttentionShape& shape, int split_len,
+                                   int num_splits, Stream stream) {
+  return ToStatus(LaunchGroupAttention(
+      q, positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part, lse_part, nullptr,
+      num_tokens, num_groups, max_group_tokens, shape, split_len, num_splits, AsStream(stream)));
 }
 
 KernelStatus PrefillAttention(const Bf16* q, const int32_t* positions, const int32_t* seq_starts,
                               const int32_t* block_tables, const int32_t* context_lens,
-                              const Bf16* k_cache, const Bf16* v_cache, Bf16* out,
-                              int num_tokens, int num_seqs, int max_seq_tokens,
-                              const AttentionShape& shape, Stream stream) {
-  return ToStatus(LaunchGroupAttention(q, positions, seq_starts, block_tables, context_lens,
-                                       k_cache, v_cache, nullptr, nullptr, out, num_tokens,
-                                       num_seqs, max_seq_tokens, shape, 1 << 30, 1,
-                                       AsStream(stream)));
+                              const Bf16* k_cache, const Bf16* v_cache, Bf16* out, int num_tokens,
+                              int num_seqs, int max_seq_tokens, const AttentionShape& shape,
+                              Stream stream) {
+  return ToStatus(LaunchGroupAttention(
+      q, positions, seq_starts, block_tables, context_lens, k_cache, v_cache, nullptr, nullptr, out,
+      num_tokens, num_seqs, max_seq_tokens, shape, 1 << 30, 1, AsStream(stream)));
 }
 
 namespace {
@@ -152,17 +149,16 @@ KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
                                   const AttentionShape& shape, Stream stream) {
   const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
   if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
-    return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr,
-                                          context_lens, nullptr, nullptr, out, num_seqs, shape,
-                                          plan.split_len, 1, AsStream(stream)));
+    return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr, context_lens,
+                                          nullptr, nullptr, out, num_seqs, shape, plan.split_len, 1,
+                                          AsStream(stream)));
   }
   const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
   float* o_part = static_cast<float*>(workspace);
   float* lse_part = o_part + rows * shape.head_dim;
-  cudaError_t error = LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr,
-                                            context_lens, o_part, lse_part, nullptr, num_seqs,
-                                            shape, plan.split_len, plan.num_splits,
-                                            AsStream(stream));
+  cudaError_t error = LaunchDecodeAttention(
+      q, k_cache, v_cache, block_tables, nullptr, context_lens, o_part, lse_part, nullptr, num_seqs,
+      shape, plan.split_len, plan.num_splits, AsStream(stream));
   if (error != cudaSuccess) return ToStatus(error);
   return ToStatus(LaunchMergeAttentionStates(o_part, lse_part, out, nullptr, plan.num_splits,
                                              num_seqs, shape.num_heads, shape.head_dim,

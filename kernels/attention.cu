@@ -34,9 +34,9 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
                  float* __restrict__ o_part, float* __restrict__ lse_part,
                  Bf16* __restrict__ out_bf16, int num_seqs, int num_heads, int num_kv_heads,
                  int max_blocks, float scale_log2, int split_len, int gqa) {
-  constexpr int L = D / 8;         // lanes per key
-  constexpr int KPW = 32 / L;      // keys per warp pass
-  constexpr int NK = 16 / KPW;     // keys of a page per lane
+  constexpr int L = D / 8;      // lanes per key
+  constexpr int KPW = 32 / L;   // keys per warp pass
+  constexpr int NK = 16 / KPW;  // keys of a page per lane
   const int kvh = blockIdx.x, seq = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int c = lane % L, g = lane / L;
@@ -244,8 +244,8 @@ __global__ void __launch_bounds__(kMergeThreads)
     for (int j = group; j < num_parts; j += groups) {
       const float w = weight[j];
       if (w == 0.0f) continue;
-      const float4 o = __ldg(reinterpret_cast<const float4*>(o_parts + (j * rows + r) * head_dim) +
-                             column);
+      const float4 o =
+          __ldg(reinterpret_cast<const float4*>(o_parts + (j * rows + r) * head_dim) + column);
       acc.x = fmaf(w, o.x, acc.x);
       acc.y = fmaf(w, o.y, acc.y);
       acc.z = fmaf(w, o.z, acc.z);
@@ -288,8 +288,7 @@ __device__ __forceinline__ float FastExp2(float x) {
 
 // Register-only, so not volatile: the compiler may interleave it with loads.
 __device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
       "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -326,12 +325,12 @@ template <int D>
 __global__ void __launch_bounds__(kGroupWarps * 32)
     GroupAttentionKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
                          const int32_t* __restrict__ group_starts,
-                         const int32_t* __restrict__ block_tables, const int32_t* __restrict__ kv_len,
-                         const Bf16* __restrict__ k_cache, const Bf16* __restrict__ v_cache,
-                         float* __restrict__ o_part, float* __restrict__ lse_part,
-                         Bf16* __restrict__ out_bf16, int num_tokens, int num_heads,
-                         int num_kv_heads, int max_blocks, float scale_log2, int split_len,
-                         int tiles_per_group, int gqa) {
+                         const int32_t* __restrict__ block_tables,
+                         const int32_t* __restrict__ kv_len, const Bf16* __restrict__ k_cache,
+                         const Bf16* __restrict__ v_cache, float* __restrict__ o_part,
+                         float* __restrict__ lse_part, Bf16* __restrict__ out_bf16, int num_tokens,
+                         int num_heads, int num_kv_heads, int max_blocks, float scale_log2,
+                         int split_len, int tiles_per_group, int gqa) {
   constexpr int SD = GroupSmemStride<D>();
   constexpr int KSTEPS = D / 16;  // k-steps of Q K^T
   constexpr int DT = D / 8;       // n-tiles of P V
@@ -359,9 +358,13 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
     const int r = i / CHUNKS, ch = i % CHUNKS;
     const int row = row0 + r;
     const bool valid = row < num_rows;
-    const Bf16* src = valid ? q + (static_cast<size_t>(tok_begin + row / gqa) * num_heads +
-                                   kvh * gqa + row % gqa) * D + ch * 8
-                            : q;
+    const Bf16* src =
+        valid
+            ? q +
+                  (static_cast<size_t>(tok_begin + row / gqa) * num_heads + kvh * gqa + row % gqa) *
+                      D +
+                  ch * 8
+            : q;
     CpAsync16(q_s + r * SD + ch * 8, src, valid);
   }
   CpAsyncCommit();
@@ -388,8 +391,9 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
       const bool valid = key < e;
       size_t off = 0;
       if (valid) {
-        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize +
-               key % kKvBlockSize) * slot_stride + static_cast<size_t>(kvh) * D + ch * 8;
+        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize + key % kKvBlockSize) *
+                  slot_stride +
+              static_cast<size_t>(kvh) * D + ch * 8;
       }
       CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
       CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
@@ -580,24 +584,27 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
                                const int32_t* block_tables, const int32_t* kv_begin,
                                const int32_t* kv_end, float* o_part, float* lse_part,
                                Bf16* out_bf16, int num_seqs, const AttentionShape& s,
-                               float scale_log2,
-                               int split_len, int gqa) {
-#define ARBOR_DECODE(G)                                                                    \
-  DecodeKernel<D, G><<<grid, kDecodeWarps * 32, 0, stream>>>(                              \
-      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16,     \
-      num_seqs, s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
-  if (g <= 1) ARBOR_DECODE(1);
-  else if (g <= 2) ARBOR_DECODE(2);
-  else if (g <= 4) ARBOR_DECODE(4);
-  else ARBOR_DECODE(8);
+                               float scale_log2, int split_len, int gqa) {
+#define ARBOR_DECODE(G)                                                                          \
+  DecodeKernel<D, G><<<grid, kDecodeWarps * 32, 0, stream>>>(                                    \
+      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, \
+      s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
+  if (g <= 1)
+    ARBOR_DECODE(1);
+  else if (g <= 2)
+    ARBOR_DECODE(2);
+  else if (g <= 4)
+    ARBOR_DECODE(4);
+  else
+    ARBOR_DECODE(8);
 #undef ARBOR_DECODE
   return cudaGetLastError();
 }
 
 bool ValidShape(const AttentionShape& s) {
   return s.scale > 0.0f && s.num_heads > 0 && s.num_kv_heads > 0 &&
-         s.num_heads % s.num_kv_heads == 0 &&
-         s.num_heads / s.num_kv_heads <= 8 && s.max_blocks > 0 &&
+         s.num_heads % s.num_kv_heads == 0 && s.num_heads / s.num_kv_heads <= 8 &&
+         s.max_blocks > 0 &&
          (s.head_dim == 16 || s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128);
 }
 
@@ -619,9 +626,9 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
   {
     std::lock_guard<std::mutex> lock(mu);
     if (device < 31 && !(configured_mask & (1 << device))) {
-      error = cudaFuncSetAttribute(GroupAttentionKernel<D>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(kSmem));
+      error =
+          cudaFuncSetAttribute(GroupAttentionKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(kSmem));
       if (error != cudaSuccess) return error;
       configured_mask |= 1 << device;
     }
@@ -651,20 +658,20 @@ cudaError_t LaunchDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
   const float scale_log2 = shape.scale * kLog2e;
   switch (shape.head_dim) {
     case 16:
-      return LaunchDecodeForDim<16>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
-                                    scale_log2, split_len, gqa);
+      return LaunchDecodeForDim<16>(gqa, grid, stream, q, k_cache, v_cache, block_tables, kv_begin,
+                                    kv_end, o_part, lse_part, out_bf16, num_seqs, shape, scale_log2,
+                                    split_len, gqa);
     case 32:
-      return LaunchDecodeForDim<32>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
-                                    scale_log2, split_len, gqa);
+      return LaunchDecodeForDim<32>(gqa, grid, stream, q, k_cache, v_cache, block_tables, kv_begin,
+                                    kv_end, o_part, lse_part, out_bf16, num_seqs, shape, scale_log2,
+                                    split_len, gqa);
     case 64:
-      return LaunchDecodeForDim<64>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                    kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
-                                    scale_log2, split_len, gqa);
+      return LaunchDecodeForDim<64>(gqa, grid, stream, q, k_cache, v_cache, block_tables, kv_begin,
+                                    kv_end, o_part, lse_part, out_bf16, num_seqs, shape, scale_log2,
+                                    split_len, gqa);
     default:
-      return LaunchDecodeForDim<128>(gqa, grid, stream, q, k_cache, v_cache, block_tables,
-                                     kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
+      return LaunchDecodeForDim<128>(gqa, grid, stream, q, k_cache, v_cache, block_tables, kv_begin,
+                                     kv_end, o_part, lse_part, out_bf16, num_seqs, shape,
                                      scale_log2, split_len, gqa);
   }
 }
@@ -706,15 +713,19 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
   const float scale_log2 = shape.scale * kLog2e;
-#define ARBOR_GROUP(D)                                                                        \
+#define ARBOR_GROUP(D)                                                                          \
   LaunchGroupForDim<D>(grid, stream, q, positions, group_starts, block_tables, kv_len, k_cache, \
-                       v_cache, o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,     \
+                       v_cache, o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,      \
                        split_len, tiles_per_group)
   switch (shape.head_dim) {
-    case 16: return ARBOR_GROUP(16);
-    case 32: return ARBOR_GROUP(32);
-    case 64: return ARBOR_GROUP(64);
-    default: return ARBOR_GROUP(128);
+    case 16:
+      return ARBOR_GROUP(16);
+    case 32:
+      return ARBOR_GROUP(32);
+    case 64:
+      return ARBOR_GROUP(64);
+    default:
+      return ARBOR_GROUP(128);
   }
 #undef ARBOR_GROUP
 }

@@ -166,15 +166,18 @@ __global__ void SwiGluKernel(const Bf16* __restrict__ gate_up, Bf16* __restrict_
 __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restrict__ v,
                                const int32_t* __restrict__ positions,
                                const int32_t* __restrict__ seq_starts,
-                               const int32_t* __restrict__ block_tables, uint4* __restrict__ k_cache,
-                               uint4* __restrict__ v_cache, int num_seqs, int max_blocks,
-                               int row_vecs) {
+                               const int32_t* __restrict__ block_tables,
+                               uint4* __restrict__ k_cache, uint4* __restrict__ v_cache,
+                               int num_seqs, int max_blocks, int row_vecs) {
   const int t = blockIdx.x;
   // Sequence of token t: the last s with seq_starts[s] <= t.
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (seq_starts[mid] <= t) lo = mid; else hi = mid - 1;
+    if (seq_starts[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const int pos = positions[t];
   const int block_index = pos / kKvBlockSize;
@@ -224,9 +227,11 @@ cudaError_t LaunchEmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16
   const bool vec = hidden % 8 == 0 && Aligned16(table) && Aligned16(out);
   const int threads = std::min(256, ThreadsFor(vec ? hidden / 8 : hidden));
   if (vec) {
-    EmbeddingGatherKernel<true><<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+    EmbeddingGatherKernel<true>
+        <<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
   } else {
-    EmbeddingGatherKernel<false><<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+    EmbeddingGatherKernel<false>
+        <<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
   }
   return cudaGetLastError();
 }
@@ -235,13 +240,15 @@ cudaError_t LaunchRmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* wei
                                   int num_tokens, int hidden, float eps, cudaStream_t stream) {
   if (num_tokens < 0 || hidden <= 0 || hidden % 2 != 0) return cudaErrorInvalidValue;
   if (num_tokens == 0) return cudaSuccess;
-  const bool vec = hidden % 8 == 0 && Aligned16(residual) && Aligned16(weight) &&
-                   Aligned16(out) && (x == nullptr || Aligned16(x));
+  const bool vec = hidden % 8 == 0 && Aligned16(residual) && Aligned16(weight) && Aligned16(out) &&
+                   (x == nullptr || Aligned16(x));
   const int threads = std::min(1024, ThreadsFor(vec ? hidden / 8 : hidden / 2));
   if (vec) {
-    RmsNormResidualKernel<true><<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+    RmsNormResidualKernel<true>
+        <<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
   } else {
-    RmsNormResidualKernel<false><<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+    RmsNormResidualKernel<false>
+        <<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
   }
   return cudaGetLastError();
 }
@@ -276,8 +283,7 @@ cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int int
   return cudaGetLastError();
 }
 
-cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim,
-                          cudaStream_t stream) {
+cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, cudaStream_t stream) {
   if (num_rows < 0 || dim <= 0) return cudaErrorInvalidValue;
   if (num_rows == 0) return cudaSuccess;
   const size_t total = static_cast<size_t>(num_rows) * dim;
@@ -288,8 +294,8 @@ cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim,
   return cudaGetLastError();
 }
 
-cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst,
-                               int num_pairs, int block_elems, cudaStream_t stream) {
+cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
+                               int block_elems, cudaStream_t stream) {
   if (num_pairs < 0 || block_elems <= 0 || block_elems % 8 != 0 || num_pairs > 65535 ||
       !Aligned16(k_cache) || !Aligned16(v_cache)) {
     return cudaErrorInvalidValue;
@@ -298,9 +304,8 @@ cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_
   const int block_vecs = block_elems / 8;
   const int threads = std::min(256, ThreadsFor(block_vecs));
   const dim3 grid((block_vecs + threads - 1) / threads, num_pairs);
-  CopyKvBlocksKernel<<<grid, threads, 0, stream>>>(reinterpret_cast<uint4*>(k_cache),
-                                                   reinterpret_cast<uint4*>(v_cache), src_dst,
-                                                   block_vecs);
+  CopyKvBlocksKernel<<<grid, threads, 0, stream>>>(
+      reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache), src_dst, block_vecs);
   return cudaGetLastError();
 }
 
@@ -317,8 +322,8 @@ cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* position
   const int row_vecs = num_kv_heads * head_dim / 8;
   KvAppendKernel<<<num_tokens, std::min(256, ThreadsFor(row_vecs)), 0, stream>>>(
       reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), positions, seq_starts,
-      block_tables, reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache),
-      num_seqs, max_blocks, row_vecs);
+      block_tables, reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache), num_seqs,
+      max_blocks, row_vecs);
   return cudaGetLastError();
 }
 

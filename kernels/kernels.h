@@ -88,8 +88,8 @@ KernelStatus AddBias(Bf16* x,           // [num_rows, dim], updated in place
 // Copies whole KV blocks src -> dst in one layer's K and V pools (the
 // copy-on-write of a shared partial block when branches fork). No block may
 // be both a source and a destination in one call.
-KernelStatus CopyKvBlocks(Bf16* k_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
-                          Bf16* v_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
+KernelStatus CopyKvBlocks(Bf16* k_cache,           // [num_blocks, 16, num_kv_heads, head_dim]
+                          Bf16* v_cache,           // [num_blocks, 16, num_kv_heads, head_dim]
                           const int32_t* src_dst,  // [num_pairs, 2]
                           int num_pairs, int block_elems,  // 16 * num_kv_heads * head_dim
                           Stream stream);
@@ -97,15 +97,15 @@ KernelStatus CopyKvBlocks(Bf16* k_cache,          // [num_blocks, 16, num_kv_hea
 // Writes the new tokens' K/V into the paged pools: token t of sequence s
 // (seq_starts[s] <= t < seq_starts[s+1]) at position p goes to block
 // block_tables[s][p / 16], slot p % 16. A negative block id skips the token.
-KernelStatus KvAppend(const Bf16* k,                 // [num_tokens, num_kv_heads, head_dim]
-                      const Bf16* v,                 // [num_tokens, num_kv_heads, head_dim]
-                      const int32_t* positions,      // [num_tokens]
-                      const int32_t* seq_starts,     // [num_seqs + 1]
-                      const int32_t* block_tables,   // [num_seqs, max_blocks]
-                      Bf16* k_cache,                 // [num_blocks, 16, num_kv_heads, head_dim]
-                      Bf16* v_cache,                 // [num_blocks, 16, num_kv_heads, head_dim]
-                      int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
-                      int head_dim, Stream stream);
+KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
+                      const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
+                      const int32_t* positions,     // [num_tokens]
+                      const int32_t* seq_starts,    // [num_seqs + 1]
+                      const int32_t* block_tables,  // [num_seqs, max_blocks]
+                      Bf16* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+                      Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+                      int num_tokens, int num_seqs, int max_blocks, int num_kv_heads, int head_dim,
+                      Stream stream);
 
 // ---- Attention -------------------------------------------------------------
 // Partial attention states: o normalised by its own softmax sum, plus the
@@ -127,12 +127,12 @@ struct AttentionShape {
 // `num_splits` chunks of `split_len` keys (a multiple of 16), chunk j going to
 // partial j. kv_begin == nullptr means 0. Positions past split j's chunk
 // produce an empty partial.
-KernelStatus DecodeAttentionPartial(const Bf16* q,                 // [num_seqs, num_heads, head_dim]
-                                    const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
-                                    const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
-                                    const int32_t* block_tables,   // [num_seqs, max_blocks]
-                                    const int32_t* kv_begin,       // [num_seqs] or nullptr
-                                    const int32_t* kv_end,         // [num_seqs]
+KernelStatus DecodeAttentionPartial(const Bf16* q,                // [num_seqs, num_heads, head_dim]
+                                    const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
+                                    const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                    const int32_t* block_tables,  // [num_seqs, max_blocks]
+                                    const int32_t* kv_begin,      // [num_seqs] or nullptr
+                                    const int32_t* kv_end,        // [num_seqs]
                                     float* o_part,    // [num_splits, num_seqs, num_heads, head_dim]
                                     float* lse_part,  // [num_splits, num_seqs, num_heads]
                                     int num_seqs, const AttentionShape& shape, int split_len,
@@ -140,12 +140,12 @@ KernelStatus DecodeAttentionPartial(const Bf16* q,                 // [num_seqs,
 
 // Merges `num_parts` partial states into the final output:
 //   out = sum_j exp(lse_j - lse) o_j,  lse = log sum_j exp(lse_j).
-KernelStatus MergeAttentionStates(const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
-                                  const float* lse_parts,  // [num_parts, num_rows, num_heads]
-                                  Bf16* out,               // [num_rows, num_heads, head_dim]
-                                  float* lse_out,          // [num_rows, num_heads] or nullptr
-                                  int num_parts, int num_rows, int num_heads, int head_dim,
-                                  Stream stream);
+KernelStatus MergeAttentionStates(
+    const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
+    const float* lse_parts,  // [num_parts, num_rows, num_heads]
+    Bf16* out,               // [num_rows, num_heads, head_dim]
+    float* lse_out,          // [num_rows, num_heads] or nullptr
+    int num_parts, int num_rows, int num_heads, int head_dim, Stream stream);
 
 // Multi-query attention over paged KV on tensor cores (bf16 mma, fp32
 // softmax): group g owns query tokens [group_starts[g], group_starts[g+1]) of
@@ -163,14 +163,14 @@ KernelStatus MergeAttentionStates(const float* o_parts,    // [num_parts, num_ro
 //    (cached prefix + new tokens), see PrefillAttention.
 // Keys are cut into `num_splits` chunks of `split_len` (a multiple of 64).
 // `max_group_tokens` bounds group_starts[g+1] - group_starts[g].
-KernelStatus GroupAttentionPartial(const Bf16* q,                 // [num_tokens, num_heads, head_dim]
-                                   const int32_t* positions,      // [num_tokens]
-                                   const int32_t* group_starts,   // [num_groups + 1]
-                                   const int32_t* block_tables,   // [num_groups, max_blocks]
-                                   const int32_t* kv_len,         // [num_groups]
-                                   const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
-                                   const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
-                                   float* o_part,    // [num_splits, num_tokens, num_heads, head_dim]
+KernelStatus GroupAttentionPartial(const Bf16* q,             // [num_tokens, num_heads, head_dim]
+                                   const int32_t* positions,  // [num_tokens]
+                                   const int32_t* group_starts,  // [num_groups + 1]
+                                   const int32_t* block_tables,  // [num_groups, max_blocks]
+                                   const int32_t* kv_len,        // [num_groups]
+                                   const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
+                                   const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                   float* o_part,  // [num_splits, num_tokens, num_heads, head_dim]
                                    float* lse_part,  // [num_splits, num_tokens, num_heads]
                                    int num_tokens, int num_groups, int max_group_tokens,
                                    const AttentionShape& shape, int split_len, int num_splits,
@@ -181,14 +181,14 @@ KernelStatus GroupAttentionPartial(const Bf16* q,                 // [num_tokens
 // [seq_starts[s], seq_starts[s+1]) attend to positions [0, context_lens[s])
 // with p <= positions[t]. Same kernel as GroupAttentionPartial, written
 // straight to bf16 (no split).
-KernelStatus PrefillAttention(const Bf16* q,                 // [num_tokens, num_heads, head_dim]
-                              const int32_t* positions,      // [num_tokens]
-                              const int32_t* seq_starts,     // [num_seqs + 1]
-                              const int32_t* block_tables,   // [num_seqs, max_blocks]
-                              const int32_t* context_lens,   // [num_seqs]
-                              const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
-                              const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
-                              Bf16* out,                     // [num_tokens, num_heads, head_dim]
+KernelStatus PrefillAttention(const Bf16* q,                // [num_tokens, num_heads, head_dim]
+                              const int32_t* positions,     // [num_tokens]
+                              const int32_t* seq_starts,    // [num_seqs + 1]
+                              const int32_t* block_tables,  // [num_seqs, max_blocks]
+                              const int32_t* context_lens,  // [num_seqs]
+                              const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
+                              const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                              Bf16* out,                    // [num_tokens, num_heads, head_dim]
                               int num_tokens, int num_seqs, int max_seq_tokens,
                               const AttentionShape& shape, Stream stream);
 
@@ -196,12 +196,12 @@ KernelStatus PrefillAttention(const Bf16* q,                 // [num_tokens, num
 // attends to [0, context_lens[s]) of its own block table. Splits long
 // contexts (flash-decoding) using `workspace`.
 size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len);
-KernelStatus PagedDecodeAttention(const Bf16* q,                 // [num_seqs, num_heads, head_dim]
-                                  const Bf16* k_cache,           // [num_blocks, 16, kvh, head_dim]
-                                  const Bf16* v_cache,           // [num_blocks, 16, kvh, head_dim]
-                                  const int32_t* block_tables,   // [num_seqs, max_blocks]
-                                  const int32_t* context_lens,   // [num_seqs]
-                                  Bf16* out,                     // [num_seqs, num_heads, head_dim]
+KernelStatus PagedDecodeAttention(const Bf16* q,                // [num_seqs, num_heads, head_dim]
+                                  const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
+                                  const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                  const int32_t* block_tables,  // [num_seqs, max_blocks]
+                                  const int32_t* context_lens,  // [num_seqs]
+                                  Bf16* out,                    // [num_seqs, num_heads, head_dim]
                                   void* workspace,  // PagedDecodeWorkspaceBytes(...) bytes
                                   int num_seqs, int max_context_len, const AttentionShape& shape,
                                   Stream stream);

@@ -68,12 +68,12 @@ cudaError_t LaunchDecodeAttention(const Bf16* q,                // [num_seqs, nu
                                   int num_seqs, const AttentionShape& shape, int split_len,
                                   int num_splits, cudaStream_t stream);
 
-cudaError_t LaunchMergeAttentionStates(const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
-                                       const float* lse_parts,  // [num_parts, num_rows, num_heads]
-                                       Bf16* out,               // [num_rows, num_heads, head_dim]
-                                       float* lse_out,          // [num_rows, num_heads] or nullptr
-                                       int num_parts, int num_rows, int num_heads, int head_dim,
-                                       cudaStream_t stream);
+cudaError_t LaunchMergeAttentionStates(
+    const float* o_parts,    // [num_parts, num_rows, num_heads, head_dim]
+    const float* lse_parts,  // [num_parts, num_rows, num_heads]
+    Bf16* out,               // [num_rows, num_heads, head_dim]
+    float* lse_out,          // [num_rows, num_heads] or nullptr
+    int num_parts, int num_rows, int num_heads, int head_dim, cudaStream_t stream);
 
 // Group attention on tensor cores; writes partials (o_part/lse_part) or,
 // when out_bf16 is not null (num_splits must be 1), the final bf16 output.

@@ -93,8 +93,8 @@ std::vector<float> RopeInvFreq(const RopeParams& params, int head_dim) {
   return inv_freq;
 }
 
-void ApplyRope(float* q, float* k, const int32_t* positions, const float* inv_freq,
-               int num_tokens, int num_heads, int num_kv_heads, int head_dim) {
+void ApplyRope(float* q, float* k, const int32_t* positions, const float* inv_freq, int num_tokens,
+               int num_heads, int num_kv_heads, int head_dim) {
   const int half = head_dim / 2;
   auto rotate = [&](float* vec, int pos) {
     for (int i = 0; i < half; ++i) {
@@ -174,9 +174,8 @@ void AttentionPartialRow(const float* q, int head, const int32_t* block_table_ro
 }
 
 void PagedAttention(const float* q, const int32_t* positions, const int32_t* seq_starts,
-                    const int32_t* block_tables, const int32_t* context_lens,
-                    const float* k_cache, const float* v_cache, float* out, int num_seqs,
-                    const AttentionShape& shape) {
+                    const int32_t* block_tables, const int32_t* context_lens, const float* k_cache,
+                    const float* v_cache, float* out, int num_seqs, const AttentionShape& shape) {
   const int d = shape.head_dim;
   for (int s = 0; s < num_seqs; ++s) {
     const int32_t* table = block_tables + static_cast<size_t>(s) * shape.max_blocks;
@@ -191,9 +190,8 @@ void PagedAttention(const float* q, const int32_t* positions, const int32_t* seq
   }
 }
 
-void MergeAttentionStates(const float* o_parts, const float* lse_parts, float* out,
-                          float* lse_out, int num_parts, int num_rows, int num_heads,
-                          int head_dim) {
+void MergeAttentionStates(const float* o_parts, const float* lse_parts, float* out, float* lse_out,
+                          int num_parts, int num_rows, int num_heads, int head_dim) {
   const size_t rows = static_cast<size_t>(num_rows) * num_heads;
   for (size_t r = 0; r < rows; ++r) {
     float max_lse = kNegInf;

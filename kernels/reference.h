@@ -57,31 +57,31 @@ void SwiGlu(const float* gate_up,  // [num_tokens, 2 * inter]
             float* out,            // [num_tokens, inter]
             int num_tokens, int inter);
 
-void KvAppend(const float* k,                // [num_tokens, num_kv_heads, head_dim]
-              const float* v,                // [num_tokens, num_kv_heads, head_dim]
-              const int32_t* positions,      // [num_tokens]
-              const int32_t* seq_starts,     // [num_seqs + 1]
-              const int32_t* block_tables,   // [num_seqs, max_blocks]
-              float* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
-              float* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+void KvAppend(const float* k,               // [num_tokens, num_kv_heads, head_dim]
+              const float* v,               // [num_tokens, num_kv_heads, head_dim]
+              const int32_t* positions,     // [num_tokens]
+              const int32_t* seq_starts,    // [num_seqs + 1]
+              const int32_t* block_tables,  // [num_seqs, max_blocks]
+              float* k_cache,               // [num_blocks, 16, num_kv_heads, head_dim]
+              float* v_cache,               // [num_blocks, 16, num_kv_heads, head_dim]
               int num_seqs, int max_blocks, int num_kv_heads, int head_dim);
 
 // Causal paged attention: token t of sequence s attends to key positions
 // p < context_lens[s] with p <= positions[t], through block_tables[s].
 // Covers decode (one token per sequence) and prefill with a cached prefix.
-void PagedAttention(const float* q,                // [num_tokens, num_heads, head_dim]
-                    const int32_t* positions,      // [num_tokens]
-                    const int32_t* seq_starts,     // [num_seqs + 1]
-                    const int32_t* block_tables,   // [num_seqs, max_blocks]
-                    const int32_t* context_lens,   // [num_seqs]
-                    const float* k_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
-                    const float* v_cache,          // [num_blocks, 16, num_kv_heads, head_dim]
-                    float* out,                    // [num_tokens, num_heads, head_dim]
+void PagedAttention(const float* q,               // [num_tokens, num_heads, head_dim]
+                    const int32_t* positions,     // [num_tokens]
+                    const int32_t* seq_starts,    // [num_seqs + 1]
+                    const int32_t* block_tables,  // [num_seqs, max_blocks]
+                    const int32_t* context_lens,  // [num_seqs]
+                    const float* k_cache,         // [num_blocks, 16, num_kv_heads, head_dim]
+                    const float* v_cache,         // [num_blocks, 16, num_kv_heads, head_dim]
+                    float* out,                   // [num_tokens, num_heads, head_dim]
                     int num_seqs, const AttentionShape& shape);
 
 // Attention of one query row over key positions [begin, end) of a block
 // table row: the partial state (o normalised, lse; empty: -inf and zeros).
-void AttentionPartialRow(const float* q,             // [head_dim]
+void AttentionPartialRow(const float* q,                            // [head_dim]
                          int head, const int32_t* block_table_row,  // [max_blocks]
                          int begin, int end, const float* k_cache, const float* v_cache,
                          const AttentionShape& shape, float* o,  // [head_dim]

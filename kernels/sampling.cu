@@ -75,7 +75,8 @@ __device__ __forceinline__ void WarpAggregatedAdd(SampleShared& sh, int bucket,
     const unsigned members = __ballot_sync(0xffffffffu, mine);
     unsigned long long sum = mine ? w : 0ull;
 #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    for (int offset = 16; offset > 0; offset >>= 1)
+      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
     if ((threadIdx.x & 31) == leader) {
       atomicAdd(&sh.hist[b], sum);
       atomicAdd(&sh.hist_count[b], static_cast<unsigned>(__popc(members)));

@@ -29,7 +29,7 @@ namespace arbor::kernels {
 ARBOR_HOST_DEVICE float SamplingExp(float x) {
   if (!(x > -104.0f)) return 0.0f;  // also NaN
   const float n = rintf(ARBOR_FMUL(x, 1.44269504088896341f));
-  float r = fmaf(n, -0.693145751953125f, x);  // ln2 high part (exact product)
+  float r = fmaf(n, -0.693145751953125f, x);    // ln2 high part (exact product)
   r = fmaf(n, -1.42860682030941723212e-6f, r);  // ln2 low part
   float p = 1.0f / 720.0f;
   p = fmaf(p, r, 1.0f / 120.0f);

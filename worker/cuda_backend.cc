@@ -26,12 +26,14 @@ namespace arbor::worker {
 struct CudaBackend::Device {};
 
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(const std::string&,
-                                                                const CudaBackendOptions&) {
-  return absl::UnimplementedError("CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
+                                                                 const CudaBackendOptions&) {
+  return absl::UnimplementedError(
+      "CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
 }
 absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(std::unique_ptr<ModelWeights>,
-                                                                const CudaBackendOptions&) {
-  return absl::UnimplementedError("CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
+                                                                 const CudaBackendOptions&) {
+  return absl::UnimplementedError(
+      "CudaBackend: this build has no CUDA (ARBOR_CUDA=OFF or no nvcc)");
 }
 CudaBackend::CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
                          std::unique_ptr<Device> device)
@@ -60,8 +62,7 @@ using kernels::Bf16;
 
 absl::Status CudaError(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();
-  const std::string message =
-      absl::StrCat("CudaBackend: ", what, ": ", cudaGetErrorString(error));
+  const std::string message = absl::StrCat("CudaBackend: ", what, ": ", cudaGetErrorString(error));
   if (error == cudaErrorMemoryAllocation) return absl::ResourceExhaustedError(message);
   return absl::InternalError(message);
 }
@@ -71,15 +72,15 @@ absl::Status KernelError(kernels::KernelStatus status, const char* what) {
 }
 absl::Status CublasError(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("CudaBackend: cuBLAS ", what, " failed with status ",
-                                          static_cast<int>(status)));
+  return absl::InternalError(
+      absl::StrCat("CudaBackend: cuBLAS ", what, " failed with status ", static_cast<int>(status)));
 }
 
-#define ARBOR_RETURN_IF_ERROR(expr)             \
-  do {                                          \
-    if (absl::Status s_ = (expr); !s_.ok()) {   \
-      return s_;                                \
-    }                                           \
+#define ARBOR_RETURN_IF_ERROR(expr)           \
+  do {                                        \
+    if (absl::Status s_ = (expr); !s_.ok()) { \
+      return s_;                              \
+    }                                         \
   } while (0)
 
 // Owning device allocation, grown on demand.
@@ -122,9 +123,9 @@ absl::Status UploadBf16(const std::vector<float>& host, DeviceBuffer* dst) {
   std::vector<Bf16> bits(host.size());
   for (size_t i = 0; i < host.size(); ++i) bits[i] = kernels::reference::FloatToBf16(host[i]);
   ARBOR_RETURN_IF_ERROR(dst->Reserve(bits.size() * sizeof(Bf16)));
-  return CudaError(cudaMemcpy(dst->get(), bits.data(), bits.size() * sizeof(Bf16),
-                              cudaMemcpyHostToDevice),
-                   "upload weights");
+  return CudaError(
+      cudaMemcpy(dst->get(), bits.data(), bits.size() * sizeof(Bf16), cudaMemcpyHostToDevice),
+      "upload weights");
 }
 
 constexpr int kLogitRowsPerGemm = 256;  // bounds the fp32 logits scratch
@@ -133,8 +134,8 @@ constexpr int kLogitRowsPerGemm = 256;  // bounds the fp32 logits scratch
 
 struct CudaBackend::Device {
   struct Layer {
-    DeviceBuffer input_norm, qkv, qkv_bias, o_proj, o_bias, post_norm, gate_up, gate_up_bias,
-        down, down_bias;
+    DeviceBuffer input_norm, qkv, qkv_bias, o_proj, o_bias, post_norm, gate_up, gate_up_bias, down,
+        down_bias;
   };
   int device = 0;
   int max_batch_tokens = 0;
@@ -143,9 +144,9 @@ struct CudaBackend::Device {
   cublasHandle_t cublas = nullptr;
   DeviceBuffer embed, lm_head, final_norm, rope_inv_freq;
   std::vector<Layer> layers;
-  DeviceBuffer kv_pool;       // [num_layers][K, V][num_blocks * block_elems]
-  size_t block_elems = 0;     // kKvBlockSize * num_kv_heads * head_dim
-  size_t pool_elems = 0;      // num_blocks * block_elems
+  DeviceBuffer kv_pool;    // [num_layers][K, V][num_blocks * block_elems]
+  size_t block_elems = 0;  // kKvBlockSize * num_kv_heads * head_dim
+  size_t pool_elems = 0;   // num_blocks * block_elems
   // Scratch for max_batch_tokens tokens.
   DeviceBuffer residual, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
   DeviceBuffer meta, decode_workspace, pairs;
@@ -182,13 +183,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     std::unique_ptr<ModelWeights> weights, const CudaBackendOptions& options) {
   if (weights == nullptr) return absl::InvalidArgumentError("CudaBackend: weights are null");
   if (options.num_kv_blocks < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CudaBackendOptions.num_kv_blocks must be >= 0, got ", options.num_kv_blocks));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaBackendOptions.num_kv_blocks must be >= 0, got ", options.num_kv_blocks));
   }
   if (!(options.kv_memory_fraction > 0.0 && options.kv_memory_fraction <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "CudaBackendOptions.kv_memory_fraction must be in (0, 1], got ",
-        options.kv_memory_fraction));
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaBackendOptions.kv_memory_fraction must be in (0, 1], got ",
+                     options.kv_memory_fraction));
   }
   if (options.cascade_min_shared_tokens < 0) {
     return absl::InvalidArgumentError(
@@ -201,8 +202,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   }
   const ModelConfig& c = weights->config();
   if (c.head_dim != 16 && c.head_dim != 32 && c.head_dim != 64 && c.head_dim != 128) {
-    return absl::UnimplementedError(absl::StrCat("CudaBackend: head_dim ", c.head_dim,
-                                                 " is not supported (16, 32, 64, 128)"));
+    return absl::UnimplementedError(
+        absl::StrCat("CudaBackend: head_dim ", c.head_dim, " is not supported (16, 32, 64, 128)"));
   }
   if (c.num_heads % c.num_kv_heads != 0 || c.num_heads / c.num_kv_heads > 8) {
     return absl::UnimplementedError(absl::StrCat("CudaBackend: ", c.num_heads, " heads over ",
@@ -210,7 +211,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
                                                  " KV heads (GQA ratio up to 8 is supported)"));
   }
   if (c.hidden_size % 8 != 0 || c.intermediate_size % 8 != 0) {
-    return absl::UnimplementedError("CudaBackend: hidden and intermediate sizes must be multiples of 8");
+    return absl::UnimplementedError(
+        "CudaBackend: hidden and intermediate sizes must be multiples of 8");
   }
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -245,12 +247,16 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     const LayerWeights& w = weights->layers()[l];
     Device::Layer& d = dev->layers[l];
     using Upload = std::pair<const std::vector<float>*, DeviceBuffer*>;
-    for (const Upload& u : std::initializer_list<Upload>{
-             {&w.input_norm, &d.input_norm}, {&w.qkv, &d.qkv}, {&w.qkv_bias, &d.qkv_bias},
-             {&w.o_proj, &d.o_proj}, {&w.o_bias, &d.o_bias},
-             {&w.post_attention_norm, &d.post_norm}, {&w.gate_up, &d.gate_up},
-             {&w.gate_up_bias, &d.gate_up_bias}, {&w.down_proj, &d.down},
-             {&w.down_bias, &d.down_bias}}) {
+    for (const Upload& u : std::initializer_list<Upload>{{&w.input_norm, &d.input_norm},
+                                                         {&w.qkv, &d.qkv},
+                                                         {&w.qkv_bias, &d.qkv_bias},
+                                                         {&w.o_proj, &d.o_proj},
+                                                         {&w.o_bias, &d.o_bias},
+                                                         {&w.post_attention_norm, &d.post_norm},
+                                                         {&w.gate_up, &d.gate_up},
+                                                         {&w.gate_up_bias, &d.gate_up_bias},
+                                                         {&w.down_proj, &d.down},
+                                                         {&w.down_bias, &d.down_bias}}) {
       ARBOR_RETURN_IF_ERROR(UploadBf16(*u.first, u.second));
     }
   }
@@ -259,10 +265,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     for (float& f : inv_freq) f = kernels::reference::RoundBf16(f);
   }
   ARBOR_RETURN_IF_ERROR(dev->rope_inv_freq.Reserve(inv_freq.size() * sizeof(float)));
-  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpy(dev->rope_inv_freq.get(), inv_freq.data(),
-                                             inv_freq.size() * sizeof(float),
-                                             cudaMemcpyHostToDevice),
-                                  "upload RoPE frequencies"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaMemcpy(dev->rope_inv_freq.get(), inv_freq.data(),
+                           inv_freq.size() * sizeof(float), cudaMemcpyHostToDevice),
+                "upload RoPE frequencies"));
 
   // Scratch for max_batch_tokens tokens.
   const size_t t = options.max_batch_tokens;
@@ -270,16 +276,21 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   const size_t q_dim = static_cast<size_t>(c.num_heads) * c.head_dim;
   const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
   using Scratch = std::pair<DeviceBuffer*, size_t>;
-  for (const Scratch& sc : std::initializer_list<Scratch>{
-           {&dev->residual, t * hidden}, {&dev->normed, t * hidden}, {&dev->q, t * q_dim},
-           {&dev->k, t * kv_dim}, {&dev->v, t * kv_dim}, {&dev->attn, t * q_dim},
-           {&dev->proj, t * hidden}, {&dev->gate_up, t * 2 * inter}, {&dev->act, t * inter},
-           {&dev->out_rows, t * hidden}}) {
+  for (const Scratch& sc : std::initializer_list<Scratch>{{&dev->residual, t * hidden},
+                                                          {&dev->normed, t * hidden},
+                                                          {&dev->q, t * q_dim},
+                                                          {&dev->k, t * kv_dim},
+                                                          {&dev->v, t * kv_dim},
+                                                          {&dev->attn, t * q_dim},
+                                                          {&dev->proj, t * hidden},
+                                                          {&dev->gate_up, t * 2 * inter},
+                                                          {&dev->act, t * inter},
+                                                          {&dev->out_rows, t * hidden}}) {
     ARBOR_RETURN_IF_ERROR(sc.first->Reserve(sc.second * sizeof(Bf16)));
   }
   if (!c.is_value_head()) {
-    ARBOR_RETURN_IF_ERROR(dev->logits.Reserve(static_cast<size_t>(kLogitRowsPerGemm) *
-                                              c.vocab_size * sizeof(float)));
+    ARBOR_RETURN_IF_ERROR(
+        dev->logits.Reserve(static_cast<size_t>(kLogitRowsPerGemm) * c.vocab_size * sizeof(float)));
   }
 
   // KV pool: an exact block count, or a fraction of what is left.
@@ -292,14 +303,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     const double budget = options.kv_memory_fraction * static_cast<double>(free_bytes);
     num_blocks = static_cast<int>(std::min<double>(budget / block_bytes_all_layers, 1 << 30));
     if (num_blocks < 1) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "CudaBackend: ", free_bytes >> 20, " MiB free after the weights: no room for one KV "
-          "block (", block_bytes_all_layers >> 10, " KiB over all layers)"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("CudaBackend: ", free_bytes >> 20,
+                       " MiB free after the weights: no room for one KV "
+                       "block (",
+                       block_bytes_all_layers >> 10, " KiB over all layers)"));
     }
   }
   dev->pool_elems = static_cast<size_t>(num_blocks) * dev->block_elems;
-  ARBOR_RETURN_IF_ERROR(
-      dev->kv_pool.Reserve(2 * dev->pool_elems * c.num_layers * sizeof(Bf16)));
+  ARBOR_RETURN_IF_ERROR(dev->kv_pool.Reserve(2 * dev->pool_elems * c.num_layers * sizeof(Bf16)));
   ARBOR_RETURN_IF_ERROR(CudaError(
       cudaMemset(dev->kv_pool.get(), 0, 2 * dev->pool_elems * c.num_layers * sizeof(Bf16)),
       "cudaMemset KV pool"));
@@ -365,19 +377,17 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
     }
     const int ctx = b.context_lens[s];
     if (ctx < end - begin) {
-      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin,
-                   " new tokens");
+      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin, " new tokens");
     }
     if (ctx > b.max_blocks_per_seq * kKvBlockSize) {
-      return error("sequence ", s, " has context_len ", ctx, " beyond its ",
-                   b.max_blocks_per_seq, " blocks");
+      return error("sequence ", s, " has context_len ", ctx, " beyond its ", b.max_blocks_per_seq,
+                   " blocks");
     }
     const int first = ctx - (end - begin);
     for (int t = begin; t < end; ++t) {
       if (b.positions[t] != first + (t - begin)) {
-        return error("sequence ", s, " token ", t, " has position ", b.positions[t],
-                     ", expected ", first + (t - begin),
-                     " (new tokens follow the cached context)");
+        return error("sequence ", s, " token ", t, " has position ", b.positions[t], ", expected ",
+                     first + (t - begin), " (new tokens follow the cached context)");
       }
     }
     const int blocks_needed = (ctx + kKvBlockSize - 1) / kKvBlockSize;
@@ -401,9 +411,9 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
 absl::Status CudaBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
   if (batch.context_lens.size() + 1 != batch.seq_starts.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
-        batch.context_lens.size(), " sequences (context_lens)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
+                     batch.context_lens.size(), " sequences (context_lens)"));
   }
   ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
@@ -489,10 +499,10 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   const size_t o_gstarts = append(cascade.group_starts), o_gtables = append(cascade.group_tables),
                o_glen = append(cascade.group_kv_len), o_sbegin = append(cascade.suffix_begin);
   ARBOR_RETURN_IF_ERROR(d.meta.Reserve(meta.size() * sizeof(int32_t)));
-  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(),
-                                                  meta.size() * sizeof(int32_t),
-                                                  cudaMemcpyHostToDevice, stream),
-                                  "upload batch"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(), meta.size() * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream),
+                "upload batch"));
   const int32_t* m = d.meta.get<int32_t>();
   const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
                 *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
@@ -503,8 +513,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
     const int row_tiles = (cascade.max_group_size * gqa + 63) / 64;
     prefix_splits = kernels::PlanSplits(std::max(cascade.max_prefix, 1),
                                         row_tiles * cascade.num_groups() * c.num_kv_heads, 64);
-    suffix_splits = kernels::PlanSplits(std::max(cascade.max_suffix, 1),
-                                        num_seqs * c.num_kv_heads, kKvBlockSize);
+    suffix_splits = kernels::PlanSplits(std::max(cascade.max_suffix, 1), num_seqs * c.num_kv_heads,
+                                        kKvBlockSize);
     const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;
     ARBOR_RETURN_IF_ERROR(
         d.decode_workspace.Reserve(parts * attn_rows * (c.head_dim + 1) * sizeof(float)));
@@ -516,10 +526,9 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   Bf16* residual = d.residual.get<Bf16>();
   Bf16* normed = d.normed.get<Bf16>();
   Bf16* proj = d.proj.get<Bf16>();
-  ARBOR_RETURN_IF_ERROR(KernelError(
-      kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual, n, hidden, c.vocab_size,
-                               stream),
-      "EmbeddingGather"));
+  ARBOR_RETURN_IF_ERROR(KernelError(kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual,
+                                                             n, hidden, c.vocab_size, stream),
+                                    "EmbeddingGather"));
   for (int l = 0; l < c.num_layers; ++l) {
     const Device::Layer& w = d.layers[l];
     ARBOR_RETURN_IF_ERROR(KernelError(
@@ -533,8 +542,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
     ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, q, n, q_dim, hidden, false));
     ARBOR_RETURN_IF_ERROR(
         d.Gemm(normed, qkv + static_cast<size_t>(q_dim) * hidden, k, n, kv_dim, hidden, false));
-    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v,
-                                 n, kv_dim, hidden, false));
+    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v, n,
+                                 kv_dim, hidden, false));
     if (!w.qkv_bias.empty()) {
       const Bf16* bias = w.qkv_bias.get<Bf16>();
       ARBOR_RETURN_IF_ERROR(KernelError(kernels::AddBias(q, bias, n, q_dim, stream), "AddBias"));
@@ -543,14 +552,14 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::AddBias(v, bias + q_dim + kv_dim, n, kv_dim, stream), "AddBias"));
     }
-    ARBOR_RETURN_IF_ERROR(KernelError(
-        kernels::ApplyRope(q, k, positions, d.rope_inv_freq.get<float>(), n, c.num_heads,
-                           c.num_kv_heads, c.head_dim, stream),
-        "ApplyRope"));
-    ARBOR_RETURN_IF_ERROR(KernelError(
-        kernels::KvAppend(k, v, positions, seq_starts, tables, d.k_pool(l), d.v_pool(l), n,
-                          num_seqs, mb, c.num_kv_heads, c.head_dim, stream),
-        "KvAppend"));
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::ApplyRope(q, k, positions, d.rope_inv_freq.get<float>(), n,
+                                       c.num_heads, c.num_kv_heads, c.head_dim, stream),
+                    "ApplyRope"));
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::KvAppend(k, v, positions, seq_starts, tables, d.k_pool(l), d.v_pool(l),
+                                      n, num_seqs, mb, c.num_kv_heads, c.head_dim, stream),
+                    "KvAppend"));
     Bf16* attn = d.attn.get<Bf16>();
     if (cascade.worthwhile) {
       // Shared prompts once per group (tensor cores), each branch's own
@@ -562,25 +571,23 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
           kernels::GroupAttentionPartial(q, positions, m + o_gstarts, m + o_gtables, m + o_glen,
                                          d.k_pool(l), d.v_pool(l), o_parts, lse_parts, n,
                                          cascade.num_groups(), cascade.max_group_size, shape,
-                                         prefix_splits.split_len, prefix_splits.num_splits,
-                                         stream),
+                                         prefix_splits.split_len, prefix_splits.num_splits, stream),
           "GroupAttentionPartial"));
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::DecodeAttentionPartial(
-              q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
-              o_parts + prefix_splits.num_splits * attn_rows * c.head_dim,
-              lse_parts + prefix_splits.num_splits * attn_rows, num_seqs, shape,
-              suffix_splits.split_len, suffix_splits.num_splits, stream),
-          "DecodeAttentionPartial"));
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, parts, num_seqs,
-                                        c.num_heads, c.head_dim, stream),
-          "MergeAttentionStates"));
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::DecodeAttentionPartial(
+                          q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
+                          o_parts + prefix_splits.num_splits * attn_rows * c.head_dim,
+                          lse_parts + prefix_splits.num_splits * attn_rows, num_seqs, shape,
+                          suffix_splits.split_len, suffix_splits.num_splits, stream),
+                      "DecodeAttentionPartial"));
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, parts,
+                                                    num_seqs, c.num_heads, c.head_dim, stream),
+                      "MergeAttentionStates"));
     } else if (max_new == 1) {  // a decode step: one token per sequence
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens, attn,
-                                        d.decode_workspace.get(), num_seqs, max_ctx, shape,
-                                        stream),
+                                        d.decode_workspace.get(), num_seqs, max_ctx, shape, stream),
           "PagedDecodeAttention"));
     } else {
       ARBOR_RETURN_IF_ERROR(KernelError(
@@ -593,31 +600,29 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::AddBias(proj, w.o_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
     }
-    ARBOR_RETURN_IF_ERROR(KernelError(
-        kernels::RmsNormResidual(proj, residual, w.post_norm.get<Bf16>(), normed, n, hidden,
-                                 c.rms_norm_eps, stream),
-        "RmsNormResidual"));
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::RmsNormResidual(proj, residual, w.post_norm.get<Bf16>(), normed, n,
+                                             hidden, c.rms_norm_eps, stream),
+                    "RmsNormResidual"));
     Bf16* gate_up = d.gate_up.get<Bf16>();
-    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, w.gate_up.get<Bf16>(), gate_up, n, 2 * inter, hidden,
-                                 false));
+    ARBOR_RETURN_IF_ERROR(
+        d.Gemm(normed, w.gate_up.get<Bf16>(), gate_up, n, 2 * inter, hidden, false));
     if (!w.gate_up_bias.empty()) {
       ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::AddBias(gate_up, w.gate_up_bias.get<Bf16>(), n, 2 * inter, stream),
-          "AddBias"));
+          kernels::AddBias(gate_up, w.gate_up_bias.get<Bf16>(), n, 2 * inter, stream), "AddBias"));
     }
     Bf16* act = d.act.get<Bf16>();
-    ARBOR_RETURN_IF_ERROR(
-        KernelError(kernels::SwiGlu(gate_up, act, n, inter, stream), "SwiGlu"));
+    ARBOR_RETURN_IF_ERROR(KernelError(kernels::SwiGlu(gate_up, act, n, inter, stream), "SwiGlu"));
     ARBOR_RETURN_IF_ERROR(d.Gemm(act, w.down.get<Bf16>(), proj, n, hidden, inter, false));
     if (!w.down_bias.empty()) {
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::AddBias(proj, w.down_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
     }
   }
-  ARBOR_RETURN_IF_ERROR(KernelError(
-      kernels::RmsNormResidual(proj, residual, d.final_norm.get<Bf16>(), normed, n, hidden,
-                               c.rms_norm_eps, stream),
-      "RmsNormResidual"));
+  ARBOR_RETURN_IF_ERROR(
+      KernelError(kernels::RmsNormResidual(proj, residual, d.final_norm.get<Bf16>(), normed, n,
+                                           hidden, c.rms_norm_eps, stream),
+                  "RmsNormResidual"));
 
   const int dim = output_dim();
   out->resize(static_cast<size_t>(num_out) * dim);
@@ -626,20 +631,20 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   }
   // The output rows of the final hidden states, in output order.
   Bf16* rows = d.out_rows.get<Bf16>();
-  ARBOR_RETURN_IF_ERROR(KernelError(
-      kernels::EmbeddingGather(out_rows, normed, rows, num_out, hidden, n, stream),
-      "gather output rows"));
+  ARBOR_RETURN_IF_ERROR(
+      KernelError(kernels::EmbeddingGather(out_rows, normed, rows, num_out, hidden, n, stream),
+                  "gather output rows"));
   if (!c.is_value_head()) {
     const Bf16* head = c.tie_word_embeddings ? d.embed.get<Bf16>() : d.lm_head.get<Bf16>();
     for (int r0 = 0; r0 < num_out; r0 += kLogitRowsPerGemm) {
       const int rc = std::min(kLogitRowsPerGemm, num_out - r0);
       ARBOR_RETURN_IF_ERROR(d.Gemm(rows + static_cast<size_t>(r0) * hidden, head, d.logits.get(),
                                    rc, dim, hidden, true));
-      ARBOR_RETURN_IF_ERROR(CudaError(
-          cudaMemcpyAsync(out->data() + static_cast<size_t>(r0) * dim, d.logits.get(),
-                          static_cast<size_t>(rc) * dim * sizeof(float), cudaMemcpyDeviceToHost,
-                          stream),
-          "download logits"));
+      ARBOR_RETURN_IF_ERROR(
+          CudaError(cudaMemcpyAsync(out->data() + static_cast<size_t>(r0) * dim, d.logits.get(),
+                                    static_cast<size_t>(rc) * dim * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream),
+                    "download logits"));
       // The logits buffer is reused by the next chunk.
       ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
     }
@@ -647,10 +652,10 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   }
   // Value heads: a few rows; the head runs on the host in fp32.
   d.host_rows.resize(static_cast<size_t>(num_out) * hidden);
-  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.host_rows.data(), rows,
-                                                  d.host_rows.size() * sizeof(Bf16),
-                                                  cudaMemcpyDeviceToHost, stream),
-                                  "download hidden rows"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaMemcpyAsync(d.host_rows.data(), rows, d.host_rows.size() * sizeof(Bf16),
+                                cudaMemcpyDeviceToHost, stream),
+                "download hidden rows"));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
   std::vector<float> x(d.host_rows.size());
   for (size_t i = 0; i < x.size(); ++i) x[i] = kernels::reference::Bf16ToFloat(d.host_rows[i]);
@@ -664,8 +669,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   Linear(x.data(), num_out, hidden, head.w1.data(), head.b1.empty() ? nullptr : head.b1.data(),
          hidden, h.data());
   for (float& value : h) value = std::max(value, 0.0f);
-  Linear(h.data(), num_out, hidden, head.w2.data(), head.b2.empty() ? nullptr : head.b2.data(),
-         dim, out->data());
+  Linear(h.data(), num_out, hidden, head.w2.data(), head.b2.empty() ? nullptr : head.b2.data(), dim,
+         out->data());
   return absl::OkStatus();
 }
 
@@ -675,9 +680,8 @@ absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t
   bool chained = false;
   for (const auto& [src, dst] : src_dst) {
     if (src < 0 || src >= num_kv_blocks_ || dst < 0 || dst >= num_kv_blocks_) {
-      return absl::InvalidArgumentError(absl::StrCat("CopyBlocks: pair (", src, ", ", dst,
-                                                     ") outside the pool [0, ", num_kv_blocks_,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CopyBlocks: pair (", src, ", ", dst, ") outside the pool [0, ", num_kv_blocks_, ")"));
     }
     if (src == dst) continue;
     pairs.push_back(src);
@@ -689,10 +693,10 @@ absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t
   Device& d = *device_;
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(d.device), "cudaSetDevice"));
   ARBOR_RETURN_IF_ERROR(d.pairs.Reserve(pairs.size() * sizeof(int32_t)));
-  ARBOR_RETURN_IF_ERROR(CudaError(cudaMemcpyAsync(d.pairs.get(), pairs.data(),
-                                                  pairs.size() * sizeof(int32_t),
-                                                  cudaMemcpyHostToDevice, d.stream),
-                                  "upload block pairs"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaMemcpyAsync(d.pairs.get(), pairs.data(), pairs.size() * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, d.stream),
+                "upload block pairs"));
   const int num_pairs = static_cast<int>(pairs.size() / 2);
   for (int l = 0; l < config().num_layers; ++l) {
     // A block that is both copied from and into must see the copies in

@@ -62,8 +62,8 @@ class CudaBackend : public ModelBackend {
   // RESOURCE_EXHAUSTED).
   static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(const std::string& model_dir,
                                                              const CudaBackendOptions& options);
-  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(
-      std::unique_ptr<ModelWeights> weights, const CudaBackendOptions& options);
+  static absl::StatusOr<std::unique_ptr<CudaBackend>> Create(std::unique_ptr<ModelWeights> weights,
+                                                             const CudaBackendOptions& options);
 
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;

@@ -26,22 +26,21 @@
 namespace arbor::kernels {
 namespace {
 
-#define CHECK_CUDA(expr)                                                              \
-  do {                                                                                \
-    const cudaError_t e_ = (expr);                                                    \
-    if (e_ != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr,              \
-                   cudaGetErrorString(e_));                                           \
-      std::exit(1);                                                                   \
-    }                                                                                 \
+#define CHECK_CUDA(expr)                                                                         \
+  do {                                                                                           \
+    const cudaError_t e_ = (expr);                                                               \
+    if (e_ != cudaSuccess) {                                                                     \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
   } while (0)
-#define CHECK_KERNEL(expr)                                                            \
-  do {                                                                                \
-    const KernelStatus s_ = (expr);                                                   \
-    if (!s_.ok()) {                                                                   \
+#define CHECK_KERNEL(expr)                                                             \
+  do {                                                                                 \
+    const KernelStatus s_ = (expr);                                                    \
+    if (!s_.ok()) {                                                                    \
       std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, s_.message()); \
-      std::exit(1);                                                                   \
-    }                                                                                 \
+      std::exit(1);                                                                    \
+    }                                                                                  \
   } while (0)
 
 constexpr int kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192;
@@ -54,7 +53,9 @@ struct DeviceBuffer {
   ~DeviceBuffer() { cudaFree(ptr); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   template <typename T>
-  T* as() const { return static_cast<T*>(ptr); }
+  T* as() const {
+    return static_cast<T*>(ptr);
+  }
 };
 
 // Fills bf16 memory with N(0, scale) values: a random block of up to 2^22
@@ -104,15 +105,14 @@ double TimeMs(const std::function<void()>& fn) {
 struct Row {
   std::string kernel, shape;
   double us;
-  double rate;      // GB/s or TFLOP/s
+  double rate;  // GB/s or TFLOP/s
   const char* unit;
   double fraction;  // of the limit
 };
 std::vector<Row> g_rows;
 double g_copy_gbps = 0, g_gemm_tflops = 0;
 
-void AddBandwidthRow(const std::string& kernel, const std::string& shape, double ms,
-                     double bytes) {
+void AddBandwidthRow(const std::string& kernel, const std::string& shape, double ms, double bytes) {
   const double gbps = bytes / (ms * 1e-3) / 1e9;
   g_rows.push_back({kernel, shape, ms * 1e3, gbps, "GB/s", gbps / g_copy_gbps});
   std::printf("  %-28s %-40s %10.1f us %8.0f GB/s  %5.1f%% of copy\n", kernel.c_str(),
@@ -131,7 +131,8 @@ void MeasureLimits() {
   const size_t bytes = size_t{1} << 30;
   DeviceBuffer a(bytes), b(bytes);
   CHECK_CUDA(cudaMemset(a.ptr, 1, bytes));
-  const double ms = TimeMs([&] { CHECK_CUDA(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice)); });
+  const double ms =
+      TimeMs([&] { CHECK_CUDA(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice)); });
   g_copy_gbps = 2.0 * bytes / (ms * 1e-3) / 1e9;
 
   const int n = 8192;
@@ -199,9 +200,8 @@ void BenchElementwise() {
 
   DeviceBuffer gate_up(size_t{2} * n * 2 * kInter), act_out(size_t{2} * n * kInter);
   FillBf16(gate_up.ptr, size_t{2} * n * kInter, 1.0f, 11);
-  ms = TimeMs([&] {
-    CHECK_KERNEL(SwiGlu(gate_up.as<Bf16>(), act_out.as<Bf16>(), n, kInter, nullptr));
-  });
+  ms = TimeMs(
+      [&] { CHECK_KERNEL(SwiGlu(gate_up.as<Bf16>(), act_out.as<Bf16>(), n, kInter, nullptr)); });
   AddBandwidthRow("swiglu", std::to_string(n) + " tok x " + std::to_string(kInter), ms,
                   3.0 * n * kInter * 2);
 
@@ -236,8 +236,8 @@ struct KvPool {
 constexpr double kKvBytesPerToken = 2.0 * kKvHeads * kHeadDim * 2;  // K + V, bf16
 
 void BenchDecode() {
-  const AttentionShape base{.num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = kHeadDim,
-                            .scale = 0.125f};
+  const AttentionShape base{
+      .num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = kHeadDim, .scale = 0.125f};
   for (const auto& [batch, ctx] : std::vector<std::pair<int, int>>{
            {1, 16384}, {8, 4096}, {64, 2048}, {256, 1024}, {1, 2048}}) {
     const int max_blocks = ctx / kKvBlockSize;
@@ -252,7 +252,8 @@ void BenchDecode() {
     DeviceBuffer d_tables(ids.size() * 4), d_lens(batch * 4);
     Upload(d_tables.ptr, ids);
     Upload(d_lens.ptr, lens);
-    DeviceBuffer q(size_t{2} * batch * kHeads * kHeadDim), out(size_t{2} * batch * kHeads * kHeadDim);
+    DeviceBuffer q(size_t{2} * batch * kHeads * kHeadDim),
+        out(size_t{2} * batch * kHeads * kHeadDim);
     FillBf16(q.ptr, size_t{1} * batch * kHeads * kHeadDim, 1.0f, 24);
     DeviceBuffer ws(PagedDecodeWorkspaceBytes(batch, shape, ctx));
     const double ms = TimeMs([&] {
@@ -279,15 +280,18 @@ void BenchSharedPrefix() {
     KvPool pool(num_blocks);
     std::vector<int32_t> tables(size_t{1} * branches * max_blocks), lens(branches, ctx),
         begins(branches, prefix), positions(branches, ctx - 1), group_starts = {0, branches},
-        group_len = {prefix};
+                                                                group_len = {prefix};
     for (int b = 0; b < branches; ++b) {
       for (int i = 0; i < prefix_blocks; ++i) tables[b * max_blocks + i] = i;
       for (int i = 0; i < suffix_blocks; ++i) {
         tables[b * max_blocks + prefix_blocks + i] = prefix_blocks + b * suffix_blocks + i;
       }
     }
-    AttentionShape shape{.num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = kHeadDim,
-                         .scale = 0.125f, .max_blocks = max_blocks};
+    AttentionShape shape{.num_heads = kHeads,
+                         .num_kv_heads = kKvHeads,
+                         .head_dim = kHeadDim,
+                         .scale = 0.125f,
+                         .max_blocks = max_blocks};
     DeviceBuffer d_tables(tables.size() * 4), d_lens(branches * 4), d_begins(branches * 4),
         d_pos(branches * 4), d_gstarts(8), d_glen(4);
     Upload(d_tables.ptr, tables);
@@ -307,17 +311,16 @@ void BenchSharedPrefix() {
                                         out.as<Bf16>(), ws.ptr, branches, ctx, shape, nullptr));
     });
     const int gqa = kHeads / kKvHeads;
-    const SplitPlan prefix_plan =
-        PlanSplits(prefix, ((branches * gqa + 63) / 64) * kKvHeads, 64);
+    const SplitPlan prefix_plan = PlanSplits(prefix, ((branches * gqa + 63) / 64) * kKvHeads, 64);
     const SplitPlan suffix_plan = PlanSplits(suffix, branches * kKvHeads, kKvBlockSize);
     const int parts = prefix_plan.num_splits + suffix_plan.num_splits;
     DeviceBuffer o_parts(parts * rows * kHeadDim * 4), lse_parts(parts * rows * 4);
     auto prefix_stage = [&] {
-      CHECK_KERNEL(GroupAttentionPartial(
-          q.as<Bf16>(), d_pos.as<int32_t>(), d_gstarts.as<int32_t>(), d_tables.as<int32_t>(),
-          d_glen.as<int32_t>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(), o_parts.as<float>(),
-          lse_parts.as<float>(), branches, 1, branches, shape, prefix_plan.split_len,
-          prefix_plan.num_splits, nullptr));
+      CHECK_KERNEL(GroupAttentionPartial(q.as<Bf16>(), d_pos.as<int32_t>(), d_gstarts.as<int32_t>(),
+                                         d_tables.as<int32_t>(), d_glen.as<int32_t>(),
+                                         pool.k.as<Bf16>(), pool.v.as<Bf16>(), o_parts.as<float>(),
+                                         lse_parts.as<float>(), branches, 1, branches, shape,
+                                         prefix_plan.split_len, prefix_plan.num_splits, nullptr));
     };
     auto suffix_stage = [&] {
       CHECK_KERNEL(DecodeAttentionPartial(
@@ -328,9 +331,8 @@ void BenchSharedPrefix() {
           suffix_plan.split_len, suffix_plan.num_splits, nullptr));
     };
     auto merge_stage = [&] {
-      CHECK_KERNEL(MergeAttentionStates(o_parts.as<float>(), lse_parts.as<float>(),
-                                        out.as<Bf16>(), nullptr, parts, branches, kHeads,
-                                        kHeadDim, nullptr));
+      CHECK_KERNEL(MergeAttentionStates(o_parts.as<float>(), lse_parts.as<float>(), out.as<Bf16>(),
+                                        nullptr, parts, branches, kHeads, kHeadDim, nullptr));
     };
     const double cascade_ms = TimeMs([&] {
       prefix_stage();
@@ -340,8 +342,7 @@ void BenchSharedPrefix() {
     const double prefix_ms = TimeMs(prefix_stage);
     const double suffix_ms = TimeMs(suffix_stage);
     const double merge_ms = TimeMs(merge_stage);
-    const std::string shape_text =
-        "64 br, prefix " + std::to_string(prefix) + " + 256 own";
+    const std::string shape_text = "64 br, prefix " + std::to_string(prefix) + " + 256 own";
     // Both rows count the UNIQUE KV bytes (prompt once + suffixes): the plain
     // kernel re-reads the shared blocks per branch, mostly from L2.
     const double unique_bytes = (prefix + branches * suffix) * kKvBytesPerToken;
@@ -349,15 +350,17 @@ void BenchSharedPrefix() {
                     unique_bytes);
     AddBandwidthRow("cascade_decode (prefix once)", shape_text + ", unique bytes", cascade_ms,
                     unique_bytes);
-    AddFlopRow("  cascade: prefix stage", shape_text + " (" + std::to_string(prefix_plan.num_splits) +
-                   " splits)", prefix_ms, 4.0 * kHeadDim * kHeads * branches * prefix);
+    AddFlopRow("  cascade: prefix stage",
+               shape_text + " (" + std::to_string(prefix_plan.num_splits) + " splits)", prefix_ms,
+               4.0 * kHeadDim * kHeads * branches * prefix);
     AddBandwidthRow("  cascade: suffix stage", shape_text, suffix_ms,
                     branches * suffix * kKvBytesPerToken);
     AddBandwidthRow("  cascade: merge", std::to_string(parts) + " parts", merge_ms,
                     parts * rows * (kHeadDim + 1) * 4.0 + rows * kHeadDim * 2.0);
-    std::printf("    -> cascade %.2fx faster than plain; %d unique KV blocks (plain layout "
-                "would need %d)\n",
-                plain_ms / cascade_ms, num_blocks, branches * max_blocks);
+    std::printf(
+        "    -> cascade %.2fx faster than plain; %d unique KV blocks (plain layout "
+        "would need %d)\n",
+        plain_ms / cascade_ms, num_blocks, branches * max_blocks);
   }
 }
 
@@ -379,7 +382,9 @@ void BenchPrefill() {
     Upload(d_pos.ptr, positions);
     Upload(d_starts.ptr, starts);
     Upload(d_lens.ptr, lens);
-    const AttentionShape shape{.num_heads = heads, .num_kv_heads = kv_heads, .head_dim = dim,
+    const AttentionShape shape{.num_heads = heads,
+                               .num_kv_heads = kv_heads,
+                               .head_dim = dim,
                                .scale = 1.0f / std::sqrt(static_cast<float>(dim)),
                                .max_blocks = max_blocks};
     const double ms = TimeMs([&] {
@@ -415,8 +420,12 @@ void BenchSampling() {
                         Case{"T 0.8, top-k 50, top-p 0.9", 0.8f, 0.9f, 50}}) {
     std::vector<SampleParams> params(rows);
     for (int r = 0; r < rows; ++r) {
-      params[r] = SampleParams{.temperature = c.temperature, .top_p = c.top_p, .top_k = c.top_k,
-                               .seed = 7, .stream = static_cast<uint64_t>(r), .position = 100};
+      params[r] = SampleParams{.temperature = c.temperature,
+                               .top_p = c.top_p,
+                               .top_k = c.top_k,
+                               .seed = 7,
+                               .stream = static_cast<uint64_t>(r),
+                               .position = 100};
     }
     Upload(d_params.ptr, params);
     const double ms = TimeMs([&] {

@@ -11,9 +11,9 @@ TEST(CascadePlanTest, GroupsConsecutiveSequencesThatShareLeadingBlocks) {
   const int mb = 4;
   // Sequences 0-2 share blocks 7, 8 (and 0, 1 also share 9); 3 shares
   // nothing; 4-5 share block 20 only.
-  const std::vector<int32_t> tables = {7, 8, 9, 1,    //
-                                       7, 8, 9, 2,    //
-                                       7, 8, 3, -1,   //
+  const std::vector<int32_t> tables = {7,  8,  9,  1,   //
+                                       7,  8,  9,  2,   //
+                                       7,  8,  3,  -1,  //
                                        11, 12, -1, -1,  //
                                        20, 21, -1, -1,  //
                                        20, 22, -1, -1};

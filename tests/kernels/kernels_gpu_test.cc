@@ -28,17 +28,17 @@ bool HaveGpu() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-#define REQUIRE_GPU()                                            \
-  do {                                                           \
+#define REQUIRE_GPU()                                           \
+  do {                                                          \
     if (!HaveGpu()) GTEST_SKIP() << "no CUDA device available"; \
   } while (0)
 
 #define ASSERT_CUDA(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
-#define ASSERT_KERNEL_OK(expr)                        \
-  do {                                                \
-    const KernelStatus status_ = (expr);              \
-    ASSERT_TRUE(status_.ok()) << status_.message();   \
-    ASSERT_CUDA(cudaDeviceSynchronize());             \
+#define ASSERT_KERNEL_OK(expr)                      \
+  do {                                              \
+    const KernelStatus status_ = (expr);            \
+    ASSERT_TRUE(status_.ok()) << status_.message(); \
+    ASSERT_CUDA(cudaDeviceSynchronize());           \
   } while (0)
 
 // Owning device array.
@@ -112,7 +112,9 @@ std::vector<int32_t> RandomBlockTables(int num_seqs, int max_blocks, int num_blo
 }
 
 AttentionShape Shape(int heads, int kv_heads, int dim, int max_blocks) {
-  return AttentionShape{.num_heads = heads, .num_kv_heads = kv_heads, .head_dim = dim,
+  return AttentionShape{.num_heads = heads,
+                        .num_kv_heads = kv_heads,
+                        .head_dim = dim,
                         .scale = 1.0f / std::sqrt(static_cast<float>(dim)),
                         .max_blocks = max_blocks};
 }
@@ -130,8 +132,8 @@ TEST(KernelsGpuTest, EmbeddingGatherCopiesRows) {
     tokens[5] = vocab;
     DeviceArray<Bf16> d_table(table.bits), d_out(static_cast<size_t>(n) * hidden);
     DeviceArray<int32_t> d_tokens(tokens);
-    ASSERT_KERNEL_OK(EmbeddingGather(d_tokens.get(), d_table.get(), d_out.get(), n, hidden, vocab,
-                                     nullptr));
+    ASSERT_KERNEL_OK(
+        EmbeddingGather(d_tokens.get(), d_table.get(), d_out.get(), n, hidden, vocab, nullptr));
     std::vector<float> want(static_cast<size_t>(n) * hidden);
     reference::EmbeddingGather(tokens.data(), table.values.data(), want.data(), n, hidden, vocab);
     EXPECT_EQ(ToFloat(d_out.ToHost()), want) << "hidden=" << hidden;
@@ -153,7 +155,8 @@ TEST(KernelsGpuTest, RmsNormResidualMatchesReference) {
       // The model stores the sum in bf16, then normalises what it stored.
       std::vector<float> want_res = residual.values, want_out(size);
       if (with_x) {
-        for (size_t i = 0; i < size; ++i) want_res[i] = reference::RoundBf16(want_res[i] + x.values[i]);
+        for (size_t i = 0; i < size; ++i)
+          want_res[i] = reference::RoundBf16(want_res[i] + x.values[i]);
       }
       reference::RmsNormResidual(nullptr, want_res.data(), weight.values.data(), want_out.data(), n,
                                  hidden, 1e-5f);
@@ -167,8 +170,11 @@ TEST(KernelsGpuTest, RmsNormResidualMatchesReference) {
 TEST(KernelsGpuTest, RopeWithLlama3ScalingMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(13);
-  const reference::RopeParams params{.theta = 500000.0f, .llama3 = true, .factor = 32.0f,
-                                     .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+  const reference::RopeParams params{.theta = 500000.0f,
+                                     .llama3 = true,
+                                     .factor = 32.0f,
+                                     .low_freq_factor = 1.0f,
+                                     .high_freq_factor = 4.0f,
                                      .original_max_position_embeddings = 8192};
   for (int dim : {64, 128, 16}) {
     const int n = 33, heads = 8, kv_heads = 2;
@@ -276,8 +282,8 @@ PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionC
   const int max_len = *std::max_element(context_lens.begin(), context_lens.end());
   kv.max_blocks = (max_len + kKvBlockSize - 1) / kKvBlockSize;
   kv.num_blocks = static_cast<int>(context_lens.size()) * kv.max_blocks + 3;
-  kv.tables = RandomBlockTables(static_cast<int>(context_lens.size()), kv.max_blocks,
-                                kv.num_blocks, rng);
+  kv.tables =
+      RandomBlockTables(static_cast<int>(context_lens.size()), kv.max_blocks, kv.num_blocks, rng);
   const size_t size = static_cast<size_t>(kv.num_blocks) * kKvBlockSize * c.kv_heads * c.dim;
   kv.k = RandomBf16(size, rng);
   kv.v = RandomBf16(size, rng);
@@ -287,31 +293,36 @@ PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionC
 TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(16);
-  const std::vector<int32_t> context_lens = {1, 16, 17, 300, 2500, 4097};
-  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128},
-                                 AttentionCase{4, 2, 16}, AttentionCase{14, 2, 64},
-                                 AttentionCase{4, 4, 32}}) {
-    const int num_seqs = static_cast<int>(context_lens.size());
-    const PagedKv kv = RandomPagedKv(context_lens, c, rng);
-    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
-    const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
-    const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
-    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
-    DeviceArray<Bf16> d_out(q.bits.size());
-    DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
-    DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
-    ASSERT_KERNEL_OK(PagedDecodeAttention(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
-                                          d_ctx.get(), d_out.get(), d_ws.get(), num_seqs,
-                                          max_ctx, shape, nullptr));
-    std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
-    for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
-    std::iota(starts.begin(), starts.end(), 0);
-    std::vector<float> want(q.values.size());
-    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
-                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
-                              want.data(), num_seqs, shape);
-    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-        << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
+  // Long contexts run split-K with a merge; short ones as a single split
+  // written straight to bf16.
+  for (const std::vector<int32_t>& context_lens :
+       {std::vector<int32_t>{1, 16, 17, 300, 2500, 4097}, std::vector<int32_t>{1, 5, 30, 64}}) {
+    for (const AttentionCase& c :
+         {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
+          AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
+      const int num_seqs = static_cast<int>(context_lens.size());
+      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+      const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
+      const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
+      DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
+      DeviceArray<Bf16> d_out(q.bits.size());
+      DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
+      DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
+      ASSERT_KERNEL_OK(PagedDecodeAttention(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
+                                            d_ctx.get(), d_out.get(), d_ws.get(), num_seqs, max_ctx,
+                                            shape, nullptr));
+      std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
+      for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
+      std::iota(starts.begin(), starts.end(), 0);
+      std::vector<float> want(q.values.size());
+      reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                                context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                                want.data(), num_seqs, shape);
+      EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+          << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim
+          << " max context " << max_ctx;
+    }
   }
 }
 
@@ -359,8 +370,8 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
 TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
   REQUIRE_GPU();
   std::mt19937 rng(18);
-  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128},
-                                 AttentionCase{4, 2, 16}}) {
+  for (const AttentionCase& c :
+       {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128}, AttentionCase{4, 2, 16}}) {
     // Group 0: 5 branches after a 1000-token prompt (ends mid-block); group 1:
     // 3 branches after 64 tokens.
     const std::vector<int> prefix_lens = {1000, 64}, branches_per_group = {5, 3};
@@ -417,14 +428,14 @@ TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
     DeviceArray<int32_t> d_pos(positions), d_gstarts(group_starts), d_gtables(group_tables),
         d_glen(group_kv_len), d_tables(kv.tables), d_begin(suffix_begin), d_end(context_lens);
     DeviceArray<float> d_o(parts * rows * c.dim), d_lse(parts * rows);
-    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(),
-                                           d_gtables.get(), d_glen.get(), d_k.get(), d_v.get(),
-                                           d_o.get(), d_lse.get(), num_branches, 2, 5, shape,
-                                           prefix_split, prefix_splits, nullptr));
+    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(), d_gtables.get(),
+                                           d_glen.get(), d_k.get(), d_v.get(), d_o.get(),
+                                           d_lse.get(), num_branches, 2, 5, shape, prefix_split,
+                                           prefix_splits, nullptr));
     ASSERT_KERNEL_OK(DecodeAttentionPartial(
         d_q.get(), d_k.get(), d_v.get(), d_tables.get(), d_begin.get(), d_end.get(),
-        d_o.get() + prefix_splits * rows * c.dim, d_lse.get() + prefix_splits * rows,
-        num_branches, shape, suffix_split, suffix_splits, nullptr));
+        d_o.get() + prefix_splits * rows * c.dim, d_lse.get() + prefix_splits * rows, num_branches,
+        shape, suffix_split, suffix_splits, nullptr));
     ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
                                           num_branches, c.heads, c.dim, nullptr));
     std::vector<int32_t> starts(num_branches + 1);
@@ -475,10 +486,9 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
     const size_t rows = static_cast<size_t>(n) * c.heads;
     DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
     DeviceArray<Bf16> d_merged(q.bits.size());
-    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
-                                           d_ctx.get(), d_k.get(), d_v.get(), d_o.get(),
-                                           d_lse.get(), n, num_seqs, max_new, shape, split_len,
-                                           num_splits, nullptr));
+    ASSERT_KERNEL_OK(GroupAttentionPartial(
+        d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(), d_ctx.get(), d_k.get(), d_v.get(),
+        d_o.get(), d_lse.get(), n, num_seqs, max_new, shape, split_len, num_splits, nullptr));
     ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
                                           num_splits, n, c.heads, c.dim, nullptr));
     EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
@@ -494,15 +504,15 @@ TEST(KernelsGpuTest, MergeAttentionStatesMatchesReference) {
   std::vector<float> o(n * dim), lse(n);
   for (float& x : o) x = dist(rng);
   for (float& x : lse) x = dist(rng);
-  for (size_t i = 0; i < n; i += 3) lse[i] = -INFINITY;  // empty parts
+  for (size_t i = 0; i < n; i += 3) lse[i] = -INFINITY;                   // empty parts
   for (int j = 0; j < parts; ++j) lse[j * rows * heads + 1] = -INFINITY;  // an all-empty row
   for (int j = 0; j < parts; ++j) {
     std::fill_n(o.begin() + (j * rows * heads + 1) * dim, dim, 0.0f);
   }
   DeviceArray<float> d_o(o), d_lse(lse), d_lse_out(rows * heads);
   DeviceArray<Bf16> d_out(static_cast<size_t>(rows) * heads * dim);
-  ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), d_lse_out.get(),
-                                        parts, rows, heads, dim, nullptr));
+  ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), d_lse_out.get(), parts,
+                                        rows, heads, dim, nullptr));
   std::vector<float> want(static_cast<size_t>(rows) * heads * dim), want_lse(rows * heads);
   reference::MergeAttentionStates(o.data(), lse.data(), want.data(), want_lse.data(), parts, rows,
                                   heads, dim);
@@ -550,14 +560,16 @@ TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
     DeviceArray<float> d_logits(logits), d_logprobs(rows);
     DeviceArray<SampleParams> d_params(params);
     DeviceArray<int32_t> d_tokens(rows);
-    ASSERT_KERNEL_OK(SampleTokens(d_logits.get(), d_params.get(), d_tokens.get(),
-                                  d_logprobs.get(), rows, vocab, nullptr));
+    ASSERT_KERNEL_OK(SampleTokens(d_logits.get(), d_params.get(), d_tokens.get(), d_logprobs.get(),
+                                  rows, vocab, nullptr));
     const auto tokens = d_tokens.ToHost();
     const auto logprobs = d_logprobs.ToHost();
     for (int r = 0; r < rows; ++r) {
-      const auto want = reference::Sample(&logits[static_cast<size_t>(r) * vocab], vocab, params[r]);
+      const auto want =
+          reference::Sample(&logits[static_cast<size_t>(r) * vocab], vocab, params[r]);
       EXPECT_EQ(tokens[r], want.token) << "row " << r << " vocab " << vocab;
-      EXPECT_NEAR(logprobs[r], want.logprob, kFp32Tolerance * std::max(1.0f, std::fabs(want.logprob)))
+      EXPECT_NEAR(logprobs[r], want.logprob,
+                  kFp32Tolerance * std::max(1.0f, std::fabs(want.logprob)))
           << "row " << r;
     }
   }
@@ -566,11 +578,13 @@ TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
 TEST(KernelsGpuTest, LaunchersRejectUnsupportedShapes) {
   REQUIRE_GPU();
   AttentionShape bad = Shape(6, 4, 64, 1);  // heads not a multiple of kv heads
-  EXPECT_FALSE(DecodeAttentionPartial(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                      nullptr, nullptr, 1, bad, 16, 1, nullptr).ok());
+  EXPECT_FALSE(DecodeAttentionPartial(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                      nullptr, 1, bad, 16, 1, nullptr)
+                   .ok());
   bad = Shape(4, 4, 80, 1);  // head_dim
   EXPECT_FALSE(PrefillAttention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
-                                nullptr, 1, 1, 1, bad, nullptr).ok());
+                                nullptr, 1, 1, 1, bad, nullptr)
+                   .ok());
   EXPECT_FALSE(SwiGlu(nullptr, nullptr, 1, 3, nullptr).ok());  // odd inter
   cudaGetLastError();
 }

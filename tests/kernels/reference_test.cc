@@ -78,14 +78,21 @@ TEST(RopeTest, DefaultFrequenciesArePowersOfTheta) {
 TEST(RopeTest, Llama3ScalingMatchesTransformers) {
   // Llama-3.2 rope_scaling; expected values from transformers'
   // _compute_llama3_parameters formula.
-  RopeParams params{.theta = 500000.0f, .llama3 = true, .factor = 32.0f, .low_freq_factor = 1.0f,
-                    .high_freq_factor = 4.0f, .original_max_position_embeddings = 8192};
+  RopeParams params{.theta = 500000.0f,
+                    .llama3 = true,
+                    .factor = 32.0f,
+                    .low_freq_factor = 1.0f,
+                    .high_freq_factor = 4.0f,
+                    .original_max_position_embeddings = 8192};
   const auto inv_freq = RopeInvFreq(params, 64);
-  const std::map<int, double> expected = {
-      {0, 1.0},                      {10, 0.016560440080994446},  // high frequency: kept
-      {14, 0.0032114459947525913},   {15, 0.001290547928209264},  // medium: smoothed
-      {16, 0.00042955679655936815},  {17, 9.70828780262767e-05},
-      {20, 8.570255489881478e-06},   {31, 9.418306725434909e-08}};  // low: divided by 32
+  const std::map<int, double> expected = {{0, 1.0},
+                                          {10, 0.016560440080994446},  // high frequency: kept
+                                          {14, 0.0032114459947525913},
+                                          {15, 0.001290547928209264},  // medium: smoothed
+                                          {16, 0.00042955679655936815},
+                                          {17, 9.70828780262767e-05},
+                                          {20, 8.570255489881478e-06},
+                                          {31, 9.418306725434909e-08}};  // low: divided by 32
   for (const auto& [i, value] : expected) {
     EXPECT_NEAR(inv_freq[i], value, value * 2e-5) << "i=" << i;
   }
@@ -148,8 +155,11 @@ TEST(KvAppendTest, WritesTokensToTheirBlockSlots) {
 
 TEST(PagedAttentionTest, MatchesContiguousSoftmaxAttention) {
   std::mt19937 rng(3);
-  const AttentionShape shape{.num_heads = 4, .num_kv_heads = 2, .head_dim = 8,
-                             .scale = 1.0f / std::sqrt(8.0f), .max_blocks = 3};
+  const AttentionShape shape{.num_heads = 4,
+                             .num_kv_heads = 2,
+                             .head_dim = 8,
+                             .scale = 1.0f / std::sqrt(8.0f),
+                             .max_blocks = 3};
   const int num_blocks = 6, ctx = 37;
   auto k_cache = RandomVector(num_blocks * kKvBlockSize * 2 * 8, rng);
   auto v_cache = RandomVector(k_cache.size(), rng);
@@ -159,8 +169,8 @@ TEST(PagedAttentionTest, MatchesContiguousSoftmaxAttention) {
   const int32_t seq_starts[] = {0, 1};
   const int32_t ctx_lens[] = {ctx};
   std::vector<float> out(4 * 8);
-  PagedAttention(q.data(), &pos, seq_starts, table.data(), ctx_lens, k_cache.data(),
-                 v_cache.data(), out.data(), 1, shape);
+  PagedAttention(q.data(), &pos, seq_starts, table.data(), ctx_lens, k_cache.data(), v_cache.data(),
+                 out.data(), 1, shape);
   for (int h = 0; h < 4; ++h) {
     const int kvh = h / 2;
     std::vector<double> w(ctx);
@@ -184,8 +194,8 @@ TEST(PagedAttentionTest, MatchesContiguousSoftmaxAttention) {
 
 TEST(MergeAttentionStatesTest, MergedPartialsEqualTheWholeRange) {
   std::mt19937 rng(4);
-  const AttentionShape shape{.num_heads = 2, .num_kv_heads = 1, .head_dim = 16,
-                             .scale = 0.25f, .max_blocks = 4};
+  const AttentionShape shape{
+      .num_heads = 2, .num_kv_heads = 1, .head_dim = 16, .scale = 0.25f, .max_blocks = 4};
   auto k_cache = RandomVector(4 * kKvBlockSize * 16, rng);
   auto v_cache = RandomVector(k_cache.size(), rng);
   const std::vector<int32_t> table = {2, 3, 0, 1};
@@ -231,7 +241,8 @@ TEST(SampleTest, GreedyTakesTheLowestArgmaxAndReportsRawLogprob) {
 TEST(SampleTest, TopKAndTopPRestrictTheDraw) {
   std::mt19937 rng(5);
   const auto logits = RandomVector(50, rng, 2.0f);
-  const int argmax = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  const int argmax =
+      static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   std::vector<int> order(50);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int a, int b) { return logits[a] > logits[b]; });
@@ -256,23 +267,24 @@ TEST(SampleTest, FrequenciesFollowTheTemperedDistribution) {
   std::vector<int> counts(4, 0);
   const int n = 40000;
   for (int pos = 0; pos < n; ++pos) {
-    SampleParams params{.temperature = temperature, .seed = 3, .stream = 7,
-                        .position = static_cast<uint64_t>(pos)};
+    SampleParams params{
+        .temperature = temperature, .seed = 3, .stream = 7, .position = static_cast<uint64_t>(pos)};
     ++counts[Sample(logits.data(), 4, params).token];
   }
   for (int i = 0; i < 4; ++i) {
     const double expected = p[i] / z;
     // 5 standard deviations of a binomial proportion.
     EXPECT_NEAR(counts[i] / static_cast<double>(n), expected,
-                5 * std::sqrt(expected * (1 - expected) / n)) << i;
+                5 * std::sqrt(expected * (1 - expected) / n))
+        << i;
   }
 }
 
 TEST(SampleTest, SameKeysDrawTheSameToken) {
   std::mt19937 rng(6);
   const auto logits = RandomVector(1000, rng, 3.0f);
-  SampleParams params{.temperature = 0.9f, .top_p = 0.95f, .top_k = 100, .seed = 1, .stream = 2,
-                      .position = 3};
+  SampleParams params{
+      .temperature = 0.9f, .top_p = 0.95f, .top_k = 100, .seed = 1, .stream = 2, .position = 3};
   const SampledToken a = Sample(logits.data(), 1000, params);
   const SampledToken b = Sample(logits.data(), 1000, params);
   EXPECT_EQ(a.token, b.token);

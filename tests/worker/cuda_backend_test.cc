@@ -48,7 +48,9 @@ double RelError(const std::vector<float>& a, const std::vector<float>& b) {
   return max_ref == 0.0 ? max_diff : max_diff / max_ref;
 }
 
-int ArgMax(const float* row, int n) { return static_cast<int>(std::max_element(row, row + n) - row); }
+int ArgMax(const float* row, int n) {
+  return static_cast<int>(std::max_element(row, row + n) - row);
+}
 
 struct Seq {
   std::vector<int32_t> blocks;
@@ -165,8 +167,8 @@ class CudaGoldenTest : public ::testing::TestWithParam<std::string> {
   std::string dir() const { return GoldenDir(GetParam()); }
 };
 
-#define MAKE_CUDA_OR_SKIP(var, ...)                                   \
-  std::unique_ptr<CudaBackend> var = MakeCudaBackend(__VA_ARGS__);   \
+#define MAKE_CUDA_OR_SKIP(var, ...)                                \
+  std::unique_ptr<CudaBackend> var = MakeCudaBackend(__VA_ARGS__); \
   if (var == nullptr) GTEST_SKIP() << "no CUDA device (or no CUDA)"
 
 TEST_P(CudaGoldenTest, LogitsMatchTransformersAndCpuBackend) {
@@ -235,7 +237,9 @@ TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
     BlockAllocator alloc(backend->num_kv_blocks());
     std::vector<float> all;
     Seq trunk;
-    auto append = [&all](const std::vector<float>& v) { all.insert(all.end(), v.begin(), v.end()); };
+    auto append = [&all](const std::vector<float>& v) {
+      all.insert(all.end(), v.begin(), v.end());
+    };
     append(Step(backend, &alloc, {{&trunk, {ids.begin(), ids.begin() + 21}, {-1}}}));
     append(Step(backend, &alloc, {{&trunk, {ids.begin() + 21, ids.begin() + 35}, {-1}}}));
     Seq branch;
