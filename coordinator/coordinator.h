@@ -1,0 +1,106 @@
+// Coordinator: what the Reasoning service runs. Submit validates a
+// SolveRequest (INVALID_ARGUMENT naming the field), resolves its policy and
+// reward models against what the worker and verifier pools serve, admits it
+// into the JobManager (RESOURCE_EXHAUSTED when full) and runs the strategy on
+// a job thread over RemoteGenerator/RemoteScorer. The gRPC deadline of the
+// call bounds the job (it becomes the budget deadline, less a margin to send
+// the answer, so the job returns its best so far in time); JobHandle::Cancel
+// stops the job and cancels its in-flight worker and verifier calls.
+// Thread-safety: all methods are thread-safe; callbacks of one job run on its
+// job thread, in order, and on_done exactly once (also for a job that never
+// starts because the coordinator shuts down).
+#ifndef ARBOR_COORDINATOR_COORDINATOR_H_
+#define ARBOR_COORDINATOR_COORDINATOR_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "coordinator/endpoint_pool.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/metrics.h"
+
+namespace arbor::v1 {
+class SolveRequest;
+class SolveResponse;
+class SolveEvent;
+}  // namespace arbor::v1
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace arbor::coordinator {
+
+struct CoordinatorOptions {
+  PoolOptions workers;    // targets required
+  PoolOptions verifiers;  // targets may be empty: no reward model strategies then
+  // Models used when a request names none; "" takes the only (or the
+  // alphabetically first) model the pool serves.
+  std::string default_model;
+  std::string default_reward_model;
+  int max_concurrent_jobs = 8;
+  int max_queued_jobs = 64;
+  // Cap on one worker/verifier call; a call past it counts as an endpoint failure.
+  absl::Duration call_timeout = absl::Seconds(120);
+};
+
+class JobHandle {
+ public:
+  virtual ~JobHandle() = default;
+  virtual const std::string& job_id() const = 0;
+  // Stops the job between steps and cancels its in-flight calls. Idempotent.
+  virtual void Cancel() = 0;
+};
+
+class Coordinator {
+ public:
+  struct Callbacks {
+    // Accepted and Step events (may be empty: Solve needs only the result).
+    std::function<void(const arbor::v1::SolveEvent& event)> on_event;
+    // The result, or the error that ended the job; `response` is null on error.
+    std::function<void(const absl::Status& status, const arbor::v1::SolveResponse* response)>
+        on_done;
+  };
+
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Create(
+      CoordinatorOptions options, std::shared_ptr<prometheus::Registry> registry);
+  ~Coordinator();
+
+  // Validates and admits the job. On OK the job runs later and reports
+  // through `callbacks`; on error no callback is called.
+  absl::StatusOr<std::shared_ptr<JobHandle>> Submit(const arbor::v1::SolveRequest& request,
+                                                    absl::Time rpc_deadline,
+                                                    Callbacks callbacks);
+
+  // Rejects queued jobs (UNAVAILABLE) and waits for the running ones.
+  void Shutdown();
+
+  EndpointPool& workers() { return *workers_; }
+  EndpointPool* verifiers() { return verifiers_.get(); }
+  JobManager& jobs() { return *jobs_; }
+
+ private:
+  struct Job;
+  explicit Coordinator(CoordinatorOptions options);
+  void Run(const std::shared_ptr<Job>& job);
+  absl::StatusOr<std::string> ResolveModel(const EndpointPool& pool, const std::string& requested,
+                                           const std::string& fallback,
+                                           std::string_view field) const;
+
+  const CoordinatorOptions options_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  std::unique_ptr<EndpointPool> workers_;
+  std::unique_ptr<EndpointPool> verifiers_;
+  std::unique_ptr<JobManager> jobs_;
+  std::atomic<uint64_t> next_job_ = 0;
+  const uint64_t instance_tag_;
+};
+
+}  // namespace arbor::coordinator
+
+#endif  // ARBOR_COORDINATOR_COORDINATOR_H_

@@ -1,0 +1,74 @@
+// arbor-coordinator: the Reasoning service in front of the worker and
+// verifier pools. Example:
+//   arbor-coordinator --port=50051 --workers=dns:///arbor-worker:50052
+//       --verifiers=10.0.0.7:50053,10.0.0.8:50053
+#include <cstdio>
+#include <memory>
+
+#include "absl/flags/flag.h"
+#include "common/log.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/reasoning_service.h"
+#include "grpcpp/grpcpp.h"
+#include "prometheus/registry.h"
+#include "server/flags.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, workers, "",
+          "Generator workers: host:port,host:port or dns:///name:port (re-resolved)");
+ABSL_FLAG(std::string, verifiers, "",
+          "Verifiers (reward models): host:port,... or dns:///name:port; empty: none");
+ABSL_FLAG(std::string, default_model, "", "Policy model for requests naming none");
+ABSL_FLAG(std::string, default_reward_model, "", "Reward model for requests naming none");
+ABSL_FLAG(int, max_concurrent_jobs, 8, "Jobs run at once");
+ABSL_FLAG(int, max_queued_jobs, 64, "Jobs waiting beyond those; more get RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, health_interval_ms, 1000, "grpc.health.v1 check period per endpoint");
+ABSL_FLAG(int, health_timeout_ms, 1000, "Timeout of one health check or Info call");
+ABSL_FLAG(int, resolve_interval_ms, 5000, "DNS re-resolution period for dns:/// targets");
+ABSL_FLAG(int, ejection_ms, 2000, "First ejection of a failing endpoint; doubles per failure");
+ABSL_FLAG(int, max_ejection_ms, 30000, "Longest ejection");
+ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
+
+int main(int argc, char** argv) {
+  arbor::server::BlockShutdownSignals();
+  arbor::server::ParseServerCommandLine(
+      argc, argv, "arbor-coordinator --workers=host:port,... [--verifiers=...] [--port=N]");
+
+  arbor::coordinator::CoordinatorOptions options;
+  auto pool_options = [](const std::string& targets) {
+    arbor::coordinator::PoolOptions p;
+    p.targets = targets;
+    p.health_interval = absl::Milliseconds(absl::GetFlag(FLAGS_health_interval_ms));
+    p.health_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_health_timeout_ms));
+    p.resolve_interval = absl::Milliseconds(absl::GetFlag(FLAGS_resolve_interval_ms));
+    p.ejection = absl::Milliseconds(absl::GetFlag(FLAGS_ejection_ms));
+    p.max_ejection = absl::Milliseconds(absl::GetFlag(FLAGS_max_ejection_ms));
+    return p;
+  };
+  options.workers = pool_options(absl::GetFlag(FLAGS_workers));
+  options.verifiers = pool_options(absl::GetFlag(FLAGS_verifiers));
+  options.default_model = absl::GetFlag(FLAGS_default_model);
+  options.default_reward_model = absl::GetFlag(FLAGS_default_reward_model);
+  options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
+  options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
+  options.call_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_call_timeout_ms));
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);
+  if (!coordinator.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", coordinator.status().ToString().c_str());
+    return 2;
+  }
+  std::unique_ptr<grpc::Service> service =
+      arbor::coordinator::CreateReasoningService(**coordinator);
+  auto server = arbor::server::Server::Start(arbor::server::ServerOptionsFromFlags("coordinator"),
+                                             {service.get()}, registry);
+  if (!server.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", server.status().ToString().c_str());
+    return 2;
+  }
+  arbor::server::RunUntilShutdownSignal(**server);
+  // In-flight RPCs have finished or been cancelled; now the job threads end.
+  (*coordinator)->Shutdown();
+  return 0;
+}

@@ -1,0 +1,126 @@
+// search::Generator and search::Scorer over gRPC: the coordinator's view of
+// the arbor.v1.Generator workers and arbor.v1.Verifier reward models.
+//
+// Each job gets its own RemoteGenerator/RemoteScorer. Every call:
+//  - routes by rendezvous hashing of the job id over the pool's healthy
+//    endpoints serving the job's model (so a job's branches share one prefix
+//    cache);
+//  - carries a deadline: the earliest of the job's budget deadline, the
+//    client's gRPC deadline and a per-call timeout;
+//  - is registered with the job's CallCanceller, so a cancelled job
+//    TryCancels its in-flight calls at once;
+//  - on an endpoint failure (UNAVAILABLE, INTERNAL, a per-call timeout, ...)
+//    ejects that endpoint and retries on the next endpoint in rendezvous
+//    order, counting the retry; errors that are the request's own
+//    (INVALID_ARGUMENT, ...) are returned as they are.
+// Prompt: EncodePrompt returns no tokens (the proto has no tokenize call);
+// the first Extend sends the question as prompt_text with the chat template,
+// and the templated prompt tokens the worker returns are sent afterwards.
+// Thread-safety: RemoteGenerator/RemoteScorer are used by one job thread;
+// CallCanceller is thread-safe.
+#ifndef ARBOR_COORDINATOR_REMOTE_BACKENDS_H_
+#define ARBOR_COORDINATOR_REMOTE_BACKENDS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/endpoint_pool.h"
+#include "search/generator.h"
+#include "search/scorer.h"
+
+namespace grpc {
+class ClientContext;
+}  // namespace grpc
+
+namespace arbor::coordinator {
+
+// The in-flight client calls of one job; Cancel reaches all of them.
+class CallCanceller {
+ public:
+  void Cancel();
+  bool cancelled() const;
+
+  // Registers `context` while a call runs; cancels it at once when the job is
+  // already cancelled.
+  class Scope {
+   public:
+    Scope(CallCanceller& canceller, grpc::ClientContext* context);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    CallCanceller& canceller_;
+    grpc::ClientContext* context_;
+  };
+
+ private:
+  mutable absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  absl::flat_hash_set<grpc::ClientContext*> active_ ABSL_GUARDED_BY(mu_);
+};
+
+// What a job's remote calls cost beyond the search's own usage.
+struct RemoteCallStats {
+  int64_t calls = 0;
+  int64_t retries = 0;
+  std::string last_endpoint;  // the endpoint that answered last
+};
+
+struct RemoteJobOptions {
+  std::string job_id;
+  std::string model;          // resolved model name (never empty)
+  std::string chat_template;  // generator only; "" = the model's default
+  std::string question;       // generator: the prompt text
+  absl::Time rpc_deadline = absl::InfiniteFuture();
+  absl::Duration call_timeout = absl::Seconds(120);
+};
+
+class RemoteGenerator : public search::Generator {
+ public:
+  RemoteGenerator(EndpointPool& pool, CallCanceller& canceller, RemoteJobOptions options)
+      : pool_(pool), canceller_(canceller), options_(std::move(options)) {}
+
+  absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view question) override;
+  absl::StatusOr<search::ExtendResult> Extend(const search::ExtendRequest& request) override;
+
+  const RemoteCallStats& stats() const { return stats_; }
+
+ private:
+  EndpointPool& pool_;
+  CallCanceller& canceller_;
+  const RemoteJobOptions options_;
+  std::vector<int32_t> prompt_tokens_;  // from the first response
+  RemoteCallStats stats_;
+};
+
+class RemoteScorer : public search::Scorer {
+ public:
+  RemoteScorer(EndpointPool& pool, CallCanceller& canceller, RemoteJobOptions options)
+      : pool_(pool), canceller_(canceller), options_(std::move(options)) {}
+
+  absl::StatusOr<search::ScoreResult> Score(const search::ScoreRequest& request) override;
+
+  const RemoteCallStats& stats() const { return stats_; }
+
+ private:
+  EndpointPool& pool_;
+  CallCanceller& canceller_;
+  const RemoteJobOptions options_;
+  RemoteCallStats stats_;
+};
+
+// Model probes for EndpointPool: Generator.Info / Verifier.Info's model.
+ModelProbe GeneratorModelProbe();
+ModelProbe VerifierModelProbe();
+
+}  // namespace arbor::coordinator
+
+#endif  // ARBOR_COORDINATOR_REMOTE_BACKENDS_H_

@@ -1,0 +1,215 @@
+// SolveRequest validation and mapping: every kind of bad field is rejected
+// with INVALID_ARGUMENT naming it; zeros take the documented defaults.
+#include "coordinator/solve_request.h"
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "arbor/v1/reasoning.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace arbor::coordinator {
+namespace {
+
+using ::testing::HasSubstr;
+
+arbor::v1::SolveRequest ValidRequest() {
+  arbor::v1::SolveRequest request;
+  request.set_question("add 3 5 7");
+  return request;
+}
+
+TEST(Utf8Test, AcceptsValidAndRejectsMalformed) {
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xff"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+}
+
+TEST(SolveRequestTest, DefaultsFollowTheProto) {
+  auto config = StrategyConfigFromRequest(ValidRequest());
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto* bon = std::get_if<search::BestOfNConfig>(&config->strategy);
+  ASSERT_NE(bon, nullptr);
+  EXPECT_EQ(bon->n, 8);
+  EXPECT_EQ(config->stop.step_delimiters, std::vector<std::string>{"\n\n"});
+  EXPECT_EQ(config->stop.max_step_tokens, 256);
+  EXPECT_FLOAT_EQ(config->sampling.temperature, 0.8f);
+  EXPECT_EQ(config->max_candidates, 8);
+  EXPECT_TRUE(NeedsRewardModel(*config));
+
+  arbor::v1::SolveRequest request = ValidRequest();
+  request.mutable_beam_search();
+  request.mutable_budget()->set_deadline_ms(1500);
+  request.mutable_stop()->set_no_step_delimiter(true);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto* beam = std::get_if<search::BeamSearchConfig>(&config->strategy);
+  ASSERT_NE(beam, nullptr);
+  EXPECT_EQ(beam->n, 16);
+  EXPECT_EQ(beam->beam_width, 4);
+  EXPECT_EQ(beam->num_iterations, 40);
+  EXPECT_EQ(config->budget.deadline, absl::Milliseconds(1500));
+  EXPECT_TRUE(config->stop.step_delimiters.empty());
+
+  request = ValidRequest();
+  request.mutable_greedy();
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  EXPECT_FLOAT_EQ(std::get<search::GreedyConfig>(config->strategy).temperature, 0.0f);
+  EXPECT_FALSE(NeedsRewardModel(*config));
+  request.mutable_sampling()->set_temperature(0.5f);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  EXPECT_FLOAT_EQ(std::get<search::GreedyConfig>(config->strategy).temperature, 0.5f);
+
+  request = ValidRequest();
+  request.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  EXPECT_FALSE(NeedsRewardModel(*config));
+
+  request = ValidRequest();
+  auto* pf = request.mutable_particle_filter();
+  pf->set_n(8);
+  pf->set_resampling(arbor::v1::ParticleFilter::RESAMPLING_SYSTEMATIC);
+  pf->set_weight_update(arbor::v1::ParticleFilter::WEIGHT_UPDATE_CUMULATIVE);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  const auto& p = std::get<search::ParticleFilterConfig>(config->strategy);
+  EXPECT_EQ(p.n, 8);
+  EXPECT_FLOAT_EQ(p.temperature, 1.0f);
+  EXPECT_EQ(p.resampling, search::ParticleFilterConfig::Resampling::kSystematic);
+  EXPECT_EQ(p.weight_update, search::ParticleFilterConfig::WeightUpdate::kCumulative);
+}
+
+struct BadCase {
+  std::string name;
+  std::function<void(arbor::v1::SolveRequest&)> mutate;
+  std::string field;  // expected in the message
+};
+
+TEST(SolveRequestTest, EachBadFieldIsNamed) {
+  const std::vector<BadCase> cases = {
+      {"empty question", [](auto& r) { r.clear_question(); }, "question"},
+      {"invalid utf8", [](auto& r) { r.set_question("add \xff 2"); }, "question"},
+      {"huge question", [](auto& r) { r.set_question(std::string(70000, 'a')); }, "question"},
+      {"job id chars", [](auto& r) { r.set_job_id("job id!"); }, "job_id"},
+      {"job id length", [](auto& r) { r.set_job_id(std::string(200, 'a')); }, "job_id"},
+      {"model utf8", [](auto& r) { r.set_model("\xfe"); }, "model"},
+      {"reward model", [](auto& r) { r.set_reward_model(std::string(300, 'm')); },
+       "reward_model"},
+      {"template", [](auto& r) { r.set_chat_template("alpaca"); }, "chat_template"},
+      {"best_of_n.n", [](auto& r) { r.mutable_best_of_n()->set_n(-3); }, "best_of_n.n"},
+      {"beam divisible",
+       [](auto& r) {
+         r.mutable_beam_search()->set_n(6);
+         r.mutable_beam_search()->set_beam_width(4);
+       },
+       "beam_search.n (6) must be divisible by beam_width (4)"},
+      {"beam lookahead", [](auto& r) { r.mutable_beam_search()->set_lookahead(9); },
+       "beam_search.lookahead"},
+      {"dvts iterations", [](auto& r) { r.mutable_dvts()->set_num_iterations(-1); },
+       "dvts.num_iterations"},
+      {"pf temperature", [](auto& r) { r.mutable_particle_filter()->set_temperature(-1); },
+       "particle_filter.temperature"},
+      {"pf ess", [](auto& r) { r.mutable_particle_filter()->set_ess_threshold(1.5); },
+       "particle_filter.ess_threshold"},
+      {"aggregation enum",
+       [](auto& r) {
+         r.mutable_beam_search()->set_aggregation(static_cast<arbor::v1::ScoreAggregation>(99));
+       },
+       "beam_search.aggregation"},
+      {"temperature", [](auto& r) { r.mutable_sampling()->set_temperature(11); },
+       "sampling.temperature"},
+      {"temperature nan", [](auto& r) { r.mutable_sampling()->set_temperature(NAN); },
+       "sampling.temperature"},
+      {"top_p", [](auto& r) { r.mutable_sampling()->set_top_p(0); }, "sampling.top_p"},
+      {"top_k", [](auto& r) { r.mutable_sampling()->set_top_k(-1); }, "sampling.top_k"},
+      {"max_step_tokens", [](auto& r) { r.mutable_stop()->set_max_step_tokens(-5); },
+       "stop.max_step_tokens"},
+      {"delimiter count",
+       [](auto& r) {
+         for (int i = 0; i < 9; ++i) r.mutable_stop()->add_step_delimiters("x");
+       },
+       "stop.step_delimiters"},
+      {"delimiter utf8", [](auto& r) { r.mutable_stop()->add_step_delimiters("\xff"); },
+       "stop.step_delimiters[0]"},
+      {"delimiter conflict",
+       [](auto& r) {
+         r.mutable_stop()->set_no_step_delimiter(true);
+         r.mutable_stop()->add_step_delimiters("\n");
+       },
+       "stop.step_delimiters"},
+      {"negative budget", [](auto& r) { r.mutable_budget()->set_max_generated_tokens(-1); },
+       "budget.max_generated_tokens"},
+      {"negative deadline", [](auto& r) { r.mutable_budget()->set_deadline_ms(-10); },
+       "budget.deadline_ms"},
+      {"negative steps", [](auto& r) { r.mutable_budget()->set_max_steps(-2); },
+       "budget.max_steps"},
+      {"pattern", [](auto& r) { r.mutable_answer_extraction()->set_pattern("(unclosed"); },
+       "answer_extraction"},
+      {"max_candidates", [](auto& r) { r.set_max_candidates(5000); }, "max_candidates"},
+  };
+  for (const BadCase& c : cases) {
+    arbor::v1::SolveRequest request = ValidRequest();
+    c.mutate(request);
+    auto config = StrategyConfigFromRequest(request);
+    ASSERT_FALSE(config.ok()) << c.name;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(std::string(config.status().message()), HasSubstr(c.field)) << c.name;
+  }
+}
+
+TEST(SolveRequestTest, FillsResponseAndUsage) {
+  search::SolveResult result;
+  result.answer = "15";
+  result.text = "Add 3 to get 3.\n\nThe answer is \\boxed{15}.";
+  result.strategy = "beam_search";
+  result.budget_exhausted = true;
+  result.exhausted_by = "steps";
+  result.usage.generated_tokens = 120;
+  result.usage.prefill_tokens = 40;
+  result.usage.prefix_cache_hit_tokens = 300;
+  result.usage.reward_tokens = 90;
+  result.usage.reward_calls = 3;
+  result.usage.worker_calls = 4;
+  result.usage.steps = 3;
+  search::Candidate candidate;
+  candidate.text = result.text;
+  candidate.steps = {"Add 3 to get 3.\n\n", "The answer is \\boxed{15}."};
+  candidate.step_scores = {0.9f, 0.8f};
+  candidate.score = 0.8;
+  candidate.answer = "15";
+  candidate.finished = true;
+  candidate.num_tokens = 40;
+  result.candidates.push_back(candidate);
+  JobAccounting accounting;
+  accounting.retries = 2;
+  accounting.wall_time = absl::Milliseconds(1234);
+  accounting.worker = "10.0.0.1:1";
+  arbor::v1::SolveResponse response;
+  FillSolveResponse("job-1", result, accounting, &response);
+  EXPECT_EQ(response.job_id(), "job-1");
+  EXPECT_EQ(response.answer(), "15");
+  EXPECT_EQ(response.candidates_size(), 1);
+  EXPECT_EQ(response.candidates(0).steps_size(), 2);
+  EXPECT_FLOAT_EQ(response.candidates(0).step_scores(1), 0.8f);
+  EXPECT_TRUE(response.budget_exhausted());
+  EXPECT_EQ(response.exhausted_by(), "steps");
+  EXPECT_EQ(response.usage().generated_tokens(), 120);
+  EXPECT_EQ(response.usage().prefix_cache_hit_tokens(), 300);
+  EXPECT_EQ(response.usage().retries(), 2);
+  EXPECT_EQ(response.usage().wall_time_ms(), 1234);
+  EXPECT_EQ(response.usage().worker_calls(), 4);
+  EXPECT_EQ(response.worker(), "10.0.0.1:1");
+}
+
+}  // namespace
+}  // namespace arbor::coordinator
