@@ -111,15 +111,20 @@ __attribute__((target("fma,sse4.1"))) uint64_t MassLoopFma(const float* logits, 
   return MassLoop<true>(logits, vocab, max_logit, inv_t, masses);
 }
 
-// masses[i] = SamplingMass(logits[i], max_logit, inv_t); returns their sum.
-uint64_t ComputeMasses(const float* logits, int vocab, float max_logit, float inv_t,
-                       uint64_t* masses) {
+}  // namespace
+
+namespace internal {
+
+uint64_t ComputeSamplingMasses(const float* logits, int vocab, float max_logit, float inv_t,
+                               uint64_t* masses) {
   static const bool has_fma = __builtin_cpu_supports("fma") && __builtin_cpu_supports("sse4.1");
   if (has_fma) return MassLoopFma(logits, vocab, max_logit, inv_t, masses);
   return MassLoop<false>(logits, vocab, max_logit, inv_t, masses);
 }
 
-}  // namespace
+}  // namespace internal
+
+namespace {}  // namespace
 
 float LogSoftmaxAt(absl::Span<const float> logits, int32_t token) {
   ARBOR_CHECK(token >= 0 && static_cast<size_t>(token) < logits.size());
@@ -140,7 +145,7 @@ SampledToken Sampler::Sample(absl::Span<const float> logits, const SamplingParam
   const float inv_t = 1.0f / params.temperature;
   masses_.resize(vocab);
   const uint64_t total_mass =
-      ComputeMasses(logits.data(), vocab, row.max_logit, inv_t, masses_.data());
+      internal::ComputeSamplingMasses(logits.data(), vocab, row.max_logit, inv_t, masses_.data());
   const uint64_t* mass = masses_.data();
 
   const bool use_top_k = params.top_k > 0 && params.top_k < vocab;

@@ -58,6 +58,14 @@ class Sampler {
   std::vector<uint64_t> keys_;
 };
 
+namespace internal {
+// masses[i] = kernels::SamplingMass(logits[i], max_logit, inv_t) for i in
+// [0, vocab), computed faster (exposed for the test that pins it); returns
+// their sum.
+uint64_t ComputeSamplingMasses(const float* logits, int vocab, float max_logit, float inv_t,
+                               uint64_t* masses);
+}  // namespace internal
+
 // log_softmax(logits)[token], computed stably.
 float LogSoftmaxAt(absl::Span<const float> logits, int32_t token);
 

@@ -274,6 +274,36 @@ TEST(SamplerTest, MatchesTheDocumentedAlgorithmTokenForToken) {
   EXPECT_EQ(cases, 3 * 3 * 7 * 20);
 }
 
+TEST(SamplerTest, FastMassesEqualTheSharedSamplingMass) {
+  // Every x = (logit - max) * inv_t in [-30, 0] on a dense grid, then random
+  // rows at several temperatures: identical integer masses, so the CPU draw
+  // is the GPU draw.
+  std::vector<float> logits;
+  for (int i = 0; i <= 3000000; ++i) logits.push_back(-30.0f * static_cast<float>(i) / 3000000);
+  logits.push_back(0.0f);
+  std::vector<uint64_t> masses(logits.size());
+  internal::ComputeSamplingMasses(logits.data(), static_cast<int>(logits.size()), 0.0f, 1.0f,
+                                  masses.data());
+  for (size_t i = 0; i < logits.size(); ++i) {
+    ASSERT_EQ(masses[i], kernels::SamplingMass(logits[i], 0.0f, 1.0f)) << "x = " << logits[i];
+  }
+  std::mt19937 rng(3);
+  for (float t : {0.1f, 0.7f, 1.0f, 1.9f, 10.0f}) {
+    auto row = RandomLogits(5000, rng(), 6.0f);
+    const float max_logit = *std::max_element(row.begin(), row.end());
+    std::vector<uint64_t> m(row.size());
+    uint64_t total = internal::ComputeSamplingMasses(row.data(), static_cast<int>(row.size()),
+                                                     max_logit, 1.0f / t, m.data());
+    uint64_t expected_total = 0;
+    for (size_t i = 0; i < row.size(); ++i) {
+      const uint64_t want = kernels::SamplingMass(row[i], max_logit, 1.0f / t);
+      ASSERT_EQ(m[i], want) << "T " << t << " logit " << row[i];
+      expected_total += want;
+    }
+    EXPECT_EQ(total, expected_total);
+  }
+}
+
 TEST(SamplerTest, LogSoftmaxIsStableForHugeLogits) {
   std::vector<float> logits = {1e30f, 1e30f - 1e25f, -1e30f};
   EXPECT_NEAR(LogSoftmaxAt(logits, 0), 0.0f, 1e-6);
