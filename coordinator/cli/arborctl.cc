@@ -20,7 +20,9 @@
 #include "arbor/v1/verifier.grpc.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "coordinator/solve_request.h"
 #include "grpcpp/grpcpp.h"
+#include "server/status_util.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address host:port");
 ABSL_FLAG(int, timeout_ms, 0, "gRPC deadline of the call in ms (0: none for solve, 10 s else)");
@@ -73,12 +75,7 @@ void SetDeadline(grpc::ClientContext& context, int default_ms) {
 
 int Fail(const grpc::Status& status) {
   std::fprintf(stderr, "arborctl: %s: %s\n",
-               status.error_code() == grpc::StatusCode::INVALID_ARGUMENT    ? "INVALID_ARGUMENT"
-               : status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? "RESOURCE_EXHAUSTED"
-               : status.error_code() == grpc::StatusCode::UNAVAILABLE        ? "UNAVAILABLE"
-               : status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED  ? "DEADLINE_EXCEEDED"
-               : status.error_code() == grpc::StatusCode::CANCELLED          ? "CANCELLED"
-                                                                             : "error",
+               std::string(arbor::server::GrpcCodeName(status.error_code())).c_str(),
                status.error_message().c_str());
   return 1;
 }
@@ -102,6 +99,17 @@ bool ParseAggregation(const std::string& name, arbor::v1::ScoreAggregation* out)
 }
 
 bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request) {
+  // proto3 strings must be UTF-8: protobuf would refuse to send anything else.
+  for (const auto& [field, value] :
+       {std::pair<const char*, std::string>{"question", question},
+        {"model", absl::GetFlag(FLAGS_model)},
+        {"reward_model", absl::GetFlag(FLAGS_reward_model)},
+        {"job_id", absl::GetFlag(FLAGS_job_id)}}) {
+    if (!arbor::coordinator::IsValidUtf8(value)) {
+      std::fprintf(stderr, "arborctl: INVALID_ARGUMENT: %s: is not valid UTF-8\n", field);
+      return false;
+    }
+  }
   request->set_question(question);
   request->set_job_id(absl::GetFlag(FLAGS_job_id));
   request->set_model(absl::GetFlag(FLAGS_model));
@@ -193,7 +201,7 @@ void PrintResult(const arbor::v1::SolveResponse& r) {
 
 int Solve(const std::string& question) {
   arbor::v1::SolveRequest request;
-  if (!BuildRequest(question, &request)) return 2;
+  if (!BuildRequest(question, &request)) return 1;
   auto stub = arbor::v1::Reasoning::NewStub(Connect());
   grpc::ClientContext context;
   SetDeadline(context, 0);

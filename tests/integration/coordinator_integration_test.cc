@@ -1,0 +1,280 @@
+// End to end with real processes on loopback: arbor-coordinator in front of
+// two generator workers and one verifier (arbor-test-world, the ArithWorld
+// test double), driven through arborctl and a C++ gRPC client. Every
+// strategy, a worker killed mid-job, each kind of bad field, health, info,
+// /metrics and a graceful drain on SIGTERM.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "arbor/v1/reasoning.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/subprocess.h"
+
+namespace arbor::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(30);
+
+std::string HttpGet(const std::string& host_port, const std::string& path) {
+  const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
+  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nConnection: close\r\n\r\n";
+    (void)!write(fd, request.data(), request.size());
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0) reply.append(buffer, n);
+  }
+  close(fd);
+  return reply;
+}
+
+struct Server {
+  std::unique_ptr<Subprocess> process;
+  std::string address;
+  std::string metrics;
+};
+
+Server StartServer(std::vector<std::string> argv) {
+  argv.push_back("--port=0");
+  argv.push_back("--host=127.0.0.1");
+  argv.push_back("--metrics_host=127.0.0.1");
+  Server server;
+  auto process = Subprocess::Start(argv);
+  if (!process.ok()) {
+    ADD_FAILURE() << process.status();
+    return server;
+  }
+  server.process = *std::move(process);
+  auto address = server.process->WaitForLine("listening on ", kStartTimeout);
+  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
+  if (address.ok()) server.address = *address;
+  auto metrics = server.process->WaitForLine("metrics on ", kStartTimeout);
+  if (metrics.ok()) server.metrics = *metrics;
+  return server;
+}
+
+struct CtlResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
+    for (int i = 0; i < 2; ++i) {
+      workers_.push_back(StartServer({BinaryPath("arbor-test-world"), "--serve=generator",
+                                      "--extend_delay_ms=40"}));
+    }
+    verifier_ = StartServer({BinaryPath("arbor-test-world"), "--serve=verifier"});
+    ASSERT_FALSE(workers_[1].address.empty());
+    ASSERT_FALSE(verifier_.address.empty());
+    coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
+                                "--workers=" + workers_[0].address + "," + workers_[1].address,
+                                "--verifiers=" + verifier_.address, "--health_interval_ms=200",
+                                "--ejection_ms=500", "--drain_grace_ms=10000"});
+    ASSERT_FALSE(coordinator_.address.empty());
+    stub_ = arbor::v1::Reasoning::NewStub(
+        grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
+  }
+
+  CtlResult Ctl(std::vector<std::string> args) {
+    const std::string err_path =
+        absl::StrCat(::testing::TempDir(), "/arborctl_", getpid(), "_", ctl_calls_++, ".err");
+    args.insert(args.begin(), BinaryPath("arborctl"));
+    CtlResult result;
+    auto process = Subprocess::Start(args, err_path);
+    if (!process.ok()) {
+      ADD_FAILURE() << process.status();
+      return result;
+    }
+    result.out = (*process)->ReadAll(absl::Seconds(60));
+    result.exit_code = (*process)->Wait();
+    FILE* f = fopen(err_path.c_str(), "r");
+    if (f != nullptr) {
+      char buffer[4096];
+      size_t n;
+      while ((n = fread(buffer, 1, sizeof(buffer), f)) > 0) result.err.append(buffer, n);
+      fclose(f);
+      unlink(err_path.c_str());
+    }
+    return result;
+  }
+
+  std::vector<Server> workers_;
+  Server verifier_;
+  Server coordinator_;
+  std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
+  int ctl_calls_ = 0;
+};
+
+TEST_F(IntegrationTest, EveryStrategyEndToEndThroughArborctl) {
+  for (const std::string strategy :
+       {"greedy", "best_of_n", "beam_search", "dvts", "particle_filter"}) {
+    CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=" + strategy,
+                       "--n=8", "--seed=5", "--json", "add 3 5 7 11"});
+    ASSERT_EQ(r.exit_code, 0) << strategy << ": " << r.err;
+    // Streaming: the accepted line and the live progress went to stderr.
+    EXPECT_THAT(r.err, HasSubstr("accepted job")) << strategy;
+    EXPECT_THAT(r.err, HasSubstr("step 0:")) << strategy;
+    const nlohmann::json response = nlohmann::json::parse(r.out);
+    EXPECT_EQ(response["answer"], "26") << strategy << ": " << r.out;
+    EXPECT_EQ(response["strategy"], strategy);
+    const nlohmann::json& usage = response["usage"];
+    // int64 fields are JSON strings in proto3 JSON.
+    EXPECT_GT(std::stoll(usage["generated_tokens"].get<std::string>()), 0) << strategy;
+    EXPECT_GT(std::stoll(usage["worker_calls"].get<std::string>()), 0) << strategy;
+    EXPECT_TRUE(response["worker"] == workers_[0].address ||
+                response["worker"] == workers_[1].address);
+  }
+  // The human-readable form carries the answer and the usage line.
+  CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=beam_search",
+                     "--n=4", "--beam_width=2", "--stream=false", "add 1 2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("answer: 3"));
+  EXPECT_THAT(r.out, HasSubstr("usage: "));
+
+  const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"dvts\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_job_seconds_bucket"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_step_seconds_bucket"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_tokens_total{kind=\"generated\"}"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_endpoints_healthy{pool=\"workers\"} 2"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handled_total"));
+}
+
+TEST_F(IntegrationTest, WorkerKilledMidJobStillAnswers) {
+  arbor::v1::SolveRequest request;
+  request.set_question("add 3 5 7 11 13 17");
+  request.set_job_id("kill-test-1");
+  request.mutable_beam_search()->set_n(4);
+  request.mutable_beam_search()->set_beam_width(2);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader = stub_->SolveStream(&context, request);
+  arbor::v1::SolveEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  const std::string routed = event.accepted().worker();
+  const int victim = routed == workers_[0].address ? 0 : 1;
+  ASSERT_EQ(workers_[victim].address, routed);
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_step());
+  workers_[victim].process->Signal(SIGKILL);
+  workers_[victim].process->Wait();
+  arbor::v1::SolveResponse result;
+  bool have_result = false;
+  while (reader->Read(&event)) {
+    if (event.has_result()) {
+      result = event.result();
+      have_result = true;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(have_result);
+  EXPECT_EQ(result.answer(), "56");
+  EXPECT_EQ(result.worker(), workers_[1 - victim].address);
+  EXPECT_GE(result.usage().retries(), 1);
+  const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_endpoint_ejections_total{pool=\"workers\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_endpoint_errors_total{"));
+}
+
+TEST_F(IntegrationTest, EachKindOfBadFieldIsRejectedByName) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string question;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {{}, "", "question: must not be empty"},
+      {{}, "add \xff 1", "question: is not valid UTF-8"},
+      {{"--strategy=beam_search", "--n=6", "--beam_width=4"}, "add 1",
+       "beam_search.n (6) must be divisible by beam_width (4)"},
+      {{"--max_tokens=-5"}, "add 1", "budget.max_generated_tokens (-5)"},
+      {{"--deadline_ms=-1"}, "add 1", "budget.deadline_ms"},
+      {{"--top_p=2"}, "add 1", "sampling.top_p"},
+      {{"--temperature=20"}, "add 1", "sampling.temperature"},
+      {{"--max_step_tokens=40000"}, "add 1", "stop.max_step_tokens"},
+      {{"--model=no-such-model"}, "add 1", "model: unknown model 'no-such-model'"},
+      {{"--reward_model=no-prm"}, "add 1", "reward_model: unknown model 'no-prm'"},
+      {{"--chat_template=alpaca"}, "add 1", "chat_template"},
+      {{"--job_id=bad id"}, "add 1", "job_id"},
+      {{"--strategy=particle_filter", "--n=2000"}, "add 1", "particle_filter.n (2000)"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"solve", "--target=" + coordinator_.address};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    args.push_back(c.question);
+    CtlResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 1) << c.expected;
+    EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT")) << c.expected;
+    EXPECT_THAT(r.err, HasSubstr(c.expected));
+  }
+}
+
+TEST_F(IntegrationTest, HealthAndInfo) {
+  CtlResult r = Ctl({"health", "--target=" + coordinator_.address});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "SERVING\n");
+  r = Ctl({"info", "--json", "--target=" + workers_[0].address});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json info = nlohmann::json::parse(r.out);
+  EXPECT_EQ(info["generator"]["model"], "arith-1");
+  r = Ctl({"info", "--target=" + verifier_.address});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("verifier: "));
+  EXPECT_THAT(r.out, HasSubstr("arith-prm"));
+  r = Ctl({"health", "--target=127.0.0.1:1", "--timeout_ms=500"});
+  EXPECT_EQ(r.exit_code, 1);
+}
+
+TEST_F(IntegrationTest, SigtermDrainsInFlightJobs) {
+  arbor::v1::SolveRequest request;
+  request.set_question("add 1 2 3 4 5 6");
+  request.mutable_beam_search()->set_n(4);
+  request.mutable_beam_search()->set_beam_width(2);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  auto reader = stub_->SolveStream(&context, request);
+  arbor::v1::SolveEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  coordinator_.process->Signal(SIGTERM);
+  bool have_result = false;
+  while (reader->Read(&event)) have_result |= event.has_result();
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_TRUE(have_result);
+  EXPECT_EQ(coordinator_.process->Wait(), 0);
+  // Drained: new calls are refused.
+  arbor::v1::SolveResponse response;
+  grpc::ClientContext late;
+  late.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(2)));
+  EXPECT_FALSE(stub_->Solve(&late, request, &response).ok());
+}
+
+}  // namespace
+}  // namespace arbor::testing
