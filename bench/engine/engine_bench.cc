@@ -1,7 +1,7 @@
 // Engine benchmark: what the prefix cache and forking save on a search-shaped
 // workload, and the scheduler's throughput on many concurrent samples.
 //
-//   build/bench/engine/engine_bench [--model DIR] [--threads N] [--blocks N]
+//   build/bin/engine_bench [--model DIR] [--threads N] [--blocks N]
 //
 // Workloads (each on a fresh engine over the CPU backend):
 //  * beam:     a 200-token prompt, 16 branches x 4 samples, 5 steps of 24
