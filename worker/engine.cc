@@ -334,6 +334,7 @@ class EngineCore {
   int64_t steps_ = 0;
   int64_t preemptions_ = 0;
   int64_t prefill_tokens_ = 0;
+  int64_t prefix_hit_tokens_ = 0;  // as charged to requests' usage
   int64_t generated_tokens_ = 0;
   int last_batch_tokens_ = 0;
   int last_batch_seqs_ = 0;
@@ -629,6 +630,7 @@ bool EngineCore::Admit(Seq* seq) {
   RequestState* r = seq->request;
   r->started = true;
   r->usage.prefix_cache_hit_tokens += match.num_tokens;
+  prefix_hit_tokens_ += match.num_tokens;
   if (seq->num_computed == len) {  // wholly cached, no last row wanted
     if (seq->kind == SeqKind::kScore) SpawnProbes(seq);
     OnComputed(seq, nullptr);
@@ -637,6 +639,7 @@ bool EngineCore::Admit(Seq* seq) {
   // Only sequences newer than this one can be preempted for it.
   if (Schedule(seq, std::min(len - seq->num_computed, budget_), /*allow_preempt=*/true) == 0) {
     r->usage.prefix_cache_hit_tokens -= match.num_tokens;
+    prefix_hit_tokens_ -= match.num_tokens;
     ReleaseSeq(seq);
     return false;
   }
@@ -901,6 +904,7 @@ void EngineCore::ForkBranch(Seq* prompt, int group, const float* /*row*/) {
     branch->blocks = std::move(match.blocks);
     branch->num_computed = match.num_tokens;
     r->usage.prefix_cache_hit_tokens += match.num_tokens - prompt->num_computed;
+    prefix_hit_tokens_ += match.num_tokens - prompt->num_computed;
   } else {
     cache_->Release(match.blocks);
     branch->blocks = prompt->blocks;
@@ -1108,7 +1112,7 @@ void EngineCore::PublishStats() {
   stats_.kv_blocks_used = cs.used_blocks;
   stats_.kv_blocks_cached = cs.cached_blocks;
   stats_.kv_blocks_free = cs.free_blocks;
-  stats_.prefix_hit_tokens = cs.prefix_hit_tokens;
+  stats_.prefix_hit_tokens = prefix_hit_tokens_;
   stats_.prefill_tokens = prefill_tokens_;
   stats_.generated_tokens = generated_tokens_;
   stats_.steps = steps_;
