@@ -81,6 +81,9 @@ class EngineTest : public ::testing::Test {
     CpuBackendOptions backend_options;
     backend_options.num_kv_blocks = setup.num_kv_blocks;
     backend_options.num_threads = 2;
+    // make_golden.py ran the bf16 Qwen2 model after a bf16 round trip, which
+    // also rounded its RoPE frequencies; the backend emulates that on request.
+    backend_options.bf16_rope_frequencies = setup.model == "qwen2";
     auto backend = CpuBackend::Create(FixtureDir(setup.model), backend_options);
     EXPECT_TRUE(backend.ok()) << backend.status();
     if (!backend.ok()) return nullptr;
@@ -187,9 +190,8 @@ TEST_F(EngineTest, GreedyContinuationMatchesTransformers) {
 }
 
 TEST_F(EngineTest, ScoreRowsMatchTransformersLogitsFromScratchAndFromCache) {
-  // The engine's chunking and caching must not change the rows; the backend's
-  // own tests cover its accuracy on every architecture.
-  for (const std::string model : {"llama"}) {
+  // The engine's chunking, caching and probes must not change the rows.
+  for (const std::string model : {"llama", "qwen2"}) {
     auto engine = MakeEngine(EngineSetup().Model(model).BatchTokens(7));
     ASSERT_NE(engine, nullptr);
     const auto golden = ReadJson(FixtureDir(model) + "/logits.json");
@@ -225,7 +227,11 @@ TEST_F(EngineTest, ScoreRowsMatchTransformersLogitsFromScratchAndFromCache) {
               << model << " sequence " << i << " position " << s.positions[k] << " pass " << pass;
         }
       }
-      EXPECT_EQ(result->computed_tokens + result->cached_tokens, total) << "pass " << pass;
+      if (pass == 0) {
+        EXPECT_EQ(result->computed_tokens + result->cached_tokens, total);
+      } else {  // rows inside the cached prefix are computed again by probes
+        EXPECT_GE(result->computed_tokens + result->cached_tokens, total);
+      }
       if (pass == 1) {
         EXPECT_GT(result->cached_tokens, 0);
       }
