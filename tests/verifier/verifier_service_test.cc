@@ -26,9 +26,11 @@
 #include "tests/worker/tiny_model_util.h"
 #include "verifier/reward_config.h"
 #include "verifier/reward_scorer.h"
+#include "verifier/verifier_stack.h"
 #include "worker/server/engine_metrics.h"
 #include "worker/server/prompt_renderer.h"
 #include "worker/server/served_model.h"
+#include "worker/server/worker_stack.h"
 
 namespace arbor::verifier {
 namespace {
@@ -222,7 +224,7 @@ TEST_F(VerifierServiceTest, ReferencePrmInfoAndScores) {
 
   // Held-out problems' reference solutions: one probability per step. (That
   // these equal an independent NumPy reading of the PRM is checked by
-  // tests/python/test_worker_verifier_services.py.)
+  // tests/python/grpc_worker_verifier_client.py.)
   std::ifstream heldout(SourcePath("models/data/heldout.jsonl"));
   std::string line;
   for (int n = 0; n < 8 && std::getline(heldout, line); ++n) {
@@ -478,6 +480,66 @@ TEST_F(ValueHeadTest, ALabelTokenConfigOnAValueHeadModelIsRefused) {
   auto scorer = RewardScorer::ForModel(served->engine.get(), served->tokenizer.get(),
                                        GoldenTokenLogitConfig(), renderer->render);
   EXPECT_THAT(scorer.status().message(), HasSubstr("value head"));
+}
+
+}  // namespace
+}  // namespace arbor::verifier
+
+namespace arbor::verifier {
+namespace {
+
+TEST(VerifierStackTest, BuildsFromTheFolderAndAppliesOverrides) {
+  prometheus::Registry registry;
+  VerifierStackOptions options;
+  options.model.model_dir = SourcePath(kReferencePrm);
+  options.model.threads = 2;
+  auto stack = VerifierStack::Create(options, registry);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  EXPECT_EQ((*stack)->model_name(), "prm");
+  EXPECT_EQ((*stack)->config().chat_template, "chatml");
+  EXPECT_EQ((*stack)->service()->MakeInfo().kind(), "token_logit_prm");
+  ScoreJob job;
+  job.question = kQuestion;
+  job.candidates = {kGoodSteps};
+  auto scores = (*stack)->scorer()->Score(job);
+  ASSERT_TRUE(scores.ok()) << scores.status();
+
+  // Swapped label tokens read 1 - P(correct).
+  options.overrides.positive_token = "-";
+  options.overrides.negative_token = "+";
+  prometheus::Registry registry2;
+  auto swapped = VerifierStack::Create(options, registry2);
+  ASSERT_TRUE(swapped.ok()) << swapped.status();
+  auto flipped = (*swapped)->scorer()->Score(job);
+  ASSERT_TRUE(flipped.ok()) << flipped.status();
+  ASSERT_EQ(flipped->scores[0].size(), kGoodSteps.size());
+  for (size_t i = 0; i < kGoodSteps.size(); ++i) {
+    EXPECT_NEAR(flipped->scores[0][i], 1.0f - scores->scores[0][i], 1e-5);
+  }
+
+  options.overrides = {.kind = "value_head_prm"};
+  prometheus::Registry registry3;
+  EXPECT_THAT(VerifierStack::Create(options, registry3).status().message(),
+              HasSubstr("the model has none"));
+  options.overrides = {.kind = "bayesian"};
+  EXPECT_THAT(VerifierStack::Create(options, registry3).status().message(),
+              HasSubstr("reward config overrides: prm_config.kind"));
+}
+
+TEST(WorkerStackTest, BuildsFromTheFolder) {
+  prometheus::Registry registry;
+  worker::server::WorkerStackOptions options;
+  options.model.model_dir = SourcePath("models/policy");
+  options.model.threads = 2;
+  auto stack = worker::server::WorkerStack::Create(options, registry);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  const arbor::v1::GeneratorInfo info = (*stack)->service()->MakeInfo();
+  EXPECT_EQ(info.model(), "policy");
+  EXPECT_EQ(info.chat_template(), "chatml");
+  options.chat_template = "vicuna";
+  prometheus::Registry registry2;
+  EXPECT_THAT(worker::server::WorkerStack::Create(options, registry2).status().message(),
+              HasSubstr("vicuna"));
 }
 
 }  // namespace
