@@ -84,10 +84,9 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     c->verifiers_ = *std::move(verifier_pool);
   }
   CoordinatorMetrics* metrics = c->metrics_.get();
-  auto jobs = JobManager::Create(c->options_.max_concurrent_jobs, c->options_.max_queued_jobs,
-                                 [metrics](int running, int queued) {
-                                   metrics->SetJobs(running, queued);
-                                 });
+  auto jobs =
+      JobManager::Create(c->options_.max_concurrent_jobs, c->options_.max_queued_jobs,
+                         [metrics](int running, int queued) { metrics->SetJobs(running, queued); });
   if (!jobs.ok()) return jobs.status();
   c->jobs_ = *std::move(jobs);
   return c;
@@ -112,9 +111,9 @@ absl::StatusOr<std::string> Coordinator::ResolveModel(const EndpointPool& pool,
     return healthy.empty() ? known.front() : healthy.front();
   }
   if (std::find(known.begin(), known.end(), wanted) == known.end()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        absl::string_view(field.data(), field.size()), ": unknown model '", wanted, "'; ",
-        pool.name(), " serve: ", absl::StrJoin(known, ", ")));
+    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(field.data(), field.size()),
+                                                   ": unknown model '", wanted, "'; ", pool.name(),
+                                                   " serve: ", absl::StrJoin(known, ", ")));
   }
   return wanted;
 }
@@ -143,8 +142,8 @@ absl::StatusOr<std::shared_ptr<JobHandle>> Coordinator::Submit(
           absl::StrCat("reward_model: strategy ", job->strategy,
                        " needs a reward model, and this coordinator has no --verifiers"));
     }
-    auto reward = ResolveModel(*verifiers_, request.reward_model(),
-                               options_.default_reward_model, "reward_model");
+    auto reward = ResolveModel(*verifiers_, request.reward_model(), options_.default_reward_model,
+                               "reward_model");
     if (!reward.ok()) {
       metrics_->JobFinished(job->strategy, Outcome(reward.status(), false), absl::ZeroDuration());
       return reward.status();
@@ -183,10 +182,11 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
                     << absl::FormatDuration(absl::Now() - job->accepted);
     job->callbacks.on_done(status, response);
   };
-  if (job->canceller.cancelled()) return finish(absl::CancelledError("job cancelled"), nullptr, false);
+  if (job->canceller.cancelled())
+    return finish(absl::CancelledError("job cancelled"), nullptr, false);
   if (started >= job->rpc_deadline) {
-    return finish(absl::DeadlineExceededError("deadline passed while the job was queued"),
-                  nullptr, false);
+    return finish(absl::DeadlineExceededError("deadline passed while the job was queued"), nullptr,
+                  false);
   }
 
   // The client's deadline bounds the search, so it returns its best in time.

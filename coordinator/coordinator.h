@@ -73,8 +73,7 @@ class Coordinator {
   // Validates and admits the job. On OK the job runs later and reports
   // through `callbacks`; on error no callback is called.
   absl::StatusOr<std::shared_ptr<JobHandle>> Submit(const arbor::v1::SolveRequest& request,
-                                                    absl::Time rpc_deadline,
-                                                    Callbacks callbacks);
+                                                    absl::Time rpc_deadline, Callbacks callbacks);
 
   // Rejects queued jobs (UNAVAILABLE) and waits for the running ones.
   void Shutdown();

@@ -1,8 +1,8 @@
 #include "coordinator/endpoint_pool.h"
 
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <utility>
@@ -43,9 +43,8 @@ absl::Status CheckHostPort(std::string_view entry, std::string_view flag) {
       !absl::SimpleAtoi(absl::string_view(entry.data() + colon + 1, entry.size() - colon - 1),
                         &port) ||
       port <= 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        std::string(flag), ": '", std::string(entry),
-        "' is not host:port (port in [1, 65535])"));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(flag), ": '", std::string(entry),
+                                                   "' is not host:port (port in [1, 65535])"));
   }
   return absl::OkStatus();
 }
@@ -65,17 +64,16 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
 absl::StatusOr<std::vector<std::string>> ParseTargets(std::string_view targets,
                                                       std::string_view flag) {
   std::vector<std::string> out;
-  const absl::string_view text = absl::StripAsciiWhitespace(
-      absl::string_view(targets.data(), targets.size()));
+  const absl::string_view text =
+      absl::StripAsciiWhitespace(absl::string_view(targets.data(), targets.size()));
   if (text.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        absl::string_view(flag.data(), flag.size()),
-        ": empty; give host:port,host:port or dns:///name:port"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(absl::string_view(flag.data(), flag.size()),
+                     ": empty; give host:port,host:port or dns:///name:port"));
   }
   if (absl::StartsWith(text, absl::string_view(kDnsPrefix.data(), kDnsPrefix.size()))) {
     const absl::string_view rest = text.substr(kDnsPrefix.size());
-    if (absl::Status s = CheckHostPort(std::string_view(rest.data(), rest.size()), flag);
-        !s.ok()) {
+    if (absl::Status s = CheckHostPort(std::string_view(rest.data(), rest.size()), flag); !s.ok()) {
       return s;
     }
     out.emplace_back(text);
@@ -84,8 +82,7 @@ absl::StatusOr<std::vector<std::string>> ParseTargets(std::string_view targets,
   absl::flat_hash_set<std::string> seen;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     part = absl::StripAsciiWhitespace(part);
-    if (absl::Status s = CheckHostPort(std::string_view(part.data(), part.size()), flag);
-        !s.ok()) {
+    if (absl::Status s = CheckHostPort(std::string_view(part.data(), part.size()), flag); !s.ok()) {
       return s;
     }
     if (seen.insert(std::string(part)).second) out.emplace_back(part);
@@ -125,9 +122,10 @@ absl::StatusOr<std::unique_ptr<EndpointPool>> EndpointPool::Create(PoolOptions o
       options.health_timeout <= absl::ZeroDuration() ||
       options.resolve_interval <= absl::ZeroDuration() ||
       options.ejection <= absl::ZeroDuration() || options.max_ejection < options.ejection) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        options.name, ": health interval/timeout, resolve interval and ejection must be "
-                      "positive, max ejection >= ejection"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(options.name,
+                     ": health interval/timeout, resolve interval and ejection must be "
+                     "positive, max ejection >= ejection"));
   }
   std::unique_ptr<EndpointPool> pool(
       new EndpointPool(std::move(options), std::move(probe), std::move(metrics)));

@@ -93,8 +93,7 @@ class EndpointPool {
   };
 
   // Starts the health thread after one synchronous round of checks.
-  static absl::StatusOr<std::unique_ptr<EndpointPool>> Create(PoolOptions options,
-                                                              ModelProbe probe,
+  static absl::StatusOr<std::unique_ptr<EndpointPool>> Create(PoolOptions options, ModelProbe probe,
                                                               PoolMetrics metrics = {});
   ~EndpointPool();
   EndpointPool(const EndpointPool&) = delete;

@@ -6,9 +6,8 @@
 
 namespace arbor::coordinator {
 
-absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(int max_concurrent,
-                                                              int max_queued,
-                                                              Observer observer) {
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(int max_concurrent, int max_queued,
+                                                               Observer observer) {
   if (max_concurrent < 1 || max_concurrent > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_concurrent_jobs (", max_concurrent, ") must be in [1, 4096]"));
@@ -36,10 +35,10 @@ absl::Status JobManager::Submit(Task task) {
   // A free thread takes the task at once; otherwise it waits in the queue.
   const int waiting = static_cast<int>(queue_.size());
   if (running_ + waiting >= max_concurrent_ + max_queued_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "coordinator at capacity: ", running_, " jobs running (max_concurrent_jobs ",
-        max_concurrent_, ") and ", waiting, " queued (max_queued_jobs ", max_queued_,
-        "); retry later"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("coordinator at capacity: ", running_, " jobs running (max_concurrent_jobs ",
+                     max_concurrent_, ") and ", waiting, " queued (max_queued_jobs ", max_queued_,
+                     "); retry later"));
   }
   queue_.push_back(std::move(task));
   Notify();
@@ -52,9 +51,8 @@ void JobManager::WorkerLoop() {
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
-          +[](JobManager* m) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return m->shutdown_ || !m->queue_.empty();
-          },
+          +[](JobManager* m)
+               ABSL_NO_THREAD_SAFETY_ANALYSIS { return m->shutdown_ || !m->queue_.empty(); },
           this));
       if (queue_.empty()) return;  // shut down
       task = std::move(queue_.front());

@@ -29,8 +29,7 @@ class SolveReactor : public grpc::ServerUnaryReactor {
   SolveReactor(Coordinator& coordinator, grpc::CallbackServerContext* context,
                const SolveRequest* request, SolveResponse* response) {
     Coordinator::Callbacks callbacks;
-    callbacks.on_done = [this, response](const absl::Status& status,
-                                         const SolveResponse* result) {
+    callbacks.on_done = [this, response](const absl::Status& status, const SolveResponse* result) {
       if (result != nullptr) *response = *result;
       Finish(server::ToGrpcStatus(status));
     };
@@ -169,8 +168,8 @@ class ReasoningService final : public arbor::v1::Reasoning::CallbackService {
  public:
   explicit ReasoningService(Coordinator& coordinator) : coordinator_(coordinator) {}
 
-  grpc::ServerUnaryReactor* Solve(grpc::CallbackServerContext* context,
-                                  const SolveRequest* request, SolveResponse* response) override {
+  grpc::ServerUnaryReactor* Solve(grpc::CallbackServerContext* context, const SolveRequest* request,
+                                  SolveResponse* response) override {
     return new SolveReactor(coordinator_, context, request, response);
   }
 

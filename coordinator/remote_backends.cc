@@ -43,8 +43,8 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
   const absl::Time deadline = std::min(job_deadline, options.rpc_deadline);
   std::vector<EndpointPool::Endpoint> endpoints = pool.Route(options.job_id, options.model);
   if (endpoints.empty()) {
-    return absl::UnavailableError(absl::StrCat("no healthy ", pool.name(), " serve model '",
-                                               options.model, "'"));
+    return absl::UnavailableError(
+        absl::StrCat("no healthy ", pool.name(), " serve model '", options.model, "'"));
   }
   absl::Status last;
   for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -72,8 +72,8 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
       return status;  // the job's own deadline: the search ends with its best so far
     }
     if (!IsEndpointFailure(status.code())) {
-      return absl::Status(status.code(), absl::StrCat(what, " on ", endpoint.address, ": ",
-                                                      status.message()));
+      return absl::Status(status.code(),
+                          absl::StrCat(what, " on ", endpoint.address, ": ", status.message()));
     }
     ARBOR_LOG(WARNING) << "job " << options.job_id << ": " << what << " on " << endpoint.address
                        << " failed (" << status << ")"
@@ -135,8 +135,7 @@ absl::StatusOr<std::vector<int32_t>> RemoteGenerator::EncodePrompt(std::string_v
   return prompt_tokens_;
 }
 
-absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(
-    const search::ExtendRequest& request) {
+absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::ExtendRequest& request) {
   arbor::v1::ExtendRequest proto;
   proto.set_job_id(options_.job_id);
   proto.set_model(options_.model);
@@ -212,9 +211,8 @@ absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreReque
   if (!status.ok()) return status;
   if (response.results_size() != proto.candidates_size()) {
     return absl::InternalError(absl::StrCat("Verifier.Score on ", stats_.last_endpoint,
-                                            " returned ", response.results_size(),
-                                            " results for ", proto.candidates_size(),
-                                            " candidates"));
+                                            " returned ", response.results_size(), " results for ",
+                                            proto.candidates_size(), " candidates"));
   }
   search::ScoreResult result;
   result.scores.reserve(response.results_size());

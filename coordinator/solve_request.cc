@@ -7,9 +7,9 @@ namespace arbor::coordinator {
 namespace {
 
 absl::Status Invalid(std::string_view field, std::string_view problem) {
-  return absl::InvalidArgumentError(absl::StrCat(absl::string_view(field.data(), field.size()),
-                                                 ": ",
-                                                 absl::string_view(problem.data(), problem.size())));
+  return absl::InvalidArgumentError(
+      absl::StrCat(absl::string_view(field.data(), field.size()), ": ",
+                   absl::string_view(problem.data(), problem.size())));
 }
 
 absl::StatusOr<search::Aggregation> MapAggregation(std::string_view field,
@@ -25,8 +25,8 @@ absl::StatusOr<search::Aggregation> MapAggregation(std::string_view field,
     case arbor::v1::SCORE_AGGREGATION_MEAN:
       return search::Aggregation::kMean;
     default:
-      return Invalid(field, absl::StrCat("unknown ScoreAggregation value ",
-                                         static_cast<int>(value)));
+      return Invalid(field,
+                     absl::StrCat("unknown ScoreAggregation value ", static_cast<int>(value)));
   }
 }
 
@@ -34,8 +34,8 @@ int32_t OrDefault(int32_t value, int32_t fallback) { return value == 0 ? fallbac
 
 absl::Status CheckName(std::string_view field, const std::string& value) {
   if (value.size() > kMaxModelNameBytes) {
-    return Invalid(field, absl::StrCat("has ", value.size(), " bytes; at most ",
-                                       kMaxModelNameBytes));
+    return Invalid(field,
+                   absl::StrCat("has ", value.size(), " bytes; at most ", kMaxModelNameBytes));
   }
   if (!IsValidUtf8(value)) return Invalid(field, "is not valid UTF-8");
   return absl::OkStatus();
@@ -114,8 +114,9 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
           c.resampling = search::ParticleFilterConfig::Resampling::kSystematic;
           break;
         default:
-          return Invalid("particle_filter.resampling",
-                         absl::StrCat("unknown Resampling value ", static_cast<int>(p.resampling())));
+          return Invalid(
+              "particle_filter.resampling",
+              absl::StrCat("unknown Resampling value ", static_cast<int>(p.resampling())));
       }
       c.ess_threshold = p.ess_threshold();
       switch (p.weight_update()) {
@@ -127,9 +128,9 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
           c.weight_update = search::ParticleFilterConfig::WeightUpdate::kCumulative;
           break;
         default:
-          return Invalid("particle_filter.weight_update",
-                         absl::StrCat("unknown WeightUpdate value ",
-                                      static_cast<int>(p.weight_update())));
+          return Invalid(
+              "particle_filter.weight_update",
+              absl::StrCat("unknown WeightUpdate value ", static_cast<int>(p.weight_update())));
       }
       c.absorb_finished = p.absorb_finished();
       switch (p.final_selection()) {
@@ -144,9 +145,9 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
           c.final_selection = search::ParticleFilterConfig::FinalSelection::kWeightedVote;
           break;
         default:
-          return Invalid("particle_filter.final_selection",
-                         absl::StrCat("unknown FinalSelection value ",
-                                      static_cast<int>(p.final_selection())));
+          return Invalid(
+              "particle_filter.final_selection",
+              absl::StrCat("unknown FinalSelection value ", static_cast<int>(p.final_selection())));
       }
       c.num_iterations = OrDefault(p.num_iterations(), c.num_iterations);
       return c;
@@ -200,8 +201,8 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
     const arbor::v1::SolveRequest& request) {
   const std::string& job_id = request.job_id();
   if (job_id.size() > kMaxJobIdBytes) {
-    return Invalid("job_id", absl::StrCat("has ", job_id.size(), " bytes; at most ",
-                                          kMaxJobIdBytes));
+    return Invalid("job_id",
+                   absl::StrCat("has ", job_id.size(), " bytes; at most ", kMaxJobIdBytes));
   }
   for (char c : job_id) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -210,8 +211,8 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
   }
   if (request.question().empty()) return Invalid("question", "must not be empty");
   if (request.question().size() > kMaxQuestionBytes) {
-    return Invalid("question", absl::StrCat("has ", request.question().size(),
-                                            " bytes; at most ", kMaxQuestionBytes));
+    return Invalid("question", absl::StrCat("has ", request.question().size(), " bytes; at most ",
+                                            kMaxQuestionBytes));
   }
   if (!IsValidUtf8(request.question())) return Invalid("question", "is not valid UTF-8");
   if (absl::Status s = CheckName("model", request.model()); !s.ok()) return s;
@@ -276,8 +277,7 @@ bool NeedsRewardModel(const search::StrategyConfig& config) {
   return true;
 }
 
-void FillUsage(const search::Usage& usage, const JobAccounting& accounting,
-               arbor::v1::Usage* out) {
+void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbor::v1::Usage* out) {
   out->set_generated_tokens(usage.generated_tokens);
   out->set_prefill_tokens(usage.prefill_tokens);
   out->set_prefix_cache_hit_tokens(usage.prefix_cache_hit_tokens);

@@ -47,8 +47,7 @@ struct JobAccounting {
   std::string verifier;
 };
 
-void FillUsage(const search::Usage& usage, const JobAccounting& accounting,
-               arbor::v1::Usage* out);
+void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbor::v1::Usage* out);
 void FillSolveResponse(const std::string& job_id, const search::SolveResult& result,
                        const JobAccounting& accounting, arbor::v1::SolveResponse* out);
 void FillStep(const search::IterationProgress& progress, const JobAccounting& accounting,

@@ -64,8 +64,7 @@ class RpcMetrics {
 class MetricsInterceptor : public grpc::experimental::Interceptor {
  public:
   MetricsInterceptor(RpcMetrics* metrics, const char* method)
-      : metrics_(metrics), method_(method == nullptr ? "unknown" : method),
-        start_(absl::Now()) {}
+      : metrics_(metrics), method_(method == nullptr ? "unknown" : method), start_(absl::Now()) {}
 
   ~MetricsInterceptor() override {
     // A call that never sent a status was cancelled by the client or by shutdown.
@@ -113,8 +112,8 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
         absl::StrCat("port (", options.port, ") must be in [0, 65535]"));
   }
   if (options.metrics_port < -1 || options.metrics_port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics_port (", options.metrics_port, ") must be in [0, 65535], or -1 to disable"));
+    return absl::InvalidArgumentError(absl::StrCat("metrics_port (", options.metrics_port,
+                                                   ") must be in [0, 65535], or -1 to disable"));
   }
   if (options.max_message_bytes <= 0) {
     return absl::InvalidArgumentError(
@@ -165,8 +164,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
   server->SetServing(true);
-  ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port "
-                  << server->port_ << "), /metrics on port " << server->metrics_port_;
+  ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port " << server->port_
+                  << "), /metrics on port " << server->metrics_port_;
   if (options.announce) {
     std::printf("listening on %s\n", server->address().c_str());
     if (server->metrics_port_ >= 0) {

@@ -18,9 +18,9 @@
 #include "arbor/v1/generator.grpc.pb.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
 #include "arbor/v1/verifier.grpc.pb.h"
+#include "coordinator/solve_request.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "coordinator/solve_request.h"
 #include "grpcpp/grpcpp.h"
 #include "server/status_util.h"
 
@@ -64,8 +64,8 @@ int Usage() {
 std::shared_ptr<grpc::Channel> Connect() {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
-                                   grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(),
+                                   args);
 }
 
 void SetDeadline(grpc::ClientContext& context, int default_ms) {
@@ -90,21 +90,25 @@ std::string ToJson(const google::protobuf::Message& message) {
 }
 
 bool ParseAggregation(const std::string& name, arbor::v1::ScoreAggregation* out) {
-  if (name == "last") *out = arbor::v1::SCORE_AGGREGATION_LAST;
-  else if (name == "min") *out = arbor::v1::SCORE_AGGREGATION_MIN;
-  else if (name == "prod") *out = arbor::v1::SCORE_AGGREGATION_PROD;
-  else if (name == "mean") *out = arbor::v1::SCORE_AGGREGATION_MEAN;
-  else return false;
+  if (name == "last")
+    *out = arbor::v1::SCORE_AGGREGATION_LAST;
+  else if (name == "min")
+    *out = arbor::v1::SCORE_AGGREGATION_MIN;
+  else if (name == "prod")
+    *out = arbor::v1::SCORE_AGGREGATION_PROD;
+  else if (name == "mean")
+    *out = arbor::v1::SCORE_AGGREGATION_MEAN;
+  else
+    return false;
   return true;
 }
 
 bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request) {
   // proto3 strings must be UTF-8: protobuf would refuse to send anything else.
-  for (const auto& [field, value] :
-       {std::pair<const char*, std::string>{"question", question},
-        {"model", absl::GetFlag(FLAGS_model)},
-        {"reward_model", absl::GetFlag(FLAGS_reward_model)},
-        {"job_id", absl::GetFlag(FLAGS_job_id)}}) {
+  for (const auto& [field, value] : {std::pair<const char*, std::string>{"question", question},
+                                     {"model", absl::GetFlag(FLAGS_model)},
+                                     {"reward_model", absl::GetFlag(FLAGS_reward_model)},
+                                     {"job_id", absl::GetFlag(FLAGS_job_id)}}) {
     if (!arbor::coordinator::IsValidUtf8(value)) {
       std::fprintf(stderr, "arborctl: INVALID_ARGUMENT: %s: is not valid UTF-8\n", field);
       return false;
@@ -131,10 +135,14 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     s->set_n(n);
     s->set_aggregation(aggregation);
     const std::string selection = absl::GetFlag(FLAGS_selection);
-    if (selection == "reward") s->set_selection(arbor::v1::BestOfN::SELECTION_REWARD);
-    else if (selection == "majority_vote") s->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
-    else if (selection == "weighted_vote") s->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
-    else if (selection == "best_of_majority") s->set_selection(arbor::v1::BestOfN::SELECTION_BEST_OF_MAJORITY);
+    if (selection == "reward")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_REWARD);
+    else if (selection == "majority_vote")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
+    else if (selection == "weighted_vote")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+    else if (selection == "best_of_majority")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_BEST_OF_MAJORITY);
     else {
       std::fprintf(stderr, "--selection: unknown '%s'\n", selection.c_str());
       return false;
@@ -157,12 +165,15 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     s->set_n(n);
     s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
   } else {
-    std::fprintf(stderr, "--strategy: unknown '%s' (greedy, best_of_n, beam_search, dvts, "
-                         "particle_filter)\n", strategy.c_str());
+    std::fprintf(stderr,
+                 "--strategy: unknown '%s' (greedy, best_of_n, beam_search, dvts, "
+                 "particle_filter)\n",
+                 strategy.c_str());
     return false;
   }
   if (absl::GetFlag(FLAGS_temperature) >= 0) {
-    request->mutable_sampling()->set_temperature(static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+    request->mutable_sampling()->set_temperature(
+        static_cast<float>(absl::GetFlag(FLAGS_temperature)));
   }
   if (absl::GetFlag(FLAGS_top_p) >= 0) {
     request->mutable_sampling()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
@@ -224,9 +235,8 @@ int Solve(const std::string& question) {
     } else if (event.has_step()) {
       const auto& s = event.step();
       std::fprintf(stderr, "%sstep %d: %d live, %d finished, best %.3f, %lld tokens, %lld ms%s",
-                   tty ? "\r\033[K" : "", s.iteration(), s.live_branches(),
-                   s.finished_branches(), s.best_score(),
-                   static_cast<long long>(s.usage().generated_tokens()),
+                   tty ? "\r\033[K" : "", s.iteration(), s.live_branches(), s.finished_branches(),
+                   s.best_score(), static_cast<long long>(s.usage().generated_tokens()),
                    static_cast<long long>(s.usage().wall_time_ms()), tty ? "" : "\n");
     } else if (event.has_result()) {
       result = event.result();
@@ -295,8 +305,10 @@ int Info() {
     }
   }
   if (!any) {
-    std::printf("%s serves neither arbor.v1.Generator nor arbor.v1.Verifier (a coordinator? "
-                "try `arborctl health`)\n", absl::GetFlag(FLAGS_target).c_str());
+    std::printf(
+        "%s serves neither arbor.v1.Generator nor arbor.v1.Verifier (a coordinator? "
+        "try `arborctl health`)\n",
+        absl::GetFlag(FLAGS_target).c_str());
   }
   return 0;
 }

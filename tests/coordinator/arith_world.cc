@@ -28,7 +28,8 @@ struct Claim {
 
 // Parses "Add X to get T." or "The answer is \boxed{T}." (trailing space ignored).
 bool ParseStep(std::string_view step, Claim* claim) {
-  absl::string_view s = absl::StripTrailingAsciiWhitespace(absl::string_view(step.data(), step.size()));
+  absl::string_view s =
+      absl::StripTrailingAsciiWhitespace(absl::string_view(step.data(), step.size()));
   if (absl::ConsumePrefix(&s, "Add ")) {
     const size_t to = s.find(" to get ");
     if (to == absl::string_view::npos || !absl::ConsumeSuffix(&s, ".")) return false;
@@ -48,7 +49,7 @@ struct BranchState {
   size_t next_number = 0;  // numbers added so far
   int64_t claimed = 0;     // the running total claimed so far
   bool finished = false;
-  bool dangling = false;   // ends inside a step (cut by a length cap)
+  bool dangling = false;  // ends inside a step (cut by a length cap)
 };
 
 BranchState ReadState(std::string_view text) {
@@ -109,14 +110,13 @@ absl::StatusOr<std::string> ArithWorld::ApplyTemplate(std::string_view question,
     return absl::StrCat("<|im_start|>user\n", absl::string_view(question.data(), question.size()),
                         "<|im_end|>\n<|im_start|>assistant\n");
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("chat_template: unknown template '", std::string(chat_template),
-                   "' (this model knows chatml, raw)"));
+  return absl::InvalidArgumentError(absl::StrCat("chat_template: unknown template '",
+                                                 std::string(chat_template),
+                                                 "' (this model knows chatml, raw)"));
 }
 
 int64_t ArithWorld::CacheLookupAndInsert(absl::flat_hash_set<uint64_t>& cache,
-                                         const std::vector<int32_t>& sequence,
-                                         size_t insert_upto) {
+                                         const std::vector<int32_t>& sequence, size_t insert_upto) {
   if (cache.size() > (1u << 20)) cache.clear();  // bounded, like a real cache
   uint64_t h = 0x5eed;
   size_t hit = 0;
@@ -163,15 +163,15 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
   }
   for (size_t i = 0; i < prompt.size(); ++i) {
     if (prompt[i] < 0 || prompt[i] >= 256) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt_tokens[", i, "] (", prompt[i],
-                                                     ") is not a byte token in [0, 256)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_tokens[", i, "] (", prompt[i], ") is not a byte token in [0, 256)"));
     }
   }
   const int max_step_tokens =
       request.stop().max_step_tokens() == 0 ? 256 : request.stop().max_step_tokens();
   if (max_step_tokens < 1 || max_step_tokens > 32768) {
-    return absl::InvalidArgumentError(absl::StrCat("stop.max_step_tokens (", max_step_tokens,
-                                                   ") must be in [1, 32768]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("stop.max_step_tokens (", max_step_tokens, ") must be in [1, 32768]"));
   }
   std::vector<std::string> delimiters(request.stop().step_delimiters().begin(),
                                       request.stop().step_delimiters().end());
@@ -183,16 +183,15 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
     const arbor::v1::BranchInput& branch = request.branches(b);
     const int samples = branch.num_samples();
     if (samples < 1 || samples > 256) {
-      return absl::InvalidArgumentError(absl::StrCat("branches[", b, "].num_samples (", samples,
-                                                     ") must be in [1, 256]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("branches[", b, "].num_samples (", samples, ") must be in [1, 256]"));
     }
     total_outputs += samples;
     for (int t = 0; t < branch.suffix_tokens_size(); ++t) {
       const int32_t token = branch.suffix_tokens(t);
       if (token < 0 || token >= 256) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("branches[", b, "].suffix_tokens[", t, "] (", token,
-                         ") is out of vocabulary [0, 256)"));
+        return absl::InvalidArgumentError(absl::StrCat("branches[", b, "].suffix_tokens[", t, "] (",
+                                                       token, ") is out of vocabulary [0, 256)"));
       }
     }
     if (static_cast<int>(prompt.size()) + branch.suffix_tokens_size() >=
@@ -221,8 +220,8 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
       absl::MutexLock lock(&mu_);
       const int64_t hit = CacheLookupAndInsert(kv_blocks_, sequence, sequence.size());
       usage->set_prefix_cache_hit_tokens(usage->prefix_cache_hit_tokens() + hit);
-      usage->set_prefill_tokens(usage->prefill_tokens() +
-                                static_cast<int64_t>(sequence.size()) - hit);
+      usage->set_prefill_tokens(usage->prefill_tokens() + static_cast<int64_t>(sequence.size()) -
+                                hit);
     }
     const BranchState start = ReadState(suffix_text);
     const int context_left = options_.max_context_tokens - static_cast<int>(sequence.size());
@@ -296,16 +295,15 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
 absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
                                arbor::v1::ScoreResponse* out) {
   if (!request.model().empty() && request.model() != options_.reward_model) {
-    return absl::InvalidArgumentError(absl::StrCat("model: this verifier serves '",
-                                                   options_.reward_model, "', not '",
-                                                   request.model(), "'"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model: this verifier serves '", options_.reward_model, "', not '", request.model(), "'"));
   }
   if (request.question().empty() || !coordinator::IsValidUtf8(request.question())) {
     return absl::InvalidArgumentError("question: must be non-empty valid UTF-8");
   }
   if (request.candidates_size() < 1 || request.candidates_size() > 1024) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "candidates: ", request.candidates_size(), " given; must be 1 to 1024"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("candidates: ", request.candidates_size(), " given; must be 1 to 1024"));
   }
   const std::vector<int64_t> numbers = Numbers(request.question());
   int64_t total = 0;
@@ -337,8 +335,8 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
           right = false;
         } else if (claim.is_add) {
           prefix += k < numbers.size() ? numbers[k] : 0;
-          right = right && k < numbers.size() && claim.addend == numbers[k] &&
-                  claim.value == prefix;
+          right =
+              right && k < numbers.size() && claim.addend == numbers[k] && claim.value == prefix;
           ++k;
         } else {
           right = right && k == numbers.size() && claim.value == total;
@@ -346,9 +344,10 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
       }
       double score = right ? 0.9 : 0.1;
       if (options_.prm_noise > 0) {
-        const uint64_t h = Mix64(static_cast<uint64_t>(
-            HashTokens(0x9e37, sequence.data(), sequence.size())));
-        score += options_.prm_noise * (2.0 * (static_cast<double>(h >> 11) / 9007199254740992.0) - 1.0);
+        const uint64_t h =
+            Mix64(static_cast<uint64_t>(HashTokens(0x9e37, sequence.data(), sequence.size())));
+        score +=
+            options_.prm_noise * (2.0 * (static_cast<double>(h >> 11) / 9007199254740992.0) - 1.0);
         score = std::clamp(score, 0.001, 0.999);
       }
       if (!request.last_step_only() || i + 1 == steps.size()) {

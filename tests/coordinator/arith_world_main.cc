@@ -25,8 +25,8 @@ ABSL_FLAG(int, threads, 4, "Threads running calls");
 
 int main(int argc, char** argv) {
   arbor::server::BlockShutdownSignals();
-  arbor::server::ParseServerCommandLine(
-      argc, argv, "arbor-test-world [--serve=generator,verifier] [--port=N]");
+  arbor::server::ParseServerCommandLine(argc, argv,
+                                        "arbor-test-world [--serve=generator,verifier] [--port=N]");
   arbor::testing::ArithServiceOptions options;
   options.world.model = absl::GetFlag(FLAGS_model);
   options.world.reward_model = absl::GetFlag(FLAGS_reward_model);
@@ -48,8 +48,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto server = arbor::server::Server::Start(
-      arbor::server::ServerOptionsFromFlags("test-world"), serving, registry);
+  auto server = arbor::server::Server::Start(arbor::server::ServerOptionsFromFlags("test-world"),
+                                             serving, registry);
   if (!server.ok()) {
     std::fprintf(stderr, "arbor-test-world: %s\n", server.status().ToString().c_str());
     return 2;

@@ -43,7 +43,8 @@ class CallRunner {
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
-            +[](CallRunner* r) ABSL_NO_THREAD_SAFETY_ANALYSIS { return r->stop_ || !r->tasks_.empty(); },
+            +[](CallRunner* r)
+                 ABSL_NO_THREAD_SAFETY_ANALYSIS { return r->stop_ || !r->tasks_.empty(); },
             this));
         if (tasks_.empty()) return;
         task = std::move(tasks_.front());

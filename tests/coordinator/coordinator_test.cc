@@ -126,9 +126,9 @@ TEST_F(CoordinatorTest, EveryStrategyAnswers) {
     EXPECT_GT(response.usage().prefill_tokens(), 0);
     EXPECT_GE(response.usage().wall_time_ms(), 0);
     EXPECT_GE(response.candidates_size(), 1);
-    const bool uses_prm = response.strategy() != "greedy" &&
-                          request.best_of_n().selection() !=
-                              arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE;
+    const bool uses_prm =
+        response.strategy() != "greedy" &&
+        request.best_of_n().selection() != arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE;
     EXPECT_EQ(response.usage().reward_calls() > 0, uses_prm) << response.strategy();
     if (uses_prm) EXPECT_EQ(response.verifier(), world.address());
   }
@@ -211,9 +211,8 @@ TEST_F(CoordinatorTest, RoutesEachModelToItsWorkers) {
   WorldServer small(WorldServer::Model("arith-small"));
   WorldServer large(WorldServer::Model("arith-large"));
   Start({small.address(), large.address()}, small.address());
-  for (const auto& [model, address] :
-       std::vector<std::pair<std::string, std::string>>{{"arith-small", small.address()},
-                                                        {"arith-large", large.address()}}) {
+  for (const auto& [model, address] : std::vector<std::pair<std::string, std::string>>{
+           {"arith-small", small.address()}, {"arith-large", large.address()}}) {
     arbor::v1::SolveRequest request = Request();
     request.set_model(model);
     request.mutable_greedy();

@@ -85,8 +85,8 @@ class IntegrationTest : public ::testing::Test {
   void SetUp() override {
     setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
     for (int i = 0; i < 2; ++i) {
-      workers_.push_back(StartServer({BinaryPath("arbor-test-world"), "--serve=generator",
-                                      "--extend_delay_ms=40"}));
+      workers_.push_back(StartServer(
+          {BinaryPath("arbor-test-world"), "--serve=generator", "--extend_delay_ms=40"}));
     }
     verifier_ = StartServer({BinaryPath("arbor-test-world"), "--serve=verifier"});
     ASSERT_FALSE(workers_[1].address.empty());
@@ -150,14 +150,15 @@ TEST_F(IntegrationTest, EveryStrategyEndToEndThroughArborctl) {
                 response["worker"] == workers_[1].address);
   }
   // The human-readable form carries the answer and the usage line.
-  CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=beam_search",
-                     "--n=4", "--beam_width=2", "--stream=false", "add 1 2"});
+  CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=beam_search", "--n=4",
+                     "--beam_width=2", "--stream=false", "add 1 2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("answer: 3"));
   EXPECT_THAT(r.out, HasSubstr("usage: "));
 
   const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
-  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"dvts\"} 1"));
+  EXPECT_THAT(metrics,
+              HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"dvts\"} 1"));
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_job_seconds_bucket"));
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_step_seconds_bucket"));
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_tokens_total{kind=\"generated\"}"));
@@ -212,7 +213,8 @@ TEST_F(IntegrationTest, EachKindOfBadFieldIsRejectedByName) {
   const std::vector<Case> cases = {
       {{}, "", "question: must not be empty"},
       {{}, "add \xff 1", "question: is not valid UTF-8"},
-      {{"--strategy=beam_search", "--n=6", "--beam_width=4"}, "add 1",
+      {{"--strategy=beam_search", "--n=6", "--beam_width=4"},
+       "add 1",
        "beam_search.n (6) must be divisible by beam_width (4)"},
       {{"--max_tokens=-5"}, "add 1", "budget.max_generated_tokens (-5)"},
       {{"--deadline_ms=-1"}, "add 1", "budget.deadline_ms"},

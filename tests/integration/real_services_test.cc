@@ -1,0 +1,231 @@
+// The real services end to end on loopback: arbor-coordinator in front of two
+// arbor-worker processes and one arbor-verifier on the bundled tiny models
+// (CPU backend). Every strategy runs; a worker killed mid-job costs a retry,
+// not the job; a cancelled job's worker calls are cancelled and their KV
+// blocks released. (Answers of the tiny models are not asserted: the
+// arithmetic correctness checks run against the ArithWorld double.)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "arbor/v1/reasoning.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "tests/integration/subprocess.h"
+
+namespace arbor::testing {
+namespace {
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(60);
+constexpr char kQuestion[] = "What is 12 + 7?";
+
+std::string HttpGet(const std::string& host_port, const std::string& path) {
+  const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
+  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
+  std::string reply;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nConnection: close\r\n\r\n";
+    (void)!write(fd, request.data(), request.size());
+    char buffer[4096];
+    ssize_t n;
+    while ((n = read(fd, buffer, sizeof(buffer))) > 0) reply.append(buffer, n);
+  }
+  close(fd);
+  return reply;
+}
+
+// Sum of the samples of `metric` whose labels contain every `needle`.
+double MetricValue(const std::string& text, const std::string& metric,
+                   const std::vector<std::string>& needles) {
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (!absl::StartsWith(line, metric + "{")) continue;
+    bool match = true;
+    for (const auto& n : needles) match = match && absl::StrContains(line, n);
+    if (!match) continue;
+    double value = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) sum += value;
+  }
+  return sum;
+}
+
+struct Server {
+  std::unique_ptr<Subprocess> process;
+  std::string address;
+  std::string metrics;
+};
+
+Server StartServer(std::vector<std::string> argv) {
+  argv.insert(argv.end(), {"--port=0", "--host=127.0.0.1", "--metrics_host=127.0.0.1",
+                           "--metrics_port=0"});
+  Server server;
+  auto process = Subprocess::Start(argv);
+  if (!process.ok()) {
+    ADD_FAILURE() << process.status();
+    return server;
+  }
+  server.process = *std::move(process);
+  auto address = server.process->WaitForLine("listening on ", kStartTimeout);
+  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
+  if (address.ok()) server.address = *address;
+  auto metrics = server.process->WaitForLine("metrics on ", kStartTimeout);
+  if (metrics.ok()) server.metrics = *metrics;
+  return server;
+}
+
+class RealServicesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
+    const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
+                                                                       : ".") +
+                               "/models";
+    for (int i = 0; i < 2; ++i) {
+      workers_.push_back(StartServer({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
+                                      "--threads=1", "--kv_cache_tokens=16384"}));
+      ASSERT_FALSE(workers_.back().address.empty());
+    }
+    verifier_ = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
+                             "--threads=1", "--kv_cache_tokens=16384"});
+    ASSERT_FALSE(verifier_.address.empty());
+    coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
+                                "--workers=" + workers_[0].address + "," + workers_[1].address,
+                                "--verifiers=" + verifier_.address, "--health_interval_ms=200"});
+    ASSERT_FALSE(coordinator_.address.empty());
+    stub_ = arbor::v1::Reasoning::NewStub(
+        grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
+  }
+
+  static arbor::v1::SolveRequest Request() {
+    arbor::v1::SolveRequest request;
+    request.set_question(kQuestion);
+    request.set_seed(3);
+    request.mutable_stop()->set_max_step_tokens(24);
+    return request;
+  }
+
+  std::vector<Server> workers_;
+  Server verifier_;
+  Server coordinator_;
+  std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
+};
+
+TEST_F(RealServicesTest, EveryStrategyRuns) {
+  std::vector<arbor::v1::SolveRequest> requests(5, Request());
+  requests[0].mutable_greedy();
+  requests[1].mutable_best_of_n()->set_n(4);
+  requests[2].mutable_beam_search()->set_n(4);
+  requests[2].mutable_beam_search()->set_beam_width(2);
+  requests[2].mutable_beam_search()->set_num_iterations(3);
+  requests[3].mutable_dvts()->set_n(4);
+  requests[3].mutable_dvts()->set_beam_width(2);
+  requests[3].mutable_dvts()->set_num_iterations(3);
+  requests[4].mutable_particle_filter()->set_n(4);
+  requests[4].mutable_particle_filter()->set_num_iterations(3);
+  for (auto& request : requests) {
+    request.mutable_budget()->set_max_generated_tokens(1500);
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    arbor::v1::SolveResponse response;
+    grpc::Status status = stub_->Solve(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << request.ShortDebugString() << ": " << status.error_message();
+    EXPECT_GE(response.candidates_size(), 1) << response.strategy();
+    EXPECT_GT(response.usage().generated_tokens(), 0) << response.strategy();
+    EXPECT_LE(response.usage().generated_tokens(), 1500) << response.strategy();
+    EXPECT_GT(response.usage().prefill_tokens() + response.usage().prefix_cache_hit_tokens(), 0);
+    EXPECT_TRUE(response.worker() == workers_[0].address ||
+                response.worker() == workers_[1].address);
+    if (response.strategy() != "greedy") {
+      EXPECT_GT(response.usage().reward_calls(), 0) << response.strategy();
+      EXPECT_EQ(response.verifier(), verifier_.address);
+    }
+  }
+}
+
+TEST_F(RealServicesTest, WorkerKilledMidJobStillAnswers) {
+  arbor::v1::SolveRequest request = Request();
+  request.set_job_id("real-kill-1");
+  request.mutable_beam_search()->set_n(4);
+  request.mutable_beam_search()->set_beam_width(2);
+  request.mutable_beam_search()->set_num_iterations(6);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = stub_->SolveStream(&context, request);
+  arbor::v1::SolveEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  const int victim = event.accepted().worker() == workers_[0].address ? 0 : 1;
+  ASSERT_EQ(workers_[victim].address, event.accepted().worker());
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_step());
+  workers_[victim].process->Signal(SIGKILL);
+  workers_[victim].process->Wait();
+  arbor::v1::SolveResponse result;
+  while (reader->Read(&event)) {
+    if (event.has_result()) result = event.result();
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(result.worker(), workers_[1 - victim].address);
+  EXPECT_GE(result.usage().retries(), 1);
+  EXPECT_GE(result.candidates_size(), 1);
+}
+
+TEST_F(RealServicesTest, CancelledJobReleasesItsKvBlocks) {
+  // 64 beams of 200-token steps: the first Extend alone runs for seconds.
+  arbor::v1::SolveRequest request = Request();
+  request.mutable_beam_search()->set_n(64);
+  request.mutable_beam_search()->set_beam_width(4);
+  request.mutable_stop()->set_max_step_tokens(200);
+  request.mutable_stop()->set_ignore_eos(true);
+  request.set_job_id("real-cancel-1");
+  grpc::ClientContext context;
+  auto reader = stub_->SolveStream(&context, request);
+  arbor::v1::SolveEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  const std::string routed = event.accepted().worker();
+  const Server& worker = routed == workers_[0].address ? workers_[0] : workers_[1];
+  // Cancel while one of the job's Extend calls holds KV blocks on the worker.
+  double used_before = 0;
+  const absl::Time busy_deadline = absl::Now() + absl::Seconds(30);
+  while (used_before == 0 && absl::Now() < busy_deadline) {
+    used_before = MetricValue(HttpGet(worker.metrics, "/metrics"), "arbor_engine_kv_blocks",
+                              {"state=\"used\""});
+  }
+  ASSERT_GT(used_before, 0) << "never saw the job's blocks in use";
+  context.TryCancel();
+  while (reader->Read(&event)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  std::string metrics;
+  double used = -1, active = -1;
+  while (absl::Now() < deadline) {
+    metrics = HttpGet(worker.metrics, "/metrics");
+    used = MetricValue(metrics, "arbor_engine_kv_blocks", {"state=\"used\""});
+    active = MetricValue(metrics, "arbor_engine_active_requests", {});
+    if (used == 0 && active == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(used, 0) << metrics;
+  EXPECT_EQ(active, 0) << metrics;
+}
+
+}  // namespace
+}  // namespace arbor::testing
