@@ -501,7 +501,7 @@ TEST_F(GeneratorServiceTest, ConcurrentCallsShareOneBatch) {
   std::vector<arbor::v1::ExtendResponse> responses(kCalls);
   for (int i = 0; i < kCalls; ++i) {
     threads.emplace_back([&, i] {
-      arbor::v1::ExtendRequest request = LongRequest(2, 64);
+      arbor::v1::ExtendRequest request = LongRequest(2, 200);
       request.set_job_id("job-" + std::to_string(i));
       request.mutable_branches(0)->set_seed(i);
       statuses[i] = Extend(request, &responses[i]);
@@ -511,7 +511,7 @@ TEST_F(GeneratorServiceTest, ConcurrentCallsShareOneBatch) {
   for (int i = 0; i < kCalls; ++i) {
     ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
     ASSERT_EQ(responses[i].outputs_size(), 2);
-    EXPECT_EQ(responses[i].outputs(0).tokens_size(), 64);
+    EXPECT_EQ(responses[i].outputs(0).tokens_size(), 200);
   }
   // Steps ran samples of several calls together (each call has 2).
   EXPECT_GT(max_batch_seqs_.load(), 2);
