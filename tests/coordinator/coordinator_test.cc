@@ -199,6 +199,29 @@ TEST_F(CoordinatorTest, RejectsBadFieldsAndUnknownModels) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(status.error_message(), HasSubstr("reward_model: unknown model 'prm-x'"));
 
+  // Invalid UTF-8 does not even parse as proto3; the coordinator still names
+  // the field (C++ clients send it, logging a protobuf error).
+  request = Request();
+  request.set_question("add \xff 1");
+  status = Solve(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "question: is not valid UTF-8");
+  request = Request();
+  request.mutable_stop()->add_step_delimiters("\n\n");
+  request.mutable_stop()->add_step_delimiters("\xc3");
+  status = Solve(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(status.error_message(), "stop.step_delimiters[1]: is not valid UTF-8");
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->SolveStream(&context, request);
+    arbor::v1::SolveEvent event;
+    EXPECT_FALSE(reader->Read(&event));
+    status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("stop.step_delimiters[1]"));
+  }
+
   // An error the worker finds in the request is passed back, not retried.
   request = Request();
   request.set_chat_template("llama3");

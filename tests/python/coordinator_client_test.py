@@ -96,6 +96,15 @@ class CoordinatorClientTest(unittest.TestCase):
         self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("question", caught.exception.details())
 
+    def test_invalid_utf8_is_named(self):
+        # Python's protobuf refuses to build such a message; send the bytes raw.
+        raw = self.channel.unary_unary("/arbor.v1.Reasoning/Solve")
+        question = b"add \xff 1"
+        with self.assertRaises(grpc.RpcError) as caught:
+            raw(b"\x12" + bytes([len(question)]) + question, timeout=30)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(caught.exception.details(), "question: is not valid UTF-8")
+
     def test_step_cap_returns_best_so_far(self):
         response = self.stub.Solve(
             self.request(beam_search=S.reasoning_pb2.BeamSearch(n=4, beam_width=2),
