@@ -11,9 +11,8 @@
 // Prints "listening on HOST:PORT" when ready to take jobs; drains on
 // SIGTERM/SIGINT (public server first, then the jobs, then the internal
 // server and the engines).
-#include <unistd.h>
-
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -37,7 +36,8 @@ ABSL_FLAG(std::string, reward_model, "",
           "Reward model folder with prm_config.json; default: the bundled models/prm; "
           "\"none\": no verifier (greedy and majority vote only)");
 ABSL_FLAG(std::string, backend, "cpu", "Engine backend of both models: cpu, or cuda where built");
-ABSL_FLAG(int, threads, 0, "CPU backend threads per model; 0 = all hardware threads");
+ABSL_FLAG(int, threads, 0, "CPU backend threads of the policy; 0 = all hardware threads");
+ABSL_FLAG(int, reward_threads, -1, "CPU backend threads of the reward model; -1 = --threads");
 ABSL_FLAG(int64_t, kv_cache_tokens, 65536, "Policy KV cache capacity in tokens");
 ABSL_FLAG(int64_t, reward_kv_cache_tokens, 65536, "Reward model KV cache capacity in tokens");
 ABSL_FLAG(int, max_batch_tokens, 4096, "Most tokens in one engine step (each model)");
@@ -88,11 +88,12 @@ absl::StatusOr<std::string> FindBundledModel(const std::string& name) {
                                           "); pass --model / --reward_model or set ARBOR_MODELS"));
 }
 
-arbor::worker::server::ServedModelOptions ModelOptions(std::string dir, int64_t kv_tokens) {
+arbor::worker::server::ServedModelOptions ModelOptions(std::string dir, int threads,
+                                                       int64_t kv_tokens) {
   arbor::worker::server::ServedModelOptions options;
   options.model_dir = std::move(dir);
   options.backend = absl::GetFlag(FLAGS_backend);
-  options.threads = absl::GetFlag(FLAGS_threads);
+  options.threads = threads;
   options.kv_cache_tokens = kv_tokens;
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
@@ -127,7 +128,8 @@ int main(int argc, char** argv) {
   // One registry for everything /metrics shows: both engines and the coordinator.
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::worker::server::WorkerStackOptions worker_options;
-  worker_options.model = ModelOptions(model_dir, absl::GetFlag(FLAGS_kv_cache_tokens));
+  worker_options.model =
+      ModelOptions(model_dir, absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_kv_cache_tokens));
   worker_options.chat_template = absl::GetFlag(FLAGS_chat_template);
   auto worker = arbor::worker::server::WorkerStack::Create(std::move(worker_options), *registry);
   if (!worker.ok()) return Fail(worker.status());
@@ -135,7 +137,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<arbor::verifier::VerifierStack> verifier;
   if (with_verifier) {
     arbor::verifier::VerifierStackOptions verifier_options;
-    verifier_options.model = ModelOptions(reward_dir, absl::GetFlag(FLAGS_reward_kv_cache_tokens));
+    const int reward_threads = absl::GetFlag(FLAGS_reward_threads);
+    verifier_options.model = ModelOptions(
+        reward_dir, reward_threads >= 0 ? reward_threads : absl::GetFlag(FLAGS_threads),
+        absl::GetFlag(FLAGS_reward_kv_cache_tokens));
     verifier_options.scorer.score_cache_entries = absl::GetFlag(FLAGS_score_cache_entries);
     auto created = arbor::verifier::VerifierStack::Create(std::move(verifier_options), *registry);
     if (!created.ok()) return Fail(created.status());

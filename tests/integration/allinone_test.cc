@@ -35,9 +35,9 @@ nlohmann::json FirstHeldOutProblem() {
 class AllInOneTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto started = Subprocess::Start({BinaryPath("arbor-allinone"), "--port=0",
-                                      "--metrics_port=-1", "--threads=2",
-                                      "--kv_cache_tokens=16384", "--reward_kv_cache_tokens=16384"});
+    auto started = Subprocess::Start({BinaryPath("arbor-allinone"), "--port=0", "--metrics_port=-1",
+                                      "--threads=2", "--kv_cache_tokens=16384",
+                                      "--reward_kv_cache_tokens=16384"});
     ASSERT_TRUE(started.ok()) << started.status();
     service_ = std::move(*started);
     auto address = service_->WaitForLine("listening on ", absl::Seconds(60));
@@ -47,8 +47,9 @@ class AllInOneTest : public ::testing::Test {
 
   // Runs `arborctl solve --json` with `flags`; returns the parsed response.
   nlohmann::json Solve(const std::vector<std::string>& flags, const std::string& question) {
-    std::vector<std::string> argv = {BinaryPath("arborctl"), "solve", "--target=" + address_,
-                                     "--json", "--stream=false", "--timeout_ms=120000"};
+    std::vector<std::string> argv = {BinaryPath("arborctl"), "solve",
+                                     "--target=" + address_, "--json",
+                                     "--stream=false",       "--timeout_ms=120000"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     argv.push_back(question);
     auto client = Subprocess::Start(argv);
@@ -87,9 +88,8 @@ TEST_F(AllInOneTest, SolvesAHeldOutProblemWithGreedyAndBestOfN) {
   EXPECT_EQ(Int(greedy["usage"], "reward_tokens"), 0);
 
   // Best-of-4 over the PRM: the verifier of the same process scored every step.
-  nlohmann::json best =
-      Solve({"--strategy=best_of_n", "--n=4", "--selection=reward", "--max_candidates=4"},
-            question);
+  nlohmann::json best = Solve(
+      {"--strategy=best_of_n", "--n=4", "--selection=reward", "--max_candidates=4"}, question);
   ASSERT_FALSE(best.is_discarded());
   EXPECT_EQ(best["strategy"], "best_of_n");
   EXPECT_TRUE(absl::SimpleAtoi(best["answer"].get<std::string>(), &answer)) << best.dump();

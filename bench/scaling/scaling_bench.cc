@@ -1,0 +1,280 @@
+// arbor-scaling-bench: accuracy against compute for every search strategy,
+// measured through a running coordinator (arbor-allinone or a full stack).
+// Sends held-out problems (JSONL: question, answer) as Reasoning.Solve jobs
+// for each strategy and N, checks each answer against the known one, and
+// writes one CSV row per (strategy, N): accuracy, mean generated tokens,
+// reward tokens and job wall time per problem. Optionally dumps the
+// candidates (steps and per-step PRM scores) of one configuration as JSONL,
+// for the PRM step-level AUROC (bench/quality/prm_auroc.py).
+//   arbor-scaling-bench --target 127.0.0.1:50051 --problems models/data/heldout.jsonl
+//       --num_problems 300 --ns 1,2,4,8,16,32 --concurrency 16 --out docs/scaling.csv
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "arbor/v1/reasoning.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Coordinator address host:port");
+ABSL_FLAG(std::string, problems, "models/data/heldout.jsonl",
+          "JSONL file of problems with \"question\" and \"answer\"");
+ABSL_FLAG(int, num_problems, 300, "Problems used (the first ones of the file)");
+ABSL_FLAG(std::string, strategies,
+          "greedy,best_of_n_reward,best_of_n_weighted_vote,majority_vote,beam_search,dvts,"
+          "particle_filter",
+          "Comma-separated strategies");
+ABSL_FLAG(std::string, ns, "1,2,4,8,16,32", "Comma-separated N (samples/beams/particles)");
+ABSL_FLAG(int, concurrency, 16, "Jobs in flight at once");
+ABSL_FLAG(int, beam_width, 4, "Beam width M of beam search and DVTS (capped at N)");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of every job (same seed, same results)");
+ABSL_FLAG(int, timeout_ms, 600000, "Deadline of one job");
+ABSL_FLAG(std::string, out, "", "CSV written (appended rows keep a header once); empty: stdout");
+ABSL_FLAG(std::string, dump_candidates, "",
+          "STRATEGY:N whose candidates (steps, step scores) are written to --candidates_out");
+ABSL_FLAG(std::string, candidates_out, "", "JSONL file of the dumped candidates");
+
+namespace {
+
+struct Problem {
+  std::string question;
+  std::string answer;
+};
+
+std::vector<Problem> LoadProblems(const std::string& path, int limit) {
+  std::ifstream in(path);
+  if (!in) {
+    std::fprintf(stderr, "arbor-scaling-bench: cannot read --problems %s\n", path.c_str());
+    std::exit(2);
+  }
+  std::vector<Problem> problems;
+  std::string line;
+  int line_number = 0;
+  while (static_cast<int>(problems.size()) < limit && std::getline(in, line)) {
+    ++line_number;
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("question") || !j.contains("answer")) {
+      std::fprintf(stderr, "arbor-scaling-bench: %s:%d: not a JSON object with question/answer\n",
+                   path.c_str(), line_number);
+      std::exit(2);
+    }
+    Problem p;
+    p.question = j["question"].get<std::string>();
+    p.answer = j["answer"].is_string() ? j["answer"].get<std::string>() : j["answer"].dump();
+    problems.push_back(std::move(p));
+  }
+  return problems;
+}
+
+// Answers compare as integers when both parse, else as stripped strings.
+bool SameAnswer(absl::string_view got, absl::string_view want) {
+  got = absl::StripAsciiWhitespace(got);
+  want = absl::StripAsciiWhitespace(want);
+  int64_t a, b;
+  if (absl::SimpleAtoi(got, &a) && absl::SimpleAtoi(want, &b)) return a == b;
+  return !got.empty() && got == want;
+}
+
+bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1::SolveRequest& r) {
+  const int m = std::max(1, std::min(beam_width, n));
+  if (strategy == "greedy") {
+    r.mutable_greedy();
+  } else if (strategy == "best_of_n_reward") {
+    r.mutable_best_of_n()->set_n(n);
+    r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_REWARD);
+  } else if (strategy == "best_of_n_weighted_vote") {
+    r.mutable_best_of_n()->set_n(n);
+    r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+  } else if (strategy == "majority_vote") {
+    r.mutable_best_of_n()->set_n(n);
+    r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
+  } else if (strategy == "beam_search") {
+    if (n % m != 0) return false;
+    r.mutable_beam_search()->set_n(n);
+    r.mutable_beam_search()->set_beam_width(m);
+  } else if (strategy == "dvts") {
+    if (n % m != 0) return false;
+    r.mutable_dvts()->set_n(n);
+    r.mutable_dvts()->set_beam_width(m);
+  } else if (strategy == "particle_filter") {
+    r.mutable_particle_filter()->set_n(n);
+  } else {
+    std::fprintf(stderr, "arbor-scaling-bench: unknown strategy '%s' in --strategies\n",
+                 strategy.c_str());
+    std::exit(2);
+  }
+  return true;
+}
+
+struct Totals {
+  int64_t correct = 0, answered = 0, failed = 0, exhausted = 0;
+  int64_t generated = 0, reward = 0, wall_ms = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "arbor-scaling-bench --target HOST:PORT [--problems FILE] [--num_problems N] "
+      "[--strategies a,b] [--ns 1,2,4] [--out FILE.csv]");
+  absl::ParseCommandLine(argc, argv);
+  const std::vector<Problem> problems =
+      LoadProblems(absl::GetFlag(FLAGS_problems), absl::GetFlag(FLAGS_num_problems));
+  if (problems.empty()) {
+    std::fprintf(stderr, "arbor-scaling-bench: no problems in %s\n",
+                 absl::GetFlag(FLAGS_problems).c_str());
+    return 2;
+  }
+  std::vector<int> ns;
+  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_ns), ',', absl::SkipEmpty())) {
+    int n;
+    if (!absl::SimpleAtoi(s, &n) || n < 1) {
+      std::fprintf(stderr, "arbor-scaling-bench: bad --ns entry '%s'\n", std::string(s).c_str());
+      return 2;
+    }
+    ns.push_back(n);
+  }
+  const std::vector<std::string> strategies =
+      absl::StrSplit(absl::GetFlag(FLAGS_strategies), ',', absl::SkipEmpty());
+
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
+                                           grpc::InsecureChannelCredentials(), args);
+  auto stub = arbor::v1::Reasoning::NewStub(channel);
+
+  const std::string out_path = absl::GetFlag(FLAGS_out);
+  std::FILE* out = stdout;
+  if (!out_path.empty()) {
+    bool fresh = !std::ifstream(out_path).good();
+    out = std::fopen(out_path.c_str(), "a");
+    if (out == nullptr) {
+      std::fprintf(stderr, "arbor-scaling-bench: cannot write --out %s\n", out_path.c_str());
+      return 2;
+    }
+    if (fresh) {
+      std::fprintf(out,
+                   "strategy,n,problems,accuracy,generated_tokens_per_problem,"
+                   "reward_tokens_per_problem,wall_ms_per_problem,sweep_wall_s,failed,"
+                   "budget_exhausted\n");
+    }
+  } else {
+    std::fprintf(out,
+                 "strategy,n,problems,accuracy,generated_tokens_per_problem,"
+                 "reward_tokens_per_problem,wall_ms_per_problem,sweep_wall_s,failed,"
+                 "budget_exhausted\n");
+  }
+  std::fflush(out);
+
+  std::ofstream dump;
+  const std::string dump_key = absl::GetFlag(FLAGS_dump_candidates);
+  if (!dump_key.empty()) {
+    dump.open(absl::GetFlag(FLAGS_candidates_out));
+    if (!dump) {
+      std::fprintf(stderr, "arbor-scaling-bench: cannot write --candidates_out '%s'\n",
+                   absl::GetFlag(FLAGS_candidates_out).c_str());
+      return 2;
+    }
+  }
+
+  // N-major order (every strategy at N=1, then N=2, ...): a sweep cut short
+  // by a time limit still has every strategy at the smaller budgets.
+  std::vector<std::pair<std::string, int>> configs;
+  for (int n : ns) {
+    for (const std::string& strategy : strategies) {
+      if (strategy == "greedy" && n != ns.front()) continue;  // greedy has no N
+      configs.emplace_back(strategy, n);
+    }
+  }
+  for (const auto& config : configs) {
+    {
+      const std::string& strategy = config.first;
+      const int n = config.second;
+      const int row_n = strategy == "greedy" ? 1 : n;
+      arbor::v1::SolveRequest base;
+      if (!FillStrategy(strategy, n, absl::GetFlag(FLAGS_beam_width), base)) continue;
+      base.set_seed(absl::GetFlag(FLAGS_seed));
+      base.set_max_candidates(std::max(1, n));
+      const bool dumping = dump_key == absl::StrCat(strategy, ":", row_n);
+
+      Totals totals;
+      std::mutex mu;
+      std::atomic<size_t> next{0};
+      const auto start = std::chrono::steady_clock::now();
+      std::vector<std::thread> threads;
+      for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
+        threads.emplace_back([&] {
+          for (size_t i = next++; i < problems.size(); i = next++) {
+            arbor::v1::SolveRequest request = base;
+            request.set_question(problems[i].question);
+            request.set_job_id(absl::StrCat(strategy, "-", row_n, "-", i));
+            arbor::v1::SolveResponse response;
+            grpc::ClientContext context;
+            context.set_deadline(std::chrono::system_clock::now() +
+                                 std::chrono::milliseconds(absl::GetFlag(FLAGS_timeout_ms)));
+            grpc::Status status = stub->Solve(&context, request, &response);
+            std::lock_guard<std::mutex> lock(mu);
+            if (!status.ok()) {
+              ++totals.failed;
+              std::fprintf(stderr, "arbor-scaling-bench: %s problem %zu: %s\n",
+                           request.job_id().c_str(), i, status.error_message().c_str());
+              continue;
+            }
+            ++totals.answered;
+            totals.correct += SameAnswer(response.answer(), problems[i].answer);
+            totals.exhausted += response.budget_exhausted();
+            totals.generated += response.usage().generated_tokens();
+            totals.reward += response.usage().reward_tokens();
+            totals.wall_ms += response.usage().wall_time_ms();
+            if (dumping) {
+              for (const arbor::v1::Candidate& c : response.candidates()) {
+                nlohmann::json j;
+                j["problem"] = i;
+                j["question"] = problems[i].question;
+                j["steps"] = std::vector<std::string>(c.steps().begin(), c.steps().end());
+                j["step_scores"] =
+                    std::vector<float>(c.step_scores().begin(), c.step_scores().end());
+                j["answer"] = c.answer();
+                j["finished"] = c.finished();
+                dump << j.dump() << "\n";
+              }
+            }
+          }
+        });
+      }
+      for (std::thread& t : threads) t.join();
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double count = static_cast<double>(problems.size());
+      // Failed jobs count as wrong: accuracy is over all problems sent.
+      std::fprintf(
+          out, "%s,%d,%zu,%.4f,%.1f,%.1f,%.1f,%.1f,%lld,%lld\n", strategy.c_str(), row_n,
+          problems.size(), totals.correct / count, totals.generated / count, totals.reward / count,
+          totals.answered ? static_cast<double>(totals.wall_ms) / totals.answered : 0.0, seconds,
+          static_cast<long long>(totals.failed), static_cast<long long>(totals.exhausted));
+      std::fflush(out);
+      if (dumping) dump.flush();
+      std::fprintf(stderr, "%-24s N=%-3d accuracy %.3f  gen %.0f tok  reward %.0f tok  (%.1f s)\n",
+                   strategy.c_str(), row_n, totals.correct / count, totals.generated / count,
+                   totals.reward / count, seconds);
+    }
+  }
+  if (out != stdout) std::fclose(out);
+  return 0;
+}
