@@ -26,7 +26,10 @@ for b in arbor-allinone arborctl; do
 done
 
 log=$(mktemp -t arbor-demo.XXXXXX)
-"$BIN/arbor-allinone" --port 0 --metrics_port 0 --threads "${THREADS:-0}" >"$log" 2>&1 &
+# Step-score cache off: each job's reward tokens are its own, not what an
+# earlier strategy on the same problem already scored.
+"$BIN/arbor-allinone" --port 0 --metrics_port 0 --threads "${THREADS:-0}" \
+  --score_cache_entries 0 >"$log" 2>&1 &
 pid=$!
 cleanup() {
   if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; wait "$pid" || true; fi
@@ -47,9 +50,7 @@ for _ in $(seq 1 100); do
   "$BIN/arborctl" health --target "$address" >/dev/null 2>&1 && break
   sleep 0.1
 done
-metrics=$(sed -n 's/.*metrics on \([0-9.:]*\).*/\1/p' "$log" | head -1)
-echo "serving arbor.v1.Reasoning on $address (health: $("$BIN/arborctl" health --target "$address"))," \
-     "metrics on http://$metrics/metrics"
+echo "serving arbor.v1.Reasoning on $address (health: $("$BIN/arborctl" health --target "$address"))"
 echo
 
 strategies=(
