@@ -18,24 +18,24 @@ namespace arbor::worker {
 // Activations of one Forward, kept between calls so steady-state decoding
 // does not allocate.
 struct CpuBackend::Scratch {
-  std::vector<int32_t> token_seqs;   // [T] sequence of each token
-  std::vector<float> residual;       // [T, hidden]
-  std::vector<float> normed;         // [T, hidden]
-  std::vector<float> qkv;            // [T, q_dim + 2 kv_dim]
-  std::vector<float> attn;           // [rows, q_dim]
-  std::vector<float> proj;           // [rows, hidden]
-  std::vector<float> gate_up;        // [rows, 2 inter]
-  std::vector<float> act;            // [rows, inter]
+  std::vector<int32_t> token_seqs;  // [T] sequence of each token
+  std::vector<float> residual;      // [T, hidden]
+  std::vector<float> normed;        // [T, hidden]
+  std::vector<float> qkv;           // [T, q_dim + 2 kv_dim]
+  std::vector<float> attn;          // [rows, q_dim]
+  std::vector<float> proj;          // [rows, hidden]
+  std::vector<float> gate_up;       // [rows, 2 inter]
+  std::vector<float> act;           // [rows, inter]
   // Last layer, restricted to the output rows.
-  std::vector<float> out_q;          // [R, q_dim]
-  std::vector<float> out_residual;   // [R, hidden]
+  std::vector<float> out_q;         // [R, q_dim]
+  std::vector<float> out_residual;  // [R, hidden]
   std::vector<int32_t> out_positions;
   std::vector<int32_t> out_seqs;
-  std::vector<float> head_hidden;    // [R, hidden] (MLP score head)
+  std::vector<float> head_hidden;  // [R, hidden] (MLP score head)
 };
 
 absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const std::string& model_dir,
-                                                              const CpuBackendOptions& options) {
+                                                               const CpuBackendOptions& options) {
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = ModelWeights::Load(model_dir);
   if (!weights.ok()) return weights.status();
   return Create(*std::move(weights), options);
@@ -53,13 +53,12 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(
         absl::StrCat("CpuBackendOptions.num_threads must be >= 0, got ", options.num_threads));
   }
   const ModelConfig& c = weights->config();
-  const size_t pool_floats = static_cast<size_t>(options.num_kv_blocks) * kKvBlockSize *
-                             c.num_kv_heads * c.head_dim;
+  const size_t pool_floats =
+      static_cast<size_t>(options.num_kv_blocks) * kKvBlockSize * c.num_kv_heads * c.head_dim;
   const double pool_gib = 2.0 * c.num_layers * pool_floats * sizeof(float) / (1 << 30);
   if (pool_gib > 512.0) {
-    return absl::ResourceExhaustedError(absl::StrCat("CpuBackend: KV pool of ",
-                                                     options.num_kv_blocks, " blocks needs ",
-                                                     pool_gib, " GiB"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "CpuBackend: KV pool of ", options.num_kv_blocks, " blocks needs ", pool_gib, " GiB"));
   }
   return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(weights), options));
 }
@@ -140,20 +139,18 @@ absl::Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
     if (end <= begin) return error("sequence ", s, " has no new tokens");
     const int ctx = b.context_lens[s];
     if (ctx < end - begin) {
-      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin,
-                   " new tokens");
+      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin, " new tokens");
     }
     if (ctx > b.max_blocks_per_seq * kKvBlockSize) {
-      return error("sequence ", s, " has context_len ", ctx, " beyond its ",
-                   b.max_blocks_per_seq, " blocks");
+      return error("sequence ", s, " has context_len ", ctx, " beyond its ", b.max_blocks_per_seq,
+                   " blocks");
     }
     // New tokens continue the cached context: positions ctx - n .. ctx - 1.
     const int first = ctx - (end - begin);
     for (int t = begin; t < end; ++t) {
       if (b.positions[t] != first + (t - begin)) {
-        return error("sequence ", s, " token ", t, " has position ", b.positions[t],
-                     ", expected ", first + (t - begin),
-                     " (new tokens follow the cached context)");
+        return error("sequence ", s, " token ", t, " has position ", b.positions[t], ", expected ",
+                     first + (t - begin), " (new tokens follow the cached context)");
       }
     }
     const int blocks_needed = (ctx + kKvBlockSize - 1) / kKvBlockSize;
@@ -177,9 +174,9 @@ absl::Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
 absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
   if (batch.context_lens.size() + 1 != batch.seq_starts.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
-        batch.context_lens.size(), " sequences (context_lens)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
+                     batch.context_lens.size(), " sequences (context_lens)"));
   }
   if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
 
@@ -288,11 +285,10 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* 
 
     Linear(s.attn.data(), rows, q_dim, w.o_proj.data(),
            w.o_bias.empty() ? nullptr : w.o_bias.data(), hidden, s.proj.data());
-    AddRmsNorm(residual, s.proj.data(), w.post_attention_norm.data(), rows, hidden,
-               c.rms_norm_eps, s.normed.data(), pool);
+    AddRmsNorm(residual, s.proj.data(), w.post_attention_norm.data(), rows, hidden, c.rms_norm_eps,
+               s.normed.data(), pool);
     Linear(s.normed.data(), rows, hidden, w.gate_up.data(),
-           w.gate_up_bias.empty() ? nullptr : w.gate_up_bias.data(), 2 * inter,
-           s.gate_up.data());
+           w.gate_up_bias.empty() ? nullptr : w.gate_up_bias.data(), 2 * inter, s.gate_up.data());
     SiluMul(s.gate_up.data(), rows, inter, s.act.data(), pool);
     Linear(s.act.data(), rows, inter, w.down_proj.data(),
            w.down_bias.empty() ? nullptr : w.down_bias.data(), hidden, s.proj.data());
@@ -326,18 +322,17 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* 
 absl::Status CpuBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) {
   for (const auto& [src, dst] : src_dst) {
     if (src < 0 || src >= num_kv_blocks_ || dst < 0 || dst >= num_kv_blocks_) {
-      return absl::InvalidArgumentError(absl::StrCat("CopyBlocks: pair (", src, ", ", dst,
-                                                     ") outside the pool [0, ", num_kv_blocks_,
-                                                     ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CopyBlocks: pair (", src, ", ", dst, ") outside the pool [0, ", num_kv_blocks_, ")"));
     }
   }
   for (const auto& [src, dst] : src_dst) {
     if (src == dst) continue;
     for (size_t l = 0; l < k_pools_.size(); ++l) {
-      std::memcpy(k_pools_[l].data() + dst * block_stride_, k_pools_[l].data() + src * block_stride_,
-                  sizeof(float) * block_stride_);
-      std::memcpy(v_pools_[l].data() + dst * block_stride_, v_pools_[l].data() + src * block_stride_,
-                  sizeof(float) * block_stride_);
+      std::memcpy(k_pools_[l].data() + dst * block_stride_,
+                  k_pools_[l].data() + src * block_stride_, sizeof(float) * block_stride_);
+      std::memcpy(v_pools_[l].data() + dst * block_stride_,
+                  v_pools_[l].data() + src * block_stride_, sizeof(float) * block_stride_);
     }
   }
   return absl::OkStatus();

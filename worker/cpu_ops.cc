@@ -79,9 +79,9 @@ void ForRows(ThreadPool* pool, int rows, int64_t work_per_row, Fn&& fn) {
     fn(0, rows);
     return;
   }
-  const int64_t rows_per_chunk =
-      std::max<int64_t>(1, std::min<int64_t>((rows + pool->num_threads() - 1) / pool->num_threads(),
-                                             kMinWorkPerChunk / std::max<int64_t>(1, work_per_row) + 1));
+  const int64_t rows_per_chunk = std::max<int64_t>(
+      1, std::min<int64_t>((rows + pool->num_threads() - 1) / pool->num_threads(),
+                           kMinWorkPerChunk / std::max<int64_t>(1, work_per_row) + 1));
   const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
   pool->ParallelFor(chunks, [&](int64_t c) {
     const int begin = static_cast<int>(c * rows_per_chunk);
@@ -127,9 +127,8 @@ void ThreadPool::WorkerLoop() {
     int64_t n;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stop_ || generation_ != seen;
-      };
+      auto ready = [&]()
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || generation_ != seen; };
       mu_.Await(absl::Condition(&ready));
       if (stop_) return;
       seen = generation_;
@@ -277,8 +276,7 @@ void Linear(const float* x, int rows, int in, const float* w, const float* bias,
 
 void WriteKv(const float* k, const float* v, int64_t row_stride, int num_tokens,
              const int32_t* positions, const int32_t* token_seqs, const int32_t* block_tables,
-             int max_blocks_per_seq, int num_kv_heads, int head_dim, float* k_pool,
-             float* v_pool) {
+             int max_blocks_per_seq, int num_kv_heads, int head_dim, float* k_pool, float* v_pool) {
   const int64_t width = int64_t{num_kv_heads} * head_dim;
   for (int t = 0; t < num_tokens; ++t) {
     const int32_t pos = positions[t];
@@ -304,14 +302,13 @@ void AttentionTask(const PagedAttentionArgs& a, int row_begin, int row_end, int 
   for (int r = row_begin; r < row_end; ++r) {
     const int len = a.row_positions[r] + 1;
     scratch->resize(static_cast<size_t>(group) * (len + d));
-    float* scores = scratch->data();                       // [group, len]
-    float* acc = scratch->data() + int64_t{group} * len;   // [group, d]
+    float* scores = scratch->data();                      // [group, len]
+    float* acc = scratch->data() + int64_t{group} * len;  // [group, d]
     const float* q = a.q + r * a.q_row_stride + int64_t{kv_head} * group * d;
     for (int j = 0; j < len; ++j) {
-      const float* key = a.k_pool +
-                         (int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) *
-                             kv_row +
-                         int64_t{kv_head} * d;
+      const float* key =
+          a.k_pool + (int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) * kv_row +
+          int64_t{kv_head} * d;
       for (int g = 0; g < group; ++g) {
         scores[int64_t{g} * len + j] = Dot(q + int64_t{g} * d, key, d) * a.scale;
       }
@@ -330,10 +327,9 @@ void AttentionTask(const PagedAttentionArgs& a, int row_begin, int row_end, int 
     }
     std::fill(acc, acc + int64_t{group} * d, 0.0f);
     for (int j = 0; j < len; ++j) {
-      const float* value = a.v_pool +
-                           (int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) *
-                               kv_row +
-                           int64_t{kv_head} * d;
+      const float* value =
+          a.v_pool + (int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) * kv_row +
+          int64_t{kv_head} * d;
       for (int g = 0; g < group; ++g) {
         Axpy(scores[int64_t{g} * len + j], value, acc + int64_t{g} * d, d);
       }
@@ -353,7 +349,8 @@ void PagedAttention(const PagedAttentionArgs& args, ThreadPool* pool) {
   std::vector<std::pair<int, int>> runs;  // [begin, end) rows
   for (int r = 0; r < args.num_rows;) {
     int end = r + 1;
-    while (end < args.num_rows && end - r < kRowsPerTask && args.row_seqs[end] == args.row_seqs[r]) {
+    while (end < args.num_rows && end - r < kRowsPerTask &&
+           args.row_seqs[end] == args.row_seqs[r]) {
       ++end;
     }
     runs.emplace_back(r, end);

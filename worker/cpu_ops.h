@@ -61,8 +61,8 @@ void RmsNorm(const float* x,       // [rows, dim]
 
 // residual += x; out = RmsNorm(residual). The fused pre-norm step between
 // sub-layers.
-void AddRmsNorm(float* residual,     // [rows, dim]
-                const float* x,      // [rows, dim]
+void AddRmsNorm(float* residual,      // [rows, dim]
+                const float* x,       // [rows, dim]
                 const float* weight,  // [dim]
                 int rows, int dim, float eps,
                 float* out,  // [rows, dim]
@@ -90,7 +90,7 @@ void SiluMul(const float* gate_up,  // [rows, 2 * inter]
              ThreadPool* pool = nullptr);
 
 // y = x W^T (+ bias) with OpenBLAS sgemm; W in the Hugging Face Linear layout.
-void Linear(const float* x,     // [rows, in]
+void Linear(const float* x,  // [rows, in]
             int rows, int in,
             const float* w,     // [out, in]
             const float* bias,  // [out] or nullptr
@@ -102,7 +102,7 @@ void Linear(const float* x,     // [rows, in]
 // and attends to that sequence's keys 0..row_positions[r] (which must already
 // be in the pool). Query head h reads KV head h / (num_heads / num_kv_heads).
 struct PagedAttentionArgs {
-  const float* q = nullptr;      // [num_rows, num_heads, head_dim], rows q_row_stride apart
+  const float* q = nullptr;  // [num_rows, num_heads, head_dim], rows q_row_stride apart
   int64_t q_row_stride = 0;
   int num_rows = 0;
   const int32_t* row_positions = nullptr;  // [num_rows]
@@ -125,10 +125,9 @@ void PagedAttention(const PagedAttentionArgs& args, ThreadPool* pool = nullptr);
 void WriteKv(const float* k,  // [num_tokens, num_kv_heads, head_dim], rows row_stride apart
              const float* v,  // same
              int64_t row_stride, int num_tokens,
-             const int32_t* positions,  // [num_tokens]
+             const int32_t* positions,   // [num_tokens]
              const int32_t* token_seqs,  // [num_tokens]
-             const int32_t* block_tables, int max_blocks_per_seq, int num_kv_heads,
-             int head_dim,
+             const int32_t* block_tables, int max_blocks_per_seq, int num_kv_heads, int head_dim,
              float* k_pool,  // [num_blocks, kKvBlockSize, num_kv_heads, head_dim]
              float* v_pool);
 

@@ -93,8 +93,8 @@ absl::Status ReadTokenIds(const Json& obj, absl::string_view field, std::vector<
   auto add = [&](const Json& v) -> absl::Status {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
         v.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
-      return FieldError(field, absl::StrCat("must be a token id or a list of them, got ",
-                                            it->dump()));
+      return FieldError(field,
+                        absl::StrCat("must be a token id or a list of them, got ", it->dump()));
     }
     const int32_t id = static_cast<int32_t>(v.get<int64_t>());
     if (std::find(out->begin(), out->end(), id) == out->end()) out->push_back(id);
@@ -147,10 +147,10 @@ absl::Status ParseArchitecture(const Json& json, ModelConfig* config) {
       }
     }
   }
-  return absl::UnimplementedError(absl::StrCat(
-      "config.json: field 'architectures' names unsupported architecture '", arch,
-      "' (supported: Llama/Qwen2/Mistral ForCausalLM, ForSequenceClassification, "
-      "ForTokenClassification, ForProcessRewardModel)"));
+  return absl::UnimplementedError(
+      absl::StrCat("config.json: field 'architectures' names unsupported architecture '", arch,
+                   "' (supported: Llama/Qwen2/Mistral ForCausalLM, ForSequenceClassification, "
+                   "ForTokenClassification, ForProcessRewardModel)"));
 }
 
 // Reads RoPE settings from either dialect: `rope_parameters` (transformers 5)
@@ -213,9 +213,9 @@ absl::Status ParseRope(const Json& json, ModelConfig* config) {
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = field_status(
-            ReadFloat(*scaling, "high_freq_factor", true, &rope.high_freq_factor),
-            "high_freq_factor");
+    if (absl::Status s =
+            field_status(ReadFloat(*scaling, "high_freq_factor", true, &rope.high_freq_factor),
+                         "high_freq_factor");
         !s.ok()) {
       return s;
     }
@@ -263,8 +263,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
   }
   if (config.num_heads % config.num_kv_heads != 0) {
     return FieldError("num_key_value_heads",
-                      absl::StrCat("(", config.num_kv_heads,
-                                   ") must divide num_attention_heads (", config.num_heads, ")"));
+                      absl::StrCat("(", config.num_kv_heads, ") must divide num_attention_heads (",
+                                   config.num_heads, ")"));
   }
   if (IsNull(json, "head_dim")) {
     if (config.hidden_size % config.num_heads != 0) {
@@ -283,8 +283,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
   std::string act = "silu";
   if (absl::Status s = ReadString(json, "hidden_act", &act); !s.ok()) return s;
   if (act != "silu") {
-    return absl::UnimplementedError(absl::StrCat(
-        "config.json: field 'hidden_act' is '", act, "'; only 'silu' (SwiGLU) is supported"));
+    return absl::UnimplementedError(absl::StrCat("config.json: field 'hidden_act' is '", act,
+                                                 "'; only 'silu' (SwiGLU) is supported"));
   }
 
   for (absl::Status s : {
@@ -342,9 +342,9 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
     }
   }
   if (config.bos_token_id >= config.vocab_size) {
-    return FieldError("bos_token_id", absl::StrCat("id ", config.bos_token_id,
-                                                   " is outside the vocabulary (",
-                                                   config.vocab_size, ")"));
+    return FieldError("bos_token_id",
+                      absl::StrCat("id ", config.bos_token_id, " is outside the vocabulary (",
+                                   config.vocab_size, ")"));
   }
   return config;
 }

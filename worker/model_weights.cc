@@ -74,8 +74,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
   const int64_t q_dim = int64_t{config.num_heads} * config.head_dim;
   const int64_t kv_dim = int64_t{config.num_kv_heads} * config.head_dim;
 
-#define ARBOR_RETURN_IF_ERROR_(expr)      \
-  do {                                    \
+#define ARBOR_RETURN_IF_ERROR_(expr)                   \
+  do {                                                 \
     if (absl::Status s_ = (expr); !s_.ok()) return s_; \
   } while (0)
 
@@ -86,8 +86,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
     LayerWeights& layer = w->layers_[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
     ARBOR_RETURN_IF_ERROR_(loader.Load(p + "input_layernorm.weight", {hidden}, &layer.input_norm));
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "post_attention_layernorm.weight", {hidden},
-                                       &layer.post_attention_norm));
+    ARBOR_RETURN_IF_ERROR_(
+        loader.Load(p + "post_attention_layernorm.weight", {hidden}, &layer.post_attention_norm));
     layer.qkv.resize((q_dim + 2 * kv_dim) * hidden);
     ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.q_proj.weight", {q_dim, hidden}, &layer.qkv));
     ARBOR_RETURN_IF_ERROR_(
@@ -102,15 +102,18 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
       ARBOR_RETURN_IF_ERROR_(
           loader.Load(p + "self_attn.v_proj.bias", {kv_dim}, &layer.qkv_bias, q_dim + kv_dim));
     }
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.o_proj.weight", {hidden, q_dim}, &layer.o_proj));
+    ARBOR_RETURN_IF_ERROR_(
+        loader.Load(p + "self_attn.o_proj.weight", {hidden, q_dim}, &layer.o_proj));
     if (config.o_proj_bias) {
       ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.o_proj.bias", {hidden}, &layer.o_bias));
     }
     layer.gate_up.resize(2 * inter * hidden);
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &layer.gate_up));
+    ARBOR_RETURN_IF_ERROR_(
+        loader.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &layer.gate_up));
     ARBOR_RETURN_IF_ERROR_(
         loader.Load(p + "mlp.up_proj.weight", {inter, hidden}, &layer.gate_up, inter * hidden));
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "mlp.down_proj.weight", {hidden, inter}, &layer.down_proj));
+    ARBOR_RETURN_IF_ERROR_(
+        loader.Load(p + "mlp.down_proj.weight", {hidden, inter}, &layer.down_proj));
     if (config.mlp_bias) {
       layer.gate_up_bias.resize(2 * inter);
       ARBOR_RETURN_IF_ERROR_(loader.Load(p + "mlp.gate_proj.bias", {inter}, &layer.gate_up_bias));
@@ -177,8 +180,8 @@ size_t ModelWeights::num_bytes() const {
              score_head_.b1.size() + score_head_.w2.size() + score_head_.b2.size();
   for (const LayerWeights& l : layers_) {
     n += l.input_norm.size() + l.qkv.size() + l.qkv_bias.size() + l.o_proj.size() +
-         l.o_bias.size() + l.post_attention_norm.size() + l.gate_up.size() +
-         l.gate_up_bias.size() + l.down_proj.size() + l.down_bias.size();
+         l.o_bias.size() + l.post_attention_norm.size() + l.gate_up.size() + l.gate_up_bias.size() +
+         l.down_proj.size() + l.down_bias.size();
   }
   return n * sizeof(float);
 }

@@ -24,16 +24,16 @@
 namespace arbor::worker {
 
 struct LayerWeights {
-  std::vector<float> input_norm;   // [hidden]
-  std::vector<float> qkv;          // [(num_heads + 2 * num_kv_heads) * head_dim, hidden]: q, k, v rows
-  std::vector<float> qkv_bias;     // [(num_heads + 2 * num_kv_heads) * head_dim] or empty
-  std::vector<float> o_proj;       // [hidden, num_heads * head_dim]
-  std::vector<float> o_bias;       // [hidden] or empty
+  std::vector<float> input_norm;  // [hidden]
+  std::vector<float> qkv;       // [(num_heads + 2 * num_kv_heads) * head_dim, hidden]: q, k, v rows
+  std::vector<float> qkv_bias;  // [(num_heads + 2 * num_kv_heads) * head_dim] or empty
+  std::vector<float> o_proj;    // [hidden, num_heads * head_dim]
+  std::vector<float> o_bias;    // [hidden] or empty
   std::vector<float> post_attention_norm;  // [hidden]
-  std::vector<float> gate_up;      // [2 * intermediate, hidden]: gate rows, then up rows
-  std::vector<float> gate_up_bias;  // [2 * intermediate] or empty
-  std::vector<float> down_proj;    // [hidden, intermediate]
-  std::vector<float> down_bias;    // [hidden] or empty
+  std::vector<float> gate_up;              // [2 * intermediate, hidden]: gate rows, then up rows
+  std::vector<float> gate_up_bias;         // [2 * intermediate] or empty
+  std::vector<float> down_proj;            // [hidden, intermediate]
+  std::vector<float> down_bias;            // [hidden] or empty
 };
 
 struct ScoreHead {

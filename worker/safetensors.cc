@@ -30,19 +30,18 @@ struct DTypeEntry {
   size_t size;
 };
 constexpr DTypeEntry kDTypes[] = {
-    {"F64", SafetensorsDType::kF64, 8},   {"F32", SafetensorsDType::kF32, 4},
-    {"F16", SafetensorsDType::kF16, 2},   {"BF16", SafetensorsDType::kBF16, 2},
-    {"I64", SafetensorsDType::kI64, 8},   {"I32", SafetensorsDType::kI32, 4},
-    {"I16", SafetensorsDType::kI16, 2},   {"I8", SafetensorsDType::kI8, 1},
-    {"U8", SafetensorsDType::kU8, 1},     {"BOOL", SafetensorsDType::kBool, 1},
+    {"F64", SafetensorsDType::kF64, 8}, {"F32", SafetensorsDType::kF32, 4},
+    {"F16", SafetensorsDType::kF16, 2}, {"BF16", SafetensorsDType::kBF16, 2},
+    {"I64", SafetensorsDType::kI64, 8}, {"I32", SafetensorsDType::kI32, 4},
+    {"I16", SafetensorsDType::kI16, 2}, {"I8", SafetensorsDType::kI8, 1},
+    {"U8", SafetensorsDType::kU8, 1},   {"BOOL", SafetensorsDType::kBool, 1},
 };
 
 absl::Status FileError(absl::string_view path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path, ": ", what));
 }
 
-absl::Status TensorError(absl::string_view path, absl::string_view tensor,
-                         absl::string_view what) {
+absl::Status TensorError(absl::string_view path, absl::string_view tensor, absl::string_view what) {
   return absl::InvalidArgumentError(
       absl::StrCat("safetensors file ", path, ": tensor '", tensor, "' ", what));
 }
@@ -202,10 +201,9 @@ absl::Status ConvertToFloat32(const TensorView& tensor, absl::Span<float> out) {
       }
       return absl::OkStatus();
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("safetensors file ", tensor.file, ": tensor '", tensor.name, "' has dtype ",
-                       SafetensorsDTypeName(tensor.dtype),
-                       "; only F32, F16 and BF16 tensors can be loaded"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "safetensors file ", tensor.file, ": tensor '", tensor.name, "' has dtype ",
+          SafetensorsDTypeName(tensor.dtype), "; only F32, F16 and BF16 tensors can be loaded"));
   }
 }
 
@@ -224,8 +222,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8) {
     ::close(fd);
-    return FileError(path, absl::StrCat("is ", file_size,
-                                        " bytes, shorter than the 8-byte header length: truncated"));
+    return FileError(
+        path,
+        absl::StrCat("is ", file_size, " bytes, shorter than the 8-byte header length: truncated"));
   }
   void* mapping = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int mmap_errno = errno;
@@ -282,10 +281,10 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     const uint64_t prev_end = by_offset[i - 1].first + prev.num_bytes;
     if (by_offset[i].first < prev_end) {
       const TensorView& cur = file->tensors_[by_offset[i].second];
-      return TensorError(path, cur.name,
-                         absl::StrCat("overlaps tensor '", prev.name, "' (starts at byte ",
-                                      by_offset[i].first, ", '", prev.name, "' ends at ", prev_end,
-                                      ")"));
+      return TensorError(
+          path, cur.name,
+          absl::StrCat("overlaps tensor '", prev.name, "' (starts at byte ", by_offset[i].first,
+                       ", '", prev.name, "' ends at ", prev_end, ")"));
     }
   }
   return file;
@@ -334,8 +333,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     std::vector<std::string> shard_names;
     for (auto it = map_it->begin(); it != map_it->end(); ++it) {
       if (!it->is_string()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": weight_map entry for '", it.key(), "' is not a file name"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(index_path, ": weight_map entry for '", it.key(), "' is not a file name"));
       }
       const std::string shard = it->get<std::string>();
       if (shard.empty() || shard.find('/') != std::string::npos || shard == "..") {
@@ -369,8 +368,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsCheckpoint>> SafetensorsCheckpoint::Op
     if (absl::Status s = add_file(*std::move(file)); !s.ok()) return s;
     return checkpoint;
   }
-  return absl::NotFoundError(absl::StrCat("no model.safetensors or model.safetensors.index.json in ",
-                                          model_dir));
+  return absl::NotFoundError(
+      absl::StrCat("no model.safetensors or model.safetensors.index.json in ", model_dir));
 }
 
 const TensorView* SafetensorsCheckpoint::Find(absl::string_view name) const {

@@ -24,10 +24,10 @@
 namespace arbor::worker {
 namespace {
 
-using ::testing::HasSubstr;
 using test_util::TempDir;
 using test_util::TinyModelSpec;
 using test_util::WriteTinyModel;
+using ::testing::HasSubstr;
 
 std::string SourceDir() {
   const char* dir = std::getenv("ARBOR_SOURCE_DIR");
@@ -94,7 +94,8 @@ class ReferenceModel {
           double mx = -1e300, sum = 0;
           for (int j = 0; j <= t; ++j) {
             double dot = 0;
-            for (int e = 0; e < d; ++e) dot += q[t * q_dim + head * d + e] * k[j * kv_dim + kh * d + e];
+            for (int e = 0; e < d; ++e)
+              dot += q[t * q_dim + head * d + e] * k[j * kv_dim + kh * d + e];
             w[j] = dot / std::sqrt(double(d));
             mx = std::max(mx, w[j]);
           }
@@ -117,8 +118,7 @@ class ReferenceModel {
     }
     x = Norm(x, n, T("model.norm.weight"));
     if (!c.is_value_head()) {
-      const std::string head =
-          tensors_.count("lm_head.weight") ? "lm_head" : "model.embed_tokens";
+      const std::string head = tensors_.count("lm_head.weight") ? "lm_head" : "model.embed_tokens";
       return Lin(x, n, h, head, c.vocab_size);
     }
     if (tensors_.count("score.weight")) return Lin(x, n, h, "score", c.num_labels);
@@ -135,7 +135,8 @@ class ReferenceModel {
     ARBOR_CHECK_MSG(it != tensors_.end(), name.c_str());
     return it->second;
   }
-  std::vector<double> Norm(const std::vector<double>& x, int n, const std::vector<double>& w) const {
+  std::vector<double> Norm(const std::vector<double>& x, int n,
+                           const std::vector<double>& w) const {
     const int h = config_.hidden_size;
     std::vector<double> out(x.size());
     for (int t = 0; t < n; ++t) {
@@ -264,8 +265,7 @@ int ArgMax(const float* row, int n) {  // first maximum, like torch.argmax
   return static_cast<int>(std::max_element(row, row + n) - row);
 }
 
-std::unique_ptr<CpuBackend> MakeBackend(const std::string& dir, int blocks = 128,
-                                        int threads = 2) {
+std::unique_ptr<CpuBackend> MakeBackend(const std::string& dir, int blocks = 128, int threads = 2) {
   CpuBackendOptions options;
   options.num_kv_blocks = blocks;
   options.num_threads = threads;
@@ -372,9 +372,9 @@ TEST(CpuBackendTest, MixedBatchMatchesReference) {
   // b and c get some context first.
   Step(backend.get(), &alloc, {{&sb, Slice(b, 0, 30), {}}, {&sc, Slice(c, 0, 17), {}}});
   // Now: a fresh prefill, b one decode token, c a 10-token chunk.
-  std::vector<float> out = Step(backend.get(), &alloc,
-                                {{&sa, a, {19, 3}}, {&sb, Slice(b, 30, 31), {0}},
-                                 {&sc, Slice(c, 17, 27), {9, 0, 5}}});
+  std::vector<float> out =
+      Step(backend.get(), &alloc,
+           {{&sa, a, {19, 3}}, {&sb, Slice(b, 30, 31), {0}}, {&sc, Slice(c, 17, 27), {9, 0, 5}}});
   const std::vector<double> ra = ref.Forward(a), rb = ref.Forward(b), rc = ref.Forward(c);
   std::vector<double> expected;
   for (auto [m, row] : std::vector<std::pair<const std::vector<double>*, int>>{
@@ -499,8 +499,9 @@ TEST_P(GoldenTest, ChunkedPrefillAndSharedPrefixMatchOnePass) {
   std::vector<int32_t> other_suffix = {ids[prefix + 2], ids[prefix + 1], ids[prefix]};
   // Both branches in one batch: the trunk continues the prompt, the branch a
   // different suffix; both read the shared blocks.
-  std::vector<float> out = Step(backend.get(), &alloc,
-                                {{&trunk, Slice(ids, prefix, n), {-1}}, {&branch, other_suffix, {-1}}});
+  std::vector<float> out =
+      Step(backend.get(), &alloc,
+           {{&trunk, Slice(ids, prefix, n), {-1}}, {&branch, other_suffix, {-1}}});
   std::vector<float> trunk_rows = Rows(out, vocab, 0, n - prefix);
   EXPECT_LT(RelError(trunk_rows, Rows(one_pass, vocab, prefix, n)), 1e-5);
   // The branch equals a from-scratch run of prefix + its suffix.
@@ -574,12 +575,28 @@ TEST(CpuBackendTest, RejectsMalformedBatches) {
       {"token", [](ForwardBatch* b) { b->tokens[1] = 97; }, "outside the vocabulary"},
       {"negative token", [](ForwardBatch* b) { b->tokens[0] = -1; }, "token 0"},
       {"positions size", [](ForwardBatch* b) { b->positions.pop_back(); }, "positions"},
-      {"seq_starts", [](ForwardBatch* b) { b->seq_starts = {0, 2}; }, "seq_starts"},
-      {"seq_starts size", [](ForwardBatch* b) { b->seq_starts = {0, 1, 3}; }, "seq_starts"},
-      {"gap", [](ForwardBatch* b) { b->positions = {0, 2, 3}; }, "position 2, expected 1"},
+      {"seq_starts",
+       [](ForwardBatch* b) {
+         b->seq_starts = {0, 2};
+       },
+       "seq_starts"},
+      {"seq_starts size",
+       [](ForwardBatch* b) {
+         b->seq_starts = {0, 1, 3};
+       },
+       "seq_starts"},
+      {"gap",
+       [](ForwardBatch* b) {
+         b->positions = {0, 2, 3};
+       },
+       "position 2, expected 1"},
       {"context", [](ForwardBatch* b) { b->context_lens = {2}; }, "context_len 2"},
       {"too long", [](ForwardBatch* b) { b->context_lens = {40}; }, "beyond its 2 blocks"},
-      {"block", [](ForwardBatch* b) { b->block_tables = {4, -1}; }, "outside the pool"},
+      {"block",
+       [](ForwardBatch* b) {
+         b->block_tables = {4, -1};
+       },
+       "outside the pool"},
       {"missing block",
        [](ForwardBatch* b) {
          b->positions = {16, 17, 18};

@@ -64,9 +64,8 @@ TEST(CpuOpsTest, RmsNormMatchesNaive) {
       }
       for (int i = 0; i < dim; ++i) {
         ref[r * dim + i] = x[r * dim + i] / std::sqrt(ss / dim + eps) * w[i];
-        ref_fused[r * dim + i] =
-            (double{x[r * dim + i]} + residual[r * dim + i]) / std::sqrt(ss_fused / dim + eps) *
-            w[i];
+        ref_fused[r * dim + i] = (double{x[r * dim + i]} + residual[r * dim + i]) /
+                                 std::sqrt(ss_fused / dim + eps) * w[i];
       }
     }
     std::vector<float> out(rows * dim);
@@ -198,8 +197,8 @@ TEST(CpuOpsTest, PagedAttentionMatchesDenseReference) {
   const int num_heads = 6, num_kv_heads = 2, head_dim = 20, num_blocks = 40;
   const int group = num_heads / num_kv_heads;
   // (context length, new tokens) per sequence: decode, prefill, chunk, block edges.
-  const std::vector<std::pair<int, int>> seqs = {{1, 1}, {37, 1}, {33, 33}, {50, 18}, {16, 16},
-                                                 {17, 1}, {64, 5}};
+  const std::vector<std::pair<int, int>> seqs = {{1, 1},   {37, 1}, {33, 33}, {50, 18},
+                                                 {16, 16}, {17, 1}, {64, 5}};
   std::mt19937 rng(9);
   std::vector<int32_t> block_ids(num_blocks);
   std::iota(block_ids.begin(), block_ids.end(), 0);
@@ -232,15 +231,16 @@ TEST(CpuOpsTest, PagedAttentionMatchesDenseReference) {
     for (int h = 0; h < num_heads; ++h) {
       const int kh = h / group;
       auto kv_at = [&](const std::vector<float>& pool, int j, int d) {
-        return double{pool[(int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) *
-                               kv_width +
-                           kh * head_dim + d]};
+        return double{
+            pool[(int64_t{table[j / kKvBlockSize]} * kKvBlockSize + j % kKvBlockSize) * kv_width +
+                 kh * head_dim + d]};
       };
       std::vector<double> scores(len);
       double max_score = -1e300;
       for (int j = 0; j < len; ++j) {
         double dot = 0;
-        for (int d = 0; d < head_dim; ++d) dot += q[r * q_stride + h * head_dim + d] * kv_at(k_pool, j, d);
+        for (int d = 0; d < head_dim; ++d)
+          dot += q[r * q_stride + h * head_dim + d] * kv_at(k_pool, j, d);
         scores[j] = dot * scale;
         max_score = std::max(max_score, scores[j]);
       }
@@ -287,8 +287,8 @@ TEST(CpuOpsTest, WriteKvPlacesRowsInTheirSlots) {
   const int64_t stride = 3 * width;  // k and v inside wider rows
   std::vector<float> rows = Random(positions.size() * stride, 13);
   std::vector<float> k_pool(num_blocks * kKvBlockSize * width, 0.0f), v_pool = k_pool;
-  WriteKv(rows.data(), rows.data() + width, stride, 4, positions.data(), seqs.data(),
-          tables.data(), max_blocks, num_kv_heads, head_dim, k_pool.data(), v_pool.data());
+  WriteKv(rows.data(), rows.data() + width, stride, 4, positions.data(), seqs.data(), tables.data(),
+          max_blocks, num_kv_heads, head_dim, k_pool.data(), v_pool.data());
   auto slot = [&](int block, int s) { return (int64_t{block} * kKvBlockSize + s) * width; };
   const int64_t expected_slots[] = {slot(5, 15), slot(2, 0), slot(2, 1), slot(4, 1)};
   for (int t = 0; t < 4; ++t) {

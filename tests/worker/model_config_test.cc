@@ -189,16 +189,19 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
       {R"({"architectures": ["LlamaForCausalLM"], "rope_theta": "big", )" + base + "}",
        "'rope_theta'"},
       {R"({"architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "yarn",
-           "factor": 4.0}, )" + base + "}",
+           "factor": 4.0}, )" +
+           base + "}",
        "rope_scaling.rope_type"},
       {R"({"architectures": ["LlamaForCausalLM"], "rope_scaling": {"rope_type": "llama3"}, )" +
            base + "}",
        "'rope_scaling.factor' is missing"},
       {R"({"architectures": ["LlamaForCausalLM"], "rope_parameters": {"rope_type": "llama3",
-           "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1}, )" + base + "}",
+           "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1}, )" +
+           base + "}",
        "rope_parameters.high_freq_factor"},
       {R"({"architectures": ["LlamaForCausalLM"], "rope_parameters": {"rope_type": "dynamic",
-           "factor": 2}, )" + base + "}",
+           "factor": 2}, )" +
+           base + "}",
        "rope_parameters.rope_type"},
       {R"({"architectures": ["LlamaForCausalLM"], "eos_token_id": [1, "x"], )" + base + "}",
        "'eos_token_id'"},
@@ -217,8 +220,7 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
 }
 
 TEST(ModelConfigTest, LoadsGoldenFixtureAndGenerationConfig) {
-  absl::StatusOr<ModelConfig> llama =
-      LoadModelConfig(SourceDir() + "/tests/fixtures/golden/llama");
+  absl::StatusOr<ModelConfig> llama = LoadModelConfig(SourceDir() + "/tests/fixtures/golden/llama");
   ASSERT_TRUE(llama.ok()) << llama.status();
   EXPECT_EQ(llama->architecture, "LlamaForCausalLM");
   EXPECT_EQ(llama->num_layers, 3);
@@ -238,7 +240,7 @@ TEST(ModelConfigTest, MergesGenerationConfigEosIds) {
   test_util::TempDir dir;
   test_util::WriteFile(dir.file("config.json"), kLlama31Hub);
   test_util::WriteFile(dir.file("generation_config.json"),
-                     R"({"bos_token_id": 128000, "eos_token_id": [128001, 128009, 7]})");
+                       R"({"bos_token_id": 128000, "eos_token_id": [128001, 128009, 7]})");
   absl::StatusOr<ModelConfig> c = LoadModelConfig(dir.path());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_THAT(c->eos_token_ids, ElementsAre(128001, 128008, 128009, 7));

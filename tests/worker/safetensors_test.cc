@@ -13,13 +13,13 @@
 namespace arbor::worker {
 namespace {
 
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
 using test_util::MakeTensor;
 using test_util::RawTensor;
 using test_util::SafetensorsBytes;
 using test_util::TempDir;
 using test_util::WriteFile;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 std::string SourceDir() {
   const char* dir = std::getenv("ARBOR_SOURCE_DIR");
@@ -53,7 +53,7 @@ TEST(SafetensorsTest, ScalarConversions) {
   EXPECT_EQ(Fp16ToFloat(0x3c00), 1.0f);
   EXPECT_EQ(Fp16ToFloat(0xc000), -2.0f);
   EXPECT_EQ(Fp16ToFloat(0x3555), 0.333251953125f);
-  EXPECT_EQ(Fp16ToFloat(0x7bff), 65504.0f);            // largest normal
+  EXPECT_EQ(Fp16ToFloat(0x7bff), 65504.0f);               // largest normal
   EXPECT_EQ(Fp16ToFloat(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
   EXPECT_EQ(Fp16ToFloat(0x83ff), -std::ldexp(1023.0f, -24));
   EXPECT_TRUE(std::isinf(Fp16ToFloat(0xfc00)) && Fp16ToFloat(0xfc00) < 0);
@@ -114,15 +114,14 @@ struct BadFileCase {
 };
 
 TEST(SafetensorsTest, MalformedFilesAreClearErrors) {
-  const std::string good = SafetensorsBytes({MakeTensor("w", {2, 2}, {1, 2, 3, 4}),
-                                             MakeTensor("b", {2}, {5, 6})});
+  const std::string good =
+      SafetensorsBytes({MakeTensor("w", {2, 2}, {1, 2, 3, 4}), MakeTensor("b", {2}, {5, 6})});
   const std::vector<BadFileCase> cases = {
       {"empty", "", {"shorter than the 8-byte header", "truncated"}},
       {"tiny", "abc", {"shorter than the 8-byte header"}},
       {"truncated_data", good.substr(0, good.size() - 3), {"tensor 'b'", "truncated"}},
       {"truncated_header", good.substr(0, 20), {"header length", "truncated"}},
-      {"huge_header_len", std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + "{}",
-       {"100 MB"}},
+      {"huge_header_len", std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8) + "{}", {"100 MB"}},
       {"not_json", FileWithHeader("{not json}", ""), {"not a JSON object"}},
       {"bad_dtype",
        FileWithHeader(R"({"w":{"dtype":"F13","shape":[1],"data_offsets":[0,4]}})",
@@ -140,7 +139,8 @@ TEST(SafetensorsTest, MalformedFilesAreClearErrors) {
        FileWithHeader(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[4,0]}})",
                       std::string(4, '\0')),
        {"tensor 'w'", "begin > end"}},
-      {"no_offsets", FileWithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", std::string(4, '\0')),
+      {"no_offsets",
+       FileWithHeader(R"({"w":{"dtype":"F32","shape":[1]}})", std::string(4, '\0')),
        {"tensor 'w'", "data_offsets"}},
       {"overlap",
        FileWithHeader(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
@@ -209,8 +209,7 @@ TEST(SafetensorsTest, ShardedCheckpoint) {
   EXPECT_THAT(ckpt.status().message(), HasSubstr("model-00003-of-00003.safetensors"));
 
   // A shard escaping the directory.
-  WriteFile(dir.file("model.safetensors.index.json"),
-            R"({"weight_map": {"x": "../etc/passwd"}})");
+  WriteFile(dir.file("model.safetensors.index.json"), R"({"weight_map": {"x": "../etc/passwd"}})");
   ckpt = SafetensorsCheckpoint::Open(dir.path());
   ASSERT_FALSE(ckpt.ok());
   EXPECT_THAT(ckpt.status().message(), HasSubstr("'x'"));

@@ -103,10 +103,10 @@ struct TinyModelSpec {
   int num_layers = 2;
   int num_heads = 4;
   int num_kv_heads = 2;
-  bool qkv_bias = false;      // Qwen2 always has it
+  bool qkv_bias = false;  // Qwen2 always has it
   bool tie_embeddings = false;
   bool llama3_rope = false;
-  int num_labels = 0;         // value head: > 0
+  int num_labels = 0;           // value head: > 0
   bool mlp_score_head = false;  // Qwen2.5-Math-PRM style score.0 / score.2
   std::string dtype = "F32";
   uint32_t seed = 1;
