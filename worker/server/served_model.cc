@@ -1,5 +1,6 @@
 #include "worker/server/served_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <utility>
 
@@ -7,6 +8,7 @@
 #include "common/log.h"
 #include "worker/backend.h"
 #include "worker/cpu_backend.h"
+#include "worker/cuda_backend.h"
 
 namespace arbor::worker::server {
 
@@ -70,8 +72,27 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
     if (!created.ok()) return created.status();
     backend = *std::move(created);
   } else if (options.backend == "cuda") {
-    return absl::UnimplementedError(
-        "--backend=cuda: this build has no CUDA backend for the engine yet; use --backend=cpu");
+    if (options.kv_memory_fraction < 0 || options.kv_memory_fraction > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv_memory_fraction must be in (0, 1] (0: use --kv_cache_tokens), got ",
+          options.kv_memory_fraction));
+    }
+    CudaBackendOptions cuda;
+    if (options.kv_memory_fraction > 0) {
+      cuda.num_kv_blocks = 0;
+      cuda.kv_memory_fraction = options.kv_memory_fraction;
+    } else {
+      cuda.num_kv_blocks = blocks;
+    }
+    // The engine never sends more than its own step budget; scratch is sized for it.
+    cuda.max_batch_tokens = std::max(options.engine.max_batch_tokens, 1);
+    auto created = CudaBackend::Create(options.model_dir, cuda);
+    if (!created.ok()) {
+      // No GPU, no CUDA in this build, or too little memory: say which flag led here.
+      return absl::Status(created.status().code(),
+                          absl::StrCat("--backend=cuda: ", created.status().message()));
+    }
+    backend = *std::move(created);
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--backend: unknown backend \"", options.backend, "\" (want cpu or cuda)"));

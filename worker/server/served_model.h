@@ -31,6 +31,10 @@ struct ServedModelOptions {
   // KV cache size: blocks wins when > 0, else tokens (rounded up to blocks).
   int64_t kv_cache_tokens = 16384;
   int kv_cache_blocks = 0;
+  // cuda only: when > 0, the KV pool takes this fraction of the GPU memory left
+  // free after the weights (as vLLM's --gpu-memory-utilization), in (0, 1];
+  // the token/block sizes above are then ignored.
+  double kv_memory_fraction = 0;
   // Without tokenizer.json the engine serves token ids only (no text, no delimiters).
   bool require_tokenizer = true;
   // Scheduler options (step_observer included).
