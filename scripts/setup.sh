@@ -29,6 +29,10 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Cache hits across clones (CI builds a fresh clone in another folder):
+# hash paths relative to the source tree, not the working directory.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
+
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f "$BUILD_DIR/CMakeCache.txt" ]]; then
