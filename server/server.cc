@@ -16,9 +16,9 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
-#include "prometheus/exposer.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/metrics_endpoint.h"
 #include "server/status_util.h"
 
 namespace arbor::server {
@@ -134,17 +134,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->registry_ = registry ? std::move(registry) : std::make_shared<prometheus::Registry>();
 
   if (options.metrics_port >= 0) {
-    const std::string bind = JoinHostPort(options.metrics_host, options.metrics_port);
-    try {
-      server->exposer_ = std::make_unique<prometheus::Exposer>(bind);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve /metrics on ", bind, ": ", e.what()));
-    }
-    server->exposer_->RegisterCollectable(server->registry_);
-    const std::vector<int> ports = server->exposer_->GetListeningPorts();
-    if (ports.empty()) return absl::UnavailableError(absl::StrCat("/metrics did not bind ", bind));
-    server->metrics_port_ = ports.front();
+    absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+        MetricsEndpoint::Start(options.metrics_host, options.metrics_port, server->registry_);
+    if (!metrics.ok()) return metrics.status();
+    server->metrics_ = *std::move(metrics);
+    server->metrics_port_ = server->metrics_->port();
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -178,6 +172,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
 }
 
 Server::~Server() {
+  if (server_ == nullptr) return;  // Start failed before the gRPC server was built
   Drain(absl::ZeroDuration());
   server_->Wait();
 }

@@ -29,11 +29,12 @@ class Service;
 }  // namespace grpc
 
 namespace prometheus {
-class Exposer;
 class Registry;
 }  // namespace prometheus
 
 namespace arbor::server {
+
+class MetricsEndpoint;
 
 struct ServerOptions {
   // Role name for logs ("coordinator", "worker", ...).
@@ -94,7 +95,7 @@ class Server {
 
   ServerOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   int metrics_port_ = -1;

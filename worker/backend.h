@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "worker/model_config.h"
+#include "worker/sampler.h"
 
 namespace arbor::worker {
 
@@ -45,6 +46,21 @@ struct ForwardBatch {
   int num_tokens() const { return static_cast<int>(tokens.size()); }
 };
 
+// How to draw the token of one output row (see worker/sampler.h): the
+// parameters and the counter-based RNG's key.
+struct RowSampling {
+  SamplingParams params;
+  uint64_t seed = 0;
+  uint64_t stream = 0;    // branch / sample index
+  uint64_t position = 0;  // the drawn token's position
+};
+
+// INVALID_ARGUMENT unless there is one valid RowSampling per output row of a
+// language model (not a value head), naming the row at fault. Stateless:
+// safe to call from any thread.
+absl::Status ValidateRowSampling(const ModelConfig& config, int num_output_rows,
+                                 absl::Span<const RowSampling> sampling);
+
 class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
@@ -62,6 +78,17 @@ class ModelBackend {
   // fp32 rows (logits or head outputs) to `out` (resized). Errors: a malformed
   // batch (INVALID_ARGUMENT) or a device failure (INTERNAL).
   virtual absl::Status Forward(const ForwardBatch& batch, std::vector<float>* out) = 0;
+
+  // Runs the model on `batch` and draws one token per output row, with
+  // sampling[i] for batch.output_rows[i]; `out` is resized to match. A draw
+  // is the one Sampler::Sample makes from the row's logits (token exact,
+  // logprob to float rounding), wherever it runs: the CUDA backend samples
+  // on the device so that only tokens and logprobs leave the GPU; the default
+  // runs Forward and the host Sampler. Errors: as Forward, plus
+  // INVALID_ARGUMENT from ValidateRowSampling.
+  virtual absl::Status ForwardSample(const ForwardBatch& batch,
+                                     absl::Span<const RowSampling> sampling,
+                                     std::vector<SampledToken>* out);
 
   // Copies the K/V contents of block `first` into block `second` in every
   // layer: the copy-on-write of a shared partial block when branches fork.

@@ -44,10 +44,19 @@ int CudaBackend::output_dim() const { return 0; }
 absl::Status CudaBackend::ValidateBatch(const ForwardBatch&) const {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
-absl::Status CudaBackend::ForwardPass(const ForwardBatch&, std::vector<float>*) {
+absl::Status CudaBackend::Run(const ForwardBatch&, absl::Span<const RowSampling>,
+                              std::vector<float>*, std::vector<SampledToken>*) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+absl::Status CudaBackend::ForwardPass(const ForwardBatch&, absl::Span<const RowSampling>,
+                                      std::vector<float>*, std::vector<SampledToken>*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::Forward(const ForwardBatch&, std::vector<float>*) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+absl::Status CudaBackend::ForwardSample(const ForwardBatch&, absl::Span<const RowSampling>,
+                                        std::vector<SampledToken>*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>>) {
@@ -149,8 +158,8 @@ struct CudaBackend::Device {
   size_t pool_elems = 0;   // num_blocks * block_elems
   // Scratch for max_batch_tokens tokens.
   DeviceBuffer residual, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
-  DeviceBuffer meta, decode_workspace, pairs;
-  std::vector<int32_t> host_meta;
+  DeviceBuffer meta, decode_workspace, pairs, sampled;
+  std::vector<int32_t> host_meta, host_sampled;
   std::vector<Bf16> host_rows;
 
   ~Device() {
@@ -410,6 +419,20 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
 
 absl::Status CudaBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
+  return Run(batch, {}, out, nullptr);
+}
+
+absl::Status CudaBackend::ForwardSample(const ForwardBatch& batch,
+                                        absl::Span<const RowSampling> sampling,
+                                        std::vector<SampledToken>* out) {
+  if (out == nullptr) return absl::InvalidArgumentError("ForwardSample: out is null");
+  ARBOR_RETURN_IF_ERROR(
+      ValidateRowSampling(config(), static_cast<int>(batch.output_rows.size()), sampling));
+  return Run(batch, sampling, nullptr, out);
+}
+
+absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
+                              std::vector<float>* logits, std::vector<SampledToken>* sampled) {
   if (batch.context_lens.size() + 1 != batch.seq_starts.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
@@ -417,11 +440,14 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, std::vector<float>*
   }
   ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
-  if (batch.num_tokens() <= device_->max_batch_tokens) return ForwardPass(batch, out);
+  if (batch.num_tokens() <= device_->max_batch_tokens) {
+    return ForwardPass(batch, sampling, logits, sampled);
+  }
 
   // Several passes, each over whole sequences.
   const int dim = output_dim();
-  out->assign(batch.output_rows.size() * dim, 0.0f);
+  if (logits != nullptr) logits->assign(batch.output_rows.size() * dim, 0.0f);
+  if (sampled != nullptr) sampled->assign(batch.output_rows.size(), SampledToken());
   int s0 = 0;
   while (s0 < batch.num_seqs()) {
     int s1 = s0 + 1;
@@ -440,23 +466,35 @@ absl::Status CudaBackend::Forward(const ForwardBatch& batch, std::vector<float>*
         batch.block_tables.begin() + static_cast<size_t>(s0) * batch.max_blocks_per_seq,
         batch.block_tables.begin() + static_cast<size_t>(s1) * batch.max_blocks_per_seq);
     std::vector<size_t> where;  // output index of each of part's output rows
+    std::vector<RowSampling> part_sampling;
     for (size_t i = 0; i < batch.output_rows.size(); ++i) {
       if (batch.output_rows[i] >= t0 && batch.output_rows[i] < t1) {
         part.output_rows.push_back(batch.output_rows[i] - t0);
         where.push_back(i);
+        if (sampled != nullptr) part_sampling.push_back(sampling[i]);
       }
     }
-    std::vector<float> part_out;
-    ARBOR_RETURN_IF_ERROR(ForwardPass(part, &part_out));
+    std::vector<float> part_logits;
+    std::vector<SampledToken> part_sampled;
+    ARBOR_RETURN_IF_ERROR(ForwardPass(part, part_sampling,
+                                      logits != nullptr ? &part_logits : nullptr,
+                                      sampled != nullptr ? &part_sampled : nullptr));
     for (size_t r = 0; r < where.size(); ++r) {
-      std::copy_n(part_out.begin() + r * dim, dim, out->begin() + where[r] * dim);
+      if (logits != nullptr) {
+        std::copy_n(part_logits.begin() + r * dim, dim, logits->begin() + where[r] * dim);
+      } else {
+        (*sampled)[where[r]] = part_sampled[r];
+      }
     }
     s0 = s1;
   }
   return absl::OkStatus();
 }
 
-absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<float>* out) {
+absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
+                                      absl::Span<const RowSampling> sampling,
+                                      std::vector<float>* logits,
+                                      std::vector<SampledToken>* sampled) {
   const ModelConfig& c = weights_->config();
   Device& d = *device_;
   cudaStream_t stream = d.stream;
@@ -498,6 +536,25 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
                o_tables = append(batch.block_tables), o_out = append(batch.output_rows);
   const size_t o_gstarts = append(cascade.group_starts), o_gtables = append(cascade.group_tables),
                o_glen = append(cascade.group_kv_len), o_sbegin = append(cascade.suffix_begin);
+  // Sampling parameters ride in the same upload, 8-byte aligned (the buffer
+  // itself is 256-byte aligned).
+  static_assert(sizeof(kernels::SampleParams) % sizeof(uint64_t) == 0);
+  meta.resize((meta.size() + 1) / 2 * 2);
+  const size_t o_params = meta.size();
+  if (sampled != nullptr) {
+    for (const RowSampling& r : sampling) {
+      kernels::SampleParams p;
+      p.temperature = r.params.temperature;
+      p.top_p = r.params.top_p;
+      p.top_k = r.params.top_k;
+      p.seed = r.seed;
+      p.stream = r.stream;
+      p.position = r.position;
+      const size_t at = meta.size();
+      meta.resize(at + sizeof(p) / sizeof(int32_t));
+      std::memcpy(meta.data() + at, &p, sizeof(p));
+    }
+  }
   ARBOR_RETURN_IF_ERROR(d.meta.Reserve(meta.size() * sizeof(int32_t)));
   ARBOR_RETURN_IF_ERROR(
       CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(), meta.size() * sizeof(int32_t),
@@ -625,7 +682,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
                   "RmsNormResidual"));
 
   const int dim = output_dim();
-  out->resize(static_cast<size_t>(num_out) * dim);
+  if (logits != nullptr) logits->resize(static_cast<size_t>(num_out) * dim);
+  if (sampled != nullptr) sampled->resize(num_out);
   if (num_out == 0) {
     return CudaError(cudaStreamSynchronize(stream), "forward");
   }
@@ -636,20 +694,48 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
                   "gather output rows"));
   if (!c.is_value_head()) {
     const Bf16* head = c.tie_word_embeddings ? d.embed.get<Bf16>() : d.lm_head.get<Bf16>();
+    // Sampled tokens [num_out] int32, then their logprobs [num_out] fp32.
+    if (sampled != nullptr) {
+      ARBOR_RETURN_IF_ERROR(d.sampled.Reserve(2 * static_cast<size_t>(num_out) * sizeof(int32_t)));
+    }
+    int32_t* sampled_tokens = d.sampled.get<int32_t>();
+    float* sampled_logprobs = d.sampled.get<float>() + num_out;
+    const auto* params = reinterpret_cast<const kernels::SampleParams*>(m + o_params);
     for (int r0 = 0; r0 < num_out; r0 += kLogitRowsPerGemm) {
       const int rc = std::min(kLogitRowsPerGemm, num_out - r0);
       ARBOR_RETURN_IF_ERROR(d.Gemm(rows + static_cast<size_t>(r0) * hidden, head, d.logits.get(),
                                    rc, dim, hidden, true));
+      if (sampled != nullptr) {
+        // The stream orders this chunk's draws before the next chunk's GEMM
+        // overwrites the logits: no synchronisation until the end.
+        ARBOR_RETURN_IF_ERROR(KernelError(
+            kernels::SampleTokens(d.logits.get<float>(), params + r0, sampled_tokens + r0,
+                                  sampled_logprobs + r0, rc, dim, stream),
+            "SampleTokens"));
+        continue;
+      }
       ARBOR_RETURN_IF_ERROR(
-          CudaError(cudaMemcpyAsync(out->data() + static_cast<size_t>(r0) * dim, d.logits.get(),
+          CudaError(cudaMemcpyAsync(logits->data() + static_cast<size_t>(r0) * dim, d.logits.get(),
                                     static_cast<size_t>(rc) * dim * sizeof(float),
                                     cudaMemcpyDeviceToHost, stream),
                     "download logits"));
       // The logits buffer is reused by the next chunk.
       ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
     }
+    if (sampled == nullptr) return absl::OkStatus();
+    d.host_sampled.resize(2 * static_cast<size_t>(num_out));
+    ARBOR_RETURN_IF_ERROR(CudaError(
+        cudaMemcpyAsync(d.host_sampled.data(), sampled_tokens,
+                        d.host_sampled.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
+        "download sampled tokens"));
+    ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
+    for (int r = 0; r < num_out; ++r) {
+      (*sampled)[r].token = d.host_sampled[r];
+      std::memcpy(&(*sampled)[r].logprob, &d.host_sampled[num_out + r], sizeof(float));
+    }
     return absl::OkStatus();
   }
+  // ValidateRowSampling turned value-head models away from ForwardSample.
   // Value heads: a few rows; the head runs on the host in fp32.
   d.host_rows.resize(static_cast<size_t>(num_out) * hidden);
   ARBOR_RETURN_IF_ERROR(
@@ -662,7 +748,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
   const ScoreHead& head = weights_->score_head();
   if (!head.is_mlp()) {
     Linear(x.data(), num_out, hidden, head.w1.data(), head.b1.empty() ? nullptr : head.b1.data(),
-           dim, out->data());
+           dim, logits->data());
     return absl::OkStatus();
   }
   std::vector<float> h(static_cast<size_t>(num_out) * hidden);
@@ -670,7 +756,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch, std::vector<flo
          hidden, h.data());
   for (float& value : h) value = std::max(value, 0.0f);
   Linear(h.data(), num_out, hidden, head.w2.data(), head.b2.empty() ? nullptr : head.b2.data(), dim,
-         out->data());
+         logits->data());
   return absl::OkStatus();
 }
 

@@ -4,8 +4,9 @@
 // else on Arbor's kernels (kernels/kernels.h): fused residual + RMSNorm, RoPE
 // with Llama-3 scaling, KV append, causal prefill attention over paged KV,
 // paged decode attention (cascade attention when branches share a prompt's
-// blocks), SwiGLU. Logits come back in fp32. Value heads (score
-// / PRM heads, a few rows) run on the host in fp32 from the final hidden rows.
+// blocks), SwiGLU. Logits come back in fp32, or ForwardSample draws tokens
+// from them on the device. Value heads (score / PRM heads, a few rows) run on
+// the host in fp32 from the final hidden rows.
 //
 // The KV pool (layout of worker/backend.h, bf16) is allocated once at Create
 // from a fraction of the GPU memory left free by the weights and scratch, or
@@ -75,6 +76,10 @@ class CudaBackend : public ModelBackend {
   int output_dim() const override;
 
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>* out) override;
+  // Samples on the device (kernels::SampleTokens) from the fp32 logits, which
+  // never leave the GPU: a decode step downloads 8 bytes per row.
+  absl::Status ForwardSample(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
+                             std::vector<SampledToken>* out) override;
   absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
 
  private:
@@ -82,8 +87,13 @@ class CudaBackend : public ModelBackend {
   CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
               std::unique_ptr<Device> device);
   absl::Status ValidateBatch(const ForwardBatch& batch) const;
+  // Forward (`logits` set) or ForwardSample (`sampled` set, one `sampling`
+  // entry per output row): validates, then runs one device pass or several.
+  absl::Status Run(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
+                   std::vector<float>* logits, std::vector<SampledToken>* sampled);
   // One device pass over a batch of at most max_batch_tokens tokens.
-  absl::Status ForwardPass(const ForwardBatch& batch, std::vector<float>* out);
+  absl::Status ForwardPass(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
+                           std::vector<float>* logits, std::vector<SampledToken>* sampled);
 
   std::unique_ptr<ModelWeights> weights_;
   int num_kv_blocks_ = 0;

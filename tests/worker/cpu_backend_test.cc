@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@
 #include "worker/cpu_ops.h"
 #include "worker/model_weights.h"
 #include "worker/safetensors.h"
+#include "worker/sampler.h"
 
 namespace arbor::worker {
 namespace {
@@ -215,9 +217,9 @@ struct Chunk {
   std::vector<int> outputs;  // indices into tokens; -1 means every token
 };
 
-// Runs one Forward over the chunks (allocating blocks as needed) and returns
-// the output rows, chunk by chunk in order.
-std::vector<float> Step(CpuBackend* backend, BlockAllocator* alloc, std::vector<Chunk> chunks) {
+// The batch of the chunks (allocating blocks as needed; each chunk's sequence
+// advances), output rows chunk by chunk in order.
+ForwardBatch BuildBatch(BlockAllocator* alloc, std::vector<Chunk> chunks) {
   ForwardBatch batch;
   batch.seq_starts.push_back(0);
   int max_blocks = 1;
@@ -245,6 +247,13 @@ std::vector<float> Step(CpuBackend* backend, BlockAllocator* alloc, std::vector<
     table.resize(max_blocks, -1);
     batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
   }
+  return batch;
+}
+
+// Runs one Forward over the chunks and returns the output rows, chunk by
+// chunk in order.
+std::vector<float> Step(CpuBackend* backend, BlockAllocator* alloc, std::vector<Chunk> chunks) {
+  const ForwardBatch batch = BuildBatch(alloc, std::move(chunks));
   std::vector<float> out;
   absl::Status s = backend->Forward(batch, &out);
   EXPECT_TRUE(s.ok()) << s;
@@ -545,6 +554,56 @@ TEST_P(GoldenTest, GreedyContinuationMatchesTransformers) {
   for (size_t i = 0; i < num; ++i) EXPECT_EQ(generated[i], expected[i]) << "prompt " << i;
 }
 
+// The default ForwardSample (the CPU backend's) is Forward followed by the
+// host Sampler, row by row: same tokens, same logprobs, for every kind of
+// truncation, over every row of the prompts in one batch.
+TEST_P(GoldenTest, ForwardSampleIsForwardThenSampler) {
+  std::unique_ptr<CpuBackend> backend = MakeGoldenBackend();
+  ASSERT_NE(backend, nullptr);
+  const int vocab = backend->output_dim();
+  const nlohmann::json golden = ReadJson(dir() + "/greedy.json");
+  std::vector<Seq> seqs(golden.size());
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < golden.size(); ++i) {
+    chunks.push_back({&seqs[i], golden[i]["ids"].get<std::vector<int32_t>>(), {-1}});
+  }
+  BlockAllocator alloc(backend->num_kv_blocks());
+  const ForwardBatch batch = BuildBatch(&alloc, chunks);
+  const size_t rows = batch.output_rows.size();
+  std::vector<float> logits;
+  ASSERT_TRUE(backend->Forward(batch, &logits).ok());
+  Sampler sampler;
+  for (const SamplingParams& kind : {SamplingParams{0.0f, 1.0f, 0}, SamplingParams{0.8f, 1.0f, 0},
+                                     SamplingParams{1.0f, 0.9f, 20}}) {
+    std::vector<RowSampling> sampling(rows);
+    for (size_t r = 0; r < rows; ++r) {
+      sampling[r].params = kind;
+      sampling[r].seed = 7;
+      sampling[r].stream = r % 3;
+      sampling[r].position = batch.positions[batch.output_rows[r]] + 1;
+    }
+    std::vector<SampledToken> drawn;
+    ASSERT_TRUE(backend->ForwardSample(batch, sampling, &drawn).ok());
+    ASSERT_EQ(drawn.size(), rows);
+    for (size_t r = 0; r < rows; ++r) {
+      const SampledToken want =
+          sampler.Sample({logits.data() + r * vocab, static_cast<size_t>(vocab)},
+                         sampling[r].params, 7, sampling[r].stream, sampling[r].position);
+      EXPECT_EQ(drawn[r].token, want.token) << "row " << r << " T " << kind.temperature;
+      EXPECT_EQ(drawn[r].logprob, want.logprob) << "row " << r << " T " << kind.temperature;
+    }
+  }
+  std::vector<RowSampling> bad(rows);
+  std::vector<SampledToken> drawn;
+  EXPECT_EQ(backend->ForwardSample(batch, absl::MakeConstSpan(bad).first(rows - 1), &drawn).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad[0].params.temperature = -1.0f;
+  const absl::Status status = backend->ForwardSample(batch, bad, &drawn);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("temperature"));
+  EXPECT_EQ(backend->ForwardSample(batch, bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, GoldenTest, ::testing::Values("llama", "qwen2"));
 
 // ------------------------------------------------------------------ errors
@@ -616,6 +675,29 @@ TEST(CpuBackendTest, RejectsMalformedBatches) {
     EXPECT_THAT(s.message(), HasSubstr(c.expected)) << c.name;
   }
   EXPECT_FALSE(backend->Forward(good, nullptr).ok());
+}
+
+TEST(CpuBackendTest, ForwardSampleRefusesValueHeadModels) {
+  TempDir dir;
+  TinyModelSpec spec;
+  spec.architecture = "LlamaForSequenceClassification";
+  spec.num_labels = 1;
+  WriteTinyModel(dir.path(), spec);
+  std::unique_ptr<CpuBackend> backend = MakeBackend(dir.path(), 4, 1);
+  ASSERT_NE(backend, nullptr);
+  ForwardBatch batch;
+  batch.tokens = {1, 2};
+  batch.positions = {0, 1};
+  batch.seq_starts = {0, 2};
+  batch.context_lens = {2};
+  batch.max_blocks_per_seq = 1;
+  batch.block_tables = {0};
+  batch.output_rows = {1};
+  std::vector<RowSampling> sampling(1);
+  std::vector<SampledToken> drawn;
+  const absl::Status status = backend->ForwardSample(batch, sampling, &drawn);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("value-head"));
 }
 
 TEST(CpuBackendTest, CopyBlocksCopiesEveryLayer) {

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Merges model_bench's and hf_baseline.py's JSON into one markdown table.
+
+    bench/model/report.py --arbor arbor.json --hf hf.json --out model_bench.md
+
+Rows: decode at each batch, prefill. Columns: Arbor tok/s, its limit and the
+fraction of it, transformers tok/s, Arbor / transformers, and issue 8's
+targets (batch-1 decode >= 60% of the bandwidth limit and >= 5x transformers,
+batch-64 decode >= 3x transformers, prefill >= 40% of the GEMM rate) with
+met / not met. Either file may be missing (a step that failed): its columns
+read "-". Prints the table last and writes it to --out.
+"""
+import argparse
+import json
+import os
+
+
+def load(path):
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def key(row):
+    return (row["kind"], row.get("batch", 1) if row["kind"] == "decode" else row["tokens"])
+
+
+# (kind, batch or tokens) -> [(description, check(arbor_row, ratio) -> bool or None)]
+def targets(prefill_tokens):
+    def fraction_at_least(f):
+        return lambda a, ratio: None if a is None else a["fraction_of_limit"] >= f
+
+    def ratio_at_least(x):
+        return lambda a, ratio: None if ratio is None else ratio >= x
+
+    return {
+        ("decode", 1): [(">= 60% of bandwidth limit", fraction_at_least(0.60)),
+                        (">= 5x transformers", ratio_at_least(5.0))],
+        ("decode", 64): [(">= 3x transformers", ratio_at_least(3.0))],
+        ("prefill", prefill_tokens): [(">= 40% of GEMM rate", fraction_at_least(0.40))],
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arbor", required=True)
+    ap.add_argument("--hf", required=True)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    arbor, hf = load(args.arbor), load(args.hf)
+    arbor_rows = {key(r): r for r in (arbor or {}).get("rows", [])}
+    hf_rows = {key(r): r for r in (hf or {}).get("rows", [])}
+    order = list(arbor_rows) + [k for k in hf_rows if k not in arbor_rows]
+    prefill_tokens = next((k[1] for k in order if k[0] == "prefill"), 8192)
+    goals = targets(prefill_tokens)
+    prompt = (arbor or hf or {}).get("prompt_tokens", "?")
+
+    lines = []
+    if arbor:
+        lim = arbor["limits"]
+        lines.append(f"Device: {arbor['device']}; limits measured in the same run: copy "
+                     f"{lim['copy_gbps']:.0f} GB/s (read + write), bf16 GEMM "
+                     f"{lim['gemm_tflops']:.0f} TFLOP/s (cuBLAS 8192^3).")
+        lines += [f"- {f}" for f in arbor["formulas"]]
+    if hf:
+        lines.append(f"transformers {hf['transformers']}, torch {hf['torch']}, attention "
+                     f"{hf['attn_implementation']}; {hf['method']}.")
+    lines.append(f"Decode: {prompt}-token random prompts, greedy, EOS ignored; Arbor times the "
+                 "same N - 1 decode steps that generate(N) - generate(1) times.")
+    lines.append("")
+    lines.append("| measurement | Arbor tok/s | limit tok/s | Arbor % of limit | transformers tok/s "
+                 "| Arbor / transformers | target | met |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for k in order:
+        a, h = arbor_rows.get(k), hf_rows.get(k)
+        ratio = a["tokens_per_s"] / h["tokens_per_s"] if a and h else None
+        if k[0] == "decode":
+            name = f"decode batch {k[1]} ({prompt} + {(a or h)['tokens']})"
+        else:
+            name = f"prefill {k[1]} tokens"
+        checks = goals.get(k, [])
+        target = "; ".join(d for d, _ in checks) or "-"
+        results = [check(a, ratio) for _, check in checks]
+        if not checks:
+            met = "-"
+        elif any(r is None for r in results):
+            met = "unknown"
+        else:
+            met = "met" if all(results) else "not met (" + "; ".join(
+                d for (d, _), r in zip(checks, results) if not r) + ")"
+        cells = [
+            name,
+            f"{a['tokens_per_s']:.0f}" if a else "-",
+            f"{a['limit_tokens_per_s']:.0f}" if a else "-",
+            f"{100 * a['fraction_of_limit']:.1f}%" if a else "-",
+            f"{h['tokens_per_s']:.0f}" if h else "-",
+            f"{ratio:.2f}x" if ratio is not None else "-",
+            target,
+            met,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not arbor:
+        lines.append("\n(model_bench wrote no results)")
+    if not hf:
+        lines.append("\n(hf_baseline.py wrote no results)")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
