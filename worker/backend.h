@@ -39,7 +39,8 @@ struct ForwardBatch {
   int max_blocks_per_seq = 0;
   std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq], -1 padded
   // Indices into `tokens` whose output rows are wanted (usually each
-  // sequence's last token).
+  // sequence's last token); a row may be listed more than once (one draw per
+  // listing in ModelBackend::ForwardSample), at most max_batch_tokens in all.
   std::vector<int32_t> output_rows;   // [num_outputs]
 
   int num_seqs() const { return static_cast<int>(context_lens.size()); }
@@ -89,6 +90,9 @@ class ModelBackend {
   virtual absl::Status ForwardSample(const ForwardBatch& batch,
                                      absl::Span<const RowSampling> sampling,
                                      std::vector<SampledToken>* out);
+  // True when ForwardSample draws where the logits are (the engine then asks
+  // for draws instead of logits); false when it is Forward + the host Sampler.
+  virtual bool samples_on_device() const { return false; }
 
   // Copies the K/V contents of block `first` into block `second` in every
   // layer: the copy-on-write of a shared partial block when branches fork.

@@ -204,7 +204,8 @@ absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* 
     std::fill(s.token_seqs.begin() + batch.seq_starts[q],
               s.token_seqs.begin() + batch.seq_starts[q + 1], q);
   }
-  const size_t max_rows = num_tokens;
+  // The last layer runs on the output rows, which may repeat a token's row.
+  const size_t max_rows = std::max(num_tokens, num_out);
   s.residual.resize(max_rows * hidden);
   s.normed.resize(max_rows * hidden);
   s.qkv.resize(max_rows * qkv_dim);

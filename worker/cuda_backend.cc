@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
+#include <map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "worker/cpu_ops.h"
 #include "worker/model_weights.h"
@@ -49,9 +52,17 @@ absl::Status CudaBackend::Run(const ForwardBatch&, absl::Span<const RowSampling>
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::ForwardPass(const ForwardBatch&, absl::Span<const RowSampling>,
-                                      std::vector<float>*, std::vector<SampledToken>*) {
+                                      std::vector<float>*, std::vector<SampledToken>*,
+                                      PassBuffers*, PassMode, void*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
+absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowSampling>,
+                                      std::vector<SampledToken>*) {
+  return absl::UnimplementedError("CudaBackend: no CUDA");
+}
+void CudaBackend::set_cuda_graphs(bool) {}
+int CudaBackend::num_cuda_graphs() const { return 0; }
+void CudaBackend::set_cascade_min_shared_tokens(int) {}
 absl::Status CudaBackend::Forward(const ForwardBatch&, std::vector<float>*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
@@ -138,8 +149,46 @@ absl::Status UploadBf16(const std::vector<float>& host, DeviceBuffer* dst) {
 }
 
 constexpr int kLogitRowsPerGemm = 256;  // bounds the fp32 logits scratch
+// Decode steps plan their attention splits for the context rounded up to
+// this (the kernels take it as a bound), so that one CUDA graph serves every
+// step of a bucket and the eager path draws exactly what a replay draws.
+constexpr int kDecodeContextBucket = 256;
+constexpr int kDecodeBlockBucket = kDecodeContextBucket / kKvBlockSize;
+// cuBLAS workspace set explicitly, so that it never allocates inside a capture.
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+int RoundUp(int x, int to) { return (x + to - 1) / to * to; }
+
+// A decode step a CUDA graph can replay: one new token per sequence, every
+// row wanted in order, and no group sharing enough of a prompt for cascade
+// attention (whose plan depends on the groups).
+bool IsGraphableDecode(const ForwardBatch& b, int cascade_min_shared_tokens) {
+  const int n = b.num_tokens();
+  if (n == 0 || n != b.num_seqs() || b.output_rows.size() != static_cast<size_t>(n)) return false;
+  for (int s = 0; s < n; ++s) {
+    if (b.seq_starts[s] != s || b.output_rows[s] != s) return false;
+  }
+  return cascade_min_shared_tokens <= 0 || n == 1 ||
+         !kernels::CascadePlan::Plan(b.block_tables, b.context_lens, b.max_blocks_per_seq,
+                                     cascade_min_shared_tokens)
+              .worthwhile;
+}
 
 }  // namespace
+
+struct CudaBackend::PassBuffers {
+  DeviceBuffer meta, decode_workspace, sampled;
+};
+
+struct CudaBackend::DecodeGraph {
+  PassBuffers buffers;  // its own: a graph holds their addresses
+  cudaGraphExec_t exec = nullptr;
+  int runs = 0;           // eager runs of this shape before capture
+  uint64_t last_use = 0;  // for eviction
+  ~DecodeGraph() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  }
+};
 
 struct CudaBackend::Device {
   struct Layer {
@@ -158,11 +207,17 @@ struct CudaBackend::Device {
   size_t pool_elems = 0;   // num_blocks * block_elems
   // Scratch for max_batch_tokens tokens.
   DeviceBuffer residual, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
-  DeviceBuffer meta, decode_workspace, pairs, sampled;
+  PassBuffers shared;  // meta, decode workspace, draws of eager passes
+  DeviceBuffer pairs, cublas_workspace;
   std::vector<int32_t> host_meta, host_sampled;
   std::vector<Bf16> host_rows;
+  bool cuda_graphs = true;
+  // (sequences, blocks per table rounded up to kDecodeBlockBucket) -> graph.
+  std::map<std::pair<int, int>, std::unique_ptr<DecodeGraph>> graphs;
+  uint64_t graph_clock = 0;
 
   ~Device() {
+    graphs.clear();
     if (cublas != nullptr) cublasDestroy(cublas);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
@@ -241,6 +296,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
                                   "cudaStreamCreate"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasCreate(&dev->cublas), "cublasCreate"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasSetStream(dev->cublas, dev->stream), "cublasSetStream"));
+  ARBOR_RETURN_IF_ERROR(dev->cublas_workspace.Reserve(kCublasWorkspaceBytes));
+  ARBOR_RETURN_IF_ERROR(CublasError(
+      cublasSetWorkspace(dev->cublas, dev->cublas_workspace.get(), kCublasWorkspaceBytes),
+      "cublasSetWorkspace"));
+  dev->cuda_graphs = options.cuda_graphs;
 
   // Weights.
   ARBOR_RETURN_IF_ERROR(UploadBf16(weights->embed_tokens(), &dev->embed));
@@ -408,6 +468,10 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
       }
     }
   }
+  if (b.output_rows.size() > static_cast<size_t>(device_->max_batch_tokens)) {
+    return error(b.output_rows.size(), " output rows, more than CudaBackendOptions.max_batch_tokens (",
+                 device_->max_batch_tokens, ")");
+  }
   for (size_t i = 0; i < b.output_rows.size(); ++i) {
     if (b.output_rows[i] < 0 || b.output_rows[i] >= num_tokens) {
       return error("output_rows[", i, "] = ", b.output_rows[i], " is outside [0, ", num_tokens,
@@ -441,6 +505,10 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
   ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
   if (batch.num_tokens() <= device_->max_batch_tokens) {
+    if (sampled != nullptr && device_->cuda_graphs &&
+        IsGraphableDecode(batch, device_->cascade_min_shared_tokens)) {
+      return GraphDecode(batch, sampling, sampled);
+    }
     return ForwardPass(batch, sampling, logits, sampled);
   }
 
@@ -494,9 +562,29 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
 absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                                       absl::Span<const RowSampling> sampling,
                                       std::vector<float>* logits,
-                                      std::vector<SampledToken>* sampled) {
+                                      std::vector<SampledToken>* sampled, PassBuffers* buffers,
+                                      PassMode mode, void* graph_exec) {
   const ModelConfig& c = weights_->config();
   Device& d = *device_;
+  PassBuffers& bufs = buffers != nullptr ? *buffers : d.shared;
+  // Captured passes and replays sample: their only output is the draws.
+  ARBOR_CHECK(mode == PassMode::kEager || sampled != nullptr);
+  // The draws ([rows] tokens, then [rows] logprobs in bufs.sampled) into
+  // `sampled`, once the stream is done.
+  auto download_draws = [&](int rows) -> absl::Status {
+    sampled->resize(rows);
+    d.host_sampled.resize(2 * static_cast<size_t>(rows));
+    ARBOR_RETURN_IF_ERROR(CudaError(
+        cudaMemcpyAsync(d.host_sampled.data(), bufs.sampled.get(),
+                        d.host_sampled.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, d.stream),
+        "download sampled tokens"));
+    ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(d.stream), "forward"));
+    for (int r = 0; r < rows; ++r) {
+      (*sampled)[r].token = d.host_sampled[r];
+      std::memcpy(&(*sampled)[r].logprob, &d.host_sampled[rows + r], sizeof(float));
+    }
+    return absl::OkStatus();
+  };
   cudaStream_t stream = d.stream;
   const int n = batch.num_tokens(), num_seqs = batch.num_seqs();
   const int num_out = static_cast<int>(batch.output_rows.size());
@@ -555,12 +643,14 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
       std::memcpy(meta.data() + at, &p, sizeof(p));
     }
   }
-  ARBOR_RETURN_IF_ERROR(d.meta.Reserve(meta.size() * sizeof(int32_t)));
-  ARBOR_RETURN_IF_ERROR(
-      CudaError(cudaMemcpyAsync(d.meta.get(), meta.data(), meta.size() * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, stream),
-                "upload batch"));
-  const int32_t* m = d.meta.get<int32_t>();
+  ARBOR_RETURN_IF_ERROR(bufs.meta.Reserve(meta.size() * sizeof(int32_t)));
+  if (mode != PassMode::kCapture) {  // a graph reads what the replay uploads
+    ARBOR_RETURN_IF_ERROR(
+        CudaError(cudaMemcpyAsync(bufs.meta.get(), meta.data(), meta.size() * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream),
+                  "upload batch"));
+  }
+  const int32_t* m = bufs.meta.get<int32_t>();
   const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
                 *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
   const int gqa = c.num_heads / c.num_kv_heads;
@@ -574,15 +664,23 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                                         kKvBlockSize);
     const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;
     ARBOR_RETURN_IF_ERROR(
-        d.decode_workspace.Reserve(parts * attn_rows * (c.head_dim + 1) * sizeof(float)));
+        bufs.decode_workspace.Reserve(parts * attn_rows * (c.head_dim + 1) * sizeof(float)));
   } else if (max_new == 1) {
-    ARBOR_RETURN_IF_ERROR(
-        d.decode_workspace.Reserve(kernels::PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx)));
+    // See kDecodeContextBucket.
+    max_ctx = RoundUp(max_ctx, kDecodeContextBucket);
+    ARBOR_RETURN_IF_ERROR(bufs.decode_workspace.Reserve(
+        kernels::PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx)));
   }
 
   Bf16* residual = d.residual.get<Bf16>();
   Bf16* normed = d.normed.get<Bf16>();
   Bf16* proj = d.proj.get<Bf16>();
+  const int dim = output_dim();
+  if (mode == PassMode::kReplay) {
+    ARBOR_RETURN_IF_ERROR(CudaError(
+        cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), stream), "cudaGraphLaunch"));
+    return download_draws(num_out);
+  }
   ARBOR_RETURN_IF_ERROR(KernelError(kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual,
                                                              n, hidden, c.vocab_size, stream),
                                     "EmbeddingGather"));
@@ -621,7 +719,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     if (cascade.worthwhile) {
       // Shared prompts once per group (tensor cores), each branch's own
       // suffix, then the log-sum-exp merge of all parts.
-      float* o_parts = d.decode_workspace.get<float>();
+      float* o_parts = bufs.decode_workspace.get<float>();
       const int parts = prefix_splits.num_splits + suffix_splits.num_splits;
       float* lse_parts = o_parts + static_cast<size_t>(parts) * attn_rows * c.head_dim;
       ARBOR_RETURN_IF_ERROR(KernelError(
@@ -644,7 +742,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     } else if (max_new == 1) {  // a decode step: one token per sequence
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens, attn,
-                                        d.decode_workspace.get(), num_seqs, max_ctx, shape, stream),
+                                        bufs.decode_workspace.get(), num_seqs, max_ctx, shape, stream),
           "PagedDecodeAttention"));
     } else {
       ARBOR_RETURN_IF_ERROR(KernelError(
@@ -681,7 +779,6 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                                            hidden, c.rms_norm_eps, stream),
                   "RmsNormResidual"));
 
-  const int dim = output_dim();
   if (logits != nullptr) logits->resize(static_cast<size_t>(num_out) * dim);
   if (sampled != nullptr) sampled->resize(num_out);
   if (num_out == 0) {
@@ -696,10 +793,11 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     const Bf16* head = c.tie_word_embeddings ? d.embed.get<Bf16>() : d.lm_head.get<Bf16>();
     // Sampled tokens [num_out] int32, then their logprobs [num_out] fp32.
     if (sampled != nullptr) {
-      ARBOR_RETURN_IF_ERROR(d.sampled.Reserve(2 * static_cast<size_t>(num_out) * sizeof(int32_t)));
+      ARBOR_RETURN_IF_ERROR(
+          bufs.sampled.Reserve(2 * static_cast<size_t>(num_out) * sizeof(int32_t)));
     }
-    int32_t* sampled_tokens = d.sampled.get<int32_t>();
-    float* sampled_logprobs = d.sampled.get<float>() + num_out;
+    int32_t* sampled_tokens = bufs.sampled.get<int32_t>();
+    float* sampled_logprobs = bufs.sampled.get<float>() + num_out;
     const auto* params = reinterpret_cast<const kernels::SampleParams*>(m + o_params);
     for (int r0 = 0; r0 < num_out; r0 += kLogitRowsPerGemm) {
       const int rc = std::min(kLogitRowsPerGemm, num_out - r0);
@@ -722,18 +820,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
       // The logits buffer is reused by the next chunk.
       ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
     }
-    if (sampled == nullptr) return absl::OkStatus();
-    d.host_sampled.resize(2 * static_cast<size_t>(num_out));
-    ARBOR_RETURN_IF_ERROR(CudaError(
-        cudaMemcpyAsync(d.host_sampled.data(), sampled_tokens,
-                        d.host_sampled.size() * sizeof(int32_t), cudaMemcpyDeviceToHost, stream),
-        "download sampled tokens"));
-    ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamSynchronize(stream), "forward"));
-    for (int r = 0; r < num_out; ++r) {
-      (*sampled)[r].token = d.host_sampled[r];
-      std::memcpy(&(*sampled)[r].logprob, &d.host_sampled[num_out + r], sizeof(float));
-    }
-    return absl::OkStatus();
+    if (sampled == nullptr || mode == PassMode::kCapture) return absl::OkStatus();
+    return download_draws(num_out);
   }
   // ValidateRowSampling turned value-head models away from ForwardSample.
   // Value heads: a few rows; the head runs on the host in fp32.
@@ -758,6 +846,92 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   Linear(h.data(), num_out, hidden, head.w2.data(), head.b2.empty() ? nullptr : head.b2.data(), dim,
          logits->data());
   return absl::OkStatus();
+}
+
+absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
+                                      absl::Span<const RowSampling> sampling,
+                                      std::vector<SampledToken>* sampled) {
+  Device& d = *device_;
+  const int num_seqs = batch.num_seqs();
+  // The graph's shape: block tables padded to the bucket.
+  const int mb = RoundUp(std::max(batch.max_blocks_per_seq, 1), kDecodeBlockBucket);
+  ForwardBatch padded;
+  padded.tokens = batch.tokens;
+  padded.positions = batch.positions;
+  padded.seq_starts = batch.seq_starts;
+  padded.context_lens = batch.context_lens;
+  padded.output_rows = batch.output_rows;
+  padded.max_blocks_per_seq = mb;
+  padded.block_tables.assign(static_cast<size_t>(num_seqs) * mb, -1);
+  for (int s = 0; s < num_seqs; ++s) {
+    std::copy_n(batch.block_tables.begin() + static_cast<size_t>(s) * batch.max_blocks_per_seq,
+                batch.max_blocks_per_seq, padded.block_tables.begin() + static_cast<size_t>(s) * mb);
+  }
+
+  std::unique_ptr<DecodeGraph>& slot = d.graphs[{num_seqs, mb}];
+  if (slot == nullptr) {
+    slot = std::make_unique<DecodeGraph>();
+    if (d.graphs.size() > kMaxCudaGraphs) {  // evict the least recently used other one
+      auto oldest = d.graphs.end();
+      for (auto it = d.graphs.begin(); it != d.graphs.end(); ++it) {
+        if (it->second.get() != slot.get() &&
+            (oldest == d.graphs.end() || it->second->last_use < oldest->second->last_use)) {
+          oldest = it;
+        }
+      }
+      d.graphs.erase(oldest);  // every pass synchronised: no graph is in flight
+    }
+  }
+  DecodeGraph& g = *d.graphs[{num_seqs, mb}];
+  g.last_use = ++d.graph_clock;
+  if (g.exec != nullptr) {
+    return ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kReplay, g.exec);
+  }
+  // Eager through the graph's own buffers: this step's draws; it also sizes
+  // the buffers and sets the kernels' attributes before any capture.
+  ARBOR_RETURN_IF_ERROR(
+      ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kEager));
+  if (++g.runs < 2) return absl::OkStatus();  // capture shapes that recur
+
+  cudaGraph_t graph = nullptr;
+  ARBOR_RETURN_IF_ERROR(CudaError(
+      cudaStreamBeginCapture(d.stream, cudaStreamCaptureModeThreadLocal), "BeginCapture"));
+  std::vector<SampledToken> unused;
+  const absl::Status captured =
+      ForwardPass(padded, sampling, nullptr, &unused, &g.buffers, PassMode::kCapture);
+  const cudaError_t ended = cudaStreamEndCapture(d.stream, &graph);
+  cudaError_t instantiated = cudaErrorUnknown;
+  if (captured.ok() && ended == cudaSuccess) {
+    instantiated = cudaGraphInstantiate(&g.exec, graph, 0);
+  }
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (instantiated != cudaSuccess) {
+    // Serve on without graphs rather than fail a request over an optimisation.
+    g.exec = nullptr;
+    cudaGetLastError();
+    ARBOR_LOG(WARNING) << "CudaBackend: decode CUDA graph capture failed ("
+                       << (captured.ok() ? cudaGetErrorString(ended != cudaSuccess ? ended
+                                                                                   : instantiated)
+                                         : captured.ToString())
+                       << "); continuing without CUDA graphs";
+    set_cuda_graphs(false);
+  }
+  return absl::OkStatus();
+}
+
+void CudaBackend::set_cuda_graphs(bool enabled) {
+  device_->cuda_graphs = enabled;
+  if (!enabled) device_->graphs.clear();
+}
+
+void CudaBackend::set_cascade_min_shared_tokens(int tokens) {
+  device_->cascade_min_shared_tokens = std::max(tokens, 0);
+}
+
+int CudaBackend::num_cuda_graphs() const {
+  int n = 0;
+  for (const auto& [key, graph] : device_->graphs) n += graph->exec != nullptr;
+  return n;
 }
 
 absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) {

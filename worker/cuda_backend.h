@@ -53,6 +53,11 @@ struct CudaBackendOptions {
   // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
   // model cast with .to(torch.bfloat16)).
   bool bf16_rope_frequencies = false;
+  // ForwardSample decode steps (one new token per sequence, no cascade) replay
+  // a CUDA graph per (sequences, 256-token context bucket) once that shape has
+  // run twice: one launch instead of ~15 per layer. Same kernels, same split
+  // plans, so the same tokens as without. At most kMaxCudaGraphs are kept.
+  bool cuda_graphs = true;
 };
 
 class CudaBackend : public ModelBackend {
@@ -80,10 +85,28 @@ class CudaBackend : public ModelBackend {
   // never leave the GPU: a decode step downloads 8 bytes per row.
   absl::Status ForwardSample(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                              std::vector<SampledToken>* out) override;
+  bool samples_on_device() const override { return true; }
   absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
 
+  // Turns decode CUDA graphs on or off (see CudaBackendOptions::cuda_graphs);
+  // off also frees the graphs held.
+  void set_cuda_graphs(bool enabled);
+  // Decode graphs instantiated so far (for tests and benchmarks).
+  int num_cuda_graphs() const;
+  // As CudaBackendOptions::cascade_min_shared_tokens (>= 0; 0 disables).
+  void set_cascade_min_shared_tokens(int tokens);
+
+  static constexpr int kMaxCudaGraphs = 64;
+
  private:
-  struct Device;  // device state; defined only with CUDA
+  struct Device;       // device state; defined only with CUDA
+  struct PassBuffers;  // a pass's metadata, attention workspace and draws
+  struct DecodeGraph;
+  enum class PassMode {
+    kEager,    // enqueue the kernels and wait for the result
+    kCapture,  // enqueue the kernels into a stream capture; no upload or download
+    kReplay,   // upload the batch, launch `graph_exec`, download the draws
+  };
   CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
               std::unique_ptr<Device> device);
   absl::Status ValidateBatch(const ForwardBatch& batch) const;
@@ -91,9 +114,15 @@ class CudaBackend : public ModelBackend {
   // entry per output row): validates, then runs one device pass or several.
   absl::Status Run(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                    std::vector<float>* logits, std::vector<SampledToken>* sampled);
-  // One device pass over a batch of at most max_batch_tokens tokens.
+  // One device pass over a batch of at most max_batch_tokens tokens, through
+  // `buffers` (null: the backend's shared ones).
   absl::Status ForwardPass(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
-                           std::vector<float>* logits, std::vector<SampledToken>* sampled);
+                           std::vector<float>* logits, std::vector<SampledToken>* sampled,
+                           PassBuffers* buffers = nullptr, PassMode mode = PassMode::kEager,
+                           void* graph_exec = nullptr);
+  // A decode step of ForwardSample through the graph of its shape.
+  absl::Status GraphDecode(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
+                           std::vector<SampledToken>* sampled);
 
   std::unique_ptr<ModelWeights> weights_;
   int num_kv_blocks_ = 0;

@@ -206,6 +206,9 @@ class EngineCore {
     }
     runner_ = std::make_unique<ParallelRunner>(sampler_threads - 1);
     samplers_.resize(runner_->num_workers());
+    backend_sampling_ = options_.sampling == EngineOptions::Sampling::kBackend ||
+                        (options_.sampling == EngineOptions::Sampling::kAuto &&
+                         backend_->samples_on_device());
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -282,9 +285,16 @@ class EngineCore {
   void ReleaseSeq(Seq* seq);
 
   // ---- completion ----
-  void OnComputed(Seq* seq, const float* last_row);
+  // `last_row` holds the logits of the sequence's last token, or (backend
+  // sampling) `draws` the tokens PlanDraws planned from it.
+  void OnComputed(Seq* seq, const float* last_row, const SampledToken* draws = nullptr);
   void ForkBranch(Seq* prompt, int group, const float* row);
-  void SpawnSamples(Seq* parent, int group, const float* row);
+  // Samples of `parent`'s group, each drawn from `row` or taken from *draws
+  // (advanced past them).
+  void SpawnSamples(Seq* parent, int group, const float* row, const SampledToken** draws);
+  // The draws OnComputed will make from `seq`'s last row, in the order it
+  // makes them: the RNG key of each sample it spawns or extends.
+  void PlanDraws(const Seq& seq, std::vector<RowSampling>* out) const;
   // Draws the queued samples (in parallel), then applies them in order.
   void RunSampleJobs();
   SampledToken Draw(Sampler& sampler, const Seq& seq, const float* row) const;
@@ -317,9 +327,12 @@ class EngineCore {
   absl::flat_hash_set<int32_t> eos_ids_;
   struct SampleJob {
     Seq* seq;
-    const float* row;
+    const float* row;  // null: `token` was drawn by the backend
     SampledToken token;
   };
+  bool backend_sampling_ = false;  // see EngineOptions::sampling
+  std::vector<RowSampling> draw_specs_;
+  std::vector<SampledToken> drawn_;
   std::unique_ptr<ParallelRunner> runner_;
   std::vector<Sampler> samplers_;  // one per runner worker
   std::vector<SampleJob> sample_jobs_;
@@ -739,6 +752,7 @@ void EngineCore::Iterate() {
     int position;
   };
   std::vector<Want> wants;
+  bool score_rows = false;
   int prefill_tokens = 0, decode_tokens = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
@@ -753,6 +767,7 @@ void EngineCore::Iterate() {
     b.context_lens.push_back(e.start + e.n);
     const int end = e.start + e.n;
     if (s.kind == SeqKind::kScore) {
+      score_rows = score_rows || !s.wanted.empty();
       auto lo = std::lower_bound(s.wanted.begin(), s.wanted.end(),
                                  std::make_pair(e.start, std::numeric_limits<int32_t>::min()));
       int last_pos = -1;
@@ -784,11 +799,43 @@ void EngineCore::Iterate() {
               b.block_tables.begin() + static_cast<long>(i * b.max_blocks_per_seq));
   }
 
+  // Backend sampling: one output row per planned draw (a prompt's row once
+  // per sample it spawns), and tokens come back instead of logits. Score rows
+  // need their logits, so a step with any takes the host path.
+  size_t planned = 0;
+  if (backend_sampling_ && !score_rows) {
+    draw_specs_.clear();
+    for (const Want& w : wants) PlanDraws(*entries[w.entry].seq, &draw_specs_);
+    planned = draw_specs_.size();
+  }
+  // Output rows are bounded by the step's token budget (backend scratch).
+  const bool backend_draws = backend_sampling_ && !score_rows &&
+                             planned <= static_cast<size_t>(options_.max_batch_tokens);
+  std::vector<size_t> first_draw;  // per want, into drawn_; then the end
+  if (backend_draws) {
+    std::vector<int32_t> rows;
+    rows.swap(b.output_rows);
+    draw_specs_.clear();
+    for (size_t j = 0; j < wants.size(); ++j) {
+      first_draw.push_back(draw_specs_.size());
+      PlanDraws(*entries[wants[j].entry].seq, &draw_specs_);
+      b.output_rows.resize(draw_specs_.size(), rows[j]);
+    }
+    first_draw.push_back(draw_specs_.size());
+  }
+
   const absl::Time start = absl::Now();
   absl::Status status = absl::OkStatus();
   if (!copies_.empty()) status = backend_->CopyBlocks(copies_);
-  if (status.ok()) status = backend_->Forward(b, &out_);
-  if (status.ok() &&
+  if (status.ok()) {
+    status = backend_draws ? backend_->ForwardSample(b, draw_specs_, &drawn_)
+                           : backend_->Forward(b, &out_);
+  }
+  if (status.ok() && backend_draws && drawn_.size() != draw_specs_.size()) {
+    status = absl::InternalError(absl::StrCat("backend returned ", drawn_.size(), " draws for ",
+                                              draw_specs_.size(), " rows"));
+  }
+  if (status.ok() && !backend_draws &&
       out_.size() != b.output_rows.size() * static_cast<size_t>(backend_->output_dim())) {
     status = absl::InternalError(absl::StrCat("backend returned ", out_.size(), " values for ",
                                               b.output_rows.size(), " rows"));
@@ -820,9 +867,14 @@ void EngineCore::Iterate() {
     if (s->num_computed / kKvBlockSize > before / kKvBlockSize) PublishBlocks(s);
     s->rows_done_below = std::max(s->rows_done_below, s->num_computed);
     const float* last_row = nullptr;
+    const SampledToken* last_draws = nullptr;
     for (; next_want < wants.size() && wants[next_want].entry == static_cast<int>(i); ++next_want) {
-      const float* row = out_.data() + next_want * static_cast<size_t>(dim);
       const int pos = wants[next_want].position;
+      if (backend_draws) {  // only last rows of sample-bearing sequences are wanted
+        last_draws = drawn_.data() + first_draw[next_want];
+        continue;
+      }
+      const float* row = out_.data() + next_want * static_cast<size_t>(dim);
       if (s->kind == SeqKind::kScore) {
         RequestState* r = s->request;
         const auto& columns = r->score.columns;
@@ -841,7 +893,7 @@ void EngineCore::Iterate() {
       }
       if (pos == static_cast<int>(s->tokens.size()) - 1) last_row = row;
     }
-    if (s->num_computed == static_cast<int>(s->tokens.size())) OnComputed(s, last_row);
+    if (s->num_computed == static_cast<int>(s->tokens.size())) OnComputed(s, last_row, last_draws);
   }
   RunSampleJobs();
   if (options_.step_observer) {
@@ -858,7 +910,7 @@ void EngineCore::Iterate() {
 // ---------------------------------------------------------------------------
 // Completion.
 
-void EngineCore::OnComputed(Seq* seq, const float* last_row) {
+void EngineCore::OnComputed(Seq* seq, const float* last_row, const SampledToken* draws) {
   RequestState* r = seq->request;
   switch (seq->kind) {
     case SeqKind::kPrompt: {
@@ -866,7 +918,7 @@ void EngineCore::OnComputed(Seq* seq, const float* last_row) {
         const int len = static_cast<int>(seq->tokens.size() + r->groups[gi].suffix.size());
         if (len >= max_context_) continue;  // finished at start
         if (r->groups[gi].suffix.empty()) {
-          SpawnSamples(seq, static_cast<int>(gi), last_row);
+          SpawnSamples(seq, static_cast<int>(gi), last_row, &draws);
         } else {
           ForkBranch(seq, static_cast<int>(gi), last_row);
         }
@@ -875,12 +927,13 @@ void EngineCore::OnComputed(Seq* seq, const float* last_row) {
       break;
     }
     case SeqKind::kBranch:
-      SpawnSamples(seq, seq->group, last_row);
+      SpawnSamples(seq, seq->group, last_row, &draws);
       FinishSeq(seq);
       break;
     case SeqKind::kSample:
-      ARBOR_CHECK(last_row != nullptr);
-      sample_jobs_.push_back({seq, last_row, {}});
+      ARBOR_CHECK(last_row != nullptr || draws != nullptr);
+      sample_jobs_.push_back({seq, draws != nullptr ? nullptr : last_row,
+                              draws != nullptr ? *draws : SampledToken()});
       break;
     case SeqKind::kScore:
       if (!seq->probe) --r->open_outputs;
@@ -915,8 +968,9 @@ void EngineCore::ForkBranch(Seq* prompt, int group, const float* /*row*/) {
   ++running_seqs_;
 }
 
-void EngineCore::SpawnSamples(Seq* parent, int group, const float* row) {
-  ARBOR_CHECK(row != nullptr);
+void EngineCore::SpawnSamples(Seq* parent, int group, const float* row,
+                              const SampledToken** draws) {
+  ARBOR_CHECK(row != nullptr || *draws != nullptr);
   RequestState* r = parent->request;
   for (int b : r->groups[group].branches) {
     for (int i = 0; i < r->gen.branches[b].num_samples; ++i) {
@@ -929,8 +983,47 @@ void EngineCore::SpawnSamples(Seq* parent, int group, const float* row) {
       s->running = true;
       ++running_seqs_;
       if (tokenizer_ != nullptr) s->text = std::make_unique<IncrementalDecoder>(tokenizer_);
-      sample_jobs_.push_back({s, row, {}});
+      if (*draws != nullptr) {
+        sample_jobs_.push_back({s, nullptr, *(*draws)++});
+      } else {
+        sample_jobs_.push_back({s, row, {}});
+      }
     }
+  }
+}
+
+void EngineCore::PlanDraws(const Seq& seq, std::vector<RowSampling>* out) const {
+  const RequestState* r = seq.request;
+  // As Draw keys them: the new sample's tokens are its parent's.
+  auto add = [&](int output) {
+    const SampleOutput& o = r->gen_result.outputs[output];
+    RowSampling spec;
+    spec.params = r->gen.sampling;
+    spec.seed = r->gen.branches[o.branch_index].seed;
+    spec.stream = static_cast<uint64_t>(o.sample_index);
+    spec.position = static_cast<uint64_t>(seq.tokens.size());
+    out->push_back(spec);
+  };
+  auto add_group = [&](int group) {  // SpawnSamples' order
+    for (int b : r->groups[group].branches) {
+      for (int i = 0; i < r->gen.branches[b].num_samples; ++i) add(r->output_offset[b] + i);
+    }
+  };
+  switch (seq.kind) {
+    case SeqKind::kPrompt:  // OnComputed's loop
+      for (size_t gi = 0; gi < r->groups.size(); ++gi) {
+        const int len = static_cast<int>(seq.tokens.size() + r->groups[gi].suffix.size());
+        if (len < max_context_ && r->groups[gi].suffix.empty()) add_group(static_cast<int>(gi));
+      }
+      break;
+    case SeqKind::kBranch:
+      add_group(seq.group);
+      break;
+    case SeqKind::kSample:
+      add(seq.output);
+      break;
+    case SeqKind::kScore:
+      break;
   }
 }
 
@@ -938,7 +1031,7 @@ void EngineCore::RunSampleJobs() {
   if (sample_jobs_.empty()) return;
   const std::function<void(int, int)> draw = [this](int worker, int i) {
     SampleJob& job = sample_jobs_[i];
-    job.token = Draw(samplers_[worker], *job.seq, job.row);
+    if (job.row != nullptr) job.token = Draw(samplers_[worker], *job.seq, job.row);
   };
   const int64_t work = static_cast<int64_t>(sample_jobs_.size()) * backend_->output_dim();
   if (work >= (int64_t{1} << 18)) {

@@ -67,6 +67,13 @@ struct EngineOptions {
   // Threads drawing a step's samples (the scheduler thread included); 0 takes
   // min(hardware concurrency, 8). Small steps are drawn on the scheduler thread.
   int num_sampler_threads = 0;
+  // Where the tokens of a step with no score rows are drawn: kAuto asks the
+  // backend for draws (ModelBackend::ForwardSample) when it samples on the
+  // device, so that no logits leave the GPU; kHost always downloads logits and
+  // draws on the sampler threads; kBackend always asks for draws (tests). The
+  // tokens are the same either way.
+  enum class Sampling { kAuto, kHost, kBackend };
+  Sampling sampling = Sampling::kAuto;
   // Outputs (sum of num_samples) one Generate request may ask for.
   int max_outputs_per_request = 4096;
   // Observer called on the scheduler thread after every forward step (metrics).

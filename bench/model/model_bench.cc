@@ -10,6 +10,14 @@
 //            tokens; EOS is ignored. tokens/s = B * steps / time. This is
 //            what hf_baseline.py's generate(N) - generate(1) difference times.
 //   prefill  one sequence of --prefill_tokens ids in one pass, last row out.
+//   shared   --branches sequences decoding --shared_steps greedy tokens after
+//            one shared prompt of P tokens (each of --shared_prompts; P a
+//            multiple of 16): the prompt is prefilled once, every branch's
+//            block table starts with the prompt's blocks and grows its own,
+//            as the engine's radix cache lays them out. Timed with cascade
+//            attention (the prompt's K/V read once for all branches) and with
+//            plain per-branch paged attention (cascade off); KV blocks in use
+//            are counted against per-branch copies of the prompt.
 //
 // Each figure is the median of --repeats runs after a warm-up, and is given
 // as a fraction of its limit:
@@ -59,6 +67,10 @@ ABSL_FLAG(int, prompt_tokens, 128, "Prompt length of every decode sequence");
 ABSL_FLAG(int, decode_tokens, 128, "Tokens every decode sequence generates");
 ABSL_FLAG(int, prefill_tokens, 8192, "Length of the prefill sequence");
 ABSL_FLAG(int, repeats, 3, "Timed repeats per figure (the median is reported)");
+ABSL_FLAG(std::string, shared_prompts, "1024,4096,16384",
+          "Shared-prompt lengths for the shared-prefix benchmark (multiples of 16; empty: skip)");
+ABSL_FLAG(int, branches, 64, "Branches decoding after each shared prompt");
+ABSL_FLAG(int, shared_steps, 64, "Decode steps of every branch after the shared prompt");
 ABSL_FLAG(std::string, json_out, "", "Where to write the rows as JSON (empty: nowhere)");
 
 namespace arbor::worker {
@@ -281,6 +293,56 @@ double TimePrefill(ModelBackend* backend, int tokens, uint32_t seed) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+constexpr int kPrefillChunk = 8192;  // within max_batch_tokens
+
+struct SharedRun {
+  double seconds = 0;  // the timed decode steps
+  int blocks_used = 0;  // KV blocks the prompt and every branch hold
+};
+
+// `branches` sequences after one shared prompt of `prompt` tokens (prefilled
+// once, not timed), each decoding `steps` greedy tokens from its own first
+// token; the branches sit next to each other in the batch, as the engine
+// keeps a job's branches.
+SharedRun TimeSharedDecode(ModelBackend* backend, int prompt, int branches, int steps,
+                           uint32_t seed) {
+  const int vocab = backend->config().vocab_size;
+  std::mt19937 rng(seed);
+  std::vector<Seq> trunk(1);
+  int32_t next_block = 0;
+  std::vector<RowSampling> greedy(branches);
+  for (RowSampling& r : greedy) r.params.temperature = 0.0f;
+  std::vector<SampledToken> drawn;
+  const std::vector<int32_t> ids = RandomIds(prompt, vocab, &rng);
+  for (int begin = 0; begin < prompt; begin += kPrefillChunk) {  // as the engine chunks it
+    const int end = std::min(prompt, begin + kPrefillChunk);
+    Check(backend->ForwardSample(
+              MakeBatch(trunk, {std::vector<int32_t>(ids.begin() + begin, ids.begin() + end)},
+                        &next_block),
+              absl::MakeConstSpan(greedy).first(1), &drawn),
+          "shared prompt");
+  }
+  std::vector<Seq> seqs(branches, trunk[0]);  // the prompt's blocks, shared
+  std::vector<std::vector<int32_t>> next(branches);
+  for (auto& ids : next) ids = RandomIds(1, vocab, &rng);
+  const Clock::time_point start = Clock::now();
+  for (int step = 0; step < steps; ++step) {
+    Check(backend->ForwardSample(MakeBatch(seqs, next, &next_block), greedy, &drawn),
+          "shared decode");
+    for (int s = 0; s < branches; ++s) next[s].assign(1, drawn[s].token);
+  }
+  SharedRun run;
+  run.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  run.blocks_used = next_block;
+  return run;
+}
+
+struct SharedRow {
+  int prompt = 0;
+  double cascade_tokens_per_s = 0, plain_tokens_per_s = 0;
+  int blocks_used = 0, blocks_if_copied = 0;
+};
+
 struct Row {
   std::string name;  // "decode" or "prefill"
   int batch = 1;
@@ -288,6 +350,7 @@ struct Row {
   double seconds = 0;
   double tokens_per_s = 0;
   double limit_tokens_per_s = 0;
+  double eager_tokens_per_s = 0;  // decode without CUDA graphs (0: not measured)
   std::vector<double> all_seconds;
 };
 
@@ -306,6 +369,23 @@ int Main() {
       return 2;
     }
     batches.push_back(b);
+  }
+  std::vector<int> shared_prompts;
+  for (absl::string_view part :
+       absl::StrSplit(absl::GetFlag(FLAGS_shared_prompts), ',', absl::SkipEmpty())) {
+    int p = 0;
+    if (!absl::SimpleAtoi(part, &p) || p < kKvBlockSize || p % kKvBlockSize != 0) {
+      std::fprintf(stderr, "model_bench: --shared_prompts entry '%.*s' is not a multiple of %d\n",
+                   static_cast<int>(part.size()), part.data(), kKvBlockSize);
+      return 2;
+    }
+    shared_prompts.push_back(p);
+  }
+  const int branches = absl::GetFlag(FLAGS_branches);
+  const int shared_steps = absl::GetFlag(FLAGS_shared_steps);
+  if (branches < 1 || shared_steps < 1) {
+    std::fprintf(stderr, "model_bench: --branches and --shared_steps must be >= 1\n");
+    return 2;
   }
   if (model.empty() || prompt < 1 || decode < 2 || prefill < 1 || repeats < 1) {
     std::fprintf(stderr,
@@ -335,6 +415,9 @@ int Main() {
   const int decode_blocks_per_seq = (prompt + decode + kKvBlockSize - 1) / kKvBlockSize;
   int num_blocks = (prefill + kKvBlockSize - 1) / kKvBlockSize;
   for (int b : batches) num_blocks = std::max(num_blocks, b * decode_blocks_per_seq);
+  for (int p : shared_prompts) {
+    num_blocks = std::max(num_blocks, p / kKvBlockSize + branches * (shared_steps / kKvBlockSize + 1));
+  }
   CudaBackendOptions options;
   options.num_kv_blocks = num_blocks;
   options.max_batch_tokens = std::max(8192, prefill);
@@ -367,14 +450,21 @@ int Main() {
     }
     row.seconds = Median(row.all_seconds);
     row.tokens_per_s = double{1} * b * steps / row.seconds;
+    // The same steps launched kernel by kernel: what the graphs buy.
+    backend->set_cuda_graphs(false);
+    TimeDecode(backend, b, prompt, std::min(steps, 8), 100);
+    std::vector<double> eager;
+    for (int r = 0; r < repeats; ++r) eager.push_back(TimeDecode(backend, b, prompt, steps, 1 + r));
+    row.eager_tokens_per_s = double{1} * b * steps / Median(eager);
+    backend->set_cuda_graphs(true);
     const double step_bytes =
         DecodeWeightBytes(c, b) + double{1} * b * mean_context * KvBytesPerToken(c);
     row.limit_tokens_per_s = b / (step_bytes / (limits.copy_gbps * 1e9));
     std::printf(
         "decode batch %4d: %9.0f tok/s  (%.3f ms/step, %.1f MB/step, limit %.0f tok/s, "
-        "%.1f%%)\n",
+        "%.1f%%; without CUDA graphs %.0f tok/s)\n",
         b, row.tokens_per_s, row.seconds / steps * 1e3, step_bytes / 1e6, row.limit_tokens_per_s,
-        100 * row.tokens_per_s / row.limit_tokens_per_s);
+        100 * row.tokens_per_s / row.limit_tokens_per_s, row.eager_tokens_per_s);
     std::fflush(stdout);
     rows.push_back(row);
   }
@@ -405,6 +495,34 @@ int Main() {
     rows.push_back(row);
   }
 
+  std::vector<SharedRow> shared_rows;
+  for (int p : shared_prompts) {
+    SharedRow row;
+    row.prompt = p;
+    for (const bool cascade : {true, false}) {
+      backend->set_cascade_min_shared_tokens(cascade ? 256 : 0);
+      TimeSharedDecode(backend, p, branches, std::min(shared_steps, 4), 400);  // warm-up
+      std::vector<double> seconds;
+      for (int r = 0; r < repeats; ++r) {
+        const SharedRun run = TimeSharedDecode(backend, p, branches, shared_steps, 500 + r);
+        seconds.push_back(run.seconds);
+        row.blocks_used = run.blocks_used;
+      }
+      (cascade ? row.cascade_tokens_per_s : row.plain_tokens_per_s) =
+          double{1} * branches * shared_steps / Median(seconds);
+    }
+    backend->set_cascade_min_shared_tokens(256);
+    row.blocks_if_copied =
+        branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
+    std::printf(
+        "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s, plain %8.0f tok/s; "
+        "%d KV blocks (per-branch copies: %d)\n",
+        p, branches, shared_steps, row.cascade_tokens_per_s, row.plain_tokens_per_s,
+        row.blocks_used, row.blocks_if_copied);
+    std::fflush(stdout);
+    shared_rows.push_back(row);
+  }
+
   const char* decode_formula =
       "decode limit = B / ((W + KV) / copy): W = bf16 bytes of layer params + final norm + "
       "LM head (once) + B embedding rows; KV = B * mean context * K/V bytes per token";
@@ -430,8 +548,17 @@ int Main() {
                            {"seconds", r.seconds},
                            {"all_seconds", r.all_seconds},
                            {"tokens_per_s", r.tokens_per_s},
+                           {"eager_tokens_per_s", r.eager_tokens_per_s},
                            {"limit_tokens_per_s", r.limit_tokens_per_s},
                            {"fraction_of_limit", r.tokens_per_s / r.limit_tokens_per_s}});
+    }
+    j["shared_prefix"] = {{"branches", branches}, {"steps", shared_steps}};
+    for (const SharedRow& r : shared_rows) {
+      j["shared_prefix"]["rows"].push_back({{"prompt", r.prompt},
+                                            {"cascade_tokens_per_s", r.cascade_tokens_per_s},
+                                            {"plain_tokens_per_s", r.plain_tokens_per_s},
+                                            {"blocks_used", r.blocks_used},
+                                            {"blocks_if_copied", r.blocks_if_copied}});
     }
     std::ofstream(path) << j.dump(2) << "\n";
   }
@@ -445,6 +572,22 @@ int Main() {
                                                 : "prefill " + std::to_string(r.tokens);
     std::printf("| %s | %.0f | %.0f | %.1f%% |\n", what.c_str(), r.tokens_per_s,
                 r.limit_tokens_per_s, 100 * r.tokens_per_s / r.limit_tokens_per_s);
+  }
+  if (!shared_rows.empty()) {
+    std::printf(
+        "\n| shared prompt (%d branches x %d steps) | cascade tok/s | plain tok/s | speed-up | "
+        "KV blocks | per-branch copies |\n|---|---|---|---|---|---|\n",
+        branches, shared_steps);
+    for (const SharedRow& r : shared_rows) {
+      std::printf("| %d | %.0f | %.0f | %.2fx | %d | %d |\n", r.prompt, r.cascade_tokens_per_s,
+                  r.plain_tokens_per_s, r.cascade_tokens_per_s / r.plain_tokens_per_s,
+                  r.blocks_used, r.blocks_if_copied);
+    }
+    const SharedRow &first = shared_rows.front(), &last = shared_rows.back();
+    std::printf("from %d to %d shared tokens: cascade throughput falls %.1f%%, plain %.1f%%\n",
+                first.prompt, last.prompt,
+                100 * (1 - last.cascade_tokens_per_s / first.cascade_tokens_per_s),
+                100 * (1 - last.plain_tokens_per_s / first.plain_tokens_per_s));
   }
   std::printf("\nlimits: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s on %s\n", limits.copy_gbps,
               limits.gemm_tflops, prop.name);

@@ -519,6 +519,53 @@ TEST_P(CudaGoldenTest, ForwardSampleMatchesCpuForwardAndSampler) {
   }
 }
 
+// Decode steps through CUDA graphs (captured on a shape's second step,
+// replayed after, across a 256-token context bucket boundary and for two
+// batch sizes) draw exactly what the kernel-by-kernel path draws.
+TEST_P(CudaGoldenTest, CudaGraphDecodeDrawsWhatEagerDecodeDraws) {
+  MAKE_CUDA_OR_SKIP(cuda, dir());
+  const std::vector<std::vector<int32_t>> prompts = GreedyPrompts(dir());
+  auto decode = [&](bool graphs, size_t num, float temperature) {
+    cuda->set_cuda_graphs(graphs);
+    BlockAllocator alloc(cuda->num_kv_blocks());
+    std::vector<Seq> seqs(num);
+    std::vector<Chunk> chunks;
+    for (size_t i = 0; i < num; ++i) {
+      chunks.push_back({&seqs[i], prompts[i % prompts.size()],
+                        {static_cast<int>(prompts[i % prompts.size()].size()) - 1}});
+    }
+    std::vector<SampledToken> all;
+    std::vector<RowSampling> sampling = SamplingFor(num, temperature, 7);
+    // Prompts of 8-15 tokens + 260 steps: contexts cross 256.
+    for (int step = 0; step < 260; ++step) {
+      const ForwardBatch batch = BuildBatch(&alloc, chunks);
+      for (size_t i = 0; i < num; ++i) sampling[i].position = seqs[i].context_len;
+      std::vector<SampledToken> drawn;
+      EXPECT_TRUE(cuda->ForwardSample(batch, sampling, &drawn).ok());
+      chunks.clear();
+      for (size_t i = 0; i < num; ++i) {
+        all.push_back(drawn[i]);
+        chunks.push_back({&seqs[i], {drawn[i].token}, {0}});
+      }
+    }
+    return all;
+  };
+  for (size_t num : {size_t{1}, prompts.size()}) {
+    for (float temperature : {0.0f, 0.8f}) {
+      SCOPED_TRACE(absl::StrCat(num, " sequences, temperature ", temperature));
+      const std::vector<SampledToken> eager = decode(false, num, temperature);
+      EXPECT_EQ(cuda->num_cuda_graphs(), 0);
+      const std::vector<SampledToken> graphed = decode(true, num, temperature);
+      EXPECT_GE(cuda->num_cuda_graphs(), 2);  // one per context bucket
+      ASSERT_EQ(eager.size(), graphed.size());
+      for (size_t i = 0; i < eager.size(); ++i) {
+        ASSERT_EQ(eager[i].token, graphed[i].token) << "draw " << i;
+        ASSERT_EQ(eager[i].logprob, graphed[i].logprob) << "draw " << i;
+      }
+    }
+  }
+}
+
 TEST_P(CudaGoldenTest, ForwardSampleRejectsBadSampling) {
   MAKE_CUDA_OR_SKIP(cuda, dir(), 16);
   ForwardBatch batch;

@@ -69,6 +69,12 @@ struct EngineSetup {
     options.num_sampler_threads = n;
     return *this;
   }
+  // Draws through ModelBackend::ForwardSample (the CPU backend's is Forward +
+  // the host Sampler, one row per draw) instead of the engine's sampler threads.
+  EngineSetup& BackendSampling() {
+    options.sampling = EngineOptions::Sampling::kBackend;
+    return *this;
+  }
   EngineSetup& WithTokenizer() {
     with_tokenizer = true;
     return *this;
@@ -518,31 +524,38 @@ TEST_F(EngineTest, MixedWorkloadUnderPressureMatchesARoomyEngine) {
   };
   auto roomy = MakeEngine(EngineSetup());
   auto expected = run(roomy.get(), /*concurrently=*/false);
-  auto tight = MakeEngine(EngineSetup().Blocks(10).BatchTokens(24));
-  auto got = run(tight.get(), /*concurrently=*/true);
-  EXPECT_GT(tight->stats().preemptions, 0);
-  for (size_t j = 0; j < jobs.size(); ++j) {
-    if (jobs[j].score) {
-      ASSERT_TRUE(expected.second[j].ok()) << expected.second[j].status();
-      ASSERT_TRUE(got.second[j].ok()) << got.second[j].status();
-      ASSERT_EQ(expected.second[j]->rows.size(), got.second[j]->rows.size());
-      for (size_t k = 0; k < got.second[j]->rows.size(); ++k) {
-        ASSERT_EQ(expected.second[j]->rows[k].size(), got.second[j]->rows[k].size());
-        for (size_t c = 0; c < got.second[j]->rows[k].size(); ++c) {
-          EXPECT_NEAR(expected.second[j]->rows[k][c], got.second[j]->rows[k][c], 1e-4);
+  // Under pressure, with host sampling and with backend sampling (whose steps
+  // fall back to logits whenever a score row is in the batch).
+  for (const bool backend_sampling : {false, true}) {
+    SCOPED_TRACE(backend_sampling ? "backend sampling" : "host sampling");
+    EngineSetup setup = EngineSetup().Blocks(10).BatchTokens(24);
+    if (backend_sampling) setup.BackendSampling();
+    auto tight = MakeEngine(setup);
+    auto got = run(tight.get(), /*concurrently=*/true);
+    EXPECT_GT(tight->stats().preemptions, 0);
+    for (size_t j = 0; j < jobs.size(); ++j) {
+      if (jobs[j].score) {
+        ASSERT_TRUE(expected.second[j].ok()) << expected.second[j].status();
+        ASSERT_TRUE(got.second[j].ok()) << got.second[j].status();
+        ASSERT_EQ(expected.second[j]->rows.size(), got.second[j]->rows.size());
+        for (size_t k = 0; k < got.second[j]->rows.size(); ++k) {
+          ASSERT_EQ(expected.second[j]->rows[k].size(), got.second[j]->rows[k].size());
+          for (size_t c = 0; c < got.second[j]->rows[k].size(); ++c) {
+            EXPECT_NEAR(expected.second[j]->rows[k][c], got.second[j]->rows[k][c], 1e-4);
+          }
+        }
+      } else {
+        ASSERT_TRUE(expected.first[j].ok()) << expected.first[j].status();
+        ASSERT_TRUE(got.first[j].ok()) << got.first[j].status();
+        ASSERT_EQ(expected.first[j]->outputs.size(), got.first[j]->outputs.size());
+        for (size_t k = 0; k < got.first[j]->outputs.size(); ++k) {
+          ExpectSameOutput(expected.first[j]->outputs[k], got.first[j]->outputs[k],
+                           "job " + std::to_string(j) + " output " + std::to_string(k));
         }
       }
-    } else {
-      ASSERT_TRUE(expected.first[j].ok()) << expected.first[j].status();
-      ASSERT_TRUE(got.first[j].ok()) << got.first[j].status();
-      ASSERT_EQ(expected.first[j]->outputs.size(), got.first[j]->outputs.size());
-      for (size_t k = 0; k < got.first[j]->outputs.size(); ++k) {
-        ExpectSameOutput(expected.first[j]->outputs[k], got.first[j]->outputs[k],
-                         "job " + std::to_string(j) + " output " + std::to_string(k));
-      }
     }
+    ExpectAllBlocksReturned(*tight);
   }
-  ExpectAllBlocksReturned(*tight);
   ExpectAllBlocksReturned(*roomy);
 }
 
@@ -552,16 +565,20 @@ TEST_F(EngineTest, ParallelSamplingDrawsTheSameTokens) {
   r.branches.push_back({{5, 6, 7}, 300, 78});
   auto serial = MakeEngine(EngineSetup().SamplerThreads(1).Blocks(1024));
   auto parallel = MakeEngine(EngineSetup().SamplerThreads(4).Blocks(1024));
+  // The prompt's one row is drawn from 300 times per branch: 600 output rows.
+  auto backend = MakeEngine(EngineSetup().BackendSampling().Blocks(1024));
   auto a = serial->Generate(r);
-  auto b = parallel->Generate(r);
   ASSERT_TRUE(a.ok()) << a.status();
-  ASSERT_TRUE(b.ok()) << b.status();
   ASSERT_EQ(a->outputs.size(), 600u);
-  ASSERT_EQ(b->outputs.size(), 600u);
-  for (size_t k = 0; k < a->outputs.size(); ++k) {
-    ExpectSameOutput(a->outputs[k], b->outputs[k], "output " + std::to_string(k));
+  for (Engine* engine : {parallel.get(), backend.get()}) {
+    auto b = engine->Generate(r);
+    ASSERT_TRUE(b.ok()) << b.status();
+    ASSERT_EQ(b->outputs.size(), 600u);
+    for (size_t k = 0; k < a->outputs.size(); ++k) {
+      ExpectSameOutput(a->outputs[k], b->outputs[k], "output " + std::to_string(k));
+    }
+    ExpectAllBlocksReturned(*engine);
   }
-  ExpectAllBlocksReturned(*parallel);
 }
 
 TEST_F(EngineTest, CancellationStopsTheRequestAndReleasesItsBlocks) {
