@@ -165,6 +165,11 @@ KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
                                              AsStream(stream)));
 }
 
+KernelStatus SmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k,
+                            bool fp32_out, Stream stream) {
+  return ToStatus(LaunchSmallBatchGemm(x, w, y, m, n, k, fp32_out, AsStream(stream)));
+}
+
 KernelStatus SampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
                           float* logprobs, int num_rows, int vocab, Stream stream) {
   return ToStatus(

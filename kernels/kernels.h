@@ -216,6 +216,19 @@ struct SplitPlan {
 };
 SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule);
 
+// ---- Linear layers at decode batch sizes -----------------------------------
+
+inline constexpr int kSmallBatchGemmMaxRows = 4;
+
+// y[m, n] = x[m, k] W[n, k]^T (W in the Hugging Face Linear layout) for
+// 1 <= m <= kSmallBatchGemmMaxRows: W is streamed once, one warp per output
+// column, fp32 accumulation; y is bf16, or fp32 when fp32_out. k must be a
+// multiple of 8 and every row 16-byte aligned (cudaErrorInvalidValue else).
+KernelStatus SmallBatchGemm(const Bf16* x,  // [m, k]
+                            const Bf16* w,  // [n, k]
+                            void* y,        // [m, n], bf16 or fp32
+                            int m, int n, int k, bool fp32_out, Stream stream);
+
 // ---- Sampling --------------------------------------------------------------
 
 // Per-row sampling parameters (plain struct, copied to the device as is).

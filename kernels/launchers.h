@@ -91,6 +91,11 @@ cudaError_t LaunchGroupAttention(const Bf16* q,                // [num_tokens, n
                                  const AttentionShape& shape, int split_len, int num_splits,
                                  cudaStream_t stream);
 
+cudaError_t LaunchSmallBatchGemm(const Bf16* x,  // [m, k]
+                                 const Bf16* w,  // [n, k]
+                                 void* y,        // [m, n], bf16 or fp32
+                                 int m, int n, int k, bool fp32_out, cudaStream_t stream);
+
 cudaError_t LaunchSampleTokens(const float* logits,         // [num_rows, vocab]
                                const SampleParams* params,  // [num_rows]
                                int32_t* tokens,             // [num_rows]

@@ -273,4 +273,16 @@ SampledToken Sample(const float* logits, int vocab, const SampleParams& params) 
   return result;
 }
 
+void Linear(const float* x, const float* w, float* y, int m, int n, int k) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double sum = 0.0;
+      for (int t = 0; t < k; ++t) {
+        sum += double{x[static_cast<size_t>(i) * k + t]} * w[static_cast<size_t>(j) * k + t];
+      }
+      y[static_cast<size_t>(i) * n + j] = static_cast<float>(sum);
+    }
+  }
+}
+
 }  // namespace arbor::kernels::reference

@@ -102,6 +102,13 @@ void MergeAttentionStates(const float* o_parts,    // [num_parts, num_rows, num_
 //   in ascending id order, the first whose running mass exceeds
 //   DrawTarget(seed, stream, position, kept mass) is drawn.
 // logprob is log_softmax(raw logits)[token].
+// y[m, n] = x[m, k] W[n, k]^T, fp32 (the reference of SmallBatchGemm and of
+// the backends' cuBLAS GEMMs).
+void Linear(const float* x,  // [m, k]
+            const float* w,  // [n, k]
+            float* y,        // [m, n]
+            int m, int n, int k);
+
 struct SampledToken {
   int32_t token = -1;
   float logprob = 0.0f;

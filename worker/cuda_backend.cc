@@ -227,6 +227,12 @@ struct CudaBackend::Device {
   // y[m, n] = x[m, k] W[n, k]^T in the Hugging Face Linear layout; bf16 in,
   // bf16 or fp32 out, fp32 accumulation.
   absl::Status Gemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k, bool fp32_out) {
+    // Decode-sized: stream W (measured on an H200: faster than cuBLAS at one
+    // row, and at up to four rows for layers up to 8192 wide).
+    if (m == 1 || (m <= kernels::kSmallBatchGemmMaxRows && n <= 8192)) {
+      return KernelError(kernels::SmallBatchGemm(x, w, y, m, n, k, fp32_out, stream),
+                         "SmallBatchGemm");
+    }
     const float alpha = 1.0f, beta = 0.0f;
     return CublasError(
         cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w, CUDA_R_16BF, k, x,

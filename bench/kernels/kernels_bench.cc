@@ -401,6 +401,47 @@ void BenchPrefill() {
   }
 }
 
+// Decode-sized linear layers of the 1B model: SmallBatchGemm against cuBLAS
+// on the same operands; bytes = the weight matrix (x and y are noise).
+void BenchSmallBatchGemm() {
+  cublasHandle_t handle;
+  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) std::exit(1);
+  struct Shape {
+    const char* name;
+    int n, k;
+    bool fp32_out;
+  };
+  const Shape shapes[] = {{"q_proj", 2048, kHidden, false},
+                          {"k_proj", 512, kHidden, false},
+                          {"gate_up", 2 * kInter, kHidden, false},
+                          {"down", kHidden, kInter, false},
+                          {"lm_head (fp32 out)", kVocab, kHidden, true}};
+  for (const Shape& sh : shapes) {
+    DeviceBuffer w(size_t{2} * sh.n * sh.k), x(size_t{2} * 4 * sh.k), y(size_t{4} * 4 * sh.n);
+    FillBf16(w.ptr, size_t{1} * sh.n * sh.k, 0.05f, 21);
+    FillBf16(x.ptr, size_t{4} * sh.k, 1.0f, 22);
+    for (int m : {1, 4}) {
+      const std::string shape = std::string(sh.name) + " " + std::to_string(m) + " x " +
+                                std::to_string(sh.n) + " x " + std::to_string(sh.k);
+      const double bytes = 2.0 * sh.n * sh.k;
+      double ms = TimeMs([&] {
+        CHECK_KERNEL(SmallBatchGemm(static_cast<const Bf16*>(x.ptr), static_cast<const Bf16*>(w.ptr),
+                                    y.ptr, m, sh.n, sh.k, sh.fp32_out, nullptr));
+      });
+      AddBandwidthRow("small_batch_gemm", shape, ms, bytes);
+      const float alpha = 1.0f, beta = 0.0f;
+      ms = TimeMs([&] {
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, sh.n, m, sh.k, &alpha, w.ptr, CUDA_R_16BF,
+                     sh.k, x.ptr, CUDA_R_16BF, sh.k, &beta, y.ptr,
+                     sh.fp32_out ? CUDA_R_32F : CUDA_R_16BF, sh.n, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT);
+      });
+      AddBandwidthRow("  cublasGemmEx (same)", shape, ms, bytes);
+    }
+  }
+  cublasDestroy(handle);
+}
+
 void BenchSampling() {
   const int rows = 64;
   std::vector<float> logits(size_t{1} * rows * kVocab);
@@ -459,6 +500,7 @@ int main(int argc, char** argv) {
   BenchDecode();
   BenchSharedPrefix();
   BenchPrefill();
+  BenchSmallBatchGemm();
   BenchSampling();
   std::printf("\n| kernel | shape | time (us) | achieved | of limit |\n|---|---|---|---|---|\n");
   for (const Row& r : g_rows) {

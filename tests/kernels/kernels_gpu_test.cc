@@ -211,6 +211,40 @@ TEST(KernelsGpuTest, SwiGluMatchesReference) {
   }
 }
 
+// Decode-sized linear layers, bf16 and fp32 out, against the fp32 reference
+// on the same bf16 inputs; shapes with n not a multiple of the 8 columns of
+// a block and k not a multiple of the unrolled 1024; bad shapes refused.
+TEST(KernelsGpuTest, SmallBatchGemmMatchesReference) {
+  REQUIRE_GPU();
+  std::mt19937 rng(16);
+  struct Case {
+    int n, k;
+  };
+  for (const Case& c :
+       {Case{2048, 2048}, Case{3000, 8192}, Case{512, 2048}, Case{13, 8}, Case{7, 1032}}) {
+    for (int m = 1; m <= kSmallBatchGemmMaxRows; ++m) {
+      const auto x = RandomBf16(static_cast<size_t>(m) * c.k, rng);
+      const auto w = RandomBf16(static_cast<size_t>(c.n) * c.k, rng, 0.05f);
+      DeviceArray<Bf16> d_x(x.bits), d_w(w.bits), d_y(static_cast<size_t>(m) * c.n);
+      DeviceArray<float> d_y32(static_cast<size_t>(m) * c.n);
+      std::vector<float> want(static_cast<size_t>(m) * c.n);
+      reference::Linear(x.values.data(), w.values.data(), want.data(), m, c.n, c.k);
+      ASSERT_KERNEL_OK(SmallBatchGemm(d_x.get(), d_w.get(), d_y.get(), m, c.n, c.k, false, nullptr));
+      EXPECT_LE(RelativeError(ToFloat(d_y.ToHost()), want), kBf16Tolerance)
+          << "m " << m << " n " << c.n << " k " << c.k;
+      ASSERT_KERNEL_OK(
+          SmallBatchGemm(d_x.get(), d_w.get(), d_y32.get(), m, c.n, c.k, true, nullptr));
+      EXPECT_LE(RelativeError(d_y32.ToHost(), want), 1e-4)
+          << "fp32 out, m " << m << " n " << c.n << " k " << c.k;
+    }
+  }
+  DeviceArray<Bf16> d(64);
+  EXPECT_FALSE(SmallBatchGemm(d.get(), d.get(), d.get(), kSmallBatchGemmMaxRows + 1, 8, 8, false,
+                              nullptr)
+                   .ok());
+  EXPECT_FALSE(SmallBatchGemm(d.get(), d.get(), d.get(), 1, 8, 12, false, nullptr).ok());
+}
+
 TEST(KernelsGpuTest, KvAppendWritesThePagedSlots) {
   REQUIRE_GPU();
   std::mt19937 rng(15);

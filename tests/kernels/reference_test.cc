@@ -32,6 +32,18 @@ TEST(Bf16Test, RoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
 }
 
+TEST(LinearTest, MultipliesByTheTransposedWeight) {
+  // x [2, 3], W [2, 3] (Linear layout: one row per output).
+  const float x[] = {1, 2, 3, -1, 0, 2};
+  const float w[] = {1, 0, -1, 0.5f, 0.5f, 0.5f};
+  float y[4];
+  reference::Linear(x, w, y, 2, 2, 3);
+  EXPECT_FLOAT_EQ(y[0], 1 - 3);
+  EXPECT_FLOAT_EQ(y[1], 3);
+  EXPECT_FLOAT_EQ(y[2], -1 - 2);
+  EXPECT_FLOAT_EQ(y[3], 0.5f);
+}
+
 TEST(EmbeddingGatherTest, CopiesRowsAndZeroesInvalidIds) {
   const int vocab = 5, hidden = 3;
   std::vector<float> table(vocab * hidden);
