@@ -26,8 +26,8 @@ __device__ __forceinline__ void Accumulate(const uint4& w_word, const Bf16* __re
 #pragma unroll
   for (int i = 0; i < M; ++i) {
     float xf[8];
-    detail::Unpack8(
-        __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(i) * k) + chunk), xf);
+    detail::Unpack8(__ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(i) * k) + chunk),
+                    xf);
 #pragma unroll
     for (int j = 0; j < 8; ++j) acc[i] = fmaf(wf[j], xf[j], acc[i]);
   }
@@ -91,10 +91,14 @@ cudaError_t LaunchSmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, i
     return cudaErrorInvalidValue;
   }
   switch (m) {
-    case 1: return Launch<1>(x, w, y, n, k, fp32_out, stream);
-    case 2: return Launch<2>(x, w, y, n, k, fp32_out, stream);
-    case 3: return Launch<3>(x, w, y, n, k, fp32_out, stream);
-    default: return Launch<4>(x, w, y, n, k, fp32_out, stream);
+    case 1:
+      return Launch<1>(x, w, y, n, k, fp32_out, stream);
+    case 2:
+      return Launch<2>(x, w, y, n, k, fp32_out, stream);
+    case 3:
+      return Launch<3>(x, w, y, n, k, fp32_out, stream);
+    default:
+      return Launch<4>(x, w, y, n, k, fp32_out, stream);
   }
 }
 

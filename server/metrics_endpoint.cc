@@ -19,7 +19,7 @@
 namespace arbor::server {
 namespace {
 
-constexpr int kPollMs = 100;              // how soon the destructor is noticed
+constexpr int kPollMs = 100;                // how soon the destructor is noticed
 constexpr size_t kMaxRequestBytes = 16384;  // request line + headers
 
 bool SendAll(int fd, std::string_view data) {
@@ -32,8 +32,8 @@ bool SendAll(int fd, std::string_view data) {
   return true;
 }
 
-std::string Response(std::string_view status, std::string_view content_type,
-                     std::string_view body, bool head_only) {
+std::string Response(std::string_view status, std::string_view content_type, std::string_view body,
+                     bool head_only) {
   std::string out = "HTTP/1.1 ";
   out.append(status);
   out.append("\r\nContent-Type: ");
@@ -55,8 +55,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   addrinfo* found = nullptr;
   const std::string port_text = std::to_string(port);
-  if (const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_text.c_str(),
-                                   &hints, &found);
+  if (const int rc =
+          ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_text.c_str(), &hints, &found);
       rc != 0) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve /metrics on ", where, ": ", ::gai_strerror(rc)));
@@ -79,8 +79,8 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   }
   ::freeaddrinfo(found);
   if (fd < 0) {
-    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", where, ": ",
-                                               last_error));
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve /metrics on ", where, ": ", last_error));
   }
   sockaddr_storage bound{};
   socklen_t len = sizeof(bound);
@@ -88,8 +88,7 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
   const int bound_port = bound.ss_family == AF_INET6
                              ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
                              : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  return std::unique_ptr<MetricsEndpoint>(
-      new MetricsEndpoint(fd, bound_port, std::move(registry)));
+  return std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint(fd, bound_port, std::move(registry)));
 }
 
 MetricsEndpoint::MetricsEndpoint(int listen_fd, int port,

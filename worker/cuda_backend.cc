@@ -52,8 +52,8 @@ absl::Status CudaBackend::Run(const ForwardBatch&, absl::Span<const RowSampling>
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::ForwardPass(const ForwardBatch&, absl::Span<const RowSampling>,
-                                      std::vector<float>*, std::vector<SampledToken>*,
-                                      PassBuffers*, PassMode, void*) {
+                                      std::vector<float>*, std::vector<SampledToken>*, PassBuffers*,
+                                      PassMode, void*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowSampling>,
@@ -475,7 +475,8 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
     }
   }
   if (b.output_rows.size() > static_cast<size_t>(device_->max_batch_tokens)) {
-    return error(b.output_rows.size(), " output rows, more than CudaBackendOptions.max_batch_tokens (",
+    return error(b.output_rows.size(),
+                 " output rows, more than CudaBackendOptions.max_batch_tokens (",
                  device_->max_batch_tokens, ")");
   }
   for (size_t i = 0; i < b.output_rows.size(); ++i) {
@@ -746,10 +747,11 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                                                     num_seqs, c.num_heads, c.head_dim, stream),
                       "MergeAttentionStates"));
     } else if (max_new == 1) {  // a decode step: one token per sequence
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens, attn,
-                                        bufs.decode_workspace.get(), num_seqs, max_ctx, shape, stream),
-          "PagedDecodeAttention"));
+      ARBOR_RETURN_IF_ERROR(
+          KernelError(kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens,
+                                                    attn, bufs.decode_workspace.get(), num_seqs,
+                                                    max_ctx, shape, stream),
+                      "PagedDecodeAttention"));
     } else {
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::PrefillAttention(q, positions, seq_starts, tables, ctx_lens, d.k_pool(l),
@@ -871,7 +873,8 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
   padded.block_tables.assign(static_cast<size_t>(num_seqs) * mb, -1);
   for (int s = 0; s < num_seqs; ++s) {
     std::copy_n(batch.block_tables.begin() + static_cast<size_t>(s) * batch.max_blocks_per_seq,
-                batch.max_blocks_per_seq, padded.block_tables.begin() + static_cast<size_t>(s) * mb);
+                batch.max_blocks_per_seq,
+                padded.block_tables.begin() + static_cast<size_t>(s) * mb);
   }
 
   std::unique_ptr<DecodeGraph>& slot = d.graphs[{num_seqs, mb}];
@@ -916,9 +919,9 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
     g.exec = nullptr;
     cudaGetLastError();
     ARBOR_LOG(WARNING) << "CudaBackend: decode CUDA graph capture failed ("
-                       << (captured.ok() ? cudaGetErrorString(ended != cudaSuccess ? ended
-                                                                                   : instantiated)
-                                         : captured.ToString())
+                       << (captured.ok()
+                               ? cudaGetErrorString(ended != cudaSuccess ? ended : instantiated)
+                               : captured.ToString())
                        << "); continuing without CUDA graphs";
     set_cuda_graphs(false);
   }

@@ -206,9 +206,9 @@ class EngineCore {
     }
     runner_ = std::make_unique<ParallelRunner>(sampler_threads - 1);
     samplers_.resize(runner_->num_workers());
-    backend_sampling_ = options_.sampling == EngineOptions::Sampling::kBackend ||
-                        (options_.sampling == EngineOptions::Sampling::kAuto &&
-                         backend_->samples_on_device());
+    backend_sampling_ =
+        options_.sampling == EngineOptions::Sampling::kBackend ||
+        (options_.sampling == EngineOptions::Sampling::kAuto && backend_->samples_on_device());
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -809,8 +809,8 @@ void EngineCore::Iterate() {
     planned = draw_specs_.size();
   }
   // Output rows are bounded by the step's token budget (backend scratch).
-  const bool backend_draws = backend_sampling_ && !score_rows &&
-                             planned <= static_cast<size_t>(options_.max_batch_tokens);
+  const bool backend_draws =
+      backend_sampling_ && !score_rows && planned <= static_cast<size_t>(options_.max_batch_tokens);
   std::vector<size_t> first_draw;  // per want, into drawn_; then the end
   if (backend_draws) {
     std::vector<int32_t> rows;
@@ -932,8 +932,8 @@ void EngineCore::OnComputed(Seq* seq, const float* last_row, const SampledToken*
       break;
     case SeqKind::kSample:
       ARBOR_CHECK(last_row != nullptr || draws != nullptr);
-      sample_jobs_.push_back({seq, draws != nullptr ? nullptr : last_row,
-                              draws != nullptr ? *draws : SampledToken()});
+      sample_jobs_.push_back(
+          {seq, draws != nullptr ? nullptr : last_row, draws != nullptr ? *draws : SampledToken()});
       break;
     case SeqKind::kScore:
       if (!seq->probe) --r->open_outputs;

@@ -425,8 +425,9 @@ void BenchSmallBatchGemm() {
                                 std::to_string(sh.n) + " x " + std::to_string(sh.k);
       const double bytes = 2.0 * sh.n * sh.k;
       double ms = TimeMs([&] {
-        CHECK_KERNEL(SmallBatchGemm(static_cast<const Bf16*>(x.ptr), static_cast<const Bf16*>(w.ptr),
-                                    y.ptr, m, sh.n, sh.k, sh.fp32_out, nullptr));
+        CHECK_KERNEL(SmallBatchGemm(static_cast<const Bf16*>(x.ptr),
+                                    static_cast<const Bf16*>(w.ptr), y.ptr, m, sh.n, sh.k,
+                                    sh.fp32_out, nullptr));
       });
       AddBandwidthRow("small_batch_gemm", shape, ms, bytes);
       const float alpha = 1.0f, beta = 0.0f;

@@ -296,7 +296,7 @@ double TimePrefill(ModelBackend* backend, int tokens, uint32_t seed) {
 constexpr int kPrefillChunk = 8192;  // within max_batch_tokens
 
 struct SharedRun {
-  double seconds = 0;  // the timed decode steps
+  double seconds = 0;   // the timed decode steps
   int blocks_used = 0;  // KV blocks the prompt and every branch hold
 };
 
@@ -416,7 +416,8 @@ int Main() {
   int num_blocks = (prefill + kKvBlockSize - 1) / kKvBlockSize;
   for (int b : batches) num_blocks = std::max(num_blocks, b * decode_blocks_per_seq);
   for (int p : shared_prompts) {
-    num_blocks = std::max(num_blocks, p / kKvBlockSize + branches * (shared_steps / kKvBlockSize + 1));
+    num_blocks =
+        std::max(num_blocks, p / kKvBlockSize + branches * (shared_steps / kKvBlockSize + 1));
   }
   CudaBackendOptions options;
   options.num_kv_blocks = num_blocks;
@@ -512,8 +513,7 @@ int Main() {
           double{1} * branches * shared_steps / Median(seconds);
     }
     backend->set_cascade_min_shared_tokens(256);
-    row.blocks_if_copied =
-        branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
+    row.blocks_if_copied = branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
     std::printf(
         "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s, plain %8.0f tok/s; "
         "%d KV blocks (per-branch copies: %d)\n",

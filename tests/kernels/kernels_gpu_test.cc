@@ -229,7 +229,8 @@ TEST(KernelsGpuTest, SmallBatchGemmMatchesReference) {
       DeviceArray<float> d_y32(static_cast<size_t>(m) * c.n);
       std::vector<float> want(static_cast<size_t>(m) * c.n);
       reference::Linear(x.values.data(), w.values.data(), want.data(), m, c.n, c.k);
-      ASSERT_KERNEL_OK(SmallBatchGemm(d_x.get(), d_w.get(), d_y.get(), m, c.n, c.k, false, nullptr));
+      ASSERT_KERNEL_OK(
+          SmallBatchGemm(d_x.get(), d_w.get(), d_y.get(), m, c.n, c.k, false, nullptr));
       EXPECT_LE(RelativeError(ToFloat(d_y.ToHost()), want), kBf16Tolerance)
           << "m " << m << " n " << c.n << " k " << c.k;
       ASSERT_KERNEL_OK(
@@ -239,9 +240,9 @@ TEST(KernelsGpuTest, SmallBatchGemmMatchesReference) {
     }
   }
   DeviceArray<Bf16> d(64);
-  EXPECT_FALSE(SmallBatchGemm(d.get(), d.get(), d.get(), kSmallBatchGemmMaxRows + 1, 8, 8, false,
-                              nullptr)
-                   .ok());
+  EXPECT_FALSE(
+      SmallBatchGemm(d.get(), d.get(), d.get(), kSmallBatchGemmMaxRows + 1, 8, 8, false, nullptr)
+          .ok());
   EXPECT_FALSE(SmallBatchGemm(d.get(), d.get(), d.get(), 1, 8, 12, false, nullptr).ok());
 }
 

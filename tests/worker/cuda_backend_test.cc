@@ -531,7 +531,8 @@ TEST_P(CudaGoldenTest, CudaGraphDecodeDrawsWhatEagerDecodeDraws) {
     std::vector<Seq> seqs(num);
     std::vector<Chunk> chunks;
     for (size_t i = 0; i < num; ++i) {
-      chunks.push_back({&seqs[i], prompts[i % prompts.size()],
+      chunks.push_back({&seqs[i],
+                        prompts[i % prompts.size()],
                         {static_cast<int>(prompts[i % prompts.size()].size()) - 1}});
     }
     std::vector<SampledToken> all;

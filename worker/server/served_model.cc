@@ -73,9 +73,9 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
     backend = *std::move(created);
   } else if (options.backend == "cuda") {
     if (options.kv_memory_fraction < 0 || options.kv_memory_fraction > 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--kv_memory_fraction must be in (0, 1] (0: use --kv_cache_tokens), got ",
-          options.kv_memory_fraction));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--kv_memory_fraction must be in (0, 1] (0: use --kv_cache_tokens), got ",
+                       options.kv_memory_fraction));
     }
     CudaBackendOptions cuda;
     if (options.kv_memory_fraction > 0) {
