@@ -53,7 +53,7 @@ absl::Status CudaBackend::Run(const ForwardBatch&, absl::Span<const RowSampling>
 }
 absl::Status CudaBackend::ForwardPass(const ForwardBatch&, absl::Span<const RowSampling>,
                                       std::vector<float>*, std::vector<SampledToken>*, PassBuffers*,
-                                      PassMode, void*) {
+                                      PassMode, void*, const kernels::CascadePlan*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
 absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowSampling>,
@@ -159,19 +159,26 @@ constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
 
 int RoundUp(int x, int to) { return (x + to - 1) / to * to; }
 
-// A decode step a CUDA graph can replay: one new token per sequence, every
-// row wanted in order, and no group sharing enough of a prompt for cascade
-// attention (whose plan depends on the groups).
-bool IsGraphableDecode(const ForwardBatch& b, int cascade_min_shared_tokens) {
+// A decode step: one new token per sequence (every sequence has at least one).
+bool IsDecodeStep(const ForwardBatch& b) { return b.num_tokens() == b.num_seqs(); }
+
+// The groups of a decode step whose consecutive sequences share enough of a
+// prompt for cascade attention; empty (not worthwhile) for other batches.
+kernels::CascadePlan DecodeCascadePlan(const ForwardBatch& b, int min_shared_tokens) {
+  if (!IsDecodeStep(b) || min_shared_tokens <= 0 || b.num_seqs() < 2) return {};
+  return kernels::CascadePlan::Plan(b.block_tables, b.context_lens, b.max_blocks_per_seq,
+                                    min_shared_tokens);
+}
+
+// A decode step a CUDA graph can replay (when it has no cascade group): every
+// row wanted, in order.
+bool IsGraphableDecode(const ForwardBatch& b) {
   const int n = b.num_tokens();
-  if (n == 0 || n != b.num_seqs() || b.output_rows.size() != static_cast<size_t>(n)) return false;
+  if (!IsDecodeStep(b) || b.output_rows.size() != static_cast<size_t>(n)) return false;
   for (int s = 0; s < n; ++s) {
-    if (b.seq_starts[s] != s || b.output_rows[s] != s) return false;
+    if (b.output_rows[s] != s) return false;
   }
-  return cascade_min_shared_tokens <= 0 || n == 1 ||
-         !kernels::CascadePlan::Plan(b.block_tables, b.context_lens, b.max_blocks_per_seq,
-                                     cascade_min_shared_tokens)
-              .worthwhile;
+  return true;
 }
 
 }  // namespace
@@ -512,11 +519,14 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
   ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
   if (batch.num_tokens() <= device_->max_batch_tokens) {
-    if (sampled != nullptr && device_->cuda_graphs &&
-        IsGraphableDecode(batch, device_->cascade_min_shared_tokens)) {
+    const kernels::CascadePlan cascade =
+        DecodeCascadePlan(batch, device_->cascade_min_shared_tokens);
+    if (sampled != nullptr && device_->cuda_graphs && !cascade.worthwhile &&
+        IsGraphableDecode(batch)) {
       return GraphDecode(batch, sampling, sampled);
     }
-    return ForwardPass(batch, sampling, logits, sampled);
+    return ForwardPass(batch, sampling, logits, sampled, nullptr, PassMode::kEager, nullptr,
+                       &cascade);
   }
 
   // Several passes, each over whole sequences.
@@ -570,7 +580,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                                       absl::Span<const RowSampling> sampling,
                                       std::vector<float>* logits,
                                       std::vector<SampledToken>* sampled, PassBuffers* buffers,
-                                      PassMode mode, void* graph_exec) {
+                                      PassMode mode, void* graph_exec,
+                                      const kernels::CascadePlan* cascade_plan) {
   const ModelConfig& c = weights_->config();
   Device& d = *device_;
   PassBuffers& bufs = buffers != nullptr ? *buffers : d.shared;
@@ -611,11 +622,12 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     max_ctx = std::max(max_ctx, batch.context_lens[s]);
   }
   // A decode step of branches that share a prompt: cascade attention.
-  kernels::CascadePlan cascade;
-  if (max_new == 1 && d.cascade_min_shared_tokens > 0 && num_seqs > 1) {
-    cascade = kernels::CascadePlan::Plan(batch.block_tables, batch.context_lens, mb,
-                                         d.cascade_min_shared_tokens);
+  kernels::CascadePlan own_plan;
+  if (cascade_plan == nullptr) {
+    own_plan = DecodeCascadePlan(batch, d.cascade_min_shared_tokens);
+    cascade_plan = &own_plan;
   }
+  const kernels::CascadePlan& cascade = *cascade_plan;
 
   // Batch metadata in one upload: tokens, positions, seq_starts,
   // context_lens, block_tables, output_rows (+ the cascade's groups).
@@ -891,23 +903,26 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
       d.graphs.erase(oldest);  // every pass synchronised: no graph is in flight
     }
   }
-  DecodeGraph& g = *d.graphs[{num_seqs, mb}];
+  DecodeGraph& g = *slot;  // erasing another entry left it in place
   g.last_use = ++d.graph_clock;
+  const kernels::CascadePlan no_cascade;  // Run checked
   if (g.exec != nullptr) {
-    return ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kReplay, g.exec);
+    return ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kReplay, g.exec,
+                       &no_cascade);
   }
   // Eager through the graph's own buffers: this step's draws; it also sizes
   // the buffers and sets the kernels' attributes before any capture.
   ARBOR_RETURN_IF_ERROR(
-      ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kEager));
+      ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kEager, nullptr,
+                  &no_cascade));
   if (++g.runs < 2) return absl::OkStatus();  // capture shapes that recur
 
   cudaGraph_t graph = nullptr;
   ARBOR_RETURN_IF_ERROR(CudaError(
       cudaStreamBeginCapture(d.stream, cudaStreamCaptureModeThreadLocal), "BeginCapture"));
   std::vector<SampledToken> unused;
-  const absl::Status captured =
-      ForwardPass(padded, sampling, nullptr, &unused, &g.buffers, PassMode::kCapture);
+  const absl::Status captured = ForwardPass(padded, sampling, nullptr, &unused, &g.buffers,
+                                            PassMode::kCapture, nullptr, &no_cascade);
   const cudaError_t ended = cudaStreamEndCapture(d.stream, &graph);
   cudaError_t instantiated = cudaErrorUnknown;
   if (captured.ok() && ended == cudaSuccess) {

@@ -32,6 +32,10 @@
 #include "worker/backend.h"
 #include "worker/model_config.h"
 
+namespace arbor::kernels {
+struct CascadePlan;
+}  // namespace arbor::kernels
+
 namespace arbor::worker {
 
 class ModelWeights;
@@ -115,11 +119,13 @@ class CudaBackend : public ModelBackend {
   absl::Status Run(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                    std::vector<float>* logits, std::vector<SampledToken>* sampled);
   // One device pass over a batch of at most max_batch_tokens tokens, through
-  // `buffers` (null: the backend's shared ones).
+  // `buffers` (null: the backend's shared ones), with the batch's cascade
+  // groups when the caller planned them (null: planned here).
   absl::Status ForwardPass(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                            std::vector<float>* logits, std::vector<SampledToken>* sampled,
                            PassBuffers* buffers = nullptr, PassMode mode = PassMode::kEager,
-                           void* graph_exec = nullptr);
+                           void* graph_exec = nullptr,
+                           const kernels::CascadePlan* cascade_plan = nullptr);
   // A decode step of ForwardSample through the graph of its shape.
   absl::Status GraphDecode(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                            std::vector<SampledToken>* sampled);

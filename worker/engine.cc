@@ -802,26 +802,22 @@ void EngineCore::Iterate() {
   // Backend sampling: one output row per planned draw (a prompt's row once
   // per sample it spawns), and tokens come back instead of logits. Score rows
   // need their logits, so a step with any takes the host path.
-  size_t planned = 0;
+  std::vector<size_t> first_draw;  // per want, into draw_specs_ / drawn_; then the end
   if (backend_sampling_ && !score_rows) {
     draw_specs_.clear();
-    for (const Want& w : wants) PlanDraws(*entries[w.entry].seq, &draw_specs_);
-    planned = draw_specs_.size();
+    for (const Want& w : wants) {
+      first_draw.push_back(draw_specs_.size());
+      PlanDraws(*entries[w.entry].seq, &draw_specs_);
+    }
+    first_draw.push_back(draw_specs_.size());
   }
   // Output rows are bounded by the step's token budget (backend scratch).
-  const bool backend_draws =
-      backend_sampling_ && !score_rows && planned <= static_cast<size_t>(options_.max_batch_tokens);
-  std::vector<size_t> first_draw;  // per want, into drawn_; then the end
+  const bool backend_draws = !first_draw.empty() &&
+                             draw_specs_.size() <= static_cast<size_t>(options_.max_batch_tokens);
   if (backend_draws) {
     std::vector<int32_t> rows;
     rows.swap(b.output_rows);
-    draw_specs_.clear();
-    for (size_t j = 0; j < wants.size(); ++j) {
-      first_draw.push_back(draw_specs_.size());
-      PlanDraws(*entries[wants[j].entry].seq, &draw_specs_);
-      b.output_rows.resize(draw_specs_.size(), rows[j]);
-    }
-    first_draw.push_back(draw_specs_.size());
+    for (size_t j = 0; j < wants.size(); ++j) b.output_rows.resize(first_draw[j + 1], rows[j]);
   }
 
   const absl::Time start = absl::Now();

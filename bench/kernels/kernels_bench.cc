@@ -20,20 +20,14 @@
 #include <string>
 #include <vector>
 
+#include "bench/gpu_util/gpu_bench_util.h"
 #include "kernels/kernels.h"
 #include "kernels/reference.h"
 
 namespace arbor::kernels {
 namespace {
 
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
+#define CHECK_CUDA ARBOR_CHECK_CUDA
 #define CHECK_KERNEL(expr)                                                             \
   do {                                                                                 \
     const KernelStatus s_ = (expr);                                                    \
@@ -46,31 +40,9 @@ namespace {
 constexpr int kHidden = 2048, kHeads = 32, kKvHeads = 8, kHeadDim = 64, kInter = 8192;
 constexpr int kVocab = 128256;
 
-// Device allocation freed at exit of scope.
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) { CHECK_CUDA(cudaMalloc(&ptr, std::max<size_t>(bytes, 16))); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  template <typename T>
-  T* as() const {
-    return static_cast<T*>(ptr);
-  }
-};
+using bench::DeviceBuffer;
+using bench::FillBf16;
 
-// Fills bf16 memory with N(0, scale) values: a random block of up to 2^22
-// values, repeated (timing needs realistic, non-zero data, not fresh entropy).
-void FillBf16(void* dst, size_t n, float scale, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<Bf16> host(std::min<size_t>(n, size_t{1} << 22));
-  for (auto& x : host) x = reference::FloatToBf16(dist(rng));
-  for (size_t done = 0; done < n; done += host.size()) {
-    const size_t count = std::min(host.size(), n - done);
-    CHECK_CUDA(cudaMemcpy(static_cast<Bf16*>(dst) + done, host.data(), count * sizeof(Bf16),
-                          cudaMemcpyHostToDevice));
-  }
-}
 template <typename T>
 void Upload(void* dst, const std::vector<T>& host) {
   CHECK_CUDA(cudaMemcpy(dst, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
@@ -79,28 +51,7 @@ void Upload(void* dst, const std::vector<T>& host) {
 int g_iters = 20;
 
 // Median milliseconds of `fn` over g_iters timed runs after 3 warm-ups.
-double TimeMs(const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  CHECK_CUDA(cudaDeviceSynchronize());
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<float> times;
-  for (int i = 0; i < g_iters; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    fn();
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  CHECK_CUDA(cudaGetLastError());
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
-}
+double TimeMs(const std::function<void()>& fn) { return bench::TimeMs(fn, g_iters); }
 
 struct Row {
   std::string kernel, shape;
@@ -128,27 +79,9 @@ void AddFlopRow(const std::string& kernel, const std::string& shape, double ms, 
 }
 
 void MeasureLimits() {
-  const size_t bytes = size_t{1} << 30;
-  DeviceBuffer a(bytes), b(bytes);
-  CHECK_CUDA(cudaMemset(a.ptr, 1, bytes));
-  const double ms =
-      TimeMs([&] { CHECK_CUDA(cudaMemcpyAsync(b.ptr, a.ptr, bytes, cudaMemcpyDeviceToDevice)); });
-  g_copy_gbps = 2.0 * bytes / (ms * 1e-3) / 1e9;
-
-  const int n = 8192;
-  DeviceBuffer x(size_t{2} * n * n), y(size_t{2} * n * n), z(size_t{2} * n * n);
-  FillBf16(x.ptr, size_t{1} * n * n, 1.0f, 1);
-  FillBf16(y.ptr, size_t{1} * n * n, 1.0f, 2);
-  cublasHandle_t handle;
-  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) std::exit(1);
-  const float alpha = 1.0f, beta = 0.0f;
-  const double gemm_ms = TimeMs([&] {
-    cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, x.ptr, CUDA_R_16BF, n, y.ptr,
-                 CUDA_R_16BF, n, &beta, z.ptr, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                 CUBLAS_GEMM_DEFAULT);
-  });
-  cublasDestroy(handle);
-  g_gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
+  const bench::DeviceLimits limits = bench::MeasureDeviceLimits(g_iters);
+  g_copy_gbps = limits.copy_gbps;
+  g_gemm_tflops = limits.gemm_tflops;
   std::printf("limits: copy %.0f GB/s (read + write), bf16 GEMM %.0f TFLOP/s (8192^3 cuBLAS)\n",
               g_copy_gbps, g_gemm_tflops);
 }

@@ -36,7 +36,6 @@
 //          [--decode_tokens=128] [--prefill_tokens=8192] [--repeats=3]
 //          [--json_out=FILE]
 // Prints a markdown table last; --json_out gets the same rows as JSON.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,7 +55,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
-#include "kernels/reference.h"
+#include "bench/gpu_util/gpu_bench_util.h"
 #include "nlohmann/json.hpp"
 #include "worker/backend.h"
 #include "worker/cuda_backend.h"
@@ -78,14 +77,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-#define CHECK_CUDA(expr)                                                                         \
-  do {                                                                                           \
-    const cudaError_t e_ = (expr);                                                               \
-    if (e_ != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
+#define CHECK_CUDA ARBOR_CHECK_CUDA
 
 void Check(const absl::Status& s, const char* what) {
   if (!s.ok()) {
@@ -97,87 +89,6 @@ void Check(const absl::Status& s, const char* what) {
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// ---- limits ----------------------------------------------------------------
-
-struct Limits {
-  double copy_gbps = 0;    // bytes read + written per second / 1e9
-  double gemm_tflops = 0;  // bf16, fp32 accumulation
-};
-
-// Median milliseconds of `fn` on the legacy stream (CUDA events), 20 runs
-// after 3 warm-ups.
-double TimeMs(const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  CHECK_CUDA(cudaDeviceSynchronize());
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<double> times;
-  for (int i = 0; i < 20; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    fn();
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms);
-  }
-  CHECK_CUDA(cudaGetLastError());
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return Median(times);
-}
-
-Limits MeasureLimits() {
-  Limits limits;
-  const size_t bytes = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK_CUDA(cudaMalloc(&a, bytes));
-  CHECK_CUDA(cudaMalloc(&b, bytes));
-  CHECK_CUDA(cudaMemset(a, 1, bytes));
-  const double copy_ms =
-      TimeMs([&] { CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice)); });
-  limits.copy_gbps = 2.0 * bytes / (copy_ms * 1e-3) / 1e9;
-  CHECK_CUDA(cudaFree(a));
-  CHECK_CUDA(cudaFree(b));
-
-  // Random bf16 operands (the GEMM runs measurably faster on zeros): a block
-  // of 2^22 N(0, 1) values, repeated, as kernels_bench does.
-  const int n = 8192;
-  const size_t elems = size_t{1} * n * n;
-  std::vector<uint16_t> block(size_t{1} << 22);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (uint16_t& v : block) v = kernels::reference::FloatToBf16(dist(rng));
-  void *x = nullptr, *y = nullptr, *z = nullptr;
-  CHECK_CUDA(cudaMalloc(&x, elems * 2));
-  CHECK_CUDA(cudaMalloc(&y, elems * 2));
-  CHECK_CUDA(cudaMalloc(&z, elems * 2));
-  for (void* dst : {x, y}) {
-    for (size_t done = 0; done < elems; done += block.size()) {
-      CHECK_CUDA(cudaMemcpy(static_cast<uint16_t*>(dst) + done, block.data(),
-                            block.size() * sizeof(uint16_t), cudaMemcpyHostToDevice));
-    }
-    std::shuffle(block.begin(), block.end(), rng);
-  }
-  cublasHandle_t handle;
-  if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
-    std::fprintf(stderr, "model_bench: cublasCreate failed\n");
-    std::exit(1);
-  }
-  const float alpha = 1.0f, beta = 0.0f;
-  const double gemm_ms = TimeMs([&] {
-    cublasGemmEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &alpha, x, CUDA_R_16BF, n, y,
-                 CUDA_R_16BF, n, &beta, z, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-  });
-  cublasDestroy(handle);
-  CHECK_CUDA(cudaFree(x));
-  CHECK_CUDA(cudaFree(y));
-  CHECK_CUDA(cudaFree(z));
-  limits.gemm_tflops = 2.0 * n * n * n / (gemm_ms * 1e-3) / 1e12;
-  return limits;
 }
 
 // ---- model arithmetic --------------------------------------------------------
@@ -404,7 +315,7 @@ int Main() {
   std::fflush(stdout);
 
   // Limits first, while the whole memory is free.
-  const Limits limits = MeasureLimits();
+  const bench::DeviceLimits limits = bench::MeasureDeviceLimits();
   std::printf(
       "limits: copy %.0f GB/s (read + write, 1 GiB cudaMemcpy), bf16 GEMM %.0f TFLOP/s "
       "(cuBLAS 8192^3)\n",

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -204,6 +205,51 @@ bool ArgMaxExplainedBy(const float* ref, int n, float delta, int32_t token) {
   return ref[token] >= *std::max_element(ref, ref + n) - 2.0f * delta;
 }
 
+// Greedy decoding of `prompts` (all batched, one token per step: the decode
+// path) on the GPU and on the CPU backend side by side, teacher-forced: after
+// each step both are fed next(i, step, cpu_row), so that one flip does not
+// carry over. Every GPU argmax must be the token fed next or one whose fp32
+// (CPU) logit is within twice the GPU's measured logit error of the best: a
+// near-tie that bf16 rounding may flip. `check_step` (optional) sees each
+// step's logits. Returns how many GPU argmaxes were the token fed, of how many.
+std::pair<int, int> TeacherForcedGreedy(
+    ModelBackend* gpu, ModelBackend* cpu, const std::vector<std::vector<int32_t>>& prompts,
+    int steps, const std::function<int32_t(size_t, int, const float*)>& next,
+    const std::function<void(const std::vector<float>&, const std::vector<float>&, int)>&
+        check_step = nullptr) {
+  const int vocab = gpu->output_dim();
+  BlockAllocator gpu_alloc(gpu->num_kv_blocks()), cpu_alloc(cpu->num_kv_blocks());
+  std::vector<Seq> gpu_seqs(prompts.size()), cpu_seqs(prompts.size());
+  std::vector<Chunk> gpu_chunks, cpu_chunks;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int last = static_cast<int>(prompts[i].size()) - 1;
+    gpu_chunks.push_back({&gpu_seqs[i], prompts[i], {last}});
+    cpu_chunks.push_back({&cpu_seqs[i], prompts[i], {last}});
+  }
+  int same = 0, total = 0;
+  for (int step = 0; step < steps; ++step) {
+    const std::vector<float> got = Step(gpu, &gpu_alloc, gpu_chunks);
+    const std::vector<float> ref = Step(cpu, &cpu_alloc, cpu_chunks);
+    if (check_step) check_step(got, ref, step);
+    gpu_chunks.clear();
+    cpu_chunks.clear();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const float* g = got.data() + i * vocab;
+      const float* r = ref.data() + i * vocab;
+      const int32_t fed = next(i, step, r), picked = ArgMax(g, vocab);
+      EXPECT_TRUE(picked == fed || ArgMaxExplainedBy(r, vocab, MaxAbsDiff(g, r, vocab), picked))
+          << "prompt " << i << " step " << step << ": GPU picked " << picked << ", reference "
+          << fed << "; fp32 logits " << r[picked] << " vs " << r[fed] << ", GPU error "
+          << MaxAbsDiff(g, r, vocab);
+      same += picked == fed;
+      ++total;
+      gpu_chunks.push_back({&gpu_seqs[i], {fed}, {0}});
+      cpu_chunks.push_back({&cpu_seqs[i], {fed}, {0}});
+    }
+  }
+  return {same, total};
+}
+
 // The golden models are random (initializer_range 0.25), so their logits are
 // sums of large, cancelling terms: bf16 weights and activations move them by
 // 3-8% of the largest logit on an H200 (3e-2 holds for the trained bundled
@@ -248,42 +294,20 @@ TEST_P(CudaGoldenTest, GreedyContinuationMatchesTransformers) {
   ASSERT_NE(cpu, nullptr);
   const int vocab = cuda->output_dim();
   const nlohmann::json golden = ReadJson(dir() + "/greedy.json");
-  const size_t num = golden.size();
-  std::vector<Seq> cuda_seqs(num), cpu_seqs(num);
-  std::vector<std::vector<int32_t>> expected(num);
-  std::vector<Chunk> cuda_chunks, cpu_chunks;
-  for (size_t i = 0; i < num; ++i) {
-    expected[i] = golden[i]["continuation"].get<std::vector<int32_t>>();
-    const std::vector<int32_t> ids = golden[i]["ids"].get<std::vector<int32_t>>();
-    cuda_chunks.push_back({&cuda_seqs[i], ids, {static_cast<int>(ids.size()) - 1}});
-    cpu_chunks.push_back({&cpu_seqs[i], ids, {static_cast<int>(ids.size()) - 1}});
+  std::vector<std::vector<int32_t>> prompts, expected;
+  for (const nlohmann::json& entry : golden) {
+    prompts.push_back(entry["ids"].get<std::vector<int32_t>>());
+    expected.push_back(entry["continuation"].get<std::vector<int32_t>>());
+    ASSERT_EQ(expected.back().size(), expected.front().size());
   }
-  BlockAllocator cuda_alloc(cuda->num_kv_blocks()), cpu_alloc(cpu->num_kv_blocks());
-  int same = 0, steps = 0;
-  for (size_t step = 0; step < expected[0].size(); ++step) {
-    const std::vector<float> got = Step(cuda.get(), &cuda_alloc, cuda_chunks);
-    const std::vector<float> ref = Step(cpu.get(), &cpu_alloc, cpu_chunks);
-    cuda_chunks.clear();
-    cpu_chunks.clear();
-    for (size_t i = 0; i < num; ++i) {
-      const float* g = got.data() + i * vocab;
-      const float* r = ref.data() + i * vocab;
-      const int32_t want = expected[i][step];
-      const int32_t picked = ArgMax(g, vocab);
-      EXPECT_EQ(ArgMax(r, vocab), want) << "CPU backend, prompt " << i << " step " << step;
-      EXPECT_TRUE(picked == want || ArgMaxExplainedBy(r, vocab, MaxAbsDiff(g, r, vocab), picked))
-          << "prompt " << i << " step " << step << ": GPU picked " << picked << ", transformers "
-          << want << "; logits " << r[picked] << " vs " << r[want] << ", GPU error "
-          << MaxAbsDiff(g, r, vocab);
-      same += picked == want;
-      ++steps;
-      if (step + 1 < expected[i].size()) {
-        cuda_chunks.push_back({&cuda_seqs[i], {want}, {0}});
-        cpu_chunks.push_back({&cpu_seqs[i], {want}, {0}});
-      }
-    }
-    if (cuda_chunks.empty()) break;
-  }
+  // Fed transformers' tokens, which the CPU backend must pick itself.
+  const auto [same, steps] = TeacherForcedGreedy(
+      cuda.get(), cpu.get(), prompts, static_cast<int>(expected.front().size()),
+      [&](size_t i, int step, const float* cpu_row) {
+        EXPECT_EQ(ArgMax(cpu_row, vocab), expected[i][step])
+            << "CPU backend, prompt " << i << " step " << step;
+        return expected[i][step];
+      });
   RecordProperty("greedy_tokens_equal", absl::StrCat(same, "/", steps));
   std::printf("greedy: %d of %d GPU tokens equal transformers' (teacher-forced)\n", same, steps);
 }
@@ -616,33 +640,12 @@ TEST(CudaBundledModelTest, GreedyContinuationsMatchTheCpuBackend) {
     }
     ASSERT_EQ(prompts.size(), 8u);
     const int vocab = cuda->output_dim();
-    BlockAllocator cuda_alloc(cuda->num_kv_blocks()), cpu_alloc(cpu->num_kv_blocks());
-    std::vector<Seq> cuda_seqs(prompts.size()), cpu_seqs(prompts.size());
-    std::vector<Chunk> cuda_chunks, cpu_chunks;
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      const int last = static_cast<int>(prompts[i].size()) - 1;
-      cuda_chunks.push_back({&cuda_seqs[i], prompts[i], {last}});
-      cpu_chunks.push_back({&cpu_seqs[i], prompts[i], {last}});
-    }
-    int same = 0, steps = 0;
-    for (int step = 0; step < 32; ++step) {
-      const std::vector<float> got = Step(cuda.get(), &cuda_alloc, cuda_chunks);
-      const std::vector<float> ref = Step(cpu.get(), &cpu_alloc, cpu_chunks);
-      EXPECT_LE(RelError(got, ref), kBf16ModelTolerance) << "step " << step;
-      cuda_chunks.clear();
-      cpu_chunks.clear();
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        const float* g = got.data() + i * vocab;
-        const float* r = ref.data() + i * vocab;
-        const int32_t want = ArgMax(r, vocab), picked = ArgMax(g, vocab);
-        EXPECT_TRUE(picked == want || ArgMaxExplainedBy(r, vocab, MaxAbsDiff(g, r, vocab), picked))
-            << "problem " << i << " step " << step << ": GPU " << picked << ", CPU " << want;
-        same += picked == want;
-        ++steps;
-        cuda_chunks.push_back({&cuda_seqs[i], {want}, {0}});
-        cpu_chunks.push_back({&cpu_seqs[i], {want}, {0}});
-      }
-    }
+    const auto [same, steps] = TeacherForcedGreedy(
+        cuda.get(), cpu.get(), prompts, 32,
+        [&](size_t, int, const float* cpu_row) { return ArgMax(cpu_row, vocab); },
+        [](const std::vector<float>& got, const std::vector<float>& ref, int step) {
+          EXPECT_LE(RelError(got, ref), kBf16ModelTolerance) << "step " << step;
+        });
     std::printf("%s: %d of %d greedy tokens equal the CPU backend's (teacher-forced)\n",
                 model.c_str(), same, steps);
   }
