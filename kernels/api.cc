@@ -2,6 +2,7 @@
 // stream, maps cudaError_t to KernelStatus, and composes the multi-kernel
 // operations (plain paged decode = split decode + merge).
 #include <algorithm>
+#include <atomic>
 
 #include "kernels/kernels.h"
 #include "kernels/launchers.h"
@@ -34,6 +35,28 @@ int DeviceSmCount() {
   return cached_count;
 }
 
+namespace {
+std::atomic<bool> dependent_launch_requested{true};
+}  // namespace
+
+void SetDependentLaunch(bool enabled) { dependent_launch_requested.store(enabled); }
+
+bool DependentLaunchEnabled() {
+  if (!dependent_launch_requested.load(std::memory_order_relaxed)) return false;
+  static thread_local int cached_device = -1;
+  static thread_local bool cached_capable = false;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (device != cached_device) {
+    int major = 0;
+    cached_capable =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+        major >= 9;
+    cached_device = device;
+  }
+  return cached_capable;
+}
+
 SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
   SplitPlan plan;
   const int max_granules = std::max(1, (max_len + granule - 1) / granule);
@@ -42,8 +65,10 @@ SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
   // setup dominate.
   const int want_ctas = 4 * DeviceSmCount();
   int splits = std::max(1, want_ctas / std::max(num_rows_ctas, 1));
-  // At least 4 decode pages, or 2 group-attention tiles (whose loads overlap).
-  const int min_granules = granule >= 64 ? 2 : 4;
+  // At least 16 decode pages (below that the merge launch costs more than
+  // the split saves: a 256-key split takes a CTA about as long as the merge
+  // kernel), or 2 group-attention tiles (whose loads overlap).
+  const int min_granules = granule >= 64 ? 2 : 16;
   splits = std::min(splits, std::max(1, max_granules / min_granules));
   const int granules_per_split = (max_granules + splits - 1) / splits;
   plan.split_len = granules_per_split * granule;
@@ -170,10 +195,37 @@ KernelStatus SmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, int n,
   return ToStatus(LaunchSmallBatchGemm(x, w, y, m, n, k, fp32_out, AsStream(stream)));
 }
 
-KernelStatus SampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
-                          float* logprobs, int num_rows, int vocab, Stream stream) {
+KernelStatus SmallBatchGemm(const SmallBatchInput& input, const Bf16* w, void* y, int m, int n,
+                            int k, bool fp32_out, Stream stream) {
+  return ToStatus(LaunchSmallBatchGemmInput(input, w, y, m, n, k, fp32_out, AsStream(stream)));
+}
+
+KernelStatus SmallBatchGateUpSwiGlu(const SmallBatchInput& input, const Bf16* w_gate_up, Bf16* out,
+                                    int m, int inter, int k, Stream stream) {
   return ToStatus(
-      LaunchSampleTokens(logits, params, tokens, logprobs, num_rows, vocab, AsStream(stream)));
+      LaunchSmallBatchGateUpSwiGlu(input, w_gate_up, out, m, inter, k, AsStream(stream)));
+}
+
+KernelStatus SmallBatchQkvRope(const SmallBatchInput& input, const Bf16* w_qkv, Bf16* q,
+                               const QkvRopeKv& rope, int m, int k, Stream stream) {
+  return ToStatus(LaunchSmallBatchQkvRope(input, w_qkv, q, rope, m, k, AsStream(stream)));
+}
+
+KernelStatus RopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
+                          const float* inv_freq, const int32_t* seq_starts,
+                          const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache, int num_tokens,
+                          int num_seqs, int max_blocks, int num_heads, int num_kv_heads,
+                          int head_dim, Stream stream) {
+  return ToStatus(LaunchRopeKvAppend(q, k, v, positions, inv_freq, seq_starts, block_tables,
+                                     k_cache, v_cache, num_tokens, num_seqs, max_blocks, num_heads,
+                                     num_kv_heads, head_dim, AsStream(stream)));
+}
+
+KernelStatus SampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
+                          float* logprobs, int num_rows, int vocab, void* workspace,
+                          Stream stream) {
+  return ToStatus(LaunchSampleTokens(logits, params, tokens, logprobs, num_rows, vocab, workspace,
+                                     AsStream(stream)));
 }
 
 }  // namespace arbor::kernels

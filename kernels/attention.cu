@@ -24,16 +24,21 @@ __device__ __forceinline__ float NegInf() { return __int_as_float(0xff800000); }
 
 // ---- Decode --------------------------------------------------------------------
 
+// Warps per CTA: 4 where the grid fills the GPU; 16 where it does not (a
+// batch of one or two: 8 KV heads make 8 CTAs), so that a short context's
+// pages, one per warp, are fetched at once instead of four after each other.
 constexpr int kDecodeWarps = 4;
+constexpr int kWideDecodeWarps = 16;
 
-template <int D, int G>
-__global__ void __launch_bounds__(kDecodeWarps * 32)
+template <int D, int G, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     DecodeKernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k_cache,
                  const Bf16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
                  const int32_t* __restrict__ kv_begin, const int32_t* __restrict__ kv_end,
                  float* __restrict__ o_part, float* __restrict__ lse_part,
                  Bf16* __restrict__ out_bf16, int num_seqs, int num_heads, int num_kv_heads,
                  int max_blocks, float scale_log2, int split_len, int gqa) {
+  detail::AwaitPriorKernels();
   constexpr int L = D / 8;      // lanes per key
   constexpr int KPW = 32 / L;   // keys per warp pass
   constexpr int NK = 16 / KPW;  // keys of a page per lane
@@ -86,7 +91,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   const int32_t* table = block_tables + static_cast<size_t>(seq) * max_blocks;
   const size_t key_stride = static_cast<size_t>(num_kv_heads) * D;  // elements per slot
   const int first_page = b / kKvBlockSize, last_page = (e - 1) / kKvBlockSize;
-  for (int page = first_page + warp; page <= last_page; page += kDecodeWarps) {
+  for (int page = first_page + warp; page <= last_page; page += kWarps) {
     const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
                         static_cast<size_t>(kvh) * D + c * 8;
     uint4 kr[NK], vr[NK];
@@ -165,8 +170,8 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     }
   }
 
-  __shared__ float sm_m[kDecodeWarps][G], sm_l[kDecodeWarps][G];
-  __shared__ float sm_o[kDecodeWarps][G][D];
+  __shared__ float sm_m[kWarps][G], sm_l[kWarps][G];
+  __shared__ float sm_o[kWarps][G][D];
   if (g == 0) {
 #pragma unroll
     for (int h = 0; h < G; ++h) {
@@ -183,10 +188,10 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     const int h = i / D, d = i % D;
     float mx = NegInf();
 #pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
     float total = 0.0f, acc = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) {
+    for (int w = 0; w < kWarps; ++w) {
       if (sm_m[w][h] == NegInf()) continue;  // warp saw no page
       const float wt = exp2f(sm_m[w][h] - mx);
       total += sm_l[w][h] * wt;
@@ -213,6 +218,7 @@ __global__ void __launch_bounds__(kMergeThreads)
     MergeKernel(const float* __restrict__ o_parts, const float* __restrict__ lse_parts,
                 Bf16* __restrict__ out, float* __restrict__ lse_out, int num_parts, size_t rows,
                 int head_dim) {
+  detail::AwaitPriorKernels();
   extern __shared__ float merge_smem[];  // [num_parts] weights, then [kMergeThreads][4]
   float* weight = merge_smem;
   float4* partial = reinterpret_cast<float4*>(merge_smem + ((num_parts + 3) & ~3));
@@ -274,9 +280,10 @@ __global__ void __launch_bounds__(kMergeThreads)
 
 // ---- Group attention on tensor cores -------------------------------------------
 
+// Warps per CTA: each owns 16 query rows. (Eight warps, 128-row CTAs,
+// measured no faster on an H200 for decode groups or prefill.)
 constexpr int kGroupWarps = 4;
-constexpr int kGroupRows = 16 * kGroupWarps;  // query rows per CTA
-constexpr int kGroupKeys = 64;                // keys per tile
+constexpr int kGroupKeys = 64;  // keys per tile
 
 // 2^x in one MUFU op; tiny results flush to zero, which softmax weights
 // tolerate; exp2(-inf) = 0.
@@ -315,14 +322,15 @@ template <int D>
 __host__ __device__ constexpr int GroupSmemStride() {
   return D + 8;  // bf16 elements per smem row: 16 bytes of padding kill bank conflicts
 }
-template <int D>
+template <int D, int kWarps>
 constexpr size_t GroupSmemBytes() {
-  return (static_cast<size_t>(kGroupRows) + 4 * kGroupKeys) * GroupSmemStride<D>() * sizeof(Bf16) +
-         kGroupRows * sizeof(int);
+  constexpr int kRows = 16 * kWarps;
+  return (static_cast<size_t>(kRows) + 4 * kGroupKeys) * GroupSmemStride<D>() * sizeof(Bf16) +
+         kRows * sizeof(int);
 }
 
-template <int D>
-__global__ void __launch_bounds__(kGroupWarps * 32)
+template <int D, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32)
     GroupAttentionKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
                          const int32_t* __restrict__ group_starts,
                          const int32_t* __restrict__ block_tables,
@@ -331,6 +339,8 @@ __global__ void __launch_bounds__(kGroupWarps * 32)
                          float* __restrict__ lse_part, Bf16* __restrict__ out_bf16, int num_tokens,
                          int num_heads, int num_kv_heads, int max_blocks, float scale_log2,
                          int split_len, int tiles_per_group, int gqa) {
+  detail::AwaitPriorKernels();
+  constexpr int kGroupRows = 16 * kWarps;  // query rows per CTA
   constexpr int SD = GroupSmemStride<D>();
   constexpr int KSTEPS = D / 16;  // k-steps of Q K^T
   constexpr int DT = D / 8;       // n-tiles of P V
@@ -585,10 +595,22 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
                                const int32_t* kv_end, float* o_part, float* lse_part,
                                Bf16* out_bf16, int num_seqs, const AttentionShape& s,
                                float scale_log2, int split_len, int gqa) {
-#define ARBOR_DECODE(G)                                                                          \
-  DecodeKernel<D, G><<<grid, kDecodeWarps * 32, 0, stream>>>(                                    \
-      q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, \
-      s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
+  // Wide CTAs only where their shared memory stays small (G * D <= 512).
+  const bool wide = static_cast<long long>(grid.x) * grid.y * grid.z < DeviceSmCount();
+#define ARBOR_DECODE_WARPS(G, W)                                                             \
+  detail::LaunchKernel(DecodeKernel<D, G, W>, grid, W * 32, 0, stream, q, k_cache, v_cache,  \
+                       block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, \
+                       s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
+#define ARBOR_DECODE(G)                          \
+  do {                                           \
+    if constexpr (D >= 64 && G * D <= 512) {     \
+      if (wide) {                                \
+        ARBOR_DECODE_WARPS(G, kWideDecodeWarps); \
+        break;                                   \
+      }                                          \
+    }                                            \
+    ARBOR_DECODE_WARPS(G, kDecodeWarps);         \
+  } while (0)
   if (g <= 1)
     ARBOR_DECODE(1);
   else if (g <= 2)
@@ -597,6 +619,7 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
     ARBOR_DECODE(4);
   else
     ARBOR_DECODE(8);
+#undef ARBOR_DECODE_WARPS
 #undef ARBOR_DECODE
   return cudaGetLastError();
 }
@@ -608,7 +631,7 @@ bool ValidShape(const AttentionShape& s) {
          (s.head_dim == 16 || s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128);
 }
 
-template <int D>
+template <int D, int kWarps>
 cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
                               const int32_t* positions, const int32_t* group_starts,
                               const int32_t* block_tables, const int32_t* kv_len,
@@ -616,7 +639,7 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
                               float* lse_part, Bf16* out_bf16, int num_tokens,
                               const AttentionShape& s, float scale_log2, int split_len,
                               int tiles_per_group) {
-  constexpr size_t kSmem = GroupSmemBytes<D>();
+  constexpr size_t kSmem = GroupSmemBytes<D, kWarps>();
   // The attribute is per device; set it for each device this process uses.
   static std::mutex mu;
   static int configured_mask = 0;
@@ -626,17 +649,17 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
   {
     std::lock_guard<std::mutex> lock(mu);
     if (device < 31 && !(configured_mask & (1 << device))) {
-      error =
-          cudaFuncSetAttribute(GroupAttentionKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(kSmem));
+      error = cudaFuncSetAttribute(GroupAttentionKernel<D, kWarps>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(kSmem));
       if (error != cudaSuccess) return error;
       configured_mask |= 1 << device;
     }
   }
-  GroupAttentionKernel<D><<<grid, kGroupWarps * 32, kSmem, stream>>>(
-      q, positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part, lse_part,
-      out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len,
-      tiles_per_group, s.num_heads / s.num_kv_heads);
+  detail::LaunchKernel(GroupAttentionKernel<D, kWarps>, grid, kWarps * 32, kSmem, stream, q,
+                       positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
+                       lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
+                       scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
   return cudaGetLastError();
 }
 
@@ -689,8 +712,8 @@ cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_pa
   const size_t rows = static_cast<size_t>(num_rows) * num_heads;
   if (rows > 0x7fffffffu) return cudaErrorInvalidValue;
   const size_t smem = (((num_parts + 3) & ~3) + 4 * kMergeThreads) * sizeof(float);
-  MergeKernel<<<static_cast<unsigned>(rows), kMergeThreads, smem, stream>>>(
-      o_parts, lse_parts, out, lse_out, num_parts, rows, head_dim);
+  detail::LaunchKernel(MergeKernel, static_cast<unsigned>(rows), kMergeThreads, smem, stream,
+                       o_parts, lse_parts, out, lse_out, num_parts, rows, head_dim);
   return cudaGetLastError();
 }
 
@@ -708,15 +731,16 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   }
   if (num_tokens == 0 || num_groups == 0 || max_group_tokens == 0) return cudaSuccess;
   const int gqa = shape.num_heads / shape.num_kv_heads;
-  const int tiles_per_group = (max_group_tokens * gqa + kGroupRows - 1) / kGroupRows;
+  constexpr int rows_per_cta = 16 * kGroupWarps;
+  const int tiles_per_group = (max_group_tokens * gqa + rows_per_cta - 1) / rows_per_cta;
   const long long ctas_x = static_cast<long long>(tiles_per_group) * num_groups;
   if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
   const float scale_log2 = shape.scale * kLog2e;
-#define ARBOR_GROUP(D)                                                                          \
-  LaunchGroupForDim<D>(grid, stream, q, positions, group_starts, block_tables, kv_len, k_cache, \
-                       v_cache, o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,      \
-                       split_len, tiles_per_group)
+#define ARBOR_GROUP(D)                                                                      \
+  LaunchGroupForDim<D, kGroupWarps>(grid, stream, q, positions, group_starts, block_tables, \
+                                    kv_len, k_cache, v_cache, o_part, lse_part, out_bf16,   \
+                                    num_tokens, shape, scale_log2, split_len, tiles_per_group)
   switch (shape.head_dim) {
     case 16:
       return ARBOR_GROUP(16);

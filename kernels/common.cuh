@@ -6,8 +6,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "kernels/kernels.h"
+#include "kernels/launchers.h"
 
 namespace arbor::kernels::detail {
 
@@ -60,6 +62,75 @@ __device__ __forceinline__ uint4 Pack8(const float* in) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) v.pair[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
   return v.raw;
+}
+
+// SiLU as the SwiGLU kernels compute it (gate in fp32).
+__device__ __forceinline__ float Silu(float g) { return g / (1.0f + __expf(-g)); }
+
+// The sequence of token t: the last s with seq_starts[s] <= t.
+__device__ __forceinline__ int SequenceOf(const int32_t* __restrict__ seq_starts, int num_seqs,
+                                          int t) {
+  int lo = 0, hi = num_seqs - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (seq_starts[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
+}
+
+// The pool slot of token t at `pos` in sequence `seq`, or -1 (skipped).
+__device__ __forceinline__ int64_t KvSlot(const int32_t* __restrict__ block_tables, int seq,
+                                          int pos, int max_blocks) {
+  const int block_index = pos / kKvBlockSize;
+  if (pos < 0 || block_index >= max_blocks) return -1;
+  const int block = block_tables[static_cast<size_t>(seq) * max_blocks + block_index];
+  if (block < 0) return -1;
+  return static_cast<int64_t>(block) * kKvBlockSize + pos % kKvBlockSize;
+}
+
+// ---- Programmatic dependent launch (sm_90) ---------------------------------
+// Every Arbor kernel is launched by LaunchKernel, which, where
+// DependentLaunchEnabled(), lets it start while the kernel before it on the
+// stream drains: its CTAs get resident and its launch latency hides behind
+// that kernel's tail. In return every kernel calls AwaitPriorKernels() before
+// it touches global memory that another kernel writes or reads; only reads of
+// memory no kernel writes (weights: prefetch) may come first. Because each
+// kernel waits for the one before it to complete, completion is transitive
+// down the stream.
+
+// Waits for the grids this one depends on to complete (their writes visible),
+// then lets the next grid on the stream launch.
+__device__ __forceinline__ void AwaitPriorKernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Brings the 128-byte line at `p` into L2 (a hint; no fault on any address).
+__device__ __forceinline__ void PrefetchL2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), as a dependent launch where
+// enabled. Errors surface through cudaGetLastError(), as with <<<>>>.
+template <typename... Params, typename... Args>
+inline void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = DependentLaunchEnabled() ? 1 : 0;
+  (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
 }
 
 inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

@@ -8,7 +8,10 @@ namespace arbor::kernels {
 namespace {
 
 using detail::Aligned16;
+using detail::KvSlot;
 using detail::Pack8;
+using detail::SequenceOf;
+using detail::Silu;
 using detail::Unpack8;
 
 // ---- Embedding -------------------------------------------------------------
@@ -17,6 +20,7 @@ template <bool kVec>
 __global__ void EmbeddingGatherKernel(const int32_t* __restrict__ tokens,
                                       const Bf16* __restrict__ table, Bf16* __restrict__ out,
                                       int hidden, int vocab) {
+  detail::AwaitPriorKernels();
   const int t = blockIdx.x;
   const int token = tokens[t];
   const bool valid = token >= 0 && token < vocab;
@@ -41,6 +45,7 @@ template <bool kVec>
 __global__ void RmsNormResidualKernel(const Bf16* __restrict__ x, Bf16* __restrict__ residual,
                                       const Bf16* __restrict__ weight, Bf16* __restrict__ out,
                                       int hidden, float eps) {
+  detail::AwaitPriorKernels();
   __shared__ float scratch[32];
   const size_t row = static_cast<size_t>(blockIdx.x) * hidden;
   float sum_sq = 0.0f;
@@ -109,6 +114,7 @@ __global__ void RopeKernel(__nv_bfloat16* __restrict__ q, __nv_bfloat16* __restr
                            const int32_t* __restrict__ positions,
                            const float* __restrict__ inv_freq, int num_heads, int num_kv_heads,
                            int head_dim) {
+  detail::AwaitPriorKernels();
   const int t = blockIdx.x;
   const int half = head_dim / 2;
   const float pos = static_cast<float>(positions[t]);
@@ -129,11 +135,10 @@ __global__ void RopeKernel(__nv_bfloat16* __restrict__ q, __nv_bfloat16* __restr
 
 // ---- SwiGLU ----------------------------------------------------------------------
 
-__device__ __forceinline__ float Silu(float g) { return g / (1.0f + __expf(-g)); }
-
 template <bool kVec>
 __global__ void SwiGluKernel(const Bf16* __restrict__ gate_up, Bf16* __restrict__ out,
                              int num_tokens, int inter) {
+  detail::AwaitPriorKernels();
   constexpr int kWidth = kVec ? 8 : 2;
   const int per_row = inter / kWidth;
   const size_t total = static_cast<size_t>(num_tokens) * per_row;
@@ -169,24 +174,55 @@ __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restr
                                const int32_t* __restrict__ block_tables,
                                uint4* __restrict__ k_cache, uint4* __restrict__ v_cache,
                                int num_seqs, int max_blocks, int row_vecs) {
+  detail::AwaitPriorKernels();
   const int t = blockIdx.x;
-  // Sequence of token t: the last s with seq_starts[s] <= t.
-  int lo = 0, hi = num_seqs - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (seq_starts[mid] <= t)
-      lo = mid;
-    else
-      hi = mid - 1;
-  }
-  const int pos = positions[t];
-  const int block_index = pos / kKvBlockSize;
-  if (pos < 0 || block_index >= max_blocks) return;
-  const int block = block_tables[static_cast<size_t>(lo) * max_blocks + block_index];
-  if (block < 0) return;
-  const size_t slot = static_cast<size_t>(block) * kKvBlockSize + pos % kKvBlockSize;
+  const int64_t slot =
+      KvSlot(block_tables, SequenceOf(seq_starts, num_seqs, t), positions[t], max_blocks);
+  if (slot < 0) return;
   for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
     k_cache[slot * row_vecs + i] = __ldg(k + static_cast<size_t>(t) * row_vecs + i);
+    v_cache[slot * row_vecs + i] = __ldg(v + static_cast<size_t>(t) * row_vecs + i);
+  }
+}
+
+// RopeKernel and KvAppendKernel in one launch, one block per token: q rotated
+// in place, k rotated straight into its pool slot, v copied there.
+__global__ void RopeKvAppendKernel(
+    __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const uint4* __restrict__ v,
+    const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
+    const int32_t* __restrict__ seq_starts, const int32_t* __restrict__ block_tables,
+    __nv_bfloat16* __restrict__ k_cache, uint4* __restrict__ v_cache, int num_heads,
+    int num_kv_heads, int head_dim, int num_seqs, int max_blocks) {
+  detail::AwaitPriorKernels();
+  const int t = blockIdx.x;
+  const int pos_int = positions[t];
+  const int64_t slot =
+      KvSlot(block_tables, SequenceOf(seq_starts, num_seqs, t), pos_int, max_blocks);
+  const int half = head_dim / 2;
+  const int kv_dim = num_kv_heads * head_dim;
+  const float pos = static_cast<float>(pos_int);
+  // K heads only when the token has a slot.
+  const int total = (num_heads + (slot >= 0 ? num_kv_heads : 0)) * half;
+  for (int j = threadIdx.x; j < total; j += blockDim.x) {
+    const int head = j / half, i = j % half;
+    float s, c;
+    sincosf(pos * inv_freq[i], &s, &c);  // as RopeKernel: the same bits
+    const __nv_bfloat16* src;
+    __nv_bfloat16* dst;
+    if (head < num_heads) {
+      dst = q + (static_cast<size_t>(t) * num_heads + head) * head_dim;
+      src = dst;
+    } else {
+      src = k + static_cast<size_t>(t) * kv_dim + (head - num_heads) * head_dim;
+      dst = k_cache + slot * kv_dim + (head - num_heads) * head_dim;
+    }
+    const float x0 = __bfloat162float(src[i]), x1 = __bfloat162float(src[i + half]);
+    dst[i] = __float2bfloat16_rn(x0 * c - x1 * s);
+    dst[i + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+  }
+  if (slot < 0) return;
+  const int row_vecs = kv_dim / 8;
+  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
     v_cache[slot * row_vecs + i] = __ldg(v + static_cast<size_t>(t) * row_vecs + i);
   }
 }
@@ -195,6 +231,7 @@ __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restr
 
 __global__ void AddBiasKernel(__nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ bias,
                               size_t total, int dim) {
+  detail::AwaitPriorKernels();
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     x[i] = __float2bfloat16_rn(__bfloat162float(x[i]) + __bfloat162float(bias[i % dim]));
@@ -204,6 +241,7 @@ __global__ void AddBiasKernel(__nv_bfloat16* __restrict__ x, const __nv_bfloat16
 // blockIdx.y = pair; 128-bit copies (block_elems is a multiple of 8).
 __global__ void CopyKvBlocksKernel(uint4* __restrict__ k_cache, uint4* __restrict__ v_cache,
                                    const int32_t* __restrict__ src_dst, int block_vecs) {
+  detail::AwaitPriorKernels();
   const size_t src = static_cast<size_t>(src_dst[2 * blockIdx.y]) * block_vecs;
   const size_t dst = static_cast<size_t>(src_dst[2 * blockIdx.y + 1]) * block_vecs;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < block_vecs; i += gridDim.x * blockDim.x) {
@@ -227,11 +265,11 @@ cudaError_t LaunchEmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16
   const bool vec = hidden % 8 == 0 && Aligned16(table) && Aligned16(out);
   const int threads = std::min(256, ThreadsFor(vec ? hidden / 8 : hidden));
   if (vec) {
-    EmbeddingGatherKernel<true>
-        <<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+    detail::LaunchKernel(EmbeddingGatherKernel<true>, num_tokens, threads, 0, stream, tokens, table,
+                         out, hidden, vocab);
   } else {
-    EmbeddingGatherKernel<false>
-        <<<num_tokens, threads, 0, stream>>>(tokens, table, out, hidden, vocab);
+    detail::LaunchKernel(EmbeddingGatherKernel<false>, num_tokens, threads, 0, stream, tokens,
+                         table, out, hidden, vocab);
   }
   return cudaGetLastError();
 }
@@ -244,11 +282,11 @@ cudaError_t LaunchRmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* wei
                    (x == nullptr || Aligned16(x));
   const int threads = std::min(1024, ThreadsFor(vec ? hidden / 8 : hidden / 2));
   if (vec) {
-    RmsNormResidualKernel<true>
-        <<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+    detail::LaunchKernel(RmsNormResidualKernel<true>, num_tokens, threads, 0, stream, x, residual,
+                         weight, out, hidden, eps);
   } else {
-    RmsNormResidualKernel<false>
-        <<<num_tokens, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+    detail::LaunchKernel(RmsNormResidualKernel<false>, num_tokens, threads, 0, stream, x, residual,
+                         weight, out, hidden, eps);
   }
   return cudaGetLastError();
 }
@@ -261,9 +299,9 @@ cudaError_t LaunchApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const fl
   }
   if (num_tokens == 0) return cudaSuccess;
   const int threads = std::min(512, ThreadsFor((num_heads + num_kv_heads) * head_dim / 2));
-  RopeKernel<<<num_tokens, threads, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(q),
-                                                 reinterpret_cast<__nv_bfloat16*>(k), positions,
-                                                 inv_freq, num_heads, num_kv_heads, head_dim);
+  detail::LaunchKernel(RopeKernel, num_tokens, threads, 0, stream,
+                       reinterpret_cast<__nv_bfloat16*>(q), reinterpret_cast<__nv_bfloat16*>(k),
+                       positions, inv_freq, num_heads, num_kv_heads, head_dim);
   return cudaGetLastError();
 }
 
@@ -276,9 +314,11 @@ cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int int
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<size_t>((work + threads - 1) / threads, 65535));
   if (vec) {
-    SwiGluKernel<true><<<blocks, threads, 0, stream>>>(gate_up, out, num_tokens, inter);
+    detail::LaunchKernel(SwiGluKernel<true>, blocks, threads, 0, stream, gate_up, out, num_tokens,
+                         inter);
   } else {
-    SwiGluKernel<false><<<blocks, threads, 0, stream>>>(gate_up, out, num_tokens, inter);
+    detail::LaunchKernel(SwiGluKernel<false>, blocks, threads, 0, stream, gate_up, out, num_tokens,
+                         inter);
   }
   return cudaGetLastError();
 }
@@ -288,9 +328,8 @@ cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, cuda
   if (num_rows == 0) return cudaSuccess;
   const size_t total = static_cast<size_t>(num_rows) * dim;
   const int blocks = static_cast<int>(std::min<size_t>((total + 255) / 256, 65535));
-  AddBiasKernel<<<blocks, 256, 0, stream>>>(reinterpret_cast<__nv_bfloat16*>(x),
-                                            reinterpret_cast<const __nv_bfloat16*>(bias), total,
-                                            dim);
+  detail::LaunchKernel(AddBiasKernel, blocks, 256, 0, stream, reinterpret_cast<__nv_bfloat16*>(x),
+                       reinterpret_cast<const __nv_bfloat16*>(bias), total, dim);
   return cudaGetLastError();
 }
 
@@ -304,8 +343,9 @@ cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_
   const int block_vecs = block_elems / 8;
   const int threads = std::min(256, ThreadsFor(block_vecs));
   const dim3 grid((block_vecs + threads - 1) / threads, num_pairs);
-  CopyKvBlocksKernel<<<grid, threads, 0, stream>>>(
-      reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache), src_dst, block_vecs);
+  detail::LaunchKernel(CopyKvBlocksKernel, grid, threads, 0, stream,
+                       reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache),
+                       src_dst, block_vecs);
   return cudaGetLastError();
 }
 
@@ -320,10 +360,29 @@ cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* position
   }
   if (num_tokens == 0) return cudaSuccess;
   const int row_vecs = num_kv_heads * head_dim / 8;
-  KvAppendKernel<<<num_tokens, std::min(256, ThreadsFor(row_vecs)), 0, stream>>>(
-      reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v), positions, seq_starts,
-      block_tables, reinterpret_cast<uint4*>(k_cache), reinterpret_cast<uint4*>(v_cache), num_seqs,
-      max_blocks, row_vecs);
+  detail::LaunchKernel(KvAppendKernel, num_tokens, std::min(256, ThreadsFor(row_vecs)), 0, stream,
+                       reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v),
+                       positions, seq_starts, block_tables, reinterpret_cast<uint4*>(k_cache),
+                       reinterpret_cast<uint4*>(v_cache), num_seqs, max_blocks, row_vecs);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
+                               const float* inv_freq, const int32_t* seq_starts,
+                               const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache,
+                               int num_tokens, int num_seqs, int max_blocks, int num_heads,
+                               int num_kv_heads, int head_dim, cudaStream_t stream) {
+  if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
+      head_dim % 8 != 0 || !Aligned16(v) || !Aligned16(v_cache)) {
+    return cudaErrorInvalidValue;
+  }
+  if (num_tokens == 0) return cudaSuccess;
+  const int threads = std::min(512, ThreadsFor((num_heads + num_kv_heads) * head_dim / 2));
+  detail::LaunchKernel(
+      RopeKvAppendKernel, num_tokens, threads, 0, stream, reinterpret_cast<__nv_bfloat16*>(q),
+      reinterpret_cast<const __nv_bfloat16*>(k), reinterpret_cast<const uint4*>(v), positions,
+      inv_freq, seq_starts, block_tables, reinterpret_cast<__nv_bfloat16*>(k_cache),
+      reinterpret_cast<uint4*>(v_cache), num_heads, num_kv_heads, head_dim, num_seqs, max_blocks);
   return cudaGetLastError();
 }
 

@@ -46,6 +46,14 @@ class [[nodiscard]] KernelStatus {
   int code_ = 0;
 };
 
+// Process-wide: whether kernels launch as programmatic dependent launches
+// (sm_90: a kernel starts while the one before it on the stream drains; every
+// kernel waits for its predecessor before touching activations). On by
+// default where the device supports it; off serialises launches as plain
+// <<<>>> does. For benchmarks and debugging; affects launches made after the
+// call, including those captured into CUDA graphs.
+void SetDependentLaunch(bool enabled);
+
 // ---- Elementwise / normalisation ------------------------------------------
 
 // out[i] = table[tokens[i]]; a token outside [0, vocab) yields a zero row.
@@ -106,6 +114,22 @@ KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads
                       Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
                       int num_tokens, int num_seqs, int max_blocks, int num_kv_heads, int head_dim,
                       Stream stream);
+
+// ApplyRope followed by KvAppend in one launch, with the same results bit for
+// bit: q is rotated in place; k is rotated into its pool slot and itself left
+// as it was; v is copied. A token without a slot (KvAppend's skip rule) still
+// has its q rotated. head_dim must be a multiple of 8.
+KernelStatus RopeKvAppend(Bf16* q,                      // [num_tokens, num_heads, head_dim]
+                          const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
+                          const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
+                          const int32_t* positions,     // [num_tokens]
+                          const float* inv_freq,        // [head_dim / 2]
+                          const int32_t* seq_starts,    // [num_seqs + 1]
+                          const int32_t* block_tables,  // [num_seqs, max_blocks]
+                          Bf16* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+                          Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+                          int num_tokens, int num_seqs, int max_blocks, int num_heads,
+                          int num_kv_heads, int head_dim, Stream stream);
 
 // ---- Attention -------------------------------------------------------------
 // Partial attention states: o normalised by its own softmax sum, plus the
@@ -229,6 +253,71 @@ KernelStatus SmallBatchGemm(const Bf16* x,  // [m, k]
                             void* y,        // [m, n], bf16 or fp32
                             int m, int n, int k, bool fp32_out, Stream stream);
 
+// The input rows of a fused small-batch GEMM: `x` as is, or, when
+// norm_weight is set, RmsNormResidual(delta, residual) computed in the
+// kernel's prologue: residual_out = residual + delta (delta may be null: a
+// copy), the rows used = RMSNorm(residual_out) * norm_weight. Bit for bit
+// what RmsNormResidual computes when k = 2048 (the same reduction order; at
+// other widths within its rounding). residual_out may not alias residual:
+// every CTA reads residual while the first one writes residual_out.
+// m * k * 2 bytes must fit kSmallBatchNormMaxBytes (SmallBatchNormFits).
+// With residual_rows set, row i of the residual is row residual_rows[i] of
+// `residual` (zeros for an id outside [0, residual_rows_limit), as
+// EmbeddingGather does): the first layer reads the embedding table directly.
+struct SmallBatchInput {
+  const Bf16* x = nullptr;                 // [m, k]
+  const Bf16* delta = nullptr;             // [m, k] or nullptr
+  const Bf16* residual = nullptr;          // [m, k], or [residual_rows_limit, k]
+  const int32_t* residual_rows = nullptr;  // [m] or nullptr
+  int residual_rows_limit = 0;
+  Bf16* residual_out = nullptr;       // [m, k]
+  const Bf16* norm_weight = nullptr;  // [k]
+  float eps = 0.0f;
+};
+inline constexpr size_t kSmallBatchNormMaxBytes = 48 * 1024;
+bool SmallBatchNormFits(int m, int k);
+
+// SmallBatchGemm on fused input rows (the final norm ahead of the LM head).
+KernelStatus SmallBatchGemm(const SmallBatchInput& input,
+                            const Bf16* w,  // [n, k]
+                            void* y,        // [m, n], bf16 or fp32
+                            int m, int n, int k, bool fp32_out, Stream stream);
+
+// The fused gate/up projection with SwiGLU applied: out = silu(x Wg^T) *
+// (x Wu^T), where w_gate_up stacks Wg [inter, k] over Wu [inter, k]. Same
+// results as SmallBatchGemm into [m, 2 * inter] followed by SwiGlu (gate and
+// up are rounded to bf16 before the product), without the intermediate.
+KernelStatus SmallBatchGateUpSwiGlu(const SmallBatchInput& input,
+                                    const Bf16* w_gate_up,  // [2 * inter, k]
+                                    Bf16* out,              // [m, inter]
+                                    int m, int inter, int k, Stream stream);
+
+// Where SmallBatchQkvRope puts Q, K and V, and what it needs to rotate them.
+struct QkvRopeKv {
+  const int32_t* positions = nullptr;     // [m]
+  const float* inv_freq = nullptr;        // [head_dim / 2]
+  const int32_t* seq_starts = nullptr;    // [num_seqs + 1]
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks]
+  Bf16* k_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
+  Bf16* v_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
+  const Bf16* bias = nullptr;             // [q_dim + 2 * kv_dim] or nullptr (Qwen2)
+  int num_seqs = 0;
+  int max_blocks = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;
+};
+
+// The attention block's whole input side at decode sizes, one launch: the
+// stacked Q/K/V projection (w_qkv: Q rows, then K, then V), its bias, RoPE,
+// and the K/V append. q receives the rotated queries; K (rotated) and V go
+// straight to their paged slots, under KvAppend's rules. Bit for bit the
+// three SmallBatchGemm slices, AddBias, ApplyRope and KvAppend.
+KernelStatus SmallBatchQkvRope(const SmallBatchInput& input,
+                               const Bf16* w_qkv,  // [q_dim + 2 * kv_dim, k]
+                               Bf16* q,            // [m, num_heads, head_dim]
+                               const QkvRopeKv& rope, int m, int k, Stream stream);
+
 // ---- Sampling --------------------------------------------------------------
 
 // Per-row sampling parameters (plain struct, copied to the device as is).
@@ -244,12 +333,17 @@ struct SampleParams {
 
 // One block per row; draws exactly what reference::Sample draws (see
 // kernels/reference.h for the algorithm), and the logprob of the drawn token
-// under the raw distribution.
+// under the raw distribution. Rows too few to fill the GPU have the first
+// pass (max, argmax, softmax sum: all a greedy row needs) spread over many
+// CTAs per row, whose statistics go to `workspace`.
+size_t SampleWorkspaceBytes(int num_rows, int vocab);  // 0 when no pre-pass
 KernelStatus SampleTokens(const float* logits,         // [num_rows, vocab]
                           const SampleParams* params,  // [num_rows]
                           int32_t* tokens,             // [num_rows]
                           float* logprobs,             // [num_rows]
-                          int num_rows, int vocab, Stream stream);
+                          int num_rows, int vocab,
+                          void* workspace,  // SampleWorkspaceBytes(num_rows, vocab) bytes
+                          Stream stream);
 
 }  // namespace arbor::kernels
 

@@ -96,14 +96,36 @@ cudaError_t LaunchSmallBatchGemm(const Bf16* x,  // [m, k]
                                  void* y,        // [m, n], bf16 or fp32
                                  int m, int n, int k, bool fp32_out, cudaStream_t stream);
 
+cudaError_t LaunchSmallBatchGemmInput(const SmallBatchInput& input, const Bf16* w, void* y, int m,
+                                      int n, int k, bool fp32_out, cudaStream_t stream);
+
+cudaError_t LaunchSmallBatchGateUpSwiGlu(const SmallBatchInput& input, const Bf16* w_gate_up,
+                                         Bf16* out, int m, int inter, int k, cudaStream_t stream);
+
+cudaError_t LaunchSmallBatchQkvRope(const SmallBatchInput& input, const Bf16* w_qkv, Bf16* q,
+                                    const QkvRopeKv& rope, int m, int k, cudaStream_t stream);
+
+cudaError_t LaunchRopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
+                               const float* inv_freq, const int32_t* seq_starts,
+                               const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache,
+                               int num_tokens, int num_seqs, int max_blocks, int num_heads,
+                               int num_kv_heads, int head_dim, cudaStream_t stream);
+
 cudaError_t LaunchSampleTokens(const float* logits,         // [num_rows, vocab]
                                const SampleParams* params,  // [num_rows]
                                int32_t* tokens,             // [num_rows]
                                float* logprobs,             // [num_rows]
-                               int num_rows, int vocab, cudaStream_t stream);
+                               int num_rows, int vocab,
+                               void* workspace,  // SampleWorkspaceBytes(num_rows, vocab)
+                               cudaStream_t stream);
 
 // Number of SMs of the current device (cached per device).
 int DeviceSmCount();
+
+// Whether kernels launch as programmatic dependent launches: SetDependentLaunch
+// (default on) and the current device can (compute capability 9.0 or newer;
+// cached per device).
+bool DependentLaunchEnabled();
 
 }  // namespace arbor::kernels
 

@@ -3,6 +3,8 @@
 // top-k / top-p cuts are found by radix selection over the 64-bit keys
 // (logit, id) without a sort, and the draw walks the kept tokens in id order
 // through a block-wide prefix sum.
+#include <algorithm>
+
 #include "kernels/common.cuh"
 #include "kernels/launchers.h"
 #include "kernels/sampling_math.h"
@@ -19,8 +21,7 @@ struct SampleShared {
   int bucket_id[256];            // an id that landed in the bucket
   int selected_done;
   unsigned long long warp_u64[kSampleWarps];
-  float warp_f[kSampleWarps];
-  int warp_i[kSampleWarps];
+  float stats_scratch[3 * kSampleWarps];  // BlockCombineStats
   unsigned long long selected_prefix;
   unsigned long long selected_need;
   int result_token;
@@ -146,55 +147,110 @@ __device__ uint64_t RadixSelect(const float* __restrict__ logits, int vocab, flo
   return prefix;
 }
 
+// A row's softmax statistics over a range of its ids: the max, its lowest
+// id, and the sum of exp(logit - max).
+struct RowStats {
+  float best;
+  float sum;
+  int id;
+  int pad;
+};
+
+__device__ __forceinline__ void CombineStats(float& m, float& z, int& id, float om, float oz,
+                                             int oid) {
+  const float mx = fmaxf(m, om);
+  if (mx != -INFINITY) z = z * __expf(m - mx) + oz * __expf(om - mx);
+  if (om > m || (om == m && oid < id)) id = oid;
+  m = mx;
+}
+
+// Folds logit l of id i into a thread's running statistics.
+__device__ __forceinline__ void AddLogit(float& best, float& sum, int& best_id, int i, float l) {
+  if (l > best) {
+    sum = sum * __expf(best - l) + 1.0f;  // exp(-inf) = 0 on the first one
+    best = l;
+    best_id = i;
+  } else if (l > -INFINITY) {  // -inf (masked) adds nothing; NaN is ignored
+    sum += __expf(l - best);
+    if (l == best && i < best_id) best_id = i;
+  }
+}
+
+// Combines every thread's statistics; every thread gets the block's.
+// `scratch` holds 3 * (blockDim.x / 32) words.
+__device__ __forceinline__ void BlockCombineStats(float& best, float& sum, int& best_id,
+                                                  float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float om = __shfl_xor_sync(0xffffffffu, best, offset);
+    const float oz = __shfl_xor_sync(0xffffffffu, sum, offset);
+    const int oid = __shfl_xor_sync(0xffffffffu, best_id, offset);
+    CombineStats(best, sum, best_id, om, oz, oid);
+  }
+  float* warp_best = scratch;
+  float* warp_sum = scratch + warps;
+  int* warp_id = reinterpret_cast<int*>(scratch + 2 * warps);
+  if (lane == 0) {
+    warp_best[warp] = best;
+    warp_sum[warp] = sum;
+    warp_id[warp] = best_id;
+  }
+  __syncthreads();
+  best = warp_best[0];
+  sum = warp_sum[0];
+  best_id = warp_id[0];
+  for (int w = 1; w < warps; ++w)
+    CombineStats(best, sum, best_id, warp_best[w], warp_sum[w], warp_id[w]);
+}
+
+constexpr int kStatsThreads = 256;
+
+// Few rows: the first pass of SampleKernel spread over many CTAs, one per
+// (chunk of ids, row); SampleKernel then combines the chunks' statistics.
+__global__ void __launch_bounds__(kStatsThreads)
+    RowStatsKernel(const float* __restrict__ all_logits, RowStats* __restrict__ partials, int vocab,
+                   int chunk_len) {
+  detail::AwaitPriorKernels();
+  __shared__ float scratch[3 * kStatsThreads / 32];
+  const int row = blockIdx.y, chunk = blockIdx.x;
+  const float* logits = all_logits + static_cast<size_t>(row) * vocab;
+  const int begin = chunk * chunk_len, end = min(vocab, begin + chunk_len);
+  float best = -INFINITY, sum = 0.0f;
+  int best_id = vocab;
+  for (int i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    AddLogit(best, sum, best_id, i, __ldg(logits + i));
+  }
+  BlockCombineStats(best, sum, best_id, scratch);
+  if (threadIdx.x == 0)
+    partials[static_cast<size_t>(row) * gridDim.x + chunk] = {best, sum, best_id, 0};
+}
+
 __global__ void __launch_bounds__(kSampleThreads)
     SampleKernel(const float* __restrict__ all_logits, const SampleParams* __restrict__ params,
+                 const RowStats* __restrict__ partials, int num_chunks,
                  int32_t* __restrict__ tokens, float* __restrict__ logprobs, int vocab) {
+  detail::AwaitPriorKernels();
   __shared__ SampleShared sh;
   const int row = blockIdx.x;
   const float* logits = all_logits + static_cast<size_t>(row) * vocab;
   const SampleParams p = params[row];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 
-  // One pass: max, argmax (lowest id on ties) and the softmax sum relative
-  // to the running max (rescaled when the max grows).
+  // One pass (or RowStatsKernel's chunks): max, argmax (lowest id on ties)
+  // and the softmax sum relative to the running max (rescaled when the max
+  // grows).
   float best = -INFINITY, sum = 0.0f;
   int best_id = vocab;
-  auto combine = [](float& m, float& z, int& id, float om, float oz, int oid) {
-    const float mx = fmaxf(m, om);
-    if (mx != -INFINITY) z = z * __expf(m - mx) + oz * __expf(om - mx);
-    if (om > m || (om == m && oid < id)) id = oid;
-    m = mx;
-  };
-  ForEachLogit(logits, vocab, [&](int i, float l) {
-    if (l > best) {
-      sum = sum * __expf(best - l) + 1.0f;  // exp(-inf) = 0 on the first one
-      best = l;
-      best_id = i;
-    } else if (l > -INFINITY) {  // -inf (masked) adds nothing; NaN is ignored
-      sum += __expf(l - best);
-      if (l == best && i < best_id) best_id = i;
+  if (partials != nullptr) {
+    for (int c = threadIdx.x; c < num_chunks; c += blockDim.x) {
+      const RowStats st = partials[static_cast<size_t>(row) * num_chunks + c];
+      CombineStats(best, sum, best_id, st.best, st.sum, st.id);
     }
-  });
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float om = __shfl_xor_sync(0xffffffffu, best, offset);
-    const float oz = __shfl_xor_sync(0xffffffffu, sum, offset);
-    const int oid = __shfl_xor_sync(0xffffffffu, best_id, offset);
-    combine(best, sum, best_id, om, oz, oid);
+  } else {
+    ForEachLogit(logits, vocab, [&](int i, float l) { AddLogit(best, sum, best_id, i, l); });
   }
-  __shared__ float warp_sum[kSampleWarps];
-  if (lane == 0) {
-    sh.warp_f[warp] = best;
-    sh.warp_i[warp] = best_id;
-    warp_sum[warp] = sum;
-  }
-  __syncthreads();
-  best = sh.warp_f[0];
-  best_id = sh.warp_i[0];
-  sum = warp_sum[0];
-  for (int w = 1; w < kSampleWarps; ++w) {
-    combine(best, sum, best_id, sh.warp_f[w], warp_sum[w], sh.warp_i[w]);
-  }
+  BlockCombineStats(best, sum, best_id, sh.stats_scratch);
   if (best_id >= vocab) best_id = 0;  // all NaN
   const float max_logit = best;
   const float log_z = max_logit + logf(sum);
@@ -283,14 +339,47 @@ __global__ void __launch_bounds__(kSampleThreads)
   }
 }
 
+// Rows too few to fill the GPU with one CTA each get their first pass spread
+// over chunks of 1024 ids (about two CTAs per SM in all).
+struct SamplePlan {
+  int num_chunks = 1;
+  int chunk_len = 0;
+};
+SamplePlan PlanSample(int num_rows, int vocab) {
+  SamplePlan plan;
+  plan.chunk_len = vocab;
+  const int wanted = 2 * DeviceSmCount() / std::max(num_rows, 1);
+  const int chunks = std::min(wanted, (vocab + 1023) / 1024);
+  if (chunks < 4) return plan;
+  plan.chunk_len = ((vocab + chunks - 1) / chunks + 3) / 4 * 4;
+  plan.num_chunks = (vocab + plan.chunk_len - 1) / plan.chunk_len;
+  return plan;
+}
+
 }  // namespace
 
 cudaError_t LaunchSampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
-                               float* logprobs, int num_rows, int vocab, cudaStream_t stream) {
+                               float* logprobs, int num_rows, int vocab, void* workspace,
+                               cudaStream_t stream) {
   if (num_rows < 0 || vocab <= 0) return cudaErrorInvalidValue;
   if (num_rows == 0) return cudaSuccess;
-  SampleKernel<<<num_rows, kSampleThreads, 0, stream>>>(logits, params, tokens, logprobs, vocab);
+  const SamplePlan plan = PlanSample(num_rows, vocab);
+  RowStats* partials = nullptr;
+  if (plan.num_chunks > 1) {
+    if (workspace == nullptr) return cudaErrorInvalidValue;
+    partials = static_cast<RowStats*>(workspace);
+    detail::LaunchKernel(RowStatsKernel, dim3(plan.num_chunks, num_rows), kStatsThreads, 0, stream,
+                         logits, partials, vocab, plan.chunk_len);
+  }
+  detail::LaunchKernel(SampleKernel, num_rows, kSampleThreads, 0, stream, logits, params, partials,
+                       plan.num_chunks, tokens, logprobs, vocab);
   return cudaGetLastError();
+}
+
+size_t SampleWorkspaceBytes(int num_rows, int vocab) {
+  const SamplePlan plan = PlanSample(num_rows, vocab);
+  return plan.num_chunks > 1 ? static_cast<size_t>(num_rows) * plan.num_chunks * sizeof(RowStats)
+                             : 0;
 }
 
 }  // namespace arbor::kernels

@@ -213,7 +213,9 @@ struct CudaBackend::Device {
   size_t block_elems = 0;  // kKvBlockSize * num_kv_heads * head_dim
   size_t pool_elems = 0;   // num_blocks * block_elems
   // Scratch for max_batch_tokens tokens.
-  DeviceBuffer residual, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
+  // residual and residual_alt: the residual stream; a decode step's fused
+  // GEMV prologues move it from one to the other (see ForwardPass).
+  DeviceBuffer residual, residual_alt, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
   PassBuffers shared;  // meta, decode workspace, draws of eager passes
   DeviceBuffer pairs, cublas_workspace;
   std::vector<int32_t> host_meta, host_sampled;
@@ -231,12 +233,17 @@ struct CudaBackend::Device {
   Bf16* k_pool(int layer) const { return kv_pool.get<Bf16>() + 2 * layer * pool_elems; }
   Bf16* v_pool(int layer) const { return kv_pool.get<Bf16>() + (2 * layer + 1) * pool_elems; }
 
+  // Decode-sized GEMMs stream W instead of tiling it (measured on an H200:
+  // faster than cuBLAS at one row, and at up to four rows for layers up to
+  // 8192 wide).
+  static bool StreamsWeights(int m, int n) {
+    return m == 1 || (m <= kernels::kSmallBatchGemmMaxRows && n <= 8192);
+  }
+
   // y[m, n] = x[m, k] W[n, k]^T in the Hugging Face Linear layout; bf16 in,
   // bf16 or fp32 out, fp32 accumulation.
   absl::Status Gemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k, bool fp32_out) {
-    // Decode-sized: stream W (measured on an H200: faster than cuBLAS at one
-    // row, and at up to four rows for layers up to 8192 wide).
-    if (m == 1 || (m <= kernels::kSmallBatchGemmMaxRows && n <= 8192)) {
+    if (StreamsWeights(m, n)) {
       return KernelError(kernels::SmallBatchGemm(x, w, y, m, n, k, fp32_out, stream),
                          "SmallBatchGemm");
     }
@@ -359,6 +366,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
   using Scratch = std::pair<DeviceBuffer*, size_t>;
   for (const Scratch& sc : std::initializer_list<Scratch>{{&dev->residual, t * hidden},
+                                                          {&dev->residual_alt, t * hidden},
                                                           {&dev->normed, t * hidden},
                                                           {&dev->q, t * q_dim},
                                                           {&dev->k, t * kv_dim},
@@ -691,7 +699,6 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
         kernels::PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx)));
   }
 
-  Bf16* residual = d.residual.get<Bf16>();
   Bf16* normed = d.normed.get<Bf16>();
   Bf16* proj = d.proj.get<Bf16>();
   const int dim = output_dim();
@@ -700,40 +707,92 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
         cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph_exec), stream), "cudaGraphLaunch"));
     return download_draws(num_out);
   }
-  ARBOR_RETURN_IF_ERROR(KernelError(kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual,
-                                                             n, hidden, c.vocab_size, stream),
-                                    "EmbeddingGather"));
+  // The residual stream is in residual[cur]. Where a GEMM streams its
+  // weights (decode sizes, see Device::StreamsWeights), the residual add +
+  // RMSNorm ahead of it runs in its prologue (its CTAs all read residual[cur]
+  // while the first writes the sum to the other buffer); elsewhere it
+  // normalises into `normed` in place.
+  Bf16* residual[2] = {d.residual.get<Bf16>(), d.residual_alt.get<Bf16>()};
+  int cur = 0;
+  auto fuses_norm = [&](int gemm_n) {
+    return Device::StreamsWeights(n, gemm_n) && kernels::SmallBatchNormFits(n, hidden);
+  };
+  const bool qkv_fused = fuses_norm(q_dim + 2 * kv_dim);
+  const bool mlp_fused = fuses_norm(2 * inter);
+  auto fused_norm = [&](const Bf16* delta, const DeviceBuffer& weight) {
+    kernels::SmallBatchInput in;
+    in.delta = delta;
+    in.residual = residual[cur];
+    in.residual_out = residual[cur ^ 1];
+    in.norm_weight = weight.get<Bf16>();
+    in.eps = c.rms_norm_eps;
+    cur ^= 1;
+    return in;
+  };
+  auto norm_into_normed = [&](const Bf16* delta, const DeviceBuffer& weight) {
+    return KernelError(kernels::RmsNormResidual(delta, residual[cur], weight.get<Bf16>(), normed, n,
+                                                hidden, c.rms_norm_eps, stream),
+                       "RmsNormResidual");
+  };
+  // A fused first norm reads the embedding rows itself.
+  if (!qkv_fused) {
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::EmbeddingGather(tokens, d.embed.get<Bf16>(), residual[cur], n, hidden,
+                                             c.vocab_size, stream),
+                    "EmbeddingGather"));
+  }
   for (int l = 0; l < c.num_layers; ++l) {
     const Device::Layer& w = d.layers[l];
-    ARBOR_RETURN_IF_ERROR(KernelError(
-        kernels::RmsNormResidual(l == 0 ? nullptr : proj, residual, w.input_norm.get<Bf16>(),
-                                 normed, n, hidden, c.rms_norm_eps, stream),
-        "RmsNormResidual"));
-    // Q, K and V: three GEMMs over row slices of the stacked matrix, so that
-    // each lands in its own contiguous buffer.
     const Bf16* qkv = w.qkv.get<Bf16>();
-    Bf16 *q = d.q.get<Bf16>(), *k = d.k.get<Bf16>(), *v = d.v.get<Bf16>();
-    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, q, n, q_dim, hidden, false));
-    ARBOR_RETURN_IF_ERROR(
-        d.Gemm(normed, qkv + static_cast<size_t>(q_dim) * hidden, k, n, kv_dim, hidden, false));
-    ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v, n,
-                                 kv_dim, hidden, false));
-    if (!w.qkv_bias.empty()) {
-      const Bf16* bias = w.qkv_bias.get<Bf16>();
-      ARBOR_RETURN_IF_ERROR(KernelError(kernels::AddBias(q, bias, n, q_dim, stream), "AddBias"));
+    const Bf16* qkv_bias = w.qkv_bias.empty() ? nullptr : w.qkv_bias.get<Bf16>();
+    Bf16* q = d.q.get<Bf16>();
+    if (qkv_fused) {
+      // Norm, Q/K/V projection, bias, RoPE and the K/V append: one launch.
+      kernels::QkvRopeKv rope;
+      rope.positions = positions;
+      rope.inv_freq = d.rope_inv_freq.get<float>();
+      rope.seq_starts = seq_starts;
+      rope.block_tables = tables;
+      rope.k_cache = d.k_pool(l);
+      rope.v_cache = d.v_pool(l);
+      rope.bias = qkv_bias;
+      rope.num_seqs = num_seqs;
+      rope.max_blocks = mb;
+      rope.num_heads = c.num_heads;
+      rope.num_kv_heads = c.num_kv_heads;
+      rope.head_dim = c.head_dim;
+      kernels::SmallBatchInput in = fused_norm(l == 0 ? nullptr : proj, w.input_norm);
+      if (l == 0) {
+        in.residual = d.embed.get<Bf16>();
+        in.residual_rows = tokens;
+        in.residual_rows_limit = c.vocab_size;
+      }
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::SmallBatchQkvRope(in, qkv, q, rope, n, hidden, stream), "SmallBatchQkvRope"));
+    } else {
+      ARBOR_RETURN_IF_ERROR(norm_into_normed(l == 0 ? nullptr : proj, w.input_norm));
+      // Three GEMMs over row slices of the stacked matrix, so that Q, K and V
+      // each land in their own contiguous buffer.
+      Bf16 *k = d.k.get<Bf16>(), *v = d.v.get<Bf16>();
+      ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, q, n, q_dim, hidden, false));
       ARBOR_RETURN_IF_ERROR(
-          KernelError(kernels::AddBias(k, bias + q_dim, n, kv_dim, stream), "AddBias"));
-      ARBOR_RETURN_IF_ERROR(
-          KernelError(kernels::AddBias(v, bias + q_dim + kv_dim, n, kv_dim, stream), "AddBias"));
+          d.Gemm(normed, qkv + static_cast<size_t>(q_dim) * hidden, k, n, kv_dim, hidden, false));
+      ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v, n,
+                                   kv_dim, hidden, false));
+      if (qkv_bias != nullptr) {
+        ARBOR_RETURN_IF_ERROR(
+            KernelError(kernels::AddBias(q, qkv_bias, n, q_dim, stream), "AddBias"));
+        ARBOR_RETURN_IF_ERROR(
+            KernelError(kernels::AddBias(k, qkv_bias + q_dim, n, kv_dim, stream), "AddBias"));
+        ARBOR_RETURN_IF_ERROR(KernelError(
+            kernels::AddBias(v, qkv_bias + q_dim + kv_dim, n, kv_dim, stream), "AddBias"));
+      }
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::RopeKvAppend(q, k, v, positions, d.rope_inv_freq.get<float>(), seq_starts,
+                                tables, d.k_pool(l), d.v_pool(l), n, num_seqs, mb, c.num_heads,
+                                c.num_kv_heads, c.head_dim, stream),
+          "RopeKvAppend"));
     }
-    ARBOR_RETURN_IF_ERROR(
-        KernelError(kernels::ApplyRope(q, k, positions, d.rope_inv_freq.get<float>(), n,
-                                       c.num_heads, c.num_kv_heads, c.head_dim, stream),
-                    "ApplyRope"));
-    ARBOR_RETURN_IF_ERROR(
-        KernelError(kernels::KvAppend(k, v, positions, seq_starts, tables, d.k_pool(l), d.v_pool(l),
-                                      n, num_seqs, mb, c.num_kv_heads, c.head_dim, stream),
-                    "KvAppend"));
     Bf16* attn = d.attn.get<Bf16>();
     if (cascade.worthwhile) {
       // Shared prompts once per group (tensor cores), each branch's own
@@ -775,29 +834,43 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::AddBias(proj, w.o_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
     }
-    ARBOR_RETURN_IF_ERROR(
-        KernelError(kernels::RmsNormResidual(proj, residual, w.post_norm.get<Bf16>(), normed, n,
-                                             hidden, c.rms_norm_eps, stream),
-                    "RmsNormResidual"));
-    Bf16* gate_up = d.gate_up.get<Bf16>();
-    ARBOR_RETURN_IF_ERROR(
-        d.Gemm(normed, w.gate_up.get<Bf16>(), gate_up, n, 2 * inter, hidden, false));
-    if (!w.gate_up_bias.empty()) {
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::AddBias(gate_up, w.gate_up_bias.get<Bf16>(), n, 2 * inter, stream), "AddBias"));
-    }
     Bf16* act = d.act.get<Bf16>();
-    ARBOR_RETURN_IF_ERROR(KernelError(kernels::SwiGlu(gate_up, act, n, inter, stream), "SwiGlu"));
+    if (mlp_fused && w.gate_up_bias.empty()) {
+      // Norm, gate/up projection and SwiGLU: one launch, no intermediate.
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::SmallBatchGateUpSwiGlu(fused_norm(proj, w.post_norm), w.gate_up.get<Bf16>(), act,
+                                          n, inter, hidden, stream),
+          "SmallBatchGateUpSwiGlu"));
+    } else {
+      ARBOR_RETURN_IF_ERROR(norm_into_normed(proj, w.post_norm));
+      Bf16* gate_up = d.gate_up.get<Bf16>();
+      ARBOR_RETURN_IF_ERROR(
+          d.Gemm(normed, w.gate_up.get<Bf16>(), gate_up, n, 2 * inter, hidden, false));
+      if (!w.gate_up_bias.empty()) {
+        ARBOR_RETURN_IF_ERROR(
+            KernelError(kernels::AddBias(gate_up, w.gate_up_bias.get<Bf16>(), n, 2 * inter, stream),
+                        "AddBias"));
+      }
+      ARBOR_RETURN_IF_ERROR(KernelError(kernels::SwiGlu(gate_up, act, n, inter, stream), "SwiGlu"));
+    }
     ARBOR_RETURN_IF_ERROR(d.Gemm(act, w.down.get<Bf16>(), proj, n, hidden, inter, false));
     if (!w.down_bias.empty()) {
       ARBOR_RETURN_IF_ERROR(KernelError(
           kernels::AddBias(proj, w.down_bias.get<Bf16>(), n, hidden, stream), "AddBias"));
     }
   }
-  ARBOR_RETURN_IF_ERROR(
-      KernelError(kernels::RmsNormResidual(proj, residual, d.final_norm.get<Bf16>(), normed, n,
-                                           hidden, c.rms_norm_eps, stream),
-                  "RmsNormResidual"));
+  // A decode step that outputs every token in order (the usual one) folds
+  // the final norm into the LM head's prologue: no normed rows, no gather.
+  bool head_fuses_norm = fuses_norm(dim) && !c.is_value_head() && num_out == n;
+  for (int r = 0; head_fuses_norm && r < num_out; ++r) {
+    head_fuses_norm = batch.output_rows[r] == r;
+  }
+  if (!head_fuses_norm) {
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::RmsNormResidual(proj, residual[cur], d.final_norm.get<Bf16>(), normed,
+                                             n, hidden, c.rms_norm_eps, stream),
+                    "RmsNormResidual"));
+  }
 
   if (logits != nullptr) logits->resize(static_cast<size_t>(num_out) * dim);
   if (sampled != nullptr) sampled->resize(num_out);
@@ -806,29 +879,43 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   }
   // The output rows of the final hidden states, in output order.
   Bf16* rows = d.out_rows.get<Bf16>();
-  ARBOR_RETURN_IF_ERROR(
-      KernelError(kernels::EmbeddingGather(out_rows, normed, rows, num_out, hidden, n, stream),
-                  "gather output rows"));
+  if (!head_fuses_norm) {
+    ARBOR_RETURN_IF_ERROR(
+        KernelError(kernels::EmbeddingGather(out_rows, normed, rows, num_out, hidden, n, stream),
+                    "gather output rows"));
+  }
   if (!c.is_value_head()) {
     const Bf16* head = c.tie_word_embeddings ? d.embed.get<Bf16>() : d.lm_head.get<Bf16>();
     // Sampled tokens [num_out] int32, then their logprobs [num_out] fp32.
+    // Then the sampler's workspace (the largest of its chunks' needs).
+    const size_t draws_bytes = RoundUp(2 * num_out * static_cast<int>(sizeof(int32_t)), 256);
     if (sampled != nullptr) {
-      ARBOR_RETURN_IF_ERROR(
-          bufs.sampled.Reserve(2 * static_cast<size_t>(num_out) * sizeof(int32_t)));
+      const size_t workspace_bytes =
+          std::max(kernels::SampleWorkspaceBytes(std::min(num_out, kLogitRowsPerGemm), dim),
+                   kernels::SampleWorkspaceBytes(num_out % kLogitRowsPerGemm, dim));
+      ARBOR_RETURN_IF_ERROR(bufs.sampled.Reserve(draws_bytes + workspace_bytes));
     }
     int32_t* sampled_tokens = bufs.sampled.get<int32_t>();
     float* sampled_logprobs = bufs.sampled.get<float>() + num_out;
+    void* sample_workspace = bufs.sampled.get<unsigned char>() + draws_bytes;
     const auto* params = reinterpret_cast<const kernels::SampleParams*>(m + o_params);
     for (int r0 = 0; r0 < num_out; r0 += kLogitRowsPerGemm) {
       const int rc = std::min(kLogitRowsPerGemm, num_out - r0);
-      ARBOR_RETURN_IF_ERROR(d.Gemm(rows + static_cast<size_t>(r0) * hidden, head, d.logits.get(),
-                                   rc, dim, hidden, true));
+      if (head_fuses_norm) {  // one chunk: num_out <= kSmallBatchGemmMaxRows
+        ARBOR_RETURN_IF_ERROR(
+            KernelError(kernels::SmallBatchGemm(fused_norm(proj, d.final_norm), head,
+                                                d.logits.get(), rc, dim, hidden, true, stream),
+                        "SmallBatchGemm (LM head)"));
+      } else {
+        ARBOR_RETURN_IF_ERROR(d.Gemm(rows + static_cast<size_t>(r0) * hidden, head, d.logits.get(),
+                                     rc, dim, hidden, true));
+      }
       if (sampled != nullptr) {
         // The stream orders this chunk's draws before the next chunk's GEMM
         // overwrites the logits: no synchronisation until the end.
         ARBOR_RETURN_IF_ERROR(KernelError(
             kernels::SampleTokens(d.logits.get<float>(), params + r0, sampled_tokens + r0,
-                                  sampled_logprobs + r0, rc, dim, stream),
+                                  sampled_logprobs + r0, rc, dim, sample_workspace, stream),
             "SampleTokens"));
         continue;
       }
@@ -912,9 +999,8 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
   }
   // Eager through the graph's own buffers: this step's draws; it also sizes
   // the buffers and sets the kernels' attributes before any capture.
-  ARBOR_RETURN_IF_ERROR(
-      ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kEager, nullptr,
-                  &no_cascade));
+  ARBOR_RETURN_IF_ERROR(ForwardPass(padded, sampling, nullptr, sampled, &g.buffers,
+                                    PassMode::kEager, nullptr, &no_cascade));
   if (++g.runs < 2) return absl::OkStatus();  // capture shapes that recur
 
   cudaGraph_t graph = nullptr;

@@ -374,6 +374,29 @@ void BenchSmallBatchGemm() {
     }
   }
   cublasDestroy(handle);
+
+  // The fused gate/up + SwiGLU epilogue against the two launches it replaces,
+  // one row.
+  DeviceBuffer w(size_t{2} * 2 * kInter * kHidden), x(size_t{2} * kHidden),
+      y(size_t{2} * 2 * kInter), act(size_t{2} * kInter);
+  FillBf16(w.ptr, size_t{2} * kInter * kHidden, 0.05f, 23);
+  FillBf16(x.ptr, kHidden, 1.0f, 24);
+  const auto* wp = static_cast<const Bf16*>(w.ptr);
+  const auto* xp = static_cast<const Bf16*>(x.ptr);
+  auto* yp = static_cast<Bf16*>(y.ptr);
+  const double gate_up_bytes = 2.0 * 2 * kInter * kHidden;
+  SmallBatchInput in;
+  in.x = xp;
+  double ms = TimeMs([&] {
+    CHECK_KERNEL(
+        SmallBatchGateUpSwiGlu(in, wp, static_cast<Bf16*>(act.ptr), 1, kInter, kHidden, nullptr));
+  });
+  AddBandwidthRow("small_batch_gate_up_swiglu", "1 x 16384 x 2048", ms, gate_up_bytes);
+  ms = TimeMs([&] {
+    CHECK_KERNEL(SmallBatchGemm(xp, wp, yp, 1, 2 * kInter, kHidden, false, nullptr));
+    CHECK_KERNEL(SwiGlu(yp, static_cast<Bf16*>(act.ptr), 1, kInter, nullptr));
+  });
+  AddBandwidthRow("  small_batch_gemm + swiglu", "1 x 16384 x 2048", ms, gate_up_bytes);
 }
 
 void BenchSampling() {
@@ -403,10 +426,11 @@ void BenchSampling() {
                                .position = 100};
     }
     Upload(d_params.ptr, params);
+    DeviceBuffer workspace(std::max<size_t>(SampleWorkspaceBytes(rows, kVocab), 1));
     const double ms = TimeMs([&] {
       CHECK_KERNEL(SampleTokens(d_logits.as<float>(), d_params.as<SampleParams>(),
                                 d_tokens.as<int32_t>(), d_logprobs.as<float>(), rows, kVocab,
-                                nullptr));
+                                workspace.ptr, nullptr));
     });
     AddBandwidthRow(std::string("sample: ") + c.name, "64 rows x 128256 (logits read once)", ms,
                     4.0 * rows * kVocab);

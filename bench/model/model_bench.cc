@@ -56,6 +56,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/gpu_util/gpu_bench_util.h"
+#include "kernels/kernels.h"
 #include "nlohmann/json.hpp"
 #include "worker/backend.h"
 #include "worker/cuda_backend.h"
@@ -261,7 +262,8 @@ struct Row {
   double seconds = 0;
   double tokens_per_s = 0;
   double limit_tokens_per_s = 0;
-  double eager_tokens_per_s = 0;  // decode without CUDA graphs (0: not measured)
+  double eager_tokens_per_s = 0;   // decode without CUDA graphs (0: not measured)
+  double serial_tokens_per_s = 0;  // decode in graphs without dependent launch
   std::vector<double> all_seconds;
 };
 
@@ -368,15 +370,28 @@ int Main() {
     std::vector<double> eager;
     for (int r = 0; r < repeats; ++r) eager.push_back(TimeDecode(backend, b, prompt, steps, 1 + r));
     row.eager_tokens_per_s = double{1} * b * steps / Median(eager);
+    // Graphs again, captured without programmatic dependent launch: what
+    // overlapping each kernel's launch with its predecessor's tail buys.
+    kernels::SetDependentLaunch(false);
+    backend->set_cuda_graphs(true);
+    TimeDecode(backend, b, prompt, std::min(steps, 8), 100);
+    std::vector<double> serial;
+    for (int r = 0; r < repeats; ++r) {
+      serial.push_back(TimeDecode(backend, b, prompt, steps, 1 + r));
+    }
+    row.serial_tokens_per_s = double{1} * b * steps / Median(serial);
+    kernels::SetDependentLaunch(true);
+    backend->set_cuda_graphs(false);  // drops the graphs captured without it
     backend->set_cuda_graphs(true);
     const double step_bytes =
         DecodeWeightBytes(c, b) + double{1} * b * mean_context * KvBytesPerToken(c);
     row.limit_tokens_per_s = b / (step_bytes / (limits.copy_gbps * 1e9));
     std::printf(
         "decode batch %4d: %9.0f tok/s  (%.3f ms/step, %.1f MB/step, limit %.0f tok/s, "
-        "%.1f%%; without CUDA graphs %.0f tok/s)\n",
+        "%.1f%%; without CUDA graphs %.0f tok/s, without dependent launch %.0f tok/s)\n",
         b, row.tokens_per_s, row.seconds / steps * 1e3, step_bytes / 1e6, row.limit_tokens_per_s,
-        100 * row.tokens_per_s / row.limit_tokens_per_s, row.eager_tokens_per_s);
+        100 * row.tokens_per_s / row.limit_tokens_per_s, row.eager_tokens_per_s,
+        row.serial_tokens_per_s);
     std::fflush(stdout);
     rows.push_back(row);
   }
@@ -460,6 +475,7 @@ int Main() {
                            {"all_seconds", r.all_seconds},
                            {"tokens_per_s", r.tokens_per_s},
                            {"eager_tokens_per_s", r.eager_tokens_per_s},
+                           {"serial_tokens_per_s", r.serial_tokens_per_s},
                            {"limit_tokens_per_s", r.limit_tokens_per_s},
                            {"fraction_of_limit", r.tokens_per_s / r.limit_tokens_per_s}});
     }

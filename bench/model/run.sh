@@ -37,7 +37,7 @@ cp "$MODEL_DIR/config.json" "$OUT/config.json" 2>/dev/null || true
 arbor_rc=1
 if [[ -f "$MODEL_DIR/config.json" ]]; then
   echo "run.sh: Arbor model_bench"
-  timeout 150 .device/bin/model_bench --model "$MODEL_DIR" "${FLAGS[@]}" \
+  timeout 200 .device/bin/model_bench --model "$MODEL_DIR" "${FLAGS[@]}" \
     --json_out "$OUT/arbor.json" 2>&1 | tee "$OUT/arbor.log"
   arbor_rc=${PIPESTATUS[0]}
   echo "run.sh: model_bench exit $arbor_rc after $((SECONDS - start)) s"
