@@ -91,6 +91,17 @@ __device__ __forceinline__ int64_t KvSlot(const int32_t* __restrict__ block_tabl
   return static_cast<int64_t>(block) * kKvBlockSize + pos % kKvBlockSize;
 }
 
+// RoPE (rotate_half) of the pair (x0, x1) = (dims i, i + head_dim / 2) at a
+// position: every kernel that rotates calls this, so that they agree bit for
+// bit. sincosf: accurate for large angles.
+__device__ __forceinline__ void RotatePair(float x0, float x1, float position, float inv_freq,
+                                           __nv_bfloat16* lo, __nv_bfloat16* hi) {
+  float s, c;
+  sincosf(position * inv_freq, &s, &c);
+  *lo = __float2bfloat16_rn(x0 * c - x1 * s);
+  *hi = __float2bfloat16_rn(x1 * c + x0 * s);
+}
+
 // ---- Programmatic dependent launch (sm_90) ---------------------------------
 // Every Arbor kernel is launched by LaunchKernel, which, where
 // DependentLaunchEnabled(), lets it start while the kernel before it on the

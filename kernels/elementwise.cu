@@ -125,11 +125,8 @@ __global__ void RopeKernel(__nv_bfloat16* __restrict__ q, __nv_bfloat16* __restr
         head < num_heads
             ? q + (static_cast<size_t>(t) * num_heads + head) * head_dim
             : k + (static_cast<size_t>(t) * num_kv_heads + (head - num_heads)) * head_dim;
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);  // accurate for large angles
-    const float x0 = __bfloat162float(vec[i]), x1 = __bfloat162float(vec[i + half]);
-    vec[i] = __float2bfloat16_rn(x0 * c - x1 * s);
-    vec[i + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+    detail::RotatePair(__bfloat162float(vec[i]), __bfloat162float(vec[i + half]), pos, inv_freq[i],
+                       &vec[i], &vec[i + half]);
   }
 }
 
@@ -205,8 +202,6 @@ __global__ void RopeKvAppendKernel(
   const int total = (num_heads + (slot >= 0 ? num_kv_heads : 0)) * half;
   for (int j = threadIdx.x; j < total; j += blockDim.x) {
     const int head = j / half, i = j % half;
-    float s, c;
-    sincosf(pos * inv_freq[i], &s, &c);  // as RopeKernel: the same bits
     const __nv_bfloat16* src;
     __nv_bfloat16* dst;
     if (head < num_heads) {
@@ -216,9 +211,8 @@ __global__ void RopeKvAppendKernel(
       src = k + static_cast<size_t>(t) * kv_dim + (head - num_heads) * head_dim;
       dst = k_cache + slot * kv_dim + (head - num_heads) * head_dim;
     }
-    const float x0 = __bfloat162float(src[i]), x1 = __bfloat162float(src[i + half]);
-    dst[i] = __float2bfloat16_rn(x0 * c - x1 * s);
-    dst[i + half] = __float2bfloat16_rn(x1 * c + x0 * s);
+    detail::RotatePair(__bfloat162float(src[i]), __bfloat162float(src[i + half]), pos, inv_freq[i],
+                       &dst[i], &dst[i + half]);
   }
   if (slot < 0) return;
   const int row_vecs = kv_dim / 8;

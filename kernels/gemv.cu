@@ -216,10 +216,8 @@ __global__ void __launch_bounds__(kThreads)
     const int kv_dim = rope.num_kv_heads * rope.head_dim;
     if (head < rope.num_heads + rope.num_kv_heads) {
       const int pos_int = rope.positions[t];
-      float s, cs;
-      sincosf(static_cast<float>(pos_int) * rope.inv_freq[i], &s, &cs);
-      const __nv_bfloat16 lo = __float2bfloat16_rn(a * cs - b * s);
-      const __nv_bfloat16 hi = __float2bfloat16_rn(b * cs + a * s);
+      __nv_bfloat16 lo, hi;
+      detail::RotatePair(a, b, static_cast<float>(pos_int), rope.inv_freq[i], &lo, &hi);
       __nv_bfloat16* dst;
       if (head < rope.num_heads) {
         dst = static_cast<__nv_bfloat16*>(y) +

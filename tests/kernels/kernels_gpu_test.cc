@@ -167,15 +167,20 @@ TEST(KernelsGpuTest, RmsNormResidualMatchesReference) {
   }
 }
 
+// Llama-3.2-1B's RoPE: Llama-3 scaling.
+reference::RopeParams Llama3Rope() {
+  return reference::RopeParams{.theta = 500000.0f,
+                               .llama3 = true,
+                               .factor = 32.0f,
+                               .low_freq_factor = 1.0f,
+                               .high_freq_factor = 4.0f,
+                               .original_max_position_embeddings = 8192};
+}
+
 TEST(KernelsGpuTest, RopeWithLlama3ScalingMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(13);
-  const reference::RopeParams params{.theta = 500000.0f,
-                                     .llama3 = true,
-                                     .factor = 32.0f,
-                                     .low_freq_factor = 1.0f,
-                                     .high_freq_factor = 4.0f,
-                                     .original_max_position_embeddings = 8192};
+  const reference::RopeParams params = Llama3Rope();
   for (int dim : {64, 128, 16}) {
     const int n = 33, heads = 8, kv_heads = 2;
     const auto inv_freq = reference::RopeInvFreq(params, dim);
@@ -246,18 +251,31 @@ TEST(KernelsGpuTest, SmallBatchGemmMatchesReference) {
   EXPECT_FALSE(SmallBatchGemm(d.get(), d.get(), d.get(), 1, 8, 12, false, nullptr).ok());
 }
 
+// Three sequences appending to a 40-block pool: a prefill of 70 tokens, one
+// decode token at 17 whose block is missing (-1: skipped), 20 tokens from 100.
+struct AppendBatch {
+  int num_seqs = 3, max_blocks = 8, num_blocks = 40;
+  std::vector<int32_t> seq_starts = {0, 70, 71, 91}, positions, tables;
+};
+AppendBatch MakeAppendBatch(std::mt19937& rng) {
+  AppendBatch batch;
+  for (int p = 0; p < 70; ++p) batch.positions.push_back(p);
+  batch.positions.push_back(17);
+  for (int p = 100; p < 120; ++p) batch.positions.push_back(p);
+  batch.tables = RandomBlockTables(batch.num_seqs, batch.max_blocks, batch.num_blocks, rng);
+  batch.tables[1 * batch.max_blocks + 1] = -1;
+  return batch;
+}
+
 TEST(KernelsGpuTest, KvAppendWritesThePagedSlots) {
   REQUIRE_GPU();
   std::mt19937 rng(15);
-  const int kv_heads = 8, dim = 64, num_blocks = 40, max_blocks = 8, num_seqs = 3;
-  // Sequence 0: prefill of 70 tokens; 1: one decode token at 17; 2: 20 tokens from 100.
-  std::vector<int32_t> seq_starts = {0, 70, 71, 91}, positions;
-  for (int p = 0; p < 70; ++p) positions.push_back(p);
-  positions.push_back(17);
-  for (int p = 100; p < 120; ++p) positions.push_back(p);
+  const int kv_heads = 8, dim = 64;
+  const AppendBatch batch = MakeAppendBatch(rng);
+  const int num_blocks = batch.num_blocks, max_blocks = batch.max_blocks, num_seqs = batch.num_seqs;
+  const std::vector<int32_t>&seq_starts = batch.seq_starts, &positions = batch.positions,
+        &tables = batch.tables;
   const int n = static_cast<int>(positions.size());
-  auto tables = RandomBlockTables(num_seqs, max_blocks, num_blocks, rng);
-  tables[1 * max_blocks + 1] = -1;  // sequence 1's token is skipped
   const size_t cache_size = static_cast<size_t>(num_blocks) * kKvBlockSize * kv_heads * dim;
   auto k_cache = RandomBf16(cache_size, rng), v_cache = RandomBf16(cache_size, rng);
   const auto k = RandomBf16(static_cast<size_t>(n) * kv_heads * dim, rng);
@@ -276,15 +294,21 @@ TEST(KernelsGpuTest, KvAppendWritesThePagedSlots) {
 
 // The fused decode kernels against the launches they replace: the same bits.
 
-// Llama-3 RoPE of Llama-3.2-1B.
-std::vector<float> Llama3InvFreq(int dim) {
-  const reference::RopeParams params{.theta = 500000.0f,
-                                     .llama3 = true,
-                                     .factor = 32.0f,
-                                     .low_freq_factor = 1.0f,
-                                     .high_freq_factor = 4.0f,
-                                     .original_max_position_embeddings = 8192};
-  return reference::RopeInvFreq(params, dim);
+// Fused-GEMV inputs: x as is, or the residual add + RMSNorm (eps 1e-5).
+SmallBatchInput PlainInput(const Bf16* x) {
+  SmallBatchInput in;
+  in.x = x;
+  return in;
+}
+SmallBatchInput NormedInput(const Bf16* delta, const Bf16* residual, Bf16* residual_out,
+                            const Bf16* norm_weight) {
+  SmallBatchInput in;
+  in.delta = delta;
+  in.residual = residual;
+  in.residual_out = residual_out;
+  in.norm_weight = norm_weight;
+  in.eps = 1e-5f;
+  return in;
 }
 
 TEST(KernelsGpuTest, SmallBatchQkvRopeEqualsItsUnfusedKernels) {
@@ -295,7 +319,7 @@ TEST(KernelsGpuTest, SmallBatchQkvRopeEqualsItsUnfusedKernels) {
   const auto w = RandomBf16(static_cast<size_t>(qkv_n) * hidden, rng, 0.05f);
   const auto bias = RandomBf16(qkv_n, rng, 0.5f);
   const auto norm_weight = RandomBf16(hidden, rng, 1.0f);
-  const auto inv_freq = Llama3InvFreq(dim);
+  const auto inv_freq = reference::RopeInvFreq(Llama3Rope(), dim);
   DeviceArray<Bf16> d_w(w.bits), d_bias(bias.bits), d_norm(norm_weight.bits);
   DeviceArray<float> d_freq(inv_freq);
   for (const bool norm : {false, true}) {
@@ -318,16 +342,9 @@ TEST(KernelsGpuTest, SmallBatchQkvRopeEqualsItsUnfusedKernels) {
         // Fused.
         DeviceArray<Bf16> d_res(x.bits), d_res_out(x.bits.size()), d_q(m * q_dim), d_kc(cache.bits),
             d_vc(cache.bits);
-        SmallBatchInput in;
-        if (norm) {
-          in.delta = d_delta.get();
-          in.residual = d_res.get();
-          in.residual_out = d_res_out.get();
-          in.norm_weight = d_norm.get();
-          in.eps = 1e-5f;
-        } else {
-          in.x = d_x.get();
-        }
+        const SmallBatchInput in =
+            norm ? NormedInput(d_delta.get(), d_res.get(), d_res_out.get(), d_norm.get())
+                 : PlainInput(d_x.get());
         QkvRopeKv rope;
         rope.positions = d_pos.get();
         rope.inv_freq = d_freq.get();
@@ -409,8 +426,8 @@ TEST(KernelsGpuTest, SmallBatchGemmNormOfGatheredRowsEqualsUnfused) {
     in.norm_weight = d_norm.get();
     in.eps = 1e-5f;
     ASSERT_KERNEL_OK(SmallBatchGemm(in, d_w.get(), d_got.get(), m, n, hidden, true, nullptr));
-    ASSERT_KERNEL_OK(EmbeddingGather(d_ids.get(), d_table.get(), d_gathered.get(), m, hidden,
-                                     vocab, nullptr));
+    ASSERT_KERNEL_OK(
+        EmbeddingGather(d_ids.get(), d_table.get(), d_gathered.get(), m, hidden, vocab, nullptr));
     ASSERT_KERNEL_OK(RmsNormResidual(nullptr, d_gathered.get(), d_norm.get(), d_normed.get(), m,
                                      hidden, 1e-5f, nullptr));
     ASSERT_KERNEL_OK(
@@ -435,19 +452,14 @@ TEST(KernelsGpuTest, SmallBatchGateUpSwiGluEqualsGemmThenSwiGlu) {
         DeviceArray<Bf16> d_x(x.bits), d_delta(delta.bits), d_res_out(x.bits.size()),
             d_res2(x.bits), d_normed(x.bits.size()), d_gate_up(static_cast<size_t>(m) * 2 * inter),
             d_want(static_cast<size_t>(m) * inter), d_got(static_cast<size_t>(m) * inter);
-        SmallBatchInput in;
+        const SmallBatchInput in =
+            norm ? NormedInput(d_delta.get(), d_x.get(), d_res_out.get(), d_norm.get())
+                 : PlainInput(d_x.get());
         const Bf16* input = d_x.get();
         if (norm) {
-          in.delta = d_delta.get();
-          in.residual = d_x.get();
-          in.residual_out = d_res_out.get();
-          in.norm_weight = d_norm.get();
-          in.eps = 1e-5f;
           ASSERT_KERNEL_OK(RmsNormResidual(d_delta.get(), d_res2.get(), d_norm.get(),
                                            d_normed.get(), m, k, 1e-5f, nullptr));
           input = d_normed.get();
-        } else {
-          in.x = d_x.get();
         }
         ASSERT_KERNEL_OK(SmallBatchGateUpSwiGlu(in, d_w.get(), d_got.get(), m, inter, k, nullptr));
         ASSERT_KERNEL_OK(
@@ -486,22 +498,13 @@ TEST(KernelsGpuTest, SmallBatchGateUpSwiGluEqualsGemmThenSwiGlu) {
 TEST(KernelsGpuTest, RopeKvAppendEqualsRopeThenKvAppend) {
   REQUIRE_GPU();
   std::mt19937 rng(25);
-  const reference::RopeParams params{.theta = 500000.0f,
-                                     .llama3 = true,
-                                     .factor = 32.0f,
-                                     .low_freq_factor = 1.0f,
-                                     .high_freq_factor = 4.0f,
-                                     .original_max_position_embeddings = 8192};
-  const int heads = 8, kv_heads = 2, dim = 64, num_blocks = 40, max_blocks = 8, num_seqs = 3;
-  // Sequence 0: prefill of 70 tokens; 1: one decode token at 17 (no slot);
-  // 2: 20 tokens from 100.
-  std::vector<int32_t> seq_starts = {0, 70, 71, 91}, positions;
-  for (int p = 0; p < 70; ++p) positions.push_back(p);
-  positions.push_back(17);
-  for (int p = 100; p < 120; ++p) positions.push_back(p);
+  const reference::RopeParams params = Llama3Rope();
+  const int heads = 8, kv_heads = 2, dim = 64;
+  const AppendBatch batch = MakeAppendBatch(rng);
+  const int num_blocks = batch.num_blocks, max_blocks = batch.max_blocks, num_seqs = batch.num_seqs;
+  const std::vector<int32_t>&seq_starts = batch.seq_starts, &positions = batch.positions,
+        &tables = batch.tables;
   const int n = static_cast<int>(positions.size());
-  auto tables = RandomBlockTables(num_seqs, max_blocks, num_blocks, rng);
-  tables[1 * max_blocks + 1] = -1;
   const auto inv_freq = reference::RopeInvFreq(params, dim);
   const size_t cache_size = static_cast<size_t>(num_blocks) * kKvBlockSize * kv_heads * dim;
   const auto cache = RandomBf16(cache_size, rng);
