@@ -211,13 +211,12 @@ KernelStatus SmallBatchQkvRope(const SmallBatchInput& input, const Bf16* w_qkv, 
   return ToStatus(LaunchSmallBatchQkvRope(input, w_qkv, q, rope, m, k, AsStream(stream)));
 }
 
-KernelStatus RopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
-                          const float* inv_freq, const int32_t* seq_starts,
-                          const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache, int num_tokens,
-                          int num_seqs, int max_blocks, int num_heads, int num_kv_heads,
-                          int head_dim, Stream stream) {
-  return ToStatus(LaunchRopeKvAppend(q, k, v, positions, inv_freq, seq_starts, block_tables,
-                                     k_cache, v_cache, num_tokens, num_seqs, max_blocks, num_heads,
+KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
+                          const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                          Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                          int num_heads, int num_kv_heads, int head_dim, Stream stream) {
+  return ToStatus(LaunchRopeKvAppend(qkv, q, positions, inv_freq, seq_starts, block_tables, k_cache,
+                                     v_cache, num_tokens, num_seqs, max_blocks, num_heads,
                                      num_kv_heads, head_dim, AsStream(stream)));
 }
 

@@ -182,10 +182,11 @@ __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restr
   }
 }
 
-// RopeKernel and KvAppendKernel in one launch, one block per token: q rotated
-// in place, k rotated straight into its pool slot, v copied there.
+// RopeKernel and KvAppendKernel in one launch over the stacked Q/K/V
+// projection, one block per token: q rotated into its own buffer, k rotated
+// straight into its pool slot, v copied there.
 __global__ void RopeKvAppendKernel(
-    __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k, const uint4* __restrict__ v,
+    const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* __restrict__ q,
     const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
     const int32_t* __restrict__ seq_starts, const int32_t* __restrict__ block_tables,
     __nv_bfloat16* __restrict__ k_cache, uint4* __restrict__ v_cache, int num_heads,
@@ -196,29 +197,25 @@ __global__ void RopeKvAppendKernel(
   const int64_t slot =
       KvSlot(block_tables, SequenceOf(seq_starts, num_seqs, t), pos_int, max_blocks);
   const int half = head_dim / 2;
-  const int kv_dim = num_kv_heads * head_dim;
+  const int q_dim = num_heads * head_dim, kv_dim = num_kv_heads * head_dim;
+  const __nv_bfloat16* row = qkv + static_cast<size_t>(t) * (q_dim + 2 * kv_dim);
   const float pos = static_cast<float>(pos_int);
   // K heads only when the token has a slot.
   const int total = (num_heads + (slot >= 0 ? num_kv_heads : 0)) * half;
   for (int j = threadIdx.x; j < total; j += blockDim.x) {
     const int head = j / half, i = j % half;
-    const __nv_bfloat16* src;
-    __nv_bfloat16* dst;
-    if (head < num_heads) {
-      dst = q + (static_cast<size_t>(t) * num_heads + head) * head_dim;
-      src = dst;
-    } else {
-      src = k + static_cast<size_t>(t) * kv_dim + (head - num_heads) * head_dim;
-      dst = k_cache + slot * kv_dim + (head - num_heads) * head_dim;
-    }
+    const __nv_bfloat16* src = row + head * head_dim;  // K heads follow the Q heads
+    __nv_bfloat16* dst = head < num_heads
+                             ? q + (static_cast<size_t>(t) * num_heads + head) * head_dim
+                             : k_cache + slot * kv_dim + (head - num_heads) * head_dim;
     detail::RotatePair(__bfloat162float(src[i]), __bfloat162float(src[i + half]), pos, inv_freq[i],
                        &dst[i], &dst[i + half]);
   }
   if (slot < 0) return;
   const int row_vecs = kv_dim / 8;
-  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
-    v_cache[slot * row_vecs + i] = __ldg(v + static_cast<size_t>(t) * row_vecs + i);
-  }
+  const uint4* v = reinterpret_cast<const uint4*>(row + q_dim + kv_dim);
+  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x)
+    v_cache[slot * row_vecs + i] = __ldg(v + i);
 }
 
 // ---- Bias, block copies ---------------------------------------------------------
@@ -361,20 +358,21 @@ cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* position
   return cudaGetLastError();
 }
 
-cudaError_t LaunchRopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
+cudaError_t LaunchRopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions,
                                const float* inv_freq, const int32_t* seq_starts,
                                const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache,
                                int num_tokens, int num_seqs, int max_blocks, int num_heads,
                                int num_kv_heads, int head_dim, cudaStream_t stream) {
+  // head_dim % 8 == 0 keeps every V row 16-byte aligned.
   if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
-      head_dim % 8 != 0 || !Aligned16(v) || !Aligned16(v_cache)) {
+      head_dim % 8 != 0 || !Aligned16(qkv) || !Aligned16(v_cache)) {
     return cudaErrorInvalidValue;
   }
   if (num_tokens == 0) return cudaSuccess;
   const int threads = std::min(512, ThreadsFor((num_heads + num_kv_heads) * head_dim / 2));
   detail::LaunchKernel(
-      RopeKvAppendKernel, num_tokens, threads, 0, stream, reinterpret_cast<__nv_bfloat16*>(q),
-      reinterpret_cast<const __nv_bfloat16*>(k), reinterpret_cast<const uint4*>(v), positions,
+      RopeKvAppendKernel, num_tokens, threads, 0, stream,
+      reinterpret_cast<const __nv_bfloat16*>(qkv), reinterpret_cast<__nv_bfloat16*>(q), positions,
       inv_freq, seq_starts, block_tables, reinterpret_cast<__nv_bfloat16*>(k_cache),
       reinterpret_cast<uint4*>(v_cache), num_heads, num_kv_heads, head_dim, num_seqs, max_blocks);
   return cudaGetLastError();

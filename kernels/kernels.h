@@ -115,21 +115,22 @@ KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads
                       int num_tokens, int num_seqs, int max_blocks, int num_kv_heads, int head_dim,
                       Stream stream);
 
-// ApplyRope followed by KvAppend in one launch, with the same results bit for
-// bit: q is rotated in place; k is rotated into its pool slot and itself left
-// as it was; v is copied. A token without a slot (KvAppend's skip rule) still
-// has its q rotated. head_dim must be a multiple of 8.
-KernelStatus RopeKvAppend(Bf16* q,                      // [num_tokens, num_heads, head_dim]
-                          const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
-                          const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
-                          const int32_t* positions,     // [num_tokens]
-                          const float* inv_freq,        // [head_dim / 2]
-                          const int32_t* seq_starts,    // [num_seqs + 1]
-                          const int32_t* block_tables,  // [num_seqs, max_blocks]
-                          Bf16* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
-                          Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
-                          int num_tokens, int num_seqs, int max_blocks, int num_heads,
-                          int num_kv_heads, int head_dim, Stream stream);
+// ApplyRope followed by KvAppend in one launch over the stacked Q/K/V
+// projection's output (one GEMM's rows: Q heads, then K heads, then V), with
+// the same results bit for bit: q receives the rotated queries; K is rotated
+// into its pool slot; V is copied. A token without a slot (KvAppend's skip
+// rule) still has its q rotated. head_dim must be a multiple of 8.
+KernelStatus RopeKvAppend(
+    const Bf16* qkv,              // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]
+    Bf16* q,                      // [num_tokens, num_heads, head_dim]
+    const int32_t* positions,     // [num_tokens]
+    const float* inv_freq,        // [head_dim / 2]
+    const int32_t* seq_starts,    // [num_seqs + 1]
+    const int32_t* block_tables,  // [num_seqs, max_blocks]
+    Bf16* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+    Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+    int num_tokens, int num_seqs, int max_blocks, int num_heads, int num_kv_heads, int head_dim,
+    Stream stream);
 
 // ---- Attention -------------------------------------------------------------
 // Partial attention states: o normalised by its own softmax sum, plus the

@@ -105,7 +105,7 @@ cudaError_t LaunchSmallBatchGateUpSwiGlu(const SmallBatchInput& input, const Bf1
 cudaError_t LaunchSmallBatchQkvRope(const SmallBatchInput& input, const Bf16* w_qkv, Bf16* q,
                                     const QkvRopeKv& rope, int m, int k, cudaStream_t stream);
 
-cudaError_t LaunchRopeKvAppend(Bf16* q, const Bf16* k, const Bf16* v, const int32_t* positions,
+cudaError_t LaunchRopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions,
                                const float* inv_freq, const int32_t* seq_starts,
                                const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache,
                                int num_tokens, int num_seqs, int max_blocks, int num_heads,

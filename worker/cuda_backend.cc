@@ -215,7 +215,9 @@ struct CudaBackend::Device {
   // Scratch for max_batch_tokens tokens.
   // residual and residual_alt: the residual stream; a decode step's fused
   // GEMV prologues move it from one to the other (see ForwardPass).
-  DeviceBuffer residual, residual_alt, normed, q, k, v, attn, proj, gate_up, act, out_rows, logits;
+  // qkv_rows: the stacked Q/K/V projection of passes too large to fuse it.
+  DeviceBuffer residual, residual_alt, normed, qkv_rows, q, attn, proj, gate_up, act, out_rows,
+      logits;
   PassBuffers shared;  // meta, decode workspace, draws of eager passes
   DeviceBuffer pairs, cublas_workspace;
   std::vector<int32_t> host_meta, host_sampled;
@@ -365,17 +367,17 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   const size_t q_dim = static_cast<size_t>(c.num_heads) * c.head_dim;
   const size_t kv_dim = static_cast<size_t>(c.num_kv_heads) * c.head_dim;
   using Scratch = std::pair<DeviceBuffer*, size_t>;
-  for (const Scratch& sc : std::initializer_list<Scratch>{{&dev->residual, t * hidden},
-                                                          {&dev->residual_alt, t * hidden},
-                                                          {&dev->normed, t * hidden},
-                                                          {&dev->q, t * q_dim},
-                                                          {&dev->k, t * kv_dim},
-                                                          {&dev->v, t * kv_dim},
-                                                          {&dev->attn, t * q_dim},
-                                                          {&dev->proj, t * hidden},
-                                                          {&dev->gate_up, t * 2 * inter},
-                                                          {&dev->act, t * inter},
-                                                          {&dev->out_rows, t * hidden}}) {
+  for (const Scratch& sc :
+       std::initializer_list<Scratch>{{&dev->residual, t * hidden},
+                                      {&dev->residual_alt, t * hidden},
+                                      {&dev->normed, t * hidden},
+                                      {&dev->qkv_rows, t * (q_dim + 2 * kv_dim)},
+                                      {&dev->q, t * q_dim},
+                                      {&dev->attn, t * q_dim},
+                                      {&dev->proj, t * hidden},
+                                      {&dev->gate_up, t * 2 * inter},
+                                      {&dev->act, t * inter},
+                                      {&dev->out_rows, t * hidden}}) {
     ARBOR_RETURN_IF_ERROR(sc.first->Reserve(sc.second * sizeof(Bf16)));
   }
   if (!c.is_value_head()) {
@@ -771,24 +773,16 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
           kernels::SmallBatchQkvRope(in, qkv, q, rope, n, hidden, stream), "SmallBatchQkvRope"));
     } else {
       ARBOR_RETURN_IF_ERROR(norm_into_normed(l == 0 ? nullptr : proj, w.input_norm));
-      // Three GEMMs over row slices of the stacked matrix, so that Q, K and V
-      // each land in their own contiguous buffer.
-      Bf16 *k = d.k.get<Bf16>(), *v = d.v.get<Bf16>();
-      ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, q, n, q_dim, hidden, false));
-      ARBOR_RETURN_IF_ERROR(
-          d.Gemm(normed, qkv + static_cast<size_t>(q_dim) * hidden, k, n, kv_dim, hidden, false));
-      ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv + static_cast<size_t>(q_dim + kv_dim) * hidden, v, n,
-                                   kv_dim, hidden, false));
+      // One GEMM over the stacked matrix; RopeKvAppend takes its rows apart.
+      Bf16* qkv_rows = d.qkv_rows.get<Bf16>();
+      const int qkv_n = q_dim + 2 * kv_dim;
+      ARBOR_RETURN_IF_ERROR(d.Gemm(normed, qkv, qkv_rows, n, qkv_n, hidden, false));
       if (qkv_bias != nullptr) {
         ARBOR_RETURN_IF_ERROR(
-            KernelError(kernels::AddBias(q, qkv_bias, n, q_dim, stream), "AddBias"));
-        ARBOR_RETURN_IF_ERROR(
-            KernelError(kernels::AddBias(k, qkv_bias + q_dim, n, kv_dim, stream), "AddBias"));
-        ARBOR_RETURN_IF_ERROR(KernelError(
-            kernels::AddBias(v, qkv_bias + q_dim + kv_dim, n, kv_dim, stream), "AddBias"));
+            KernelError(kernels::AddBias(qkv_rows, qkv_bias, n, qkv_n, stream), "AddBias"));
       }
       ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::RopeKvAppend(q, k, v, positions, d.rope_inv_freq.get<float>(), seq_starts,
+          kernels::RopeKvAppend(qkv_rows, q, positions, d.rope_inv_freq.get<float>(), seq_starts,
                                 tables, d.k_pool(l), d.v_pool(l), n, num_seqs, mb, c.num_heads,
                                 c.num_kv_heads, c.head_dim, stream),
           "RopeKvAppend"));

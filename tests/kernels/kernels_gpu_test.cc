@@ -513,13 +513,20 @@ TEST(KernelsGpuTest, RopeKvAppendEqualsRopeThenKvAppend) {
   const auto v = RandomBf16(k.bits.size(), rng);
   DeviceArray<int32_t> d_pos(positions), d_starts(seq_starts), d_tables(tables);
   DeviceArray<float> d_freq(inv_freq);
-  // Fused.
-  DeviceArray<Bf16> d_q(q.bits), d_k(k.bits), d_v(v.bits), d_kc(cache.bits), d_vc(cache.bits);
-  ASSERT_KERNEL_OK(RopeKvAppend(d_q.get(), d_k.get(), d_v.get(), d_pos.get(), d_freq.get(),
-                                d_starts.get(), d_tables.get(), d_kc.get(), d_vc.get(), n, num_seqs,
-                                max_blocks, heads, kv_heads, dim, nullptr));
+  // Fused, over the stacked rows [q | k | v] of each token.
+  const int q_dim = heads * dim, kv_dim = kv_heads * dim, row = q_dim + 2 * kv_dim;
+  std::vector<Bf16> qkv(static_cast<size_t>(n) * row);
+  for (int t = 0; t < n; ++t) {
+    std::copy_n(q.bits.begin() + t * q_dim, q_dim, qkv.begin() + t * row);
+    std::copy_n(k.bits.begin() + t * kv_dim, kv_dim, qkv.begin() + t * row + q_dim);
+    std::copy_n(v.bits.begin() + t * kv_dim, kv_dim, qkv.begin() + t * row + q_dim + kv_dim);
+  }
+  DeviceArray<Bf16> d_qkv(qkv), d_q(q.bits.size()), d_kc(cache.bits), d_vc(cache.bits);
+  ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q.get(), d_pos.get(), d_freq.get(), d_starts.get(),
+                                d_tables.get(), d_kc.get(), d_vc.get(), n, num_seqs, max_blocks,
+                                heads, kv_heads, dim, nullptr));
   // Unfused.
-  DeviceArray<Bf16> d_q2(q.bits), d_k2(k.bits), d_kc2(cache.bits), d_vc2(cache.bits);
+  DeviceArray<Bf16> d_q2(q.bits), d_k2(k.bits), d_v(v.bits), d_kc2(cache.bits), d_vc2(cache.bits);
   ASSERT_KERNEL_OK(ApplyRope(d_q2.get(), d_k2.get(), d_pos.get(), d_freq.get(), n, heads, kv_heads,
                              dim, nullptr));
   ASSERT_KERNEL_OK(KvAppend(d_k2.get(), d_v.get(), d_pos.get(), d_starts.get(), d_tables.get(),
@@ -528,7 +535,7 @@ TEST(KernelsGpuTest, RopeKvAppendEqualsRopeThenKvAppend) {
   EXPECT_EQ(d_q.ToHost(), d_q2.ToHost());
   EXPECT_EQ(d_kc.ToHost(), d_kc2.ToHost());
   EXPECT_EQ(d_vc.ToHost(), d_vc2.ToHost());
-  EXPECT_EQ(d_k.ToHost(), k.bits);  // k is left as it was
+  EXPECT_EQ(d_qkv.ToHost(), qkv);  // the input is left as it was
   EXPECT_NE(d_q.ToHost(), q.bits);
 }
 
