@@ -25,6 +25,8 @@
 namespace arbor::worker {
 
 #if !ARBOR_HAVE_CUDA
+// A build without CUDA: Create refuses, so no CudaBackend exists and the
+// members below only satisfy the linker.
 
 struct CudaBackend::Device {};
 

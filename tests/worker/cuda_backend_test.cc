@@ -301,13 +301,13 @@ TEST_P(CudaGoldenTest, GreedyContinuationMatchesTransformers) {
     ASSERT_EQ(expected.back().size(), expected.front().size());
   }
   // Fed transformers' tokens, which the CPU backend must pick itself.
-  const auto [same, steps] = TeacherForcedGreedy(
-      cuda.get(), cpu.get(), prompts, static_cast<int>(expected.front().size()),
-      [&](size_t i, int step, const float* cpu_row) {
-        EXPECT_EQ(ArgMax(cpu_row, vocab), expected[i][step])
-            << "CPU backend, prompt " << i << " step " << step;
-        return expected[i][step];
-      });
+  const auto [same, steps] =
+      TeacherForcedGreedy(cuda.get(), cpu.get(), prompts, static_cast<int>(expected.front().size()),
+                          [&](size_t i, int step, const float* cpu_row) {
+                            EXPECT_EQ(ArgMax(cpu_row, vocab), expected[i][step])
+                                << "CPU backend, prompt " << i << " step " << step;
+                            return expected[i][step];
+                          });
   RecordProperty("greedy_tokens_equal", absl::StrCat(same, "/", steps));
   std::printf("greedy: %d of %d GPU tokens equal transformers' (teacher-forced)\n", same, steps);
 }
@@ -377,8 +377,8 @@ TEST_P(CudaGoldenTest, OversizedBatchesAreSplitBetweenSequences) {
   EXPECT_LE(RelError(run(small.get()), run(large.get())), 1e-2);
 }
 
-TEST_P(CudaGoldenTest, RejectsMalformedBatches) {
-  MAKE_CUDA_OR_SKIP(cuda, dir(), 16);
+// One sequence of two tokens in block 0; output rows left to the caller.
+ForwardBatch TwoTokenBatch() {
   ForwardBatch batch;
   batch.tokens = {1, 2};
   batch.positions = {0, 1};
@@ -386,6 +386,12 @@ TEST_P(CudaGoldenTest, RejectsMalformedBatches) {
   batch.context_lens = {2};
   batch.max_blocks_per_seq = 1;
   batch.block_tables = {0};
+  return batch;
+}
+
+TEST_P(CudaGoldenTest, RejectsMalformedBatches) {
+  MAKE_CUDA_OR_SKIP(cuda, dir(), 16);
+  ForwardBatch batch = TwoTokenBatch();
   batch.output_rows = {1};
   std::vector<float> out;
   EXPECT_TRUE(cuda->Forward(batch, &out).ok());
@@ -593,13 +599,7 @@ TEST_P(CudaGoldenTest, CudaGraphDecodeDrawsWhatEagerDecodeDraws) {
 
 TEST_P(CudaGoldenTest, ForwardSampleRejectsBadSampling) {
   MAKE_CUDA_OR_SKIP(cuda, dir(), 16);
-  ForwardBatch batch;
-  batch.tokens = {1, 2};
-  batch.positions = {0, 1};
-  batch.seq_starts = {0, 2};
-  batch.context_lens = {2};
-  batch.max_blocks_per_seq = 1;
-  batch.block_tables = {0};
+  ForwardBatch batch = TwoTokenBatch();
   batch.output_rows = {0, 1};
   std::vector<SampledToken> out;
   std::vector<RowSampling> sampling = SamplingFor(2, 0.8f, 1);
