@@ -57,13 +57,23 @@ bool DependentLaunchEnabled() {
   return cached_capable;
 }
 
-SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
+namespace {
+std::atomic<GroupAttentionKernel> group_attention_kernel{GroupAttentionKernel::kMmaSync};
+}  // namespace
+
+void SetGroupAttentionKernel(GroupAttentionKernel kernel) { group_attention_kernel.store(kernel); }
+
+GroupAttentionKernel RequestedGroupAttentionKernel() {
+  return group_attention_kernel.load(std::memory_order_relaxed);
+}
+
+SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule, int ctas_per_sm) {
   SplitPlan plan;
   const int max_granules = std::max(1, (max_len + granule - 1) / granule);
-  // Four CTAs per SM (what the attention kernels' registers and shared
-  // memory allow); splits not so short that the merge and the per-split
-  // setup dominate.
-  const int want_ctas = 4 * DeviceSmCount();
+  // About one wave of CTAs (ctas_per_sm: what the kernel's registers and
+  // shared memory allow); splits not so short that the merge and the
+  // per-split setup dominate.
+  const int want_ctas = std::max(ctas_per_sm, 1) * DeviceSmCount();
   int splits = std::max(1, want_ctas / std::max(num_rows_ctas, 1));
   // At least 16 decode pages (below that the merge launch costs more than
   // the split saves: a 256-key split takes a CTA about as long as the merge
@@ -74,6 +84,19 @@ SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule) {
   plan.split_len = granules_per_split * granule;
   plan.num_splits = (max_granules + granules_per_split - 1) / granules_per_split;
   return plan;
+}
+
+SplitPlan PlanGroupAttentionSplits(int max_kv_len, int max_group_tokens, int num_groups,
+                                   const AttentionShape& shape) {
+  const GroupAttentionGeometry g = GroupAttentionGeometryFor(shape);
+  const int gqa = shape.num_kv_heads > 0 ? std::max(shape.num_heads / shape.num_kv_heads, 1) : 1;
+  const long long row_ctas =
+      static_cast<long long>((std::max(max_group_tokens, 1) * gqa + g.rows_per_cta - 1) /
+                             g.rows_per_cta) *
+      std::max(num_groups, 1) * std::max(shape.num_kv_heads, 1);
+  return PlanSplits(std::max(max_kv_len, 1),
+                    static_cast<int>(std::min<long long>(row_ctas, 1 << 30)), g.tile_keys,
+                    g.ctas_per_sm);
 }
 
 KernelStatus EmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out, int num_tokens,

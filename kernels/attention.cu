@@ -3,7 +3,7 @@
 //    (sequence, KV head, split); the GQA query heads of the KV head share every
 //    K/V load; L = head_dim / 8 lanes cover one key with 128-bit loads, so a
 //    warp streams whole 16-token pages; online softmax in the log2 domain.
-//  - GroupAttentionKernel: many query rows against one paged KV range on
+//  - GroupAttentionMmaKernel: many query rows against one paged KV range on
 //    tensor cores (mma.sync m16n8k16 bf16, FlashAttention-2 register layout,
 //    cp.async double buffering). Rows are (token, GQA head) pairs of a group,
 //    so K/V are read once per group and KV head: the shared-prefix (cascade)
@@ -11,16 +11,21 @@
 //  - MergeKernel: log-sum-exp merge of partial states.
 #include <mutex>
 
+#include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
 #include "kernels/launchers.h"
 
 namespace arbor::kernels {
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-__device__ __forceinline__ float NegInf() { return __int_as_float(0xff800000); }
+using detail::CpAsync16;
+using detail::CpAsyncCommit;
+using detail::CpAsyncWait;
+using detail::FastExp2;
+using detail::kLn2;
+using detail::kLog2e;
+using detail::NegInf;
+using detail::PackBf16;
 
 // ---- Decode --------------------------------------------------------------------
 
@@ -284,14 +289,8 @@ __global__ void __launch_bounds__(kMergeThreads)
 // measured no faster on an H200 for decode groups or prefill.)
 constexpr int kGroupWarps = 4;
 constexpr int kGroupKeys = 64;  // keys per tile
-
-// 2^x in one MUFU op; tiny results flush to zero, which softmax weights
-// tolerate; exp2(-inf) = 0.
-__device__ __forceinline__ float FastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+// Resident CTAs per SM that split plans aim at (registers allow about four).
+constexpr int kGroupCtasPerSm = 4;
 
 // Register-only, so not volatile: the compiler may interleave it with loads.
 __device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
@@ -299,23 +298,6 @@ __device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0
       "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;  // 0: zero-fill, nothing read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 
 template <int D>
@@ -331,14 +313,14 @@ constexpr size_t GroupSmemBytes() {
 
 template <int D, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
-    GroupAttentionKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
-                         const int32_t* __restrict__ group_starts,
-                         const int32_t* __restrict__ block_tables,
-                         const int32_t* __restrict__ kv_len, const Bf16* __restrict__ k_cache,
-                         const Bf16* __restrict__ v_cache, float* __restrict__ o_part,
-                         float* __restrict__ lse_part, Bf16* __restrict__ out_bf16, int num_tokens,
-                         int num_heads, int num_kv_heads, int max_blocks, float scale_log2,
-                         int split_len, int tiles_per_group, int gqa) {
+    GroupAttentionMmaKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
+                            const int32_t* __restrict__ group_starts,
+                            const int32_t* __restrict__ block_tables,
+                            const int32_t* __restrict__ kv_len, const Bf16* __restrict__ k_cache,
+                            const Bf16* __restrict__ v_cache, float* __restrict__ o_part,
+                            float* __restrict__ lse_part, Bf16* __restrict__ out_bf16,
+                            int num_tokens, int num_heads, int num_kv_heads, int max_blocks,
+                            float scale_log2, int split_len, int tiles_per_group, int gqa) {
   detail::AwaitPriorKernels();
   constexpr int kGroupRows = 16 * kWarps;  // query rows per CTA
   constexpr int SD = GroupSmemStride<D>();
@@ -588,6 +570,15 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // ---- Dispatch -----------------------------------------------------------------------
 
+// The group-attention kernel that runs: the requested one where it can.
+GroupAttentionKernel KernelFor(const AttentionShape& shape) {
+  const GroupAttentionKernel requested = RequestedGroupAttentionKernel();
+  if (requested == GroupAttentionKernel::kMmaSync || !Sm90GroupAttentionSupported(shape.head_dim)) {
+    return GroupAttentionKernel::kMmaSync;
+  }
+  return requested;
+}
+
 template <int D>
 cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16* q,
                                const Bf16* k_cache, const Bf16* v_cache,
@@ -649,14 +640,14 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
   {
     std::lock_guard<std::mutex> lock(mu);
     if (device < 31 && !(configured_mask & (1 << device))) {
-      error = cudaFuncSetAttribute(GroupAttentionKernel<D, kWarps>,
+      error = cudaFuncSetAttribute(GroupAttentionMmaKernel<D, kWarps>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    static_cast<int>(kSmem));
       if (error != cudaSuccess) return error;
       configured_mask |= 1 << device;
     }
   }
-  detail::LaunchKernel(GroupAttentionKernel<D, kWarps>, grid, kWarps * 32, kSmem, stream, q,
+  detail::LaunchKernel(GroupAttentionMmaKernel<D, kWarps>, grid, kWarps * 32, kSmem, stream, q,
                        positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
                        lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
                        scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
@@ -717,6 +708,18 @@ cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_pa
   return cudaGetLastError();
 }
 
+GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape) {
+  switch (KernelFor(shape)) {
+    case GroupAttentionKernel::kWgmma:
+      return {kSm90GroupRows, Sm90CtasPerSm(false), kSm90TileKeys};
+    case GroupAttentionKernel::kWgmmaOverlap:
+      return {kSm90GroupRows, Sm90CtasPerSm(true), kSm90TileKeys};
+    case GroupAttentionKernel::kMmaSync:
+      break;
+  }
+  return {16 * kGroupWarps, kGroupCtasPerSm, kGroupKeys};
+}
+
 cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
                                  const int32_t* group_starts, const int32_t* block_tables,
                                  const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
@@ -731,12 +734,19 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   }
   if (num_tokens == 0 || num_groups == 0 || max_group_tokens == 0) return cudaSuccess;
   const int gqa = shape.num_heads / shape.num_kv_heads;
-  constexpr int rows_per_cta = 16 * kGroupWarps;
+  const GroupAttentionKernel kernel = KernelFor(shape);
+  const int rows_per_cta = GroupAttentionGeometryFor(shape).rows_per_cta;
   const int tiles_per_group = (max_group_tokens * gqa + rows_per_cta - 1) / rows_per_cta;
   const long long ctas_x = static_cast<long long>(tiles_per_group) * num_groups;
   if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
   const float scale_log2 = shape.scale * kLog2e;
+  if (kernel != GroupAttentionKernel::kMmaSync) {
+    return LaunchGroupAttentionSm90(kernel == GroupAttentionKernel::kWgmmaOverlap, grid, stream, q,
+                                    positions, group_starts, block_tables, kv_len, k_cache, v_cache,
+                                    o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,
+                                    split_len, tiles_per_group);
+  }
 #define ARBOR_GROUP(D)                                                                      \
   LaunchGroupForDim<D, kGroupWarps>(grid, stream, q, positions, group_starts, block_tables, \
                                     kv_len, k_cache, v_cache, o_part, lse_part, out_bf16,   \

@@ -102,6 +102,41 @@ __device__ __forceinline__ void RotatePair(float x0, float x1, float position, f
   *hi = __float2bfloat16_rn(x1 * c + x0 * s);
 }
 
+// ---- Attention helpers (attention.cu, attention_sm90.cu) -------------------
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+__device__ __forceinline__ float NegInf() { return __int_as_float(0xff800000); }
+
+// 2^x in one MUFU op; tiny results flush to zero, which softmax weights
+// tolerate; exp2(-inf) = 0.
+__device__ __forceinline__ float FastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t PackBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// 16 bytes global -> shared without registers; invalid: zero-fill, nothing read.
+__device__ __forceinline__ void CpAsync16(uint32_t smem_addr, const void* gmem, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
+  CpAsync16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid);
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 // ---- Programmatic dependent launch (sm_90) ---------------------------------
 // Every Arbor kernel is launched by LaunchKernel, which, where
 // DependentLaunchEnabled(), lets it start while the kernel before it on the

@@ -54,6 +54,19 @@ class [[nodiscard]] KernelStatus {
 // call, including those captured into CUDA graphs.
 void SetDependentLaunch(bool enabled);
 
+// The kernel behind group attention (GroupAttentionPartial, PrefillAttention)
+// where the device is compute capability 9.0 and head_dim is 64; elsewhere
+// it is always kMmaSync.
+enum class GroupAttentionKernel {
+  kMmaSync,       // mma.sync m16n8k16, 64-row CTAs: every GPU
+  kWgmma,         // sm_90 warpgroup MMA, 128-row CTAs, one product at a time
+  kWgmmaOverlap,  // sm_90 warpgroup MMA, P V under the next tile's Q K^T and softmax
+};
+// Process-wide choice of the kernel above, for launches (and split plans)
+// made after the call. Default kMmaSync: the wgmma kernels are not yet
+// measured on a GPU (docs/KERNELS.md).
+void SetGroupAttentionKernel(GroupAttentionKernel kernel);
+
 // ---- Elementwise / normalisation ------------------------------------------
 
 // out[i] = table[tokens[i]]; a token outside [0, vocab) yields a zero row.
@@ -233,13 +246,19 @@ KernelStatus PagedDecodeAttention(const Bf16* q,                // [num_seqs, nu
 
 // Split plan shared by the launchers and their callers: keys per split for a
 // context of `max_len` keys when `num_rows_ctas` CTAs exist before splitting,
-// aiming at about four CTAs per SM on the device. `granule` is 16 (decode)
-// or 64 (group attention).
+// aiming at about `ctas_per_sm` CTAs per SM on the device. `granule` is 16
+// (decode) or the group-attention kernel's keys per tile.
 struct SplitPlan {
   int split_len = 0;
   int num_splits = 1;
 };
-SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule);
+SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule, int ctas_per_sm = 4);
+
+// The split plan of GroupAttentionPartial for the kernel that will run (its
+// rows per CTA, CTAs per SM and keys per tile): groups of at most
+// `max_group_tokens` tokens over at most `max_kv_len` keys.
+SplitPlan PlanGroupAttentionSplits(int max_kv_len, int max_group_tokens, int num_groups,
+                                   const AttentionShape& shape);
 
 // ---- Linear layers at decode batch sizes -----------------------------------
 

@@ -127,6 +127,18 @@ int DeviceSmCount();
 // cached per device).
 bool DependentLaunchEnabled();
 
+// SetGroupAttentionKernel's choice (the device check is the launcher's).
+GroupAttentionKernel RequestedGroupAttentionKernel();
+
+// How the group-attention kernel that runs for this shape on the current
+// device tiles its work.
+struct GroupAttentionGeometry {
+  int rows_per_cta;  // (token, GQA head) rows
+  int ctas_per_sm;   // resident at once
+  int tile_keys;     // keys per shared-memory tile
+};
+GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape);
+
 }  // namespace arbor::kernels
 
 #endif  // ARBOR_KERNELS_LAUNCHERS_H_

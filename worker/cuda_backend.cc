@@ -684,13 +684,11 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   const int32_t* m = bufs.meta.get<int32_t>();
   const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
                 *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
-  const int gqa = c.num_heads / c.num_kv_heads;
   kernels::SplitPlan prefix_splits, suffix_splits;
   const size_t attn_rows = static_cast<size_t>(num_seqs) * c.num_heads;
   if (cascade.worthwhile) {
-    const int row_tiles = (cascade.max_group_size * gqa + 63) / 64;
-    prefix_splits = kernels::PlanSplits(std::max(cascade.max_prefix, 1),
-                                        row_tiles * cascade.num_groups() * c.num_kv_heads, 64);
+    prefix_splits = kernels::PlanGroupAttentionSplits(cascade.max_prefix, cascade.max_group_size,
+                                                      cascade.num_groups(), shape);
     suffix_splits = kernels::PlanSplits(std::max(cascade.max_suffix, 1), num_seqs * c.num_kv_heads,
                                         kKvBlockSize);
     const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;

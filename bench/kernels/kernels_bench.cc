@@ -243,55 +243,67 @@ void BenchSharedPrefix() {
                                         d_tables.as<int32_t>(), d_lens.as<int32_t>(),
                                         out.as<Bf16>(), ws.ptr, branches, ctx, shape, nullptr));
     });
-    const int gqa = kHeads / kKvHeads;
-    const SplitPlan prefix_plan = PlanSplits(prefix, ((branches * gqa + 63) / 64) * kKvHeads, 64);
-    const SplitPlan suffix_plan = PlanSplits(suffix, branches * kKvHeads, kKvBlockSize);
-    const int parts = prefix_plan.num_splits + suffix_plan.num_splits;
-    DeviceBuffer o_parts(parts * rows * kHeadDim * 4), lse_parts(parts * rows * 4);
-    auto prefix_stage = [&] {
-      CHECK_KERNEL(GroupAttentionPartial(q.as<Bf16>(), d_pos.as<int32_t>(), d_gstarts.as<int32_t>(),
-                                         d_tables.as<int32_t>(), d_glen.as<int32_t>(),
-                                         pool.k.as<Bf16>(), pool.v.as<Bf16>(), o_parts.as<float>(),
-                                         lse_parts.as<float>(), branches, 1, branches, shape,
-                                         prefix_plan.split_len, prefix_plan.num_splits, nullptr));
-    };
-    auto suffix_stage = [&] {
-      CHECK_KERNEL(DecodeAttentionPartial(
-          q.as<Bf16>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(), d_tables.as<int32_t>(),
-          d_begins.as<int32_t>(), d_lens.as<int32_t>(),
-          o_parts.as<float>() + prefix_plan.num_splits * rows * kHeadDim,
-          lse_parts.as<float>() + prefix_plan.num_splits * rows, branches, shape,
-          suffix_plan.split_len, suffix_plan.num_splits, nullptr));
-    };
-    auto merge_stage = [&] {
-      CHECK_KERNEL(MergeAttentionStates(o_parts.as<float>(), lse_parts.as<float>(), out.as<Bf16>(),
-                                        nullptr, parts, branches, kHeads, kHeadDim, nullptr));
-    };
-    const double cascade_ms = TimeMs([&] {
-      prefix_stage();
-      suffix_stage();
-      merge_stage();
-    });
-    const double prefix_ms = TimeMs(prefix_stage);
-    const double suffix_ms = TimeMs(suffix_stage);
-    const double merge_ms = TimeMs(merge_stage);
     const std::string shape_text = "64 br, prefix " + std::to_string(prefix) + " + 256 own";
     // Both rows count the UNIQUE KV bytes (prompt once + suffixes): the plain
     // kernel re-reads the shared blocks per branch, mostly from L2.
     const double unique_bytes = (prefix + branches * suffix) * kKvBytesPerToken;
     AddBandwidthRow("plain_decode (per branch)", shape_text + ", unique bytes", plain_ms,
                     unique_bytes);
-    AddBandwidthRow("cascade_decode (prefix once)", shape_text + ", unique bytes", cascade_ms,
-                    unique_bytes);
-    AddFlopRow("  cascade: prefix stage",
-               shape_text + " (" + std::to_string(prefix_plan.num_splits) + " splits)", prefix_ms,
-               4.0 * kHeadDim * kHeads * branches * prefix);
-    AddBandwidthRow("  cascade: suffix stage", shape_text, suffix_ms,
-                    branches * suffix * kKvBytesPerToken);
-    AddBandwidthRow("  cascade: merge", std::to_string(parts) + " parts", merge_ms,
-                    parts * rows * (kHeadDim + 1) * 4.0 + rows * kHeadDim * 2.0);
+    double cascade_ms = 0;
+    // The cascade with each group-attention kernel (on a GPU other than
+    // sm_90 all three rows run the mma.sync kernel).
+    for (const auto& [kernel, name] :
+         {std::pair{GroupAttentionKernel::kMmaSync, "mma.sync"},
+          std::pair{GroupAttentionKernel::kWgmma, "wgmma"},
+          std::pair{GroupAttentionKernel::kWgmmaOverlap, "wgmma overlap"}}) {
+      SetGroupAttentionKernel(kernel);
+      const SplitPlan prefix_plan = PlanGroupAttentionSplits(prefix, branches, 1, shape);
+      const SplitPlan suffix_plan = PlanSplits(suffix, branches * kKvHeads, kKvBlockSize);
+      const int parts = prefix_plan.num_splits + suffix_plan.num_splits;
+      DeviceBuffer o_parts(parts * rows * kHeadDim * 4), lse_parts(parts * rows * 4);
+      auto prefix_stage = [&] {
+        CHECK_KERNEL(GroupAttentionPartial(
+            q.as<Bf16>(), d_pos.as<int32_t>(), d_gstarts.as<int32_t>(), d_tables.as<int32_t>(),
+            d_glen.as<int32_t>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(), o_parts.as<float>(),
+            lse_parts.as<float>(), branches, 1, branches, shape, prefix_plan.split_len,
+            prefix_plan.num_splits, nullptr));
+      };
+      auto suffix_stage = [&] {
+        CHECK_KERNEL(DecodeAttentionPartial(
+            q.as<Bf16>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(), d_tables.as<int32_t>(),
+            d_begins.as<int32_t>(), d_lens.as<int32_t>(),
+            o_parts.as<float>() + prefix_plan.num_splits * rows * kHeadDim,
+            lse_parts.as<float>() + prefix_plan.num_splits * rows, branches, shape,
+            suffix_plan.split_len, suffix_plan.num_splits, nullptr));
+      };
+      auto merge_stage = [&] {
+        CHECK_KERNEL(MergeAttentionStates(o_parts.as<float>(), lse_parts.as<float>(),
+                                          out.as<Bf16>(), nullptr, parts, branches, kHeads,
+                                          kHeadDim, nullptr));
+      };
+      const double ms = TimeMs([&] {
+        prefix_stage();
+        suffix_stage();
+        merge_stage();
+      });
+      if (kernel == GroupAttentionKernel::kMmaSync) cascade_ms = ms;
+      const std::string with = std::string(", ") + name;
+      AddBandwidthRow("cascade_decode (prefix once)" + with, shape_text + ", unique bytes", ms,
+                      unique_bytes);
+      AddFlopRow("  cascade: prefix stage" + with,
+                 shape_text + " (" + std::to_string(prefix_plan.num_splits) + " splits)",
+                 TimeMs(prefix_stage), 4.0 * kHeadDim * kHeads * branches * prefix);
+      if (kernel == GroupAttentionKernel::kMmaSync) {
+        AddBandwidthRow("  cascade: suffix stage", shape_text, TimeMs(suffix_stage),
+                        branches * suffix * kKvBytesPerToken);
+      }
+      AddBandwidthRow("  cascade: merge" + with, std::to_string(parts) + " parts",
+                      TimeMs(merge_stage),
+                      parts * rows * (kHeadDim + 1) * 4.0 + rows * kHeadDim * 2.0);
+    }
+    SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
     std::printf(
-        "    -> cascade %.2fx faster than plain; %d unique KV blocks (plain layout "
+        "    -> cascade (mma.sync) %.2fx faster than plain; %d unique KV blocks (plain layout "
         "would need %d)\n",
         plain_ms / cascade_ms, num_blocks, branches * max_blocks);
   }
@@ -320,17 +332,23 @@ void BenchPrefill() {
                                .head_dim = dim,
                                .scale = 1.0f / std::sqrt(static_cast<float>(dim)),
                                .max_blocks = max_blocks};
-    const double ms = TimeMs([&] {
+    auto prefill = [&] {
       CHECK_KERNEL(PrefillAttention(q.as<Bf16>(), d_pos.as<int32_t>(), d_starts.as<int32_t>(),
                                     d_tables.as<int32_t>(), d_lens.as<int32_t>(), k.as<Bf16>(),
                                     v.as<Bf16>(), out.as<Bf16>(), n, 1, n, shape, nullptr));
-    });
+    };
     // Causal: n (n + 1) / 2 query-key pairs, 4 * dim FLOPs each (QK^T and PV).
     const double flops = 4.0 * dim * heads * (n * (n + 1.0) / 2);
-    AddFlopRow("prefill_attention (causal)",
-               "8192 tok, " + std::to_string(heads) + "/" + std::to_string(kv_heads) + " x " +
-                   std::to_string(dim),
-               ms, flops);
+    const std::string shape_text = "8192 tok, " + std::to_string(heads) + "/" +
+                                   std::to_string(kv_heads) + " x " + std::to_string(dim);
+    AddFlopRow("prefill_attention (causal)", shape_text, TimeMs(prefill), flops);
+    if (dim == 64) {  // where the wgmma kernels apply
+      SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
+      AddFlopRow("  prefill_attention, wgmma", shape_text, TimeMs(prefill), flops);
+      SetGroupAttentionKernel(GroupAttentionKernel::kWgmmaOverlap);
+      AddFlopRow("  prefill_attention, wgmma overlap", shape_text, TimeMs(prefill), flops);
+      SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
+    }
   }
 }
 
@@ -442,9 +460,22 @@ void BenchSampling() {
 
 int main(int argc, char** argv) {
   using namespace arbor::kernels;
+  // --only=a,b runs just those sections: elementwise, decode, shared_prefix,
+  // prefill, small_batch_gemm, sampling.
+  std::string only;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) g_iters = 5;
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      g_iters = 5;
+    } else if (std::strncmp(argv[i], "--only=", 7) == 0) {
+      only = std::string(",") + (argv[i] + 7) + ",";
+    } else {
+      std::fprintf(stderr, "kernels_bench: unknown flag %s (--quick, --only=a,b)\n", argv[i]);
+      return 2;
+    }
   }
+  auto wanted = [&](const char* section) {
+    return only.empty() || only.find(std::string(",") + section + ",") != std::string::npos;
+  };
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     std::printf("kernels_bench: no CUDA device\n");
@@ -454,12 +485,12 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
   MeasureLimits();
-  BenchElementwise();
-  BenchDecode();
-  BenchSharedPrefix();
-  BenchPrefill();
-  BenchSmallBatchGemm();
-  BenchSampling();
+  if (wanted("elementwise")) BenchElementwise();
+  if (wanted("decode")) BenchDecode();
+  if (wanted("shared_prefix")) BenchSharedPrefix();
+  if (wanted("prefill")) BenchPrefill();
+  if (wanted("small_batch_gemm")) BenchSmallBatchGemm();
+  if (wanted("sampling")) BenchSampling();
   std::printf("\n| kernel | shape | time (us) | achieved | of limit |\n|---|---|---|---|---|\n");
   for (const Row& r : g_rows) {
     std::printf("| %s | %s | %.1f | %.0f %s | %.0f%% |\n", r.kernel.c_str(), r.shape.c_str(), r.us,

@@ -249,9 +249,17 @@ SharedRun TimeSharedDecode(ModelBackend* backend, int prompt, int branches, int 
   return run;
 }
 
+// The group-attention kernels the shared-prefix rows measure the cascade
+// with; the first is the default that cascade_tokens_per_s reports.
+constexpr std::pair<kernels::GroupAttentionKernel, const char*> kGroupKernels[] = {
+    {kernels::GroupAttentionKernel::kMmaSync, "mma.sync"},
+    {kernels::GroupAttentionKernel::kWgmma, "wgmma"},
+    {kernels::GroupAttentionKernel::kWgmmaOverlap, "wgmma overlap"}};
+
 struct SharedRow {
   int prompt = 0;
   double cascade_tokens_per_s = 0, plain_tokens_per_s = 0;
+  std::vector<double> cascade_by_kernel;  // per kGroupKernels entry
   int blocks_used = 0, blocks_if_copied = 0;
 };
 
@@ -426,8 +434,7 @@ int Main() {
   for (int p : shared_prompts) {
     SharedRow row;
     row.prompt = p;
-    for (const bool cascade : {true, false}) {
-      backend->set_cascade_min_shared_tokens(cascade ? 256 : 0);
+    auto measure = [&] {
       TimeSharedDecode(backend, p, branches, std::min(shared_steps, 4), 400);  // warm-up
       std::vector<double> seconds;
       for (int r = 0; r < repeats; ++r) {
@@ -435,16 +442,24 @@ int Main() {
         seconds.push_back(run.seconds);
         row.blocks_used = run.blocks_used;
       }
-      (cascade ? row.cascade_tokens_per_s : row.plain_tokens_per_s) =
-          double{1} * branches * shared_steps / Median(seconds);
+      return double{1} * branches * shared_steps / Median(seconds);
+    };
+    backend->set_cascade_min_shared_tokens(256);
+    for (const auto& [kernel, name] : kGroupKernels) {
+      kernels::SetGroupAttentionKernel(kernel);
+      row.cascade_by_kernel.push_back(measure());
     }
+    kernels::SetGroupAttentionKernel(kGroupKernels[0].first);
+    row.cascade_tokens_per_s = row.cascade_by_kernel[0];
+    backend->set_cascade_min_shared_tokens(0);
+    row.plain_tokens_per_s = measure();
     backend->set_cascade_min_shared_tokens(256);
     row.blocks_if_copied = branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
     std::printf(
-        "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s, plain %8.0f tok/s; "
-        "%d KV blocks (per-branch copies: %d)\n",
-        p, branches, shared_steps, row.cascade_tokens_per_s, row.plain_tokens_per_s,
-        row.blocks_used, row.blocks_if_copied);
+        "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s (wgmma %.0f, wgmma "
+        "overlap %.0f), plain %8.0f tok/s; %d KV blocks (per-branch copies: %d)\n",
+        p, branches, shared_steps, row.cascade_tokens_per_s, row.cascade_by_kernel[1],
+        row.cascade_by_kernel[2], row.plain_tokens_per_s, row.blocks_used, row.blocks_if_copied);
     std::fflush(stdout);
     shared_rows.push_back(row);
   }
@@ -481,8 +496,13 @@ int Main() {
     }
     j["shared_prefix"] = {{"branches", branches}, {"steps", shared_steps}};
     for (const SharedRow& r : shared_rows) {
+      nlohmann::json by_kernel;
+      for (size_t k = 0; k < r.cascade_by_kernel.size(); ++k) {
+        by_kernel[kGroupKernels[k].second] = r.cascade_by_kernel[k];
+      }
       j["shared_prefix"]["rows"].push_back({{"prompt", r.prompt},
                                             {"cascade_tokens_per_s", r.cascade_tokens_per_s},
+                                            {"cascade_by_kernel", by_kernel},
                                             {"plain_tokens_per_s", r.plain_tokens_per_s},
                                             {"blocks_used", r.blocks_used},
                                             {"blocks_if_copied", r.blocks_if_copied}});
@@ -515,6 +535,11 @@ int Main() {
                 first.prompt, last.prompt,
                 100 * (1 - last.cascade_tokens_per_s / first.cascade_tokens_per_s),
                 100 * (1 - last.plain_tokens_per_s / first.plain_tokens_per_s));
+    for (size_t k = 1; k < std::size(kGroupKernels); ++k) {
+      std::printf("  with the %s kernel: %.0f -> %.0f tok/s, falls %.1f%%\n",
+                  kGroupKernels[k].second, first.cascade_by_kernel[k], last.cascade_by_kernel[k],
+                  100 * (1 - last.cascade_by_kernel[k] / first.cascade_by_kernel[k]));
+    }
   }
   std::printf("\nlimits: copy %.0f GB/s, bf16 GEMM %.0f TFLOP/s on %s\n", limits.copy_gbps,
               limits.gemm_tflops, prop.name);

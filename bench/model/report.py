@@ -127,6 +127,22 @@ def main():
                      f"throughput falls {100 * fall:.1f}% (target <= 15%: "
                      f"{'met' if fall <= 0.15 else 'not met'}); plain per-branch attention's "
                      f"falls {100 * plain_fall:.1f}%.")
+        kernels = list(first.get("cascade_by_kernel", {}))
+        if len(kernels) > 1:
+            lines.append("")
+            lines.append("The cascade with each group-attention kernel (tok/s; the first is the "
+                         "default):")
+            lines.append("")
+            lines.append("| shared prompt | " + " | ".join(kernels) + " |")
+            lines.append("|---|" + "---|" * len(kernels))
+            for r in rows:
+                lines.append(f"| {r['prompt']} | " + " | ".join(
+                    f"{r['cascade_by_kernel'][k]:.0f}" for k in kernels) + " |")
+            falls = ", ".join(
+                f"{k} {100 * (1 - last['cascade_by_kernel'][k] / first['cascade_by_kernel'][k]):.1f}%"
+                for k in kernels)
+            lines.append("")
+            lines.append(f"Fall from {first['prompt']} to {last['prompt']}: {falls}.")
     if not arbor:
         lines.append("\n(model_bench wrote no results)")
     if not hf:

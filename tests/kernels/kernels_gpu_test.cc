@@ -8,6 +8,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -665,87 +666,128 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   }
 }
 
-// Branches that share a prompt: prefix attention once per group on tensor
-// cores, suffix attention per branch, merged, against full per-branch attention.
+// Every group-attention kernel; on a GPU other than sm_90 (or a head size
+// other than 64) the wgmma ones run the mma.sync kernel.
+constexpr GroupAttentionKernel kGroupKernels[] = {GroupAttentionKernel::kMmaSync,
+                                                  GroupAttentionKernel::kWgmma,
+                                                  GroupAttentionKernel::kWgmmaOverlap};
+
+// Selects a group-attention kernel for one scope.
+class ScopedGroupKernel {
+ public:
+  explicit ScopedGroupKernel(GroupAttentionKernel kernel) { SetGroupAttentionKernel(kernel); }
+  ~ScopedGroupKernel() { SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync); }
+  ScopedGroupKernel(const ScopedGroupKernel&) = delete;
+  ScopedGroupKernel& operator=(const ScopedGroupKernel&) = delete;
+};
+
+// Groups of branches that share a prompt (prefix_lens[g] tokens, shared
+// blocks), each branch with 1-40 tokens of its own.
+struct CascadeCase {
+  std::vector<int> prefix_lens, branches_per_group;
+  int prefix_split, prefix_splits;  // must cover the longest prefix
+};
+
+// Prefix attention once per group (GroupAttentionPartial), suffix attention
+// per branch, merged, against full per-branch attention.
+void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std::mt19937& rng) {
+  const int num_groups = static_cast<int>(cc.prefix_lens.size());
+  std::vector<int32_t> context_lens, group_of_branch, group_starts = {0};
+  std::uniform_int_distribution<int> suffix(1, 40);
+  for (int g = 0; g < num_groups; ++g) {
+    for (int i = 0; i < cc.branches_per_group[g]; ++i) {
+      context_lens.push_back(cc.prefix_lens[g] + suffix(rng));
+      group_of_branch.push_back(g);
+    }
+    group_starts.push_back(group_starts.back() + cc.branches_per_group[g]);
+  }
+  const int num_branches = static_cast<int>(context_lens.size());
+  const int max_group =
+      *std::max_element(cc.branches_per_group.begin(), cc.branches_per_group.end());
+  PagedKv kv = RandomPagedKv(context_lens, c, rng);
+  // Share the prompt: branches of a group take the first branch's full
+  // prefix blocks; a partially filled last prefix block is a per-branch
+  // copy (copy-on-write) of the first branch's.
+  const size_t slot = static_cast<size_t>(c.kv_heads) * c.dim;
+  for (int g = 0; g < num_groups; ++g) {
+    const int first = group_starts[g];
+    const int full = cc.prefix_lens[g] / kKvBlockSize, rem = cc.prefix_lens[g] % kKvBlockSize;
+    for (int i = 1; i < cc.branches_per_group[g]; ++i) {
+      int32_t* table = &kv.tables[(first + i) * kv.max_blocks];
+      const int32_t* leader = &kv.tables[first * kv.max_blocks];
+      for (int blk = 0; blk < full; ++blk) table[blk] = leader[blk];
+      for (int r = 0; r < rem; ++r) {
+        const size_t src = (static_cast<size_t>(leader[full]) * kKvBlockSize + r) * slot;
+        const size_t dst = (static_cast<size_t>(table[full]) * kKvBlockSize + r) * slot;
+        std::copy_n(kv.k.bits.begin() + src, slot, kv.k.bits.begin() + dst);
+        std::copy_n(kv.v.bits.begin() + src, slot, kv.v.bits.begin() + dst);
+        std::copy_n(kv.k.values.begin() + src, slot, kv.k.values.begin() + dst);
+        std::copy_n(kv.v.values.begin() + src, slot, kv.v.values.begin() + dst);
+      }
+    }
+  }
+  const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+  const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
+  std::vector<int32_t> positions(num_branches);
+  for (int b = 0; b < num_branches; ++b) positions[b] = context_lens[b] - 1;
+  std::vector<int32_t> group_tables, group_kv_len(cc.prefix_lens.begin(), cc.prefix_lens.end());
+  std::vector<int32_t> suffix_begin(num_branches);
+  for (int g = 0; g < num_groups; ++g) {
+    const int leader = group_starts[g];
+    group_tables.insert(group_tables.end(), kv.tables.begin() + leader * kv.max_blocks,
+                        kv.tables.begin() + (leader + 1) * kv.max_blocks);
+  }
+  for (int b = 0; b < num_branches; ++b) suffix_begin[b] = cc.prefix_lens[group_of_branch[b]];
+
+  const int suffix_split = 16, suffix_splits = 3;  // covers 40
+  const int parts = cc.prefix_splits + suffix_splits;
+  const size_t rows = static_cast<size_t>(num_branches) * c.heads;
+  DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+  DeviceArray<int32_t> d_pos(positions), d_gstarts(group_starts), d_gtables(group_tables),
+      d_glen(group_kv_len), d_tables(kv.tables), d_begin(suffix_begin), d_end(context_lens);
+  DeviceArray<float> d_o(parts * rows * c.dim), d_lse(parts * rows);
+  ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(), d_gtables.get(),
+                                         d_glen.get(), d_k.get(), d_v.get(), d_o.get(), d_lse.get(),
+                                         num_branches, num_groups, max_group, shape,
+                                         cc.prefix_split, cc.prefix_splits, nullptr));
+  ASSERT_KERNEL_OK(DecodeAttentionPartial(
+      d_q.get(), d_k.get(), d_v.get(), d_tables.get(), d_begin.get(), d_end.get(),
+      d_o.get() + cc.prefix_splits * rows * c.dim, d_lse.get() + cc.prefix_splits * rows,
+      num_branches, shape, suffix_split, suffix_splits, nullptr));
+  ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
+                                        num_branches, c.heads, c.dim, nullptr));
+  std::vector<int32_t> starts(num_branches + 1);
+  std::iota(starts.begin(), starts.end(), 0);
+  std::vector<float> want(q.values.size());
+  reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                            context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                            want.data(), num_branches, shape);
+  EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+      << "heads=" << c.heads << " dim=" << c.dim << " prefix splits " << cc.prefix_splits << " x "
+      << cc.prefix_split;
+}
+
 TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
   REQUIRE_GPU();
   std::mt19937 rng(18);
-  for (const AttentionCase& c :
-       {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128}, AttentionCase{4, 2, 16}}) {
-    // Group 0: 5 branches after a 1000-token prompt (ends mid-block); group 1:
-    // 3 branches after 64 tokens.
-    const std::vector<int> prefix_lens = {1000, 64}, branches_per_group = {5, 3};
-    std::vector<int32_t> context_lens, group_of_branch;
-    std::uniform_int_distribution<int> suffix(1, 40);
-    for (int g = 0; g < 2; ++g) {
-      for (int i = 0; i < branches_per_group[g]; ++i) {
-        context_lens.push_back(prefix_lens[g] + suffix(rng));
-        group_of_branch.push_back(g);
-      }
+  const CascadeCase cases[] = {
+      // 5 branches after a 1000-token prompt (ends mid-block and mid-tile),
+      // 3 after 64; splits of a few tiles.
+      {{1000, 64}, {5, 3}, 256, 4},
+      // The same prompts in one split of many tiles (the pipelines wrap
+      // around their shared-memory stages).
+      {{1000, 64}, {5, 3}, 1024, 1},
+      // 40 branches x 4 GQA heads = 160 rows: several row tiles, the last
+      // one mostly padding; short splits, some of them empty for group 1.
+      {{700, 300}, {40, 1}, 128, 6},
+  };
+  for (const GroupAttentionKernel kernel : kGroupKernels) {
+    ScopedGroupKernel scoped(kernel);
+    SCOPED_TRACE("group attention kernel " + std::to_string(static_cast<int>(kernel)));
+    for (const AttentionCase& c :
+         {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128}, AttentionCase{4, 2, 16}}) {
+      for (const CascadeCase& cc : cases) CheckSharedPrefixCascade(c, cc, rng);
     }
-    const int num_branches = static_cast<int>(context_lens.size());
-    PagedKv kv = RandomPagedKv(context_lens, c, rng);
-    // Share the prompt: branches of a group take the first branch's full
-    // prefix blocks; a partially filled last prefix block is a per-branch
-    // copy (copy-on-write) of the first branch's.
-    const size_t slot = static_cast<size_t>(c.kv_heads) * c.dim;
-    int first = 0;
-    for (int g = 0; g < 2; ++g) {
-      const int full = prefix_lens[g] / kKvBlockSize, rem = prefix_lens[g] % kKvBlockSize;
-      for (int i = 1; i < branches_per_group[g]; ++i) {
-        int32_t* table = &kv.tables[(first + i) * kv.max_blocks];
-        const int32_t* leader = &kv.tables[first * kv.max_blocks];
-        for (int blk = 0; blk < full; ++blk) table[blk] = leader[blk];
-        for (int r = 0; r < rem; ++r) {
-          const size_t src = (static_cast<size_t>(leader[full]) * kKvBlockSize + r) * slot;
-          const size_t dst = (static_cast<size_t>(table[full]) * kKvBlockSize + r) * slot;
-          std::copy_n(kv.k.bits.begin() + src, slot, kv.k.bits.begin() + dst);
-          std::copy_n(kv.v.bits.begin() + src, slot, kv.v.bits.begin() + dst);
-          std::copy_n(kv.k.values.begin() + src, slot, kv.k.values.begin() + dst);
-          std::copy_n(kv.v.values.begin() + src, slot, kv.v.values.begin() + dst);
-        }
-      }
-      first += branches_per_group[g];
-    }
-    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
-    const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
-    std::vector<int32_t> positions(num_branches), group_starts = {0, 5, 8};
-    for (int b = 0; b < num_branches; ++b) positions[b] = context_lens[b] - 1;
-    std::vector<int32_t> group_tables, group_kv_len(prefix_lens.begin(), prefix_lens.end());
-    std::vector<int32_t> suffix_begin(num_branches);
-    for (int g = 0; g < 2; ++g) {
-      const int leader = group_starts[g];
-      group_tables.insert(group_tables.end(), kv.tables.begin() + leader * kv.max_blocks,
-                          kv.tables.begin() + (leader + 1) * kv.max_blocks);
-    }
-    for (int b = 0; b < num_branches; ++b) suffix_begin[b] = prefix_lens[group_of_branch[b]];
-
-    const int prefix_split = 256, prefix_splits = 4;  // covers 1000
-    const int suffix_split = 16, suffix_splits = 3;   // covers 40
-    const int parts = prefix_splits + suffix_splits;
-    const size_t rows = static_cast<size_t>(num_branches) * c.heads;
-    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
-    DeviceArray<int32_t> d_pos(positions), d_gstarts(group_starts), d_gtables(group_tables),
-        d_glen(group_kv_len), d_tables(kv.tables), d_begin(suffix_begin), d_end(context_lens);
-    DeviceArray<float> d_o(parts * rows * c.dim), d_lse(parts * rows);
-    ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(), d_gtables.get(),
-                                           d_glen.get(), d_k.get(), d_v.get(), d_o.get(),
-                                           d_lse.get(), num_branches, 2, 5, shape, prefix_split,
-                                           prefix_splits, nullptr));
-    ASSERT_KERNEL_OK(DecodeAttentionPartial(
-        d_q.get(), d_k.get(), d_v.get(), d_tables.get(), d_begin.get(), d_end.get(),
-        d_o.get() + prefix_splits * rows * c.dim, d_lse.get() + prefix_splits * rows, num_branches,
-        shape, suffix_split, suffix_splits, nullptr));
-    ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
-                                          num_branches, c.heads, c.dim, nullptr));
-    std::vector<int32_t> starts(num_branches + 1);
-    std::iota(starts.begin(), starts.end(), 0);
-    std::vector<float> want(q.values.size());
-    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
-                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
-                              want.data(), num_branches, shape);
-    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-        << "heads=" << c.heads << " dim=" << c.dim;
   }
 }
 
@@ -754,44 +796,48 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
   std::mt19937 rng(19);
   // (cached prefix, new tokens) per sequence.
   const std::vector<std::pair<int, int>> seqs = {{0, 100}, {37, 50}, {130, 1}, {0, 200}, {500, 77}};
-  for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
-                                 AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
-    std::vector<int32_t> context_lens, positions, starts = {0};
-    int max_new = 0;
-    for (const auto& [cached, fresh] : seqs) {
-      context_lens.push_back(cached + fresh);
-      for (int i = 0; i < fresh; ++i) positions.push_back(cached + i);
-      starts.push_back(starts.back() + fresh);
-      max_new = std::max(max_new, fresh);
-    }
-    const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
-    const PagedKv kv = RandomPagedKv(context_lens, c, rng);
-    const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
-    const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
-    DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
-    DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
-        d_ctx(context_lens);
-    ASSERT_KERNEL_OK(PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
-                                      d_ctx.get(), d_k.get(), d_v.get(), d_out.get(), n, num_seqs,
-                                      max_new, shape, nullptr));
-    std::vector<float> want(q.values.size());
-    reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
-                              context_lens.data(), kv.k.values.data(), kv.v.values.data(),
-                              want.data(), num_seqs, shape);
-    EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-        << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
+  for (const GroupAttentionKernel kernel : kGroupKernels) {
+    ScopedGroupKernel scoped(kernel);
+    SCOPED_TRACE("group attention kernel " + std::to_string(static_cast<int>(kernel)));
+    for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
+                                   AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
+      std::vector<int32_t> context_lens, positions, starts = {0};
+      int max_new = 0;
+      for (const auto& [cached, fresh] : seqs) {
+        context_lens.push_back(cached + fresh);
+        for (int i = 0; i < fresh; ++i) positions.push_back(cached + i);
+        starts.push_back(starts.back() + fresh);
+        max_new = std::max(max_new, fresh);
+      }
+      const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
+      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+      const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
+      DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+      DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
+          d_ctx(context_lens);
+      ASSERT_KERNEL_OK(PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                        d_ctx.get(), d_k.get(), d_v.get(), d_out.get(), n, num_seqs,
+                                        max_new, shape, nullptr));
+      std::vector<float> want(q.values.size());
+      reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
+                                context_lens.data(), kv.k.values.data(), kv.v.values.data(),
+                                want.data(), num_seqs, shape);
+      EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+          << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
 
-    // The same through split partials + merge (causal masking across splits).
-    const int split_len = 128, num_splits = 5;
-    const size_t rows = static_cast<size_t>(n) * c.heads;
-    DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
-    DeviceArray<Bf16> d_merged(q.bits.size());
-    ASSERT_KERNEL_OK(GroupAttentionPartial(
-        d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(), d_ctx.get(), d_k.get(), d_v.get(),
-        d_o.get(), d_lse.get(), n, num_seqs, max_new, shape, split_len, num_splits, nullptr));
-    ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
-                                          num_splits, n, c.heads, c.dim, nullptr));
-    EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
+      // The same through split partials + merge (causal masking across splits).
+      const int split_len = 128, num_splits = 5;
+      const size_t rows = static_cast<size_t>(n) * c.heads;
+      DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
+      DeviceArray<Bf16> d_merged(q.bits.size());
+      ASSERT_KERNEL_OK(GroupAttentionPartial(
+          d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(), d_ctx.get(), d_k.get(), d_v.get(),
+          d_o.get(), d_lse.get(), n, num_seqs, max_new, shape, split_len, num_splits, nullptr));
+      ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
+                                            num_splits, n, c.heads, c.dim, nullptr));
+      EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
+    }
   }
 }
 

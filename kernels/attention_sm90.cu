@@ -1,0 +1,506 @@
+// Group attention on Hopper's warpgroup tensor cores (wgmma), head_dim 64:
+// the cascade's shared-prefix stage and prefill on sm_90. Same contract and
+// the same online softmax as GroupAttentionMmaKernel (attention.cu), which stays
+// the path for other head sizes and GPUs.
+//
+// A CTA is two warpgroups of 64 query rows each. K/V tiles of 128 keys land
+// in shared memory by cp.async (paged KV rules out one TMA box per tile) in
+// the 128-byte-swizzled layout wgmma reads without bank conflicts:
+//   S = Q K^T  wgmma m64n128k16, Q and K both K-major from shared memory;
+//   O += P V   wgmma m64n64k16, P from registers (the S accumulators are
+//              already its A fragments), V N-major from shared memory.
+// Two CTAs per SM, so one warpgroup's softmax runs while another's products
+// occupy the tensor cores.
+#include <mutex>
+
+#include "kernels/attention_sm90.h"
+#include "kernels/common.cuh"
+
+namespace arbor::kernels {
+namespace {
+
+using detail::CpAsync16;
+using detail::CpAsyncCommit;
+using detail::CpAsyncWait;
+using detail::FastExp2;
+using detail::kLn2;
+using detail::NegInf;
+using detail::PackBf16;
+
+constexpr int kD = 64;
+constexpr int kRowBytes = kD * 2;  // one 128-byte swizzle row per key or query row
+constexpr int kWarpgroups = 2;
+constexpr int kThreads = 128 * kWarpgroups;
+constexpr int kTileKeys = kSm90TileKeys;
+constexpr int kQBytes = kSm90GroupRows * kRowBytes;
+constexpr int kTileBytes = kTileKeys * kRowBytes;
+__host__ __device__ constexpr int StagesOf(bool overlap) { return overlap ? 3 : 2; }
+// 1024 bytes of slack: swizzled tiles must start on a 1024-byte boundary.
+constexpr size_t SmemBytesOf(bool overlap) {
+  return 1024 + kQBytes + StagesOf(overlap) * 2 * kTileBytes + kSm90GroupRows * sizeof(int);
+}
+static_assert(kSm90GroupRows == 64 * kWarpgroups);
+static_assert(kTileKeys == 128, "S = Q K^T is one m64n128 product per k-step");
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ARBOR_HAVE_WGMMA 1
+
+constexpr int kChunks = kRowBytes / 16;
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a 128B-swizzled tile
+// (Swizzle<3,4,3>: the chunk index XOR the row within its 8-row atom).
+__device__ __forceinline__ uint32_t Swizzled(int row, int chunk) {
+  return row * kRowBytes + ((chunk ^ (row & 7)) << 4);
+}
+
+// wgmma shared-memory descriptor of a 128B-swizzled operand: 8-row atoms
+// 1024 bytes apart (SBO). `lbo` matters only for N-major operands wider than
+// one atom, which these are not.
+__device__ __forceinline__ uint64_t SwizzledDesc(uint32_t smem_addr, uint32_t lbo) {
+  return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) |
+         (static_cast<uint64_t>(lbo >> 4) << 16) | (static_cast<uint64_t>(1024 >> 4) << 32) |
+         (1ull << 62);
+}
+
+__device__ __forceinline__ void WgmmaFence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void WgmmaCommit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void WgmmaWait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from touching accumulators before the wait that
+// completes them.
+template <int N>
+__device__ __forceinline__ void FenceRegisters(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// Shared memory written by the generic proxy (cp.async) before wgmma reads it.
+__device__ __forceinline__ void FenceSharedForAsyncProxy() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+#define ARBOR_F4(a, i) "+f"(a[i]), "+f"(a[i + 1]), "+f"(a[i + 2]), "+f"(a[i + 3])
+#define ARBOR_F16(a, i) ARBOR_F4(a, i), ARBOR_F4(a, i + 4), ARBOR_F4(a, i + 8), ARBOR_F4(a, i + 12)
+
+// s[64 x 128] (+)= Q[64 x 16] K[128 x 16]^T; both K-major in shared memory.
+__device__ __forceinline__ void WgmmaQk(float (&s)[64], uint64_t desc_q, uint64_t desc_k,
+                                        int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, "
+      "%30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "
+      "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, "
+      "%58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : ARBOR_F16(s, 0), ARBOR_F16(s, 16), ARBOR_F16(s, 32), ARBOR_F16(s, 48)
+      : "l"(desc_q), "l"(desc_k), "r"(accumulate));
+}
+
+// o[64 x 64] += P[64 x 16] V[16 x 64]; P in registers, V N-major in shared memory.
+__device__ __forceinline__ void WgmmaPv(float (&o)[32], const uint32_t (&p)[4], uint64_t desc_v) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, "
+      "%30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : ARBOR_F16(o, 0), ARBOR_F16(o, 16)
+      : "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "l"(desc_v), "r"(1));
+}
+#undef ARBOR_F16
+#undef ARBOR_F4
+#endif
+
+#ifdef ARBOR_HAVE_WGMMA
+// Online-softmax state of a thread's two rows (lo: gq, hi: gq + 8 of its warp).
+struct RowState {
+  float m_lo, m_hi, l_lo, l_hi;
+};
+
+// One tile's online softmax: masks what a row may not see (unless `all_visible`),
+// folds the tile into `st`, writes exp2 of the scaled scores as P's A
+// fragments (for keys 16 ks .. 16 ks + 15: accumulator chunks 2 ks, 2 ks + 1)
+// and returns the factors that rescale O to the new maxima.
+__device__ __forceinline__ void SoftmaxTile(float (&s)[64], uint32_t (&p)[8][4], RowState& st,
+                                            float& alpha_lo, float& alpha_hi, bool all_visible,
+                                            int key0, int e, int pos_lo, int pos_hi, int t4,
+                                            float scale_log2) {
+  float mx_lo = NegInf(), mx_hi = NegInf();
+  if (all_visible) {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      mx_lo = fmaxf(mx_lo, fmaxf(s[4 * i], s[4 * i + 1]));
+      mx_hi = fmaxf(mx_hi, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int key = key0 + i * 8 + 2 * t4 + j;
+        const bool in_range = key < e;
+        if (!(in_range && key <= pos_lo)) s[4 * i + j] = NegInf();
+        if (!(in_range && key <= pos_hi)) s[4 * i + 2 + j] = NegInf();
+        mx_lo = fmaxf(mx_lo, s[4 * i + j]);
+        mx_hi = fmaxf(mx_hi, s[4 * i + 2 + j]);
+      }
+    }
+  }
+#pragma unroll
+  for (int offset = 1; offset < 4; offset <<= 1) {
+    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, offset));
+    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
+  }
+  const float new_lo = fmaxf(st.m_lo, mx_lo), new_hi = fmaxf(st.m_hi, mx_hi);
+  // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
+  alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((st.m_lo - new_lo) * scale_log2);
+  alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((st.m_hi - new_hi) * scale_log2);
+  const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
+  const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
+  st.m_lo = new_lo;
+  st.m_hi = new_hi;
+  float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) {
+    s[4 * i] = FastExp2(fmaf(s[4 * i], scale_log2, -sub_lo));
+    s[4 * i + 1] = FastExp2(fmaf(s[4 * i + 1], scale_log2, -sub_lo));
+    s[4 * i + 2] = FastExp2(fmaf(s[4 * i + 2], scale_log2, -sub_hi));
+    s[4 * i + 3] = FastExp2(fmaf(s[4 * i + 3], scale_log2, -sub_hi));
+    sum_lo += s[4 * i] + s[4 * i + 1];
+    sum_hi += s[4 * i + 2] + s[4 * i + 3];
+  }
+  st.l_lo = st.l_lo * alpha_lo + sum_lo;
+  st.l_hi = st.l_hi * alpha_hi + sum_hi;
+#pragma unroll
+  for (int ks = 0; ks < 8; ++ks) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) p[ks][r] = PackBf16(s[8 * ks + 2 * r], s[8 * ks + 2 * r + 1]);
+  }
+}
+
+__device__ __forceinline__ void ScaleO(float (&o)[32], float alpha_lo, float alpha_hi) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    o[4 * i] *= alpha_lo;
+    o[4 * i + 1] *= alpha_lo;
+    o[4 * i + 2] *= alpha_hi;
+    o[4 * i + 3] *= alpha_hi;
+  }
+}
+#endif  // ARBOR_HAVE_WGMMA
+
+// kOverlap: each warpgroup issues the next tile's Q K^T and this tile's P V
+// together and computes the next softmax while P V runs (three K/V stages, one
+// CTA per SM for the registers); otherwise one product at a time (two
+// stages, two CTAs per SM).
+template <bool kOverlap>
+__global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
+    GroupAttentionSm90Kernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
+                             const int32_t* __restrict__ group_starts,
+                             const int32_t* __restrict__ block_tables,
+                             const int32_t* __restrict__ kv_len, const Bf16* __restrict__ k_cache,
+                             const Bf16* __restrict__ v_cache, float* __restrict__ o_part,
+                             float* __restrict__ lse_part, Bf16* __restrict__ out_bf16,
+                             int num_tokens, int num_heads, int num_kv_heads, int max_blocks,
+                             float scale_log2, int split_len, int tiles_per_group, int gqa) {
+#ifdef ARBOR_HAVE_WGMMA
+  constexpr int kStages = StagesOf(kOverlap);
+  detail::AwaitPriorKernels();
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
+  const uint32_t q_smem = (raw_addr + 1023) & ~1023u;
+  const uint32_t kv_smem = q_smem + kQBytes;  // [stage][K | V] tiles
+  int* row_pos =
+      reinterpret_cast<int*>(smem_raw + (q_smem - raw_addr) + kQBytes + kStages * 2 * kTileBytes);
+
+  const int group = blockIdx.x / tiles_per_group, tile = blockIdx.x % tiles_per_group;
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int tok_begin = group_starts[group], tok_end = group_starts[group + 1];
+  const int num_rows = (tok_end - tok_begin) * gqa;
+  const int row0 = tile * kSm90GroupRows;
+  if (row0 >= num_rows) return;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
+  const int gq = lane >> 2, t4 = lane & 3;
+
+  // Rows of this CTA: (token, GQA head) pairs and their positions (-1: padding).
+  for (int r = threadIdx.x; r < kSm90GroupRows; r += kThreads) {
+    const int row = row0 + r;
+    row_pos[r] = row < num_rows ? positions[tok_begin + row / gqa] : -1;
+  }
+  for (int i = threadIdx.x; i < kSm90GroupRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, ch = i % kChunks;
+    const int row = row0 + r;
+    const bool valid = row < num_rows;
+    const Bf16* src =
+        valid
+            ? q +
+                  (static_cast<size_t>(tok_begin + row / gqa) * num_heads + kvh * gqa + row % gqa) *
+                      kD +
+                  ch * 8
+            : q;
+    CpAsync16(q_smem + Swizzled(r, ch), src, valid);
+  }
+  CpAsyncCommit();
+  __syncthreads();  // row_pos
+
+  // Key range of this split, cut at the largest visible position (padding
+  // rows hold -1 and are never written).
+  int max_pos = -1, min_pos = 0x7fffffff;
+  for (int r = 0; r < kSm90GroupRows; ++r) {
+    max_pos = max(max_pos, row_pos[r]);
+    if (row_pos[r] >= 0) min_pos = min(min_pos, row_pos[r]);
+  }
+  const int b = split * split_len;
+  const int e = min(min(kv_len[group], b + split_len), max_pos + 1);
+
+  const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;
+  const size_t slot_stride = static_cast<size_t>(num_kv_heads) * kD;
+  auto k_tile = [&](int it) { return kv_smem + (it % kStages) * 2 * kTileBytes; };
+  auto v_tile = [&](int it) { return k_tile(it) + kTileBytes; };
+  auto load_tile = [&](int it) {
+    const int key0 = b + it * kTileKeys;
+    const uint32_t k_dst = k_tile(it), v_dst = v_tile(it);
+    for (int i = threadIdx.x; i < kTileKeys * kChunks; i += kThreads) {
+      const int j = i / kChunks, ch = i % kChunks;
+      const int key = key0 + j;
+      const bool valid = key < e;
+      size_t off = 0;
+      if (valid) {
+        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize + key % kKvBlockSize) *
+                  slot_stride +
+              static_cast<size_t>(kvh) * kD + ch * 8;
+      }
+      CpAsync16(k_dst + Swizzled(j, ch), k_cache + off, valid);
+      CpAsync16(v_dst + Swizzled(j, ch), v_cache + off, valid);
+    }
+  };
+  // Waits for every copy this thread issued, then for the whole CTA: the
+  // tiles loaded so far are visible to wgmma, and every warpgroup is past
+  // the products issued before.
+  auto tiles_landed = [] {
+    CpAsyncWait<0>();
+    FenceSharedForAsyncProxy();
+    __syncthreads();
+  };
+  const int num_tiles = b < e ? (e - b + kTileKeys - 1) / kTileKeys : 0;
+  if (num_tiles > 0) load_tile(0);
+  CpAsyncCommit();
+
+  const int my_row = wg * 64 + warp * 16 + gq;  // rows my_row (lo) and my_row + 8 (hi)
+  const int pos_lo = row_pos[my_row], pos_hi = row_pos[my_row + 8];
+  const uint32_t q_wg = q_smem + wg * 64 * kRowBytes;
+  auto all_visible = [&](int it) {
+    const int key0 = b + it * kTileKeys;
+    return key0 + kTileKeys <= e && key0 + kTileKeys - 1 <= min_pos;
+  };
+  auto issue_qk = [&](float(&s)[64], int it) {
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      WgmmaQk(s, SwizzledDesc(q_wg + kk * 32, 16), SwizzledDesc(k_tile(it) + kk * 32, 16), kk);
+    }
+  };
+  auto issue_pv = [&](float(&o)[32], const uint32_t(&p)[8][4], int it) {
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks) {
+      WgmmaPv(o, p[ks], SwizzledDesc(v_tile(it) + ks * 16 * kRowBytes, 1024));
+    }
+  };
+
+  // Accumulator layout (per 8-column chunk i): [4i], [4i+1] row lo, columns
+  // 8i + 2 t4 + {0, 1}; [4i+2], [4i+3] row hi.
+  float o[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) o[i] = 0.0f;
+  RowState st{NegInf(), NegInf(), 0.0f, 0.0f};
+  float s[64];
+  uint32_t p[8][4];
+  float alpha_lo, alpha_hi;
+
+  if constexpr (!kOverlap) {
+    for (int it = 0; it < num_tiles; ++it) {
+      tiles_landed();  // tile it; both warpgroups done with tile it - 1's stage
+      if (it + 1 < num_tiles) load_tile(it + 1);
+      CpAsyncCommit();
+      WgmmaFence();
+      issue_qk(s, it);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegisters(s);
+      SoftmaxTile(s, p, st, alpha_lo, alpha_hi, all_visible(it), b + it * kTileKeys, e, pos_lo,
+                  pos_hi, t4, scale_log2);
+      ScaleO(o, alpha_lo, alpha_hi);
+      FenceRegisters(o);  // the scaling happens before the products read o
+      WgmmaFence();
+      issue_pv(o, p, it);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegisters(o);
+    }
+  } else if (num_tiles > 0) {
+    tiles_landed();
+    if (num_tiles > 1) load_tile(1);
+    CpAsyncCommit();
+    WgmmaFence();
+    issue_qk(s, 0);
+    WgmmaCommit();
+    WgmmaWait<0>();
+    FenceRegisters(s);
+    SoftmaxTile(s, p, st, alpha_lo, alpha_hi, all_visible(0), b, e, pos_lo, pos_hi, t4, scale_log2);
+    // Tile it (< num_tiles - 1): its P V (from p_cur) runs under Q K^T and
+    // the softmax of tile it + 1 (into p_next). Two P buffers alternate, so no
+    // wgmma input register is redefined while a product may read it; the
+    // commit groups are the same every step, so ptxas can see that waiting
+    // for all but the newest group completes Q K^T.
+    auto step = [&](int it, const uint32_t(&p_cur)[8][4], uint32_t(&p_next)[8][4]) {
+      tiles_landed();  // tile it + 1; both warpgroups done with tile it - 1's stage
+      if (it + 2 < num_tiles) load_tile(it + 2);
+      CpAsyncCommit();
+      ScaleO(o, alpha_lo, alpha_hi);
+      FenceRegisters(o);  // the scaling happens before the products read o
+      WgmmaFence();
+      issue_qk(s, it + 1);
+      WgmmaCommit();
+      issue_pv(o, p_cur, it);
+      WgmmaCommit();
+      WgmmaWait<1>();  // Q K^T of tile it + 1; P V of tile it may still run
+      FenceRegisters(s);
+      SoftmaxTile(s, p_next, st, alpha_lo, alpha_hi, all_visible(it + 1), b + (it + 1) * kTileKeys,
+                  e, pos_lo, pos_hi, t4, scale_log2);
+      WgmmaWait<0>();
+      FenceRegisters(o);
+    };
+    auto last_step = [&](int it, const uint32_t(&p_cur)[8][4]) {
+      ScaleO(o, alpha_lo, alpha_hi);
+      FenceRegisters(o);  // the scaling happens before the products read o
+      WgmmaFence();
+      issue_pv(o, p_cur, it);
+      WgmmaCommit();
+      WgmmaWait<0>();
+      FenceRegisters(o);
+    };
+    uint32_t p_alt[8][4];
+    for (int it = 0;; it += 2) {
+      if (it + 1 >= num_tiles) {
+        last_step(it, p);
+        break;
+      }
+      step(it, p, p_alt);
+      if (it + 2 >= num_tiles) {
+        last_step(it + 1, p_alt);
+        break;
+      }
+      step(it + 1, p_alt, p);
+    }
+  }
+  CpAsyncWait<0>();
+
+  float l_lo = st.l_lo, l_hi = st.l_hi;
+#pragma unroll
+  for (int offset = 1; offset < 4; offset <<= 1) {
+    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, offset);
+    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, offset);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = row0 + my_row + half * 8;
+    if (row >= num_rows) continue;
+    const size_t token = tok_begin + row / gqa;
+    const size_t head = static_cast<size_t>(kvh) * gqa + row % gqa;
+    const size_t out_row = token * num_heads + head;
+    const float l = half ? l_hi : l_lo;
+    const float m = half ? st.m_hi : st.m_lo;
+    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
+    if (out_bf16 != nullptr) {
+      __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out_bf16 + out_row * kD);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        dst[4 * i + t4] =
+            __floats2bfloat162_rn(o[4 * i + 2 * half] * inv_l, o[4 * i + 2 * half + 1] * inv_l);
+      }
+    } else {
+      const size_t part_row = static_cast<size_t>(split) * num_tokens * num_heads + out_row;
+      float2* dst = reinterpret_cast<float2*>(o_part + part_row * kD);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        dst[4 * i + t4] = make_float2(o[4 * i + 2 * half] * inv_l, o[4 * i + 2 * half + 1] * inv_l);
+      }
+      if (t4 == 0) {
+        lse_part[part_row] = l > 0.0f ? (m * scale_log2 + log2f(l)) * kLn2 : NegInf();
+      }
+    }
+  }
+#endif  // ARBOR_HAVE_WGMMA
+}
+
+}  // namespace
+
+bool Sm90GroupAttentionSupported(int head_dim) {
+  if (head_dim != kD) return false;
+  static thread_local int cached_device = -1;
+  static thread_local bool cached_capable = false;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (device != cached_device) {
+    int major = 0, minor = 0;
+    cached_capable =
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+        major == 9 && minor == 0;  // the fatbinary's sm_90a code runs on 9.0 only
+    cached_device = device;
+  }
+  return cached_capable;
+}
+
+namespace {
+template <bool kOverlap>
+cudaError_t LaunchSm90(dim3 grid, cudaStream_t stream, const Bf16* q, const int32_t* positions,
+                       const int32_t* group_starts, const int32_t* block_tables,
+                       const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
+                       float* o_part, float* lse_part, Bf16* out_bf16, int num_tokens,
+                       const AttentionShape& s, float scale_log2, int split_len,
+                       int tiles_per_group) {
+  constexpr size_t kSmem = SmemBytesOf(kOverlap);
+  // The attribute is per device; set it for each device this process uses.
+  static std::mutex mu;
+  static int configured_mask = 0;
+  int device = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (device < 31 && !(configured_mask & (1 << device))) {
+      error = cudaFuncSetAttribute(GroupAttentionSm90Kernel<kOverlap>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   static_cast<int>(kSmem));
+      if (error != cudaSuccess) return error;
+      configured_mask |= 1 << device;
+    }
+  }
+  detail::LaunchKernel(GroupAttentionSm90Kernel<kOverlap>, grid, kThreads, kSmem, stream, q,
+                       positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
+                       lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
+                       scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
+  return cudaGetLastError();
+}
+}  // namespace
+
+cudaError_t LaunchGroupAttentionSm90(bool overlap, dim3 grid, cudaStream_t stream, const Bf16* q,
+                                     const int32_t* positions, const int32_t* group_starts,
+                                     const int32_t* block_tables, const int32_t* kv_len,
+                                     const Bf16* k_cache, const Bf16* v_cache, float* o_part,
+                                     float* lse_part, Bf16* out_bf16, int num_tokens,
+                                     const AttentionShape& s, float scale_log2, int split_len,
+                                     int tiles_per_group) {
+  return (overlap ? LaunchSm90<true> : LaunchSm90<false>)(grid, stream, q, positions, group_starts,
+                                                          block_tables, kv_len, k_cache, v_cache,
+                                                          o_part, lse_part, out_bf16, num_tokens, s,
+                                                          scale_log2, split_len, tiles_per_group);
+}
+
+}  // namespace arbor::kernels
