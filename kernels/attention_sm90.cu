@@ -15,6 +15,7 @@
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
+#include "kernels/wgmma_layout.h"
 
 namespace arbor::kernels {
 namespace {
@@ -28,7 +29,8 @@ using detail::NegInf;
 using detail::PackBf16;
 
 constexpr int kD = 64;
-constexpr int kRowBytes = kD * 2;  // one 128-byte swizzle row per key or query row
+constexpr int kRowBytes = wgmma::kRowBytes;  // one swizzled row per key or query row
+static_assert(kRowBytes == kD * 2);
 constexpr int kWarpgroups = 2;
 constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kTileKeys = kSm90TileKeys;
@@ -46,21 +48,6 @@ static_assert(kTileKeys == 128, "S = Q K^T is one m64n128 product per k-step");
 #define ARBOR_HAVE_WGMMA 1
 
 constexpr int kChunks = kRowBytes / 16;
-
-// Byte offset of 16-byte chunk `chunk` of row `row` in a 128B-swizzled tile
-// (Swizzle<3,4,3>: the chunk index XOR the row within its 8-row atom).
-__device__ __forceinline__ uint32_t Swizzled(int row, int chunk) {
-  return row * kRowBytes + ((chunk ^ (row & 7)) << 4);
-}
-
-// wgmma shared-memory descriptor of a 128B-swizzled operand: 8-row atoms
-// 1024 bytes apart (SBO). `lbo` matters only for N-major operands wider than
-// one atom, which these are not.
-__device__ __forceinline__ uint64_t SwizzledDesc(uint32_t smem_addr, uint32_t lbo) {
-  return static_cast<uint64_t>((smem_addr & 0x3FFFF) >> 4) |
-         (static_cast<uint64_t>(lbo >> 4) << 16) | (static_cast<uint64_t>(1024 >> 4) << 32) |
-         (1ull << 62);
-}
 
 __device__ __forceinline__ void WgmmaFence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
@@ -244,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
                       kD +
                   ch * 8
             : q;
-    CpAsync16(q_smem + Swizzled(r, ch), src, valid);
+    CpAsync16(q_smem + wgmma::Swizzled128(r, ch), src, valid);
   }
   CpAsyncCommit();
   __syncthreads();  // row_pos
@@ -276,8 +263,8 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
                   slot_stride +
               static_cast<size_t>(kvh) * kD + ch * 8;
       }
-      CpAsync16(k_dst + Swizzled(j, ch), k_cache + off, valid);
-      CpAsync16(v_dst + Swizzled(j, ch), v_cache + off, valid);
+      CpAsync16(k_dst + wgmma::Swizzled128(j, ch), k_cache + off, valid);
+      CpAsync16(v_dst + wgmma::Swizzled128(j, ch), v_cache + off, valid);
     }
   };
   // Waits for every copy this thread issued, then for the whole CTA: the
@@ -302,13 +289,13 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   auto issue_qk = [&](float(&s)[64], int it) {
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
-      WgmmaQk(s, SwizzledDesc(q_wg + kk * 32, 16), SwizzledDesc(k_tile(it) + kk * 32, 16), kk);
+      WgmmaQk(s, wgmma::KMajorStepDesc(q_wg, kk), wgmma::KMajorStepDesc(k_tile(it), kk), kk);
     }
   };
   auto issue_pv = [&](float(&o)[32], const uint32_t(&p)[8][4], int it) {
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks) {
-      WgmmaPv(o, p[ks], SwizzledDesc(v_tile(it) + ks * 16 * kRowBytes, 1024));
+      WgmmaPv(o, p[ks], wgmma::NMajorStepDesc(v_tile(it), ks));
     }
   };
 
