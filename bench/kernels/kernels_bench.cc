@@ -469,8 +469,12 @@ int main(int argc, char** argv) {
     } else if (std::strncmp(argv[i], "--only=", 7) == 0) {
       only = std::string(",") + (argv[i] + 7) + ",";
     } else {
-      std::fprintf(stderr, "kernels_bench: unknown flag %s (--quick, --only=a,b)\n", argv[i]);
-      return 2;
+      const bool help = std::strcmp(argv[i], "--help") == 0;
+      if (!help) std::fprintf(stderr, "kernels_bench: unknown flag %s\n", argv[i]);
+      std::fprintf(help ? stdout : stderr,
+                   "usage: kernels_bench [--quick] [--only=SECTION,...]\n  sections: elementwise, "
+                   "decode, shared_prefix, prefill, small_batch_gemm, sampling\n");
+      return help ? 0 : 2;
     }
   }
   auto wanted = [&](const char* section) {
