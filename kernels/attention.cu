@@ -13,6 +13,7 @@
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
+#include "kernels/group_attention.cuh"
 #include "kernels/launchers.h"
 
 namespace arbor::kernels {
@@ -341,36 +342,19 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int gq = lane >> 2, t4 = lane & 3;
 
-  // Rows of this CTA: token and head, plus their positions (-1: padding).
-  for (int r = threadIdx.x; r < kGroupRows; r += blockDim.x) {
-    const int row = row0 + r;
-    row_pos[r] = row < num_rows ? positions[tok_begin + row / gqa] : -1;
-  }
+  detail::LoadRowPositions(row_pos, kGroupRows, positions, tok_begin, row0, num_rows, gqa);
   for (int i = threadIdx.x; i < kGroupRows * CHUNKS; i += blockDim.x) {
     const int r = i / CHUNKS, ch = i % CHUNKS;
-    const int row = row0 + r;
-    const bool valid = row < num_rows;
-    const Bf16* src =
-        valid
-            ? q +
-                  (static_cast<size_t>(tok_begin + row / gqa) * num_heads + kvh * gqa + row % gqa) *
-                      D +
-                  ch * 8
-            : q;
-    CpAsync16(q_s + r * SD + ch * 8, src, valid);
+    CpAsync16(q_s + r * SD + ch * 8,
+              detail::QueryChunk<D>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
+              row0 + r < num_rows);
   }
   CpAsyncCommit();
   __syncthreads();  // row_pos
 
-  // Key range of this split, cut at the largest visible position.
-  // (Padding rows hold -1 and are ignored by the minimum; they are never written.)
-  int max_pos = -1, min_pos = 0x7fffffff;
-  for (int r = 0; r < kGroupRows; ++r) {
-    max_pos = max(max_pos, row_pos[r]);
-    if (row_pos[r] >= 0) min_pos = min(min_pos, row_pos[r]);
-  }
-  const int b = split * split_len;
-  const int e = min(min(kv_len[group], b + split_len), max_pos + 1);
+  const detail::SplitKeys keys =
+      detail::SplitKeyRange(row_pos, kGroupRows, split, split_len, kv_len[group]);
+  const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
   const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;
   const size_t slot_stride = static_cast<size_t>(num_kv_heads) * D;
@@ -381,12 +365,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int j = i / CHUNKS, ch = i % CHUNKS;
       const int key = key0 + j;
       const bool valid = key < e;
-      size_t off = 0;
-      if (valid) {
-        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize + key % kKvBlockSize) *
-                  slot_stride +
-              static_cast<size_t>(kvh) * D + ch * 8;
-      }
+      const size_t off = valid ? detail::PagedKvOffset<D>(table, key, kvh, slot_stride, ch) : 0;
       CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
       CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
     }
@@ -414,7 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   float oacc[DT][4];
 #pragma unroll
   for (int n = 0; n < DT; ++n) oacc[n][0] = oacc[n][1] = oacc[n][2] = oacc[n][3] = 0.0f;
-  float m_lo = NegInf(), m_hi = NegInf(), l_lo = 0.0f, l_hi = 0.0f;
+  detail::SoftmaxRows st{NegInf(), NegInf(), 0.0f, 0.0f};
 
   for (int it = 0; it < num_tiles; ++it) {
     const int key0 = b + it * kGroupKeys;
@@ -480,16 +459,16 @@ __global__ void __launch_bounds__(kWarps * 32)
       mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, offset));
       mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
     }
-    const float new_lo = fmaxf(m_lo, mx_lo), new_hi = fmaxf(m_hi, mx_hi);
+    const float new_lo = fmaxf(st.m_lo, mx_lo), new_hi = fmaxf(st.m_hi, mx_hi);
     // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
-    const float alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((m_lo - new_lo) * scale_log2);
-    const float alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((m_hi - new_hi) * scale_log2);
+    const float alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((st.m_lo - new_lo) * scale_log2);
+    const float alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((st.m_hi - new_hi) * scale_log2);
     const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
     const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
-    m_lo = new_lo;
-    m_hi = new_hi;
-    l_lo *= alpha_lo;
-    l_hi *= alpha_hi;
+    st.m_lo = new_lo;
+    st.m_hi = new_hi;
+    st.l_lo *= alpha_lo;
+    st.l_hi *= alpha_hi;
 #pragma unroll
     for (int n = 0; n < DT; ++n) {
       oacc[n][0] *= alpha_lo;
@@ -503,8 +482,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       sacc[nt][1] = FastExp2(fmaf(sacc[nt][1], scale_log2, -sub_lo));
       sacc[nt][2] = FastExp2(fmaf(sacc[nt][2], scale_log2, -sub_hi));
       sacc[nt][3] = FastExp2(fmaf(sacc[nt][3], scale_log2, -sub_hi));
-      l_lo += sacc[nt][0] + sacc[nt][1];
-      l_hi += sacc[nt][2] + sacc[nt][3];
+      st.l_lo += sacc[nt][0] + sacc[nt][1];
+      st.l_hi += sacc[nt][2] + sacc[nt][3];
     }
     // O += P V: the S accumulators are already the A fragments of P.
 #pragma unroll
@@ -529,43 +508,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   CpAsyncWait<0>();
 
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, offset);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, offset);
-  }
-  // Write rows gq and gq + 8 of this warp.
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int r = warp * 16 + gq + half * 8;
-    const int row = row0 + r;
-    if (row >= num_rows) continue;
-    const size_t token = tok_begin + row / gqa;
-    const size_t head = static_cast<size_t>(kvh) * gqa + row % gqa;
-    const size_t out_row = token * num_heads + head;
-    const float l = half ? l_hi : l_lo;
-    const float m = half ? m_hi : m_lo;
-    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
-    if (out_bf16 != nullptr) {
-      __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out_bf16 + out_row * D);
-#pragma unroll
-      for (int n = 0; n < DT; ++n) {
-        dst[(n * 8 + 2 * t4) / 2] =
-            __floats2bfloat162_rn(oacc[n][2 * half] * inv_l, oacc[n][2 * half + 1] * inv_l);
-      }
-    } else {
-      const size_t part_row = static_cast<size_t>(split) * num_tokens * num_heads + out_row;
-      float2* dst = reinterpret_cast<float2*>(o_part + part_row * D);
-#pragma unroll
-      for (int n = 0; n < DT; ++n) {
-        dst[(n * 8 + 2 * t4) / 2] =
-            make_float2(oacc[n][2 * half] * inv_l, oacc[n][2 * half + 1] * inv_l);
-      }
-      if (t4 == 0) {
-        lse_part[part_row] = l > 0.0f ? (m * scale_log2 + log2f(l)) * kLn2 : NegInf();
-      }
-    }
-  }
+  detail::WriteGroupRows<D>(
+      &oacc[0][0], st, row0 + warp * 16 + gq, t4, scale_log2,
+      {o_part, lse_part, out_bf16, num_tokens, num_heads, split, tok_begin, num_rows, kvh, gqa});
 }
 
 // ---- Dispatch -----------------------------------------------------------------------

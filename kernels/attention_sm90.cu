@@ -15,6 +15,7 @@
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
+#include "kernels/group_attention.cuh"
 #include "kernels/wgmma_layout.h"
 
 namespace arbor::kernels {
@@ -105,79 +106,19 @@ __device__ __forceinline__ void WgmmaPv(float (&o)[32], const uint32_t (&p)[4], 
 #endif
 
 #ifdef ARBOR_HAVE_WGMMA
-// Online-softmax state of a thread's two rows (lo: gq, hi: gq + 8 of its warp).
-struct RowState {
-  float m_lo, m_hi, l_lo, l_hi;
-};
-
-// One tile's online softmax: masks what a row may not see (unless `all_visible`),
-// folds the tile into `st`, writes exp2 of the scaled scores as P's A
-// fragments (for keys 16 ks .. 16 ks + 15: accumulator chunks 2 ks, 2 ks + 1)
-// and returns the factors that rescale O to the new maxima.
-__device__ __forceinline__ void SoftmaxTile(float (&s)[64], uint32_t (&p)[8][4], RowState& st,
-                                            float& alpha_lo, float& alpha_hi, bool all_visible,
-                                            int key0, int e, int pos_lo, int pos_hi, int t4,
-                                            float scale_log2) {
-  float mx_lo = NegInf(), mx_hi = NegInf();
-  if (all_visible) {
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      mx_lo = fmaxf(mx_lo, fmaxf(s[4 * i], s[4 * i + 1]));
-      mx_hi = fmaxf(mx_hi, fmaxf(s[4 * i + 2], s[4 * i + 3]));
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int key = key0 + i * 8 + 2 * t4 + j;
-        const bool in_range = key < e;
-        if (!(in_range && key <= pos_lo)) s[4 * i + j] = NegInf();
-        if (!(in_range && key <= pos_hi)) s[4 * i + 2 + j] = NegInf();
-        mx_lo = fmaxf(mx_lo, s[4 * i + j]);
-        mx_hi = fmaxf(mx_hi, s[4 * i + 2 + j]);
-      }
-    }
-  }
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    mx_lo = fmaxf(mx_lo, __shfl_xor_sync(0xffffffffu, mx_lo, offset));
-    mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
-  }
-  const float new_lo = fmaxf(st.m_lo, mx_lo), new_hi = fmaxf(st.m_hi, mx_hi);
-  // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
-  alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((st.m_lo - new_lo) * scale_log2);
-  alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((st.m_hi - new_hi) * scale_log2);
-  const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
-  const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
-  st.m_lo = new_lo;
-  st.m_hi = new_hi;
-  float sum_lo = 0.0f, sum_hi = 0.0f;
-#pragma unroll
-  for (int i = 0; i < 16; ++i) {
-    s[4 * i] = FastExp2(fmaf(s[4 * i], scale_log2, -sub_lo));
-    s[4 * i + 1] = FastExp2(fmaf(s[4 * i + 1], scale_log2, -sub_lo));
-    s[4 * i + 2] = FastExp2(fmaf(s[4 * i + 2], scale_log2, -sub_hi));
-    s[4 * i + 3] = FastExp2(fmaf(s[4 * i + 3], scale_log2, -sub_hi));
-    sum_lo += s[4 * i] + s[4 * i + 1];
-    sum_hi += s[4 * i + 2] + s[4 * i + 3];
-  }
-  st.l_lo = st.l_lo * alpha_lo + sum_lo;
-  st.l_hi = st.l_hi * alpha_hi + sum_hi;
+// One tile's online softmax (group_attention.cuh), then exp2 of the scores
+// as P's A fragments: for keys 16 ks .. 16 ks + 15, accumulator chunks 2 ks
+// and 2 ks + 1.
+__device__ __forceinline__ void SoftmaxToP(float (&s)[64], uint32_t (&p)[8][4],
+                                           detail::SoftmaxRows& st, float& alpha_lo,
+                                           float& alpha_hi, bool all_visible, int key0, int e,
+                                           int pos_lo, int pos_hi, int t4, float scale_log2) {
+  detail::OnlineSoftmaxTile<kTileKeys / 8>(s, st, alpha_lo, alpha_hi, all_visible, key0, e, pos_lo,
+                                           pos_hi, t4, scale_log2);
 #pragma unroll
   for (int ks = 0; ks < 8; ++ks) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) p[ks][r] = PackBf16(s[8 * ks + 2 * r], s[8 * ks + 2 * r + 1]);
-  }
-}
-
-__device__ __forceinline__ void ScaleO(float (&o)[32], float alpha_lo, float alpha_hi) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    o[4 * i] *= alpha_lo;
-    o[4 * i + 1] *= alpha_lo;
-    o[4 * i + 2] *= alpha_hi;
-    o[4 * i + 3] *= alpha_hi;
   }
 }
 #endif  // ARBOR_HAVE_WGMMA
@@ -215,36 +156,19 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int gq = lane >> 2, t4 = lane & 3;
 
-  // Rows of this CTA: (token, GQA head) pairs and their positions (-1: padding).
-  for (int r = threadIdx.x; r < kSm90GroupRows; r += kThreads) {
-    const int row = row0 + r;
-    row_pos[r] = row < num_rows ? positions[tok_begin + row / gqa] : -1;
-  }
+  detail::LoadRowPositions(row_pos, kSm90GroupRows, positions, tok_begin, row0, num_rows, gqa);
   for (int i = threadIdx.x; i < kSm90GroupRows * kChunks; i += kThreads) {
     const int r = i / kChunks, ch = i % kChunks;
-    const int row = row0 + r;
-    const bool valid = row < num_rows;
-    const Bf16* src =
-        valid
-            ? q +
-                  (static_cast<size_t>(tok_begin + row / gqa) * num_heads + kvh * gqa + row % gqa) *
-                      kD +
-                  ch * 8
-            : q;
-    CpAsync16(q_smem + wgmma::Swizzled128(r, ch), src, valid);
+    CpAsync16(q_smem + wgmma::Swizzled128(r, ch),
+              detail::QueryChunk<kD>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
+              row0 + r < num_rows);
   }
   CpAsyncCommit();
   __syncthreads();  // row_pos
 
-  // Key range of this split, cut at the largest visible position (padding
-  // rows hold -1 and are never written).
-  int max_pos = -1, min_pos = 0x7fffffff;
-  for (int r = 0; r < kSm90GroupRows; ++r) {
-    max_pos = max(max_pos, row_pos[r]);
-    if (row_pos[r] >= 0) min_pos = min(min_pos, row_pos[r]);
-  }
-  const int b = split * split_len;
-  const int e = min(min(kv_len[group], b + split_len), max_pos + 1);
+  const detail::SplitKeys keys =
+      detail::SplitKeyRange(row_pos, kSm90GroupRows, split, split_len, kv_len[group]);
+  const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
   const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;
   const size_t slot_stride = static_cast<size_t>(num_kv_heads) * kD;
@@ -257,12 +181,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
       const int j = i / kChunks, ch = i % kChunks;
       const int key = key0 + j;
       const bool valid = key < e;
-      size_t off = 0;
-      if (valid) {
-        off = (static_cast<size_t>(table[key / kKvBlockSize]) * kKvBlockSize + key % kKvBlockSize) *
-                  slot_stride +
-              static_cast<size_t>(kvh) * kD + ch * 8;
-      }
+      const size_t off = valid ? detail::PagedKvOffset<kD>(table, key, kvh, slot_stride, ch) : 0;
       CpAsync16(k_dst + wgmma::Swizzled128(j, ch), k_cache + off, valid);
       CpAsync16(v_dst + wgmma::Swizzled128(j, ch), v_cache + off, valid);
     }
@@ -304,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   float o[32];
 #pragma unroll
   for (int i = 0; i < 32; ++i) o[i] = 0.0f;
-  RowState st{NegInf(), NegInf(), 0.0f, 0.0f};
+  detail::SoftmaxRows st{NegInf(), NegInf(), 0.0f, 0.0f};
   float s[64];
   uint32_t p[8][4];
   float alpha_lo, alpha_hi;
@@ -319,9 +238,9 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
       WgmmaCommit();
       WgmmaWait<0>();
       FenceRegisters(s);
-      SoftmaxTile(s, p, st, alpha_lo, alpha_hi, all_visible(it), b + it * kTileKeys, e, pos_lo,
-                  pos_hi, t4, scale_log2);
-      ScaleO(o, alpha_lo, alpha_hi);
+      SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible(it), b + it * kTileKeys, e, pos_lo,
+                 pos_hi, t4, scale_log2);
+      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
       FenceRegisters(o);  // the scaling happens before the products read o
       WgmmaFence();
       issue_pv(o, p, it);
@@ -338,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
     WgmmaCommit();
     WgmmaWait<0>();
     FenceRegisters(s);
-    SoftmaxTile(s, p, st, alpha_lo, alpha_hi, all_visible(0), b, e, pos_lo, pos_hi, t4, scale_log2);
+    SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible(0), b, e, pos_lo, pos_hi, t4, scale_log2);
     // Tile it (< num_tiles - 1): its P V (from p_cur) runs under Q K^T and
     // the softmax of tile it + 1 (into p_next). Two P buffers alternate, so no
     // wgmma input register is redefined while a product may read it; the
@@ -348,7 +267,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
       tiles_landed();  // tile it + 1; both warpgroups done with tile it - 1's stage
       if (it + 2 < num_tiles) load_tile(it + 2);
       CpAsyncCommit();
-      ScaleO(o, alpha_lo, alpha_hi);
+      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
       FenceRegisters(o);  // the scaling happens before the products read o
       WgmmaFence();
       issue_qk(s, it + 1);
@@ -357,13 +276,13 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
       WgmmaCommit();
       WgmmaWait<1>();  // Q K^T of tile it + 1; P V of tile it may still run
       FenceRegisters(s);
-      SoftmaxTile(s, p_next, st, alpha_lo, alpha_hi, all_visible(it + 1), b + (it + 1) * kTileKeys,
-                  e, pos_lo, pos_hi, t4, scale_log2);
+      SoftmaxToP(s, p_next, st, alpha_lo, alpha_hi, all_visible(it + 1), b + (it + 1) * kTileKeys,
+                 e, pos_lo, pos_hi, t4, scale_log2);
       WgmmaWait<0>();
       FenceRegisters(o);
     };
     auto last_step = [&](int it, const uint32_t(&p_cur)[8][4]) {
-      ScaleO(o, alpha_lo, alpha_hi);
+      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
       FenceRegisters(o);  // the scaling happens before the products read o
       WgmmaFence();
       issue_pv(o, p_cur, it);
@@ -387,41 +306,9 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   }
   CpAsyncWait<0>();
 
-  float l_lo = st.l_lo, l_hi = st.l_hi;
-#pragma unroll
-  for (int offset = 1; offset < 4; offset <<= 1) {
-    l_lo += __shfl_xor_sync(0xffffffffu, l_lo, offset);
-    l_hi += __shfl_xor_sync(0xffffffffu, l_hi, offset);
-  }
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int row = row0 + my_row + half * 8;
-    if (row >= num_rows) continue;
-    const size_t token = tok_begin + row / gqa;
-    const size_t head = static_cast<size_t>(kvh) * gqa + row % gqa;
-    const size_t out_row = token * num_heads + head;
-    const float l = half ? l_hi : l_lo;
-    const float m = half ? st.m_hi : st.m_lo;
-    const float inv_l = l > 0.0f ? 1.0f / l : 0.0f;
-    if (out_bf16 != nullptr) {
-      __nv_bfloat162* dst = reinterpret_cast<__nv_bfloat162*>(out_bf16 + out_row * kD);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        dst[4 * i + t4] =
-            __floats2bfloat162_rn(o[4 * i + 2 * half] * inv_l, o[4 * i + 2 * half + 1] * inv_l);
-      }
-    } else {
-      const size_t part_row = static_cast<size_t>(split) * num_tokens * num_heads + out_row;
-      float2* dst = reinterpret_cast<float2*>(o_part + part_row * kD);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        dst[4 * i + t4] = make_float2(o[4 * i + 2 * half] * inv_l, o[4 * i + 2 * half + 1] * inv_l);
-      }
-      if (t4 == 0) {
-        lse_part[part_row] = l > 0.0f ? (m * scale_log2 + log2f(l)) * kLn2 : NegInf();
-      }
-    }
-  }
+  detail::WriteGroupRows<kD>(
+      o, st, row0 + my_row, t4, scale_log2,
+      {o_part, lse_part, out_bf16, num_tokens, num_heads, split, tok_begin, num_rows, kvh, gqa});
 #endif  // ARBOR_HAVE_WGMMA
 }
 
