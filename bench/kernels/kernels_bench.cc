@@ -300,6 +300,27 @@ void BenchSharedPrefix() {
       AddBandwidthRow("  cascade: merge" + with, std::to_string(parts) + " parts",
                       TimeMs(merge_stage),
                       parts * rows * (kHeadDim + 1) * 4.0 + rows * kHeadDim * 2.0);
+      // The longest prompt's prefix stage at other split counts than the
+      // plan's, to check PlanGroupAttentionSplits against (the merge grows
+      // with the splits: rows above).
+      if (prefix == 16384) {
+        constexpr int kMaxSplits = 32;
+        DeviceBuffer sweep_o(size_t{kMaxSplits} * rows * kHeadDim * 4),
+            sweep_lse(size_t{kMaxSplits} * rows * 4);
+        for (int splits : {4, 8, 16, kMaxSplits}) {
+          if (splits == prefix_plan.num_splits) continue;
+          const int split_len = prefix / splits;
+          const double split_ms = TimeMs([&] {
+            CHECK_KERNEL(GroupAttentionPartial(
+                q.as<Bf16>(), d_pos.as<int32_t>(), d_gstarts.as<int32_t>(), d_tables.as<int32_t>(),
+                d_glen.as<int32_t>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(), sweep_o.as<float>(),
+                sweep_lse.as<float>(), branches, 1, branches, shape, split_len, splits, nullptr));
+          });
+          AddFlopRow("    prefix stage" + with,
+                     shape_text + " (" + std::to_string(splits) + " splits, not the plan's)",
+                     split_ms, 4.0 * kHeadDim * kHeads * branches * prefix);
+        }
+      }
     }
     SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
     std::printf(
