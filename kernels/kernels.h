@@ -63,8 +63,9 @@ enum class GroupAttentionKernel {
   kWgmmaOverlap,  // sm_90 warpgroup MMA, P V under the next tile's Q K^T and softmax
 };
 // Process-wide choice of the kernel above, for launches (and split plans)
-// made after the call. Default kMmaSync: the wgmma kernels are not yet
-// measured on a GPU (docs/KERNELS.md).
+// made after the call; for benchmarks and tests, not to be changed while
+// another thread plans or launches attention. Default kMmaSync: the wgmma
+// kernels are not yet measured on a GPU (docs/KERNELS.md).
 void SetGroupAttentionKernel(GroupAttentionKernel kernel);
 
 // ---- Elementwise / normalisation ------------------------------------------
