@@ -19,21 +19,30 @@ const char* KernelStatus::message() const {
   return cudaGetErrorString(static_cast<cudaError_t>(code_));
 }
 
-int DeviceSmCount() {
+DeviceCapability CurrentDeviceCapability() {
   static thread_local int cached_device = -1;
-  static thread_local int cached_count = 0;
+  static thread_local DeviceCapability cached;
   int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  if (cudaGetDevice(&device) != cudaSuccess) return DeviceCapability{};
   if (device != cached_device) {
-    int count = 1;
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      count = 1;
+    DeviceCapability c;
+    int value = 0;
+    if (cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device) == cudaSuccess) {
+      c.sm_count = std::max(value, 1);
+    }
+    if (cudaDeviceGetAttribute(&value, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess) {
+      c.major = value;
+    }
+    if (cudaDeviceGetAttribute(&value, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess) {
+      c.minor = value;
     }
     cached_device = device;
-    cached_count = std::max(count, 1);
+    cached = c;
   }
-  return cached_count;
+  return cached;
 }
+
+int DeviceSmCount() { return CurrentDeviceCapability().sm_count; }
 
 namespace {
 std::atomic<bool> dependent_launch_requested{true};
@@ -42,19 +51,8 @@ std::atomic<bool> dependent_launch_requested{true};
 void SetDependentLaunch(bool enabled) { dependent_launch_requested.store(enabled); }
 
 bool DependentLaunchEnabled() {
-  if (!dependent_launch_requested.load(std::memory_order_relaxed)) return false;
-  static thread_local int cached_device = -1;
-  static thread_local bool cached_capable = false;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (device != cached_device) {
-    int major = 0;
-    cached_capable =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-        major >= 9;
-    cached_device = device;
-  }
-  return cached_capable;
+  return dependent_launch_requested.load(std::memory_order_relaxed) &&
+         CurrentDeviceCapability().major >= 9;
 }
 
 namespace {

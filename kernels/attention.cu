@@ -9,7 +9,6 @@
 //    so K/V are read once per group and KV head: the shared-prefix (cascade)
 //    stage and causal prefill.
 //  - MergeKernel: log-sum-exp merge of partial states.
-#include <mutex>
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
@@ -576,22 +575,8 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
                               const AttentionShape& s, float scale_log2, int split_len,
                               int tiles_per_group) {
   constexpr size_t kSmem = GroupSmemBytes<D, kWarps>();
-  // The attribute is per device; set it for each device this process uses.
-  static std::mutex mu;
-  static int configured_mask = 0;
-  int device = 0;
-  cudaError_t error = cudaGetDevice(&device);
+  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionMmaKernel<D, kWarps>>(kSmem);
   if (error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (device < 31 && !(configured_mask & (1 << device))) {
-      error = cudaFuncSetAttribute(GroupAttentionMmaKernel<D, kWarps>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(kSmem));
-      if (error != cudaSuccess) return error;
-      configured_mask |= 1 << device;
-    }
-  }
   detail::LaunchKernel(GroupAttentionMmaKernel<D, kWarps>, grid, kWarps * 32, kSmem, stream, q,
                        positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
                        lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
@@ -653,8 +638,9 @@ cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_pa
   return cudaGetLastError();
 }
 
-GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape) {
-  switch (KernelFor(shape)) {
+namespace {
+GroupAttentionGeometry GeometryOf(GroupAttentionKernel kernel) {
+  switch (kernel) {
     case GroupAttentionKernel::kWgmma:
       return {kSm90GroupRows, Sm90CtasPerSm(false), kSm90TileKeys};
     case GroupAttentionKernel::kWgmmaOverlap:
@@ -663,6 +649,11 @@ GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape) {
       break;
   }
   return {16 * kGroupWarps, kGroupCtasPerSm, kGroupKeys};
+}
+}  // namespace
+
+GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape) {
+  return GeometryOf(KernelFor(shape));
 }
 
 cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
@@ -680,7 +671,7 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   if (num_tokens == 0 || num_groups == 0 || max_group_tokens == 0) return cudaSuccess;
   const int gqa = shape.num_heads / shape.num_kv_heads;
   const GroupAttentionKernel kernel = KernelFor(shape);
-  const int rows_per_cta = GroupAttentionGeometryFor(shape).rows_per_cta;
+  const int rows_per_cta = GeometryOf(kernel).rows_per_cta;
   const int tiles_per_group = (max_group_tokens * gqa + rows_per_cta - 1) / rows_per_cta;
   const long long ctas_x = static_cast<long long>(tiles_per_group) * num_groups;
   if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;

@@ -11,7 +11,6 @@
 //              already its A fragments), V N-major from shared memory.
 // Two CTAs per SM, so one warpgroup's softmax runs while another's products
 // occupy the tensor cores.
-#include <mutex>
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
@@ -24,8 +23,6 @@ namespace {
 using detail::CpAsync16;
 using detail::CpAsyncCommit;
 using detail::CpAsyncWait;
-using detail::FastExp2;
-using detail::kLn2;
 using detail::NegInf;
 using detail::PackBf16;
 
@@ -315,20 +312,9 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
 }  // namespace
 
 bool Sm90GroupAttentionSupported(int head_dim) {
-  if (head_dim != kD) return false;
-  static thread_local int cached_device = -1;
-  static thread_local bool cached_capable = false;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (device != cached_device) {
-    int major = 0, minor = 0;
-    cached_capable =
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-        major == 9 && minor == 0;  // the fatbinary's sm_90a code runs on 9.0 only
-    cached_device = device;
-  }
-  return cached_capable;
+  const DeviceCapability c = CurrentDeviceCapability();
+  // The fatbinary's sm_90a code runs on compute capability 9.0 only.
+  return head_dim == kD && c.major == 9 && c.minor == 0;
 }
 
 namespace {
@@ -340,22 +326,8 @@ cudaError_t LaunchSm90(dim3 grid, cudaStream_t stream, const Bf16* q, const int3
                        const AttentionShape& s, float scale_log2, int split_len,
                        int tiles_per_group) {
   constexpr size_t kSmem = SmemBytesOf(kOverlap);
-  // The attribute is per device; set it for each device this process uses.
-  static std::mutex mu;
-  static int configured_mask = 0;
-  int device = 0;
-  cudaError_t error = cudaGetDevice(&device);
+  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionSm90Kernel<kOverlap>>(kSmem);
   if (error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (device < 31 && !(configured_mask & (1 << device))) {
-      error = cudaFuncSetAttribute(GroupAttentionSm90Kernel<kOverlap>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   static_cast<int>(kSmem));
-      if (error != cudaSuccess) return error;
-      configured_mask |= 1 << device;
-    }
-  }
   detail::LaunchKernel(GroupAttentionSm90Kernel<kOverlap>, grid, kThreads, kSmem, stream, q,
                        positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
                        lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,

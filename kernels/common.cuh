@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <mutex>
 #include <utility>
 
 #include "kernels/kernels.h"
@@ -177,6 +178,23 @@ inline void LaunchKernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_
   config.attrs = attribute;
   config.numAttrs = DependentLaunchEnabled() ? 1 : 0;
   (void)cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+}
+
+// Lets kKernel use `bytes` of dynamic shared memory on the current device
+// (the attribute is per device: set once for each device the process uses).
+template <auto kKernel>
+cudaError_t AllowDynamicSmem(size_t bytes) {
+  static std::mutex mu;
+  static unsigned configured_mask = 0;
+  int device = 0;
+  const cudaError_t error = cudaGetDevice(&device);
+  if (error != cudaSuccess) return error;
+  std::lock_guard<std::mutex> lock(mu);
+  if (device >= 32 || (configured_mask & (1u << device))) return cudaSuccess;
+  const cudaError_t set = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(bytes));
+  if (set == cudaSuccess) configured_mask |= 1u << device;
+  return set;
 }
 
 inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

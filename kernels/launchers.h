@@ -119,6 +119,14 @@ cudaError_t LaunchSampleTokens(const float* logits,         // [num_rows, vocab]
                                void* workspace,  // SampleWorkspaceBytes(num_rows, vocab)
                                cudaStream_t stream);
 
+// What the launchers need to know of the current device (cached per device
+// and thread); a failed query leaves the defaults.
+struct DeviceCapability {
+  int sm_count = 1;
+  int major = 0, minor = 0;  // compute capability
+};
+DeviceCapability CurrentDeviceCapability();
+
 // Number of SMs of the current device (cached per device).
 int DeviceSmCount();
 
