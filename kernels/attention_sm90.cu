@@ -167,20 +167,34 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
       detail::SplitKeyRange(row_pos, kSm90GroupRows, split, split_len, kv_len[group]);
   const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
+  // Each thread copies 16-byte chunk `ch` of keys j0 + kKeysPerPass * i of
+  // every tile: its swizzled destinations and its K/V column offsets are
+  // fixed, so a pass costs a block-table lookup and the slot's offset (the
+  // copies were most of the loop's instructions when recomputed per chunk).
+  constexpr int kKeysPerPass = kThreads / kChunks, kPasses = kTileKeys / kKeysPerPass;
+  static_assert(kKeysPerPass % 8 == 0, "a pass keeps the row's swizzle phase");
   const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;
-  const size_t slot_stride = static_cast<size_t>(num_kv_heads) * kD;
+  const uint32_t slot_stride = static_cast<uint32_t>(num_kv_heads) * kD;
+  const int ch = threadIdx.x % kChunks, j0 = threadIdx.x / kChunks;
+  const uint32_t dst0 = wgmma::Swizzled128(j0, ch);
+  const uint32_t col = kvh * kD + ch * 8;
   auto k_tile = [&](int it) { return kv_smem + (it % kStages) * 2 * kTileBytes; };
   auto v_tile = [&](int it) { return k_tile(it) + kTileBytes; };
   auto load_tile = [&](int it) {
-    const int key0 = b + it * kTileKeys;
-    const uint32_t k_dst = k_tile(it), v_dst = v_tile(it);
-    for (int i = threadIdx.x; i < kTileKeys * kChunks; i += kThreads) {
-      const int j = i / kChunks, ch = i % kChunks;
-      const int key = key0 + j;
-      const bool valid = key < e;
-      const size_t off = valid ? detail::PagedKvOffset<kD>(table, key, kvh, slot_stride, ch) : 0;
-      CpAsync16(k_dst + wgmma::Swizzled128(j, ch), k_cache + off, valid);
-      CpAsync16(v_dst + wgmma::Swizzled128(j, ch), v_cache + off, valid);
+    const int key_base = b + it * kTileKeys + j0;
+    const uint32_t k_dst = k_tile(it) + dst0, v_dst = k_dst + kTileBytes;
+#pragma unroll 2  // two lookups in flight (all four spill registers)
+    for (int i = 0; i < kPasses; ++i) {
+      const uint32_t key = key_base + i * kKeysPerPass;  // >= 0
+      const bool valid = key < static_cast<uint32_t>(e);
+      const uint32_t slot =
+          valid ? static_cast<uint32_t>(table[key / kKvBlockSize]) * kKvBlockSize +
+                      key % kKvBlockSize
+                : 0;
+      const uint64_t off = static_cast<uint64_t>(slot) * slot_stride + col;
+      const uint32_t dst = i * kKeysPerPass * kRowBytes;
+      CpAsync16(k_dst + dst, k_cache + off, valid);
+      CpAsync16(v_dst + dst, v_cache + off, valid);
     }
   };
   // Waits for every copy this thread issued, then for the whole CTA: the
