@@ -3,14 +3,16 @@
 // the same online softmax as GroupAttentionMmaKernel (attention.cu), which stays
 // the path for other head sizes and GPUs.
 //
-// A CTA is two warpgroups of 64 query rows each. K/V tiles of 128 keys land
-// in shared memory by cp.async (paged KV rules out one TMA box per tile) in
-// the 128-byte-swizzled layout wgmma reads without bank conflicts:
+// A CTA is kWarpgroups warpgroups of 64 query rows each. K/V tiles of 128
+// keys land in shared memory by cp.async (paged KV rules out one TMA box per
+// tile) in the 128-byte-swizzled layout wgmma reads without bank conflicts:
 //   S = Q K^T  wgmma m64n128k16, Q and K both K-major from shared memory;
 //   O += P V   wgmma m64n64k16, P from registers (the S accumulators are
 //              already its A fragments), V N-major from shared memory.
-// Two CTAs per SM, so one warpgroup's softmax runs while another's products
-// occupy the tensor cores.
+// Each warpgroup runs one product at a time; the tensor cores stay busy
+// through the other warpgroups on the SM. Two variants (attention_sm90.h):
+// two warpgroups, two stages, two CTAs per SM; or four warpgroups sharing
+// each K/V tile (half the copies per row), four stages, one CTA per SM.
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
@@ -29,17 +31,16 @@ using detail::PackBf16;
 constexpr int kD = 64;
 constexpr int kRowBytes = wgmma::kRowBytes;  // one swizzled row per key or query row
 static_assert(kRowBytes == kD * 2);
-constexpr int kWarpgroups = 2;
-constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kTileKeys = kSm90TileKeys;
-constexpr int kQBytes = kSm90GroupRows * kRowBytes;
 constexpr int kTileBytes = kTileKeys * kRowBytes;
-__host__ __device__ constexpr int StagesOf(bool overlap) { return overlap ? 3 : 2; }
+constexpr int ThreadsOf(int warpgroups) { return 128 * warpgroups; }
+// Two stages hold two CTAs per SM in shared memory; a lone CTA goes deeper.
+constexpr int StagesOf(int warpgroups) { return Sm90CtasPerSm(warpgroups) == 2 ? 2 : 4; }
 // 1024 bytes of slack: swizzled tiles must start on a 1024-byte boundary.
-constexpr size_t SmemBytesOf(bool overlap) {
-  return 1024 + kQBytes + StagesOf(overlap) * 2 * kTileBytes + kSm90GroupRows * sizeof(int);
+constexpr size_t SmemBytesOf(int warpgroups) {
+  return 1024 + Sm90RowsPerCta(warpgroups) * (kRowBytes + sizeof(int)) +
+         StagesOf(warpgroups) * 2 * kTileBytes;
 }
-static_assert(kSm90GroupRows == 64 * kWarpgroups);
 static_assert(kTileKeys == 128, "S = Q K^T is one m64n128 product per k-step");
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -120,12 +121,8 @@ __device__ __forceinline__ void SoftmaxToP(float (&s)[64], uint32_t (&p)[8][4],
 }
 #endif  // ARBOR_HAVE_WGMMA
 
-// kOverlap: each warpgroup issues the next tile's Q K^T and this tile's P V
-// together and computes the next softmax while P V runs (three K/V stages, one
-// CTA per SM for the registers); otherwise one product at a time (two
-// stages, two CTAs per SM).
-template <bool kOverlap>
-__global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
+template <int kWarpgroups>
+__global__ void __launch_bounds__(ThreadsOf(kWarpgroups), Sm90CtasPerSm(kWarpgroups))
     GroupAttentionSm90Kernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ group_starts,
                              const int32_t* __restrict__ block_tables,
@@ -135,26 +132,28 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
                              int num_tokens, int num_heads, int num_kv_heads, int max_blocks,
                              float scale_log2, int split_len, int tiles_per_group, int gqa) {
 #ifdef ARBOR_HAVE_WGMMA
-  constexpr int kStages = StagesOf(kOverlap);
+  constexpr int kThreads = ThreadsOf(kWarpgroups), kRows = Sm90RowsPerCta(kWarpgroups);
+  constexpr int kStages = StagesOf(kWarpgroups);
   detail::AwaitPriorKernels();
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
   const uint32_t q_smem = (raw_addr + 1023) & ~1023u;
-  const uint32_t kv_smem = q_smem + kQBytes;  // [stage][K | V] tiles
-  int* row_pos =
-      reinterpret_cast<int*>(smem_raw + (q_smem - raw_addr) + kQBytes + kStages * 2 * kTileBytes);
+  const uint32_t kv_smem = q_smem + kRows * kRowBytes;  // [stage][K | V] tiles
+  int* row_pos = reinterpret_cast<int*>(smem_raw + (kv_smem - raw_addr) + kStages * 2 * kTileBytes);
 
   const int group = blockIdx.x / tiles_per_group, tile = blockIdx.x % tiles_per_group;
   const int kvh = blockIdx.y, split = blockIdx.z;
   const int tok_begin = group_starts[group], tok_end = group_starts[group + 1];
   const int num_rows = (tok_end - tok_begin) * gqa;
-  const int row0 = tile * kSm90GroupRows;
+  const int row0 = tile * kRows;
   if (row0 >= num_rows) return;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31;
   const int gq = lane >> 2, t4 = lane & 3;
+  // A warpgroup whose rows are all padding copies tiles but skips the math.
+  const bool wg_has_rows = row0 + wg * 64 < num_rows;
 
-  detail::LoadRowPositions(row_pos, kSm90GroupRows, positions, tok_begin, row0, num_rows, gqa);
-  for (int i = threadIdx.x; i < kSm90GroupRows * kChunks; i += kThreads) {
+  detail::LoadRowPositions(row_pos, kRows, positions, tok_begin, row0, num_rows, gqa);
+  for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
     const int r = i / kChunks, ch = i % kChunks;
     CpAsync16(q_smem + wgmma::Swizzled128(r, ch),
               detail::QueryChunk<kD>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
@@ -164,7 +163,7 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   __syncthreads();  // row_pos
 
   const detail::SplitKeys keys =
-      detail::SplitKeyRange(row_pos, kSm90GroupRows, split, split_len, kv_len[group]);
+      detail::SplitKeyRange(row_pos, kRows, split, split_len, kv_len[group]);
   const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
   // Each thread copies 16-byte chunk `ch` of keys j0 + kKeysPerPass * i of
@@ -180,54 +179,34 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   const uint32_t col = kvh * kD + ch * 8;
   auto k_tile = [&](int it) { return kv_smem + (it % kStages) * 2 * kTileBytes; };
   auto v_tile = [&](int it) { return k_tile(it) + kTileBytes; };
-  auto load_tile = [&](int it) {
-    const int key_base = b + it * kTileKeys + j0;
-    const uint32_t k_dst = k_tile(it) + dst0, v_dst = k_dst + kTileBytes;
-#pragma unroll 2  // two lookups in flight (all four spill registers)
-    for (int i = 0; i < kPasses; ++i) {
-      const uint32_t key = key_base + i * kKeysPerPass;  // >= 0
-      const bool valid = key < static_cast<uint32_t>(e);
-      const uint32_t slot =
-          valid ? static_cast<uint32_t>(table[key / kKvBlockSize]) * kKvBlockSize +
-                      key % kKvBlockSize
-                : 0;
-      const uint64_t off = static_cast<uint64_t>(slot) * slot_stride + col;
-      const uint32_t dst = i * kKeysPerPass * kRowBytes;
-      CpAsync16(k_dst + dst, k_cache + off, valid);
-      CpAsync16(v_dst + dst, v_cache + off, valid);
-    }
-  };
-  // Waits for every copy this thread issued, then for the whole CTA: the
-  // tiles loaded so far are visible to wgmma, and every warpgroup is past
-  // the products issued before.
-  auto tiles_landed = [] {
-    CpAsyncWait<0>();
-    FenceSharedForAsyncProxy();
-    __syncthreads();
-  };
   const int num_tiles = b < e ? (e - b + kTileKeys - 1) / kTileKeys : 0;
-  if (num_tiles > 0) load_tile(0);
-  CpAsyncCommit();
+  // Tile `it`'s copies as one commit group; an empty group past the last
+  // tile, so that the groups pending always count the same.
+  auto load_tile = [&](int it) {
+    if (it < num_tiles) {
+      const int key_base = b + it * kTileKeys + j0;
+      const uint32_t k_dst = k_tile(it) + dst0, v_dst = k_dst + kTileBytes;
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const uint32_t key = key_base + i * kKeysPerPass;  // >= 0
+        const bool valid = key < static_cast<uint32_t>(e);
+        const uint32_t slot =
+            valid ? static_cast<uint32_t>(table[key / kKvBlockSize]) * kKvBlockSize +
+                        key % kKvBlockSize
+                  : 0;
+        const uint64_t off = static_cast<uint64_t>(slot) * slot_stride + col;
+        const uint32_t dst = i * kKeysPerPass * kRowBytes;
+        CpAsync16(k_dst + dst, k_cache + off, valid);
+        CpAsync16(v_dst + dst, v_cache + off, valid);
+      }
+    }
+    CpAsyncCommit();
+  };
+  for (int it = 0; it < kStages - 1; ++it) load_tile(it);
 
   const int my_row = wg * 64 + warp * 16 + gq;  // rows my_row (lo) and my_row + 8 (hi)
   const int pos_lo = row_pos[my_row], pos_hi = row_pos[my_row + 8];
   const uint32_t q_wg = q_smem + wg * 64 * kRowBytes;
-  auto all_visible = [&](int it) {
-    const int key0 = b + it * kTileKeys;
-    return key0 + kTileKeys <= e && key0 + kTileKeys - 1 <= min_pos;
-  };
-  auto issue_qk = [&](float(&s)[64], int it) {
-#pragma unroll
-    for (int kk = 0; kk < kD / 16; ++kk) {
-      WgmmaQk(s, wgmma::KMajorStepDesc(q_wg, kk), wgmma::KMajorStepDesc(k_tile(it), kk), kk);
-    }
-  };
-  auto issue_pv = [&](float(&o)[32], const uint32_t(&p)[8][4], int it) {
-#pragma unroll
-    for (int ks = 0; ks < 8; ++ks) {
-      WgmmaPv(o, p[ks], wgmma::NMajorStepDesc(v_tile(it), ks));
-    }
-  };
 
   // Accumulator layout (per 8-column chunk i): [4i], [4i+1] row lo, columns
   // 8i + 2 t4 + {0, 1}; [4i+2], [4i+3] row hi.
@@ -239,81 +218,35 @@ __global__ void __launch_bounds__(kThreads, Sm90CtasPerSm(kOverlap))
   uint32_t p[8][4];
   float alpha_lo, alpha_hi;
 
-  if constexpr (!kOverlap) {
-    for (int it = 0; it < num_tiles; ++it) {
-      tiles_landed();  // tile it; both warpgroups done with tile it - 1's stage
-      if (it + 1 < num_tiles) load_tile(it + 1);
-      CpAsyncCommit();
-      WgmmaFence();
-      issue_qk(s, it);
-      WgmmaCommit();
-      WgmmaWait<0>();
-      FenceRegisters(s);
-      SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible(it), b + it * kTileKeys, e, pos_lo,
-                 pos_hi, t4, scale_log2);
-      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
-      FenceRegisters(o);  // the scaling happens before the products read o
-      WgmmaFence();
-      issue_pv(o, p, it);
-      WgmmaCommit();
-      WgmmaWait<0>();
-      FenceRegisters(o);
-    }
-  } else if (num_tiles > 0) {
-    tiles_landed();
-    if (num_tiles > 1) load_tile(1);
-    CpAsyncCommit();
+  for (int it = 0; it < num_tiles; ++it) {
+    // Tile it has landed and is visible to wgmma (at most kStages - 2 newer
+    // groups pending); every warpgroup is past tile it - 1, whose stage the
+    // copies of tile it + kStages - 1 overwrite.
+    CpAsyncWait<kStages - 2>();
+    FenceSharedForAsyncProxy();
+    __syncthreads();
+    load_tile(it + kStages - 1);
+    if (!wg_has_rows) continue;
+    const int key0 = b + it * kTileKeys;
     WgmmaFence();
-    issue_qk(s, 0);
+#pragma unroll
+    for (int kk = 0; kk < kD / 16; ++kk) {
+      WgmmaQk(s, wgmma::KMajorStepDesc(q_wg, kk), wgmma::KMajorStepDesc(k_tile(it), kk), kk);
+    }
     WgmmaCommit();
     WgmmaWait<0>();
     FenceRegisters(s);
-    SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible(0), b, e, pos_lo, pos_hi, t4, scale_log2);
-    // Tile it (< num_tiles - 1): its P V (from p_cur) runs under Q K^T and
-    // the softmax of tile it + 1 (into p_next). Two P buffers alternate, so no
-    // wgmma input register is redefined while a product may read it; the
-    // commit groups are the same every step, so ptxas can see that waiting
-    // for all but the newest group completes Q K^T.
-    auto step = [&](int it, const uint32_t(&p_cur)[8][4], uint32_t(&p_next)[8][4]) {
-      tiles_landed();  // tile it + 1; both warpgroups done with tile it - 1's stage
-      if (it + 2 < num_tiles) load_tile(it + 2);
-      CpAsyncCommit();
-      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
-      FenceRegisters(o);  // the scaling happens before the products read o
-      WgmmaFence();
-      issue_qk(s, it + 1);
-      WgmmaCommit();
-      issue_pv(o, p_cur, it);
-      WgmmaCommit();
-      WgmmaWait<1>();  // Q K^T of tile it + 1; P V of tile it may still run
-      FenceRegisters(s);
-      SoftmaxToP(s, p_next, st, alpha_lo, alpha_hi, all_visible(it + 1), b + (it + 1) * kTileKeys,
-                 e, pos_lo, pos_hi, t4, scale_log2);
-      WgmmaWait<0>();
-      FenceRegisters(o);
-    };
-    auto last_step = [&](int it, const uint32_t(&p_cur)[8][4]) {
-      detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
-      FenceRegisters(o);  // the scaling happens before the products read o
-      WgmmaFence();
-      issue_pv(o, p_cur, it);
-      WgmmaCommit();
-      WgmmaWait<0>();
-      FenceRegisters(o);
-    };
-    uint32_t p_alt[8][4];
-    for (int it = 0;; it += 2) {
-      if (it + 1 >= num_tiles) {
-        last_step(it, p);
-        break;
-      }
-      step(it, p, p_alt);
-      if (it + 2 >= num_tiles) {
-        last_step(it + 1, p_alt);
-        break;
-      }
-      step(it + 1, p_alt, p);
-    }
+    const bool all_visible = key0 + kTileKeys <= e && key0 + kTileKeys - 1 <= min_pos;
+    SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible, key0, e, pos_lo, pos_hi, t4,
+               scale_log2);
+    detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
+    FenceRegisters(o);  // the scaling happens before the products read o
+    WgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks) WgmmaPv(o, p[ks], wgmma::NMajorStepDesc(v_tile(it), ks));
+    WgmmaCommit();
+    WgmmaWait<0>();
+    FenceRegisters(o);
   }
   CpAsyncWait<0>();
 
@@ -332,17 +265,18 @@ bool Sm90GroupAttentionSupported(int head_dim) {
 }
 
 namespace {
-template <bool kOverlap>
+template <int kWarpgroups>
 cudaError_t LaunchSm90(dim3 grid, cudaStream_t stream, const Bf16* q, const int32_t* positions,
                        const int32_t* group_starts, const int32_t* block_tables,
                        const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
                        float* o_part, float* lse_part, Bf16* out_bf16, int num_tokens,
                        const AttentionShape& s, float scale_log2, int split_len,
                        int tiles_per_group) {
-  constexpr size_t kSmem = SmemBytesOf(kOverlap);
-  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionSm90Kernel<kOverlap>>(kSmem);
+  constexpr size_t kSmem = SmemBytesOf(kWarpgroups);
+  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionSm90Kernel<kWarpgroups>>(kSmem);
   if (error != cudaSuccess) return error;
-  detail::LaunchKernel(GroupAttentionSm90Kernel<kOverlap>, grid, kThreads, kSmem, stream, q,
+  detail::LaunchKernel(GroupAttentionSm90Kernel<kWarpgroups>, grid, ThreadsOf(kWarpgroups), kSmem,
+                       stream, q,
                        positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
                        lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
                        scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
@@ -350,14 +284,15 @@ cudaError_t LaunchSm90(dim3 grid, cudaStream_t stream, const Bf16* q, const int3
 }
 }  // namespace
 
-cudaError_t LaunchGroupAttentionSm90(bool overlap, dim3 grid, cudaStream_t stream, const Bf16* q,
+cudaError_t LaunchGroupAttentionSm90(int warpgroups, dim3 grid, cudaStream_t stream, const Bf16* q,
                                      const int32_t* positions, const int32_t* group_starts,
                                      const int32_t* block_tables, const int32_t* kv_len,
                                      const Bf16* k_cache, const Bf16* v_cache, float* o_part,
                                      float* lse_part, Bf16* out_bf16, int num_tokens,
                                      const AttentionShape& s, float scale_log2, int split_len,
                                      int tiles_per_group) {
-  return (overlap ? LaunchSm90<true> : LaunchSm90<false>)(grid, stream, q, positions, group_starts,
+  if (warpgroups != 2 && warpgroups != 4) return cudaErrorInvalidValue;
+  return (warpgroups == 4 ? LaunchSm90<4> : LaunchSm90<2>)(grid, stream, q, positions, group_starts,
                                                           block_tables, kv_len, k_cache, v_cache,
                                                           o_part, lse_part, out_bf16, num_tokens, s,
                                                           scale_log2, split_len, tiles_per_group);

@@ -35,16 +35,22 @@ __device__ __forceinline__ const Bf16* QueryChunk(const Bf16* __restrict__ q, in
 
 // The keys of a split, [begin, end), with end cut at the largest position of
 // the CTA's rows, and the smallest position of a real row (padding rows hold
-// -1 and are never written).
+// -1 and are never written). Every lane of the calling warp must call it:
+// the lanes scan a slice of the rows each and combine by shuffles.
 struct SplitKeys {
   int begin, end, min_pos;
 };
 __device__ __forceinline__ SplitKeys SplitKeyRange(const int* row_pos, int cta_rows, int split,
                                                    int split_len, int kv_len) {
   int max_pos = -1, min_pos = 0x7fffffff;
-  for (int r = 0; r < cta_rows; ++r) {
+  for (int r = threadIdx.x & 31; r < cta_rows; r += 32) {
     max_pos = max(max_pos, row_pos[r]);
     if (row_pos[r] >= 0) min_pos = min(min_pos, row_pos[r]);
+  }
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    max_pos = max(max_pos, __shfl_xor_sync(0xffffffffu, max_pos, offset));
+    min_pos = min(min_pos, __shfl_xor_sync(0xffffffffu, min_pos, offset));
   }
   const int b = split * split_len;
   return {b, min(min(kv_len, b + split_len), max_pos + 1), min_pos};

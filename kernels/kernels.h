@@ -59,8 +59,8 @@ void SetDependentLaunch(bool enabled);
 // it is always kMmaSync.
 enum class GroupAttentionKernel {
   kMmaSync,       // mma.sync m16n8k16, 64-row CTAs: every GPU
-  kWgmma,         // sm_90 warpgroup MMA, 128-row CTAs, one product at a time
-  kWgmmaOverlap,  // sm_90 warpgroup MMA, P V under the next tile's Q K^T and softmax
+  kWgmma,         // sm_90 warpgroup MMA, 128-row CTAs, two per SM
+  kWgmmaWide,     // sm_90 warpgroup MMA, 256-row CTAs sharing each K/V tile, one per SM
 };
 // Process-wide choice of the kernel above, for launches (and split plans)
 // made after the call; for benchmarks and tests, not to be changed while

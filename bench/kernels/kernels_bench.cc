@@ -255,7 +255,7 @@ void BenchSharedPrefix() {
     for (const auto& [kernel, name] :
          {std::pair{GroupAttentionKernel::kMmaSync, "mma.sync"},
           std::pair{GroupAttentionKernel::kWgmma, "wgmma"},
-          std::pair{GroupAttentionKernel::kWgmmaOverlap, "wgmma overlap"}}) {
+          std::pair{GroupAttentionKernel::kWgmmaWide, "wgmma wide"}}) {
       SetGroupAttentionKernel(kernel);
       const SplitPlan prefix_plan = PlanGroupAttentionSplits(prefix, branches, 1, shape);
       const SplitPlan suffix_plan = PlanSplits(suffix, branches * kKvHeads, kKvBlockSize);
@@ -366,8 +366,8 @@ void BenchPrefill() {
     if (dim == 64) {  // where the wgmma kernels apply
       SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
       AddFlopRow("  prefill_attention, wgmma", shape_text, TimeMs(prefill), flops);
-      SetGroupAttentionKernel(GroupAttentionKernel::kWgmmaOverlap);
-      AddFlopRow("  prefill_attention, wgmma overlap", shape_text, TimeMs(prefill), flops);
+      SetGroupAttentionKernel(GroupAttentionKernel::kWgmmaWide);
+      AddFlopRow("  prefill_attention, wgmma wide", shape_text, TimeMs(prefill), flops);
       SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
     }
   }

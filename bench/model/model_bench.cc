@@ -254,7 +254,7 @@ SharedRun TimeSharedDecode(ModelBackend* backend, int prompt, int branches, int 
 constexpr std::pair<kernels::GroupAttentionKernel, const char*> kGroupKernels[] = {
     {kernels::GroupAttentionKernel::kMmaSync, "mma.sync"},
     {kernels::GroupAttentionKernel::kWgmma, "wgmma"},
-    {kernels::GroupAttentionKernel::kWgmmaOverlap, "wgmma overlap"}};
+    {kernels::GroupAttentionKernel::kWgmmaWide, "wgmma wide"}};
 
 struct SharedRow {
   int prompt = 0;
@@ -457,7 +457,7 @@ int Main() {
     row.blocks_if_copied = branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
     std::printf(
         "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s (wgmma %.0f, wgmma "
-        "overlap %.0f), plain %8.0f tok/s; %d KV blocks (per-branch copies: %d)\n",
+        "wide %.0f), plain %8.0f tok/s; %d KV blocks (per-branch copies: %d)\n",
         p, branches, shared_steps, row.cascade_tokens_per_s, row.cascade_by_kernel[1],
         row.cascade_by_kernel[2], row.plain_tokens_per_s, row.blocks_used, row.blocks_if_copied);
     std::fflush(stdout);

@@ -670,7 +670,7 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
 // other than 64) the wgmma ones run the mma.sync kernel.
 constexpr GroupAttentionKernel kGroupKernels[] = {GroupAttentionKernel::kMmaSync,
                                                   GroupAttentionKernel::kWgmma,
-                                                  GroupAttentionKernel::kWgmmaOverlap};
+                                                  GroupAttentionKernel::kWgmmaWide};
 
 // Selects a group-attention kernel for one scope.
 class ScopedGroupKernel {
