@@ -56,7 +56,7 @@ bool DependentLaunchEnabled() {
 }
 
 namespace {
-std::atomic<GroupAttentionKernel> group_attention_kernel{GroupAttentionKernel::kMmaSync};
+std::atomic<GroupAttentionKernel> group_attention_kernel{GroupAttentionKernel::kWgmma};
 }  // namespace
 
 void SetGroupAttentionKernel(GroupAttentionKernel kernel) { group_attention_kernel.store(kernel); }

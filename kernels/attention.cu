@@ -642,9 +642,7 @@ namespace {
 GroupAttentionGeometry GeometryOf(GroupAttentionKernel kernel) {
   switch (kernel) {
     case GroupAttentionKernel::kWgmma:
-      return {Sm90RowsPerCta(2), Sm90CtasPerSm(2), kSm90TileKeys};
-    case GroupAttentionKernel::kWgmmaWide:
-      return {Sm90RowsPerCta(4), Sm90CtasPerSm(4), kSm90TileKeys};
+      return {kSm90GroupRows, kSm90CtasPerSm, kSm90TileKeys};
     case GroupAttentionKernel::kMmaSync:
       break;
   }
@@ -678,10 +676,9 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
   const float scale_log2 = shape.scale * kLog2e;
   if (kernel != GroupAttentionKernel::kMmaSync) {
-    return LaunchGroupAttentionSm90(kernel == GroupAttentionKernel::kWgmmaWide ? 4 : 2, grid, stream, q,
-                                    positions, group_starts, block_tables, kv_len, k_cache, v_cache,
-                                    o_part, lse_part, out_bf16, num_tokens, shape, scale_log2,
-                                    split_len, tiles_per_group);
+    return LaunchGroupAttentionSm90(grid, stream, q, positions, group_starts, block_tables, kv_len,
+                                    k_cache, v_cache, o_part, lse_part, out_bf16, num_tokens, shape,
+                                    scale_log2, split_len, tiles_per_group);
   }
 #define ARBOR_GROUP(D)                                                                      \
   LaunchGroupForDim<D, kGroupWarps>(grid, stream, q, positions, group_starts, block_tables, \

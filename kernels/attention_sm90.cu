@@ -3,16 +3,17 @@
 // the same online softmax as GroupAttentionMmaKernel (attention.cu), which stays
 // the path for other head sizes and GPUs.
 //
-// A CTA is kWarpgroups warpgroups of 64 query rows each. K/V tiles of 128
+// A CTA is two warpgroups of 64 query rows each. K/V tiles of 128
 // keys land in shared memory by cp.async (paged KV rules out one TMA box per
 // tile) in the 128-byte-swizzled layout wgmma reads without bank conflicts:
 //   S = Q K^T  wgmma m64n128k16, Q and K both K-major from shared memory;
 //   O += P V   wgmma m64n64k16, P from registers (the S accumulators are
 //              already its A fragments), V N-major from shared memory.
 // Each warpgroup runs one product at a time; the tensor cores stay busy
-// through the other warpgroups on the SM. Two variants (attention_sm90.h):
-// two warpgroups, two stages, two CTAs per SM; or four warpgroups sharing
-// each K/V tile (half the copies per row), four stages, one CTA per SM.
+// through the other warpgroups on the SM: two CTAs of two warpgroups each,
+// at 128 registers and two K/V stages. (Measured and dropped on the H200,
+// docs/KERNELS.md: a product issued under the next tile's softmax, four
+// warpgroups sharing each tile, exp2 in paired bf16.)
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
@@ -33,14 +34,13 @@ constexpr int kRowBytes = wgmma::kRowBytes;  // one swizzled row per key or quer
 static_assert(kRowBytes == kD * 2);
 constexpr int kTileKeys = kSm90TileKeys;
 constexpr int kTileBytes = kTileKeys * kRowBytes;
-constexpr int ThreadsOf(int warpgroups) { return 128 * warpgroups; }
-// Two stages hold two CTAs per SM in shared memory; a lone CTA goes deeper.
-constexpr int StagesOf(int warpgroups) { return Sm90CtasPerSm(warpgroups) == 2 ? 2 : 4; }
+constexpr int kWarpgroups = 2;
+constexpr int kThreads = 128 * kWarpgroups;
+constexpr int kRows = kSm90GroupRows;
+constexpr int kStages = 2;
 // 1024 bytes of slack: swizzled tiles must start on a 1024-byte boundary.
-constexpr size_t SmemBytesOf(int warpgroups) {
-  return 1024 + Sm90RowsPerCta(warpgroups) * (kRowBytes + sizeof(int)) +
-         StagesOf(warpgroups) * 2 * kTileBytes;
-}
+constexpr size_t kSmemBytes = 1024 + kRows * (kRowBytes + sizeof(int)) + kStages * 2 * kTileBytes;
+static_assert(kRows == 64 * kWarpgroups);
 static_assert(kTileKeys == 128, "S = Q K^T is one m64n128 product per k-step");
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -121,8 +121,7 @@ __device__ __forceinline__ void SoftmaxToP(float (&s)[64], uint32_t (&p)[8][4],
 }
 #endif  // ARBOR_HAVE_WGMMA
 
-template <int kWarpgroups>
-__global__ void __launch_bounds__(ThreadsOf(kWarpgroups), Sm90CtasPerSm(kWarpgroups))
+__global__ void __launch_bounds__(kThreads, kSm90CtasPerSm)
     GroupAttentionSm90Kernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
                              const int32_t* __restrict__ group_starts,
                              const int32_t* __restrict__ block_tables,
@@ -132,8 +131,6 @@ __global__ void __launch_bounds__(ThreadsOf(kWarpgroups), Sm90CtasPerSm(kWarpgro
                              int num_tokens, int num_heads, int num_kv_heads, int max_blocks,
                              float scale_log2, int split_len, int tiles_per_group, int gqa) {
 #ifdef ARBOR_HAVE_WGMMA
-  constexpr int kThreads = ThreadsOf(kWarpgroups), kRows = Sm90RowsPerCta(kWarpgroups);
-  constexpr int kStages = StagesOf(kWarpgroups);
   detail::AwaitPriorKernels();
   extern __shared__ unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
@@ -237,8 +234,7 @@ __global__ void __launch_bounds__(ThreadsOf(kWarpgroups), Sm90CtasPerSm(kWarpgro
     WgmmaWait<0>();
     FenceRegisters(s);
     const bool all_visible = key0 + kTileKeys <= e && key0 + kTileKeys - 1 <= min_pos;
-    SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible, key0, e, pos_lo, pos_hi, t4,
-               scale_log2);
+    SoftmaxToP(s, p, st, alpha_lo, alpha_hi, all_visible, key0, e, pos_lo, pos_hi, t4, scale_log2);
     detail::ScaleRows<kD>(o, alpha_lo, alpha_hi);
     FenceRegisters(o);  // the scaling happens before the products read o
     WgmmaFence();
@@ -264,38 +260,20 @@ bool Sm90GroupAttentionSupported(int head_dim) {
   return head_dim == kD && c.major == 9 && c.minor == 0;
 }
 
-namespace {
-template <int kWarpgroups>
-cudaError_t LaunchSm90(dim3 grid, cudaStream_t stream, const Bf16* q, const int32_t* positions,
-                       const int32_t* group_starts, const int32_t* block_tables,
-                       const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
-                       float* o_part, float* lse_part, Bf16* out_bf16, int num_tokens,
-                       const AttentionShape& s, float scale_log2, int split_len,
-                       int tiles_per_group) {
-  constexpr size_t kSmem = SmemBytesOf(kWarpgroups);
-  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionSm90Kernel<kWarpgroups>>(kSmem);
-  if (error != cudaSuccess) return error;
-  detail::LaunchKernel(GroupAttentionSm90Kernel<kWarpgroups>, grid, ThreadsOf(kWarpgroups), kSmem,
-                       stream, q,
-                       positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
-                       lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
-                       scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
-  return cudaGetLastError();
-}
-}  // namespace
-
-cudaError_t LaunchGroupAttentionSm90(int warpgroups, dim3 grid, cudaStream_t stream, const Bf16* q,
+cudaError_t LaunchGroupAttentionSm90(dim3 grid, cudaStream_t stream, const Bf16* q,
                                      const int32_t* positions, const int32_t* group_starts,
                                      const int32_t* block_tables, const int32_t* kv_len,
                                      const Bf16* k_cache, const Bf16* v_cache, float* o_part,
                                      float* lse_part, Bf16* out_bf16, int num_tokens,
                                      const AttentionShape& s, float scale_log2, int split_len,
                                      int tiles_per_group) {
-  if (warpgroups != 2 && warpgroups != 4) return cudaErrorInvalidValue;
-  return (warpgroups == 4 ? LaunchSm90<4> : LaunchSm90<2>)(grid, stream, q, positions, group_starts,
-                                                          block_tables, kv_len, k_cache, v_cache,
-                                                          o_part, lse_part, out_bf16, num_tokens, s,
-                                                          scale_log2, split_len, tiles_per_group);
+  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionSm90Kernel>(kSmemBytes);
+  if (error != cudaSuccess) return error;
+  detail::LaunchKernel(GroupAttentionSm90Kernel, grid, kThreads, kSmemBytes, stream, q, positions,
+                       group_starts, block_tables, kv_len, k_cache, v_cache, o_part, lse_part,
+                       out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2,
+                       split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
+  return cudaGetLastError();
 }
 
 }  // namespace arbor::kernels

@@ -11,22 +11,21 @@
 
 namespace arbor::kernels {
 
-// The sm_90 kernels: CTAs of `warpgroups` warpgroups (2: kWgmma, 4:
-// kWgmmaWide) of 64 query rows each, keys per shared-memory tile, and CTAs
-// resident per SM (two of the two-warpgroup kernel, at 128 registers and two
-// K/V stages each; one of the four-warpgroup kernel, at four stages).
+// Query rows per CTA of the sm_90 kernel (two warpgroups of 64), keys per
+// shared-memory tile, and CTAs resident per SM (128 registers, two K/V
+// stages each).
+inline constexpr int kSm90GroupRows = 128;
 inline constexpr int kSm90TileKeys = 128;
-constexpr int Sm90RowsPerCta(int warpgroups) { return 64 * warpgroups; }
-constexpr int Sm90CtasPerSm(int warpgroups) { return warpgroups == 2 ? 2 : 1; }
+inline constexpr int kSm90CtasPerSm = 2;
 
 // Whether the current device runs the sm_90 kernel for this head size
 // (compute capability 9.0 and head_dim 64; cached per device).
 bool Sm90GroupAttentionSupported(int head_dim);
 
 // grid: (tiles_per_group * num_groups, num_kv_heads, num_splits), where a
-// tile is Sm90RowsPerCta(warpgroups) query rows; `warpgroups` is 2 or 4.
-// Asynchronous; errors as cudaGetLastError.
-cudaError_t LaunchGroupAttentionSm90(int warpgroups, dim3 grid, cudaStream_t stream, const Bf16* q,
+// tile is kSm90GroupRows query rows. Asynchronous; errors as
+// cudaGetLastError.
+cudaError_t LaunchGroupAttentionSm90(dim3 grid, cudaStream_t stream, const Bf16* q,
                                      const int32_t* positions, const int32_t* group_starts,
                                      const int32_t* block_tables, const int32_t* kv_len,
                                      const Bf16* k_cache, const Bf16* v_cache, float* o_part,

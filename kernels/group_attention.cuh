@@ -96,12 +96,18 @@ __device__ __forceinline__ void OnlineSoftmaxTile(float* s, SoftmaxRows& st, flo
                                                   float& alpha_hi, bool all_visible, int key0,
                                                   int e, int pos_lo, int pos_hi, int t4,
                                                   float scale_log2) {
-  float mx_lo = NegInf(), mx_hi = NegInf();
+  // kAcc independent maxima and sums per row: a single accumulator would
+  // chain 2 NC dependent instructions, which the few warps per scheduler
+  // cannot hide.
+  constexpr int kAcc = NC % 4 == 0 ? 4 : 1;
+  float acc_lo[kAcc], acc_hi[kAcc];
+#pragma unroll
+  for (int a = 0; a < kAcc; ++a) acc_lo[a] = acc_hi[a] = NegInf();
   if (all_visible) {
 #pragma unroll
     for (int i = 0; i < NC; ++i) {
-      mx_lo = fmaxf(mx_lo, fmaxf(s[4 * i], s[4 * i + 1]));
-      mx_hi = fmaxf(mx_hi, fmaxf(s[4 * i + 2], s[4 * i + 3]));
+      acc_lo[i % kAcc] = fmaxf(acc_lo[i % kAcc], fmaxf(s[4 * i], s[4 * i + 1]));
+      acc_hi[i % kAcc] = fmaxf(acc_hi[i % kAcc], fmaxf(s[4 * i + 2], s[4 * i + 3]));
     }
   } else {
 #pragma unroll
@@ -112,10 +118,16 @@ __device__ __forceinline__ void OnlineSoftmaxTile(float* s, SoftmaxRows& st, flo
         const bool in_range = key < e;
         if (!(in_range && key <= pos_lo)) s[4 * i + j] = NegInf();
         if (!(in_range && key <= pos_hi)) s[4 * i + 2 + j] = NegInf();
-        mx_lo = fmaxf(mx_lo, s[4 * i + j]);
-        mx_hi = fmaxf(mx_hi, s[4 * i + 2 + j]);
+        acc_lo[i % kAcc] = fmaxf(acc_lo[i % kAcc], s[4 * i + j]);
+        acc_hi[i % kAcc] = fmaxf(acc_hi[i % kAcc], s[4 * i + 2 + j]);
       }
     }
+  }
+  float mx_lo = acc_lo[0], mx_hi = acc_hi[0];
+#pragma unroll
+  for (int a = 1; a < kAcc; ++a) {
+    mx_lo = fmaxf(mx_lo, acc_lo[a]);
+    mx_hi = fmaxf(mx_hi, acc_hi[a]);
   }
 #pragma unroll
   for (int offset = 1; offset < 4; offset <<= 1) {
@@ -130,17 +142,25 @@ __device__ __forceinline__ void OnlineSoftmaxTile(float* s, SoftmaxRows& st, flo
   const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
   st.m_lo = new_lo;
   st.m_hi = new_hi;
-  st.l_lo *= alpha_lo;
-  st.l_hi *= alpha_hi;
+#pragma unroll
+  for (int a = 0; a < kAcc; ++a) acc_lo[a] = acc_hi[a] = 0.0f;
 #pragma unroll
   for (int i = 0; i < NC; ++i) {
     s[4 * i] = FastExp2(fmaf(s[4 * i], scale_log2, -sub_lo));
     s[4 * i + 1] = FastExp2(fmaf(s[4 * i + 1], scale_log2, -sub_lo));
     s[4 * i + 2] = FastExp2(fmaf(s[4 * i + 2], scale_log2, -sub_hi));
     s[4 * i + 3] = FastExp2(fmaf(s[4 * i + 3], scale_log2, -sub_hi));
-    st.l_lo += s[4 * i] + s[4 * i + 1];
-    st.l_hi += s[4 * i + 2] + s[4 * i + 3];
+    acc_lo[i % kAcc] += s[4 * i] + s[4 * i + 1];
+    acc_hi[i % kAcc] += s[4 * i + 2] + s[4 * i + 3];
   }
+  float sum_lo = acc_lo[0], sum_hi = acc_hi[0];
+#pragma unroll
+  for (int a = 1; a < kAcc; ++a) {
+    sum_lo += acc_lo[a];
+    sum_hi += acc_hi[a];
+  }
+  st.l_lo = st.l_lo * alpha_lo + sum_lo;
+  st.l_hi = st.l_hi * alpha_hi + sum_hi;
 }
 
 // Where a CTA's rows go: the bf16 output, or split `split`'s fp32 partial

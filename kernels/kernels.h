@@ -58,14 +58,13 @@ void SetDependentLaunch(bool enabled);
 // where the device is compute capability 9.0 and head_dim is 64; elsewhere
 // it is always kMmaSync.
 enum class GroupAttentionKernel {
-  kMmaSync,       // mma.sync m16n8k16, 64-row CTAs: every GPU
-  kWgmma,         // sm_90 warpgroup MMA, 128-row CTAs, two per SM
-  kWgmmaWide,     // sm_90 warpgroup MMA, 256-row CTAs sharing each K/V tile, one per SM
+  kMmaSync,  // mma.sync m16n8k16, 64-row CTAs: every GPU
+  kWgmma,    // sm_90 warpgroup MMA, 128-row CTAs, two per SM (the default)
 };
 // Process-wide choice of the kernel above, for launches (and split plans)
 // made after the call; for benchmarks and tests, not to be changed while
-// another thread plans or launches attention. Default kMmaSync: the wgmma
-// kernels are not yet measured on a GPU (docs/KERNELS.md).
+// another thread plans or launches attention. Default kWgmma (measured
+// against kMmaSync in docs/KERNELS.md).
 void SetGroupAttentionKernel(GroupAttentionKernel kernel);
 
 // ---- Elementwise / normalisation ------------------------------------------

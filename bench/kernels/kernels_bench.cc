@@ -250,12 +250,10 @@ void BenchSharedPrefix() {
     AddBandwidthRow("plain_decode (per branch)", shape_text + ", unique bytes", plain_ms,
                     unique_bytes);
     double cascade_ms = 0;
-    // The cascade with each group-attention kernel (on a GPU other than
-    // sm_90 all three rows run the mma.sync kernel).
-    for (const auto& [kernel, name] :
-         {std::pair{GroupAttentionKernel::kMmaSync, "mma.sync"},
-          std::pair{GroupAttentionKernel::kWgmma, "wgmma"},
-          std::pair{GroupAttentionKernel::kWgmmaWide, "wgmma wide"}}) {
+    // The cascade with each group-attention kernel, the default first (on a
+    // GPU other than sm_90 both rows run the mma.sync kernel).
+    for (const auto& [kernel, name] : {std::pair{GroupAttentionKernel::kWgmma, "wgmma"},
+                                       std::pair{GroupAttentionKernel::kMmaSync, "mma.sync"}}) {
       SetGroupAttentionKernel(kernel);
       const SplitPlan prefix_plan = PlanGroupAttentionSplits(prefix, branches, 1, shape);
       const SplitPlan suffix_plan = PlanSplits(suffix, branches * kKvHeads, kKvBlockSize);
@@ -286,14 +284,14 @@ void BenchSharedPrefix() {
         suffix_stage();
         merge_stage();
       });
-      if (kernel == GroupAttentionKernel::kMmaSync) cascade_ms = ms;
+      if (kernel == GroupAttentionKernel::kWgmma) cascade_ms = ms;
       const std::string with = std::string(", ") + name;
       AddBandwidthRow("cascade_decode (prefix once)" + with, shape_text + ", unique bytes", ms,
                       unique_bytes);
       AddFlopRow("  cascade: prefix stage" + with,
                  shape_text + " (" + std::to_string(prefix_plan.num_splits) + " splits)",
                  TimeMs(prefix_stage), 4.0 * kHeadDim * kHeads * branches * prefix);
-      if (kernel == GroupAttentionKernel::kMmaSync) {
+      if (kernel == GroupAttentionKernel::kWgmma) {
         AddBandwidthRow("  cascade: suffix stage", shape_text, TimeMs(suffix_stage),
                         branches * suffix * kKvBytesPerToken);
       }
@@ -322,9 +320,9 @@ void BenchSharedPrefix() {
         }
       }
     }
-    SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
+    SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
     std::printf(
-        "    -> cascade (mma.sync) %.2fx faster than plain; %d unique KV blocks (plain layout "
+        "    -> cascade (wgmma) %.2fx faster than plain; %d unique KV blocks (plain layout "
         "would need %d)\n",
         plain_ms / cascade_ms, num_blocks, branches * max_blocks);
   }
@@ -363,12 +361,10 @@ void BenchPrefill() {
     const std::string shape_text = "8192 tok, " + std::to_string(heads) + "/" +
                                    std::to_string(kv_heads) + " x " + std::to_string(dim);
     AddFlopRow("prefill_attention (causal)", shape_text, TimeMs(prefill), flops);
-    if (dim == 64) {  // where the wgmma kernels apply
-      SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
-      AddFlopRow("  prefill_attention, wgmma", shape_text, TimeMs(prefill), flops);
-      SetGroupAttentionKernel(GroupAttentionKernel::kWgmmaWide);
-      AddFlopRow("  prefill_attention, wgmma wide", shape_text, TimeMs(prefill), flops);
+    if (dim == 64) {  // where the default is the wgmma kernel on sm_90
       SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
+      AddFlopRow("  prefill_attention, mma.sync", shape_text, TimeMs(prefill), flops);
+      SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
     }
   }
 }

@@ -252,9 +252,8 @@ SharedRun TimeSharedDecode(ModelBackend* backend, int prompt, int branches, int 
 // The group-attention kernels the shared-prefix rows measure the cascade
 // with; the first is the default that cascade_tokens_per_s reports.
 constexpr std::pair<kernels::GroupAttentionKernel, const char*> kGroupKernels[] = {
-    {kernels::GroupAttentionKernel::kMmaSync, "mma.sync"},
     {kernels::GroupAttentionKernel::kWgmma, "wgmma"},
-    {kernels::GroupAttentionKernel::kWgmmaWide, "wgmma wide"}};
+    {kernels::GroupAttentionKernel::kMmaSync, "mma.sync"}};
 
 struct SharedRow {
   int prompt = 0;
@@ -456,10 +455,10 @@ int Main() {
     backend->set_cascade_min_shared_tokens(256);
     row.blocks_if_copied = branches * ((p + shared_steps + kKvBlockSize - 1) / kKvBlockSize);
     std::printf(
-        "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s (wgmma %.0f, wgmma "
-        "wide %.0f), plain %8.0f tok/s; %d KV blocks (per-branch copies: %d)\n",
-        p, branches, shared_steps, row.cascade_tokens_per_s, row.cascade_by_kernel[1],
-        row.cascade_by_kernel[2], row.plain_tokens_per_s, row.blocks_used, row.blocks_if_copied);
+        "shared prompt %5d, %d branches x %d steps: cascade %8.0f tok/s (%s %.0f), plain %8.0f "
+        "tok/s; %d KV blocks (per-branch copies: %d)\n",
+        p, branches, shared_steps, row.cascade_tokens_per_s, kGroupKernels[1].second,
+        row.cascade_by_kernel[1], row.plain_tokens_per_s, row.blocks_used, row.blocks_if_copied);
     std::fflush(stdout);
     shared_rows.push_back(row);
   }
@@ -494,7 +493,9 @@ int Main() {
                            {"limit_tokens_per_s", r.limit_tokens_per_s},
                            {"fraction_of_limit", r.tokens_per_s / r.limit_tokens_per_s}});
     }
-    j["shared_prefix"] = {{"branches", branches}, {"steps", shared_steps}};
+    j["shared_prefix"] = {{"branches", branches},
+                          {"steps", shared_steps},
+                          {"default_kernel", kGroupKernels[0].second}};
     for (const SharedRow& r : shared_rows) {
       nlohmann::json by_kernel;
       for (size_t k = 0; k < r.cascade_by_kernel.size(); ++k) {

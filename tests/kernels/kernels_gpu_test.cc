@@ -667,16 +667,15 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
 }
 
 // Every group-attention kernel; on a GPU other than sm_90 (or a head size
-// other than 64) the wgmma ones run the mma.sync kernel.
+// other than 64) the wgmma one runs the mma.sync kernel.
 constexpr GroupAttentionKernel kGroupKernels[] = {GroupAttentionKernel::kMmaSync,
-                                                  GroupAttentionKernel::kWgmma,
-                                                  GroupAttentionKernel::kWgmmaWide};
+                                                  GroupAttentionKernel::kWgmma};
 
 // Selects a group-attention kernel for one scope.
 class ScopedGroupKernel {
  public:
   explicit ScopedGroupKernel(GroupAttentionKernel kernel) { SetGroupAttentionKernel(kernel); }
-  ~ScopedGroupKernel() { SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync); }
+  ~ScopedGroupKernel() { SetGroupAttentionKernel(GroupAttentionKernel::kWgmma); }  // the default
   ScopedGroupKernel(const ScopedGroupKernel&) = delete;
   ScopedGroupKernel& operator=(const ScopedGroupKernel&) = delete;
 };
