@@ -1,5 +1,5 @@
 // Device pieces shared by the group-attention kernels (attention.cu's
-// mma.sync kernel, attention_sm90.cu's wgmma kernels): a CTA's rows and keys,
+// mma.sync kernel, attention_sm90.cu's wgmma kernel): a CTA's rows and keys,
 // paged K/V addressing, the online softmax of one tile and the output of a
 // thread's two rows. A CTA owns `cta_rows` (token, GQA head) rows of one
 // group, one KV head and one key split; a thread holds rows lo and lo + 8 of
