@@ -59,7 +59,9 @@ namespace {
 std::atomic<GroupAttentionKernel> group_attention_kernel{GroupAttentionKernel::kWgmma};
 }  // namespace
 
-void SetGroupAttentionKernel(GroupAttentionKernel kernel) { group_attention_kernel.store(kernel); }
+GroupAttentionKernel SetGroupAttentionKernel(GroupAttentionKernel kernel) {
+  return group_attention_kernel.exchange(kernel);
+}
 
 GroupAttentionKernel RequestedGroupAttentionKernel() {
   return group_attention_kernel.load(std::memory_order_relaxed);

@@ -341,18 +341,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int gq = lane >> 2, t4 = lane & 3;
 
-  detail::LoadRowPositions(row_pos, kGroupRows, positions, tok_begin, row0, num_rows, gqa);
-  for (int i = threadIdx.x; i < kGroupRows * CHUNKS; i += blockDim.x) {
-    const int r = i / CHUNKS, ch = i % CHUNKS;
-    CpAsync16(q_s + r * SD + ch * 8,
-              detail::QueryChunk<D>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
-              row0 + r < num_rows);
-  }
-  CpAsyncCommit();
-  __syncthreads();  // row_pos
-
-  const detail::SplitKeys keys =
-      detail::SplitKeyRange(row_pos, kGroupRows, split, split_len, kv_len[group]);
+  const detail::SplitKeys keys = detail::BeginGroupTile<D>(
+      row_pos, kGroupRows, [&](int r, int ch) { return q_s + r * SD + ch * 8; }, q, positions,
+      tok_begin, row0, num_rows, num_heads, kvh, gqa, split, split_len, kv_len[group]);
   const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
   const int32_t* table = block_tables + static_cast<size_t>(group) * max_blocks;

@@ -149,18 +149,9 @@ __global__ void __launch_bounds__(kThreads, kSm90CtasPerSm)
   // A warpgroup whose rows are all padding copies tiles but skips the math.
   const bool wg_has_rows = row0 + wg * 64 < num_rows;
 
-  detail::LoadRowPositions(row_pos, kRows, positions, tok_begin, row0, num_rows, gqa);
-  for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
-    const int r = i / kChunks, ch = i % kChunks;
-    CpAsync16(q_smem + wgmma::Swizzled128(r, ch),
-              detail::QueryChunk<kD>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
-              row0 + r < num_rows);
-  }
-  CpAsyncCommit();
-  __syncthreads();  // row_pos
-
-  const detail::SplitKeys keys =
-      detail::SplitKeyRange(row_pos, kRows, split, split_len, kv_len[group]);
+  const detail::SplitKeys keys = detail::BeginGroupTile<kD>(
+      row_pos, kRows, [&](int r, int ch) { return q_smem + wgmma::Swizzled128(r, ch); }, q,
+      positions, tok_begin, row0, num_rows, num_heads, kvh, gqa, split, split_len, kv_len[group]);
   const int b = keys.begin, e = keys.end, min_pos = keys.min_pos;
 
   // Each thread copies 16-byte chunk `ch` of keys j0 + kKeysPerPass * i of

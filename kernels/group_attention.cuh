@@ -56,6 +56,29 @@ __device__ __forceinline__ SplitKeys SplitKeyRange(const int* row_pos, int cta_r
   return {b, min(min(kv_len, b + split_len), max_pos + 1), min_pos};
 }
 
+// A CTA's setup: its rows' positions, the copies of its Q rows (one commit
+// group, not waited for; chunk `ch` of row `r` goes to q_dst(r, ch), a shared
+// address or pointer) and its split's keys. Every thread of the CTA calls it.
+template <int D, class QDst>
+__device__ __forceinline__ SplitKeys BeginGroupTile(int* row_pos, int cta_rows, QDst q_dst,
+                                                    const Bf16* __restrict__ q,
+                                                    const int32_t* __restrict__ positions,
+                                                    int tok_begin, int row0, int num_rows,
+                                                    int num_heads, int kvh, int gqa, int split,
+                                                    int split_len, int kv_len) {
+  constexpr int kChunks = D / 8;
+  LoadRowPositions(row_pos, cta_rows, positions, tok_begin, row0, num_rows, gqa);
+  for (int i = threadIdx.x; i < cta_rows * kChunks; i += blockDim.x) {
+    const int r = i / kChunks, ch = i % kChunks;
+    CpAsync16(q_dst(r, ch),
+              QueryChunk<D>(q, tok_begin, row0 + r, num_rows, ch, num_heads, kvh, gqa),
+              row0 + r < num_rows);
+  }
+  CpAsyncCommit();
+  __syncthreads();  // row_pos
+  return SplitKeyRange(row_pos, cta_rows, split, split_len, kv_len);
+}
+
 // Element offset of 16-byte chunk `ch` of `key`'s row for KV head `kvh` in
 // a paged K or V pool ([num_blocks, kKvBlockSize, num_kv_heads, D]).
 template <int D>

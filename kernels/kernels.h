@@ -64,8 +64,9 @@ enum class GroupAttentionKernel {
 // Process-wide choice of the kernel above, for launches (and split plans)
 // made after the call; for benchmarks and tests, not to be changed while
 // another thread plans or launches attention. Default kWgmma (measured
-// against kMmaSync in docs/KERNELS.md).
-void SetGroupAttentionKernel(GroupAttentionKernel kernel);
+// against kMmaSync in docs/KERNELS.md). Returns the choice it replaces, for
+// callers that restore it.
+GroupAttentionKernel SetGroupAttentionKernel(GroupAttentionKernel kernel);
 
 // ---- Elementwise / normalisation ------------------------------------------
 

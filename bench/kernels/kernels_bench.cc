@@ -252,6 +252,8 @@ void BenchSharedPrefix() {
     double cascade_ms = 0;
     // The cascade with each group-attention kernel, the default first (on a
     // GPU other than sm_90 both rows run the mma.sync kernel).
+    const GroupAttentionKernel default_kernel =
+        SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
     for (const auto& [kernel, name] : {std::pair{GroupAttentionKernel::kWgmma, "wgmma"},
                                        std::pair{GroupAttentionKernel::kMmaSync, "mma.sync"}}) {
       SetGroupAttentionKernel(kernel);
@@ -320,7 +322,7 @@ void BenchSharedPrefix() {
         }
       }
     }
-    SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
+    SetGroupAttentionKernel(default_kernel);
     std::printf(
         "    -> cascade (wgmma) %.2fx faster than plain; %d unique KV blocks (plain layout "
         "would need %d)\n",
@@ -362,9 +364,10 @@ void BenchPrefill() {
                                    std::to_string(kv_heads) + " x " + std::to_string(dim);
     AddFlopRow("prefill_attention (causal)", shape_text, TimeMs(prefill), flops);
     if (dim == 64) {  // where the default is the wgmma kernel on sm_90
-      SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
+      const GroupAttentionKernel default_kernel =
+          SetGroupAttentionKernel(GroupAttentionKernel::kMmaSync);
       AddFlopRow("  prefill_attention, mma.sync", shape_text, TimeMs(prefill), flops);
-      SetGroupAttentionKernel(GroupAttentionKernel::kWgmma);
+      SetGroupAttentionKernel(default_kernel);
     }
   }
 }

@@ -444,11 +444,13 @@ int Main() {
       return double{1} * branches * shared_steps / Median(seconds);
     };
     backend->set_cascade_min_shared_tokens(256);
+    const kernels::GroupAttentionKernel default_kernel =
+        kernels::SetGroupAttentionKernel(kGroupKernels[0].first);
     for (const auto& [kernel, name] : kGroupKernels) {
       kernels::SetGroupAttentionKernel(kernel);
       row.cascade_by_kernel.push_back(measure());
     }
-    kernels::SetGroupAttentionKernel(kGroupKernels[0].first);
+    kernels::SetGroupAttentionKernel(default_kernel);
     row.cascade_tokens_per_s = row.cascade_by_kernel[0];
     backend->set_cascade_min_shared_tokens(0);
     row.plain_tokens_per_s = measure();

@@ -674,10 +674,14 @@ constexpr GroupAttentionKernel kGroupKernels[] = {GroupAttentionKernel::kMmaSync
 // Selects a group-attention kernel for one scope.
 class ScopedGroupKernel {
  public:
-  explicit ScopedGroupKernel(GroupAttentionKernel kernel) { SetGroupAttentionKernel(kernel); }
-  ~ScopedGroupKernel() { SetGroupAttentionKernel(GroupAttentionKernel::kWgmma); }  // the default
+  explicit ScopedGroupKernel(GroupAttentionKernel kernel)
+      : previous_(SetGroupAttentionKernel(kernel)) {}
+  ~ScopedGroupKernel() { SetGroupAttentionKernel(previous_); }
   ScopedGroupKernel(const ScopedGroupKernel&) = delete;
   ScopedGroupKernel& operator=(const ScopedGroupKernel&) = delete;
+
+ private:
+  const GroupAttentionKernel previous_;
 };
 
 // Groups of branches that share a prompt (prefix_lens[g] tokens, shared
