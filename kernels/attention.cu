@@ -151,6 +151,16 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int i = 0; i < NK; ++i) s[h][i] = exp2f(s[h][i] - m_new);
     }
+    // A slot outside [b, e) may hold anything (a stale or never written slot
+    // can be NaN, and 0 * NaN is NaN): its V counts as zero. Only the first
+    // and last pages have such slots.
+    if (page == first_page || page == last_page) {
+#pragma unroll
+      for (int i = 0; i < NK; ++i) {
+        const int key = key0 + i * KPW;
+        if (key < b || key >= e) vr[i] = make_uint4(0, 0, 0, 0);
+      }
+    }
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float vf[8];

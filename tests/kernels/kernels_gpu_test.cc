@@ -591,6 +591,28 @@ PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionC
   return kv;
 }
 
+// What a kernel must never use: a sequence's slots past its context (stale
+// pool bytes, here NaN) and its table entries past its last block (-1).
+void PoisonPastContext(PagedKv& kv, const std::vector<int32_t>& context_lens,
+                       const AttentionCase& c) {
+  const size_t slot_elems = static_cast<size_t>(c.kv_heads) * c.dim;
+  const Bf16 nan_bits = 0x7fc0;
+  for (size_t seq = 0; seq < context_lens.size(); ++seq) {
+    int32_t* table = &kv.tables[seq * kv.max_blocks];
+    const int len = context_lens[seq], used_blocks = (len + kKvBlockSize - 1) / kKvBlockSize;
+    for (int pos = len; pos < used_blocks * kKvBlockSize; ++pos) {
+      const size_t first =
+          (static_cast<size_t>(table[pos / kKvBlockSize]) * kKvBlockSize + pos % kKvBlockSize) *
+          slot_elems;
+      for (Bf16Tensor* t : {&kv.k, &kv.v}) {
+        std::fill_n(t->bits.begin() + first, slot_elems, nan_bits);
+        std::fill_n(t->values.begin() + first, slot_elems, std::nanf(""));
+      }
+    }
+    std::fill(table + used_blocks, table + kv.max_blocks, -1);
+  }
+}
+
 TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(16);
@@ -602,7 +624,8 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
          {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
           AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
       const int num_seqs = static_cast<int>(context_lens.size());
-      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      PoisonPastContext(kv, context_lens, c);
       const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
       const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
       const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
@@ -632,7 +655,8 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   std::mt19937 rng(17);
   const AttentionCase c{8, 2, 64};
   const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
-  const PagedKv kv = RandomPagedKv(kv_end, c, rng);
+  PagedKv kv = RandomPagedKv(kv_end, c, rng);
+  PoisonPastContext(kv, kv_end, c);
   const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
   const int num_seqs = 3, split_len = 64, num_splits = 4;
   const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
@@ -729,6 +753,7 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std
       }
     }
   }
+  PoisonPastContext(kv, context_lens, c);
   const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
   const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
   std::vector<int32_t> positions(num_branches);
@@ -813,7 +838,8 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
         max_new = std::max(max_new, fresh);
       }
       const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
-      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      PoisonPastContext(kv, context_lens, c);
       const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
       const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
       DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
