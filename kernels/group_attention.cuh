@@ -106,27 +106,22 @@ __device__ __forceinline__ void ScaleRows(float* o, float alpha_lo, float alpha_
   }
 }
 
-// The online softmax of one tile of `NC` 8-key chunks starting at key0, in
-// two steps so that a caller can start P V on part of the tile:
-// OnlineSoftmaxMax masks what a row may not see (key >= e or past its
-// position) unless `all_visible`, moves the rows' maxima and returns the
-// factors that rescale O and l; OnlineSoftmaxExp then leaves exp2 of the
-// scaled, shifted scores of chunks [C0, C1) in `s` and adds them to l.
-// Scores stay unscaled until the exponential (scale > 0 keeps their order),
-// where the scale folds into one FFMA. Each step keeps kAcc independent
-// maxima or sums per row: a single accumulator would chain 2 NC dependent
-// instructions, which the few warps per scheduler cannot hide. (attention.cu's
-// mma.sync kernel inlines the same steps with O's rescaling among them:
-// through a helper it needed 102 -> 131 registers at head_dim 64, a CTA
-// fewer per SM.)
-struct TileShift {
-  float alpha_lo, alpha_hi;  // O and l *= alpha
-  float sub_lo, sub_hi;      // the new maxima, scaled
-};
+// One tile of `NC` 8-key chunks starting at key0: masks what a row may not
+// see (key >= e or past its position) unless `all_visible`, folds the tile
+// into `st`, leaves exp2 of the scaled, shifted scores in `s` and returns in
+// alpha_* the factors that rescale O to the new maxima. Scores stay unscaled
+// until the exponential (scale > 0 keeps their order), where the scale folds
+// into one FFMA. (attention.cu's mma.sync kernel inlines the same steps with
+// O's rescaling among them: through this helper it needed 102 -> 131
+// registers at head_dim 64, a CTA fewer per SM.)
 template <int NC>
-__device__ __forceinline__ TileShift OnlineSoftmaxMax(float* s, SoftmaxRows& st, bool all_visible,
-                                                      int key0, int e, int pos_lo, int pos_hi,
-                                                      int t4, float scale_log2) {
+__device__ __forceinline__ void OnlineSoftmaxTile(float* s, SoftmaxRows& st, float& alpha_lo,
+                                                  float& alpha_hi, bool all_visible, int key0,
+                                                  int e, int pos_lo, int pos_hi, int t4,
+                                                  float scale_log2) {
+  // kAcc independent maxima and sums per row: a single accumulator would
+  // chain 2 NC dependent instructions, which the few warps per scheduler
+  // cannot hide.
   constexpr int kAcc = NC % 4 == 0 ? 4 : 1;
   float acc_lo[kAcc], acc_hi[kAcc];
 #pragma unroll
@@ -163,40 +158,32 @@ __device__ __forceinline__ TileShift OnlineSoftmaxMax(float* s, SoftmaxRows& st,
     mx_hi = fmaxf(mx_hi, __shfl_xor_sync(0xffffffffu, mx_hi, offset));
   }
   const float new_lo = fmaxf(st.m_lo, mx_lo), new_hi = fmaxf(st.m_hi, mx_hi);
-  TileShift shift;
   // A row with nothing visible yet keeps m = -inf; guard the -inf - -inf.
-  shift.alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((st.m_lo - new_lo) * scale_log2);
-  shift.alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((st.m_hi - new_hi) * scale_log2);
-  shift.sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
-  shift.sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
+  alpha_lo = new_lo == NegInf() ? 1.0f : FastExp2((st.m_lo - new_lo) * scale_log2);
+  alpha_hi = new_hi == NegInf() ? 1.0f : FastExp2((st.m_hi - new_hi) * scale_log2);
+  const float sub_lo = new_lo == NegInf() ? 0.0f : new_lo * scale_log2;
+  const float sub_hi = new_hi == NegInf() ? 0.0f : new_hi * scale_log2;
   st.m_lo = new_lo;
   st.m_hi = new_hi;
-  st.l_lo *= shift.alpha_lo;
-  st.l_hi *= shift.alpha_hi;
-  return shift;
-}
-
-template <int C0, int C1>
-__device__ __forceinline__ void OnlineSoftmaxExp(float* s, SoftmaxRows& st, const TileShift& shift,
-                                                 float scale_log2) {
-  constexpr int kAcc = (C1 - C0) % 4 == 0 ? 4 : 1;
-  float acc_lo[kAcc], acc_hi[kAcc];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) acc_lo[a] = acc_hi[a] = 0.0f;
 #pragma unroll
-  for (int i = C0; i < C1; ++i) {
-    s[4 * i] = FastExp2(fmaf(s[4 * i], scale_log2, -shift.sub_lo));
-    s[4 * i + 1] = FastExp2(fmaf(s[4 * i + 1], scale_log2, -shift.sub_lo));
-    s[4 * i + 2] = FastExp2(fmaf(s[4 * i + 2], scale_log2, -shift.sub_hi));
-    s[4 * i + 3] = FastExp2(fmaf(s[4 * i + 3], scale_log2, -shift.sub_hi));
+  for (int i = 0; i < NC; ++i) {
+    s[4 * i] = FastExp2(fmaf(s[4 * i], scale_log2, -sub_lo));
+    s[4 * i + 1] = FastExp2(fmaf(s[4 * i + 1], scale_log2, -sub_lo));
+    s[4 * i + 2] = FastExp2(fmaf(s[4 * i + 2], scale_log2, -sub_hi));
+    s[4 * i + 3] = FastExp2(fmaf(s[4 * i + 3], scale_log2, -sub_hi));
     acc_lo[i % kAcc] += s[4 * i] + s[4 * i + 1];
     acc_hi[i % kAcc] += s[4 * i + 2] + s[4 * i + 3];
   }
+  float sum_lo = acc_lo[0], sum_hi = acc_hi[0];
 #pragma unroll
-  for (int a = 0; a < kAcc; ++a) {
-    st.l_lo += acc_lo[a];
-    st.l_hi += acc_hi[a];
+  for (int a = 1; a < kAcc; ++a) {
+    sum_lo += acc_lo[a];
+    sum_hi += acc_hi[a];
   }
+  st.l_lo = st.l_lo * alpha_lo + sum_lo;
+  st.l_hi = st.l_hi * alpha_hi + sum_hi;
 }
 
 // Where a CTA's rows go: the bf16 output, or split `split`'s fp32 partial
