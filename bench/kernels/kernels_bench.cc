@@ -158,45 +158,62 @@ void BenchElementwise() {
 // A KV pool with `num_blocks` random blocks (one layer).
 struct KvPool {
   DeviceBuffer k, v;
-  explicit KvPool(int num_blocks)
-      : k(size_t{2} * num_blocks * kKvBlockSize * kKvHeads * kHeadDim),
-        v(size_t{2} * num_blocks * kKvBlockSize * kKvHeads * kHeadDim) {
-    const size_t n = size_t{1} * num_blocks * kKvBlockSize * kKvHeads * kHeadDim;
+  // [num_blocks, 16, kv_heads, head_dim] bf16 each.
+  explicit KvPool(int num_blocks, int kv_heads = kKvHeads, int head_dim = kHeadDim)
+      : k(size_t{2} * num_blocks * kKvBlockSize * kv_heads * head_dim),
+        v(size_t{2} * num_blocks * kKvBlockSize * kv_heads * head_dim) {
+    const size_t n = size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim;
     FillBf16(k.ptr, n, 1.0f, 21);
     FillBf16(v.ptr, n, 1.0f, 22);
   }
 };
 constexpr double kKvBytesPerToken = 2.0 * kKvHeads * kHeadDim * 2;  // K + V, bf16
 
+// Paged decode attention of the 1B model's shape, then of two larger
+// models' (Llama-3.1-8B: 32/8 heads x 128; 64/8 x 64, GQA 8).
 void BenchDecode() {
-  const AttentionShape base{
-      .num_heads = kHeads, .num_kv_heads = kKvHeads, .head_dim = kHeadDim, .scale = 0.125f};
-  for (const auto& [batch, ctx] : std::vector<std::pair<int, int>>{
-           {1, 16384}, {8, 4096}, {64, 2048}, {256, 1024}, {1, 2048}}) {
+  struct Case {
+    int heads, kv_heads, dim, batch, ctx;
+  };
+  const Case cases[] = {{kHeads, kKvHeads, kHeadDim, 1, 16384}, {kHeads, kKvHeads, kHeadDim, 8, 4096},
+                        {kHeads, kKvHeads, kHeadDim, 64, 2048}, {kHeads, kKvHeads, kHeadDim, 256, 1024},
+                        {kHeads, kKvHeads, kHeadDim, 1, 2048},  {32, 8, 128, 1, 16384},
+                        {32, 8, 128, 1, 2048},                  {32, 8, 128, 8, 4096},
+                        {64, 8, 64, 1, 2048}};
+  for (const Case& c : cases) {
+    const int batch = c.batch, ctx = c.ctx;
     const int max_blocks = ctx / kKvBlockSize;
     const int num_blocks = batch * max_blocks;
-    KvPool pool(num_blocks);
+    KvPool pool(num_blocks, c.kv_heads, c.dim);
     std::vector<int32_t> ids(num_blocks), lens(batch, ctx);
     std::iota(ids.begin(), ids.end(), 0);
     std::mt19937 rng(23);
     std::shuffle(ids.begin(), ids.end(), rng);
-    AttentionShape shape = base;
-    shape.max_blocks = max_blocks;
+    const AttentionShape shape{.num_heads = c.heads,
+                               .num_kv_heads = c.kv_heads,
+                               .head_dim = c.dim,
+                               .scale = 1.0f / std::sqrt(static_cast<float>(c.dim)),
+                               .max_blocks = max_blocks};
     DeviceBuffer d_tables(ids.size() * 4), d_lens(batch * 4);
     Upload(d_tables.ptr, ids);
     Upload(d_lens.ptr, lens);
-    DeviceBuffer q(size_t{2} * batch * kHeads * kHeadDim),
-        out(size_t{2} * batch * kHeads * kHeadDim);
-    FillBf16(q.ptr, size_t{1} * batch * kHeads * kHeadDim, 1.0f, 24);
+    const size_t q_elems = size_t{1} * batch * c.heads * c.dim;
+    DeviceBuffer q(2 * q_elems), out(2 * q_elems);
+    FillBf16(q.ptr, q_elems, 1.0f, 24);
     DeviceBuffer ws(PagedDecodeWorkspaceBytes(batch, shape, ctx));
     const double ms = TimeMs([&] {
       CHECK_KERNEL(PagedDecodeAttention(q.as<Bf16>(), pool.k.as<Bf16>(), pool.v.as<Bf16>(),
                                         d_tables.as<int32_t>(), d_lens.as<int32_t>(),
                                         out.as<Bf16>(), ws.ptr, batch, ctx, shape, nullptr));
     });
+    const bool model_shape = c.heads == kHeads && c.kv_heads == kKvHeads && c.dim == kHeadDim;
+    const std::string heads = model_shape ? "" : ", " + std::to_string(c.heads) + "/" +
+                                                     std::to_string(c.kv_heads) + " x " +
+                                                     std::to_string(c.dim);
+    const double kv_bytes_per_token = 2.0 * c.kv_heads * c.dim * 2;
     AddBandwidthRow("paged_decode_attention",
-                    "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx), ms,
-                    batch * (ctx * kKvBytesPerToken + 2.0 * 2 * kHeads * kHeadDim));
+                    "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx) + heads, ms,
+                    batch * (ctx * kv_bytes_per_token + 2.0 * 2 * c.heads * c.dim));
   }
 }
 
