@@ -170,15 +170,20 @@ struct KvPool {
 constexpr double kKvBytesPerToken = 2.0 * kKvHeads * kHeadDim * 2;  // K + V, bf16
 
 // Paged decode attention of the 1B model's shape, then of two larger
-// models' (Llama-3.1-8B: 32/8 heads x 128; 64/8 x 64, GQA 8).
+// models' (Llama-3.1-8B: 32/8 heads x 128; 64/8 x 64, GQA 8), batch
+// 1 also at a short context (grids smaller than the GPU: wide CTAs).
 void BenchDecode() {
   struct Case {
     int heads, kv_heads, dim, batch, ctx;
   };
-  const Case cases[] = {{kHeads, kKvHeads, kHeadDim, 1, 16384}, {kHeads, kKvHeads, kHeadDim, 8, 4096},
-                        {kHeads, kKvHeads, kHeadDim, 64, 2048}, {kHeads, kKvHeads, kHeadDim, 256, 1024},
-                        {kHeads, kKvHeads, kHeadDim, 1, 2048},  {32, 8, 128, 1, 16384},
-                        {32, 8, 128, 1, 2048},                  {32, 8, 128, 8, 4096},
+  const Case cases[] = {{kHeads, kKvHeads, kHeadDim, 1, 16384},
+                        {kHeads, kKvHeads, kHeadDim, 8, 4096},
+                        {kHeads, kKvHeads, kHeadDim, 64, 2048},
+                        {kHeads, kKvHeads, kHeadDim, 256, 1024},
+                        {kHeads, kKvHeads, kHeadDim, 1, 2048},
+                        {32, 8, 128, 1, 16384},
+                        {32, 8, 128, 1, 2048},
+                        {32, 8, 128, 8, 4096},
                         {64, 8, 64, 1, 2048}};
   for (const Case& c : cases) {
     const int batch = c.batch, ctx = c.ctx;
@@ -207,9 +212,10 @@ void BenchDecode() {
                                         out.as<Bf16>(), ws.ptr, batch, ctx, shape, nullptr));
     });
     const bool model_shape = c.heads == kHeads && c.kv_heads == kKvHeads && c.dim == kHeadDim;
-    const std::string heads = model_shape ? "" : ", " + std::to_string(c.heads) + "/" +
-                                                     std::to_string(c.kv_heads) + " x " +
-                                                     std::to_string(c.dim);
+    const std::string heads = model_shape
+                                  ? ""
+                                  : ", " + std::to_string(c.heads) + "/" +
+                                        std::to_string(c.kv_heads) + " x " + std::to_string(c.dim);
     const double kv_bytes_per_token = 2.0 * c.kv_heads * c.dim * 2;
     AddBandwidthRow("paged_decode_attention",
                     "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx) + heads, ms,
