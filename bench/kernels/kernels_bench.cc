@@ -167,7 +167,11 @@ struct KvPool {
     FillBf16(v.ptr, n, 1.0f, 22);
   }
 };
-constexpr double kKvBytesPerToken = 2.0 * kKvHeads * kHeadDim * 2;  // K + V, bf16
+// K + V bytes of one token, bf16.
+constexpr double KvBytesPerToken(int kv_heads, int head_dim) {
+  return 2.0 * kv_heads * head_dim * 2;
+}
+constexpr double kKvBytesPerToken = KvBytesPerToken(kKvHeads, kHeadDim);
 
 // Paged decode attention of the 1B model's shape, then of two larger
 // models' (Llama-3.1-8B: 32/8 heads x 128; 64/8 x 64, GQA 8), batch
@@ -216,10 +220,9 @@ void BenchDecode() {
                                   ? ""
                                   : ", " + std::to_string(c.heads) + "/" +
                                         std::to_string(c.kv_heads) + " x " + std::to_string(c.dim);
-    const double kv_bytes_per_token = 2.0 * c.kv_heads * c.dim * 2;
     AddBandwidthRow("paged_decode_attention",
                     "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx) + heads, ms,
-                    batch * (ctx * kv_bytes_per_token + 2.0 * 2 * c.heads * c.dim));
+                    batch * (ctx * KvBytesPerToken(c.kv_heads, c.dim) + 2.0 * 2 * c.heads * c.dim));
   }
 }
 

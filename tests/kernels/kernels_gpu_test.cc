@@ -571,26 +571,12 @@ struct AttentionCase {
   int heads, kv_heads, dim;
 };
 
-// Random paged KV for `num_seqs` sequences of `context_lens` tokens.
+// Paged KV of several sequences: block tables and the K and V pools.
 struct PagedKv {
   std::vector<int32_t> tables;
   Bf16Tensor k, v;
   int max_blocks, num_blocks;
 };
-PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionCase& c,
-                      std::mt19937& rng) {
-  PagedKv kv;
-  const int max_len = *std::max_element(context_lens.begin(), context_lens.end());
-  kv.max_blocks = (max_len + kKvBlockSize - 1) / kKvBlockSize;
-  kv.num_blocks = static_cast<int>(context_lens.size()) * kv.max_blocks + 3;
-  kv.tables =
-      RandomBlockTables(static_cast<int>(context_lens.size()), kv.max_blocks, kv.num_blocks, rng);
-  const size_t size = static_cast<size_t>(kv.num_blocks) * kKvBlockSize * c.kv_heads * c.dim;
-  kv.k = RandomBf16(size, rng);
-  kv.v = RandomBf16(size, rng);
-  return kv;
-}
-
 // What a kernel must never use: a sequence's slots past its context (stale
 // pool bytes, here NaN) and its table entries past its last block (-1).
 void PoisonPastContext(PagedKv& kv, const std::vector<int32_t>& context_lens,
@@ -613,6 +599,23 @@ void PoisonPastContext(PagedKv& kv, const std::vector<int32_t>& context_lens,
   }
 }
 
+// Random paged KV for `num_seqs` sequences of `context_lens` tokens,
+// poisoned past each context (PoisonPastContext).
+PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionCase& c,
+                      std::mt19937& rng) {
+  PagedKv kv;
+  const int max_len = *std::max_element(context_lens.begin(), context_lens.end());
+  kv.max_blocks = (max_len + kKvBlockSize - 1) / kKvBlockSize;
+  kv.num_blocks = static_cast<int>(context_lens.size()) * kv.max_blocks + 3;
+  kv.tables =
+      RandomBlockTables(static_cast<int>(context_lens.size()), kv.max_blocks, kv.num_blocks, rng);
+  const size_t size = static_cast<size_t>(kv.num_blocks) * kKvBlockSize * c.kv_heads * c.dim;
+  kv.k = RandomBf16(size, rng);
+  kv.v = RandomBf16(size, rng);
+  PoisonPastContext(kv, context_lens, c);
+  return kv;
+}
+
 TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(16);
@@ -624,8 +627,7 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
          {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
           AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
       const int num_seqs = static_cast<int>(context_lens.size());
-      PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      PoisonPastContext(kv, context_lens, c);
+      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
       const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
       const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
       const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
@@ -655,8 +657,7 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   std::mt19937 rng(17);
   const AttentionCase c{8, 2, 64};
   const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
-  PagedKv kv = RandomPagedKv(kv_end, c, rng);
-  PoisonPastContext(kv, kv_end, c);
+  const PagedKv kv = RandomPagedKv(kv_end, c, rng);
   const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
   const int num_seqs = 3, split_len = 64, num_splits = 4;
   const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
@@ -753,7 +754,6 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std
       }
     }
   }
-  PoisonPastContext(kv, context_lens, c);
   const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
   const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
   std::vector<int32_t> positions(num_branches);
@@ -838,8 +838,7 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
         max_new = std::max(max_new, fresh);
       }
       const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
-      PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      PoisonPastContext(kv, context_lens, c);
+      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
       const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
       const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
       DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
