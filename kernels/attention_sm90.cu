@@ -11,7 +11,7 @@
 //              already its A fragments), V N-major from shared memory.
 // Each warpgroup runs one product at a time; the tensor cores stay busy
 // through the other warpgroups on the SM: two CTAs of two warpgroups each,
-// at 128 registers and two K/V stages. (Measured and dropped on the H200,
+// at 128 registers and three K/V stages. (Measured and dropped on the H200,
 // docs/KERNELS.md: a product issued under the next tile's softmax, four
 // warpgroups sharing each tile, exp2 in paired bf16.)
 
@@ -37,9 +37,12 @@ constexpr int kTileBytes = kTileKeys * kRowBytes;
 constexpr int kWarpgroups = 2;
 constexpr int kThreads = 128 * kWarpgroups;
 constexpr int kRows = kSm90GroupRows;
-constexpr int kStages = 2;
-// 1024 bytes of slack: swizzled tiles must start on a 1024-byte boundary.
-constexpr size_t kSmemBytes = 1024 + kRows * (kRowBytes + sizeof(int)) + kStages * 2 * kTileBytes;
+// Three stages fit two CTAs per SM (2 x 112.5 KiB of the 228) only without
+// alignment slack: the kernel relies on the dynamic shared memory starting
+// on the 1024-byte boundary swizzled tiles need (it has no static shared
+// memory; the start is checked).
+constexpr int kStages = 3;
+constexpr size_t kSmemBytes = kRows * (kRowBytes + sizeof(int)) + kStages * 2 * kTileBytes;
 static_assert(kRows == 64 * kWarpgroups);
 static_assert(kTileKeys == 128, "S = Q K^T is one m64n128 product per k-step");
 
@@ -64,6 +67,13 @@ template <int N>
 __device__ __forceinline__ void FenceRegisters(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+// cp.async of 16 bytes that has L2 fetch the whole 256-byte run around it:
+// the other threads of the key's row and the next key's ask for the rest.
+__device__ __forceinline__ void CpAsync16L2Run(uint32_t smem_addr, const void* gmem, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr),
+               "l"(gmem), "r"(src_bytes));
 }
 // Shared memory written by the generic proxy (cp.async) before wgmma reads it.
 __device__ __forceinline__ void FenceSharedForAsyncProxy() {
@@ -132,9 +142,10 @@ __global__ void __launch_bounds__(kThreads, kSm90CtasPerSm)
                              float scale_log2, int split_len, int tiles_per_group, int gqa) {
 #ifdef ARBOR_HAVE_WGMMA
   detail::AwaitPriorKernels();
-  extern __shared__ unsigned char smem_raw[];
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
   const uint32_t raw_addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw));
-  const uint32_t q_smem = (raw_addr + 1023) & ~1023u;
+  if ((raw_addr & 1023u) != 0) __trap();  // see kSmemBytes
+  const uint32_t q_smem = raw_addr;
   const uint32_t kv_smem = q_smem + kRows * kRowBytes;  // [stage][K | V] tiles
   int* row_pos = reinterpret_cast<int*>(smem_raw + (kv_smem - raw_addr) + kStages * 2 * kTileBytes);
 
@@ -184,8 +195,8 @@ __global__ void __launch_bounds__(kThreads, kSm90CtasPerSm)
                   : 0;
         const uint64_t off = static_cast<uint64_t>(slot) * slot_stride + col;
         const uint32_t dst = i * kKeysPerPass * kRowBytes;
-        CpAsync16(k_dst + dst, k_cache + off, valid);
-        CpAsync16(v_dst + dst, v_cache + off, valid);
+        CpAsync16L2Run(k_dst + dst, k_cache + off, valid);
+        CpAsync16L2Run(v_dst + dst, v_cache + off, valid);
       }
     }
     CpAsyncCommit();
