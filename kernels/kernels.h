@@ -67,6 +67,9 @@ enum class GroupAttentionKernel {
 // against kMmaSync in docs/KERNELS.md). Returns the choice it replaces, for
 // callers that restore it.
 GroupAttentionKernel SetGroupAttentionKernel(GroupAttentionKernel kernel);
+// SetGroupAttentionKernel's current choice (the device check is the
+// launcher's): what a CUDA graph captured now would bake in.
+GroupAttentionKernel RequestedGroupAttentionKernel();
 
 // ---- Elementwise / normalisation ------------------------------------------
 

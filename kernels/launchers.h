@@ -135,9 +135,6 @@ int DeviceSmCount();
 // cached per device).
 bool DependentLaunchEnabled();
 
-// SetGroupAttentionKernel's choice (the device check is the launcher's).
-GroupAttentionKernel RequestedGroupAttentionKernel();
-
 // How the group-attention kernel that runs for this shape on the current
 // device tiles its work.
 struct GroupAttentionGeometry {

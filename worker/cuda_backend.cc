@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <compare>
 #include <cstring>
 #include <initializer_list>
 #include <map>
@@ -139,6 +140,56 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// A pass's batch metadata on the host, in pinned memory: the upload is one
+// DMA the stream orders instead of the driver's staging copy of pageable
+// memory (at a 16k-token prompt and 64 branches the block tables alone are
+// 256 KiB a step). Every pass synchronises its stream before it returns, so
+// the next pass finds the previous upload done and may overwrite the buffer.
+class PinnedMeta {
+ public:
+  PinnedMeta() = default;
+  ~PinnedMeta() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+  }
+  PinnedMeta(const PinnedMeta&) = delete;
+  PinnedMeta& operator=(const PinnedMeta&) = delete;
+
+  // Makes room for `n` entries (keeping none) and empties the buffer.
+  absl::Status Reset(size_t n) {
+    size_ = 0;
+    if (n <= capacity_) return absl::OkStatus();
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = nullptr;
+    capacity_ = 0;
+    const size_t grown = std::max(n, n / 2 * 3);  // long contexts grow it step by step
+    ARBOR_RETURN_IF_ERROR(CudaError(cudaMallocHost(reinterpret_cast<void**>(&data_),
+                                                   grown * sizeof(int32_t)),
+                                    "cudaMallocHost (batch metadata)"));
+    capacity_ = grown;
+    return absl::OkStatus();
+  }
+  // Appends `v` (within the room Reset made) and returns its offset.
+  size_t Append(const std::vector<int32_t>& v) {
+    ARBOR_CHECK(size_ + v.size() <= capacity_);
+    std::copy(v.begin(), v.end(), data_ + size_);
+    size_ += v.size();
+    return size_ - v.size();
+  }
+  // Appends `entries` zeroed entries and returns their offset.
+  size_t AppendZeros(size_t entries) {
+    ARBOR_CHECK(size_ + entries <= capacity_);
+    std::fill_n(data_ + size_, entries, 0);
+    size_ += entries;
+    return size_ - entries;
+  }
+  int32_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  int32_t* data_ = nullptr;
+  size_t size_ = 0, capacity_ = 0;
+};
+
 // fp32 host tensor -> bf16 device buffer.
 absl::Status UploadBf16(const std::vector<float>& host, DeviceBuffer* dst) {
   if (host.empty()) return absl::OkStatus();
@@ -172,8 +223,7 @@ kernels::CascadePlan DecodeCascadePlan(const ForwardBatch& b, int min_shared_tok
                                     min_shared_tokens);
 }
 
-// A decode step a CUDA graph can replay (when it has no cascade group): every
-// row wanted, in order.
+// A decode step a CUDA graph can replay: every row wanted, in order.
 bool IsGraphableDecode(const ForwardBatch& b) {
   const int n = b.num_tokens();
   if (!IsDecodeStep(b) || b.output_rows.size() != static_cast<size_t>(n)) return false;
@@ -188,6 +238,28 @@ bool IsGraphableDecode(const ForwardBatch& b) {
 struct CudaBackend::PassBuffers {
   DeviceBuffer meta, decode_workspace, sampled;
 };
+
+namespace {
+
+// What a captured decode step bakes in besides its buffers' addresses: the
+// batch shape and padded table width, and for a cascade step the plan's grid
+// and split lengths (the prefix, the group-attention kernel chosen, the
+// suffix bound rounded up to kDecodeContextBucket). The plan's groups,
+// prefix lengths and every table ride in the uploaded metadata.
+struct GraphKey {
+  int num_seqs = 0, max_blocks = 0;
+  int num_groups = 0, max_group_size = 0, max_prefix = 0, suffix_bound = 0;  // 0: no cascade
+  kernels::GroupAttentionKernel group_kernel = kernels::GroupAttentionKernel::kMmaSync;
+  auto operator<=>(const GraphKey&) const = default;
+};
+
+// Cascade steps bound their suffixes by the longest one rounded up to this,
+// so that one graph serves every step of a bucket (see kDecodeContextBucket).
+int SuffixBound(const kernels::CascadePlan& plan) {
+  return RoundUp(std::max(plan.max_suffix, 1), kDecodeContextBucket);
+}
+
+}  // namespace
 
 struct CudaBackend::DecodeGraph {
   PassBuffers buffers;  // its own: a graph holds their addresses
@@ -222,11 +294,11 @@ struct CudaBackend::Device {
       logits;
   PassBuffers shared;  // meta, decode workspace, draws of eager passes
   DeviceBuffer pairs, cublas_workspace;
-  std::vector<int32_t> host_meta, host_sampled;
+  PinnedMeta host_meta;
+  std::vector<int32_t> host_sampled;
   std::vector<Bf16> host_rows;
   bool cuda_graphs = true;
-  // (sequences, blocks per table rounded up to kDecodeBlockBucket) -> graph.
-  std::map<std::pair<int, int>, std::unique_ptr<DecodeGraph>> graphs;
+  std::map<GraphKey, std::unique_ptr<DecodeGraph>> graphs;
   uint64_t graph_clock = 0;
 
   ~Device() {
@@ -455,6 +527,7 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
                  num_seqs, ") * max_blocks_per_seq (", b.max_blocks_per_seq, ")");
   }
   const int vocab = config().vocab_size;
+  const int32_t num_blocks = num_kv_blocks_;
   for (int t = 0; t < num_tokens; ++t) {
     if (b.tokens[t] < 0 || b.tokens[t] >= vocab) {
       return error("token ", t, " is id ", b.tokens[t], ", outside the vocabulary [0, ", vocab,
@@ -484,13 +557,23 @@ absl::Status CudaBackend::ValidateBatch(const ForwardBatch& b) const {
                      first + (t - begin), " (new tokens follow the cached context)");
       }
     }
+    // The tables are most of a long-context batch: a pass over each row with
+    // four independent flags (one unsigned compare catches both ends), the
+    // culprit searched for only on error.
     const int blocks_needed = (ctx + kKvBlockSize - 1) / kKvBlockSize;
-    for (int i = 0; i < blocks_needed; ++i) {
-      const int32_t block = b.block_tables[static_cast<size_t>(s) * b.max_blocks_per_seq + i];
-      if (block < 0 || block >= num_kv_blocks_) {
-        return error("sequence ", s, " block ", i, " is id ", block, ", outside the pool [0, ",
-                     num_kv_blocks_, ")");
-      }
+    const int32_t* row = b.block_tables.data() + static_cast<size_t>(s) * b.max_blocks_per_seq;
+    const uint32_t limit = static_cast<uint32_t>(num_blocks);
+    auto outside = [limit](int32_t block) { return static_cast<uint32_t>(block) >= limit; };
+    bool bad[4] = {false, false, false, false};
+    int i = 0;
+    for (; i + 4 <= blocks_needed; i += 4) {
+      for (int k = 0; k < 4; ++k) bad[k] |= outside(row[i + k]);
+    }
+    for (; i < blocks_needed; ++i) bad[0] |= outside(row[i]);
+    if (bad[0] || bad[1] || bad[2] || bad[3]) {
+      const int at = static_cast<int>(std::find_if(row, row + blocks_needed, outside) - row);
+      return error("sequence ", s, " block ", at, " is id ", row[at], ", outside the pool [0, ",
+                   num_blocks, ")");
     }
   }
   if (b.output_rows.size() > static_cast<size_t>(device_->max_batch_tokens)) {
@@ -531,12 +614,11 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
   ARBOR_RETURN_IF_ERROR(ValidateBatch(batch));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(device_->device), "cudaSetDevice"));
   if (batch.num_tokens() <= device_->max_batch_tokens) {
-    const kernels::CascadePlan cascade =
-        DecodeCascadePlan(batch, device_->cascade_min_shared_tokens);
-    if (sampled != nullptr && device_->cuda_graphs && !cascade.worthwhile &&
-        IsGraphableDecode(batch)) {
+    if (sampled != nullptr && device_->cuda_graphs && IsGraphableDecode(batch)) {
       return GraphDecode(batch, sampling, sampled);
     }
+    const kernels::CascadePlan cascade =
+        DecodeCascadePlan(batch, device_->cascade_min_shared_tokens);
     return ForwardPass(batch, sampling, logits, sampled, nullptr, PassMode::kEager, nullptr,
                        &cascade);
   }
@@ -643,36 +725,36 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
 
   // Batch metadata in one upload: tokens, positions, seq_starts,
   // context_lens, block_tables, output_rows (+ the cascade's groups).
-  std::vector<int32_t>& meta = d.host_meta;
-  meta.clear();
-  auto append = [&meta](const std::vector<int32_t>& v) {
-    const size_t offset = meta.size();
-    meta.insert(meta.end(), v.begin(), v.end());
-    return offset;
-  };
-  const size_t o_tokens = append(batch.tokens), o_pos = append(batch.positions),
-               o_starts = append(batch.seq_starts), o_ctx = append(batch.context_lens),
-               o_tables = append(batch.block_tables), o_out = append(batch.output_rows);
-  const size_t o_gstarts = append(cascade.group_starts), o_gtables = append(cascade.group_tables),
-               o_glen = append(cascade.group_kv_len), o_sbegin = append(cascade.suffix_begin);
   // Sampling parameters ride in the same upload, 8-byte aligned (the buffer
   // itself is 256-byte aligned).
   static_assert(sizeof(kernels::SampleParams) % sizeof(uint64_t) == 0);
-  meta.resize((meta.size() + 1) / 2 * 2);
+  constexpr size_t kParamEntries = sizeof(kernels::SampleParams) / sizeof(int32_t);
+  const size_t num_params = sampled != nullptr ? sampling.size() : 0;
+  PinnedMeta& meta = d.host_meta;
+  ARBOR_RETURN_IF_ERROR(meta.Reset(
+      batch.tokens.size() + batch.positions.size() + batch.seq_starts.size() +
+      batch.context_lens.size() + batch.block_tables.size() + batch.output_rows.size() +
+      cascade.group_starts.size() + cascade.group_tables.size() + cascade.group_kv_len.size() +
+      cascade.suffix_begin.size() + 1 + num_params * kParamEntries));
+  const size_t o_tokens = meta.Append(batch.tokens), o_pos = meta.Append(batch.positions),
+               o_starts = meta.Append(batch.seq_starts), o_ctx = meta.Append(batch.context_lens),
+               o_tables = meta.Append(batch.block_tables), o_out = meta.Append(batch.output_rows);
+  const size_t o_gstarts = meta.Append(cascade.group_starts),
+               o_gtables = meta.Append(cascade.group_tables),
+               o_glen = meta.Append(cascade.group_kv_len),
+               o_sbegin = meta.Append(cascade.suffix_begin);
+  meta.AppendZeros(meta.size() % 2);
   const size_t o_params = meta.size();
-  if (sampled != nullptr) {
-    for (const RowSampling& r : sampling) {
-      kernels::SampleParams p;
-      p.temperature = r.params.temperature;
-      p.top_p = r.params.top_p;
-      p.top_k = r.params.top_k;
-      p.seed = r.seed;
-      p.stream = r.stream;
-      p.position = r.position;
-      const size_t at = meta.size();
-      meta.resize(at + sizeof(p) / sizeof(int32_t));
-      std::memcpy(meta.data() + at, &p, sizeof(p));
-    }
+  for (size_t i = 0; i < num_params; ++i) {
+    const RowSampling& r = sampling[i];
+    kernels::SampleParams p;
+    p.temperature = r.params.temperature;
+    p.top_p = r.params.top_p;
+    p.top_k = r.params.top_k;
+    p.seed = r.seed;
+    p.stream = r.stream;
+    p.position = r.position;
+    std::memcpy(meta.data() + meta.AppendZeros(kParamEntries), &p, sizeof(p));
   }
   ARBOR_RETURN_IF_ERROR(bufs.meta.Reserve(meta.size() * sizeof(int32_t)));
   if (mode != PassMode::kCapture) {  // a graph reads what the replay uploads
@@ -689,7 +771,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   if (cascade.worthwhile) {
     prefix_splits = kernels::PlanGroupAttentionSplits(cascade.max_prefix, cascade.max_group_size,
                                                       cascade.num_groups(), shape);
-    suffix_splits = kernels::PlanSplits(std::max(cascade.max_suffix, 1), num_seqs * c.num_kv_heads,
+    suffix_splits = kernels::PlanSplits(SuffixBound(cascade), num_seqs * c.num_kv_heads,
                                         kKvBlockSize);
     const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;
     ARBOR_RETURN_IF_ERROR(
@@ -970,7 +1052,18 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
                 padded.block_tables.begin() + static_cast<size_t>(s) * mb);
   }
 
-  std::unique_ptr<DecodeGraph>& slot = d.graphs[{num_seqs, mb}];
+  const kernels::CascadePlan cascade = DecodeCascadePlan(padded, d.cascade_min_shared_tokens);
+  GraphKey key;
+  key.num_seqs = num_seqs;
+  key.max_blocks = mb;
+  if (cascade.worthwhile) {
+    key.num_groups = cascade.num_groups();
+    key.max_group_size = cascade.max_group_size;
+    key.max_prefix = cascade.max_prefix;
+    key.suffix_bound = SuffixBound(cascade);
+    key.group_kernel = kernels::RequestedGroupAttentionKernel();
+  }
+  std::unique_ptr<DecodeGraph>& slot = d.graphs[key];
   if (slot == nullptr) {
     slot = std::make_unique<DecodeGraph>();
     if (d.graphs.size() > kMaxCudaGraphs) {  // evict the least recently used other one
@@ -986,15 +1079,14 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
   }
   DecodeGraph& g = *slot;  // erasing another entry left it in place
   g.last_use = ++d.graph_clock;
-  const kernels::CascadePlan no_cascade;  // Run checked
   if (g.exec != nullptr) {
     return ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kReplay, g.exec,
-                       &no_cascade);
+                       &cascade);
   }
   // Eager through the graph's own buffers: this step's draws; it also sizes
   // the buffers and sets the kernels' attributes before any capture.
   ARBOR_RETURN_IF_ERROR(ForwardPass(padded, sampling, nullptr, sampled, &g.buffers,
-                                    PassMode::kEager, nullptr, &no_cascade));
+                                    PassMode::kEager, nullptr, &cascade));
   if (++g.runs < 2) return absl::OkStatus();  // capture shapes that recur
 
   cudaGraph_t graph = nullptr;
@@ -1002,7 +1094,7 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
       cudaStreamBeginCapture(d.stream, cudaStreamCaptureModeThreadLocal), "BeginCapture"));
   std::vector<SampledToken> unused;
   const absl::Status captured = ForwardPass(padded, sampling, nullptr, &unused, &g.buffers,
-                                            PassMode::kCapture, nullptr, &no_cascade);
+                                            PassMode::kCapture, nullptr, &cascade);
   const cudaError_t ended = cudaStreamEndCapture(d.stream, &graph);
   cudaError_t instantiated = cudaErrorUnknown;
   if (captured.ok() && ended == cudaSuccess) {

@@ -400,6 +400,25 @@ TEST_P(CudaGoldenTest, RejectsMalformedBatches) {
   batch.tokens[0] = 1;
   batch.block_tables = {cuda->num_kv_blocks()};
   EXPECT_EQ(cuda->Forward(batch, &out).code(), absl::StatusCode::kInvalidArgument);
+  // The error names the entry, wherever in the table it is (a decode step
+  // at a context of two blocks).
+  ForwardBatch two_blocks;
+  two_blocks.tokens = {1};
+  two_blocks.positions = {kKvBlockSize};
+  two_blocks.seq_starts = {0, 1};
+  two_blocks.context_lens = {kKvBlockSize + 1};
+  two_blocks.max_blocks_per_seq = 2;
+  two_blocks.output_rows = {0};
+  for (const int32_t bad_id : {-1, cuda->num_kv_blocks()}) {
+    two_blocks.block_tables = {0, bad_id};
+    const absl::Status status = cuda->Forward(two_blocks, &out);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(status.message().find(absl::StrCat("sequence 0 block 1 is id ", bad_id)),
+              absl::string_view::npos)
+        << status;
+  }
+  two_blocks.block_tables = {0, 1};
+  EXPECT_TRUE(cuda->Forward(two_blocks, &out).ok());
   const std::pair<int32_t, int32_t> bad = {0, cuda->num_kv_blocks()};
   EXPECT_EQ(cuda->CopyBlocks({&bad, 1}).code(), absl::StatusCode::kInvalidArgument);
 }
@@ -593,6 +612,53 @@ TEST_P(CudaGoldenTest, CudaGraphDecodeDrawsWhatEagerDecodeDraws) {
         ASSERT_EQ(eager[i].token, graphed[i].token) << "draw " << i;
         ASSERT_EQ(eager[i].logprob, graphed[i].logprob) << "draw " << i;
       }
+    }
+  }
+}
+
+// Branches decoding after a shared prompt run cascade attention; through
+// CUDA graphs (one per suffix bucket, captured on its second step) they draw
+// exactly what the kernel-by-kernel path draws, across a bucket boundary.
+TEST_P(CudaGoldenTest, CascadeDecodeThroughCudaGraphsDrawsWhatEagerDraws) {
+  MAKE_CUDA_OR_SKIP(cuda, dir(), 8192, /*cascade_min_shared_tokens=*/16);
+  const std::vector<int32_t> ids =
+      ReadJson(dir() + "/logits.json").back()["ids"].get<std::vector<int32_t>>();
+  constexpr int kPrompt = 2 * kKvBlockSize, kBranches = 4, kSteps = 260;
+  ASSERT_GE(ids.size(), static_cast<size_t>(kPrompt + kBranches));
+  auto decode = [&](bool graphs, float temperature) {
+    cuda->set_cuda_graphs(graphs);
+    BlockAllocator alloc(cuda->num_kv_blocks());
+    Seq trunk;
+    Step(cuda.get(), &alloc, {{&trunk, {ids.begin(), ids.begin() + kPrompt}, {0}}});
+    std::vector<Seq> branches(kBranches, trunk);  // the prompt's two full blocks, shared
+    std::vector<Chunk> chunks;
+    for (int b = 0; b < kBranches; ++b) chunks.push_back({&branches[b], {ids[kPrompt + b]}, {0}});
+    std::vector<RowSampling> sampling = SamplingFor(kBranches, temperature, 11);
+    std::vector<SampledToken> all;
+    for (int step = 0; step < kSteps; ++step) {
+      const ForwardBatch batch = BuildBatch(&alloc, chunks);
+      for (int b = 0; b < kBranches; ++b) sampling[b].position = branches[b].context_len;
+      std::vector<SampledToken> drawn;
+      const absl::Status status = cuda->ForwardSample(batch, sampling, &drawn);
+      EXPECT_TRUE(status.ok()) << status;
+      chunks.clear();
+      for (int b = 0; b < kBranches; ++b) {
+        all.push_back(drawn[b]);
+        chunks.push_back({&branches[b], {drawn[b].token}, {0}});
+      }
+    }
+    return all;
+  };
+  for (float temperature : {0.0f, 0.8f}) {
+    SCOPED_TRACE(absl::StrCat("temperature ", temperature));
+    const std::vector<SampledToken> eager = decode(false, temperature);
+    EXPECT_EQ(cuda->num_cuda_graphs(), 0);
+    const std::vector<SampledToken> graphed = decode(true, temperature);
+    EXPECT_GE(cuda->num_cuda_graphs(), 2);  // suffixes cross 256 tokens
+    ASSERT_EQ(eager.size(), graphed.size());
+    for (size_t i = 0; i < eager.size(); ++i) {
+      ASSERT_EQ(eager[i].token, graphed[i].token) << "draw " << i;
+      ASSERT_EQ(eager[i].logprob, graphed[i].logprob) << "draw " << i;
     }
   }
 }
