@@ -111,11 +111,13 @@ def main():
                      "tokens each after one shared prompt (prefilled once; every branch's block "
                      "table starts with the prompt's blocks).")
         lines.append("")
-        lines.append("| shared prompt | cascade tok/s | plain per-branch tok/s | speed-up | KV blocks "
-                     "in use | per-branch copies would use |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| shared prompt | cascade tok/s | cascade without CUDA graphs | plain "
+                     "per-branch tok/s | speed-up | KV blocks in use | per-branch copies would use |")
+        lines.append("|---|---|---|---|---|---|---|")
         for r in rows:
+            eager = r.get("cascade_eager_tokens_per_s")
             lines.append(f"| {r['prompt']} | {r['cascade_tokens_per_s']:.0f} | "
+                         f"{f'{eager:.0f}' if eager else '-'} | "
                          f"{r['plain_tokens_per_s']:.0f} | "
                          f"{r['cascade_tokens_per_s'] / r['plain_tokens_per_s']:.2f}x | "
                          f"{r['blocks_used']} | {r['blocks_if_copied']} |")
