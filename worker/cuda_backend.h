@@ -57,10 +57,12 @@ struct CudaBackendOptions {
   // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
   // model cast with .to(torch.bfloat16)).
   bool bf16_rope_frequencies = false;
-  // ForwardSample decode steps (one new token per sequence, no cascade) replay
-  // a CUDA graph per (sequences, 256-token context bucket) once that shape has
-  // run twice: one launch instead of ~15 per layer. Same kernels, same split
-  // plans, so the same tokens as without. At most kMaxCudaGraphs are kept.
+  // ForwardSample decode steps (one new token per sequence) replay a CUDA graph
+  // per (sequences, 256-token context bucket; for a cascade step also its
+  // groups, largest group, shared prefix and 256-token suffix bucket) once
+  // that shape has run twice: one launch instead of ~15 per layer. Same
+  // kernels, same split plans, so the same tokens as without. At most
+  // kMaxCudaGraphs are kept.
   bool cuda_graphs = true;
 };
 
