@@ -23,7 +23,7 @@
 namespace arbor::kernels {
 namespace {
 
-using detail::CpAsync16;
+using detail::CpAsync16L2Run256;
 using detail::CpAsyncCommit;
 using detail::CpAsyncWait;
 using detail::NegInf;
@@ -67,13 +67,6 @@ template <int N>
 __device__ __forceinline__ void FenceRegisters(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-// cp.async of 16 bytes that has L2 fetch the whole 256-byte run around it:
-// the other threads of the key's row and the next key's ask for the rest.
-__device__ __forceinline__ void CpAsync16L2Run(uint32_t smem_addr, const void* gmem, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr),
-               "l"(gmem), "r"(src_bytes));
 }
 // Shared memory written by the generic proxy (cp.async) before wgmma reads it.
 __device__ __forceinline__ void FenceSharedForAsyncProxy() {
@@ -195,8 +188,8 @@ __global__ void __launch_bounds__(kThreads, kSm90CtasPerSm)
                   : 0;
         const uint64_t off = static_cast<uint64_t>(slot) * slot_stride + col;
         const uint32_t dst = i * kKeysPerPass * kRowBytes;
-        CpAsync16L2Run(k_dst + dst, k_cache + off, valid);
-        CpAsync16L2Run(v_dst + dst, v_cache + off, valid);
+        CpAsync16L2Run256(k_dst + dst, k_cache + off, valid);
+        CpAsync16L2Run256(v_dst + dst, v_cache + off, valid);
       }
     }
     CpAsyncCommit();

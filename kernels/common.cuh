@@ -132,6 +132,15 @@ __device__ __forceinline__ void CpAsync16(uint32_t smem_addr, const void* gmem, 
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, bool valid) {
   CpAsync16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid);
 }
+// The same, with L2 fetching the whole 256-byte run around the 16 bytes: for
+// copies whose neighbours (other threads' chunks of the row, the next row)
+// are asked for at the same time.
+__device__ __forceinline__ void CpAsync16L2Run256(uint32_t smem_addr, const void* gmem,
+                                                  bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(smem_addr),
+               "l"(gmem), "r"(src_bytes));
+}
 __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void CpAsyncWait() {

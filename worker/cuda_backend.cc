@@ -5,6 +5,7 @@
 #include <compare>
 #include <cstring>
 #include <initializer_list>
+#include <iterator>
 #include <map>
 #include <utility>
 
@@ -730,19 +731,19 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   static_assert(sizeof(kernels::SampleParams) % sizeof(uint64_t) == 0);
   constexpr size_t kParamEntries = sizeof(kernels::SampleParams) / sizeof(int32_t);
   const size_t num_params = sampled != nullptr ? sampling.size() : 0;
+  const std::vector<int32_t>* const parts[] = {
+      &batch.tokens,         &batch.positions,      &batch.seq_starts,
+      &batch.context_lens,   &batch.block_tables,   &batch.output_rows,
+      &cascade.group_starts, &cascade.group_tables, &cascade.group_kv_len,
+      &cascade.suffix_begin};
+  size_t entries = 1 + num_params * kParamEntries;  // + the alignment entry
+  for (const std::vector<int32_t>* part : parts) entries += part->size();
   PinnedMeta& meta = d.host_meta;
-  ARBOR_RETURN_IF_ERROR(meta.Reset(
-      batch.tokens.size() + batch.positions.size() + batch.seq_starts.size() +
-      batch.context_lens.size() + batch.block_tables.size() + batch.output_rows.size() +
-      cascade.group_starts.size() + cascade.group_tables.size() + cascade.group_kv_len.size() +
-      cascade.suffix_begin.size() + 1 + num_params * kParamEntries));
-  const size_t o_tokens = meta.Append(batch.tokens), o_pos = meta.Append(batch.positions),
-               o_starts = meta.Append(batch.seq_starts), o_ctx = meta.Append(batch.context_lens),
-               o_tables = meta.Append(batch.block_tables), o_out = meta.Append(batch.output_rows);
-  const size_t o_gstarts = meta.Append(cascade.group_starts),
-               o_gtables = meta.Append(cascade.group_tables),
-               o_glen = meta.Append(cascade.group_kv_len),
-               o_sbegin = meta.Append(cascade.suffix_begin);
+  ARBOR_RETURN_IF_ERROR(meta.Reset(entries));
+  size_t offsets[std::size(parts)];
+  for (size_t i = 0; i < std::size(parts); ++i) offsets[i] = meta.Append(*parts[i]);
+  const auto [o_tokens, o_pos, o_starts, o_ctx, o_tables, o_out, o_gstarts, o_gtables, o_glen,
+              o_sbegin] = offsets;
   meta.AppendZeros(meta.size() % 2);
   const size_t o_params = meta.size();
   for (size_t i = 0; i < num_params; ++i) {
