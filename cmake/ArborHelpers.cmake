@@ -8,8 +8,12 @@ function(arbor_library name)
 endfunction()
 
 # arbor_test(NAME SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary
-# registered with CTest. Tests run from the source root so fixtures resolve.
+# registered with CTest (nothing when ARBOR_BUILD_TESTS is off). Tests run from
+# the source root so fixtures resolve.
 function(arbor_test name)
+  if(NOT ARBOR_BUILD_TESTS)
+    return()
+  endif()
   cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gmock GTest::gtest_main)

@@ -20,7 +20,7 @@
 #include "grpcpp/grpcpp.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
-#include "server/status_util.h"
+#include "rpc/status_util.h"
 
 namespace arbor::coordinator {
 namespace {
@@ -231,7 +231,7 @@ void EndpointPool::CheckAll() {
     grpc::health::v1::HealthCheckResponse response;
     auto stub = grpc::health::v1::Health::NewStub(entry->channel);
     grpc::Status status = stub->Check(&context, request, &response);
-    absl::Status check = server::ToAbslStatus(status);
+    absl::Status check = rpc::ToAbslStatus(status);
     if (check.ok() && response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
       check = absl::UnavailableError(absl::StrCat(
           "health status ",
@@ -293,7 +293,7 @@ void EndpointPool::UpdateGauges() {
 void EndpointPool::ReportFailure(const std::string& address, const absl::Status& status) {
   if (metrics_.on_error) {
     const grpc::StatusCode code = static_cast<grpc::StatusCode>(status.code());
-    metrics_.on_error(server::GrpcCodeName(code));
+    metrics_.on_error(rpc::GrpcCodeName(code));
   }
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(address);

@@ -11,8 +11,8 @@
 #include "coordinator/reasoning_service.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
-#include "server/flags.h"
-#include "server/server.h"
+#include "rpc/flags.h"
+#include "rpc/server.h"
 
 ABSL_FLAG(std::string, workers, "",
           "Generator workers: host:port,host:port or dns:///name:port (re-resolved)");
@@ -30,8 +30,8 @@ ABSL_FLAG(int, max_ejection_ms, 30000, "Longest ejection");
 ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
 
 int main(int argc, char** argv) {
-  arbor::server::BlockShutdownSignals();
-  arbor::server::ParseServerCommandLine(
+  arbor::rpc::BlockShutdownSignals();
+  arbor::rpc::ParseServerCommandLine(
       argc, argv, "arbor-coordinator --workers=host:port,... [--verifiers=...] [--port=N]");
 
   arbor::coordinator::CoordinatorOptions options;
@@ -61,13 +61,13 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<grpc::Service> service =
       arbor::coordinator::CreateReasoningService(**coordinator);
-  auto server = arbor::server::Server::Start(arbor::server::ServerOptionsFromFlags("coordinator"),
-                                             {service.get()}, registry);
+  auto server = arbor::rpc::Server::Start(arbor::rpc::ServerOptionsFromFlags("coordinator"),
+                                          {service.get()}, registry);
   if (!server.ok()) {
     std::fprintf(stderr, "arbor-coordinator: %s\n", server.status().ToString().c_str());
     return 2;
   }
-  arbor::server::RunUntilShutdownSignal(**server);
+  arbor::rpc::RunUntilShutdownSignal(**server);
   // In-flight RPCs have finished or been cancelled; now the job threads end.
   (*coordinator)->Shutdown();
   return 0;

@@ -14,7 +14,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "grpcpp/grpcpp.h"
-#include "server/status_util.h"
+#include "rpc/status_util.h"
 
 namespace arbor::coordinator {
 namespace {
@@ -89,17 +89,17 @@ class SolveReactor : public grpc::ServerUnaryReactor {
                const grpc::ByteBuffer* raw_request, grpc::ByteBuffer* response) {
     SolveRequest request;
     if (absl::Status parsed = ParseSolveRequest(*raw_request, &request); !parsed.ok()) {
-      Finish(server::ToGrpcStatus(parsed));
+      Finish(rpc::ToGrpcStatus(parsed));
       return;
     }
     Coordinator::Callbacks callbacks;
     callbacks.on_done = [this, response](const absl::Status& status, const SolveResponse* result) {
       if (result != nullptr) *response = Serialize(*result);
-      Finish(server::ToGrpcStatus(status));
+      Finish(rpc::ToGrpcStatus(status));
     };
     auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks));
     if (!job.ok()) {
-      Finish(server::ToGrpcStatus(job.status()));
+      Finish(rpc::ToGrpcStatus(job.status()));
       return;
     }
     absl::MutexLock lock(&mu_);
@@ -129,7 +129,7 @@ class SolveStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
                      const grpc::ByteBuffer* raw_request) {
     SolveRequest request;
     if (absl::Status parsed = ParseSolveRequest(*raw_request, &request); !parsed.ok()) {
-      Finish(server::ToGrpcStatus(parsed));
+      Finish(rpc::ToGrpcStatus(parsed));
       return;
     }
     Coordinator::Callbacks callbacks;
@@ -140,11 +140,11 @@ class SolveStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
         *event.mutable_result() = *result;
         Enqueue(std::move(event));
       }
-      Complete(server::ToGrpcStatus(status));
+      Complete(rpc::ToGrpcStatus(status));
     };
     auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks));
     if (!job.ok()) {
-      Finish(server::ToGrpcStatus(job.status()));
+      Finish(rpc::ToGrpcStatus(job.status()));
       return;
     }
     absl::MutexLock lock(&mu_);

@@ -10,7 +10,7 @@
 #include "arbor/v1/verifier.grpc.pb.h"
 #include "common/log.h"
 #include "grpcpp/grpcpp.h"
-#include "server/status_util.h"
+#include "rpc/status_util.h"
 
 namespace arbor::coordinator {
 namespace {
@@ -61,7 +61,7 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
       ++stats.calls;
       grpc_status = call(endpoint, context);
     }
-    absl::Status status = server::ToAbslStatus(grpc_status);
+    absl::Status status = rpc::ToAbslStatus(grpc_status);
     if (status.ok()) {
       pool.ReportSuccess(endpoint.address);
       stats.last_endpoint = endpoint.address;
@@ -232,7 +232,7 @@ ModelProbe GeneratorModelProbe() {
     arbor::v1::InfoRequest request;
     arbor::v1::GeneratorInfo info;
     grpc::Status status = arbor::v1::Generator::NewStub(channel)->Info(&context, request, &info);
-    if (!status.ok()) return server::ToAbslStatus(status);
+    if (!status.ok()) return rpc::ToAbslStatus(status);
     if (info.model().empty()) return absl::InternalError("Generator.Info returned no model");
     return info.model();
   };
@@ -246,7 +246,7 @@ ModelProbe VerifierModelProbe() {
     arbor::v1::VerifierInfoRequest request;
     arbor::v1::VerifierInfo info;
     grpc::Status status = arbor::v1::Verifier::NewStub(channel)->Info(&context, request, &info);
-    if (!status.ok()) return server::ToAbslStatus(status);
+    if (!status.ok()) return rpc::ToAbslStatus(status);
     if (info.model().empty()) return absl::InternalError("Verifier.Info returned no model");
     return info.model();
   };

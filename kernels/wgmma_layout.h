@@ -1,6 +1,6 @@
 // The shared-memory tile layout of the sm_90 group-attention kernels
 // (attention_sm90.cu) and the wgmma descriptors that read it, as plain
-// functions so that a CPU test (tests/kernels/wgmma_layout_test.cc) can check
+// functions so that a CPU test (kernels/wgmma_layout_test.cc) can check
 // one against the other through the PTX ISA's canonical layouts. No CUDA types.
 #ifndef ARBOR_KERNELS_WGMMA_LAYOUT_H_
 #define ARBOR_KERNELS_WGMMA_LAYOUT_H_

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "worker/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 namespace arbor::verifier {
 
@@ -32,7 +32,7 @@ struct PrefixHasher {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::Create(worker::Engine* engine,
+absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::Create(runtime::Engine* engine,
                                                                    RewardInput input,
                                                                    RewardScorerOptions options) {
   if (engine == nullptr) return absl::InvalidArgumentError("RewardScorer: engine is null");
@@ -50,15 +50,15 @@ absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::Create(worker::Engin
 }
 
 absl::StatusOr<std::unique_ptr<RewardScorer>> RewardScorer::ForModel(
-    worker::Engine* engine, const worker::Tokenizer* tokenizer, const RewardConfig& config,
-    worker::server::PromptRenderer render_prompt, RewardScorerOptions options) {
+    runtime::Engine* engine, const runtime::Tokenizer* tokenizer, const RewardConfig& config,
+    serving::PromptRenderer render_prompt, RewardScorerOptions options) {
   if (engine == nullptr) return absl::InvalidArgumentError("RewardScorer: engine is null");
   if (tokenizer == nullptr) {
     return absl::InvalidArgumentError(
         "RewardScorer: the reward model has no tokenizer (tokenizer.json), and candidates come "
         "as text");
   }
-  const worker::ModelConfig& model = engine->model_config();
+  const runtime::ModelConfig& model = engine->model_config();
   ChatRenderFn render_chat;
   if (!config.chat_template.empty()) {
     if (!render_prompt) {
@@ -119,7 +119,7 @@ absl::StatusOr<std::unique_ptr<PreparedScore>> RewardScorer::Prepare(const Score
     return absl::Status(prompt.status().code(),
                         absl::StrCat("question: ", prompt.status().message()));
   }
-  worker::ScoreRequest& request = prepared->engine_request_;
+  runtime::ScoreRequest& request = prepared->engine_request_;
   request.job_id = job.job_id;
   request.columns = input_.columns();
   request.deadline = job.deadline;
@@ -145,7 +145,7 @@ absl::StatusOr<std::unique_ptr<PreparedScore>> RewardScorer::Prepare(const Score
         for (; next <= static_cast<size_t>(seq.positions[k]); ++next) hasher.Add(seq.tokens[next]);
         slots[k].key = {hasher.a, hasher.b};
       }
-      worker::ScoreSequence engine_seq;
+      runtime::ScoreSequence engine_seq;
       int32_t last_wanted = -1;
       for (size_t k = 0; k < slots.size(); ++k) {
         if (LookupScore(slots[k].key, &slots[k].cached)) continue;
@@ -169,7 +169,7 @@ absl::StatusOr<std::unique_ptr<PreparedScore>> RewardScorer::Prepare(const Score
 }
 
 ScoreOutcome RewardScorer::Complete(const PreparedScore& prepared,
-                                    const worker::ScoreResult* result) {
+                                    const runtime::ScoreResult* result) {
   ScoreOutcome outcome;
   outcome.scores.resize(prepared.slots_.size());
   const int width = result != nullptr ? result->row_width : 0;

@@ -29,11 +29,11 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "runtime/engine/engine.h"
+#include "serving/prompt_renderer.h"
 #include "verifier/reward_input.h"
-#include "worker/engine.h"
-#include "worker/server/generator_service.h"
 
-namespace arbor::worker {
+namespace arbor::runtime {
 class Tokenizer;
 }
 
@@ -65,7 +65,7 @@ class PreparedScore {
  public:
   bool needs_engine() const { return !engine_request_.sequences.empty(); }
   // The engine request (moved out; call once, only when needs_engine()).
-  worker::ScoreRequest TakeEngineRequest() { return std::move(engine_request_); }
+  runtime::ScoreRequest TakeEngineRequest() { return std::move(engine_request_); }
 
  private:
   friend class RewardScorer;
@@ -86,14 +86,14 @@ class PreparedScore {
     int row = -1;
   };
   std::vector<std::vector<Slot>> slots_;  // [candidate][scored step]
-  worker::ScoreRequest engine_request_;
+  runtime::ScoreRequest engine_request_;
   int64_t fully_cached_tokens_ = 0;
 };
 
 class RewardScorer {
  public:
   // Errors: the reward config does not fit the engine's model (see RewardInput::Create).
-  static absl::StatusOr<std::unique_ptr<RewardScorer>> Create(worker::Engine* engine,
+  static absl::StatusOr<std::unique_ptr<RewardScorer>> Create(runtime::Engine* engine,
                                                               RewardInput input,
                                                               RewardScorerOptions options = {});
 
@@ -103,31 +103,31 @@ class RewardScorer {
   absl::StatusOr<std::unique_ptr<PreparedScore>> Prepare(const ScoreJob& job) const;
   // The scores of a prepared job from the engine's result (null when the job
   // needed no engine work); remembers the new step scores.
-  ScoreOutcome Complete(const PreparedScore& prepared, const worker::ScoreResult* result);
+  ScoreOutcome Complete(const PreparedScore& prepared, const runtime::ScoreResult* result);
 
   // The scorer of `engine`'s model read through `tokenizer` (both must
   // outlive it); `render_prompt` renders the question when
   // config.chat_template is set (may be empty otherwise). Errors: the config
   // does not fit the model or tokenizer.
   static absl::StatusOr<std::unique_ptr<RewardScorer>> ForModel(
-      worker::Engine* engine, const worker::Tokenizer* tokenizer, const RewardConfig& config,
-      worker::server::PromptRenderer render_prompt, RewardScorerOptions options = {});
+      runtime::Engine* engine, const runtime::Tokenizer* tokenizer, const RewardConfig& config,
+      serving::PromptRenderer render_prompt, RewardScorerOptions options = {});
 
   // Prepare, run on the engine, Complete: blocking, for in-process callers.
   absl::StatusOr<ScoreOutcome> Score(const ScoreJob& job,
                                      const std::function<bool()>& is_cancelled = {});
 
-  worker::Engine* engine() const { return engine_; }
+  runtime::Engine* engine() const { return engine_; }
   const RewardInput& input() const { return input_; }
 
  private:
-  RewardScorer(worker::Engine* engine, RewardInput input, RewardScorerOptions options)
+  RewardScorer(runtime::Engine* engine, RewardInput input, RewardScorerOptions options)
       : engine_(engine), input_(std::move(input)), options_(options) {}
 
   bool LookupScore(const PreparedScore::Key& key, float* score) const;
   void RememberScore(const PreparedScore::Key& key, float score);
 
-  worker::Engine* engine_;
+  runtime::Engine* engine_;
   RewardInput input_;
   RewardScorerOptions options_;
 

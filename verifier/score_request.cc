@@ -1,13 +1,13 @@
 #include "verifier/score_request.h"
 
 #include "absl/strings/str_cat.h"
-#include "worker/server/request_checks.h"
+#include "serving/request_checks.h"
 
 namespace arbor::verifier {
 
-using worker::server::CheckMaxBytes;
-using worker::server::CheckModelName;
-using worker::server::CheckUtf8;
+using serving::CheckMaxBytes;
+using serving::CheckModelName;
+using serving::CheckUtf8;
 
 absl::Status ValidateScoreRequest(const arbor::v1::ScoreRequest& request,
                                   const VerifierLimits& limits) {

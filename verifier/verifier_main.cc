@@ -11,10 +11,10 @@
 #include "absl/flags/flag.h"
 #include "common/log.h"
 #include "prometheus/registry.h"
-#include "server/flags.h"
-#include "server/server.h"
+#include "rpc/flags.h"
+#include "rpc/server.h"
+#include "serving/engine_flags.h"
 #include "verifier/verifier_stack.h"
-#include "worker/server/engine_flags.h"
 
 ABSL_FLAG(std::string, kind, "",
           "Reward model kind: token_logit_prm, value_head_prm or orm; default: prm_config.json's, "
@@ -37,8 +37,8 @@ int Fail(const absl::Status& status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  arbor::server::BlockShutdownSignals();
-  arbor::server::ParseServerCommandLine(
+  arbor::rpc::BlockShutdownSignals();
+  arbor::rpc::ParseServerCommandLine(
       argc, argv,
       "arbor-verifier --model DIR [--port N] [--metrics_port N] [--kind KIND] "
       "[--step_tag TEXT] [--positive_token T] [--negative_token T] [--prompt_template T] "
@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
       "arbor.v1.Verifier (Score, Info).");
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::verifier::VerifierStackOptions options;
-  options.model = arbor::worker::server::ServedModelOptionsFromFlags();
+  options.model = arbor::serving::ServedModelOptionsFromFlags();
   options.overrides = {.kind = absl::GetFlag(FLAGS_kind),
                        .prompt_template = absl::GetFlag(FLAGS_prompt_template),
                        .step_tag = absl::GetFlag(FLAGS_step_tag),
@@ -59,10 +59,10 @@ int main(int argc, char** argv) {
   ARBOR_LOG(INFO) << "arbor-verifier: " << arbor::verifier::RewardKindName((*stack)->config().kind)
                   << ", step tag \"" << (*stack)->config().step_tag << "\"";
 
-  auto server = arbor::server::Server::Start(arbor::server::ServerOptionsFromFlags("verifier"),
-                                             {(*stack)->service()}, registry);
+  auto server = arbor::rpc::Server::Start(arbor::rpc::ServerOptionsFromFlags("verifier"),
+                                          {(*stack)->service()}, registry);
   if (!server.ok()) return Fail(server.status());
-  arbor::server::RunUntilShutdownSignal(**server);
+  arbor::rpc::RunUntilShutdownSignal(**server);
   server->reset();
   stack->reset();
   ARBOR_LOG(INFO) << "arbor-verifier: stopped";

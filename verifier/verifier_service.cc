@@ -2,14 +2,14 @@
 
 #include <utility>
 
-#include "server/status_util.h"
-#include "worker/server/engine_call.h"
+#include "rpc/status_util.h"
+#include "serving/engine_call.h"
 
 namespace arbor::verifier {
 
 namespace {
 
-using worker::server::EngineCall;
+using serving::EngineCall;
 
 class ScoreReactor final : public grpc::ServerUnaryReactor {
  public:
@@ -27,42 +27,42 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
  private:
   void Start(grpc::CallbackServerContext* context, const arbor::v1::ScoreRequest& request) {
     if (absl::Status st = ValidateScoreRequest(request, service_->limits()); !st.ok()) {
-      Finish(arbor::server::ToGrpcStatus(st));
+      Finish(arbor::rpc::ToGrpcStatus(st));
       return;
     }
     ScoreJob job = ToScoreJob(request);
-    job.deadline = worker::server::CallDeadline(*context);
+    job.deadline = serving::CallDeadline(*context);
     RewardScorer* scorer = service_->scorer();
     absl::StatusOr<std::unique_ptr<PreparedScore>> prepared = scorer->Prepare(job);
     if (!prepared.ok()) {
-      Finish(arbor::server::ToGrpcStatus(prepared.status()));
+      Finish(arbor::rpc::ToGrpcStatus(prepared.status()));
       return;
     }
-    worker::server::EngineMetrics* metrics = service_->metrics();
+    serving::EngineMetrics* metrics = service_->metrics();
     if (!(*prepared)->needs_engine()) {
       Reply(scorer->Complete(**prepared, nullptr), metrics);
       return;
     }
-    worker::ScoreRequest engine_request = (*prepared)->TakeEngineRequest();
+    runtime::ScoreRequest engine_request = (*prepared)->TakeEngineRequest();
     std::shared_ptr<PreparedScore> shared_prepared(std::move(*prepared));
     std::shared_ptr<EngineCall> call = call_;
     absl::Status submitted = call->Submit([&] {
       return scorer->engine()->SubmitScore(
           std::move(engine_request),
-          [this, call, scorer, metrics, shared_prepared](absl::StatusOr<worker::ScoreResult> r) {
+          [this, call, scorer, metrics, shared_prepared](absl::StatusOr<runtime::ScoreResult> r) {
             call->WaitForSubmitter();
             if (!r.ok()) {
-              Finish(arbor::server::ToGrpcStatus(r.status()));
+              Finish(arbor::rpc::ToGrpcStatus(r.status()));
               return;
             }
             Reply(scorer->Complete(*shared_prepared, &*r), metrics);
           });
     });
     // On success `this` may already be finished and gone: touch nothing.
-    if (!submitted.ok()) Finish(arbor::server::ToGrpcStatus(submitted));
+    if (!submitted.ok()) Finish(arbor::rpc::ToGrpcStatus(submitted));
   }
 
-  void Reply(const ScoreOutcome& outcome, worker::server::EngineMetrics* metrics) {
+  void Reply(const ScoreOutcome& outcome, serving::EngineMetrics* metrics) {
     FillScoreResponse(outcome, response_);
     if (metrics != nullptr) metrics->AddTokensIn(outcome.reward_tokens + outcome.cache_hit_tokens);
     Finish(grpc::Status::OK);
@@ -99,20 +99,20 @@ void FillScoreResponse(const ScoreOutcome& outcome, arbor::v1::ScoreResponse* re
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Create(
-    VerifierServiceOptions options, RewardScorer* scorer, worker::server::EngineMetrics* metrics) {
+    VerifierServiceOptions options, RewardScorer* scorer, serving::EngineMetrics* metrics) {
   if (scorer == nullptr) return absl::InvalidArgumentError("VerifierService: scorer is null");
   return std::unique_ptr<VerifierService>(new VerifierService(std::move(options), scorer, metrics));
 }
 
 VerifierService::VerifierService(VerifierServiceOptions options, RewardScorer* scorer,
-                                 worker::server::EngineMetrics* metrics)
+                                 serving::EngineMetrics* metrics)
     : options_(std::move(options)), scorer_(scorer), metrics_(metrics) {
   limits_.model_name = options_.model_name;
 }
 
 arbor::v1::VerifierInfo VerifierService::MakeInfo() const {
   arbor::v1::VerifierInfo info;
-  const worker::Engine* engine = scorer_->engine();
+  const runtime::Engine* engine = scorer_->engine();
   const RewardConfig& config = scorer_->input().config();
   info.set_model(options_.model_name);
   info.set_architecture(engine->model_config().architecture);

@@ -19,9 +19,9 @@
 
 #include "absl/status/statusor.h"
 #include "arbor/v1/verifier.grpc.pb.h"
+#include "serving/engine_metrics.h"
 #include "verifier/reward_scorer.h"
 #include "verifier/score_request.h"
-#include "worker/server/engine_metrics.h"
 
 namespace arbor::verifier {
 
@@ -33,8 +33,9 @@ struct VerifierServiceOptions {
 class VerifierService final : public arbor::v1::Verifier::CallbackService {
  public:
   // `metrics` may be null.
-  static absl::StatusOr<std::unique_ptr<VerifierService>> Create(
-      VerifierServiceOptions options, RewardScorer* scorer, worker::server::EngineMetrics* metrics);
+  static absl::StatusOr<std::unique_ptr<VerifierService>> Create(VerifierServiceOptions options,
+                                                                 RewardScorer* scorer,
+                                                                 serving::EngineMetrics* metrics);
 
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const arbor::v1::ScoreRequest* request,
@@ -46,15 +47,15 @@ class VerifierService final : public arbor::v1::Verifier::CallbackService {
   arbor::v1::VerifierInfo MakeInfo() const;
   const VerifierLimits& limits() const { return limits_; }
   RewardScorer* scorer() const { return scorer_; }
-  worker::server::EngineMetrics* metrics() const { return metrics_; }
+  serving::EngineMetrics* metrics() const { return metrics_; }
 
  private:
   VerifierService(VerifierServiceOptions options, RewardScorer* scorer,
-                  worker::server::EngineMetrics* metrics);
+                  serving::EngineMetrics* metrics);
 
   VerifierServiceOptions options_;
   RewardScorer* scorer_;
-  worker::server::EngineMetrics* metrics_;
+  serving::EngineMetrics* metrics_;
   VerifierLimits limits_;
 };
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "worker/server/prompt_renderer.h"
+#include "serving/prompt_renderer.h"
 
 namespace arbor::verifier {
 
@@ -35,17 +35,17 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
 absl::StatusOr<std::unique_ptr<VerifierStack>> VerifierStack::Create(
     VerifierStackOptions options, prometheus::Registry& registry) {
   std::unique_ptr<VerifierStack> stack(new VerifierStack());
-  stack->metrics_ = std::make_unique<worker::server::EngineMetrics>(registry, options.role);
-  worker::server::EngineMetrics* metrics = stack->metrics_.get();
+  stack->metrics_ = std::make_unique<serving::EngineMetrics>(registry, options.role);
+  serving::EngineMetrics* metrics = stack->metrics_.get();
   auto observer = std::move(options.model.engine.step_observer);
-  options.model.engine.step_observer = [metrics, observer](const worker::StepInfo& step) {
+  options.model.engine.step_observer = [metrics, observer](const runtime::StepInfo& step) {
     metrics->ObserveStep(step);
     if (observer) observer(step);
   };
-  auto model = worker::server::LoadServedModel(std::move(options.model));
+  auto model = serving::LoadServedModel(std::move(options.model));
   if (!model.ok()) return model.status();
   stack->model_ = *std::move(model);
-  worker::Engine* engine = stack->model_.engine.get();
+  runtime::Engine* engine = stack->model_.engine.get();
   stack->metrics_->Attach(engine);
 
   const bool value_head = engine->model_config().is_value_head();
@@ -53,7 +53,7 @@ absl::StatusOr<std::unique_ptr<VerifierStack>> VerifierStack::Create(
   if (!config.ok()) return config.status();
   auto merged = ApplyRewardConfigOverrides(*config, options.overrides, value_head);
   if (!merged.ok()) return merged.status();
-  auto renderer = worker::server::MakePromptRenderer(stack->model_.model_dir);
+  auto renderer = serving::MakePromptRenderer(stack->model_.model_dir);
   if (!renderer.ok()) return renderer.status();
   auto scorer = RewardScorer::ForModel(engine, stack->model_.tokenizer.get(), *merged,
                                        renderer->render, options.scorer);

@@ -14,11 +14,11 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "serving/engine_metrics.h"
+#include "serving/served_model.h"
 #include "verifier/reward_config.h"
 #include "verifier/reward_scorer.h"
 #include "verifier/verifier_service.h"
-#include "worker/server/engine_metrics.h"
-#include "worker/server/served_model.h"
 
 namespace prometheus {
 class Registry;
@@ -43,7 +43,7 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
                                                         bool model_has_value_head);
 
 struct VerifierStackOptions {
-  worker::server::ServedModelOptions model;
+  serving::ServedModelOptions model;
   RewardConfigOverrides overrides;
   RewardScorerOptions scorer;
   std::string role = "verifier";
@@ -60,15 +60,15 @@ class VerifierStack {
 
   VerifierService* service() const { return service_.get(); }
   RewardScorer* scorer() const { return scorer_.get(); }
-  worker::Engine* engine() const { return model_.engine.get(); }
+  runtime::Engine* engine() const { return model_.engine.get(); }
   const std::string& model_name() const { return model_.name; }
   const RewardConfig& config() const { return scorer_->input().config(); }
 
  private:
   VerifierStack() = default;
 
-  std::unique_ptr<worker::server::EngineMetrics> metrics_;
-  worker::server::ServedModel model_;
+  std::unique_ptr<serving::EngineMetrics> metrics_;
+  serving::ServedModel model_;
   std::unique_ptr<RewardScorer> scorer_;
   std::unique_ptr<VerifierService> service_;
 };

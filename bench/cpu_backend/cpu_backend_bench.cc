@@ -17,10 +17,10 @@
 #include <thread>
 #include <vector>
 
-#include "tests/worker/tiny_model_util.h"
-#include "worker/cpu_backend.h"
+#include "runtime/backend/cpu/cpu_backend.h"
+#include "runtime/testing/tiny_model.h"
 
-namespace arbor::worker {
+namespace arbor::runtime {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -134,7 +134,7 @@ void Run(const std::string& label, const std::string& model_dir, int threads) {
 }
 
 }  // namespace
-}  // namespace arbor::worker
+}  // namespace arbor::runtime
 
 int main(int argc, char** argv) {
   std::string model;
@@ -151,21 +151,21 @@ int main(int argc, char** argv) {
   }
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   if (!model.empty()) {
-    arbor::worker::Run(model, model, threads);
+    arbor::runtime::Run(model, model, threads);
     return 0;
   }
-  arbor::worker::test_util::TempDir dir;
-  arbor::worker::test_util::TinyModelSpec spec;
+  arbor::runtime::test_util::TempDir dir;
+  arbor::runtime::test_util::TinyModelSpec spec;
   spec.vocab_size = 8192;
   spec.hidden_size = 512;
   spec.intermediate_size = 1536;
   spec.num_layers = 8;
   spec.num_heads = 8;
   spec.num_kv_heads = 2;
-  arbor::worker::test_util::WriteTinyModel(dir.path(), spec);
-  arbor::worker::Run("random 512x8", dir.path(), threads);
+  arbor::runtime::test_util::WriteTinyModel(dir.path(), spec);
+  arbor::runtime::Run("random 512x8", dir.path(), threads);
   if (std::filesystem::exists("models/policy/config.json")) {
-    arbor::worker::Run("models/policy", "models/policy", threads);
+    arbor::runtime::Run("models/policy", "models/policy", threads);
   }
   return 0;
 }

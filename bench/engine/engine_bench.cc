@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "worker/cpu_backend.h"
-#include "worker/engine.h"
+#include "runtime/backend/cpu/cpu_backend.h"
+#include "runtime/engine/engine.h"
 
-namespace arbor::worker {
+namespace arbor::runtime {
 namespace {
 
 struct Row {
@@ -143,10 +143,10 @@ Row Decode(const Args& args) {
 }
 
 }  // namespace
-}  // namespace arbor::worker
+}  // namespace arbor::runtime
 
 int main(int argc, char** argv) {
-  using namespace arbor::worker;
+  using namespace arbor::runtime;
   Args args;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) {

@@ -66,7 +66,7 @@ def build_and_save(path, seed):
     start = time.perf_counter()
     model.save_pretrained(path, safe_serialization=True)
     print(f"hf_baseline: saved to {path} in {time.perf_counter() - start:.1f} s", flush=True)
-    # What worker/model_config.cc needs: a bf16 dtype and Llama-3 RoPE, in
+    # What runtime/model/model_config.cc needs: a bf16 dtype and Llama-3 RoPE, in
     # either dialect (transformers 5: rope_parameters; Hub: rope_theta +
     # rope_scaling).
     config_path = os.path.join(path, "config.json")

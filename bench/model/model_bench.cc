@@ -58,8 +58,8 @@
 #include "bench/gpu_util/gpu_bench_util.h"
 #include "kernels/kernels.h"
 #include "nlohmann/json.hpp"
-#include "worker/backend.h"
-#include "worker/cuda_backend.h"
+#include "runtime/backend/backend.h"
+#include "runtime/backend/cuda/cuda_backend.h"
 
 ABSL_FLAG(std::string, model, "", "Hugging Face model folder (config.json + safetensors)");
 ABSL_FLAG(std::string, batches, "1,8,64,256", "Comma-separated decode batch sizes");
@@ -73,7 +73,7 @@ ABSL_FLAG(int, branches, 64, "Branches decoding after each shared prompt");
 ABSL_FLAG(int, shared_steps, 64, "Decode steps of every branch after the shared prompt");
 ABSL_FLAG(std::string, json_out, "", "Where to write the rows as JSON (empty: nowhere)");
 
-namespace arbor::worker {
+namespace arbor::runtime {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -508,14 +508,14 @@ int Main() {
       for (size_t k = 0; k < r.cascade_by_kernel.size(); ++k) {
         by_kernel[kGroupKernels[k].second] = r.cascade_by_kernel[k];
       }
-      j["shared_prefix"]["rows"].push_back({{"prompt", r.prompt},
-                                            {"cascade_tokens_per_s", r.cascade_tokens_per_s},
-                                            {"cascade_by_kernel", by_kernel},
-                                            {"cascade_eager_tokens_per_s",
-                                             r.cascade_eager_tokens_per_s},
-                                            {"plain_tokens_per_s", r.plain_tokens_per_s},
-                                            {"blocks_used", r.blocks_used},
-                                            {"blocks_if_copied", r.blocks_if_copied}});
+      j["shared_prefix"]["rows"].push_back(
+          {{"prompt", r.prompt},
+           {"cascade_tokens_per_s", r.cascade_tokens_per_s},
+           {"cascade_by_kernel", by_kernel},
+           {"cascade_eager_tokens_per_s", r.cascade_eager_tokens_per_s},
+           {"plain_tokens_per_s", r.plain_tokens_per_s},
+           {"blocks_used", r.blocks_used},
+           {"blocks_if_copied", r.blocks_if_copied}});
     }
     std::ofstream(path) << j.dump(2) << "\n";
   }
@@ -538,8 +538,7 @@ int Main() {
     for (const SharedRow& r : shared_rows) {
       std::printf("| %d | %.0f | %.0f | %.0f | %.2fx | %d | %d |\n", r.prompt,
                   r.cascade_tokens_per_s, r.cascade_eager_tokens_per_s, r.plain_tokens_per_s,
-                  r.cascade_tokens_per_s / r.plain_tokens_per_s, r.blocks_used,
-                  r.blocks_if_copied);
+                  r.cascade_tokens_per_s / r.plain_tokens_per_s, r.blocks_used, r.blocks_if_copied);
     }
     const SharedRow &first = shared_rows.front(), &last = shared_rows.back();
     std::printf("from %d to %d shared tokens: cascade throughput falls %.1f%%, plain %.1f%%\n",
@@ -558,9 +557,9 @@ int Main() {
 }
 
 }  // namespace
-}  // namespace arbor::worker
+}  // namespace arbor::runtime
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  return arbor::worker::Main();
+  return arbor::runtime::Main();
 }

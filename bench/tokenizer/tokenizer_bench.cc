@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "worker/tokenizer.h"
+#include "runtime/text/tokenizer.h"
 
 namespace {
 
@@ -24,8 +24,8 @@ double Seconds(std::chrono::steady_clock::time_point since) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using arbor::worker::IncrementalDecoder;
-  using arbor::worker::Tokenizer;
+  using arbor::runtime::IncrementalDecoder;
+  using arbor::runtime::Tokenizer;
   const std::string dir = argc > 1 ? argv[1] : "tests/fixtures/golden/qwen2";
   const int threads = argc > 2 ? std::atoi(argv[2]) : 4;
   auto load_start = std::chrono::steady_clock::now();

@@ -23,7 +23,7 @@ _PROTO_SETS = [
 ]
 # grpc.health.v1 is generated from a copy under another path: a generated
 # package named `grpc` would collide with the grpc library itself.
-_HEALTH_PROTO = os.path.join(SOURCE_DIR, "server", "proto", "grpc", "health", "v1", "health.proto")
+_HEALTH_PROTO = os.path.join(SOURCE_DIR, "rpc", "proto", "grpc", "health", "v1", "health.proto")
 
 
 def _generate(out_dir):

@@ -20,7 +20,7 @@ DEPLOY = os.path.join(SOURCE_DIR, "deploy")
 
 def source_text():
     text = []
-    for folder in ["server", "coordinator", "worker", "verifier"]:
+    for folder in ["rpc", "serving", "coordinator", "worker", "verifier"]:
         for path in glob.glob(os.path.join(SOURCE_DIR, folder, "**", "*.cc"), recursive=True):
             with open(path, encoding="utf-8") as f:
                 text.append(f.read())

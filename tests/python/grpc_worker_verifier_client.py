@@ -38,7 +38,7 @@ def generate_stubs(out_dir):
     # "grpc" package would clash with grpcio's own.
     health_dir = os.path.join(out_dir, "health_proto")
     os.makedirs(health_dir, exist_ok=True)
-    shutil.copy(os.path.join(SOURCE_DIR, "server", "proto", "grpc", "health", "v1", "health.proto"),
+    shutil.copy(os.path.join(SOURCE_DIR, "rpc", "proto", "grpc", "health", "v1", "health.proto"),
                 health_dir)
     health = os.path.join(health_dir, "health.proto")
     includes = ["-I" + os.path.join(SOURCE_DIR, "proto"), "-I" + health_dir]

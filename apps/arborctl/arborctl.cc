@@ -1,0 +1,336 @@
+// arborctl: the command-line client of an Arbor deployment.
+//   arborctl solve [flags] "question"   run a job (streamed; live progress on stderr)
+//   arborctl health [--service=NAME]    grpc.health.v1 status of --target
+//   arborctl info                       Generator.Info / Verifier.Info of --target
+// Exit codes: 0 success, 1 the RPC failed (or NOT_SERVING), 2 bad usage.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "arbor/v1/generator.grpc.pb.h"
+#include "arbor/v1/reasoning.grpc.pb.h"
+#include "arbor/v1/verifier.grpc.pb.h"
+#include "coordinator/solve_request.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "rpc/status_util.h"
+
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address host:port");
+ABSL_FLAG(int, timeout_ms, 0, "gRPC deadline of the call in ms (0: none for solve, 10 s else)");
+ABSL_FLAG(bool, json, false, "Print the result as JSON (for scripts)");
+ABSL_FLAG(bool, stream, true, "solve: use SolveStream and show live progress on stderr");
+ABSL_FLAG(std::string, strategy, "best_of_n",
+          "greedy, best_of_n, beam_search, dvts or particle_filter");
+ABSL_FLAG(int, n, 0, "Samples / beams / leaves / particles (0: the strategy's default)");
+ABSL_FLAG(int, beam_width, 0, "beam_search/dvts: beam width M (0: default 4)");
+ABSL_FLAG(int, iterations, 0, "beam_search/dvts/particle_filter: max iterations (0: 40)");
+ABSL_FLAG(int, lookahead, 0, "beam_search: lookahead steps");
+ABSL_FLAG(std::string, selection, "reward",
+          "best_of_n: reward, majority_vote, weighted_vote or best_of_majority");
+ABSL_FLAG(std::string, aggregation, "last", "Step score aggregation: last, min, prod, mean");
+ABSL_FLAG(std::string, model, "", "Policy model (empty: the default)");
+ABSL_FLAG(std::string, reward_model, "", "Reward model (empty: the default)");
+ABSL_FLAG(std::string, chat_template, "", "chatml, llama3, raw (empty: the model's)");
+ABSL_FLAG(std::string, job_id, "", "Job id (empty: the coordinator picks one)");
+ABSL_FLAG(double, temperature, -1, "Sampling temperature (-1: the strategy's default)");
+ABSL_FLAG(double, top_p, -1, "Nucleus mass (-1: default 1.0)");
+ABSL_FLAG(int, top_k, 0, "Top-k (0: off)");
+ABSL_FLAG(int, max_step_tokens, 0, "Cap on tokens per step (0: 256)");
+ABSL_FLAG(int64_t, max_tokens, 0, "Budget: generated tokens (0: no cap)");
+ABSL_FLAG(int64_t, max_reward_tokens, 0, "Budget: reward-model tokens (0: no cap)");
+ABSL_FLAG(int64_t, max_reward_calls, 0, "Budget: reward-model calls (0: no cap)");
+ABSL_FLAG(int, max_steps, 0, "Budget: strategy iterations (0: no cap)");
+ABSL_FLAG(int64_t, deadline_ms, 0, "Budget: wall-clock ms (0: none)");
+ABSL_FLAG(uint64_t, seed, 0, "Job seed");
+ABSL_FLAG(int, max_candidates, 0, "Candidates returned (0: 8)");
+ABSL_FLAG(std::string, service, "", "health: service name (empty: the server overall)");
+
+namespace {
+
+int Usage() {
+  std::fprintf(stderr, "%s\n", absl::ProgramUsageMessage().data());
+  return 2;
+}
+
+std::shared_ptr<grpc::Channel> Connect() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void SetDeadline(grpc::ClientContext& context, int default_ms) {
+  const int ms = absl::GetFlag(FLAGS_timeout_ms) > 0 ? absl::GetFlag(FLAGS_timeout_ms) : default_ms;
+  if (ms > 0) context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(ms)));
+}
+
+int Fail(const grpc::Status& status) {
+  std::fprintf(stderr, "arborctl: %s: %s\n",
+               std::string(arbor::rpc::GrpcCodeName(status.error_code())).c_str(),
+               status.error_message().c_str());
+  return 1;
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+bool ParseAggregation(const std::string& name, arbor::v1::ScoreAggregation* out) {
+  if (name == "last")
+    *out = arbor::v1::SCORE_AGGREGATION_LAST;
+  else if (name == "min")
+    *out = arbor::v1::SCORE_AGGREGATION_MIN;
+  else if (name == "prod")
+    *out = arbor::v1::SCORE_AGGREGATION_PROD;
+  else if (name == "mean")
+    *out = arbor::v1::SCORE_AGGREGATION_MEAN;
+  else
+    return false;
+  return true;
+}
+
+bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request) {
+  // proto3 strings must be UTF-8: protobuf would refuse to send anything else.
+  for (const auto& [field, value] : {std::pair<const char*, std::string>{"question", question},
+                                     {"model", absl::GetFlag(FLAGS_model)},
+                                     {"reward_model", absl::GetFlag(FLAGS_reward_model)},
+                                     {"job_id", absl::GetFlag(FLAGS_job_id)}}) {
+    if (!arbor::coordinator::IsValidUtf8(value)) {
+      std::fprintf(stderr, "arborctl: INVALID_ARGUMENT: %s: is not valid UTF-8\n", field);
+      return false;
+    }
+  }
+  request->set_question(question);
+  request->set_job_id(absl::GetFlag(FLAGS_job_id));
+  request->set_model(absl::GetFlag(FLAGS_model));
+  request->set_reward_model(absl::GetFlag(FLAGS_reward_model));
+  request->set_chat_template(absl::GetFlag(FLAGS_chat_template));
+  request->set_seed(absl::GetFlag(FLAGS_seed));
+  request->set_max_candidates(absl::GetFlag(FLAGS_max_candidates));
+  arbor::v1::ScoreAggregation aggregation;
+  if (!ParseAggregation(absl::GetFlag(FLAGS_aggregation), &aggregation)) {
+    std::fprintf(stderr, "--aggregation: unknown '%s'\n", absl::GetFlag(FLAGS_aggregation).c_str());
+    return false;
+  }
+  const std::string strategy = absl::GetFlag(FLAGS_strategy);
+  const int n = absl::GetFlag(FLAGS_n);
+  if (strategy == "greedy") {
+    request->mutable_greedy();
+  } else if (strategy == "best_of_n") {
+    auto* s = request->mutable_best_of_n();
+    s->set_n(n);
+    s->set_aggregation(aggregation);
+    const std::string selection = absl::GetFlag(FLAGS_selection);
+    if (selection == "reward")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_REWARD);
+    else if (selection == "majority_vote")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
+    else if (selection == "weighted_vote")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+    else if (selection == "best_of_majority")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_BEST_OF_MAJORITY);
+    else {
+      std::fprintf(stderr, "--selection: unknown '%s'\n", selection.c_str());
+      return false;
+    }
+  } else if (strategy == "beam_search") {
+    auto* s = request->mutable_beam_search();
+    s->set_n(n);
+    s->set_beam_width(absl::GetFlag(FLAGS_beam_width));
+    s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
+    s->set_lookahead(absl::GetFlag(FLAGS_lookahead));
+    s->set_aggregation(aggregation);
+  } else if (strategy == "dvts") {
+    auto* s = request->mutable_dvts();
+    s->set_n(n);
+    s->set_beam_width(absl::GetFlag(FLAGS_beam_width));
+    s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
+    s->set_aggregation(aggregation);
+  } else if (strategy == "particle_filter") {
+    auto* s = request->mutable_particle_filter();
+    s->set_n(n);
+    s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
+  } else {
+    std::fprintf(stderr,
+                 "--strategy: unknown '%s' (greedy, best_of_n, beam_search, dvts, "
+                 "particle_filter)\n",
+                 strategy.c_str());
+    return false;
+  }
+  if (absl::GetFlag(FLAGS_temperature) >= 0) {
+    request->mutable_sampling()->set_temperature(
+        static_cast<float>(absl::GetFlag(FLAGS_temperature)));
+  }
+  if (absl::GetFlag(FLAGS_top_p) >= 0) {
+    request->mutable_sampling()->set_top_p(static_cast<float>(absl::GetFlag(FLAGS_top_p)));
+  }
+  request->mutable_sampling()->set_top_k(absl::GetFlag(FLAGS_top_k));
+  request->mutable_stop()->set_max_step_tokens(absl::GetFlag(FLAGS_max_step_tokens));
+  auto* budget = request->mutable_budget();
+  budget->set_max_generated_tokens(absl::GetFlag(FLAGS_max_tokens));
+  budget->set_max_reward_tokens(absl::GetFlag(FLAGS_max_reward_tokens));
+  budget->set_max_reward_calls(absl::GetFlag(FLAGS_max_reward_calls));
+  budget->set_max_steps(absl::GetFlag(FLAGS_max_steps));
+  budget->set_deadline_ms(absl::GetFlag(FLAGS_deadline_ms));
+  return true;
+}
+
+void PrintResult(const arbor::v1::SolveResponse& r) {
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", ToJson(r).c_str());
+    return;
+  }
+  const arbor::v1::Usage& u = r.usage();
+  std::printf("answer: %s\n", r.answer().c_str());
+  std::printf("job %s, %s on %s%s%s\n", r.job_id().c_str(), r.strategy().c_str(),
+              r.worker().c_str(), r.verifier().empty() ? "" : " + ", r.verifier().c_str());
+  if (r.budget_exhausted()) std::printf("budget exhausted by %s\n", r.exhausted_by().c_str());
+  std::printf(
+      "usage: %lld generated, %lld prefill, %lld prefix-cache hit, %lld reward tokens "
+      "(%lld calls), %lld worker calls, %lld retries, %lld steps, %lld ms\n",
+      static_cast<long long>(u.generated_tokens()), static_cast<long long>(u.prefill_tokens()),
+      static_cast<long long>(u.prefix_cache_hit_tokens()),
+      static_cast<long long>(u.reward_tokens()), static_cast<long long>(u.reward_calls()),
+      static_cast<long long>(u.worker_calls()), static_cast<long long>(u.retries()),
+      static_cast<long long>(u.steps()), static_cast<long long>(u.wall_time_ms()));
+  std::printf("\n%s\n", r.text().c_str());
+}
+
+int Solve(const std::string& question) {
+  arbor::v1::SolveRequest request;
+  if (!BuildRequest(question, &request)) return 1;
+  auto stub = arbor::v1::Reasoning::NewStub(Connect());
+  grpc::ClientContext context;
+  SetDeadline(context, 0);
+  if (!absl::GetFlag(FLAGS_stream)) {
+    arbor::v1::SolveResponse response;
+    grpc::Status status = stub->Solve(&context, request, &response);
+    if (!status.ok()) return Fail(status);
+    PrintResult(response);
+    return 0;
+  }
+  const bool tty = isatty(STDERR_FILENO);
+  auto reader = stub->SolveStream(&context, request);
+  arbor::v1::SolveEvent event;
+  arbor::v1::SolveResponse result;
+  bool have_result = false;
+  while (reader->Read(&event)) {
+    if (event.has_accepted()) {
+      std::fprintf(stderr, "accepted job %s (%s) on %s\n", event.accepted().job_id().c_str(),
+                   event.accepted().strategy().c_str(), event.accepted().worker().c_str());
+    } else if (event.has_step()) {
+      const auto& s = event.step();
+      std::fprintf(stderr, "%sstep %d: %d live, %d finished, best %.3f, %lld tokens, %lld ms%s",
+                   tty ? "\r\033[K" : "", s.iteration(), s.live_branches(), s.finished_branches(),
+                   s.best_score(), static_cast<long long>(s.usage().generated_tokens()),
+                   static_cast<long long>(s.usage().wall_time_ms()), tty ? "" : "\n");
+    } else if (event.has_result()) {
+      result = event.result();
+      have_result = true;
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) return Fail(status);
+  if (!have_result) {
+    std::fprintf(stderr, "arborctl: stream ended without a result\n");
+    return 1;
+  }
+  PrintResult(result);
+  return 0;
+}
+
+int Health() {
+  auto stub = grpc::health::v1::Health::NewStub(Connect());
+  grpc::ClientContext context;
+  SetDeadline(context, 10000);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Fail(status);
+  const std::string name =
+      grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("{\"status\":\"%s\"}\n", name.c_str());
+  } else {
+    std::printf("%s\n", name.c_str());
+  }
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? 0 : 1;
+}
+
+int Info() {
+  auto channel = Connect();
+  bool any = false;
+  grpc::Status last;
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, 10000);
+    arbor::v1::GeneratorInfo info;
+    last = arbor::v1::Generator::NewStub(channel)->Info(&context, arbor::v1::InfoRequest(), &info);
+    if (last.ok()) {
+      std::printf(absl::GetFlag(FLAGS_json) ? "{\"generator\":%s}\n" : "generator: %s\n",
+                  ToJson(info).c_str());
+      any = true;
+    } else if (last.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+      return Fail(last);
+    }
+  }
+  {
+    grpc::ClientContext context;
+    SetDeadline(context, 10000);
+    arbor::v1::VerifierInfo info;
+    last = arbor::v1::Verifier::NewStub(channel)->Info(&context, arbor::v1::VerifierInfoRequest(),
+                                                       &info);
+    if (last.ok()) {
+      std::printf(absl::GetFlag(FLAGS_json) ? "{\"verifier\":%s}\n" : "verifier: %s\n",
+                  ToJson(info).c_str());
+      any = true;
+    } else if (last.error_code() != grpc::StatusCode::UNIMPLEMENTED) {
+      return Fail(last);
+    }
+  }
+  if (!any) {
+    std::printf(
+        "%s serves neither arbor.v1.Generator nor arbor.v1.Verifier (a coordinator? "
+        "try `arborctl health`)\n",
+        absl::GetFlag(FLAGS_target).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "arborctl solve|health|info [--target=host:port] [flags] [question]\n"
+      "  solve: --strategy=beam_search --n=8 --max_tokens=4000 --deadline_ms=5000 --json\n"
+      "  health: grpc.health.v1 status; info: Generator/Verifier Info");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() < 2) return Usage();
+  const std::string command = args[1];
+  if (command == "solve") {
+    if (args.size() != 3) {
+      std::fprintf(stderr, "arborctl solve: give the question as one argument\n");
+      return 2;
+    }
+    return Solve(args[2]);
+  }
+  if (command == "health" && args.size() == 2) return Health();
+  if (command == "info" && args.size() == 2) return Info();
+  return Usage();
+}

@@ -1,0 +1,38 @@
+#include "rpc/flags.h"
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/time/time.h"
+
+ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC server binds");
+ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free port (printed as 'listening on HOST:PORT')");
+ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address the Prometheus /metrics endpoint binds");
+ABSL_FLAG(int, metrics_port, 0,
+          "Prometheus /metrics port; 0 picks a free port (printed as 'metrics on HOST:PORT'), "
+          "-1 disables it");
+ABSL_FLAG(int, drain_grace_ms, 10000,
+          "On SIGTERM/SIGINT: how long in-flight calls may run before they are cancelled");
+ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message sent or received, in MiB");
+
+namespace arbor::rpc {
+
+std::vector<char*> ParseServerCommandLine(int argc, char** argv, std::string_view usage) {
+  absl::SetProgramUsageMessage(std::string(usage));
+  return absl::ParseCommandLine(argc, argv);
+}
+
+ServerOptions ServerOptionsFromFlags(std::string_view name) {
+  ServerOptions options;
+  options.name = std::string(name);
+  options.host = absl::GetFlag(FLAGS_host);
+  options.port = absl::GetFlag(FLAGS_port);
+  options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
+  options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  options.drain_grace = absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms));
+  const int mb = absl::GetFlag(FLAGS_max_message_mb);
+  options.max_message_bytes = mb > 0 && mb <= 2047 ? mb << 20 : -1;
+  return options;
+}
+
+}  // namespace arbor::rpc

@@ -1,0 +1,119 @@
+// Server: the gRPC server every Arbor role runs (coordinator, worker,
+// verifier). It hosts the role's callback-API services plus
+//  - grpc.health.v1 (grpc::EnableDefaultHealthCheckService) with a serving
+//    status that Drain flips to NOT_SERVING,
+//  - server reflection, so `grpcurl -plaintext host:port list` works,
+//  - a Prometheus /metrics HTTP endpoint exposing one shared registry, which
+//    also carries per-method request counters and latency histograms
+//    (arbor_grpc_server_handled_total, arbor_grpc_server_handling_seconds),
+//  - graceful drain: NOT_SERVING, stop accepting, let in-flight calls finish
+//    within a grace period, then cancel what is left.
+// Port 0 picks a free port; Start prints "listening on 127.0.0.1:PORT" (and
+// "metrics on 127.0.0.1:PORT") to stdout so scripts and tests can parse it.
+// Thread-safety: all methods are thread-safe; Drain may be called once or
+// more (later calls are no-ops) from any thread, Wait from any thread.
+#ifndef ARBOR_RPC_SERVER_H_
+#define ARBOR_RPC_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace grpc {
+class Server;
+class Service;
+}  // namespace grpc
+
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace arbor::rpc {
+
+class MetricsEndpoint;
+
+struct ServerOptions {
+  // Role name for logs ("coordinator", "worker", ...).
+  std::string name = "arbor";
+  // gRPC bind address and port; port 0 picks a free port.
+  std::string host = "0.0.0.0";
+  int port = 0;
+  // /metrics bind address and port; 0 picks a free port, -1 disables it.
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 0;
+  // How long Drain lets in-flight calls run before cancelling them.
+  absl::Duration drain_grace = absl::Seconds(10);
+  // Largest message received or sent, in bytes.
+  int max_message_bytes = 64 << 20;
+  // Print "listening on ..." / "metrics on ..." to stdout.
+  bool announce = true;
+};
+
+// Validates ranges (ports in [-1, 65535], positive message size, ...).
+absl::Status ValidateServerOptions(const ServerOptions& options);
+
+class Server {
+ public:
+  // Starts serving `services` (each must outlive the server). `registry` is
+  // the shared metrics registry the services registered their families in;
+  // null creates one.
+  static absl::StatusOr<std::unique_ptr<Server>> Start(
+      const ServerOptions& options, const std::vector<grpc::Service*>& services,
+      std::shared_ptr<prometheus::Registry> registry = nullptr);
+
+  ~Server();  // drains with a zero grace period if still running
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  int port() const { return port_; }
+  // -1 when /metrics is disabled.
+  int metrics_port() const { return metrics_port_; }
+  // "127.0.0.1:PORT" when bound to all interfaces, else "host:PORT".
+  std::string address() const;
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+  // Sets the overall health status ("" service) and every registered service's.
+  void SetServing(bool serving);
+
+  // Graceful drain: NOT_SERVING, stop accepting new calls, wait up to `grace`
+  // for in-flight calls (cancelling the rest), then return. Idempotent.
+  void Drain(absl::Duration grace);
+  // Drain with options.drain_grace.
+  void Drain();
+
+  // Blocks until the server has shut down (after Drain).
+  void Wait();
+
+  grpc::Server* grpc_server() { return server_.get(); }
+
+ private:
+  Server() = default;
+
+  ServerOptions options_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<MetricsEndpoint> metrics_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  int metrics_port_ = -1;
+  absl::Mutex drain_mu_;
+  bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
+};
+
+// Shutdown signals (SIGTERM, SIGINT) handled without async-signal hazards:
+// BlockShutdownSignals must run at the start of main, before any thread is
+// created (gRPC's included), so every thread inherits the mask; then
+// WaitForShutdownSignal blocks in sigwait and returns the signal number.
+void BlockShutdownSignals();
+int WaitForShutdownSignal();
+
+// The usual main loop of a role: waits for SIGTERM/SIGINT, logs it, drains
+// the server with its grace period and waits for it to stop.
+void RunUntilShutdownSignal(Server& server);
+
+}  // namespace arbor::rpc
+
+#endif  // ARBOR_RPC_SERVER_H_

@@ -1,0 +1,185 @@
+// The shared server: health status, /metrics over HTTP, reflection, drain,
+// status mapping. Everything runs for real on loopback.
+#include "rpc/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "rpc/status_util.h"
+
+namespace arbor::rpc {
+namespace {
+
+using ::grpc::health::v1::Health;
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+
+// GET http://127.0.0.1:port/path with a plain socket; returns the whole reply.
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request =
+      "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  (void)!write(fd, request.data(), request.size());
+  std::string reply;
+  char buffer[4096];
+  ssize_t n;
+  while ((n = read(fd, buffer, sizeof(buffer))) > 0) reply.append(buffer, n);
+  close(fd);
+  return reply;
+}
+
+HealthCheckResponse::ServingStatus CheckHealth(Health::Stub& stub, grpc::Status* status) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  HealthCheckRequest request;
+  HealthCheckResponse response;
+  *status = stub.Check(&context, request, &response);
+  return response.status();
+}
+
+ServerOptions LoopbackOptions() {
+  ServerOptions options;
+  options.name = "test";
+  options.host = "127.0.0.1";
+  options.metrics_host = "127.0.0.1";
+  options.announce = false;
+  return options;
+}
+
+TEST(StatusUtilTest, RoundTripsCodeAndMessage) {
+  const absl::Status original = absl::InvalidArgumentError("question: must not be empty");
+  const grpc::Status wire = ToGrpcStatus(original);
+  EXPECT_EQ(wire.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(wire.error_message(), "question: must not be empty");
+  EXPECT_EQ(ToAbslStatus(wire), original);
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  EXPECT_TRUE(ToAbslStatus(grpc::Status::OK).ok());
+  EXPECT_EQ(ToAbslStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "full")).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(GrpcCodeName(grpc::StatusCode::DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED");
+}
+
+TEST(ServerOptionsTest, RejectsBadPortsNamingThem) {
+  ServerOptions options = LoopbackOptions();
+  options.port = 70000;
+  EXPECT_THAT(ValidateServerOptions(options).message(), HasSubstr("port (70000)"));
+  options.port = 0;
+  options.metrics_port = -2;
+  EXPECT_THAT(ValidateServerOptions(options).message(), HasSubstr("metrics_port (-2)"));
+  EXPECT_EQ(Server::Start(options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ServerTest, ServesHealthMetricsAndDrains) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto server = Server::Start(LoopbackOptions(), {}, registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  ASSERT_GT((*server)->port(), 0);
+  ASSERT_GT((*server)->metrics_port(), 0);
+  EXPECT_EQ((*server)->address(), "127.0.0.1:" + std::to_string((*server)->port()));
+
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto stub = Health::NewStub(channel);
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(*stub, &status), HealthCheckResponse::SERVING);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  (*server)->SetServing(false);
+  EXPECT_EQ(CheckHealth(*stub, &status), HealthCheckResponse::NOT_SERVING);
+  (*server)->SetServing(true);
+
+  // The interceptor counted the health checks; /metrics shows them.
+  const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("200 OK"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handled_total{"));
+  EXPECT_THAT(metrics, HasSubstr("method=\"/grpc.health.v1.Health/Check\""));
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handling_seconds_bucket"));
+
+  // A Watch stream is in flight while the server drains: it sees NOT_SERVING,
+  // then is cancelled when the grace period ends; Drain returns after that.
+  grpc::ClientContext watch_context;
+  HealthCheckRequest watch_request;
+  auto watch = stub->Watch(&watch_context, watch_request);
+  HealthCheckResponse update;
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.status(), HealthCheckResponse::SERVING);
+  const absl::Time drain_start = absl::Now();
+  std::thread drain([&] { (*server)->Drain(absl::Milliseconds(300)); });
+  ASSERT_TRUE(watch->Read(&update));
+  EXPECT_EQ(update.status(), HealthCheckResponse::NOT_SERVING);
+  while (watch->Read(&update)) {
+  }
+  watch->Finish().IgnoreError();
+  drain.join();
+  EXPECT_GE(absl::Now() - drain_start, absl::Milliseconds(250));
+  (*server)->Wait();
+
+  // After the drain nothing is accepted.
+  CheckHealth(*stub, &status);
+  EXPECT_FALSE(status.ok());
+}
+
+TEST(ServerTest, ReflectionListsServices) {
+  auto server = Server::Start(LoopbackOptions(), {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  // A raw ServerReflectionInfo call: request {list_services: ""} is field 7
+  // (tag 0x3a) with an empty string; the reply names every service.
+  grpc::GenericStub generic(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  auto call = generic.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag;
+  bool ok;
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  const char request_bytes[] = {0x3a, 0x00};
+  grpc::Slice slice(request_bytes, sizeof(request_bytes));
+  grpc::ByteBuffer request(&slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  grpc::ByteBuffer reply;
+  call->Read(&reply, reinterpret_cast<void*>(3));
+  ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(reply.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+  EXPECT_THAT(bytes, HasSubstr("grpc.reflection.v1alpha.ServerReflection"));
+  context.TryCancel();
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(4));
+  while (cq.Next(&tag, &ok)) {
+    if (tag == reinterpret_cast<void*>(4)) break;
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+}  // namespace
+}  // namespace arbor::rpc

@@ -1,0 +1,49 @@
+#include "serving/engine_flags.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/flag.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)");
+ABSL_FLAG(std::string, model_name, "",
+          "Name the model is served under (Info.model; requests may name it); default: the "
+          "folder's base name");
+ABSL_FLAG(std::string, backend, "cpu", "Engine backend: cpu, or cuda where built");
+ABSL_FLAG(int, threads, 0, "CPU backend threads; 0 = all hardware threads");
+ABSL_FLAG(int64_t, kv_cache_tokens, 16384,
+          "KV cache capacity in tokens (rounded up to 16-token blocks)");
+ABSL_FLAG(int, kv_cache_blocks, 0,
+          "KV cache capacity in 16-token blocks; overrides "
+          "--kv_cache_tokens when > 0");
+ABSL_FLAG(double, kv_memory_fraction, 0,
+          "--backend=cuda: KV pool = this fraction of the GPU memory free after the weights, "
+          "in (0, 1]; 0 = size it by --kv_cache_tokens / --kv_cache_blocks");
+ABSL_FLAG(int, max_batch_tokens, 2048,
+          "Most tokens in one engine step (decode tokens + prefill chunks)");
+ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");
+ABSL_FLAG(int, max_queued_requests, 1024,
+          "Requests accepted and not finished; beyond it calls fail with RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_context_tokens, 0,
+          "Context window in tokens; 0 = the model's max_position_embeddings");
+
+namespace arbor::serving {
+
+ServedModelOptions ServedModelOptionsFromFlags() {
+  ServedModelOptions options;
+  options.model_dir = absl::GetFlag(FLAGS_model);
+  options.model_name = absl::GetFlag(FLAGS_model_name);
+  options.backend = absl::GetFlag(FLAGS_backend);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  options.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);
+  options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
+  options.kv_memory_fraction = absl::GetFlag(FLAGS_kv_memory_fraction);
+  options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
+  options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
+  options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  options.engine.max_context_tokens = absl::GetFlag(FLAGS_max_context_tokens);
+  return options;
+}
+
+}  // namespace arbor::serving

@@ -1,0 +1,140 @@
+#include "serving/engine_metrics.h"
+
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+
+namespace arbor::serving {
+
+namespace {
+
+using Labels = std::map<std::string, std::string>;
+
+prometheus::Histogram* AddHistogram(prometheus::Registry& registry, const std::string& name,
+                                    const std::string& help, const Labels& labels,
+                                    const prometheus::Histogram::BucketBoundaries& buckets) {
+  return &prometheus::BuildHistogram().Name(name).Help(help).Register(registry).Add(labels,
+                                                                                    buckets);
+}
+
+prometheus::Gauge* AddGauge(prometheus::Registry& registry, const std::string& name,
+                            const std::string& help, const Labels& labels) {
+  return &prometheus::BuildGauge().Name(name).Help(help).Register(registry).Add(labels);
+}
+
+prometheus::Counter* AddCounter(prometheus::Registry& registry, const std::string& name,
+                                const std::string& help, const Labels& labels) {
+  return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
+}
+
+Labels With(const std::string& role, const std::string& key, const std::string& value) {
+  return {{"role", role}, {key, value}};
+}
+
+}  // namespace
+
+EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& role) {
+  const Labels r = {{"role", role}};
+  step_seconds_ = AddHistogram(
+      registry, "arbor_engine_step_seconds", "Latency of one engine forward step (with sampling)",
+      r, {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
+  batch_tokens_ = AddHistogram(registry, "arbor_engine_batch_tokens",
+                               "Tokens run through the model in one engine step", r,
+                               {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192});
+  batch_sequences_ =
+      AddHistogram(registry, "arbor_engine_batch_sequences", "Sequences in one engine step", r,
+                   {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  queue_depth_ = AddGauge(registry, "arbor_engine_queue_depth",
+                          "Requests accepted by the engine and not started yet", r);
+  active_requests_ = AddGauge(registry, "arbor_engine_active_requests",
+                              "Requests accepted by the engine and not finished", r);
+  running_sequences_ = AddGauge(registry, "arbor_engine_running_sequences",
+                                "Sequences in the engine's running batch", r);
+  const std::string kv_help =
+      "KV cache blocks by state (used by running sequences, cached in "
+      "the radix tree, free, total)";
+  kv_used_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "used"));
+  kv_cached_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "cached"));
+  kv_free_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "free"));
+  kv_total_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "total"));
+  const std::string tokens_help =
+      "Tokens the engine prefilled, generated, or served from its prefix cache";
+  prefill_tokens_ =
+      AddCounter(registry, "arbor_engine_tokens_total", tokens_help, With(role, "kind", "prefill"));
+  generated_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
+                                 With(role, "kind", "generated"));
+  prefix_hit_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
+                                  With(role, "kind", "prefix_hit"));
+  preemptions_ = AddCounter(registry, "arbor_engine_preemptions_total",
+                            "Sequences preempted because the KV cache was full", r);
+  const std::string service_help =
+      "Tokens of the requests a service answered: in (prompt, suffix or reward input), "
+      "out (generated)";
+  tokens_in_ = AddCounter(registry, "arbor_service_tokens_total", service_help,
+                          With(role, "direction", "in"));
+  tokens_out_ = AddCounter(registry, "arbor_service_tokens_total", service_help,
+                           With(role, "direction", "out"));
+}
+
+EngineMetrics::~EngineMetrics() { Detach(); }
+
+void EngineMetrics::ObserveStep(const runtime::StepInfo& step) {
+  step_seconds_->Observe(absl::ToDoubleSeconds(step.latency));
+  batch_tokens_->Observe(step.batch_tokens);
+  batch_sequences_->Observe(step.num_seqs);
+}
+
+void EngineMetrics::Attach(const runtime::Engine* engine, absl::Duration period) {
+  Detach();
+  {
+    absl::MutexLock lock(&mu_);
+    engine_ = engine;
+    exported_ = runtime::EngineStats();
+  }
+  Refresh();
+  stop_ = std::make_unique<absl::Notification>();
+  refresher_ = std::thread([this, period, stop = stop_.get()] {
+    while (!stop->WaitForNotificationWithTimeout(period)) Refresh();
+  });
+}
+
+void EngineMetrics::Detach() {
+  if (refresher_.joinable()) {
+    stop_->Notify();
+    refresher_.join();
+  }
+  absl::MutexLock lock(&mu_);
+  engine_ = nullptr;
+}
+
+void EngineMetrics::Refresh() {
+  absl::MutexLock lock(&mu_);
+  if (engine_ == nullptr) return;
+  const runtime::EngineStats s = engine_->stats();
+  queue_depth_->Set(s.queued_requests);
+  active_requests_->Set(s.active_requests);
+  running_sequences_->Set(s.running_seqs);
+  kv_used_->Set(s.kv_blocks_used);
+  kv_cached_->Set(s.kv_blocks_cached);
+  kv_free_->Set(s.kv_blocks_free);
+  kv_total_->Set(s.kv_blocks_total);
+  auto advance = [](prometheus::Counter* counter, int64_t now, int64_t* seen) {
+    if (now > *seen) counter->Increment(static_cast<double>(now - *seen));
+    *seen = now;
+  };
+  advance(prefill_tokens_, s.prefill_tokens, &exported_.prefill_tokens);
+  advance(generated_tokens_, s.generated_tokens, &exported_.generated_tokens);
+  advance(prefix_hit_tokens_, s.prefix_hit_tokens, &exported_.prefix_hit_tokens);
+  advance(preemptions_, s.preemptions, &exported_.preemptions);
+}
+
+void EngineMetrics::AddTokensIn(int64_t n) {
+  if (n > 0) tokens_in_->Increment(static_cast<double>(n));
+}
+
+void EngineMetrics::AddTokensOut(int64_t n) {
+  if (n > 0) tokens_out_->Increment(static_cast<double>(n));
+}
+
+}  // namespace arbor::serving

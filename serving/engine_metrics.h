@@ -1,0 +1,92 @@
+// EngineMetrics: the Prometheus series of one Engine, in the process's shared
+// registry, every series labelled role="worker" or "verifier" (so that the
+// all-in-one mode can put both engines in one registry):
+//   arbor_engine_step_seconds            histogram of forward-step latency
+//   arbor_engine_batch_tokens            histogram of tokens per step
+//   arbor_engine_batch_sequences         histogram of sequences per step
+//   arbor_engine_queue_depth             gauge: requests accepted, not started
+//   arbor_engine_active_requests         gauge: requests accepted, not finished
+//   arbor_engine_running_sequences       gauge
+//   arbor_engine_kv_blocks{state}        gauge: used, cached, free, total
+//   arbor_engine_tokens_total{kind}      counter: prefill, generated, prefix_hit
+//   arbor_engine_preemptions_total       counter
+//   arbor_service_tokens_total{direction} counter: in (prompt/candidate tokens
+//                                        of requests served), out (generated)
+// Per-RPC counts and latencies by method and code come from server/.
+//
+// Gauges and engine counters are refreshed from Engine::stats() by a
+// background thread (every 250 ms) once Attach is called, so they settle when
+// the engine goes idle.
+//
+// Thread-safety: all methods are thread-safe. Detach (or the destructor) must
+// run before the attached engine is destroyed.
+#ifndef ARBOR_SERVING_ENGINE_METRICS_H_
+#define ARBOR_SERVING_ENGINE_METRICS_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "runtime/engine/engine.h"
+
+namespace prometheus {
+class Counter;
+class Gauge;
+class Histogram;
+class Registry;
+}  // namespace prometheus
+
+namespace arbor::serving {
+
+class EngineMetrics {
+ public:
+  EngineMetrics(prometheus::Registry& registry, const std::string& role);
+  ~EngineMetrics();
+  EngineMetrics(const EngineMetrics&) = delete;
+  EngineMetrics& operator=(const EngineMetrics&) = delete;
+
+  // For EngineOptions::step_observer (runs on the scheduler thread).
+  void ObserveStep(const runtime::StepInfo& step);
+  // Starts refreshing gauges and engine counters from `engine`.
+  void Attach(const runtime::Engine* engine, absl::Duration period = absl::Milliseconds(250));
+  // Stops the refresher (idempotent); the engine may be destroyed after.
+  void Detach();
+  // Refreshes from the attached engine now.
+  void Refresh();
+
+  void AddTokensIn(int64_t n);
+  void AddTokensOut(int64_t n);
+
+ private:
+  prometheus::Histogram* step_seconds_;
+  prometheus::Histogram* batch_tokens_;
+  prometheus::Histogram* batch_sequences_;
+  prometheus::Gauge* queue_depth_;
+  prometheus::Gauge* active_requests_;
+  prometheus::Gauge* running_sequences_;
+  prometheus::Gauge* kv_used_;
+  prometheus::Gauge* kv_cached_;
+  prometheus::Gauge* kv_free_;
+  prometheus::Gauge* kv_total_;
+  prometheus::Counter* prefill_tokens_;
+  prometheus::Counter* generated_tokens_;
+  prometheus::Counter* prefix_hit_tokens_;
+  prometheus::Counter* preemptions_;
+  prometheus::Counter* tokens_in_;
+  prometheus::Counter* tokens_out_;
+
+  absl::Mutex mu_;
+  const runtime::Engine* engine_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // Engine counters already exported (the engine's are cumulative).
+  runtime::EngineStats exported_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<absl::Notification> stop_;
+  std::thread refresher_;
+};
+
+}  // namespace arbor::serving
+
+#endif  // ARBOR_SERVING_ENGINE_METRICS_H_

@@ -1,0 +1,73 @@
+#include "serving/request_checks.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace arbor::serving {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Utf8Test, AcceptsWellFormedText) {
+  EXPECT_EQ(FindInvalidUtf8(""), absl::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("plain ascii"), absl::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x98\x80"), absl::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x8F\xBF\xBF"), absl::string_view::npos);  // U+10FFFF
+}
+
+TEST(Utf8Test, FindsTheFirstBadByte) {
+  EXPECT_EQ(FindInvalidUtf8("ab\xFF"), 2u);
+  EXPECT_EQ(FindInvalidUtf8("a\x80"), 1u);             // lone continuation byte
+  EXPECT_EQ(FindInvalidUtf8("ab\xE2\x82"), 2u);        // truncated character
+  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);          // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("x\xED\xA0\x80"), 1u);     // surrogate U+D800
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("\xC3"
+                            "A"),
+            0u);  // bad continuation
+}
+
+TEST(Utf8Test, CheckNamesTheField) {
+  EXPECT_TRUE(CheckUtf8("ok", "question").ok());
+  absl::Status st = CheckUtf8("ab\xFF", "candidates[1].steps[2]");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(), "candidates[1].steps[2]: invalid UTF-8 at byte 2");
+}
+
+TEST(Utf8Test, SanitizeReplacesBadBytes) {
+  EXPECT_EQ(SanitizeUtf8("fine \xE2\x82\xAC"), "fine \xE2\x82\xAC");
+  EXPECT_EQ(SanitizeUtf8("a\xFF"
+                         "b\xE2\x82"),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD\xEF\xBF\xBD");
+  EXPECT_EQ(FindInvalidUtf8(SanitizeUtf8("\xC0\xAF\xED\xA0\x80")), absl::string_view::npos);
+}
+
+TEST(TokenIdsTest, NamesTheIndexAndTheVocabulary) {
+  const std::vector<int32_t> good = {0, 5, 599};
+  EXPECT_TRUE(CheckTokenIds(good, 600, "prompt_tokens").ok());
+  const std::vector<int32_t> bad = {1, 2, 3, 4, 5, 6, 7, 70000};
+  absl::Status st = CheckTokenIds(bad, 600, "branches[3].suffix_tokens");
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(st.message(),
+            "branches[3].suffix_tokens[7]: token id 70000 outside vocabulary [0, 600)");
+  const std::vector<int32_t> negative = {-1};
+  EXPECT_THAT(CheckTokenIds(negative, 600, "prompt_tokens").message(),
+              HasSubstr("prompt_tokens[0]: token id -1"));
+}
+
+TEST(OtherChecksTest, LengthAndModel) {
+  EXPECT_TRUE(CheckMaxBytes(std::string(128, 'x'), 128, "job_id").ok());
+  EXPECT_EQ(CheckMaxBytes(std::string(129, 'x'), 128, "job_id").message(),
+            "job_id: 129 bytes, at most 128");
+  EXPECT_TRUE(CheckModelName("", "qwen2").ok());
+  EXPECT_TRUE(CheckModelName("qwen2", "qwen2").ok());
+  EXPECT_EQ(CheckModelName("llama", "qwen2").message(),
+            "model: this server serves \"qwen2\", not \"llama\"");
+}
+
+}  // namespace
+}  // namespace arbor::serving
