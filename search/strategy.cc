@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "search/answer.h"
 #include "search/search_run.h"
 
@@ -33,13 +34,6 @@ absl::Status CheckDivisible(absl::string_view strategy, int32_t n, int32_t beam_
   }
   return absl::OkStatus();
 }
-
-#define ARBOR_RETURN_IF_ERROR(expr)         \
-  do {                                      \
-    if (absl::Status s = (expr); !s.ok()) { \
-      return s;                             \
-    }                                       \
-  } while (0)
 
 absl::Status ValidateStrategy(const GreedyConfig& c) {
   if (!(c.temperature >= 0.0f && c.temperature <= 10.0f)) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 
 namespace arbor::runtime {
 namespace {
@@ -74,72 +75,66 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
   const int64_t q_dim = int64_t{config.num_heads} * config.head_dim;
   const int64_t kv_dim = int64_t{config.num_kv_heads} * config.head_dim;
 
-#define ARBOR_RETURN_IF_ERROR_(expr)                   \
-  do {                                                 \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
-
-  ARBOR_RETURN_IF_ERROR_(
+  ARBOR_RETURN_IF_ERROR(
       loader.Load("model.embed_tokens.weight", {config.vocab_size, hidden}, &w->embed_tokens_));
   w->layers_.resize(config.num_layers);
   for (int i = 0; i < config.num_layers; ++i) {
     LayerWeights& layer = w->layers_[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "input_layernorm.weight", {hidden}, &layer.input_norm));
-    ARBOR_RETURN_IF_ERROR_(
+    ARBOR_RETURN_IF_ERROR(loader.Load(p + "input_layernorm.weight", {hidden}, &layer.input_norm));
+    ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "post_attention_layernorm.weight", {hidden}, &layer.post_attention_norm));
     layer.qkv.resize((q_dim + 2 * kv_dim) * hidden);
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.q_proj.weight", {q_dim, hidden}, &layer.qkv));
-    ARBOR_RETURN_IF_ERROR_(
+    ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.q_proj.weight", {q_dim, hidden}, &layer.qkv));
+    ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "self_attn.k_proj.weight", {kv_dim, hidden}, &layer.qkv, q_dim * hidden));
-    ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.v_proj.weight", {kv_dim, hidden}, &layer.qkv,
-                                       (q_dim + kv_dim) * hidden));
+    ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.v_proj.weight", {kv_dim, hidden}, &layer.qkv,
+                                      (q_dim + kv_dim) * hidden));
     if (config.attention_bias) {
       layer.qkv_bias.resize(q_dim + 2 * kv_dim);
-      ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.q_proj.bias", {q_dim}, &layer.qkv_bias));
-      ARBOR_RETURN_IF_ERROR_(
+      ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.q_proj.bias", {q_dim}, &layer.qkv_bias));
+      ARBOR_RETURN_IF_ERROR(
           loader.Load(p + "self_attn.k_proj.bias", {kv_dim}, &layer.qkv_bias, q_dim));
-      ARBOR_RETURN_IF_ERROR_(
+      ARBOR_RETURN_IF_ERROR(
           loader.Load(p + "self_attn.v_proj.bias", {kv_dim}, &layer.qkv_bias, q_dim + kv_dim));
     }
-    ARBOR_RETURN_IF_ERROR_(
+    ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "self_attn.o_proj.weight", {hidden, q_dim}, &layer.o_proj));
     if (config.o_proj_bias) {
-      ARBOR_RETURN_IF_ERROR_(loader.Load(p + "self_attn.o_proj.bias", {hidden}, &layer.o_bias));
+      ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.o_proj.bias", {hidden}, &layer.o_bias));
     }
     layer.gate_up.resize(2 * inter * hidden);
-    ARBOR_RETURN_IF_ERROR_(
-        loader.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &layer.gate_up));
-    ARBOR_RETURN_IF_ERROR_(
+    ARBOR_RETURN_IF_ERROR(loader.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &layer.gate_up));
+    ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "mlp.up_proj.weight", {inter, hidden}, &layer.gate_up, inter * hidden));
-    ARBOR_RETURN_IF_ERROR_(
+    ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "mlp.down_proj.weight", {hidden, inter}, &layer.down_proj));
     if (config.mlp_bias) {
       layer.gate_up_bias.resize(2 * inter);
-      ARBOR_RETURN_IF_ERROR_(loader.Load(p + "mlp.gate_proj.bias", {inter}, &layer.gate_up_bias));
-      ARBOR_RETURN_IF_ERROR_(
+      ARBOR_RETURN_IF_ERROR(loader.Load(p + "mlp.gate_proj.bias", {inter}, &layer.gate_up_bias));
+      ARBOR_RETURN_IF_ERROR(
           loader.Load(p + "mlp.up_proj.bias", {inter}, &layer.gate_up_bias, inter));
-      ARBOR_RETURN_IF_ERROR_(loader.Load(p + "mlp.down_proj.bias", {hidden}, &layer.down_bias));
+      ARBOR_RETURN_IF_ERROR(loader.Load(p + "mlp.down_proj.bias", {hidden}, &layer.down_bias));
     }
   }
-  ARBOR_RETURN_IF_ERROR_(loader.Load("model.norm.weight", {hidden}, &w->final_norm_));
+  ARBOR_RETURN_IF_ERROR(loader.Load("model.norm.weight", {hidden}, &w->final_norm_));
 
   if (config.is_value_head()) {
     ScoreHead& head = w->score_head_;
     const int64_t labels = config.num_labels;
     if (loader.Has("score.weight")) {
-      ARBOR_RETURN_IF_ERROR_(loader.Load("score.weight", {labels, hidden}, &head.w1));
+      ARBOR_RETURN_IF_ERROR(loader.Load("score.weight", {labels, hidden}, &head.w1));
       if (loader.Has("score.bias")) {
-        ARBOR_RETURN_IF_ERROR_(loader.Load("score.bias", {labels}, &head.b1));
+        ARBOR_RETURN_IF_ERROR(loader.Load("score.bias", {labels}, &head.b1));
       }
     } else if (loader.Has("score.0.weight")) {
-      ARBOR_RETURN_IF_ERROR_(loader.Load("score.0.weight", {hidden, hidden}, &head.w1));
-      ARBOR_RETURN_IF_ERROR_(loader.Load("score.2.weight", {labels, hidden}, &head.w2));
+      ARBOR_RETURN_IF_ERROR(loader.Load("score.0.weight", {hidden, hidden}, &head.w1));
+      ARBOR_RETURN_IF_ERROR(loader.Load("score.2.weight", {labels, hidden}, &head.w2));
       if (loader.Has("score.0.bias")) {
-        ARBOR_RETURN_IF_ERROR_(loader.Load("score.0.bias", {hidden}, &head.b1));
+        ARBOR_RETURN_IF_ERROR(loader.Load("score.0.bias", {hidden}, &head.b1));
       }
       if (loader.Has("score.2.bias")) {
-        ARBOR_RETURN_IF_ERROR_(loader.Load("score.2.bias", {labels}, &head.b2));
+        ARBOR_RETURN_IF_ERROR(loader.Load("score.2.bias", {labels}, &head.b2));
       }
     } else {
       return absl::NotFoundError(absl::StrCat(
@@ -152,10 +147,8 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
                                               " has no tensor 'lm_head.weight' and config.json "
                                               "does not set tie_word_embeddings"));
     }
-    ARBOR_RETURN_IF_ERROR_(
-        loader.Load("lm_head.weight", {config.vocab_size, hidden}, &w->lm_head_));
+    ARBOR_RETURN_IF_ERROR(loader.Load("lm_head.weight", {config.vocab_size, hidden}, &w->lm_head_));
   }
-#undef ARBOR_RETURN_IF_ERROR_
 
   std::vector<std::string> unused = loader.Unused();
   std::erase_if(unused, [](const std::string& name) {

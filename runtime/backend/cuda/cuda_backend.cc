@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "runtime/backend/cpu/cpu_ops.h"
 #include "runtime/model/model_weights.h"
 
@@ -99,13 +100,6 @@ absl::Status CublasError(cublasStatus_t status, const char* what) {
   return absl::InternalError(
       absl::StrCat("CudaBackend: cuBLAS ", what, " failed with status ", static_cast<int>(status)));
 }
-
-#define ARBOR_RETURN_IF_ERROR(expr)           \
-  do {                                        \
-    if (absl::Status s_ = (expr); !s_.ok()) { \
-      return s_;                              \
-    }                                         \
-  } while (0)
 
 // Owning device allocation, grown on demand.
 class DeviceBuffer {
