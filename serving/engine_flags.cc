@@ -25,6 +25,10 @@ ABSL_FLAG(int, max_batch_tokens, 2048,
 ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");
 ABSL_FLAG(int, max_queued_requests, 1024,
           "Requests accepted and not finished; beyond it calls fail with RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, prefix_cache, true,
+          "Reuse computed KV blocks across requests (radix prefix cache); false computes every "
+          "request's whole prefix, like a stateless server (and, in arbor-verifier, also "
+          "disables the step-score cache)");
 ABSL_FLAG(int, max_context_tokens, 0,
           "Context window in tokens; 0 = the model's max_position_embeddings");
 
@@ -43,6 +47,7 @@ ServedModelOptions ServedModelOptionsFromFlags() {
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   options.engine.max_context_tokens = absl::GetFlag(FLAGS_max_context_tokens);
+  options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   return options;
 }
 

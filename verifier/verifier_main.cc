@@ -53,7 +53,9 @@ int main(int argc, char** argv) {
                        .step_separator = absl::GetFlag(FLAGS_step_separator),
                        .positive_token = absl::GetFlag(FLAGS_positive_token),
                        .negative_token = absl::GetFlag(FLAGS_negative_token)};
-  options.scorer.score_cache_entries = absl::GetFlag(FLAGS_score_cache_entries);
+  // Without the prefix cache nothing is reused across calls: no cached scores either.
+  options.scorer.score_cache_entries =
+      options.model.engine.prefix_cache ? absl::GetFlag(FLAGS_score_cache_entries) : 0;
   auto stack = arbor::verifier::VerifierStack::Create(std::move(options), *registry);
   if (!stack.ok()) return Fail(stack.status());
   ARBOR_LOG(INFO) << "arbor-verifier: " << arbor::verifier::RewardKindName((*stack)->config().kind)

@@ -46,6 +46,9 @@ ABSL_FLAG(int, max_queued_requests, 4096, "Engine requests accepted and not fini
 ABSL_FLAG(std::string, chat_template, "",
           "Chat template for requests naming none: chatml, llama3 or raw; default: the model's");
 ABSL_FLAG(int, score_cache_entries, 1 << 16, "Reward step scores remembered (LRU); 0 disables");
+ABSL_FLAG(bool, prefix_cache, true,
+          "Reuse KV blocks and step scores across calls in both engines; false computes every "
+          "call's whole prefix (the stateless baseline of docs/E2E.md)");
 ABSL_FLAG(int, max_concurrent_jobs, 8, "Jobs run at once");
 ABSL_FLAG(int, max_queued_jobs, 64, "Jobs waiting beyond those; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
@@ -97,6 +100,7 @@ arbor::serving::ServedModelOptions ModelOptions(std::string dir, int threads, in
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  options.engine.prefix_cache = absl::GetFlag(FLAGS_prefix_cache);
   return options;
 }
 
@@ -140,7 +144,8 @@ int main(int argc, char** argv) {
     verifier_options.model = ModelOptions(
         reward_dir, reward_threads >= 0 ? reward_threads : absl::GetFlag(FLAGS_threads),
         absl::GetFlag(FLAGS_reward_kv_cache_tokens));
-    verifier_options.scorer.score_cache_entries = absl::GetFlag(FLAGS_score_cache_entries);
+    verifier_options.scorer.score_cache_entries =
+        absl::GetFlag(FLAGS_prefix_cache) ? absl::GetFlag(FLAGS_score_cache_entries) : 0;
     auto created = arbor::verifier::VerifierStack::Create(std::move(verifier_options), *registry);
     if (!created.ok()) return Fail(created.status());
     verifier = std::move(*created);

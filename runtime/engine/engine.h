@@ -76,6 +76,11 @@ struct EngineOptions {
   Sampling sampling = Sampling::kAuto;
   // Outputs (sum of num_samples) one Generate request may ask for.
   int max_outputs_per_request = 4096;
+  // Keep computed blocks in the radix cache for later requests. Off, every
+  // request computes its whole prefix, as a stateless server without automatic
+  // prefix caching does (the baseline of docs/E2E.md); the branches and
+  // samples of one request still share its prompt's blocks.
+  bool prefix_cache = true;
   // Observer called on the scheduler thread after every forward step (metrics).
   std::function<void(const StepInfo&)> step_observer;
 };

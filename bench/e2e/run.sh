@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End to end on one GPU (docs/E2E.md): search jobs through arbor-coordinator,
+# arbor-worker --backend cuda and arbor-verifier --backend cuda as separate
+# processes, driven by arbor-loadgen over the public Reasoning API, then the
+# same jobs against the same binaries with --prefix_cache=false (the stateless
+# baseline). Prints the table last and writes it to $OUT/e2e.md.
+#
+# Here:   bench/e2e/fetch_tokenizer.sh
+#         cmake --build build --target arbor-worker arbor-verifier arbor-coordinator arbor-loadgen
+#         tools/device_bundle.sh build '^arbor-(worker|verifier|coordinator|loadgen)$'
+#         tools/device_pack.sh
+# There (device run with carry [".devpack"]):
+#         tools/device_unpack.sh && OUT=$OUT bench/e2e/run.sh
+# Env: OUT (default ./e2e-out), MODELS (/tmp/e2e), CASES (a file of loadgen
+#      flag lines, default: the built-in list below), BASELINE (1: run the
+#      prefix-cache-off baseline), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
+#      0.25: the GPU's total memory each gives its KV pool).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-./e2e-out}
+MODELS=${MODELS:-/tmp/e2e}
+BIN=.device/bin
+export PYTHONUNBUFFERED=1
+export LD_LIBRARY_PATH="$PWD/.device/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+mkdir -p "$OUT"
+start=$SECONDS
+log() { echo "run.sh [$((SECONDS - start)) s]: $*"; }
+
+timeout 150 python3 bench/e2e/make_models.py --tokenizer .device/e2e --out "$MODELS" \
+  > "$OUT/models.log" 2>&1 || { log "make_models failed"; tail "$OUT/models.log"; exit 1; }
+log "models ready"
+
+# One GPU, two engines: each KV pool is sized in tokens from the GPU's total
+# memory (Llama-3.2-1B: 16 layers x 8 KV heads x 64 x K,V x bf16 = 32 KiB a
+# token), so the split does not depend on which process starts first.
+total_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+kv_tokens() { python3 -c "print(int($total_mib * 2**20 * $1 / 32768) // 16 * 16)"; }
+WORKER_KV=$(kv_tokens "${WORKER_KV_SHARE:-0.45}")
+VERIFIER_KV=$(kv_tokens "${VERIFIER_KV_SHARE:-0.25}")
+log "GPU ${total_mib} MiB: worker KV $WORKER_KV tokens, verifier KV $VERIFIER_KV tokens"
+
+PIDS=()
+wait_listening() {  # file
+  for _ in $(seq 1 240); do grep -q 'listening on' "$1" 2>/dev/null && return 0; sleep 0.5; done
+  log "no 'listening on' in $1"; tail -5 "$1"; return 1
+}
+start_services() {  # extra engine flags...
+  local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
+                --max_queued_requests 4096 "$@")
+  "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
+    --kv_cache_tokens "$WORKER_KV" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
+  wait_listening "$OUT/worker.log" || return 1
+  "$BIN/arbor-verifier" --model "$MODELS/prm" --port 50062 --metrics_port 9462 \
+    --kv_cache_tokens "$VERIFIER_KV" "${engine[@]}" > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
+  wait_listening "$OUT/verifier.log" || return 1
+  "$BIN/arbor-coordinator" --port 50051 --metrics_port 9451 --workers 127.0.0.1:50061 \
+    --verifiers 127.0.0.1:50062 --max_concurrent_jobs 256 --max_queued_jobs 4096 \
+    --call_timeout_ms 300000 > "$OUT/coordinator.log" 2>&1 & PIDS+=($!)
+  wait_listening "$OUT/coordinator.log" || return 1
+  sleep 2  # the pools' first health checks
+}
+stop_services() {
+  kill "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null; PIDS=()
+}
+trap stop_services EXIT
+
+# One case: loadgen flags; GPU utilisation sampled by nvidia-smi meanwhile.
+run_case() {  # label flags...
+  local label=$1; shift
+  nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 \
+    > "$OUT/gpu_$label.txt" 2>/dev/null & local smi=$!
+  timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:50051 --label "$label" "$@" \
+    --out "$OUT/e2e.jsonl.part" 2>> "$OUT/loadgen.log" | tail -1
+  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  python3 - "$OUT" "$label" <<'PY'
+import json, sys
+out, label = sys.argv[1:]
+vals = [float(x) for x in open(f"{out}/gpu_{label}.txt") if x.strip().replace('.', '').isdigit()]
+try:
+    rows = [json.loads(l) for l in open(f"{out}/e2e.jsonl.part")]
+except FileNotFoundError:
+    sys.exit(0)
+with open(f"{out}/e2e.jsonl", "a") as f:
+    for r in rows:
+        r["gpu_busy"] = sum(vals) / len(vals) / 100 if vals else None
+        f.write(json.dumps(r) + "\n")
+open(f"{out}/e2e.jsonl.part", "w").close()
+PY
+}
+
+# label | loadgen flags (steps of 64 tokens, 8 iterations, beam width 4).
+CASES_DEFAULT=$(cat <<'CASES'
+beam16_p512_c1    --strategy beam_search --n 16 --prompt_words 512 --concurrency 1 --jobs 3
+beam16_p512_c8    --strategy beam_search --n 16 --prompt_words 512 --concurrency 8 --jobs 8
+beam16_p512_c32   --strategy beam_search --n 16 --prompt_words 512 --concurrency 32 --jobs 32
+dvts16_p512_c32   --strategy dvts --n 16 --prompt_words 512 --concurrency 32 --jobs 32
+pf16_p512_c32     --strategy particle_filter --n 16 --prompt_words 512 --concurrency 32 --jobs 32
+bon16_p512_c32    --strategy best_of_n --n 16 --prompt_words 512 --concurrency 32 --jobs 32
+beam64_p512_c8    --strategy beam_search --n 64 --prompt_words 512 --concurrency 8 --jobs 8
+beam16_p2048_c32  --strategy beam_search --n 16 --prompt_words 2048 --concurrency 32 --jobs 32
+beam16_p512_open  --strategy beam_search --n 16 --prompt_words 512 --mode open --rate 0.5 --duration_s 30
+CASES
+)
+BASELINE_CASES="beam16_p512_c1 beam16_p512_c32 beam16_p2048_c32"
+cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
+COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
+
+: > "$OUT/e2e.jsonl"
+start_services || exit 1
+log "services up"
+while read -r label flags; do
+  [[ -z $label ]] && continue
+  log "case $label"
+  # shellcheck disable=SC2086
+  run_case "$label" "${COMMON[@]}" $flags
+done < <(cases)
+stop_services
+
+if [[ ${BASELINE:-1} == 1 ]]; then
+  start_services --prefix_cache=false || exit 1
+  log "baseline services up (--prefix_cache=false)"
+  while read -r label flags; do
+    [[ " $BASELINE_CASES " == *" $label "* ]] || continue
+    log "baseline case $label"
+    # shellcheck disable=SC2086
+    run_case "nocache_$label" "${COMMON[@]}" $flags
+  done < <(cases)
+  stop_services
+fi
+cp "$OUT/worker.log" "$OUT/worker_last.log" 2>/dev/null
+python3 bench/e2e/report.py --rows "$OUT/e2e.jsonl" --device "$(nvidia-smi --query-gpu=name \
+  --format=csv,noheader | head -1)" --out "$OUT/e2e.md"
+log "done"

@@ -1,0 +1,136 @@
+// arbor-loadgen (bench/e2e) against arbor-allinone on the bundled models, as
+// real processes on loopback: a small closed-loop and open-loop case finish
+// every job with usage accounted, and the prefix-cache-off baseline
+// (--prefix_cache=false) gives the same answers as the default for the same
+// seeds while serving no token from either cache.
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/subprocess.h"
+
+namespace arbor::testing {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  const char* dir = std::getenv("TMPDIR");
+  return absl::StrCat(dir == nullptr ? "/tmp" : dir, "/arbor_loadgen_test_", getpid(), "_", name);
+}
+
+std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
+  std::vector<nlohmann::json> rows;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+struct Service {
+  std::unique_ptr<Subprocess> process;
+  std::string address;
+};
+
+Service StartAllInOne(const std::vector<std::string>& extra_flags) {
+  std::vector<std::string> argv = {BinaryPath("arbor-allinone"), "--port=0", "--metrics_port=-1",
+                                   "--threads=1", "--kv_cache_tokens=16384",
+                                   "--reward_kv_cache_tokens=16384"};
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  Service service;
+  auto started = Subprocess::Start(argv);
+  EXPECT_TRUE(started.ok()) << started.status();
+  if (!started.ok()) return service;
+  service.process = std::move(*started);
+  auto address = service.process->WaitForLine("listening on ", absl::Seconds(60));
+  EXPECT_TRUE(address.ok()) << address.status();
+  if (address.ok()) service.address = std::string(absl::StripAsciiWhitespace(*address));
+  return service;
+}
+
+// Runs arbor-loadgen with `flags` against `address`; returns its JSON summary.
+nlohmann::json RunLoadgen(const std::string& address, std::vector<std::string> flags) {
+  std::vector<std::string> argv = {BinaryPath("arbor-loadgen"), "--target=" + address,
+                                   "--n=4",        "--beam_width=2",
+                                   "--iterations=2", "--step_tokens=16",
+                                   "--prompt_words=8"};
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  auto client = Subprocess::Start(argv);
+  EXPECT_TRUE(client.ok()) << client.status();
+  if (!client.ok()) return {};
+  const std::string out = (*client)->ReadAll(absl::Seconds(240));
+  EXPECT_EQ((*client)->Wait(), 0) << out;
+  return nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+}
+
+TEST(LoadgenTest, ClosedAndOpenLoopFinishEveryJob) {
+  Service service = StartAllInOne({});
+  ASSERT_FALSE(service.address.empty());
+  const nlohmann::json closed =
+      RunLoadgen(service.address, {"--strategy=beam_search", "--mode=closed", "--concurrency=2",
+                                   "--jobs=4", "--label=closed"});
+  ASSERT_TRUE(closed.is_object()) << closed;
+  EXPECT_EQ(closed["jobs"], 4);
+  EXPECT_EQ(closed["failed"], 0);
+  EXPECT_GT(closed["generated_tokens"].get<int64_t>(), 0);
+  EXPECT_GT(closed["reward_tokens"].get<int64_t>(), 0);
+  // The second step of every beam reuses the first step's blocks.
+  EXPECT_GT(closed["prefix_hit_ratio"].get<double>(), 0.0);
+  EXPECT_LE(closed["p50_s"].get<double>(), closed["p99_s"].get<double>());
+
+  const nlohmann::json open =
+      RunLoadgen(service.address, {"--strategy=particle_filter", "--mode=open", "--rate=4",
+                                   "--duration_s=2", "--label=open"});
+  ASSERT_TRUE(open.is_object()) << open;
+  EXPECT_GT(open["jobs"].get<int>(), 0);
+  EXPECT_EQ(open["failed"], 0);
+  EXPECT_GT(open["jobs_per_min"].get<double>(), 0.0);
+}
+
+TEST(LoadgenTest, PrefixCacheOffGivesTheSameAnswersWithNoCacheHits) {
+  const std::string cached_answers = TempPath("cached.jsonl");
+  const std::string uncached_answers = TempPath("uncached.jsonl");
+  const std::vector<std::string> job = {"--strategy=beam_search", "--mode=closed",
+                                        "--concurrency=2", "--jobs=3", "--seed=7"};
+  {
+    Service service = StartAllInOne({});
+    ASSERT_FALSE(service.address.empty());
+    std::vector<std::string> flags = job;
+    flags.push_back("--answers_out=" + cached_answers);
+    const nlohmann::json summary = RunLoadgen(service.address, flags);
+    ASSERT_TRUE(summary.is_object()) << summary;
+    EXPECT_GT(summary["prefix_cache_hit_tokens"].get<int64_t>(), 0);
+  }
+  {
+    Service service = StartAllInOne({"--prefix_cache=false"});
+    ASSERT_FALSE(service.address.empty());
+    std::vector<std::string> flags = job;
+    flags.push_back("--answers_out=" + uncached_answers);
+    const nlohmann::json summary = RunLoadgen(service.address, flags);
+    ASSERT_TRUE(summary.is_object()) << summary;
+    EXPECT_EQ(summary["failed"], 0);
+    EXPECT_EQ(summary["prefix_cache_hit_tokens"], 0);
+    EXPECT_EQ(summary["reward_cache_hit_tokens"], 0);
+  }
+  const std::vector<nlohmann::json> cached = ReadJsonLines(cached_answers);
+  const std::vector<nlohmann::json> uncached = ReadJsonLines(uncached_answers);
+  ASSERT_EQ(cached.size(), 3u);
+  ASSERT_EQ(uncached.size(), 3u);
+  for (size_t i = 0; i < cached.size(); ++i) {
+    EXPECT_EQ(cached[i]["job"], uncached[i]["job"]);
+    EXPECT_EQ(cached[i]["text"], uncached[i]["text"]) << "job " << i;
+    EXPECT_EQ(cached[i]["answer"], uncached[i]["answer"]) << "job " << i;
+    EXPECT_EQ(cached[i]["generated_tokens"], uncached[i]["generated_tokens"]) << "job " << i;
+    // Without the caches every prompt token is computed.
+    EXPECT_GT(uncached[i]["prefill_tokens"].get<int64_t>(),
+              cached[i]["prefill_tokens"].get<int64_t>());
+  }
+  std::remove(cached_answers.c_str());
+  std::remove(uncached_answers.c_str());
+}
+
+}  // namespace
+}  // namespace arbor::testing
