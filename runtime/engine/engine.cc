@@ -611,10 +611,14 @@ void EngineCore::ReleaseSeq(Seq* seq) {
 }
 
 void EngineCore::PublishBlocks(Seq* seq) {
+  // Without the prefix cache a sequence's blocks stay private to its request
+  // and are freed with it (EngineOptions::prefix_cache).
+  if (!options_.prefix_cache) return;
   cache_->Insert(absl::MakeConstSpan(seq->tokens).first(seq->num_computed), &seq->blocks);
 }
 
 bool EngineCore::ShouldDefer(const Seq& waiting) const {
+  if (!options_.prefix_cache) return false;  // nothing to wait for: nothing is shared
   // Another sequence is computing a prefix this one shares: wait for it to be
   // published instead of computing it twice (e.g. the question shared by the
   // candidates of a Score request).
