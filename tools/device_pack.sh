@@ -13,5 +13,6 @@ if ! git check-ignore -q .devpack 2>/dev/null; then
   mkdir -p "$(dirname "$exclude")" && echo /.devpack/ >> "$exclude"
 fi
 mkdir -p .devpack
-tar -C .device -cf - bin lib tests | xz -T2 -6 > .devpack/bundle.tar.xz
+extra=(); [[ -d .device/e2e ]] && extra+=(e2e)  # bench/e2e/fetch_tokenizer.sh
+tar -C .device -cf - bin lib tests "${extra[@]}" | xz -T2 -6 > .devpack/bundle.tar.xz
 echo "device_pack: $(du -sh .devpack/bundle.tar.xz | cut -f1) in .devpack/bundle.tar.xz"
