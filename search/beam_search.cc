@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "search/extend_and_score.h"
 #include "search/search_run.h"
 
 namespace arbor::search::internal {
@@ -80,45 +81,39 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
       samples.push_back(n / k + (i < n % k ? 1 : 0));
     }
     // Survivors are ranked best first, as the endgame wants them.
-    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
-    if (endgame.has_value()) samples = *endgame;
-    const bool last = final_iteration || endgame.has_value();
-    ExtendOptions options;
-    options.sampling = run.config().sampling;
-    options.stop = last ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = last;
-    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
-    if (!children.ok()) return children.status();
-    if (children->empty()) break;
-    if (endgame.has_value()) {
+    StepOptions options;
+    options.final_iteration = final_iteration;
+    options.aggregation = config.aggregation;
+    if (config.lookahead > 0) {
+      options.score_unless_last = [&](std::vector<Child>& children) {
+        return ScoreWithLookahead(run, children, config.lookahead, config.aggregation);
+      };
+    }
+    absl::StatusOr<StepResult> step = ExtendAndScore(run, parents, std::move(samples), options);
+    if (!step.ok()) return step.status();
+    std::vector<Child>& children = step->children;
+    if (children.empty()) break;
+    const bool last = step->last;
+    if (step->endgame.has_value()) {
       // Beams the endgame could not extend stay candidates as they are.
       for (size_t i = 0; i < active.size(); ++i) {
-        if ((*endgame)[i] == 0 && !active[i].steps.empty()) unextended.push_back(active[i]);
+        if ((*step->endgame)[i] == 0 && !active[i].steps.empty()) unextended.push_back(active[i]);
       }
     }
 
-    absl::StatusOr<bool> scored;
-    if (config.lookahead > 0 && !last) {
-      scored = ScoreWithLookahead(run, *children, config.lookahead, config.aggregation);
-    } else {
-      std::vector<Branch*> to_score;
-      for (Child& c : *children) to_score.push_back(&c.branch);
-      scored = run.ScoreBranches(to_score, /*full=*/false, config.aggregation);
-    }
-    if (!scored.ok()) return scored.status();
-    if (!*scored) {
+    if (!step->scored) {
       // Reward budget spent: the previous beams are the best so far, or, in
       // the first iteration, the unscored new ones.
       if (iteration == 0) {
         active.clear();
-        for (Child& c : *children) active.push_back(std::move(c.branch));
+        for (Child& c : children) active.push_back(std::move(c.branch));
       }
       break;
     }
 
     std::vector<Branch> live;
     std::vector<uint64_t> tie;
-    for (Child& c : *children) {
+    for (Child& c : children) {
       if (c.branch.done) {
         completed.push_back(std::move(c.branch));
       } else {

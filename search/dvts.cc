@@ -4,11 +4,11 @@
 // EOS or a final answer (\boxed). Returns the last M candidates of every
 // subtree, so N answers. All generated tokens are counted.
 #include <algorithm>
-#include <optional>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "search/extend_and_score.h"
 #include "search/search_run.h"
 
 namespace arbor::search::internal {
@@ -41,25 +41,19 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
       parents.push_back(&subtrees[t].current);
       samples.push_back(m);
     }
-    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
-    if (endgame.has_value()) samples = *endgame;
-    const bool last = final_iteration || endgame.has_value();
-    ExtendOptions options;
-    options.sampling = run.config().sampling;
-    options.stop = last ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = last;
+    StepOptions options;
+    options.final_iteration = final_iteration;
     options.final_answer_ends = true;
-    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
-    if (!children.ok()) return children.status();
-    if (children->empty()) break;
-    std::vector<Branch*> to_score;
-    for (Child& c : *children) to_score.push_back(&c.branch);
-    absl::StatusOr<bool> scored = run.ScoreBranches(to_score, /*full=*/false, config.aggregation);
-    if (!scored.ok()) return scored.status();
-    if (!*scored) {
+    options.aggregation = config.aggregation;
+    absl::StatusOr<StepResult> step = ExtendAndScore(run, parents, std::move(samples), options);
+    if (!step.ok()) return step.status();
+    std::vector<Child>& children = step->children;
+    if (children.empty()) break;
+    const bool last = step->last;
+    if (!step->scored) {
       // Reward budget spent: subtrees that had nothing yet keep their unscored
       // candidates; the others their last scored expansion.
-      for (Child& c : *children) {
+      for (Child& c : children) {
         Subtree& tree = subtrees[index[c.parent]];
         if (tree.current.steps.empty()) tree.leaves.push_back(std::move(c.branch));
       }
@@ -67,26 +61,26 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     }
 
     // Children come grouped by parent, in parent order.
-    for (size_t begin = 0; begin < children->size();) {
+    for (size_t begin = 0; begin < children.size();) {
       size_t end = begin;
-      const size_t parent = (*children)[begin].parent;
-      while (end < children->size() && (*children)[end].parent == parent) ++end;
+      const size_t parent = children[begin].parent;
+      while (end < children.size() && children[end].parent == parent) ++end;
       Subtree& tree = subtrees[index[parent]];
       size_t best = begin;
       uint64_t best_tie = run.tie_rng().NextBits();
       for (size_t i = begin + 1; i < end; ++i) {
         const uint64_t tie = run.tie_rng().NextBits();
-        const double s = (*children)[i].branch.score;
-        const double best_score = (*children)[best].branch.score;
+        const double s = children[i].branch.score;
+        const double best_score = children[best].branch.score;
         if (std::make_tuple(-s, tie) < std::make_tuple(-best_score, best_tie)) {
           best = i;
           best_tie = tie;
         }
       }
-      tree.current = (*children)[best].branch;
+      tree.current = children[best].branch;
       tree.done = tree.current.done;
       tree.leaves.clear();
-      for (size_t i = begin; i < end; ++i) tree.leaves.push_back(std::move((*children)[i].branch));
+      for (size_t i = begin; i < end; ++i) tree.leaves.push_back(std::move(children[i].branch));
       begin = end;
     }
     std::vector<const Branch*> live, done;

@@ -9,10 +9,10 @@
 // one branch with several samples, so the worker's prefix cache serves them.
 #include <algorithm>
 #include <map>
-#include <optional>
 #include <utility>
 #include <vector>
 
+#include "search/extend_and_score.h"
 #include "search/resampling.h"
 #include "search/search_run.h"
 
@@ -114,38 +114,32 @@ absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilt
       samples = std::move(ranked_samples);
       members = std::move(ranked_members);
     }
-    const std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
-    if (endgame.has_value()) samples = *endgame;
-    const bool last = final_iteration || endgame.has_value();
-    ExtendOptions options;
-    options.sampling = run.config().sampling;
-    options.stop = last ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = last;
-    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
-    if (!children.ok()) return children.status();
-    if (children->empty()) break;
-    std::vector<Branch*> to_score;
-    for (Child& c : *children) to_score.push_back(&c.branch);
-    absl::StatusOr<bool> scored = run.ScoreBranches(to_score, /*full=*/false, Aggregation::kLast);
-    if (!scored.ok()) return scored.status();
-    if (!*scored) {
+    StepOptions options;
+    options.final_iteration = final_iteration;
+    options.aggregation = Aggregation::kLast;
+    absl::StatusOr<StepResult> step = ExtendAndScore(run, parents, std::move(samples), options);
+    if (!step.ok()) return step.status();
+    std::vector<Child>& children = step->children;
+    if (children.empty()) break;
+    const bool last = step->last;
+    if (!step->scored) {
       // Reward budget spent: the pool before this step is the best so far, or,
       // in the first iteration, the unscored new particles with equal weights.
       if (iteration == 0) {
-        for (Child& c : *children) pool.push_back(Particle{std::move(c.branch), 0.0, -1});
+        for (Child& c : children) pool.push_back(Particle{std::move(c.branch), 0.0, -1});
       }
       break;
     }
 
     if (iteration == 0) {
-      for (Child& c : *children) {
+      for (Child& c : children) {
         Particle p;
         p.branch = std::move(c.branch);
         update_weight(p);
         pool.push_back(std::move(p));
       }
     } else {
-      for (Child& c : *children) {
+      for (Child& c : children) {
         Particle& p = pool[members[c.parent][static_cast<size_t>(c.sample)]];
         p.branch = std::move(c.branch);
         update_weight(p);
