@@ -1,19 +1,15 @@
-// kernels/kernels.h on top of the CUDA-typed launchers: casts the opaque
-// stream, maps cudaError_t to KernelStatus, and composes the multi-kernel
-// operations (plain paged decode = split decode + merge).
+// The host-side, non-kernel part of kernels/kernels.h: KernelStatus
+// messages, the process-wide launch settings, device queries (kernels/device.h)
+// and split planning. The kernel entry points live in kernels/*.cu.
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <atomic>
 
+#include "kernels/device.h"
 #include "kernels/kernels.h"
-#include "kernels/launchers.h"
 
 namespace arbor::kernels {
-namespace {
-
-inline cudaStream_t AsStream(Stream stream) { return static_cast<cudaStream_t>(stream); }
-inline KernelStatus ToStatus(cudaError_t error) { return KernelStatus(static_cast<int>(error)); }
-
-}  // namespace
 
 const char* KernelStatus::message() const {
   return cudaGetErrorString(static_cast<cudaError_t>(code_));
@@ -97,157 +93,6 @@ SplitPlan PlanGroupAttentionSplits(int max_kv_len, int max_group_tokens, int num
   return PlanSplits(std::max(max_kv_len, 1),
                     static_cast<int>(std::min<long long>(row_ctas, 1 << 30)), g.tile_keys,
                     g.ctas_per_sm);
-}
-
-KernelStatus EmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out, int num_tokens,
-                             int hidden, int vocab, Stream stream) {
-  return ToStatus(
-      LaunchEmbeddingGather(tokens, table, out, num_tokens, hidden, vocab, AsStream(stream)));
-}
-
-KernelStatus RmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* weight, Bf16* out,
-                             int num_tokens, int hidden, float eps, Stream stream) {
-  return ToStatus(
-      LaunchRmsNormResidual(x, residual, weight, out, num_tokens, hidden, eps, AsStream(stream)));
-}
-
-KernelStatus ApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const float* inv_freq,
-                       int num_tokens, int num_heads, int num_kv_heads, int head_dim,
-                       Stream stream) {
-  return ToStatus(LaunchApplyRope(q, k, positions, inv_freq, num_tokens, num_heads, num_kv_heads,
-                                  head_dim, AsStream(stream)));
-}
-
-KernelStatus SwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int inter, Stream stream) {
-  return ToStatus(LaunchSwiGlu(gate_up, out, num_tokens, inter, AsStream(stream)));
-}
-
-KernelStatus AddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, Stream stream) {
-  return ToStatus(LaunchAddBias(x, bias, num_rows, dim, AsStream(stream)));
-}
-
-KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
-                          int block_elems, Stream stream) {
-  return ToStatus(
-      LaunchCopyKvBlocks(k_cache, v_cache, src_dst, num_pairs, block_elems, AsStream(stream)));
-}
-
-KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
-                      const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
-                      int head_dim, Stream stream) {
-  return ToStatus(LaunchKvAppend(k, v, positions, seq_starts, block_tables, k_cache, v_cache,
-                                 num_tokens, num_seqs, max_blocks, num_kv_heads, head_dim,
-                                 AsStream(stream)));
-}
-
-KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
-                                    const int32_t* block_tables, const int32_t* kv_begin,
-                                    const int32_t* kv_end, float* o_part, float* lse_part,
-                                    int num_seqs, const AttentionShape& shape, int split_len,
-                                    int num_splits, Stream stream) {
-  return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
-                                        lse_part, nullptr, num_seqs, shape, split_len, num_splits,
-                                        AsStream(stream)));
-}
-
-KernelStatus MergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
-                                  float* lse_out, int num_parts, int num_rows, int num_heads,
-                                  int head_dim, Stream stream) {
-  return ToStatus(LaunchMergeAttentionStates(o_parts, lse_parts, out, lse_out, num_parts, num_rows,
-                                             num_heads, head_dim, AsStream(stream)));
-}
-
-KernelStatus GroupAttentionPartial(const Bf16* q, const int32_t* positions,
-                                   const int32_t* group_starts, const int32_t* block_tables,
-                                   const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
-                                   float* o_part, float* lse_part, int num_tokens, int num_groups,
-                                   int max_group_tokens, const AttentionShape& shape, int split_len,
-                                   int num_splits, Stream stream) {
-  return ToStatus(LaunchGroupAttention(
-      q, positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part, lse_part, nullptr,
-      num_tokens, num_groups, max_group_tokens, shape, split_len, num_splits, AsStream(stream)));
-}
-
-KernelStatus PrefillAttention(const Bf16* q, const int32_t* positions, const int32_t* seq_starts,
-                              const int32_t* block_tables, const int32_t* context_lens,
-                              const Bf16* k_cache, const Bf16* v_cache, Bf16* out, int num_tokens,
-                              int num_seqs, int max_seq_tokens, const AttentionShape& shape,
-                              Stream stream) {
-  return ToStatus(LaunchGroupAttention(
-      q, positions, seq_starts, block_tables, context_lens, k_cache, v_cache, nullptr, nullptr, out,
-      num_tokens, num_seqs, max_seq_tokens, shape, 1 << 30, 1, AsStream(stream)));
-}
-
-namespace {
-SplitPlan DecodePlan(int num_seqs, const AttentionShape& shape, int max_context_len) {
-  return PlanSplits(max_context_len, num_seqs * std::max(shape.num_kv_heads, 1), kKvBlockSize);
-}
-}  // namespace
-
-size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len) {
-  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
-  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
-  return rows * (shape.head_dim + 1) * sizeof(float);
-}
-
-KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
-                                  const int32_t* block_tables, const int32_t* context_lens,
-                                  Bf16* out, void* workspace, int num_seqs, int max_context_len,
-                                  const AttentionShape& shape, Stream stream) {
-  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
-  if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
-    return ToStatus(LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr, context_lens,
-                                          nullptr, nullptr, out, num_seqs, shape, plan.split_len, 1,
-                                          AsStream(stream)));
-  }
-  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
-  float* o_part = static_cast<float*>(workspace);
-  float* lse_part = o_part + rows * shape.head_dim;
-  cudaError_t error = LaunchDecodeAttention(
-      q, k_cache, v_cache, block_tables, nullptr, context_lens, o_part, lse_part, nullptr, num_seqs,
-      shape, plan.split_len, plan.num_splits, AsStream(stream));
-  if (error != cudaSuccess) return ToStatus(error);
-  return ToStatus(LaunchMergeAttentionStates(o_part, lse_part, out, nullptr, plan.num_splits,
-                                             num_seqs, shape.num_heads, shape.head_dim,
-                                             AsStream(stream)));
-}
-
-KernelStatus SmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k,
-                            bool fp32_out, Stream stream) {
-  return ToStatus(LaunchSmallBatchGemm(x, w, y, m, n, k, fp32_out, AsStream(stream)));
-}
-
-KernelStatus SmallBatchGemm(const SmallBatchInput& input, const Bf16* w, void* y, int m, int n,
-                            int k, bool fp32_out, Stream stream) {
-  return ToStatus(LaunchSmallBatchGemmInput(input, w, y, m, n, k, fp32_out, AsStream(stream)));
-}
-
-KernelStatus SmallBatchGateUpSwiGlu(const SmallBatchInput& input, const Bf16* w_gate_up, Bf16* out,
-                                    int m, int inter, int k, Stream stream) {
-  return ToStatus(
-      LaunchSmallBatchGateUpSwiGlu(input, w_gate_up, out, m, inter, k, AsStream(stream)));
-}
-
-KernelStatus SmallBatchQkvRope(const SmallBatchInput& input, const Bf16* w_qkv, Bf16* q,
-                               const QkvRopeKv& rope, int m, int k, Stream stream) {
-  return ToStatus(LaunchSmallBatchQkvRope(input, w_qkv, q, rope, m, k, AsStream(stream)));
-}
-
-KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
-                          const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                          Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
-                          int num_heads, int num_kv_heads, int head_dim, Stream stream) {
-  return ToStatus(LaunchRopeKvAppend(qkv, q, positions, inv_freq, seq_starts, block_tables, k_cache,
-                                     v_cache, num_tokens, num_seqs, max_blocks, num_heads,
-                                     num_kv_heads, head_dim, AsStream(stream)));
-}
-
-KernelStatus SampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
-                          float* logprobs, int num_rows, int vocab, void* workspace,
-                          Stream stream) {
-  return ToStatus(LaunchSampleTokens(logits, params, tokens, logprobs, num_rows, vocab, workspace,
-                                     AsStream(stream)));
 }
 
 }  // namespace arbor::kernels

@@ -12,8 +12,8 @@
 
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
+#include "kernels/device.h"
 #include "kernels/group_attention.cuh"
-#include "kernels/launchers.h"
 
 namespace arbor::kernels {
 namespace {
@@ -587,8 +587,8 @@ cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
   return cudaGetLastError();
 }
 
-}  // namespace
-
+// Decode attention; writes partials (o_part/lse_part) or, when out_bf16 is
+// not null (num_splits must be 1), the final bf16 output.
 cudaError_t LaunchDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
                                   const int32_t* block_tables, const int32_t* kv_begin,
                                   const int32_t* kv_end, float* o_part, float* lse_part,
@@ -623,9 +623,12 @@ cudaError_t LaunchDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
   }
 }
 
-cudaError_t LaunchMergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
-                                       float* lse_out, int num_parts, int num_rows, int num_heads,
-                                       int head_dim, cudaStream_t stream) {
+}  // namespace
+
+KernelStatus MergeAttentionStates(const float* o_parts, const float* lse_parts, Bf16* out,
+                                  float* lse_out, int num_parts, int num_rows, int num_heads,
+                                  int head_dim, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_parts <= 0 || num_rows < 0 || num_heads <= 0 || head_dim <= 0) {
     return cudaErrorInvalidValue;
   }
@@ -657,6 +660,10 @@ GroupAttentionGeometry GroupAttentionGeometryFor(const AttentionShape& shape) {
   return GeometryOf(KernelFor(shape));
 }
 
+namespace {
+
+// Group attention on tensor cores; writes partials (o_part/lse_part) or,
+// when out_bf16 is not null (num_splits must be 1), the final bf16 output.
 cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
                                  const int32_t* group_starts, const int32_t* block_tables,
                                  const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
@@ -698,6 +705,70 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
       return ARBOR_GROUP(128);
   }
 #undef ARBOR_GROUP
+}
+
+SplitPlan DecodePlan(int num_seqs, const AttentionShape& shape, int max_context_len) {
+  return PlanSplits(max_context_len, num_seqs * std::max(shape.num_kv_heads, 1), kKvBlockSize);
+}
+
+}  // namespace
+
+KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                    const int32_t* block_tables, const int32_t* kv_begin,
+                                    const int32_t* kv_end, float* o_part, float* lse_part,
+                                    int num_seqs, const AttentionShape& shape, int split_len,
+                                    int num_splits, Stream stream) {
+  return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
+                               lse_part, nullptr, num_seqs, shape, split_len, num_splits,
+                               detail::AsStream(stream));
+}
+
+KernelStatus GroupAttentionPartial(const Bf16* q, const int32_t* positions,
+                                   const int32_t* group_starts, const int32_t* block_tables,
+                                   const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
+                                   float* o_part, float* lse_part, int num_tokens, int num_groups,
+                                   int max_group_tokens, const AttentionShape& shape, int split_len,
+                                   int num_splits, Stream stream) {
+  return LaunchGroupAttention(q, positions, group_starts, block_tables, kv_len, k_cache, v_cache,
+                              o_part, lse_part, nullptr, num_tokens, num_groups, max_group_tokens,
+                              shape, split_len, num_splits, detail::AsStream(stream));
+}
+
+KernelStatus PrefillAttention(const Bf16* q, const int32_t* positions, const int32_t* seq_starts,
+                              const int32_t* block_tables, const int32_t* context_lens,
+                              const Bf16* k_cache, const Bf16* v_cache, Bf16* out, int num_tokens,
+                              int num_seqs, int max_seq_tokens, const AttentionShape& shape,
+                              Stream stream) {
+  return LaunchGroupAttention(q, positions, seq_starts, block_tables, context_lens, k_cache,
+                              v_cache, nullptr, nullptr, out, num_tokens, num_seqs, max_seq_tokens,
+                              shape, 1 << 30, 1, detail::AsStream(stream));
+}
+
+size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len) {
+  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
+  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
+  return rows * (shape.head_dim + 1) * sizeof(float);
+}
+
+KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                  const int32_t* block_tables, const int32_t* context_lens,
+                                  Bf16* out, void* workspace, int num_seqs, int max_context_len,
+                                  const AttentionShape& shape, Stream stream) {
+  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
+  if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
+    return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr, context_lens, nullptr,
+                                 nullptr, out, num_seqs, shape, plan.split_len, 1,
+                                 detail::AsStream(stream));
+  }
+  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
+  float* o_part = static_cast<float*>(workspace);
+  float* lse_part = o_part + rows * shape.head_dim;
+  const cudaError_t error = LaunchDecodeAttention(
+      q, k_cache, v_cache, block_tables, nullptr, context_lens, o_part, lse_part, nullptr, num_seqs,
+      shape, plan.split_len, plan.num_splits, detail::AsStream(stream));
+  if (error != cudaSuccess) return error;
+  return MergeAttentionStates(o_part, lse_part, out, nullptr, plan.num_splits, num_seqs,
+                              shape.num_heads, shape.head_dim, stream);
 }
 
 }  // namespace arbor::kernels

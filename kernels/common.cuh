@@ -9,10 +9,13 @@
 #include <mutex>
 #include <utility>
 
+#include "kernels/device.h"
 #include "kernels/kernels.h"
-#include "kernels/launchers.h"
 
 namespace arbor::kernels::detail {
+
+// The cudaStream_t behind kernels.h's opaque Stream.
+inline cudaStream_t AsStream(Stream stream) { return static_cast<cudaStream_t>(stream); }
 
 __device__ __forceinline__ float WarpSum(float v) {
 #pragma unroll

@@ -2,7 +2,7 @@
 // RoPE, SwiGLU, bias add, KV append, KV block copies. 128-bit loads wherever
 // the row width allows.
 #include "kernels/common.cuh"
-#include "kernels/launchers.h"
+#include "kernels/device.h"
 
 namespace arbor::kernels {
 namespace {
@@ -249,8 +249,9 @@ int ThreadsFor(int work_items) {
 
 }  // namespace
 
-cudaError_t LaunchEmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out,
-                                  int num_tokens, int hidden, int vocab, cudaStream_t stream) {
+KernelStatus EmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16* out, int num_tokens,
+                             int hidden, int vocab, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || hidden <= 0 || vocab <= 0) return cudaErrorInvalidValue;
   if (num_tokens == 0) return cudaSuccess;
   const bool vec = hidden % 8 == 0 && Aligned16(table) && Aligned16(out);
@@ -265,8 +266,9 @@ cudaError_t LaunchEmbeddingGather(const int32_t* tokens, const Bf16* table, Bf16
   return cudaGetLastError();
 }
 
-cudaError_t LaunchRmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* weight, Bf16* out,
-                                  int num_tokens, int hidden, float eps, cudaStream_t stream) {
+KernelStatus RmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* weight, Bf16* out,
+                             int num_tokens, int hidden, float eps, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || hidden <= 0 || hidden % 2 != 0) return cudaErrorInvalidValue;
   if (num_tokens == 0) return cudaSuccess;
   const bool vec = hidden % 8 == 0 && Aligned16(residual) && Aligned16(weight) && Aligned16(out) &&
@@ -282,9 +284,10 @@ cudaError_t LaunchRmsNormResidual(const Bf16* x, Bf16* residual, const Bf16* wei
   return cudaGetLastError();
 }
 
-cudaError_t LaunchApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const float* inv_freq,
-                            int num_tokens, int num_heads, int num_kv_heads, int head_dim,
-                            cudaStream_t stream) {
+KernelStatus ApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const float* inv_freq,
+                       int num_tokens, int num_heads, int num_kv_heads, int head_dim,
+                       Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || num_heads <= 0 || num_kv_heads < 0 || head_dim <= 0 || head_dim % 2) {
     return cudaErrorInvalidValue;
   }
@@ -296,8 +299,9 @@ cudaError_t LaunchApplyRope(Bf16* q, Bf16* k, const int32_t* positions, const fl
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int inter,
-                         cudaStream_t stream) {
+KernelStatus SwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int inter,
+                    Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || inter <= 0 || inter % 2 != 0) return cudaErrorInvalidValue;
   if (num_tokens == 0) return cudaSuccess;
   const bool vec = inter % 8 == 0 && Aligned16(gate_up) && Aligned16(out);
@@ -314,7 +318,8 @@ cudaError_t LaunchSwiGlu(const Bf16* gate_up, Bf16* out, int num_tokens, int int
   return cudaGetLastError();
 }
 
-cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, cudaStream_t stream) {
+KernelStatus AddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_rows < 0 || dim <= 0) return cudaErrorInvalidValue;
   if (num_rows == 0) return cudaSuccess;
   const size_t total = static_cast<size_t>(num_rows) * dim;
@@ -324,8 +329,9 @@ cudaError_t LaunchAddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, cuda
   return cudaGetLastError();
 }
 
-cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
-                               int block_elems, cudaStream_t stream) {
+KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
+                          int block_elems, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_pairs < 0 || block_elems <= 0 || block_elems % 8 != 0 || num_pairs > 65535 ||
       !Aligned16(k_cache) || !Aligned16(v_cache)) {
     return cudaErrorInvalidValue;
@@ -340,10 +346,11 @@ cudaError_t LaunchCopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_
   return cudaGetLastError();
 }
 
-cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
-                           const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                           Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
-                           int num_kv_heads, int head_dim, cudaStream_t stream) {
+KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
+                      const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
+                      int head_dim, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_kv_heads <= 0 ||
       head_dim % 8 != 0 || !Aligned16(k) || !Aligned16(v) || !Aligned16(k_cache) ||
       !Aligned16(v_cache)) {
@@ -358,11 +365,11 @@ cudaError_t LaunchKvAppend(const Bf16* k, const Bf16* v, const int32_t* position
   return cudaGetLastError();
 }
 
-cudaError_t LaunchRopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions,
-                               const float* inv_freq, const int32_t* seq_starts,
-                               const int32_t* block_tables, Bf16* k_cache, Bf16* v_cache,
-                               int num_tokens, int num_seqs, int max_blocks, int num_heads,
-                               int num_kv_heads, int head_dim, cudaStream_t stream) {
+KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
+                          const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                          Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                          int num_heads, int num_kv_heads, int head_dim, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   // head_dim % 8 == 0 keeps every V row 16-byte aligned.
   if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
       head_dim % 8 != 0 || !Aligned16(qkv) || !Aligned16(v_cache)) {

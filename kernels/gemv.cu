@@ -22,7 +22,7 @@
 // Before waiting for the previous kernel (see AwaitPriorKernels) each warp
 // issues its first batch of W loads: weights are no kernel's output.
 #include "kernels/common.cuh"
-#include "kernels/launchers.h"
+#include "kernels/device.h"
 
 namespace arbor::kernels {
 namespace {
@@ -304,8 +304,9 @@ bool SmallBatchNormFits(int m, int k) {
   return static_cast<size_t>(m) * k * sizeof(Bf16) <= kSmallBatchNormMaxBytes;
 }
 
-cudaError_t LaunchSmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k,
-                                 bool fp32_out, cudaStream_t stream) {
+KernelStatus SmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, int n, int k,
+                            bool fp32_out, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   SmallBatchInput in;
   in.x = x;
   if (!ValidShape(m, n, k) || !ValidInput(in, m, k)) return cudaErrorInvalidValue;
@@ -317,9 +318,11 @@ cudaError_t LaunchSmallBatchGemm(const Bf16* x, const Bf16* w, void* y, int m, i
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSmallBatchGemmInput(const SmallBatchInput& in, const Bf16* w, void* y, int m,
-                                      int n, int k, bool fp32_out, cudaStream_t stream) {
-  if (in.norm_weight == nullptr) return LaunchSmallBatchGemm(in.x, w, y, m, n, k, fp32_out, stream);
+KernelStatus SmallBatchGemm(const SmallBatchInput& in, const Bf16* w, void* y, int m, int n, int k,
+                            bool fp32_out, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
+  if (in.norm_weight == nullptr)
+    return SmallBatchGemm(in.x, w, y, m, n, k, fp32_out, opaque_stream);
   if (!ValidShape(m, n, k) || !ValidInput(in, m, k)) return cudaErrorInvalidValue;
   if (fp32_out) {
     LaunchRows<Epilogue::kFp32, true>(in, w, y, QkvRopeKv{}, m, n, k, stream);
@@ -329,8 +332,9 @@ cudaError_t LaunchSmallBatchGemmInput(const SmallBatchInput& in, const Bf16* w, 
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSmallBatchGateUpSwiGlu(const SmallBatchInput& in, const Bf16* w_gate_up,
-                                         Bf16* out, int m, int inter, int k, cudaStream_t stream) {
+KernelStatus SmallBatchGateUpSwiGlu(const SmallBatchInput& in, const Bf16* w_gate_up, Bf16* out,
+                                    int m, int inter, int k, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (!ValidShape(m, inter, k) || !ValidInput(in, m, k)) return cudaErrorInvalidValue;
   if (in.norm_weight != nullptr) {
     LaunchRows<Epilogue::kSwiGlu, true>(in, w_gate_up, out, QkvRopeKv{}, m, inter, k, stream);
@@ -340,8 +344,9 @@ cudaError_t LaunchSmallBatchGateUpSwiGlu(const SmallBatchInput& in, const Bf16* 
   return cudaGetLastError();
 }
 
-cudaError_t LaunchSmallBatchQkvRope(const SmallBatchInput& in, const Bf16* w_qkv, Bf16* q,
-                                    const QkvRopeKv& rope, int m, int k, cudaStream_t stream) {
+KernelStatus SmallBatchQkvRope(const SmallBatchInput& in, const Bf16* w_qkv, Bf16* q,
+                               const QkvRopeKv& rope, int m, int k, Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   const int pairs = (rope.num_heads + 2 * rope.num_kv_heads) * rope.head_dim / 2;
   if (!ValidShape(m, pairs, k) || !ValidInput(in, m, k) || rope.num_heads < 1 ||
       rope.num_kv_heads < 1 || rope.head_dim < 2 || rope.head_dim % 2 != 0 || rope.num_seqs < 1 ||

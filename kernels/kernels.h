@@ -22,6 +22,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace arbor::kernels {
 
@@ -37,6 +38,11 @@ class [[nodiscard]] KernelStatus {
  public:
   KernelStatus() = default;
   explicit KernelStatus(int code) : code_(code) {}
+  // From a cudaError_t (an enum; 0 is cudaSuccess) without naming it: the
+  // entry points in kernels/*.cu return CUDA's codes as they are.
+  template <typename CudaError, typename = std::enable_if_t<std::is_enum_v<CudaError>>>
+  KernelStatus(CudaError code)  // NOLINT(google-explicit-constructor)
+      : code_(static_cast<int>(code)) {}
   bool ok() const { return code_ == 0; }
   int code() const { return code_; }
   // cudaGetErrorString of the code.

@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "kernels/common.cuh"
-#include "kernels/launchers.h"
+#include "kernels/device.h"
 #include "kernels/sampling_math.h"
 
 namespace arbor::kernels {
@@ -361,9 +361,10 @@ SamplePlan PlanSample(int num_rows, int vocab) {
 
 }  // namespace
 
-cudaError_t LaunchSampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
-                               float* logprobs, int num_rows, int vocab, void* workspace,
-                               cudaStream_t stream) {
+KernelStatus SampleTokens(const float* logits, const SampleParams* params, int32_t* tokens,
+                          float* logprobs, int num_rows, int vocab, void* workspace,
+                          Stream opaque_stream) {
+  const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_rows < 0 || vocab <= 0) return cudaErrorInvalidValue;
   if (num_rows == 0) return cudaSuccess;
   const SamplePlan plan = PlanSample(num_rows, vocab);

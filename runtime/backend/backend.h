@@ -18,12 +18,11 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "runtime/kv/kv_block.h"
 #include "runtime/model/model_config.h"
 #include "runtime/sampling/sampler.h"
 
 namespace arbor::runtime {
-
-inline constexpr int kKvBlockSize = 16;
 
 // One forward step over several sequences. Sequence s owns new tokens
 // tokens[seq_starts[s] .. seq_starts[s+1]); their absolute positions are
@@ -46,6 +45,18 @@ struct ForwardBatch {
   int num_seqs() const { return static_cast<int>(context_lens.size()); }
   int num_tokens() const { return static_cast<int>(tokens.size()); }
 };
+
+// INVALID_ARGUMENT ("ForwardBatch: ..." naming the field, sequence, token or
+// entry at fault) unless `batch` is well formed for a model of `config` over a
+// KV pool of `num_kv_blocks` blocks: the shapes above agree, every token is
+// in the vocabulary, every sequence has new tokens at the positions that
+// follow its cached context, its context fits its block-table row and the
+// blocks it uses are in the pool, and every output row is a token of the
+// batch. The checks every backend shares; a backend adds its own limits
+// (e.g. tokens per device pass) after these. Stateless: safe to call from any
+// thread.
+absl::Status ValidateForwardBatch(const ForwardBatch& batch, const ModelConfig& config,
+                                  int num_kv_blocks);
 
 // How to draw the token of one output row (see runtime/sampling/sampler.h): the
 // parameters and the counter-based RNG's key.

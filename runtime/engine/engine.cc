@@ -14,6 +14,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "runtime/kv/kv_block.h"
 #include "runtime/kv/radix_kv_cache.h"
 #include "runtime/text/tokenizer.h"
 

@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "runtime/backend/backend.h"
+#include "runtime/kv/kv_block.h"
 
 namespace arbor::runtime {
 

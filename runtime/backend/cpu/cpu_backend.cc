@@ -106,79 +106,9 @@ int CpuBackend::output_dim() const {
 const float* CpuBackend::k_pool(int layer) const { return k_pools_.at(layer).data(); }
 const float* CpuBackend::v_pool(int layer) const { return v_pools_.at(layer).data(); }
 
-absl::Status CpuBackend::ValidateBatch(const ForwardBatch& b) const {
-  const int num_seqs = b.num_seqs();
-  const int num_tokens = b.num_tokens();
-  auto error = [](auto&&... parts) {
-    return absl::InvalidArgumentError(absl::StrCat("ForwardBatch: ", parts...));
-  };
-  if (num_tokens == 0 || num_seqs == 0) return error("no tokens or no sequences");
-  if (b.positions.size() != b.tokens.size()) {
-    return error("positions has ", b.positions.size(), " entries for ", num_tokens, " tokens");
-  }
-  if (b.seq_starts.size() != static_cast<size_t>(num_seqs) + 1 || b.seq_starts[0] != 0 ||
-      b.seq_starts[num_seqs] != num_tokens) {
-    return error("seq_starts must have num_seqs + 1 = ", num_seqs + 1,
-                 " entries from 0 to num_tokens = ", num_tokens);
-  }
-  if (b.max_blocks_per_seq < 1 ||
-      b.block_tables.size() != static_cast<size_t>(num_seqs) * b.max_blocks_per_seq) {
-    return error("block_tables has ", b.block_tables.size(), " entries, expected num_seqs (",
-                 num_seqs, ") * max_blocks_per_seq (", b.max_blocks_per_seq, ")");
-  }
-  const int vocab = config().vocab_size;
-  for (int t = 0; t < num_tokens; ++t) {
-    if (b.tokens[t] < 0 || b.tokens[t] >= vocab) {
-      return error("token ", t, " is id ", b.tokens[t], ", outside the vocabulary [0, ", vocab,
-                   ")");
-    }
-  }
-  for (int s = 0; s < num_seqs; ++s) {
-    const int begin = b.seq_starts[s];
-    const int end = b.seq_starts[s + 1];
-    if (end <= begin) return error("sequence ", s, " has no new tokens");
-    const int ctx = b.context_lens[s];
-    if (ctx < end - begin) {
-      return error("sequence ", s, " has context_len ", ctx, " < its ", end - begin, " new tokens");
-    }
-    if (ctx > b.max_blocks_per_seq * kKvBlockSize) {
-      return error("sequence ", s, " has context_len ", ctx, " beyond its ", b.max_blocks_per_seq,
-                   " blocks");
-    }
-    // New tokens continue the cached context: positions ctx - n .. ctx - 1.
-    const int first = ctx - (end - begin);
-    for (int t = begin; t < end; ++t) {
-      if (b.positions[t] != first + (t - begin)) {
-        return error("sequence ", s, " token ", t, " has position ", b.positions[t], ", expected ",
-                     first + (t - begin), " (new tokens follow the cached context)");
-      }
-    }
-    const int blocks_needed = (ctx + kKvBlockSize - 1) / kKvBlockSize;
-    for (int i = 0; i < blocks_needed; ++i) {
-      const int32_t block = b.block_tables[static_cast<size_t>(s) * b.max_blocks_per_seq + i];
-      if (block < 0 || block >= num_kv_blocks_) {
-        return error("sequence ", s, " block ", i, " is id ", block, ", outside the pool [0, ",
-                     num_kv_blocks_, ")");
-      }
-    }
-  }
-  for (size_t i = 0; i < b.output_rows.size(); ++i) {
-    if (b.output_rows[i] < 0 || b.output_rows[i] >= num_tokens) {
-      return error("output_rows[", i, "] = ", b.output_rows[i], " is outside [0, ", num_tokens,
-                   ")");
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
-  if (batch.context_lens.size() + 1 != batch.seq_starts.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ForwardBatch: seq_starts has ", batch.seq_starts.size(), " entries for ",
-                     batch.context_lens.size(), " sequences (context_lens)"));
-  }
-  if (absl::Status s = ValidateBatch(batch); !s.ok()) return s;
+  if (absl::Status s = ValidateForwardBatch(batch, config(), num_kv_blocks_); !s.ok()) return s;
 
   const ModelConfig& c = weights_->config();
   Scratch& s = *scratch_;

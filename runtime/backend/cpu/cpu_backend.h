@@ -73,7 +73,6 @@ class CpuBackend : public ModelBackend {
  private:
   struct Scratch;
   CpuBackend(std::unique_ptr<ModelWeights> weights, const CpuBackendOptions& options);
-  absl::Status ValidateBatch(const ForwardBatch& batch) const;
 
   std::unique_ptr<ModelWeights> weights_;
   int num_kv_blocks_ = 0;

@@ -105,7 +105,7 @@ class CudaBackend : public ModelBackend {
   static constexpr int kMaxCudaGraphs = 64;
 
  private:
-  struct Device;       // device state; defined only with CUDA
+  struct Device;       // device state; defined only with CUDA (cuda_device.h)
   struct PassBuffers;  // a pass's metadata, attention workspace and draws
   struct DecodeGraph;
   enum class PassMode {
@@ -115,9 +115,11 @@ class CudaBackend : public ModelBackend {
   };
   CudaBackend(std::unique_ptr<ModelWeights> weights, int num_kv_blocks,
               std::unique_ptr<Device> device);
+  // ValidateForwardBatch, then this backend's limits (max_batch_tokens).
   absl::Status ValidateBatch(const ForwardBatch& batch) const;
   // Forward (`logits` set) or ForwardSample (`sampled` set, one `sampling`
   // entry per output row): validates, then runs one device pass or several.
+  // Run and ForwardPass: forward_pass.cc; GraphDecode: cuda_graphs.cc.
   absl::Status Run(const ForwardBatch& batch, absl::Span<const RowSampling> sampling,
                    std::vector<float>* logits, std::vector<SampledToken>* sampled);
   // One device pass over a batch of at most max_batch_tokens tokens, through
