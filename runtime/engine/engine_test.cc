@@ -65,6 +65,10 @@ struct EngineSetup {
     options.max_queued_requests = n;
     return *this;
   }
+  EngineSetup& NoPrefixCache() {
+    options.prefix_cache = false;
+    return *this;
+  }
   EngineSetup& SamplerThreads(int n) {
     options.num_sampler_threads = n;
     return *this;
@@ -421,6 +425,30 @@ TEST_F(EngineTest, LaterCallsReuseCachedPrefixes) {
   ExpectSameOutput(second->outputs[0], scratch->outputs[0], "cached vs scratch");
   ExpectAllBlocksReturned(*engine);
   EXPECT_EQ(engine->stats().prefix_hit_tokens, 64) << "the engine's counter sums the usages";
+}
+
+TEST_F(EngineTest, WithoutThePrefixCacheEveryCallComputesItsWholePrefix) {
+  const auto prompt = GoldenPrompts("llama")[4];
+  auto engine = MakeEngine(EngineSetup().NoPrefixCache());
+  auto first = engine->Generate(Sampled(prompt, 40, 3));
+  ASSERT_TRUE(first.ok()) << first.status();
+  GenerateRequest next = Sampled(prompt, 10, 4);
+  next.branches[0].suffix_tokens = first->outputs[0].tokens;
+  auto second = engine->Generate(next);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->usage.prefix_cache_hit_tokens, 0);
+  EXPECT_EQ(second->usage.prefill_tokens, 80);
+  // The same tokens as with the cache: only where the KV comes from differs.
+  auto cached = MakeEngine(EngineSetup());
+  ASSERT_TRUE(cached->Generate(Sampled(prompt, 40, 3)).ok());
+  auto reused = cached->Generate(next);
+  ASSERT_TRUE(reused.ok());
+  EXPECT_EQ(reused->usage.prefix_cache_hit_tokens, 64);
+  ExpectSameOutput(second->outputs[0], reused->outputs[0], "no cache vs cache");
+  // Nothing stays cached: every block is free again, none evictable.
+  ExpectAllBlocksReturned(*engine);
+  EXPECT_EQ(engine->stats().kv_blocks_cached, 0);
+  EXPECT_EQ(engine->stats().prefix_hit_tokens, 0);
 }
 
 TEST_F(EngineTest, PreemptionUnderATinyPoolGivesIdenticalOutput) {
