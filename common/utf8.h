@@ -1,4 +1,5 @@
-// UTF-8 helpers for the tokenizer: validation, the lossy conversion of
+// UTF-8 helpers: validation (the one validator; serving's request checks,
+// the coordinator and the tokenizer all use it), the lossy conversion of
 // Rust's String::from_utf8_lossy (each maximal invalid subpart becomes one
 // U+FFFD, as the Unicode standard recommends and as Hugging Face `tokenizers`
 // decodes), the Unicode White_Space set (what Oniguruma's \s and Rust's

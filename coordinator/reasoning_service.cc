@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
+#include "common/utf8.h"
 #include "coordinator/solve_request.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/unknown_field_set.h"

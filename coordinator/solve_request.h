@@ -28,8 +28,6 @@ inline constexpr size_t kMaxQuestionBytes = 64 * 1024;
 inline constexpr size_t kMaxJobIdBytes = 128;
 inline constexpr size_t kMaxModelNameBytes = 256;
 
-bool IsValidUtf8(std::string_view text);
-
 // Checks the fields the search library does not know (job_id, question,
 // model names, chat_template, delimiter encoding), then maps and validates
 // the strategy, sampling, stop rules and budget.

@@ -22,16 +22,6 @@ arbor::v1::SolveRequest ValidRequest() {
   return request;
 }
 
-TEST(Utf8Test, AcceptsValidAndRejectsMalformed) {
-  EXPECT_TRUE(IsValidUtf8("plain ascii"));
-  EXPECT_TRUE(IsValidUtf8("\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
-  EXPECT_FALSE(IsValidUtf8("\xff"));
-  EXPECT_FALSE(IsValidUtf8("\xc3"));              // truncated
-  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong '/'
-  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
-  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
-}
-
 TEST(SolveRequestTest, DefaultsFollowTheProto) {
   auto config = StrategyConfigFromRequest(ValidRequest());
   ASSERT_TRUE(config.ok()) << config.status();

@@ -15,16 +15,12 @@
 
 namespace arbor::serving {
 
-// Byte offset of the first byte that is not part of well-formed UTF-8
-// (overlong forms, surrogates and code points above U+10FFFF are invalid), or
-// npos when `text` is valid.
-size_t FindInvalidUtf8(absl::string_view text);
-
-// `text` with every byte that is not part of well-formed UTF-8 replaced by
-// U+FFFD, so it can travel in a proto3 string field.
+// `text` with every byte that is not part of well-formed UTF-8 (as
+// arbor::FirstInvalidUtf8 judges it) replaced by U+FFFD, so it can travel in a
+// proto3 string field.
 std::string SanitizeUtf8(absl::string_view text);
 
-// "<field>: invalid UTF-8 at byte N".
+// "<field>: invalid UTF-8 at byte N" (N from arbor::FirstInvalidUtf8).
 absl::Status CheckUtf8(absl::string_view text, absl::string_view field);
 
 // "<field>[i]: token id X outside vocabulary [0, vocab_size)".

@@ -18,7 +18,7 @@
 #include "arbor/v1/generator.grpc.pb.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
 #include "arbor/v1/verifier.grpc.pb.h"
-#include "coordinator/solve_request.h"
+#include "common/utf8.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -109,7 +109,7 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
                                      {"model", absl::GetFlag(FLAGS_model)},
                                      {"reward_model", absl::GetFlag(FLAGS_reward_model)},
                                      {"job_id", absl::GetFlag(FLAGS_job_id)}}) {
-    if (!arbor::coordinator::IsValidUtf8(value)) {
+    if (!arbor::IsValidUtf8(value)) {
       std::fprintf(stderr, "arborctl: INVALID_ARGUMENT: %s: is not valid UTF-8\n", field);
       return false;
     }

@@ -11,7 +11,7 @@
 #include "arbor/v1/generator.pb.h"
 #include "arbor/v1/verifier.pb.h"
 #include "common/counter_rng.h"
-#include "coordinator/solve_request.h"
+#include "common/utf8.h"
 
 namespace arbor::testing {
 namespace {
@@ -151,7 +151,7 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
   }
   std::vector<int32_t> prompt;
   if (has_text) {
-    if (!coordinator::IsValidUtf8(request.prompt_text())) {
+    if (!arbor::IsValidUtf8(request.prompt_text())) {
       return absl::InvalidArgumentError("prompt_text: is not valid UTF-8");
     }
     auto templated = ApplyTemplate(request.prompt_text(), request.chat_template());
@@ -298,7 +298,7 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
     return absl::InvalidArgumentError(absl::StrCat(
         "model: this verifier serves '", options_.reward_model, "', not '", request.model(), "'"));
   }
-  if (request.question().empty() || !coordinator::IsValidUtf8(request.question())) {
+  if (request.question().empty() || !arbor::IsValidUtf8(request.question())) {
     return absl::InvalidArgumentError("question: must be non-empty valid UTF-8");
   }
   if (request.candidates_size() < 1 || request.candidates_size() > 1024) {
@@ -323,7 +323,7 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
     size_t k = 0;
     int64_t prefix = 0;
     for (int i = 0; i < steps.size(); ++i) {
-      if (!coordinator::IsValidUtf8(steps[i])) {
+      if (!arbor::IsValidUtf8(steps[i])) {
         return absl::InvalidArgumentError(
             absl::StrCat("candidates[", c, "].steps[", i, "]: is not valid UTF-8"));
       }
