@@ -260,7 +260,11 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
   metrics_->AddUsage(result->usage);
   if (result->budget_exhausted) metrics_->BudgetExhausted(result->exhausted_by);
   arbor::v1::SolveResponse response;
-  FillSolveResponse(job->id, *result, accounting(), &response);
+  const JobAccounting final_accounting = accounting();
+  const JobTimeBreakdown time = BreakDownJobTime(result->usage, final_accounting.wall_time);
+  metrics_->JobPhases(time.coordinator, time.network, time.worker_queue, time.worker_compute,
+                      time.verifier_queue, time.verifier_compute);
+  FillSolveResponse(job->id, *result, final_accounting, &response);
   finish(absl::OkStatus(), &response, result->budget_exhausted);
 }
 

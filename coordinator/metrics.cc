@@ -1,6 +1,7 @@
 #include "coordinator/metrics.h"
 
 #include <string>
+#include <utility>
 
 namespace arbor::coordinator {
 namespace {
@@ -40,6 +41,12 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
                               .Help("Time a job waited for a job slot")
                               .Register(registry)
                               .Add({}, StepBuckets())),
+      job_phase_seconds_(prometheus::BuildHistogram()
+                             .Name("arbor_coordinator_job_phase_seconds")
+                             .Help("A finished job's time by phase: coordinator, network, "
+                                   "worker_queue, worker_compute, verifier_queue, "
+                                   "verifier_compute (docs/E2E.md)")
+                             .Register(registry)),
       tokens_(prometheus::BuildCounter()
                   .Name("arbor_coordinator_tokens_total")
                   .Help("Tokens spent by finished jobs, by kind (generated, prefill, "
@@ -118,6 +125,20 @@ void CoordinatorMetrics::AddUsage(const search::Usage& usage) {
       .Increment(static_cast<double>(usage.reward_cache_hit_tokens));
   reward_calls_.Increment(static_cast<double>(usage.reward_calls));
   worker_calls_.Increment(static_cast<double>(usage.worker_calls));
+}
+
+void CoordinatorMetrics::JobPhases(absl::Duration coordinator, absl::Duration network,
+                                   absl::Duration worker_queue, absl::Duration worker_compute,
+                                   absl::Duration verifier_queue, absl::Duration verifier_compute) {
+  for (const auto& [phase, time] :
+       {std::pair<const char*, absl::Duration>{"coordinator", coordinator},
+        {"network", network},
+        {"worker_queue", worker_queue},
+        {"worker_compute", worker_compute},
+        {"verifier_queue", verifier_queue},
+        {"verifier_compute", verifier_compute}}) {
+    job_phase_seconds_.Add({{"phase", phase}}, JobBuckets()).Observe(absl::ToDoubleSeconds(time));
+  }
 }
 
 void CoordinatorMetrics::BudgetExhausted(std::string_view cap) {

@@ -4,6 +4,9 @@
 //   job_seconds{strategy}                 histogram, acceptance to result
 //   step_seconds{strategy}                histogram, one strategy iteration
 //   queue_wait_seconds                    histogram, acceptance to start
+//   job_phase_seconds{phase}              histogram, a finished job's time by phase:
+//                                          coordinator, network, worker_queue,
+//                                          worker_compute, verifier_queue, verifier_compute
 //   tokens_total{kind}                    generated, prefill, prefix_cache_hit, reward,
 //                                          reward_cache_hit
 //   reward_calls_total, worker_calls_total
@@ -37,6 +40,10 @@ class CoordinatorMetrics {
   void Step(std::string_view strategy, absl::Duration latency);
   // Adds a finished job's usage to the token and call counters.
   void AddUsage(const search::Usage& usage);
+  // Observes a finished job's time by phase (BreakDownJobTime).
+  void JobPhases(absl::Duration coordinator, absl::Duration network, absl::Duration worker_queue,
+                 absl::Duration worker_compute, absl::Duration verifier_queue,
+                 absl::Duration verifier_compute);
   void BudgetExhausted(std::string_view cap);
   void Retries(std::string_view pool, int64_t retries);
   void SetJobs(int running, int queued);
@@ -48,6 +55,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Histogram>& job_seconds_;
   prometheus::Family<prometheus::Histogram>& step_seconds_;
   prometheus::Histogram& queue_wait_seconds_;
+  prometheus::Family<prometheus::Histogram>& job_phase_seconds_;
   prometheus::Family<prometheus::Counter>& tokens_;
   prometheus::Counter& reward_calls_;
   prometheus::Counter& worker_calls_;

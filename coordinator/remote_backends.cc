@@ -136,6 +136,7 @@ absl::StatusOr<std::vector<int32_t>> RemoteGenerator::EncodePrompt(std::string_v
 }
 
 absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::ExtendRequest& request) {
+  const absl::Time call_start = absl::Now();
   arbor::v1::ExtendRequest proto;
   proto.set_job_id(options_.job_id);
   proto.set_model(options_.model);
@@ -188,10 +189,14 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
   result.usage.generated_tokens = response.usage().generated_tokens();
   result.usage.prefill_tokens = response.usage().prefill_tokens();
   result.usage.prefix_cache_hit_tokens = response.usage().prefix_cache_hit_tokens();
+  result.usage.queue_us = response.usage().worker_queue_us();
+  result.usage.compute_us = response.usage().worker_compute_us();
+  result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
   return result;
 }
 
 absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreRequest& request) {
+  const absl::Time call_start = absl::Now();
   arbor::v1::ScoreRequest proto;
   proto.set_job_id(options_.job_id);
   proto.set_model(options_.model);
@@ -221,6 +226,9 @@ absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreReque
   }
   result.usage.reward_tokens = response.usage().reward_tokens();
   result.usage.reward_cache_hit_tokens = response.usage().reward_cache_hit_tokens();
+  result.usage.queue_us = response.usage().verifier_queue_us();
+  result.usage.compute_us = response.usage().verifier_compute_us();
+  result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
   return result;
 }
 

@@ -1,5 +1,7 @@
 #include "coordinator/solve_request.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "arbor/v1/reasoning.pb.h"
 #include "common/utf8.h"
@@ -239,6 +241,22 @@ bool NeedsRewardModel(const search::StrategyConfig& config) {
   return true;
 }
 
+JobTimeBreakdown BreakDownJobTime(const search::Usage& usage, absl::Duration wall_time) {
+  // Clocks of different processes and rounding may leave a few microseconds
+  // negative: clamp at zero.
+  auto us = [](int64_t v) { return absl::Microseconds(std::max<int64_t>(v, 0)); };
+  JobTimeBreakdown b;
+  b.worker_queue = us(usage.worker_queue_us);
+  b.worker_compute = us(usage.worker_compute_us);
+  b.verifier_queue = us(usage.verifier_queue_us);
+  b.verifier_compute = us(usage.verifier_compute_us);
+  b.network = us(usage.worker_call_us - usage.worker_queue_us - usage.worker_compute_us) +
+              us(usage.verifier_call_us - usage.verifier_queue_us - usage.verifier_compute_us);
+  b.coordinator =
+      us(absl::ToInt64Microseconds(wall_time) - usage.worker_call_us - usage.verifier_call_us);
+  return b;
+}
+
 void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbor::v1::Usage* out) {
   out->set_generated_tokens(usage.generated_tokens);
   out->set_prefill_tokens(usage.prefill_tokens);
@@ -250,6 +268,13 @@ void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbo
   out->set_wall_time_ms(absl::ToInt64Milliseconds(accounting.wall_time));
   out->set_steps(usage.steps);
   out->set_reward_cache_hit_tokens(usage.reward_cache_hit_tokens);
+  const JobTimeBreakdown time = BreakDownJobTime(usage, accounting.wall_time);
+  out->set_worker_queue_us(absl::ToInt64Microseconds(time.worker_queue));
+  out->set_worker_compute_us(absl::ToInt64Microseconds(time.worker_compute));
+  out->set_verifier_queue_us(absl::ToInt64Microseconds(time.verifier_queue));
+  out->set_verifier_compute_us(absl::ToInt64Microseconds(time.verifier_compute));
+  out->set_network_us(absl::ToInt64Microseconds(time.network));
+  out->set_coordinator_us(absl::ToInt64Microseconds(time.coordinator));
 }
 
 void FillSolveResponse(const std::string& job_id, const search::SolveResult& result,

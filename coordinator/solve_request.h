@@ -45,6 +45,15 @@ struct JobAccounting {
   std::string verifier;
 };
 
+// Where a job's time went (docs/E2E.md): the services' engine queue and
+// compute, the network (the calls' wall time less those), and the coordinator
+// (the job's wall time less its calls': admission queue, strategy, routing).
+struct JobTimeBreakdown {
+  absl::Duration coordinator, network, worker_queue, worker_compute, verifier_queue,
+      verifier_compute;
+};
+JobTimeBreakdown BreakDownJobTime(const search::Usage& usage, absl::Duration wall_time);
+
 void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbor::v1::Usage* out);
 void FillSolveResponse(const std::string& job_id, const search::SolveResult& result,
                        const JobAccounting& accounting, arbor::v1::SolveResponse* out);

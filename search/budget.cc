@@ -120,6 +120,9 @@ void BudgetTracker::ChargeGeneration(const GenerationUsage& usage) {
   usage_.prefill_tokens += usage.prefill_tokens;
   usage_.prefix_cache_hit_tokens += usage.prefix_cache_hit_tokens;
   usage_.worker_calls += 1;
+  usage_.worker_queue_us += usage.queue_us;
+  usage_.worker_compute_us += usage.compute_us;
+  usage_.worker_call_us += usage.call_us;
   if (limits_.max_generated_tokens > 0 && usage_.generated_tokens >= limits_.max_generated_tokens) {
     MarkExhausted(kCapGeneratedTokens);
   }
@@ -129,6 +132,9 @@ void BudgetTracker::ChargeScoring(const ScoringUsage& usage) {
   usage_.reward_tokens += usage.reward_tokens;
   usage_.reward_cache_hit_tokens += usage.reward_cache_hit_tokens;
   usage_.reward_calls += 1;
+  usage_.verifier_queue_us += usage.queue_us;
+  usage_.verifier_compute_us += usage.compute_us;
+  usage_.verifier_call_us += usage.call_us;
   if (limits_.max_reward_tokens > 0 && usage_.reward_tokens >= limits_.max_reward_tokens) {
     MarkExhausted(kCapRewardTokens);
   }

@@ -45,6 +45,13 @@ struct Usage {
   int64_t reward_calls = 0;
   int64_t worker_calls = 0;
   int64_t steps = 0;
+  // Sums of the calls' times (microseconds; see GenerationUsage).
+  int64_t worker_queue_us = 0;
+  int64_t worker_compute_us = 0;
+  int64_t worker_call_us = 0;
+  int64_t verifier_queue_us = 0;
+  int64_t verifier_compute_us = 0;
+  int64_t verifier_call_us = 0;
 };
 
 // The cap names used in exhausted_by.

@@ -91,6 +91,11 @@ struct GenerationUsage {
   int64_t generated_tokens = 0;
   int64_t prefill_tokens = 0;           // prompt/suffix tokens run through the model
   int64_t prefix_cache_hit_tokens = 0;  // prompt/suffix tokens served from the prefix cache
+  // Time (microseconds): the worker engine's queue and compute, and the whole
+  // call as the caller saw it (retries included).
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
+  int64_t call_us = 0;
 };
 
 struct ExtendResult {

@@ -37,6 +37,10 @@ struct ScoreRequest {
 struct ScoringUsage {
   int64_t reward_tokens = 0;            // tokens the reward model ran
   int64_t reward_cache_hit_tokens = 0;  // tokens served from its prefix cache
+  // As GenerationUsage's times.
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
+  int64_t call_us = 0;
 };
 
 struct ScoreResult {

@@ -191,6 +191,8 @@ ScoreOutcome RewardScorer::Complete(const PreparedScore& prepared,
   if (result != nullptr) {
     outcome.reward_tokens = result->computed_tokens;
     outcome.cache_hit_tokens = result->cached_tokens;
+    outcome.queue_us = result->queue_us;
+    outcome.compute_us = result->compute_us;
   }
   outcome.cache_hit_tokens += prepared.fully_cached_tokens_;
   return outcome;

@@ -53,6 +53,9 @@ struct ScoreOutcome {
   std::vector<std::vector<float>> scores;
   int64_t reward_tokens = 0;
   int64_t cache_hit_tokens = 0;
+  // The engine request's queue and compute time (0 when all was cached).
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
 };
 
 struct RewardScorerOptions {

@@ -96,6 +96,8 @@ void FillScoreResponse(const ScoreOutcome& outcome, arbor::v1::ScoreResponse* re
   usage->set_reward_tokens(outcome.reward_tokens);
   usage->set_reward_cache_hit_tokens(outcome.cache_hit_tokens);
   usage->set_reward_calls(1);
+  usage->set_verifier_queue_us(outcome.queue_us);
+  usage->set_verifier_compute_us(outcome.compute_us);
 }
 
 absl::StatusOr<std::unique_ptr<VerifierService>> VerifierService::Create(

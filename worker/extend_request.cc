@@ -205,6 +205,8 @@ void FillExtendResponse(const runtime::GenerateResult& result, bool return_token
   usage->set_prefill_tokens(result.usage.prefill_tokens);
   usage->set_prefix_cache_hit_tokens(result.usage.prefix_cache_hit_tokens);
   usage->set_worker_calls(1);
+  usage->set_worker_queue_us(result.usage.queue_us);
+  usage->set_worker_compute_us(result.usage.compute_us);
 }
 
 }  // namespace arbor::worker

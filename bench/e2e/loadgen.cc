@@ -277,6 +277,13 @@ int main(int argc, char** argv) {
     total.set_worker_calls(total.worker_calls() + u.worker_calls());
     total.set_retries(total.retries() + u.retries());
     total.set_steps(total.steps() + u.steps());
+    total.set_wall_time_ms(total.wall_time_ms() + u.wall_time_ms());
+    total.set_coordinator_us(total.coordinator_us() + u.coordinator_us());
+    total.set_network_us(total.network_us() + u.network_us());
+    total.set_worker_queue_us(total.worker_queue_us() + u.worker_queue_us());
+    total.set_worker_compute_us(total.worker_compute_us() + u.worker_compute_us());
+    total.set_verifier_queue_us(total.verifier_queue_us() + u.verifier_queue_us());
+    total.set_verifier_compute_us(total.verifier_compute_us() + u.verifier_compute_us());
     if (answers.is_open()) {
       answers << nlohmann::json{{"job", r.index},
                                 {"answer", r.response.answer()},
@@ -291,6 +298,17 @@ int main(int argc, char** argv) {
     }
   }
   const int done = static_cast<int>(latencies.size());
+  // A job's time by phase, as fractions of the jobs' summed wall time.
+  const double job_us = 1000.0 * total.wall_time_ms();
+  auto share = [&](int64_t us) { return job_us > 0 ? us / job_us : 0.0; };
+  const nlohmann::json phases = {
+      {"coordinator", share(total.coordinator_us())},
+      {"network", share(total.network_us())},
+      {"worker_queue", share(total.worker_queue_us())},
+      {"worker_compute", share(total.worker_compute_us())},
+      {"verifier_queue", share(total.verifier_queue_us())},
+      {"verifier_compute", share(total.verifier_compute_us())},
+  };
   const double worker_in = total.prefill_tokens() + total.prefix_cache_hit_tokens();
   const double reward_in = total.reward_tokens() + total.reward_cache_hit_tokens();
   nlohmann::json row = {
@@ -320,6 +338,7 @@ int main(int argc, char** argv) {
       {"worker_calls", total.worker_calls()},
       {"reward_calls", total.reward_calls()},
       {"retries", total.retries()},
+      {"time_shares", phases},
   };
   std::printf("%s\n", row.dump().c_str());
   if (!absl::GetFlag(FLAGS_out).empty()) {

@@ -30,6 +30,15 @@ def main():
             f"| {r['jobs']}{failed} | {r['jobs_per_min']:.1f} | {r['generated_tok_s']:.0f} "
             f"| {r['reward_tok_s']:.0f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} "
             f"| {r['prefix_hit_ratio']:.2f} | {r['reward_hit_ratio']:.2f} | {busy} | {speedup} |")
+    lines += ["", "Where a job's time goes (shares of the jobs' summed wall time):", "",
+              "| case | coordinator | network | worker queue | worker compute | verifier queue"
+              " | verifier compute |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r.get("time_shares") or {}
+        cells = " | ".join(f"{s.get(k, 0):.0%}" for k in (
+            "coordinator", "network", "worker_queue", "worker_compute", "verifier_queue",
+            "verifier_compute"))
+        lines.append(f"| {r['label']} | {cells} |")
     text = "\n".join(lines).strip() + "\n"
     print(text)
     if args.out:

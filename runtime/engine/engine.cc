@@ -460,6 +460,7 @@ absl::StatusOr<RequestId> Engine::SubmitGenerate(GenerateRequest request, Genera
   (void)config;
   auto state = std::make_unique<RequestState>();
   state->is_score = false;
+  state->submitted = absl::Now();
   state->gen = std::move(request);
   state->gen_done = std::move(done);
   return core_->Submit(std::move(state));
@@ -504,6 +505,7 @@ absl::StatusOr<RequestId> Engine::SubmitScore(ScoreRequest request, ScoreCallbac
   }
   auto state = std::make_unique<RequestState>();
   state->is_score = true;
+  state->submitted = absl::Now();
   state->score = std::move(request);
   state->score_done = std::move(done);
   return core_->Submit(std::move(state));

@@ -150,6 +150,10 @@ struct RequestUsage {
   int64_t prefill_tokens = 0;
   int64_t prefix_cache_hit_tokens = 0;
   int64_t generated_tokens = 0;  // sampled tokens, EOS included
+  // Where the request's time went (docs/E2E.md): from its submission to its
+  // first scheduled step, and from then to its completion.
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
 };
 
 struct GenerateResult {
@@ -186,6 +190,9 @@ struct ScoreResult {
   // up to more than the sequences' length.
   int64_t computed_tokens = 0;
   int64_t cached_tokens = 0;
+  // As RequestUsage::queue_us and compute_us.
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
 };
 
 struct EngineStats {

@@ -20,6 +20,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "common/check.h"
 #include "runtime/backend/backend.h"
 #include "runtime/engine/engine.h"
@@ -77,7 +78,9 @@ struct Group {
 struct RequestState {
   RequestId id = 0;
   bool is_score = false;
-  bool started = false;  // some sequence was admitted
+  bool started = false;   // some sequence was admitted
+  absl::Time submitted;   // by Engine::Submit*
+  absl::Time first_step;  // when `started` became true
   bool finished = false;
   int live_seqs = 0;     // sequences not yet finished
   int open_outputs = 0;  // kSample outputs (or score sequences) not yet final

@@ -181,6 +181,10 @@ void SampleStep::MaybeCompleteRequest(RequestState* r) {
   if (r->finished || r->live_seqs > 0) return;
   ARBOR_CHECK(r->open_outputs == 0 || r->cancelled);
   r->finished = true;
+  const absl::Time now = absl::Now();
+  const absl::Time first_step = r->started ? r->first_step : now;
+  r->usage.queue_us = absl::ToInt64Microseconds(first_step - r->submitted);
+  r->usage.compute_us = absl::ToInt64Microseconds(now - first_step);
   auto owned = std::move(state_->requests[r->id]);
   state_->requests.erase(r->id);
   if (r->is_score) {
@@ -189,6 +193,8 @@ void SampleStep::MaybeCompleteRequest(RequestState* r) {
     } else {
       r->score_result.computed_tokens = r->usage.prefill_tokens;
       r->score_result.cached_tokens = r->usage.prefix_cache_hit_tokens;
+      r->score_result.queue_us = r->usage.queue_us;
+      r->score_result.compute_us = r->usage.compute_us;
       callbacks_.push_back(
           [done = std::move(r->score_done), result = std::move(r->score_result)]() mutable {
             done(std::move(result));

@@ -153,6 +153,7 @@ bool Scheduler::Admit(Seq* seq) {
   seq->running = true;
   ++state_->counters.running_seqs;
   RequestState* r = seq->request;
+  if (!r->started) r->first_step = absl::Now();
   r->started = true;
   r->usage.prefix_cache_hit_tokens += match.num_tokens;
   state_->counters.prefix_hit_tokens += match.num_tokens;
