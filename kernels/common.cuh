@@ -106,7 +106,15 @@ __device__ __forceinline__ void RotatePair(float x0, float x1, float position, f
   *hi = __float2bfloat16_rn(x1 * c + x0 * s);
 }
 
-// ---- Attention helpers (attention.cu, attention_sm90.cu) -------------------
+// ---- Attention helpers (attention.cu, attention_decode.cu, attention_sm90.cu) -
+
+// A shape the attention kernels take: GQA of at most 8, head_dim 16/32/64/128.
+inline bool ValidAttentionShape(const AttentionShape& s) {
+  return s.scale > 0.0f && s.num_heads > 0 && s.num_kv_heads > 0 &&
+         s.num_heads % s.num_kv_heads == 0 && s.num_heads / s.num_kv_heads <= 8 &&
+         s.max_blocks > 0 &&
+         (s.head_dim == 16 || s.head_dim == 32 || s.head_dim == 64 || s.head_dim == 128);
+}
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;

@@ -6,7 +6,7 @@
 # go to $OUT (the device run's output folder) or ./gpu-logs; a table of
 # results is printed last. Exit status: non-zero if any test or check failed.
 #
-# Environment: SANITIZE_REGEX (test names to sanitise, default kernels_gpu),
+# Environment: SANITIZE_REGEX (test names to sanitise, default kernels_(attention_)?gpu),
 #              BENCH_ARGS (passed to each benchmark).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ export LD_LIBRARY_PATH="$PWD/.device/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH
 export PATH="/usr/local/cuda/bin:$PATH"
 LOG=${OUT:-$PWD/gpu-logs}
 mkdir -p "$LOG"
-SANITIZE_REGEX=${SANITIZE_REGEX:-kernels_gpu}
+SANITIZE_REGEX=${SANITIZE_REGEX:-kernels_(attention_)?gpu}
 # At most a few files: the device run returns 8.
 TESTS_LOG=$LOG/tests.log SAN_LOG=$LOG/sanitizer.log BENCH_LOG=$LOG/bench.log
 : > "$TESTS_LOG"; : > "$SAN_LOG"; : > "$BENCH_LOG"
