@@ -5,7 +5,7 @@
 // on the random golden models, within 1e-1. The ModelBackend contract every
 // backend keeps (golden logits and greedy tokens, chunked prefill, forks,
 // batch composition, ForwardSample = Sampler on Forward, malformed batches)
-// is runtime/backend/backend_conformance_test.cc. Skips without a CUDA
+// is runtime/backend/backend_conformance_*_test.cc. Skips without a CUDA
 // device; without CUDA in the build, checks that Create says so.
 #include "runtime/backend/cuda/cuda_backend.h"
 
