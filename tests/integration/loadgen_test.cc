@@ -80,6 +80,13 @@ TEST(LoadgenTest, ClosedAndOpenLoopFinishEveryJob) {
   // The second step of every beam reuses the first step's blocks.
   EXPECT_GT(closed["prefix_hit_ratio"].get<double>(), 0.0);
   EXPECT_LE(closed["p50_s"].get<double>(), closed["p99_s"].get<double>());
+  // The usage's time breakdown accounts for the jobs' wall time (the phases
+  // are disjoint; rounding and clocks may leave a little over or under).
+  double shares = 0;
+  for (const auto& [phase, share] : closed["time_shares"].items()) shares += share.get<double>();
+  EXPECT_GT(closed["time_shares"]["worker_compute"].get<double>(), 0.0);
+  EXPECT_GT(shares, 0.8);
+  EXPECT_LT(shares, 1.1);
 
   const nlohmann::json open =
       RunLoadgen(service.address, {"--strategy=particle_filter", "--mode=open", "--rate=4",
