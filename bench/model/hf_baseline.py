@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Hugging Face transformers baseline for bench/model (issue 8), on the GPU machine.
+"""Hugging Face transformers baseline for bench/model, on the GPU machine.
 
 Builds a randomly initialised LlamaForCausalLM of Llama-3.2-1B's shape (no
 download: LlamaConfig from scratch, torch.manual_seed, initialised on the GPU),

@@ -1,4 +1,4 @@
-// Whole-model GPU benchmark (issue 8): CudaBackend on a Hugging Face model
+// Whole-model GPU benchmark: CudaBackend on a Hugging Face model
 // folder, driven directly with ForwardBatch (no scheduler, no radix cache),
 // against the device's limits measured in the same run.
 //

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Whole-model benchmark (issue 8) in one device run: builds and saves a random
+# Whole-model benchmark in one device run: builds and saves a random
 # Llama-3.2-1B-shaped model with transformers and times its generate
 # (hf_baseline.py), times Arbor's CudaBackend on the same weights and GPU
 # (model_bench), then merges both into one table (report.py), printed last.
