@@ -19,6 +19,7 @@
 #include "runtime/backend/cpu/cpu_ops.h"
 #include "runtime/model/model_weights.h"
 #include "runtime/model/safetensors.h"
+#include "runtime/testing/forward_batch.h"
 #include "runtime/testing/tiny_model.h"
 
 namespace arbor::runtime {
@@ -178,81 +179,11 @@ class ReferenceModel {
 
 // ------------------------------------------------------------------ harness
 
-// A sequence's KV bookkeeping as the engine keeps it: its block table and
-// how many tokens of KV it has.
-struct Seq {
-  std::vector<int32_t> blocks;
-  int context_len = 0;
-};
-
-class BlockAllocator {
- public:
-  explicit BlockAllocator(int num_blocks) : num_blocks_(num_blocks) {}
-  void Reserve(Seq* seq, int context_len) {
-    while (static_cast<int>(seq->blocks.size()) * kKvBlockSize < context_len) {
-      ARBOR_CHECK(next_ < num_blocks_);
-      seq->blocks.push_back(next_++);
-    }
-  }
-  int32_t Allocate() {
-    ARBOR_CHECK(next_ < num_blocks_);
-    return next_++;
-  }
-
- private:
-  int num_blocks_;
-  int32_t next_ = 0;
-};
-
-struct Chunk {
-  Seq* seq;
-  std::vector<int32_t> tokens;
-  std::vector<int> outputs;  // indices into tokens; -1 means every token
-};
-
-// The batch of the chunks (allocating blocks as needed; each chunk's sequence
-// advances), output rows chunk by chunk in order.
-ForwardBatch BuildBatch(BlockAllocator* alloc, std::vector<Chunk> chunks) {
-  ForwardBatch batch;
-  batch.seq_starts.push_back(0);
-  int max_blocks = 1;
-  for (Chunk& c : chunks) {
-    const int ctx = c.seq->context_len + static_cast<int>(c.tokens.size());
-    alloc->Reserve(c.seq, ctx);
-    max_blocks = std::max<int>(max_blocks, c.seq->blocks.size());
-  }
-  batch.max_blocks_per_seq = max_blocks;
-  for (Chunk& c : chunks) {
-    const int base = batch.num_tokens();
-    for (size_t i = 0; i < c.tokens.size(); ++i) {
-      batch.tokens.push_back(c.tokens[i]);
-      batch.positions.push_back(c.seq->context_len + static_cast<int>(i));
-    }
-    if (c.outputs == std::vector<int>{-1}) {
-      c.outputs.clear();
-      for (size_t i = 0; i < c.tokens.size(); ++i) c.outputs.push_back(static_cast<int>(i));
-    }
-    for (int o : c.outputs) batch.output_rows.push_back(base + o);
-    c.seq->context_len += static_cast<int>(c.tokens.size());
-    batch.seq_starts.push_back(batch.num_tokens());
-    batch.context_lens.push_back(c.seq->context_len);
-    std::vector<int32_t> table = c.seq->blocks;
-    table.resize(max_blocks, -1);
-    batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
-  }
-  return batch;
-}
-
-// Runs one Forward over the chunks and returns the output rows, chunk by
-// chunk in order.
-std::vector<float> Step(CpuBackend* backend, BlockAllocator* alloc, std::vector<Chunk> chunks) {
-  const ForwardBatch batch = BuildBatch(alloc, std::move(chunks));
-  std::vector<float> out;
-  absl::Status s = backend->Forward(batch, &out);
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(out.size(), batch.output_rows.size() * backend->output_dim());
-  return out;
-}
+using test_util::BlockAllocator;
+using test_util::BuildBatch;
+using test_util::Chunk;
+using test_util::Seq;
+using test_util::Step;
 
 std::vector<int32_t> Slice(const std::vector<int32_t>& v, size_t begin, size_t end) {
   return std::vector<int32_t>(v.begin() + begin, v.begin() + std::min(end, v.size()));

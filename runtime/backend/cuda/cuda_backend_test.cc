@@ -27,6 +27,7 @@
 #include "nlohmann/json.hpp"
 #include "runtime/backend/cpu/cpu_backend.h"
 #include "runtime/sampling/sampler.h"
+#include "runtime/testing/forward_batch.h"
 #include "runtime/text/chat_template.h"
 #include "runtime/text/tokenizer.h"
 
@@ -70,78 +71,11 @@ int ArgMax(const float* row, int n) {
   return static_cast<int>(std::max_element(row, row + n) - row);
 }
 
-struct Seq {
-  std::vector<int32_t> blocks;
-  int context_len = 0;
-};
-
-// Hands out block ids in order; the same sequence of calls gives the same ids
-// on both backends.
-class BlockAllocator {
- public:
-  explicit BlockAllocator(int num_blocks) : num_blocks_(num_blocks) {}
-  void Reserve(Seq* seq, int context_len) {
-    while (static_cast<int>(seq->blocks.size()) * kKvBlockSize < context_len) {
-      seq->blocks.push_back(Allocate());
-    }
-  }
-  int32_t Allocate() {
-    ARBOR_CHECK(next_ < num_blocks_);
-    return next_++;
-  }
-
- private:
-  int num_blocks_;
-  int32_t next_ = 0;
-};
-
-struct Chunk {
-  Seq* seq;
-  std::vector<int32_t> tokens;
-  std::vector<int> outputs;  // indices into tokens; -1 means every token
-};
-
-// The batch of the chunks (blocks allocated as needed; each chunk's sequence
-// advances); output rows in chunk order.
-ForwardBatch BuildBatch(BlockAllocator* alloc, std::vector<Chunk> chunks) {
-  ForwardBatch batch;
-  batch.seq_starts.push_back(0);
-  int max_blocks = 1;
-  for (Chunk& c : chunks) {
-    alloc->Reserve(c.seq, c.seq->context_len + static_cast<int>(c.tokens.size()));
-    max_blocks = std::max<int>(max_blocks, c.seq->blocks.size());
-  }
-  batch.max_blocks_per_seq = max_blocks;
-  for (Chunk& c : chunks) {
-    const int base = batch.num_tokens();
-    for (size_t i = 0; i < c.tokens.size(); ++i) {
-      batch.tokens.push_back(c.tokens[i]);
-      batch.positions.push_back(c.seq->context_len + static_cast<int>(i));
-    }
-    if (c.outputs == std::vector<int>{-1}) {
-      c.outputs.clear();
-      for (size_t i = 0; i < c.tokens.size(); ++i) c.outputs.push_back(static_cast<int>(i));
-    }
-    for (int o : c.outputs) batch.output_rows.push_back(base + o);
-    c.seq->context_len += static_cast<int>(c.tokens.size());
-    batch.seq_starts.push_back(batch.num_tokens());
-    batch.context_lens.push_back(c.seq->context_len);
-    std::vector<int32_t> table = c.seq->blocks;
-    table.resize(max_blocks, -1);
-    batch.block_tables.insert(batch.block_tables.end(), table.begin(), table.end());
-  }
-  return batch;
-}
-
-// One Forward over the chunks; returns the output rows in chunk order.
-std::vector<float> Step(ModelBackend* backend, BlockAllocator* alloc, std::vector<Chunk> chunks) {
-  const ForwardBatch batch = BuildBatch(alloc, std::move(chunks));
-  std::vector<float> out;
-  const absl::Status s = backend->Forward(batch, &out);
-  EXPECT_TRUE(s.ok()) << s;
-  EXPECT_EQ(out.size(), batch.output_rows.size() * backend->output_dim());
-  return out;
-}
+using test_util::BlockAllocator;
+using test_util::BuildBatch;
+using test_util::Chunk;
+using test_util::Seq;
+using test_util::Step;
 
 bool Bf16Model(const std::string& dir) {
   absl::StatusOr<ModelConfig> config = LoadModelConfig(dir);
