@@ -14,6 +14,11 @@
 //   arbor-loadgen --target 127.0.0.1:50051 --strategy beam_search --n 16 \
 //       --mode closed --concurrency 8 --jobs 32 --label beam16_c8 --out e2e.jsonl
 //
+// --driver=stepwise runs the same jobs as the search-and-learn baseline: the
+// load generator runs each search itself, one Generator.Extend per branch
+// and one Verifier.Score per step against --worker and --verifier
+// (bench/e2e/stepwise_search.h), instead of one Solve to --target.
+//
 // --out appends one JSON object per run (the case, its figures and the totals
 // of the jobs' usage); --answers_out writes one line per job (job index,
 // answer, text, usage) so that two runs with the same seed can be compared.
@@ -26,6 +31,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -36,11 +42,18 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
+#include "bench/e2e/stepwise_search.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Coordinator address host:port");
+ABSL_FLAG(std::string, driver, "coordinator",
+          "coordinator (one Solve per job) or stepwise (the search-and-learn baseline: the "
+          "search runs here, over --worker and --verifier)");
+ABSL_FLAG(std::string, worker, "127.0.0.1:50061", "--driver=stepwise: Generator address");
+ABSL_FLAG(std::string, verifier, "127.0.0.1:50062", "--driver=stepwise: Verifier address");
 ABSL_FLAG(std::string, strategy, "beam_search",
           "beam_search, dvts, particle_filter or best_of_n (reward selection)");
 ABSL_FLAG(int, n, 16, "N: beams, particles or samples per job");
@@ -48,6 +61,8 @@ ABSL_FLAG(int, beam_width, 4, "Beam width M of beam_search and dvts");
 ABSL_FLAG(int, iterations, 8, "Search iterations (steps) of beam_search, dvts, particle_filter");
 ABSL_FLAG(int, step_tokens, 64, "max_step_tokens of every step");
 ABSL_FLAG(bool, ignore_eos, false, "StopRules.ignore_eos of every step");
+ABSL_FLAG(std::string, question_salt, "",
+          "Put in every question, so that cases on the same services share no prompt");
 ABSL_FLAG(int, prompt_words, 512, "Words of each job's question (about one token each)");
 ABSL_FLAG(std::string, mode, "closed", "closed (fixed concurrency) or open (Poisson arrivals)");
 ABSL_FLAG(int, concurrency, 1, "--mode=closed: jobs in flight");
@@ -76,7 +91,7 @@ constexpr const char* kWords[] = {
 
 std::string Question(int index, int words) {
   std::mt19937_64 rng(0x5eed + index);
-  std::string text = absl::StrCat("Problem ", index, ":");
+  std::string text = absl::StrCat("Problem ", absl::GetFlag(FLAGS_question_salt), index, ":");
   for (int i = 0; i < words; ++i) {
     absl::StrAppend(&text, " ", kWords[rng() % (sizeof(kWords) / sizeof(kWords[0]))]);
   }
@@ -134,8 +149,15 @@ class JobRunner {
  public:
   explicit JobRunner(std::shared_ptr<grpc::Channel> channel)
       : stub_(arbor::v1::Reasoning::NewStub(std::move(channel))) {}
+  // --driver=stepwise: each job runs its search on a thread of its own.
+  explicit JobRunner(arbor::bench::StepwiseTargets targets) : stepwise_(std::move(targets)) {}
+
+  ~JobRunner() {
+    for (std::thread& t : threads_) t.join();
+  }
 
   void Start(int index) {
+    if (stepwise_.has_value()) return StartStepwise(index);
     auto call = std::make_shared<Call>();
     call->result.index = index;
     call->request = MakeRequest(index);
@@ -175,6 +197,32 @@ class JobRunner {
   }
 
  private:
+  void StartStepwise(int index) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++in_flight_;
+    }
+    threads_.emplace_back([this, index] {
+      JobResult result;
+      result.index = index;
+      const Clock::time_point start = Clock::now();
+      absl::StatusOr<arbor::v1::SolveResponse> response = arbor::bench::RunStepwiseJob(
+          MakeRequest(index), *stepwise_,
+          absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+      result.latency_s = std::chrono::duration<double>(Clock::now() - start).count();
+      result.ok = response.ok();
+      if (response.ok()) {
+        result.response = *std::move(response);
+      } else {
+        result.error = response.status().ToString();
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      done_.push_back(std::move(result));
+      --in_flight_;
+      cv_.notify_all();
+    });
+  }
+
   struct Call {
     grpc::ClientContext context;
     arbor::v1::SolveRequest request;
@@ -182,6 +230,8 @@ class JobRunner {
     Clock::time_point start;
   };
   std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
+  std::optional<arbor::bench::StepwiseTargets> stepwise_;
+  std::vector<std::thread> threads_;  // stepwise jobs; touched by the driving thread only
   std::mutex mu_;
   std::condition_variable cv_;
   int in_flight_ = 0;
@@ -222,10 +272,32 @@ int main(int argc, char** argv) {
                          "be positive\n");
     return 2;
   }
+  const std::string driver = absl::GetFlag(FLAGS_driver);
+  if (driver != "coordinator" && driver != "stepwise") {
+    std::fprintf(stderr, "arbor-loadgen: --driver must be coordinator or stepwise, not '%s'\n",
+                 driver.c_str());
+    return 2;
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  JobRunner runner(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target),
-                                             grpc::InsecureChannelCredentials(), args));
+  auto channel = [&](const std::string& target) {
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  };
+  std::unique_ptr<JobRunner> runner_owner;
+  if (driver == "stepwise") {
+    arbor::bench::StepwiseTargets targets;
+    targets.generator = channel(absl::GetFlag(FLAGS_worker));
+    targets.verifier = channel(absl::GetFlag(FLAGS_verifier));
+    if (absl::Status st = arbor::bench::ResolveModels(&targets, absl::Now() + absl::Seconds(30));
+        !st.ok()) {
+      std::fprintf(stderr, "arbor-loadgen: %s\n", st.ToString().c_str());
+      return 1;
+    }
+    runner_owner = std::make_unique<JobRunner>(std::move(targets));
+  } else {
+    runner_owner = std::make_unique<JobRunner>(channel(absl::GetFlag(FLAGS_target)));
+  }
+  JobRunner& runner = *runner_owner;
 
   const Clock::time_point start = Clock::now();
   int submitted = 0;
@@ -313,6 +385,7 @@ int main(int argc, char** argv) {
   const double reward_in = total.reward_tokens() + total.reward_cache_hit_tokens();
   nlohmann::json row = {
       {"label", absl::GetFlag(FLAGS_label)},
+      {"driver", driver},
       {"strategy", strategy},
       {"n", absl::GetFlag(FLAGS_n)},
       {"prompt_words", absl::GetFlag(FLAGS_prompt_words)},

@@ -14,22 +14,45 @@ def main():
     args = ap.parse_args()
     rows = [json.loads(line) for line in open(args.rows) if line.strip()]
     by_label = {r["label"]: r for r in rows}
-    head = ("| case | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s | reward tok/s"
-            " | p50 s | p99 s | prefix hit | reward hit | GPU busy | vs cache off |")
+    head = ("| case | driver | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s"
+            " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
+            " | worker batch (fill) | worker busy | peak KV blocks | GPU busy"
+            " | vs cache off | vs s&l | vs s&l, cache off |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
+
+    def speedup(r, prefix):
+        base = by_label.get(prefix + r["label"])
+        if base is None or base is r or not base["jobs_per_min"] > 0:
+            return ""
+        return f"{r['jobs_per_min'] / base['jobs_per_min']:.2f}x"
+
     for r in rows:
         load = f"c={r['concurrency']}" if r["mode"] == "closed" else f"{r['rate']}/s open"
-        base = by_label.get("nocache_" + r["label"])
-        speedup = f"{r['jobs_per_min'] / base['jobs_per_min']:.2f}x" if (
-            base and base["jobs_per_min"] > 0) else ""
         busy = f"{r['gpu_busy']:.0%}" if r.get("gpu_busy") is not None else ""
         failed = f" ({r['failed']} failed)" if r["failed"] else ""
-        lines.append(
-            f"| {r['label']} | {r['strategy']} | {r['n']} | {r['prompt_words']} | {load} "
-            f"| {r['jobs']}{failed} | {r['jobs_per_min']:.1f} | {r['generated_tok_s']:.0f} "
-            f"| {r['reward_tok_s']:.0f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} "
-            f"| {r['prefix_hit_ratio']:.2f} | {r['reward_hit_ratio']:.2f} | {busy} | {speedup} |")
+        worker = (r.get("engines") or {}).get("worker") or {}
+        live = r["concurrency"] * r["n"] if r["mode"] == "closed" else 0
+        batch = ""
+        if worker.get("steps"):
+            batch = f"{worker['mean_batch']:.0f}"
+            if live:
+                batch += f" ({worker['mean_batch'] / live:.0%})"
+        # Reward tokens run per generated token: the verifier's share of new
+        # work (1.0 = every step token once, plus templates and questions).
+        reward_per_new = (f"{r['reward_tokens'] / r['generated_tokens']:.2f}"
+                          if r["generated_tokens"] else "")
+        worker_busy = f"{worker['busy']:.0%}" if worker else ""
+        peak_kv = f"{worker['peak_kv_blocks_used']:.0f}" if worker else ""
+        plain = not r["label"].startswith(("nocache_", "sal_"))
+        cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],
+                 r["prompt_words"], load, f"{r['jobs']}{failed}", f"{r['jobs_per_min']:.1f}",
+                 f"{r['generated_tok_s']:.0f}", f"{r['reward_tok_s']:.0f}", f"{r['p50_s']:.2f}",
+                 f"{r['p99_s']:.2f}", f"{r['prefix_hit_ratio']:.2f}",
+                 f"{r['reward_hit_ratio']:.2f}", reward_per_new, batch, worker_busy, peak_kv,
+                 busy] + [speedup(r, p) if plain else "" for p in ("nocache_", "sal_",
+                                                                    "nocache_sal_")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Where a job's time goes (shares of the jobs' summed wall time):", "",
               "| case | coordinator | network | worker queue | worker compute | verifier queue"
               " | verifier compute |", "|---|---|---|---|---|---|---|"]

@@ -59,30 +59,42 @@ start_services() {  # extra engine flags...
   wait_listening "$OUT/coordinator.log" || return 1
   sleep 2  # the pools' first health checks
 }
+dump_metrics() {  # suffix: each process's /metrics, for the batch and step figures
+  for pm in worker:9461 verifier:9462 coordinator:9451; do
+    python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:${pm#*:}/metrics', timeout=5).read().decode())" \
+      > "$OUT/metrics_${pm%%:*}$1.txt" 2>/dev/null
+  done
+}
 stop_services() {
   kill "${PIDS[@]}" 2>/dev/null; wait "${PIDS[@]}" 2>/dev/null; PIDS=()
 }
 trap stop_services EXIT
 
-# One case: loadgen flags; GPU utilisation sampled by nvidia-smi meanwhile.
+# One case: loadgen flags; GPU utilisation (nvidia-smi) and the engines'
+# batch, step time and KV use (their /metrics) sampled meanwhile.
 run_case() {  # label flags...
   local label=$1; shift
   nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 \
     > "$OUT/gpu_$label.txt" 2>/dev/null & local smi=$!
-  timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:50051 --label "$label" "$@" \
-    --out "$OUT/e2e.jsonl.part" 2>> "$OUT/loadgen.log" | tail -1
-  kill $smi 2>/dev/null; wait $smi 2>/dev/null
+  python3 bench/e2e/sample_metrics.py --ports worker=9461,verifier=9462 \
+    --out "$OUT/engines_$label.json" & local sampler=$!
+  timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:50051 --worker 127.0.0.1:50061 \
+    --verifier 127.0.0.1:50062 --label "$label" --question_salt "$label-" "$@" \
+    --out "$OUT/e2e.jsonl.part" 2>> "$OUT/loadgen.log" | tail -1 | cut -c1-400
+  kill $smi $sampler 2>/dev/null; wait $smi $sampler 2>/dev/null
   python3 - "$OUT" "$label" <<'PY'
 import json, sys
 out, label = sys.argv[1:]
 vals = [float(x) for x in open(f"{out}/gpu_{label}.txt") if x.strip().replace('.', '').isdigit()]
 try:
     rows = [json.loads(l) for l in open(f"{out}/e2e.jsonl.part")]
-except FileNotFoundError:
-    sys.exit(0)
+    engines = json.load(open(f"{out}/engines_{label}.json"))
+except (FileNotFoundError, json.JSONDecodeError):
+    rows, engines = [], {}
 with open(f"{out}/e2e.jsonl", "a") as f:
     for r in rows:
         r["gpu_busy"] = sum(vals) / len(vals) / 100 if vals else None
+        r["engines"] = engines
         f.write(json.dumps(r) + "\n")
 open(f"{out}/e2e.jsonl.part", "w").close()
 PY
@@ -101,7 +113,7 @@ beam16_p2048_c32  --strategy beam_search --n 16 --prompt_words 2048 --concurrenc
 beam16_p512_open  --strategy beam_search --n 16 --prompt_words 512 --mode open --rate 0.5 --duration_s 30
 CASES
 )
-BASELINE_CASES="beam16_p512_c1 beam16_p512_c32 beam16_p2048_c32"
+BASELINE_CASES=${BASELINE_CASES:-"beam16_p512_c1 beam16_p512_c32 beam16_p2048_c32"}
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -114,6 +126,7 @@ while read -r label flags; do
   # shellcheck disable=SC2086
   run_case "$label" "${COMMON[@]}" $flags
 done < <(cases)
+dump_metrics ""
 stop_services
 
 if [[ ${BASELINE:-1} == 1 ]]; then
@@ -124,7 +137,11 @@ if [[ ${BASELINE:-1} == 1 ]]; then
     log "baseline case $label"
     # shellcheck disable=SC2086
     run_case "nocache_$label" "${COMMON[@]}" $flags
+    log "baseline case nocache_sal_$label (stepwise, no prefix cache)"
+    # shellcheck disable=SC2086
+    run_case "nocache_sal_$label" "${COMMON[@]}" $flags --driver stepwise
   done < <(cases)
+  dump_metrics _nocache
   stop_services
 fi
 cp "$OUT/worker.log" "$OUT/worker_last.log" 2>/dev/null

@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Samples the worker's and verifier's /metrics while one bench/e2e case runs (every
+--interval_s, until SIGTERM), then writes what the case did to the engines as JSON: mean batch
+(sequences per engine step), mean step time, engine busy share of the wall time, peak KV blocks
+in use and peak running sequences. Counters are taken as differences over the case."""
+import argparse
+import json
+import signal
+import time
+import urllib.request
+
+
+def scrape(port):
+    """{name{labels}: value} of one /metrics page, or {} when it does not answer."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                values[key] = float(value)
+            except ValueError:
+                pass
+    return values
+
+
+def series(values, name, role):
+    return values.get(f'{name}{{role="{role}"}}', 0.0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ports", required=True, help="role=port,... e.g. worker=9461,verifier=9462")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--interval_s", type=float, default=0.25)
+    args = ap.parse_args()
+    ports = dict(p.split("=") for p in args.ports.split(","))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    start = time.monotonic()
+    first = {role: scrape(port) for role, port in ports.items()}
+    last = dict(first)
+    peak_used = {role: 0.0 for role in ports}
+    peak_running = {role: 0.0 for role in ports}
+    while not stop:
+        time.sleep(args.interval_s)
+        for role, port in ports.items():
+            values = scrape(port)
+            if not values:
+                continue
+            last[role] = values
+            used = values.get(f'arbor_engine_kv_blocks{{role="{role}",state="used"}}', 0.0)
+            peak_used[role] = max(peak_used[role], used)
+            peak_running[role] = max(peak_running[role],
+                                     series(values, "arbor_engine_running_sequences", role))
+    wall = time.monotonic() - start
+    out = {}
+    for role in ports:
+        def delta(name):
+            return series(last[role], name, role) - series(first[role], name, role)
+        steps = delta("arbor_engine_step_seconds_count")
+        out[role] = {
+            "mean_batch": delta("arbor_engine_batch_sequences_sum") / steps if steps else 0.0,
+            "mean_step_ms": 1000 * delta("arbor_engine_step_seconds_sum") / steps if steps else 0.0,
+            "busy": delta("arbor_engine_step_seconds_sum") / wall if wall else 0.0,
+            "steps": steps,
+            "peak_kv_blocks_used": peak_used[role],
+            "peak_running_sequences": peak_running[role],
+        }
+    with open(args.out, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
