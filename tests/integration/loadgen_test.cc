@@ -2,7 +2,9 @@
 // real processes on loopback: a small closed-loop and open-loop case finish
 // every job with usage accounted, and the prefix-cache-off baseline
 // (--prefix_cache=false) gives the same answers as the default for the same
-// seeds while serving no token from either cache.
+// seeds while serving no token from either cache; the search-and-learn
+// baseline (--driver=stepwise, the search run by the load generator over
+// arbor-worker and arbor-verifier) gives the coordinator's answers.
 #include <fstream>
 #include <memory>
 #include <string>
@@ -142,6 +144,68 @@ TEST(LoadgenTest, PrefixCacheOffGivesTheSameAnswersWithNoCacheHits) {
   EXPECT_GT(uncached_prefill, cached_prefill);
   std::remove(cached_answers.c_str());
   std::remove(uncached_answers.c_str());
+}
+
+Service StartServer(std::vector<std::string> argv) {
+  argv.insert(argv.end(), {"--port=0", "--host=127.0.0.1", "--metrics_port=-1"});
+  Service service;
+  auto started = Subprocess::Start(argv);
+  EXPECT_TRUE(started.ok()) << started.status();
+  if (!started.ok()) return service;
+  service.process = std::move(*started);
+  auto address = service.process->WaitForLine("listening on ", absl::Seconds(60));
+  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
+  if (address.ok()) service.address = std::string(absl::StripAsciiWhitespace(*address));
+  return service;
+}
+
+TEST(LoadgenTest, StepwiseBaselineGivesTheCoordinatorsAnswers) {
+  const char* source = std::getenv("ARBOR_SOURCE_DIR");
+  const std::string models = std::string(source != nullptr ? source : ".") + "/models";
+  Service worker = StartServer({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
+                                "--threads=1", "--kv_cache_tokens=16384"});
+  Service verifier = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
+                                  "--threads=1", "--kv_cache_tokens=16384"});
+  ASSERT_FALSE(worker.address.empty());
+  ASSERT_FALSE(verifier.address.empty());
+  Service coordinator =
+      StartServer({BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
+                   "--verifiers=" + verifier.address, "--health_interval_ms=200"});
+  ASSERT_FALSE(coordinator.address.empty());
+
+  for (const std::string strategy : {"beam_search", "particle_filter"}) {
+    SCOPED_TRACE(strategy);
+    const std::string via_coordinator = TempPath(strategy + "_coordinator.jsonl");
+    const std::string stepwise = TempPath(strategy + "_stepwise.jsonl");
+    const std::vector<std::string> job = {"--strategy=" + strategy, "--mode=closed",
+                                          "--concurrency=2", "--jobs=3", "--seed=11"};
+    std::vector<std::string> flags = job;
+    flags.push_back("--answers_out=" + via_coordinator);
+    const nlohmann::json a = RunLoadgen(coordinator.address, flags);
+    ASSERT_TRUE(a.is_object()) << a;
+    EXPECT_EQ(a["driver"], "coordinator");
+    flags = job;
+    flags.insert(flags.end(), {"--driver=stepwise", "--worker=" + worker.address,
+                               "--verifier=" + verifier.address, "--answers_out=" + stepwise});
+    const nlohmann::json b = RunLoadgen("unused:1", flags);
+    ASSERT_TRUE(b.is_object()) << b;
+    EXPECT_EQ(b["driver"], "stepwise");
+    EXPECT_EQ(b["failed"], 0);
+    EXPECT_GT(b["reward_calls"].get<int64_t>(), 0);
+    EXPECT_EQ(b["generated_tokens"], a["generated_tokens"]);
+
+    const std::vector<nlohmann::json> expected = ReadJsonLines(via_coordinator);
+    const std::vector<nlohmann::json> actual = ReadJsonLines(stepwise);
+    ASSERT_EQ(expected.size(), 3u);
+    ASSERT_EQ(actual.size(), 3u);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(expected[i]["text"], actual[i]["text"]) << "job " << i;
+      EXPECT_EQ(expected[i]["answer"], actual[i]["answer"]) << "job " << i;
+      EXPECT_EQ(expected[i]["generated_tokens"], actual[i]["generated_tokens"]) << "job " << i;
+    }
+    std::remove(via_coordinator.c_str());
+    std::remove(stepwise.c_str());
+  }
 }
 
 }  // namespace
