@@ -78,8 +78,15 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
           absl::StrCat("--kv_memory_fraction must be in (0, 1] (0: use --kv_cache_tokens), got ",
                        options.kv_memory_fraction));
     }
+    if (!(options.kv_memory_share >= 0 && options.kv_memory_share < 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv_memory_share must be in (0, 1) (0: not used), got ", options.kv_memory_share));
+    }
     runtime::CudaBackendOptions cuda;
-    if (options.kv_memory_fraction > 0) {
+    if (options.kv_memory_share > 0) {
+      cuda.num_kv_blocks = 0;
+      cuda.kv_memory_share = options.kv_memory_share;
+    } else if (options.kv_memory_fraction > 0) {
       cuda.num_kv_blocks = 0;
       cuda.kv_memory_fraction = options.kv_memory_fraction;
     } else {

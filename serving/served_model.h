@@ -35,6 +35,10 @@ struct ServedModelOptions {
   // free after the weights (as vLLM's --gpu-memory-utilization), in (0, 1];
   // the token/block sizes above are then ignored.
   double kv_memory_fraction = 0;
+  // cuda only: when > 0, the KV pool takes this share of the GPU's total
+  // memory, in (0, 1): processes sharing a GPU get their shares whatever
+  // their start order. Wins over kv_memory_fraction.
+  double kv_memory_share = 0;
   // Without tokenizer.json the engine serves token ids only (no text, no delimiters).
   bool require_tokenizer = true;
   // Scheduler options (step_observer included).

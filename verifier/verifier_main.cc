@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
       argc, argv,
       "arbor-verifier --model DIR [--port N] [--metrics_port N] [--kind KIND] "
       "[--step_tag TEXT] [--positive_token T] [--negative_token T] [--prompt_template T] "
-      "[--kv_cache_tokens N] [--backend cpu|cuda] [--kv_memory_fraction F]\nServes "
+      "[--kv_cache_tokens N] [--backend cpu|cuda] [--kv_memory_fraction F | --kv_memory_share F]\nServes "
       "arbor.v1.Verifier (Score, Info).");
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::verifier::VerifierStackOptions options;

@@ -582,6 +582,10 @@ TEST(ServedModelTest, ErrorsNameTheFlag) {
   EXPECT_THAT(serving::LoadServedModel(options).status().message(),
               HasSubstr("--kv_memory_fraction"));
   options.kv_memory_fraction = 0;
+  options.kv_memory_share = 1.0;
+  EXPECT_THAT(serving::LoadServedModel(options).status().message(),
+              HasSubstr("--kv_memory_share"));
+  options.kv_memory_share = 0;
   // Without a GPU (or a CUDA build) the error names the flag; with one, it serves.
   auto cuda = serving::LoadServedModel(options);
   if (cuda.ok()) {

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
       argc, argv,
       "arbor-worker --model DIR [--port N] [--metrics_port N] [--chat_template NAME] "
       "[--kv_cache_tokens N | --kv_cache_blocks N] [--max_batch_tokens N] [--backend cpu|cuda] "
-      "[--kv_memory_fraction F] "
+      "[--kv_memory_fraction F | --kv_memory_share F] "
       "[--threads N] [--max_queued_requests N]\nServes arbor.v1.Generator (Extend, Info).");
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::worker::WorkerStackOptions options;

@@ -13,7 +13,8 @@
 #         tools/device_unpack.sh && OUT=$OUT bench/e2e/run.sh
 # Env: OUT (default ./e2e-out), MODELS (/tmp/e2e), CASES (a file of loadgen
 #      flag lines, default: the built-in list below), BASELINE (1: run the
-#      prefix-cache-off baseline), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
+#      baselines), BASELINE_CASES (labels that get them; SAL_CASES and
+#      NOCACHE_CASES choose per baseline), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
 #      0.25: the GPU's total memory each gives its KV pool).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,14 +31,12 @@ timeout 150 python3 bench/e2e/make_models.py --tokenizer .device/e2e --out "$MOD
   > "$OUT/models.log" 2>&1 || { log "make_models failed"; tail "$OUT/models.log"; exit 1; }
 log "models ready"
 
-# One GPU, two engines: each KV pool is sized in tokens from the GPU's total
-# memory (Llama-3.2-1B: 16 layers x 8 KV heads x 64 x K,V x bf16 = 32 KiB a
-# token), so the split does not depend on which process starts first.
-total_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
-kv_tokens() { python3 -c "print(int($total_mib * 2**20 * $1 / 32768) // 16 * 16)"; }
-WORKER_KV=$(kv_tokens "${WORKER_KV_SHARE:-0.45}")
-VERIFIER_KV=$(kv_tokens "${VERIFIER_KV_SHARE:-0.25}")
-log "GPU ${total_mib} MiB: worker KV $WORKER_KV tokens, verifier KV $VERIFIER_KV tokens"
+# One GPU, two engines: each KV pool is a share of the GPU's total memory
+# (--kv_memory_share), so the split does not depend on which process starts
+# first (docs/E2E.md).
+WORKER_KV_SHARE=${WORKER_KV_SHARE:-0.45}
+VERIFIER_KV_SHARE=${VERIFIER_KV_SHARE:-0.25}
+log "KV pools: worker $WORKER_KV_SHARE, verifier $VERIFIER_KV_SHARE of the GPU's memory"
 
 PIDS=()
 wait_listening() {  # file
@@ -48,10 +47,10 @@ start_services() {  # extra engine flags...
   local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
                 --max_queued_requests 4096 "$@")
   "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
-    --kv_cache_tokens "$WORKER_KV" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
+    --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/worker.log" || return 1
   "$BIN/arbor-verifier" --model "$MODELS/prm" --port 50062 --metrics_port 9462 \
-    --kv_cache_tokens "$VERIFIER_KV" "${engine[@]}" > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
+    --kv_memory_share "$VERIFIER_KV_SHARE" "${engine[@]}" > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/verifier.log" || return 1
   "$BIN/arbor-coordinator" --port 50051 --metrics_port 9451 --workers 127.0.0.1:50061 \
     --verifiers 127.0.0.1:50062 --max_concurrent_jobs 256 --max_queued_jobs 4096 \
@@ -114,6 +113,8 @@ beam16_p512_open  --strategy beam_search --n 16 --prompt_words 512 --mode open -
 CASES
 )
 BASELINE_CASES=${BASELINE_CASES:-"beam16_p512_c1 beam16_p512_c32 beam16_p2048_c32"}
+SAL_CASES=${SAL_CASES:-$BASELINE_CASES}          # search-and-learn, prefix cache on
+NOCACHE_CASES=${NOCACHE_CASES:-$BASELINE_CASES}  # both drivers, prefix cache off
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -126,14 +127,24 @@ while read -r label flags; do
   # shellcheck disable=SC2086
   run_case "$label" "${COMMON[@]}" $flags
 done < <(cases)
+# The search-and-learn baseline on the same services (prefix cache on, as
+# vLLM with automatic prefix caching): the load generator runs the search.
+if [[ ${BASELINE:-1} == 1 ]]; then
+  while read -r label flags; do
+    [[ " $SAL_CASES " == *" $label "* ]] || continue
+    log "baseline case sal_$label (stepwise)"
+    # shellcheck disable=SC2086
+    run_case "sal_$label" "${COMMON[@]}" $flags --driver stepwise
+  done < <(cases)
+fi
 dump_metrics ""
 stop_services
 
-if [[ ${BASELINE:-1} == 1 ]]; then
+if [[ ${BASELINE:-1} == 1 && -n ${NOCACHE_CASES// /} ]]; then
   start_services --prefix_cache=false || exit 1
   log "baseline services up (--prefix_cache=false)"
   while read -r label flags; do
-    [[ " $BASELINE_CASES " == *" $label "* ]] || continue
+    [[ " $NOCACHE_CASES " == *" $label "* ]] || continue
     log "baseline case $label"
     # shellcheck disable=SC2086
     run_case "nocache_$label" "${COMMON[@]}" $flags
@@ -144,7 +155,9 @@ if [[ ${BASELINE:-1} == 1 ]]; then
   dump_metrics _nocache
   stop_services
 fi
-cp "$OUT/worker.log" "$OUT/worker_last.log" 2>/dev/null
+# The device run returns a few files: the per-case samples go in one tar.
+tar -C "$OUT" -czf "$OUT/samples.tar.gz" --remove-files $(cd "$OUT" && ls gpu_*.txt engines_*.json \
+  metrics_*.txt 2>/dev/null) 2>/dev/null
 python3 bench/e2e/report.py --rows "$OUT/e2e.jsonl" --device "$(nvidia-smi --query-gpu=name \
   --format=csv,noheader | head -1)" --out "$OUT/e2e.md"
 log "done"

@@ -106,6 +106,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         absl::StrCat("CudaBackendOptions.kv_memory_fraction must be in (0, 1], got ",
                      options.kv_memory_fraction));
   }
+  if (!(options.kv_memory_share >= 0.0 && options.kv_memory_share < 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CudaBackendOptions.kv_memory_share must be in [0, 1), got ", options.kv_memory_share));
+  }
   if (options.cascade_min_shared_tokens < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("CudaBackendOptions.cascade_min_shared_tokens must be >= 0, got ",
@@ -187,7 +191,15 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   if (num_blocks == 0) {
     size_t free_bytes = 0, total_bytes = 0;
     ARBOR_RETURN_IF_ERROR(CudaError(cudaMemGetInfo(&free_bytes, &total_bytes), "cudaMemGetInfo"));
-    const double budget = options.kv_memory_fraction * static_cast<double>(free_bytes);
+    const double budget = options.kv_memory_share > 0
+                              ? options.kv_memory_share * static_cast<double>(total_bytes)
+                              : options.kv_memory_fraction * static_cast<double>(free_bytes);
+    if (budget > static_cast<double>(free_bytes)) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "CudaBackend: a KV pool of ", options.kv_memory_share, " of the GPU's ",
+          total_bytes >> 20, " MiB is ", static_cast<size_t>(budget) >> 20, " MiB, but only ",
+          free_bytes >> 20, " MiB are free after the weights (other processes on the GPU?)"));
+    }
     num_blocks = static_cast<int>(std::min<double>(budget / block_bytes_all_layers, 1 << 30));
     if (num_blocks < 1) {
       return absl::ResourceExhaustedError(

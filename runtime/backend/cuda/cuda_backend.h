@@ -48,6 +48,11 @@ struct CudaBackendOptions {
   // Fraction of the GPU memory free after weights and scratch that the KV
   // pool takes, in (0, 1].
   double kv_memory_fraction = 0.9;
+  // When > 0 (in (0, 1)), the KV pool takes this share of the GPU's total
+  // memory instead: the same whichever process on a shared GPU starts first
+  // (docs/E2E.md, "One GPU, two engines"). RESOURCE_EXHAUSTED when that much
+  // is not free.
+  double kv_memory_share = 0;
   // Tokens per device pass (scratch is sized for it); >= 1.
   int max_batch_tokens = 8192;
   // Decode steps whose consecutive sequences share at least this many prompt
