@@ -320,7 +320,10 @@ TEST_F(HttpServerTest, StopAnswersWhatIsInFlight) {
         "application/json");
     status = result ? result->status : -1;
   });
-  absl::SleepFor(absl::Milliseconds(200));
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (coordinator_->jobs().running() == 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));  // until its job runs
+  }
   const absl::Time stop = absl::Now();
   server_->Stop(absl::ZeroDuration());
   EXPECT_LT(absl::Now() - stop, absl::Seconds(5));
