@@ -308,6 +308,31 @@ TEST_F(HttpServerTest, StreamingClientThatLeavesCancelsItsJob) {
   EXPECT_GT(world_->services->cancelled_calls(), 0);
 }
 
+TEST_F(HttpServerTest, AnErrorAfterTheStreamStartedIsAnErrorEvent) {
+  testing::ArithServiceOptions world;
+  world.extend_delay = absl::Milliseconds(300);
+  Start(world, /*max_concurrent=*/1, /*max_queued=*/4);
+  std::thread slow([&] { Post("/v1/chat/completions", ChatBody(), 200); });
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (coordinator_->jobs().running() == 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  // Queued behind the slow job, then rejected when the coordinator shuts down.
+  std::vector<json> events;
+  std::thread queued([&] { events = Stream("/v1/chat/completions", ChatBody({{"stream", true}})); });
+  until = absl::Now() + absl::Seconds(10);
+  while (coordinator_->jobs().queued() == 0 && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  coordinator_->Shutdown();
+  queued.join();
+  slow.join();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0]["error"]["type"], "service_unavailable");
+  EXPECT_THAT(events[0]["error"]["message"].get<std::string>(), HasSubstr("shut down"));
+  EXPECT_EQ(events[1], "[DONE]");
+}
+
 TEST_F(HttpServerTest, StopAnswersWhatIsInFlight) {
   testing::ArithServiceOptions world;
   world.extend_delay = absl::Milliseconds(300);
