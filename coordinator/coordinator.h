@@ -78,6 +78,7 @@ class Coordinator {
   // Rejects queued jobs (UNAVAILABLE) and waits for the running ones.
   void Shutdown();
 
+  const CoordinatorOptions& options() const { return options_; }
   EndpointPool& workers() { return *workers_; }
   EndpointPool* verifiers() { return verifiers_.get(); }
   JobManager& jobs() { return *jobs_; }

@@ -2,12 +2,14 @@
 // verifier pools. Example:
 //   arbor-coordinator --port=50051 --workers=dns:///arbor-worker:50052
 //       --verifiers=10.0.0.7:50053,10.0.0.8:50053
+// --http_port=N also serves the OpenAI-compatible HTTP API (docs/HTTP.md).
 #include <cstdio>
 #include <memory>
 
 #include "absl/flags/flag.h"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/openai/http_server.h"
 #include "coordinator/reasoning_service.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
@@ -67,7 +69,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "arbor-coordinator: %s\n", server.status().ToString().c_str());
     return 2;
   }
+  auto http = arbor::coordinator::openai::StartHttpServerFromFlags(
+      **coordinator, options.max_concurrent_jobs + options.max_queued_jobs);
+  if (!http.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", http.status().ToString().c_str());
+    return 2;
+  }
   arbor::rpc::RunUntilShutdownSignal(**server);
+  if (*http) (*http)->Stop(absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms)));
   // In-flight RPCs have finished or been cancelled; now the job threads end.
   (*coordinator)->Shutdown();
   return 0;

@@ -228,6 +228,8 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
     return Invalid("answer_extraction.pattern", "is not valid UTF-8");
   }
   config.max_candidates = OrDefault(request.max_candidates(), config.max_candidates);
+  config.max_solution_tokens =
+      OrDefault(request.max_solution_tokens(), config.max_solution_tokens);
 
   if (absl::Status s = search::ValidateStrategyConfig(config); !s.ok()) return s;
   return config;

@@ -85,6 +85,21 @@ struct BadCase {
   std::string field;  // expected in the message
 };
 
+TEST(SolveRequestTest, MaxSolutionTokens) {
+  auto defaults = StrategyConfigFromRequest(ValidRequest());
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->max_solution_tokens, 2048);
+  arbor::v1::SolveRequest request = ValidRequest();
+  request.set_max_solution_tokens(100);
+  auto capped = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_EQ(capped->max_solution_tokens, 100);
+  request.set_max_solution_tokens(-1);
+  auto bad = StrategyConfigFromRequest(request);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("max_solution_tokens"));
+}
+
 TEST(SolveRequestTest, EachBadFieldIsNamed) {
   const std::vector<BadCase> cases = {
       {"empty question", [](auto& r) { r.clear_question(); }, "question"},

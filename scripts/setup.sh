@@ -11,8 +11,8 @@ packages=(
   cmake ninja-build g++ pkg-config ccache git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev
-  python3 python3-grpcio python3-grpc-tools python3-numpy
+  libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev libcpp-httplib-dev
+  python3 python3-grpcio python3-grpc-tools python3-numpy python3-venv
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,7 +7,8 @@
 // exactly the path it takes in a distributed deployment (routing, health
 // checks, usage accounting). The public server (--host/--port) serves
 // arbor.v1.Reasoning with health, reflection and /metrics (engine metrics of
-// both models and the coordinator's, in one registry).
+// both models and the coordinator's, in one registry); --http_port N also
+// serves the OpenAI-compatible HTTP API (docs/HTTP.md).
 // Prints "listening on HOST:PORT" when ready to take jobs; drains on
 // SIGTERM/SIGINT (public server first, then the jobs, then the internal
 // server and the engines).
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/openai/http_server.h"
 #include "coordinator/reasoning_service.h"
 #include "grpcpp/grpcpp.h"
 #include "prometheus/registry.h"
@@ -198,8 +200,13 @@ int main(int argc, char** argv) {
   auto server = arbor::rpc::Server::Start(arbor::rpc::ServerOptionsFromFlags("allinone"),
                                           {reasoning.get()}, registry);
   if (!server.ok()) return Fail(server.status());
+  auto http = arbor::coordinator::openai::StartHttpServerFromFlags(
+      **coordinator, options.max_concurrent_jobs + options.max_queued_jobs);
+  if (!http.ok()) return Fail(http.status());
   arbor::rpc::RunUntilShutdownSignal(**server);
-  // Order: no new jobs (public server drained), then the running jobs end,
+  if (*http) (*http)->Stop(absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms)));
+  http->reset();
+  // Order: no new jobs (public servers drained), then the running jobs end,
   // then the worker/verifier calls they made are gone and the engines can go.
   server->reset();
   (*coordinator)->Shutdown();

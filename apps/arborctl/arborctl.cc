@@ -22,6 +22,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
 #include "rpc/status_util.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address host:port");
@@ -80,13 +81,41 @@ int Fail(const grpc::Status& status) {
   return 1;
 }
 
+// proto3 JSON writes 64-bit integers as strings (for JavaScript's doubles);
+// a script reading counters wants numbers, which nlohmann keeps exact.
+void Int64sAsNumbers(const google::protobuf::Descriptor* type, nlohmann::json& object) {
+  using Field = google::protobuf::FieldDescriptor;
+  if (!object.is_object()) return;
+  for (auto& [key, value] : object.items()) {
+    const Field* field = type->FindFieldByName(key);
+    if (field == nullptr || field->is_map()) continue;
+    auto convert = [&](nlohmann::json& v) {
+      if (field->cpp_type() == Field::CPPTYPE_MESSAGE) {
+        Int64sAsNumbers(field->message_type(), v);
+      } else if (v.is_string() && field->cpp_type() == Field::CPPTYPE_INT64) {
+        v = std::stoll(v.get<std::string>());
+      } else if (v.is_string() && field->cpp_type() == Field::CPPTYPE_UINT64) {
+        v = std::stoull(v.get<std::string>());
+      }
+    };
+    if (value.is_array()) {
+      for (nlohmann::json& element : value) convert(element);
+    } else {
+      convert(value);
+    }
+  }
+}
+
 std::string ToJson(const google::protobuf::Message& message) {
   std::string out;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   options.always_print_primitive_fields = true;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
+  nlohmann::json json = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return out;
+  Int64sAsNumbers(message.GetDescriptor(), json);
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 bool ParseAggregation(const std::string& name, arbor::v1::ScoreAggregation* out) {
@@ -305,10 +334,11 @@ int Info() {
     }
   }
   if (!any) {
-    std::printf(
-        "%s serves neither arbor.v1.Generator nor arbor.v1.Verifier (a coordinator? "
-        "try `arborctl health`)\n",
-        absl::GetFlag(FLAGS_target).c_str());
+    std::fprintf(stderr,
+                 "arborctl info: %s serves neither arbor.v1.Generator nor arbor.v1.Verifier "
+                 "(a coordinator? try `arborctl health` or `arborctl solve`)\n",
+                 absl::GetFlag(FLAGS_target).c_str());
+    return 1;
   }
   return 0;
 }

@@ -62,16 +62,37 @@ void BpeModel::BytePairMerge(std::string_view word, std::vector<int32_t>* ids) c
   };
   std::vector<Symbol> symbols;
   symbols.reserve(word.size());
-  for (char c : word) {
-    int32_t id = byte_ids[static_cast<uint8_t>(c)];
+  const auto push = [&](int32_t id) {
     if (id < 0) {
-      // Not in the vocabulary: `tokenizers` uses unk_token, or drops the byte.
-      if (unk_id < 0) continue;
-      if (fuse_unk && !symbols.empty() && symbols.back().id == unk_id) continue;
+      // Not in the vocabulary: `tokenizers` uses unk_token, or drops the symbol.
+      if (unk_id < 0) return;
+      if (fuse_unk && !symbols.empty() && symbols.back().id == unk_id) return;
       id = unk_id;
     }
     const int index = static_cast<int>(symbols.size());
     symbols.push_back({id, index - 1, index + 1, true});
+  };
+  if (byte_level) {
+    for (char c : word) push(byte_ids[static_cast<uint8_t>(c)]);
+  } else {
+    size_t pos = 0;
+    while (pos < word.size()) {
+      const Utf8Unit unit = ReadUtf8Unit(word, pos);
+      const size_t length = unit.length > 0 ? static_cast<size_t>(unit.length) : 1;
+      const std::string_view character = word.substr(pos, length);
+      pos += length;
+      if (auto it = vocab.find(AbslView(character)); it != vocab.end()) {
+        push(it->second);
+        continue;
+      }
+      bool bytes_known = byte_fallback;
+      for (char c : character) bytes_known = bytes_known && fallback_ids[static_cast<uint8_t>(c)] >= 0;
+      if (bytes_known) {
+        for (char c : character) push(fallback_ids[static_cast<uint8_t>(c)]);
+      } else {
+        push(-1);
+      }
+    }
   }
   if (symbols.empty()) return;
   symbols.back().next = -1;
@@ -122,13 +143,13 @@ void BpeModel::BytePairMerge(std::string_view word, std::vector<int32_t>* ids) c
 
 void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* ids) const {
   if (ignore_merges) {
-    auto it = vocab.find(ToByteLevel(word));
+    auto it = vocab.find(byte_level ? ToByteLevel(word) : std::string(word));
     if (it != vocab.end()) {
       ids->push_back(it->second);
       return;
     }
   }
-  if (word.size() == 1) {  // the most common case needs neither merges nor the cache
+  if (byte_level && word.size() == 1) {  // the most common case needs neither merges nor the cache
     const int32_t id = byte_ids[static_cast<uint8_t>(word[0])];
     if (id >= 0) {
       ids->push_back(id);

@@ -1,6 +1,6 @@
 // Internal to the tokenizer: the byte-level alphabet (GPT-2's
-// bytes_to_unicode) and the byte-level BPE model that turns one pre-tokenized
-// word into ids.
+// bytes_to_unicode) and the BPE model that turns one pre-tokenized word into
+// ids: byte-level, or SentencePiece-style over characters with byte fallback.
 //
 // Contract: the parser (tokenizer_json.cc) fills a BpeModel's public fields
 // once; afterwards it is only read. EncodeWord gives `tokenizers`' ids for the
@@ -63,6 +63,13 @@ class BpeModel {
   absl::flat_hash_map<std::string, int32_t> vocab;  // byte-level token -> id
   absl::flat_hash_map<uint64_t, Merge> merges;      // MergeKey(left id, right id) -> merge
   int32_t byte_ids[256];                            // id of each single-byte token, or -1
+  // SentencePiece-style BPE (no ByteLevel pre-tokenizer): a word's symbols
+  // are its characters, not its bytes, and the vocabulary holds raw UTF-8; a
+  // character outside it becomes the <0xXX> tokens of its bytes when
+  // byte_fallback, else unk_token.
+  bool byte_level = true;
+  bool byte_fallback = false;
+  int32_t fallback_ids[256];  // id of "<0xXX>" for each byte, or -1
   bool ignore_merges = false;
   int32_t unk_id = -1;
   bool fuse_unk = false;

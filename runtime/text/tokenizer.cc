@@ -9,7 +9,10 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/sha256.h"
 #include "common/utf8.h"
 #include "runtime/text/added_tokens.h"
@@ -28,6 +31,7 @@ using tokenizer_internal::AddedTokenMatcher;
 using tokenizer_internal::FromByteLevel;
 using tokenizer_internal::ParseTokenizerConfig;
 using tokenizer_internal::ParseTokenizerJson;
+using tokenizer_internal::NormalizerStep;
 using tokenizer_internal::PreTokenizerStep;
 using tokenizer_internal::Segment;
 using tokenizer_internal::TokenizerSpec;
@@ -51,6 +55,12 @@ struct Tokenizer::Impl {
 
   void IndexAddedTokens();
   void BuildIdTables();
+  // The normalizer's steps, in order.
+  std::string Normalize(std::string_view text) const;
+  // Metaspace: `piece` with spaces replaced and the prefix added per `step`
+  // (`first`: the piece opens the text), then split, into `out`.
+  void Metaspace(const PreTokenizerStep& step, std::string_view piece, bool first,
+                 std::deque<std::string>* storage, std::vector<std::string_view>* out) const;
 
   // Calls emit(word, -1) for each word BPE must encode and emit(text, id) for
   // each added token, in order. `text` must be valid UTF-8.
@@ -62,7 +72,7 @@ void Tokenizer::Impl::IndexAddedTokens() {
   for (const AddedToken& token : spec.added) {
     added_ids[token.content] = token.id;
     if (token.normalized) {
-      normalized_matcher.Add(&token, spec.nfc ? NormalizeNfc(token.content) : token.content);
+      normalized_matcher.Add(&token, Normalize(token.content));
     } else {
       raw_matcher.Add(&token, token.content);
     }
@@ -89,8 +99,60 @@ void Tokenizer::Impl::BuildIdTables() {
     id_special[token.id] = token.special ? 1 : 0;
   }
   for (int32_t id = 0; id < size; ++id) {
-    if (id_known[id]) id_bytes[id] = FromByteLevel(id_token[id]);
+    if (!id_known[id]) continue;
+    const std::string& token = id_token[id];
+    if (spec.model.byte_level) {
+      id_bytes[id] = FromByteLevel(token);
+    } else if (spec.decode_byte_fallback && token.size() == 6 && token.compare(0, 3, "<0x") == 0 &&
+               token[5] == '>' && absl::ascii_isxdigit(token[3]) &&
+               absl::ascii_isxdigit(token[4])) {
+      id_bytes[id] = std::string(1, static_cast<char>(std::stoi(token.substr(3, 2), nullptr, 16)));
+    } else if (!spec.decode_space.empty()) {
+      id_bytes[id] = absl::StrReplaceAll(AbslView(token), {{AbslView(spec.decode_space), " "}});
+    } else {
+      id_bytes[id] = token;
+    }
   }
+}
+
+std::string Tokenizer::Impl::Normalize(std::string_view text) const {
+  std::string out(text);
+  for (const NormalizerStep& step : spec.normalizer) {
+    switch (step.kind) {
+      case NormalizerStep::kNfc:
+        out = NormalizeNfc(out);
+        break;
+      case NormalizerStep::kPrepend:
+        if (!out.empty()) out.insert(0, step.text);
+        break;
+      case NormalizerStep::kReplace:
+        absl::StrReplaceAll({{AbslView(step.text), AbslView(step.replacement)}}, &out);
+        break;
+    }
+  }
+  return out;
+}
+
+void Tokenizer::Impl::Metaspace(const PreTokenizerStep& step, std::string_view piece, bool first,
+                                std::deque<std::string>* storage,
+                                std::vector<std::string_view>* out) const {
+  std::string text = absl::StrReplaceAll(AbslView(piece), {{" ", AbslView(step.replacement)}});
+  const bool prepend = step.prepend == PreTokenizerStep::kAlways ||
+                       (step.prepend == PreTokenizerStep::kFirst && first);
+  if (prepend && !absl::StartsWith(text, step.replacement)) text.insert(0, step.replacement);
+  std::string_view whole = storage->emplace_back(std::move(text));
+  if (!step.split) {
+    out->push_back(whole);
+    return;
+  }
+  // Each replacement opens a new piece (tokenizers' MergedWithNext).
+  size_t start = 0;
+  for (size_t at = whole.find(step.replacement, 1); at != std::string_view::npos;
+       at = whole.find(step.replacement, at + 1)) {
+    if (at > start) out->push_back(whole.substr(start, at - start));
+    start = at;
+  }
+  if (start < whole.size()) out->push_back(whole.substr(start));
 }
 
 void Tokenizer::Impl::Split(std::string_view text,
@@ -105,13 +167,17 @@ void Tokenizer::Impl::Split(std::string_view text,
     raw_matcher.Split(text, &raw_segments);
   }
   std::vector<Segment> segments;
+  // The segment that opens the text (none when an added token does):
+  // Metaspace's "first" prefix goes there only.
+  size_t opening = std::string_view::npos;
   for (const Segment& segment : raw_segments) {
     if (segment.added_id >= 0) {
       segments.push_back(segment);
       continue;
     }
+    if (segment.text.data() == text.data()) opening = segments.size();
     std::string_view normalized = segment.text;
-    if (spec.nfc) normalized = storage.emplace_back(NormalizeNfc(segment.text));
+    if (!spec.normalizer.empty()) normalized = storage.emplace_back(Normalize(segment.text));
     if (normalized_matcher.empty()) {
       segments.push_back({normalized, -1});
     } else {
@@ -119,7 +185,8 @@ void Tokenizer::Impl::Split(std::string_view text,
     }
   }
   std::vector<std::string_view> pieces, next;
-  for (const Segment& segment : segments) {
+  for (size_t index = 0; index < segments.size(); ++index) {
+    const Segment& segment = segments[index];
     if (segment.added_id >= 0) {
       emit(segment.text, segment.added_id);
       continue;
@@ -128,7 +195,12 @@ void Tokenizer::Impl::Split(std::string_view text,
     pieces.assign(1, segment.text);
     for (const PreTokenizerStep& step : spec.pre_tokenizer) {
       next.clear();
-      for (std::string_view piece : pieces) {
+      for (size_t p = 0; p < pieces.size(); ++p) {
+        std::string_view piece = pieces[p];
+        if (step.metaspace) {
+          Metaspace(step, piece, index == opening && p == 0, &storage, &next);
+          continue;
+        }
         if (step.add_prefix_space && piece[0] != ' ') {
           piece = storage.emplace_back(absl::StrCat(" ", AbslView(piece)));
         }
@@ -260,7 +332,14 @@ std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_t
     if (skip_special_tokens && IsSpecial(id)) continue;
     bytes += TokenBytes(id);
   }
-  return Utf8Lossy(bytes);
+  std::string text = Utf8Lossy(bytes);
+  size_t strip = 0;
+  while (strip < text.size() && strip < static_cast<size_t>(impl_->spec.strip_leading_spaces) &&
+         text[strip] == ' ') {
+    ++strip;
+  }
+  text.erase(0, strip);
+  return text;
 }
 
 std::string_view Tokenizer::TokenBytes(int32_t id) const {

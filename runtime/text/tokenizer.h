@@ -1,22 +1,29 @@
-// Tokenizer: a Hugging Face `tokenizer.json` byte-level BPE tokenizer (the
-// kind GPT-2, Llama 3 and Qwen2 ship), giving the same ids as the
-// `tokenizers` library.
+// Tokenizer: a Hugging Face `tokenizer.json` BPE tokenizer, giving the same
+// ids as the `tokenizers` library: byte-level BPE (the kind GPT-2, Llama 3
+// and Qwen2 ship) and SentencePiece-style BPE over characters with byte
+// fallback (Llama-2, Mistral, Gemma: any pipeline without a ByteLevel step).
 //
 // Supported pipeline (anything else is an INVALID_ARGUMENT naming the field):
-//  - normalizer: null, NFC, or a Sequence of those;
+//  - normalizer: null, NFC, Prepend, Replace of a string, or a Sequence;
 //  - added tokens (special or not, with lstrip / rstrip / single_word /
 //    normalized), matched leftmost-longest before pre-tokenization;
 //  - pre_tokenizer: null, ByteLevel (add_prefix_space, use_regex with the
-//    GPT-2 regex), Split (Regex or String pattern, behavior Isolated), or a
-//    Sequence of those. Oniguruma regexes run on RE2: \s is translated to
-//    Unicode White_Space, possessive quantifiers become greedy ones, and the
-//    look-ahead alternative `\s+(?!\S)` is emulated exactly (the run gives
-//    back its last character when a non-space follows);
-//  - model: BPE over the byte-level alphabet; merges as "a b" strings or
-//    [a, b] pairs; ignore_merges; unk_token / fuse_unk;
+//    GPT-2 regex), Split (Regex or String pattern, behavior Isolated),
+//    Metaspace (replacement, prepend_scheme always / first / never or the
+//    older add_prefix_space, split), or a Sequence of those. Oniguruma
+//    regexes run on RE2: \s is translated to Unicode White_Space, possessive
+//    quantifiers become greedy ones, and the look-ahead alternative
+//    `\s+(?!\S)` is emulated exactly (the run gives back its last character
+//    when a non-space follows);
+//  - model: BPE over the byte-level alphabet, or over characters with
+//    byte_fallback (<0xXX> tokens for a character outside the vocabulary);
+//    merges as "a b" strings or [a, b] pairs; ignore_merges; unk_token /
+//    fuse_unk (Unigram and WordPiece models are refused);
 //  - post_processor: null, ByteLevel, TemplateProcessing (its `single`
 //    template's special tokens, added when add_special_tokens), or Sequence;
-//  - decoder: ByteLevel (or a Sequence holding only ByteLevel).
+//  - decoder: ByteLevel (or a Sequence holding only ByteLevel) for
+//    byte-level BPE; Replace("\u2581", " "), ByteFallback, Fuse, Strip of
+//    leading spaces and Metaspace, in a Sequence, for SentencePiece-style.
 //
 // Thread-safety: immutable after creation except for an internal BPE cache
 // behind a mutex; every const method may be called from any thread.
@@ -107,7 +114,9 @@ class Tokenizer {
 // Decodes a token stream one id at a time and returns only complete UTF-8
 // text: the bytes of a character split over tokens come out with the token
 // that completes it. The concatenation of every Add() and the final Finish()
-// equals Tokenizer::Decode of all the ids.
+// equals Tokenizer::Decode of all the ids, except that a SentencePiece-style
+// decoder's leading-space strip is not applied: a stream continues a prompt,
+// and its first token's space is part of the text.
 //
 // Thread-safety: none; one per stream. The tokenizer must outlive it.
 class IncrementalDecoder {

@@ -45,26 +45,78 @@ std::string ShortJson(const Json& j, std::string* storage) {
   return *storage;
 }
 
-absl::Status ParseNormalizer(const Json& j, bool* nfc) {
+// A {"String": s} pattern (Replace, Split); a Regex one is not supported here.
+absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& where) {
+  auto pattern = j.find("pattern");
+  if (pattern != j.end() && pattern->is_object() && pattern->contains("String") &&
+      (*pattern)["String"].is_string() && !(*pattern)["String"].get<std::string>().empty()) {
+    return (*pattern)["String"].get<std::string>();
+  }
+  return FieldError(absl::StrCat(where, ".pattern"), "must be {\"String\": non-empty string}");
+}
+
+absl::StatusOr<std::string> StringField(const Json& j, const char* name, const std::string& where) {
+  auto it = j.find(name);
+  if (it == j.end() || !it->is_string()) {
+    return FieldError(absl::StrCat(where, ".", name), "must be a string");
+  }
+  return it->get<std::string>();
+}
+
+absl::Status ParseNormalizer(const Json& j, const std::string& where,
+                             std::vector<NormalizerStep>* steps) {
   if (j.is_null()) return absl::OkStatus();
   const std::string type = TypeOf(j);
   if (type == "NFC") {
-    *nfc = true;
+    steps->push_back({NormalizerStep::kNfc, "", ""});
+    return absl::OkStatus();
+  }
+  if (type == "Prepend") {
+    absl::StatusOr<std::string> prepend = StringField(j, "prepend", where);
+    if (!prepend.ok()) return prepend.status();
+    steps->push_back({NormalizerStep::kPrepend, *prepend, ""});
+    return absl::OkStatus();
+  }
+  if (type == "Replace") {
+    absl::StatusOr<std::string> pattern = StringPattern(j, where);
+    if (!pattern.ok()) return pattern.status();
+    absl::StatusOr<std::string> content = StringField(j, "content", where);
+    if (!content.ok()) return content.status();
+    steps->push_back({NormalizerStep::kReplace, *pattern, *content});
     return absl::OkStatus();
   }
   if (type == "Sequence") {
     auto it = j.find("normalizers");
     if (it == j.end() || !it->is_array()) {
-      return FieldError("normalizer.normalizers", "must be an array");
+      return FieldError(absl::StrCat(where, ".normalizers"), "must be an array");
     }
-    for (const Json& n : *it) {
-      if (absl::Status s = ParseNormalizer(n, nfc); !s.ok()) return s;
+    for (size_t i = 0; i < it->size(); ++i) {
+      absl::Status s =
+          ParseNormalizer((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"), steps);
+      if (!s.ok()) return s;
     }
     return absl::OkStatus();
   }
   std::string dump;
-  return FieldError("normalizer", absl::StrCat("unsupported normalizer ", ShortJson(j, &dump),
-                                               " (supported: null, NFC, Sequence of NFC)"));
+  return FieldError(where, absl::StrCat("unsupported normalizer ", ShortJson(j, &dump),
+                                        " (supported: null, NFC, Prepend, Replace of a string, "
+                                        "Sequence)"));
+}
+
+// Metaspace's prefix rule: "prepend_scheme" (always, first, never), or the
+// older boolean "add_prefix_space".
+absl::StatusOr<PreTokenizerStep::Prepend> MetaspacePrepend(const Json& j, const std::string& where) {
+  auto scheme = j.find("prepend_scheme");
+  if (scheme != j.end() && !scheme->is_null()) {
+    if (*scheme == "always") return PreTokenizerStep::kAlways;
+    if (*scheme == "first") return PreTokenizerStep::kFirst;
+    if (*scheme == "never") return PreTokenizerStep::kNever;
+    return FieldError(absl::StrCat(where, ".prepend_scheme"),
+                      "must be \"always\", \"first\" or \"never\"");
+  }
+  absl::StatusOr<bool> add = BoolField(j, "add_prefix_space", true, where);
+  if (!add.ok()) return add.status();
+  return *add ? PreTokenizerStep::kAlways : PreTokenizerStep::kNever;
 }
 
 absl::Status ParsePreTokenizer(const Json& j, const std::string& where,
@@ -126,9 +178,25 @@ absl::Status ParsePreTokenizer(const Json& j, const std::string& where,
     steps->push_back(std::move(step));
     return absl::OkStatus();
   }
+  if (type == "Metaspace") {
+    PreTokenizerStep step;
+    step.metaspace = true;
+    absl::StatusOr<std::string> replacement = StringField(j, "replacement", where);
+    if (!replacement.ok()) return replacement.status();
+    if (replacement->empty()) return FieldError(absl::StrCat(where, ".replacement"), "is empty");
+    step.replacement = *replacement;
+    absl::StatusOr<PreTokenizerStep::Prepend> prepend = MetaspacePrepend(j, where);
+    if (!prepend.ok()) return prepend.status();
+    step.prepend = *prepend;
+    absl::StatusOr<bool> split = BoolField(j, "split", true, where);
+    if (!split.ok()) return split.status();
+    step.split = *split;
+    steps->push_back(std::move(step));
+    return absl::OkStatus();
+  }
   std::string dump;
   return FieldError(where, absl::StrCat("unsupported pre-tokenizer ", ShortJson(j, &dump),
-                                        " (supported: ByteLevel, Split, Sequence)"));
+                                        " (supported: ByteLevel, Split, Metaspace, Sequence)"));
 }
 
 absl::Status ParseModel(const Json& j, BpeModel* model) {
@@ -150,9 +218,7 @@ absl::Status ParseModel(const Json& j, BpeModel* model) {
   }
   absl::StatusOr<bool> byte_fallback = BoolField(j, "byte_fallback", false, "model");
   if (!byte_fallback.ok()) return byte_fallback.status();
-  if (*byte_fallback) {
-    return FieldError("model.byte_fallback", "true (SentencePiece-style BPE) is not supported");
-  }
+  model->byte_fallback = *byte_fallback;
   absl::StatusOr<bool> ignore = BoolField(j, "ignore_merges", false, "model");
   if (!ignore.ok()) return ignore.status();
   model->ignore_merges = *ignore;
@@ -185,6 +251,10 @@ absl::Status ParseModel(const Json& j, BpeModel* model) {
   for (int b = 0; b < 256; ++b) {
     auto found = model->vocab.find(alphabet.byte_to_utf8[b]);
     model->byte_ids[b] = found == model->vocab.end() ? -1 : found->second;
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    const char name[] = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>', '\0'};
+    auto fallback = model->vocab.find(absl::string_view(name, 6));
+    model->fallback_ids[b] = fallback == model->vocab.end() ? -1 : fallback->second;
   }
 
   auto merges_it = j.find("merges");
@@ -304,6 +374,62 @@ absl::Status ParseDecoder(const Json& j, const std::string& where) {
                                         " (byte-level BPE needs the ByteLevel decoder)"));
 }
 
+// The decoders SentencePiece-style checkpoints ship: Replace("\u2581", " "),
+// ByteFallback, Fuse, Strip(" ", n, 0), Metaspace, in a Sequence. Each token
+// is decoded on its own (Strip applies after Fuse, to the whole text).
+absl::Status ParseSentencePieceDecoder(const Json& j, const std::string& where,
+                                       TokenizerSpec* spec) {
+  const std::string type = TypeOf(j);
+  if (type == "Sequence" && j.contains("decoders") && j["decoders"].is_array()) {
+    for (size_t i = 0; i < j["decoders"].size(); ++i) {
+      absl::Status s = ParseSentencePieceDecoder(
+          j["decoders"][i], absl::StrCat(where, ".decoders[", i, "]"), spec);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  if (type == "Replace") {
+    absl::StatusOr<std::string> pattern = StringPattern(j, where);
+    if (!pattern.ok()) return pattern.status();
+    absl::StatusOr<std::string> content = StringField(j, "content", where);
+    if (!content.ok()) return content.status();
+    if (*content != " ") return FieldError(absl::StrCat(where, ".content"), "must be \" \"");
+    spec->decode_space = *pattern;
+    return absl::OkStatus();
+  }
+  if (type == "ByteFallback") {
+    spec->decode_byte_fallback = true;
+    return absl::OkStatus();
+  }
+  if (type == "Fuse") return absl::OkStatus();  // decoded tokens are concatenated anyway
+  if (type == "Strip") {
+    auto content = j.find("content");
+    auto start = j.find("start");
+    auto stop = j.find("stop");
+    if (content == j.end() || *content != " " || start == j.end() || !start->is_number_integer() ||
+        start->get<int>() < 0 || stop == j.end() || *stop != 0) {
+      return FieldError(where, "only Strip of leading spaces ({content: \" \", start: n, stop: 0}) "
+                               "is supported");
+    }
+    spec->strip_leading_spaces = start->get<int>();
+    return absl::OkStatus();
+  }
+  if (type == "Metaspace") {
+    absl::StatusOr<std::string> replacement = StringField(j, "replacement", where);
+    if (!replacement.ok()) return replacement.status();
+    absl::StatusOr<PreTokenizerStep::Prepend> prepend = MetaspacePrepend(j, where);
+    if (!prepend.ok()) return prepend.status();
+    spec->decode_space = *replacement;
+    // The prefix the pre-tokenizer added comes off the first token.
+    if (*prepend != PreTokenizerStep::kNever) spec->strip_leading_spaces = 1;
+    return absl::OkStatus();
+  }
+  std::string dump;
+  return FieldError(where, absl::StrCat("unsupported decoder ", ShortJson(j, &dump),
+                                        " (SentencePiece-style BPE: Replace, ByteFallback, Fuse, "
+                                        "Strip, Metaspace, Sequence)"));
+}
+
 absl::Status ParseAddedTokens(const Json& j, std::vector<AddedToken>* added) {
   if (j.is_null()) return absl::OkStatus();
   if (!j.is_array()) return FieldError("added_tokens", "must be an array");
@@ -354,7 +480,10 @@ absl::Status ParseTokenizerJson(std::string_view json, TokenizerSpec* spec) {
   };
   if (!root.contains("model")) return FieldError("model", "is missing");
 
-  if (absl::Status s = ParseNormalizer(field("normalizer"), &spec->nfc); !s.ok()) return s;
+  if (absl::Status s = ParseNormalizer(field("normalizer"), "normalizer", &spec->normalizer);
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ParseModel(field("model"), &spec->model); !s.ok()) return s;
   if (absl::Status s =
           ParsePreTokenizer(field("pre_tokenizer"), "pre_tokenizer", &spec->pre_tokenizer);
@@ -367,15 +496,23 @@ absl::Status ParseTokenizerJson(std::string_view json, TokenizerSpec* spec) {
                            pre["pretokenizers"].is_array() &&
                            std::any_of(pre["pretokenizers"].begin(), pre["pretokenizers"].end(),
                                        [](const Json& p) { return TypeOf(p) == "ByteLevel"; }));
-  if (!byte_level) {
-    return FieldError("pre_tokenizer", "has no ByteLevel step: only byte-level BPE is supported");
+  // Without a ByteLevel step it is SentencePiece-style BPE (Llama-2, Mistral,
+  // Gemma): characters, spaces as "\u2581", byte fallback.
+  spec->model.byte_level = byte_level;
+  if (byte_level && spec->model.byte_fallback) {
+    return FieldError("model.byte_fallback",
+                      "true needs a SentencePiece-style pipeline (no ByteLevel pre-tokenizer)");
   }
   if (absl::Status s = ParsePostProcessor(field("post_processor"), "post_processor",
                                           &spec->prefix_ids, &spec->suffix_ids);
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ParseDecoder(field("decoder"), "decoder"); !s.ok()) return s;
+  if (absl::Status s = byte_level ? ParseDecoder(field("decoder"), "decoder")
+                                  : ParseSentencePieceDecoder(field("decoder"), "decoder", spec);
+      !s.ok()) {
+    return s;
+  }
   if (absl::Status s = ParseAddedTokens(field("added_tokens"), &spec->added); !s.ok()) return s;
   return absl::OkStatus();
 }

@@ -26,17 +26,38 @@
 
 namespace arbor::runtime::tokenizer_internal {
 
-// One step of the pre-tokenizer: a ByteLevel or Split pre-tokenizer.
+// One step of the normalizer, applied in order.
+struct NormalizerStep {
+  enum Kind { kNfc, kPrepend, kReplace } kind = kNfc;
+  std::string text;         // Prepend: what is prepended (to non-empty text); Replace: the pattern
+  std::string replacement;  // Replace only
+};
+
+// One step of the pre-tokenizer: a ByteLevel, Split or Metaspace pre-tokenizer.
 struct PreTokenizerStep {
   std::unique_ptr<RegexSplitter> splitter;  // null: no splitting
   bool add_prefix_space = false;            // ByteLevel only
+  // Metaspace: spaces become `replacement`, which is prepended (unless the
+  // piece starts with it) always, or only to the text's first piece (not
+  // after an added token), or never; `split` cuts before each replacement.
+  bool metaspace = false;
+  std::string replacement;
+  enum Prepend { kAlways, kFirst, kNever } prepend = kAlways;
+  bool split = false;
 };
 
 // What tokenizer.json describes.
 struct TokenizerSpec {
   BpeModel model;
-  bool nfc = false;  // the normalizer
+  std::vector<NormalizerStep> normalizer;
   std::vector<PreTokenizerStep> pre_tokenizer;
+  // The SentencePiece-style decoder (model.byte_level false): `decode_space`
+  // (e.g. "\u2581") stands for a space, <0xXX> tokens for their byte when
+  // `decode_byte_fallback`, and up to `strip_leading_spaces` spaces are
+  // stripped from the start of a decoded text (Strip, or Metaspace's prefix).
+  std::string decode_space;
+  bool decode_byte_fallback = false;
+  int strip_leading_spaces = 0;
   std::vector<int32_t> prefix_ids;  // post-processor, when add_special_tokens
   std::vector<int32_t> suffix_ids;
   std::vector<AddedToken> added;  // in file order; contents are valid UTF-8

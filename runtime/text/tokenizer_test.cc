@@ -473,6 +473,82 @@ TEST_P(GoldenTokenizerTest, RoundTripsArbitraryText) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTokenizerTest, ::testing::Values("llama", "qwen2"));
 
+// SentencePiece-style BPE (Llama-2 / Mistral / Gemma layouts) against ids and
+// texts computed by Hugging Face `tokenizers` itself on the same files
+// (tools/tokenizer_fixtures/: normalizer Prepend + Replace with the Strip
+// decoder, and the Metaspace pre-tokenizer and decoder; byte fallback in both).
+class SentencePieceTokenizerTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string dir() const { return SourceDir() + "/tests/fixtures/tokenizers/" + GetParam(); }
+};
+
+TEST_P(SentencePieceTokenizerTest, IdsAndTextIdenticalToTokenizersLibrary) {
+  auto tok = Tokenizer::FromModelDir(dir());
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  const Json cases = Json::parse(ReadFileOrDie(dir() + "/tokens.json"));
+  ASSERT_GE(cases.size(), 40u);
+  int fallback_cases = 0;
+  for (const Json& c : cases) {
+    const std::string text = c["text"].get<std::string>();
+    const bool add = c["add_special_tokens"].get<bool>();
+    const std::vector<int32_t> expected = c["ids"].get<std::vector<int32_t>>();
+    absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode(text, add);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(*ids, expected) << "text: \"" << text << "\" add_special_tokens=" << add;
+    const std::string decoded = c["decoded"].get<std::string>();
+    EXPECT_EQ((*tok)->Decode(expected), decoded) << text;
+    for (int32_t id : expected) {
+      const auto token = (*tok)->IdToToken(id);
+      if (token && token->size() == 6 && token->substr(0, 3) == "<0x") ++fallback_cases;
+    }
+    // The stream keeps the leading space that Decode strips (a continuation's
+    // space belongs to its text); otherwise it is the same text.
+    IncrementalDecoder decoder(tok->get());
+    std::string streamed;
+    for (int32_t id : expected) streamed += decoder.Add(id);
+    streamed += decoder.Finish();
+    if (streamed != decoded && !streamed.empty() && streamed[0] == ' ') streamed.erase(0, 1);
+    EXPECT_EQ(streamed, decoded) << text;
+  }
+  EXPECT_GT(fallback_cases, 0);  // the fixtures exercise the byte fallback
+}
+
+TEST_P(SentencePieceTokenizerTest, BosEosAndByteTokens) {
+  auto tok = Tokenizer::FromModelDir(dir());
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->bos_id(), 1);
+  EXPECT_EQ((*tok)->eos_id(), 2);
+  const std::optional<int32_t> byte = (*tok)->TokenToId("<0x41>");
+  ASSERT_TRUE(byte.has_value());
+  EXPECT_EQ((*tok)->TokenBytes(*byte), "A");
+  const std::optional<int32_t> space = (*tok)->TokenToId("\u2581");
+  ASSERT_TRUE(space.has_value());
+  EXPECT_EQ((*tok)->TokenBytes(*space), " ");
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, SentencePieceTokenizerTest,
+                         ::testing::Values("llama2_style", "metaspace_style"));
+
+TEST(SentencePieceErrorsTest, UnsupportedPiecesAreNamed) {
+  const Json base = Json::parse(
+      ReadFileOrDie(SourceDir() + "/tests/fixtures/tokenizers/llama2_style/tokenizer.json"));
+  Json j = base;
+  j["model"]["type"] = "Unigram";
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("model.type: \"Unigram\" is not supported"));
+  j = base;
+  j["decoder"]["decoders"][3]["stop"] = 1;
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("decoder.decoders[3]"));
+  j = base;
+  j["decoder"] = {{"type", "ByteLevel"}};
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("unsupported decoder"));
+  j = base;
+  j["normalizer"]["normalizers"][1]["pattern"] = {{"Regex", " +"}};
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("normalizer.normalizers[1].pattern"));
+  j = base;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "x"}};
+  EXPECT_THAT(LoadError(j).message(), HasSubstr("pre_tokenizer.prepend_scheme"));
+}
+
 // ------------------------------------------------------------ UTF-8 and NFC
 
 TEST(Utf8Test, LossyFollowsMaximalSubparts) {

@@ -143,9 +143,10 @@ TEST_F(IntegrationTest, EveryStrategyEndToEndThroughArborctl) {
     EXPECT_EQ(response["answer"], "26") << strategy << ": " << r.out;
     EXPECT_EQ(response["strategy"], strategy);
     const nlohmann::json& usage = response["usage"];
-    // int64 fields are JSON strings in proto3 JSON.
-    EXPECT_GT(std::stoll(usage["generated_tokens"].get<std::string>()), 0) << strategy;
-    EXPECT_GT(std::stoll(usage["worker_calls"].get<std::string>()), 0) << strategy;
+    // int64 counters are JSON numbers (proto3 JSON would write strings).
+    ASSERT_TRUE(usage["generated_tokens"].is_number_integer()) << r.out;
+    EXPECT_GT(usage["generated_tokens"].get<int64_t>(), 0) << strategy;
+    EXPECT_GT(usage["worker_calls"].get<int64_t>(), 0) << strategy;
     EXPECT_TRUE(response["worker"] == workers_[0].address ||
                 response["worker"] == workers_[1].address);
   }
@@ -252,6 +253,14 @@ TEST_F(IntegrationTest, HealthAndInfo) {
   EXPECT_THAT(r.out, HasSubstr("arith-prm"));
   r = Ctl({"health", "--target=127.0.0.1:1", "--timeout_ms=500"});
   EXPECT_EQ(r.exit_code, 1);
+  // The wrong kind of server: a failure that says so.
+  r = Ctl({"info", "--target=" + coordinator_.address});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("serves neither arbor.v1.Generator nor arbor.v1.Verifier"));
+  r = Ctl({"info", "--json", "--target=" + workers_[0].address});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(nlohmann::json::parse(r.out)["generator"]["kv_capacity_tokens"].is_number_integer())
+      << r.out;
 }
 
 TEST_F(IntegrationTest, SigtermDrainsInFlightJobs) {

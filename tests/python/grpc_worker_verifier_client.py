@@ -1,9 +1,8 @@
 #!/usr/bin/env python3
 """Drives the real arbor-worker and arbor-verifier binaries from Python, as a user's client would.
 
-Stubs are generated from proto/ at test time into a temporary folder (with Debian's
-python3-grpc-tools; its bundled protoc 3.5 predates proto3 `optional`, so the system protoc 3.21
-with grpc_python_plugin is used when it fails). Both servers run the bundled reference models
+The stubs are the arbor-client package's (clients/python, arbor_client.v1 and
+arbor_client.health), imported from the source tree as an installed package would be. Both servers run the bundled reference models
 (models/policy, models/prm) on loopback with free ports, and the test checks Extend, Info, Score,
 grpc.health.v1, /metrics and the SIGTERM drain. The verifier's scores are checked against an
 independent NumPy reading of the PRM (tools/train_reference/numpy_reference.py).
@@ -14,11 +13,9 @@ import argparse
 import json
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -29,31 +26,6 @@ SOURCE_DIR = os.environ.get("ARBOR_SOURCE_DIR") or os.path.dirname(
 BUILD_DIR = os.environ.get("ARBOR_BINARY_DIR") or os.path.join(SOURCE_DIR, "build")
 QUESTION = "Start with 417. Add 325, multiply by 3, subtract 96. What is the result?"
 GOOD_STEPS = ["417 + 325 = 742", "742 * 3 = 2226", "2226 - 96 = 2130", "The answer is 2130"]
-
-
-def generate_stubs(out_dir):
-    protos = [os.path.join("arbor", "v1", name) for name in
-              ("common.proto", "generator.proto", "verifier.proto", "reasoning.proto")]
-    # grpc.health.v1 compiled as a top-level module (health_pb2): a generated
-    # "grpc" package would clash with grpcio's own.
-    health_dir = os.path.join(out_dir, "health_proto")
-    os.makedirs(health_dir, exist_ok=True)
-    shutil.copy(os.path.join(SOURCE_DIR, "rpc", "proto", "grpc", "health", "v1", "health.proto"),
-                health_dir)
-    health = os.path.join(health_dir, "health.proto")
-    includes = ["-I" + os.path.join(SOURCE_DIR, "proto"), "-I" + health_dir]
-    tools = [sys.executable, "-m", "grpc_tools.protoc", *includes, "--python_out=" + out_dir,
-             "--grpc_python_out=" + out_dir, *protos, health]
-    result = subprocess.run(tools, capture_output=True, text=True)
-    if result.returncode == 0:
-        return "grpc_tools.protoc"
-    protoc, plugin = shutil.which("protoc"), shutil.which("grpc_python_plugin")
-    if not protoc or not plugin:
-        raise RuntimeError("cannot generate stubs: grpc_tools.protoc failed (%s) and protoc / "
-                           "grpc_python_plugin are missing" % result.stderr.strip())
-    subprocess.run([protoc, *includes, "--python_out=" + out_dir, "--grpc_out=" + out_dir,
-                    "--plugin=protoc-gen-grpc=" + plugin, *protos, health], check=True)
-    return "protoc + grpc_python_plugin"
 
 
 class Server:
@@ -101,15 +73,13 @@ class Server:
 class WorkerVerifierClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="arbor_py_stubs_")
-        cls.stub_tool = generate_stubs(cls.tmp)
-        sys.path.insert(0, cls.tmp)
+        sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
         global grpc, common_pb2, generator_pb2, generator_pb2_grpc, verifier_pb2
         global verifier_pb2_grpc, health_pb2, health_pb2_grpc
         import grpc  # noqa: F401
-        from arbor.v1 import common_pb2, generator_pb2, generator_pb2_grpc  # noqa: F401
-        from arbor.v1 import verifier_pb2, verifier_pb2_grpc  # noqa: F401
-        import health_pb2, health_pb2_grpc  # noqa: F401
+        from arbor_client.v1 import common_pb2, generator_pb2, generator_pb2_grpc  # noqa: F401
+        from arbor_client.v1 import verifier_pb2, verifier_pb2_grpc  # noqa: F401
+        from arbor_client.health import health_pb2, health_pb2_grpc  # noqa: F401
         bin_dir = os.path.join(BUILD_DIR, "bin")
         cls.worker = Server(os.path.join(bin_dir, "arbor-worker"), "models/policy")
         try:
@@ -128,7 +98,6 @@ class WorkerVerifierClientTest(unittest.TestCase):
         cls.verifier_channel.close()
         for server in (cls.worker, cls.verifier):
             server.kill()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
 
     def extend(self, **fields):
         return self.generator.Extend(generator_pb2.ExtendRequest(**fields), timeout=60)
