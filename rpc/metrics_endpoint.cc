@@ -6,7 +6,12 @@
 #include <pthread.h>
 #include <sys/socket.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <exception>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -50,6 +55,22 @@ absl::StatusOr<std::string> ListeningPort(const std::string& host, int port) {
                             : absl::StrCat(numeric, ":", port);
 }
 
+// Opens and closes one TCP connection to host:port; errors are ignored.
+void Knock(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    (void)!connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
+}
+
 }  // namespace
 
 size_t StaticTlsBytes() {
@@ -84,10 +105,29 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", *address));
   }
   endpoint->port_ = ports.front();
+  const std::string bound = address->substr(0, address->rfind(':'));
+  endpoint->knock_host_ = bound == "0.0.0.0" ? "127.0.0.1"
+                          : bound == "[::]"  ? "::1"
+                          : bound.front() == '[' ? bound.substr(1, bound.size() - 2)
+                                                 : bound;
   return endpoint;
 }
 
-MetricsEndpoint::~MetricsEndpoint() = default;
+MetricsEndpoint::~MetricsEndpoint() {
+  if (exposer_ == nullptr) return;
+  // civetweb's master thread polls its sockets for up to 2 s before it sees
+  // the stop flag; a connection wakes it, so stopping takes milliseconds.
+  std::atomic<bool> stopped{false};
+  std::thread waker([&] {
+    while (!stopped.load()) {
+      Knock(knock_host_, port_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  exposer_.reset();
+  stopped = true;
+  waker.join();
+}
 
 }  // namespace arbor::rpc
 

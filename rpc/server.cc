@@ -12,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "google/protobuf/descriptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -41,6 +42,12 @@ std::string JoinHostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+const prometheus::Histogram::BucketBoundaries& Buckets() {
+  static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return *kBuckets;
+}
+
 // Counts every RPC by method and final code and times it, for any service.
 class RpcMetrics {
  public:
@@ -56,9 +63,22 @@ class RpcMetrics {
 
   void Record(const std::string& method, grpc::StatusCode code, double seconds) {
     handled_.Add({{"method", method}, {"code", std::string(GrpcCodeName(code))}}).Increment();
-    static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
-    seconds_.Add({{"method", method}}, *kBuckets).Observe(seconds);
+    seconds_.Add({{"method", method}}, Buckets()).Observe(seconds);
+  }
+
+  // Creates the series of every method of `service` at zero, with the codes
+  // the dashboard and alerts select, so that they exist before the first call.
+  void Preset(const std::string& service) {
+    const google::protobuf::ServiceDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    if (descriptor == nullptr) return;
+    for (int i = 0; i < descriptor->method_count(); ++i) {
+      const std::string method = absl::StrCat("/", service, "/", descriptor->method(i)->name());
+      for (grpc::StatusCode code : {grpc::StatusCode::OK, grpc::StatusCode::INTERNAL}) {
+        handled_.Add({{"method", method}, {"code", std::string(GrpcCodeName(code))}});
+      }
+      seconds_.Add({{"method", method}}, Buckets());
+    }
   }
 
  private:
@@ -190,8 +210,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   std::vector<std::string> hosted;
   builder.SetOption(std::make_unique<ServiceNamesOption>(&hosted));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-  creators.push_back(std::make_unique<MetricsInterceptorFactory>(
-      std::make_shared<RpcMetrics>(*server->registry_)));
+  auto rpc_metrics = std::make_shared<RpcMetrics>(*server->registry_);
+  creators.push_back(std::make_unique<MetricsInterceptorFactory>(rpc_metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
@@ -206,6 +226,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->health_names_.erase(
       std::unique(server->health_names_.begin(), server->health_names_.end()),
       server->health_names_.end());
+  for (const std::string& name : server->health_names_) rpc_metrics->Preset(name);
   server->SetServing(true);
   ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port " << server->port_
                   << "), /metrics on port " << server->metrics_port_;

@@ -189,6 +189,12 @@ TEST(ServerTest, HealthAnswersForEachHostedService) {
   EXPECT_TRUE(status.ok()) << status.error_message();
   CheckHealth(*stub, &status, "arbor.v1.Reasoning");  // not hosted here
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  // Every method's series exist at zero before its first call.
+  const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handled_total{code=\"INTERNAL\","
+                                 "method=\"/arbor.v1.Generator/Extend\"} 0"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handling_seconds_count{"
+                                 "method=\"/arbor.v1.Generator/Info\"} 0"));
   (*server)->SetServing(false);
   EXPECT_EQ(CheckHealth(*stub, &status, "arbor.v1.Generator"), HealthCheckResponse::NOT_SERVING);
 }
