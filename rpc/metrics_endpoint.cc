@@ -32,10 +32,12 @@ int AddTlsSegments(dl_phdr_info* info, size_t /*size*/, void* data) {
   return 0;
 }
 
-// civetweb's listening_ports syntax: "ADDR:PORT" or "[ADDR6]:PORT", numeric.
+// civetweb's listening_ports syntax: "ADDR:PORT" or "[ADDR6]:PORT", numeric;
+// "+PORT" is every address of both families (Debian's civetweb is built
+// without IPv6 literals, but takes "+PORT").
 absl::StatusOr<std::string> ListeningPort(const std::string& host, int port) {
   if (host.empty() || host == "0.0.0.0") return absl::StrCat("0.0.0.0:", port);
-  if (host == "::" || host == "[::]") return absl::StrCat("[::]:", port);
+  if (host == "::" || host == "[::]") return absl::StrCat("+", port);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -105,9 +107,9 @@ absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
     return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", *address));
   }
   endpoint->port_ = ports.front();
-  const std::string bound = address->substr(0, address->rfind(':'));
-  endpoint->knock_host_ = bound == "0.0.0.0" ? "127.0.0.1"
-                          : bound == "[::]"  ? "::1"
+  const std::string bound =
+      address->front() == '+' ? "0.0.0.0" : address->substr(0, address->rfind(':'));
+  endpoint->knock_host_ = bound == "0.0.0.0"    ? "127.0.0.1"
                           : bound.front() == '[' ? bound.substr(1, bound.size() - 2)
                                                  : bound;
   return endpoint;

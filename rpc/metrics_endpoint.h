@@ -35,9 +35,10 @@ class ProcessCollector;
 
 class MetricsEndpoint {
  public:
-  // Binds host:port (port 0 picks a free one; host "0.0.0.0", "::", an
-  // address or a name) and starts serving. UNAVAILABLE names the address when
-  // it cannot be bound.
+  // Binds host:port (port 0 picks a free one; host "0.0.0.0", "::" (every
+  // address), an IPv4 address or a name; Debian's civetweb takes no other
+  // IPv6 address) and starts serving. UNAVAILABLE names the address when it
+  // cannot be bound.
   static absl::StatusOr<std::unique_ptr<MetricsEndpoint>> Start(
       const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry);
 

@@ -265,6 +265,14 @@ TEST(ServerTest, MetricsCarryProcessAndBuildInfoDespiteLargeStaticTls) {
   EXPECT_EQ(HttpGet((*server)->metrics_port(), "/nothing").find("200 OK"), std::string::npos);
 }
 
+TEST(ServerTest, MetricsOnEveryAddress) {
+  ServerOptions options = LoopbackOptions();
+  options.metrics_host = "::";
+  auto server = Server::Start(options, {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT(HttpGet((*server)->metrics_port(), "/metrics"), HasSubstr("arbor_build_info"));
+}
+
 TEST(ServerTest, MetricsPortInUseIsAClearError) {
   auto first = Server::Start(LoopbackOptions(), {});
   ASSERT_TRUE(first.ok()) << first.status();
