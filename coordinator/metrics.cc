@@ -3,6 +3,8 @@
 #include <string>
 #include <utility>
 
+#include "search/budget.h"
+
 namespace arbor::coordinator {
 namespace {
 
@@ -19,6 +21,18 @@ const prometheus::Histogram::BucketBoundaries& StepBuckets() {
 }
 
 std::string S(std::string_view v) { return std::string(v); }
+
+// search::StrategyName's values (search/strategy.h) and the outcomes of
+// jobs_total (metrics.h).
+constexpr const char* kStrategies[] = {"greedy", "best_of_n", "beam_search", "dvts",
+                                       "particle_filter"};
+constexpr const char* kOutcomes[] = {"ok",       "budget_exhausted", "cancelled", "deadline_exceeded",
+                                     "failed",   "invalid",          "rejected"};
+constexpr const char* kPhases[] = {"coordinator",    "network",         "worker_queue",
+                                   "worker_compute", "verifier_queue", "verifier_compute"};
+// The codes of endpoint_errors_total that the dashboard and alerts show.
+constexpr const char* kEndpointCodes[] = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED",
+                                          "INTERNAL"};
 
 }  // namespace
 
@@ -95,7 +109,28 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
                   .Name("arbor_coordinator_jobs_queued")
                   .Help("Jobs waiting for a job slot")
                   .Register(registry)
-                  .Add({})) {}
+                  .Add({})) {
+  // Every series a dashboard panel or alert selects exists from the start at
+  // zero, so rate() and absent-versus-zero behave before the first event
+  // (deploy/prometheus/arbor_rules.yml, deploy/grafana).
+  for (const char* strategy : kStrategies) {
+    for (const char* outcome : kOutcomes) jobs_.Add({{"strategy", strategy}, {"outcome", outcome}});
+    job_seconds_.Add({{"strategy", strategy}}, JobBuckets());
+    step_seconds_.Add({{"strategy", strategy}}, StepBuckets());
+  }
+  for (const char* outcome : {"invalid", "rejected"}) {
+    jobs_.Add({{"strategy", "unknown"}, {"outcome", outcome}});
+  }
+  for (const char* phase : kPhases) job_phase_seconds_.Add({{"phase", phase}}, JobBuckets());
+  for (const char* kind :
+       {"generated", "prefill", "prefix_cache_hit", "reward", "reward_cache_hit"}) {
+    tokens_.Add({{"kind", kind}});
+  }
+  for (std::string_view cap : {search::kCapGeneratedTokens, search::kCapRewardTokens,
+                               search::kCapRewardCalls, search::kCapSteps, search::kCapDeadline}) {
+    budget_exhausted_.Add({{"cap", S(cap)}});
+  }
+}
 
 void CoordinatorMetrics::JobFinished(std::string_view strategy, std::string_view outcome,
                                      absl::Duration latency) {
@@ -159,6 +194,8 @@ PoolMetrics CoordinatorMetrics::ForPool(std::string_view pool) {
   m.ejections = &ejections_.Add({{"pool", S(pool)}});
   m.healthy = &healthy_.Add({{"pool", S(pool)}});
   m.endpoints = &endpoints_.Add({{"pool", S(pool)}});
+  retries_.Add({{"pool", S(pool)}});
+  for (const char* code : kEndpointCodes) endpoint_errors_.Add({{"pool", S(pool)}, {"code", code}});
   m.on_error = [this, p = S(pool)](std::string_view code) {
     endpoint_errors_.Add({{"pool", p}, {"code", S(code)}}).Increment();
   };

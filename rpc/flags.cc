@@ -12,7 +12,11 @@ ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port; 0 picks a free port (printed as 'metrics on HOST:PORT'), "
           "-1 disables it");
 ABSL_FLAG(int, drain_grace_ms, 10000,
-          "On SIGTERM/SIGINT: how long in-flight calls may run before they are cancelled");
+          "On SIGTERM/SIGINT: how long in-flight calls may run before they are cancelled (after "
+          "--drain_delay_ms)");
+ABSL_FLAG(int, drain_delay_ms, 0,
+          "On SIGTERM: how long to keep serving new calls after health turns NOT_SERVING, "
+          "so that load balancers and clients move away first (SIGINT skips it)");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message sent or received, in MiB");
 
 namespace arbor::rpc {
@@ -30,6 +34,7 @@ ServerOptions ServerOptionsFromFlags(std::string_view name) {
   options.metrics_host = absl::GetFlag(FLAGS_metrics_host);
   options.metrics_port = absl::GetFlag(FLAGS_metrics_port);
   options.drain_grace = absl::Milliseconds(absl::GetFlag(FLAGS_drain_grace_ms));
+  options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   const int mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_message_bytes = mb > 0 && mb <= 2047 ? mb << 20 : -1;
   return options;

@@ -1,6 +1,6 @@
 // Command-line flags shared by every Arbor server binary (absl flags):
 //   --host, --port (0 = pick a free port), --metrics_host, --metrics_port
-//   (0 = pick, -1 = off), --drain_grace_ms, --max_message_mb.
+//   (0 = pick, -1 = off), --drain_delay_ms, --drain_grace_ms, --max_message_mb.
 // Binaries link arbor_server, call ParseServerCommandLine, then
 // ServerOptionsFromFlags. Thread-safety: read flags after parsing only.
 #ifndef ARBOR_RPC_FLAGS_H_
@@ -18,6 +18,7 @@ ABSL_DECLARE_FLAG(int, port);
 ABSL_DECLARE_FLAG(std::string, metrics_host);
 ABSL_DECLARE_FLAG(int, metrics_port);
 ABSL_DECLARE_FLAG(int, drain_grace_ms);
+ABSL_DECLARE_FLAG(int, drain_delay_ms);
 ABSL_DECLARE_FLAG(int, max_message_mb);
 
 namespace arbor::rpc {

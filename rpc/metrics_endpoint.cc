@@ -1,156 +1,143 @@
 #include "rpc/metrics_endpoint.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-#include <string_view>
+#include <atomic>
+#include <chrono>
+#include <exception>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "prometheus/exposer.h"
 #include "prometheus/registry.h"
-#include "prometheus/text_serializer.h"
+#include "rpc/process_metrics.h"
 
 namespace arbor::rpc {
 namespace {
 
-constexpr int kPollMs = 100;                // how soon the destructor is noticed
-constexpr size_t kMaxRequestBytes = 16384;  // request line + headers
-
-bool SendAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    const ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
+int AddTlsSegments(dl_phdr_info* info, size_t /*size*/, void* data) {
+  auto* total = static_cast<size_t*>(data);
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_TLS) *total += ph.p_memsz + ph.p_align;
   }
-  return true;
+  return 0;
 }
 
-std::string Response(std::string_view status, std::string_view content_type, std::string_view body,
-                     bool head_only) {
-  std::string out = "HTTP/1.1 ";
-  out.append(status);
-  out.append("\r\nContent-Type: ");
-  out.append(content_type);
-  out.append("\r\nContent-Length: " + std::to_string(body.size()));
-  out.append("\r\nConnection: close\r\n\r\n");
-  if (!head_only) out.append(body);
-  return out;
+// civetweb's listening_ports syntax: "ADDR:PORT" or "[ADDR6]:PORT", numeric;
+// "+PORT" is every address of both families (Debian's civetweb is built
+// without IPv6 literals, but takes "+PORT").
+absl::StatusOr<std::string> ListeningPort(const std::string& host, int port) {
+  if (host.empty() || host == "0.0.0.0") return absl::StrCat("0.0.0.0:", port);
+  if (host == "::" || host == "[::]") return absl::StrCat("+", port);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string bare =
+      host.front() == '[' && host.back() == ']' ? host.substr(1, host.size() - 2) : host;
+  if (getaddrinfo(bare.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
+    return absl::UnavailableError(absl::StrCat("metrics_host ", host, ": cannot resolve"));
+  }
+  char numeric[NI_MAXHOST];
+  const int family = found->ai_family;
+  const int rc = getnameinfo(found->ai_addr, found->ai_addrlen, numeric, sizeof(numeric),
+                             nullptr, 0, NI_NUMERICHOST);
+  freeaddrinfo(found);
+  if (rc != 0) return absl::UnavailableError(absl::StrCat("metrics_host ", host, ": bad address"));
+  return family == AF_INET6 ? absl::StrCat("[", numeric, "]:", port)
+                            : absl::StrCat(numeric, ":", port);
+}
+
+// Opens and closes one TCP connection to host:port; errors are ignored.
+void Knock(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    (void)!connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
-    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry) {
-  const std::string where = absl::StrCat(host, ":", port);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const std::string port_text = std::to_string(port);
-  if (const int rc =
-          ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port_text.c_str(), &hints, &found);
-      rc != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve /metrics on ", where, ": ", ::gai_strerror(rc)));
-  }
-  int fd = -1;
-  std::string last_error = "no address";
-  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      last_error = std::strerror(errno);
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 64) != 0) {
-      last_error = std::strerror(errno);
-      ::close(fd);
-      fd = -1;
-    }
-  }
-  ::freeaddrinfo(found);
-  if (fd < 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve /metrics on ", where, ": ", last_error));
-  }
-  sockaddr_storage bound{};
-  socklen_t len = sizeof(bound);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-  const int bound_port = bound.ss_family == AF_INET6
-                             ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
-                             : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  return std::unique_ptr<MetricsEndpoint>(new MetricsEndpoint(fd, bound_port, std::move(registry)));
+size_t StaticTlsBytes() {
+  // Modules loaded at start (where static TLS comes from) do not change, so
+  // once is enough; dlopen'ed ones get dynamic TLS, not on the stack.
+  static const size_t bytes = [] {
+    size_t total = 0;
+    dl_iterate_phdr(AddTlsSegments, &total);
+    return total;
+  }();
+  return bytes;
 }
 
-MetricsEndpoint::MetricsEndpoint(int listen_fd, int port,
-                                 std::shared_ptr<prometheus::Registry> registry)
-    : listen_fd_(listen_fd), port_(port), registry_(std::move(registry)) {
-  thread_ = std::thread([this] { Serve(); });
+absl::StatusOr<std::unique_ptr<MetricsEndpoint>> MetricsEndpoint::Start(
+    const std::string& host, int port, std::shared_ptr<prometheus::Registry> registry) {
+  absl::StatusOr<std::string> address = ListeningPort(host, port);
+  if (!address.ok()) return address.status();
+  std::unique_ptr<MetricsEndpoint> endpoint(new MetricsEndpoint());
+  endpoint->registry_ = std::move(registry);
+  endpoint->process_ = std::make_shared<ProcessCollector>();
+  try {
+    // Two threads: a scrape never waits behind a slow one.
+    endpoint->exposer_ = std::make_unique<prometheus::Exposer>(*address, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve /metrics on ", *address, ": ", e.what()));
+  }
+  endpoint->exposer_->RegisterCollectable(endpoint->registry_);
+  endpoint->exposer_->RegisterCollectable(endpoint->process_);
+  const std::vector<int> ports = endpoint->exposer_->GetListeningPorts();
+  if (ports.empty() || ports.front() <= 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics on ", *address));
+  }
+  endpoint->port_ = ports.front();
+  const std::string bound =
+      address->front() == '+' ? "0.0.0.0" : address->substr(0, address->rfind(':'));
+  endpoint->knock_host_ = bound == "0.0.0.0"    ? "127.0.0.1"
+                          : bound.front() == '[' ? bound.substr(1, bound.size() - 2)
+                                                 : bound;
+  return endpoint;
 }
 
 MetricsEndpoint::~MetricsEndpoint() {
-  stop_ = true;
-  thread_.join();
-  ::close(listen_fd_);
-}
-
-void MetricsEndpoint::Serve() {
-  while (!stop_) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (::poll(&p, 1, kPollMs) <= 0 || (p.revents & POLLIN) == 0) continue;
-    const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) continue;
-    // A client that connects and says nothing must not hold the scrape loop.
-    timeval timeout{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    Answer(fd);
-    ::close(fd);
-  }
-}
-
-void MetricsEndpoint::Answer(int fd) const {
-  std::string request;
-  char buf[4096];
-  while (request.find("\r\n\r\n") == std::string::npos && request.size() < kMaxRequestBytes) {
-    const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    request.append(buf, static_cast<size_t>(n));
-  }
-  const size_t line_end = request.find("\r\n");
-  if (line_end == std::string::npos) return;  // not HTTP, or cut off
-  // "GET /metrics?x HTTP/1.1"
-  const std::string_view line(request.data(), line_end);
-  const size_t sp1 = line.find(' ');
-  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos) {
-    SendAll(fd, Response("400 Bad Request", "text/plain", "bad request line\n", false));
-    return;
-  }
-  const std::string_view method = line.substr(0, sp1);
-  std::string_view path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  path = path.substr(0, path.find('?'));
-  const bool head = method == "HEAD";
-  if (method != "GET" && !head) {
-    SendAll(fd, Response("405 Method Not Allowed", "text/plain", "GET /metrics only\n", false));
-    return;
-  }
-  if (path != "/metrics") {
-    SendAll(fd, Response("404 Not Found", "text/plain", "try /metrics\n", head));
-    return;
-  }
-  const std::string body = prometheus::TextSerializer().Serialize(registry_->Collect());
-  SendAll(fd, Response("200 OK", "text/plain; version=0.0.4; charset=utf-8", body, head));
+  if (exposer_ == nullptr) return;
+  // civetweb's master thread polls its sockets for up to 2 s before it sees
+  // the stop flag; a connection wakes it, so stopping takes milliseconds.
+  std::atomic<bool> stopped{false};
+  std::thread waker([&] {
+    while (!stopped.load()) {
+      Knock(knock_host_, port_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  exposer_.reset();
+  stopped = true;
+  waker.join();
 }
 
 }  // namespace arbor::rpc
+
+// glibc bug 11787 (see the header): a requested stack size is what the
+// caller needs for its frames; add the static TLS that glibc takes from it.
+extern "C" __attribute__((visibility("default"))) int pthread_attr_setstacksize(
+    pthread_attr_t* attr, size_t stacksize) {
+  using Fn = int (*)(pthread_attr_t*, size_t);
+  static const Fn real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "pthread_attr_setstacksize"));
+  return real(attr, stacksize + arbor::rpc::StaticTlsBytes());
+}

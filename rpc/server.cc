@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <utility>
@@ -11,14 +12,19 @@
 #include "absl/time/clock.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "google/protobuf/descriptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/impl/server_builder_option.h"
+#include "grpcpp/impl/server_builder_plugin.h"
+#include "grpcpp/impl/server_initializer.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "prometheus/counter.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "rpc/metrics_endpoint.h"
+#include "rpc/process_metrics.h"
 #include "rpc/status_util.h"
 
 namespace arbor::rpc {
@@ -36,6 +42,12 @@ std::string JoinHostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+const prometheus::Histogram::BucketBoundaries& Buckets() {
+  static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return *kBuckets;
+}
+
 // Counts every RPC by method and final code and times it, for any service.
 class RpcMetrics {
  public:
@@ -51,9 +63,22 @@ class RpcMetrics {
 
   void Record(const std::string& method, grpc::StatusCode code, double seconds) {
     handled_.Add({{"method", method}, {"code", std::string(GrpcCodeName(code))}}).Increment();
-    static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
-        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
-    seconds_.Add({{"method", method}}, *kBuckets).Observe(seconds);
+    seconds_.Add({{"method", method}}, Buckets()).Observe(seconds);
+  }
+
+  // Creates the series of every method of `service` at zero, with the codes
+  // the dashboard and alerts select, so that they exist before the first call.
+  void Preset(const std::string& service) {
+    const google::protobuf::ServiceDescriptor* descriptor =
+        google::protobuf::DescriptorPool::generated_pool()->FindServiceByName(service);
+    if (descriptor == nullptr) return;
+    for (int i = 0; i < descriptor->method_count(); ++i) {
+      const std::string method = absl::StrCat("/", service, "/", descriptor->method(i)->name());
+      for (grpc::StatusCode code : {grpc::StatusCode::OK, grpc::StatusCode::INTERNAL}) {
+        handled_.Add({{"method", method}, {"code", std::string(GrpcCodeName(code))}});
+      }
+      seconds_.Add({{"method", method}}, Buckets());
+    }
   }
 
  private:
@@ -104,6 +129,35 @@ class MetricsInterceptorFactory : public grpc::experimental::ServerInterceptorFa
   std::shared_ptr<RpcMetrics> metrics_;
 };
 
+// grpc::Service does not expose its name; the server's initializer lists the
+// services it hosts once it is built, which a builder plugin can read.
+class ServiceNamesPlugin : public grpc::ServerBuilderPlugin {
+ public:
+  explicit ServiceNamesPlugin(std::vector<std::string>* names) : names_(names) {}
+  std::string name() override { return "arbor_service_names"; }
+  void InitServer(grpc::ServerInitializer* /*si*/) override {}
+  void Finish(grpc::ServerInitializer* si) override {
+    const std::vector<std::string>* names = si->GetServiceList();
+    if (names != nullptr) names_->assign(names->begin(), names->end());
+  }
+  void ChangeArguments(const std::string& /*name*/, void* /*value*/) override {}
+
+ private:
+  std::vector<std::string>* names_;
+};
+
+class ServiceNamesOption : public grpc::ServerBuilderOption {
+ public:
+  explicit ServiceNamesOption(std::vector<std::string>* names) : names_(names) {}
+  void UpdateArguments(grpc::ChannelArguments* /*args*/) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->push_back(std::make_unique<ServiceNamesPlugin>(names_));
+  }
+
+ private:
+  std::vector<std::string>* names_;
+};
+
 }  // namespace
 
 absl::Status ValidateServerOptions(const ServerOptions& options) {
@@ -122,6 +176,9 @@ absl::Status ValidateServerOptions(const ServerOptions& options) {
   if (options.drain_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("drain_grace must not be negative");
   }
+  if (options.drain_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("drain_delay must not be negative");
+  }
   return absl::OkStatus();
 }
 
@@ -132,6 +189,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   std::unique_ptr<Server> server(new Server());
   server->options_ = options;
   server->registry_ = registry ? std::move(registry) : std::make_shared<prometheus::Registry>();
+  AddBuildInfo(*server->registry_, options.name);
 
   if (options.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
@@ -149,14 +207,26 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  std::vector<std::string> hosted;
+  builder.SetOption(std::make_unique<ServiceNamesOption>(&hosted));
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-  creators.push_back(std::make_unique<MetricsInterceptorFactory>(
-      std::make_shared<RpcMetrics>(*server->registry_)));
+  auto rpc_metrics = std::make_shared<RpcMetrics>(*server->registry_);
+  creators.push_back(std::make_unique<MetricsInterceptorFactory>(rpc_metrics));
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
   }
+  // The health service answers for the hosted services, not for itself or
+  // reflection (grpc.*).
+  for (const std::string& name : hosted) {
+    if (!name.empty() && name.rfind("grpc.", 0) != 0) server->health_names_.push_back(name);
+  }
+  std::sort(server->health_names_.begin(), server->health_names_.end());
+  server->health_names_.erase(
+      std::unique(server->health_names_.begin(), server->health_names_.end()),
+      server->health_names_.end());
+  for (const std::string& name : server->health_names_) rpc_metrics->Preset(name);
   server->SetServing(true);
   ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port " << server->port_
                   << "), /metrics on port " << server->metrics_port_;
@@ -182,19 +252,28 @@ std::string Server::address() const { return JoinHostPort(DisplayHost(options_.h
 void Server::SetServing(bool serving) {
   grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
   ARBOR_CHECK(health != nullptr);
+  for (const std::string& name : health_names_) health->SetServingStatus(name, serving);
   health->SetServingStatus(serving);
 }
 
-void Server::Drain() { Drain(options_.drain_grace); }
+void Server::Drain() { Drain(options_.drain_delay, options_.drain_grace); }
 
-void Server::Drain(absl::Duration grace) {
+void Server::Drain(absl::Duration delay, absl::Duration grace) {
   {
     absl::MutexLock lock(&drain_mu_);
     if (drained_) return;
     drained_ = true;
   }
-  ARBOR_LOG(INFO) << options_.name << " draining (grace " << absl::FormatDuration(grace) << ")";
+  ARBOR_LOG(INFO) << options_.name << " draining (delay " << absl::FormatDuration(delay)
+                  << ", grace " << absl::FormatDuration(grace) << ")";
   SetServing(false);
+  // NOT_SERVING reaches readiness probes, the coordinators' pools and
+  // health-checking clients within their check periods; until they have
+  // moved, calls still arriving here are served, not refused.
+  if (delay > absl::ZeroDuration()) {
+    absl::SleepFor(delay);
+    ARBOR_LOG(INFO) << options_.name << " drain delay over, no longer accepting calls";
+  }
   // Shutdown stops accepting at once, waits for in-flight calls until the
   // deadline, then cancels the rest and returns when all have finished.
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
@@ -226,7 +305,12 @@ void RunUntilShutdownSignal(Server& server) {
   const int signal_number = WaitForShutdownSignal();
   ARBOR_LOG(INFO) << "received " << (signal_number == SIGTERM ? "SIGTERM" : "SIGINT")
                   << ", draining";
-  server.Drain();
+  // Ctrl-C is a person at a terminal, not a load balancer: no delay.
+  if (signal_number == SIGTERM) {
+    server.Drain();
+  } else {
+    server.Drain(absl::ZeroDuration(), server.options().drain_grace);
+  }
   server.Wait();
 }
 

@@ -1,13 +1,19 @@
 // Server: the gRPC server every Arbor role runs (coordinator, worker,
 // verifier). It hosts the role's callback-API services plus
-//  - grpc.health.v1 (grpc::EnableDefaultHealthCheckService) with a serving
-//    status that Drain flips to NOT_SERVING,
+//  - grpc.health.v1 (grpc::EnableDefaultHealthCheckService) answering for the
+//    server overall ("") and for every hosted service by its full name
+//    ("arbor.v1.Reasoning", ...), so probes and `arborctl health --service`
+//    can ask for one; Drain flips them all to NOT_SERVING,
 //  - server reflection, so `grpcurl -plaintext host:port list` works,
-//  - a Prometheus /metrics HTTP endpoint exposing one shared registry, which
-//    also carries per-method request counters and latency histograms
-//    (arbor_grpc_server_handled_total, arbor_grpc_server_handling_seconds),
-//  - graceful drain: NOT_SERVING, stop accepting, let in-flight calls finish
-//    within a grace period, then cancel what is left.
+//  - a Prometheus /metrics HTTP endpoint (rpc/metrics_endpoint.h) exposing
+//    one shared registry, which also carries per-method request counters and
+//    latency histograms (arbor_grpc_server_handled_total,
+//    arbor_grpc_server_handling_seconds), arbor_build_info and the process_*
+//    metrics (rpc/process_metrics.h),
+//  - graceful drain: NOT_SERVING, keep serving new calls for a drain delay
+//    (while load balancers and health-checking clients move away), stop
+//    accepting, let in-flight calls finish within a grace period, then
+//    cancel what is left (docs/DEPLOY.md: the rolling update).
 // Port 0 picks a free port; Start prints "listening on 127.0.0.1:PORT" (and
 // "metrics on 127.0.0.1:PORT") to stdout so scripts and tests can parse it.
 // Thread-safety: all methods are thread-safe; Drain may be called once or
@@ -45,7 +51,9 @@ struct ServerOptions {
   // /metrics bind address and port; 0 picks a free port, -1 disables it.
   std::string metrics_host = "0.0.0.0";
   int metrics_port = 0;
-  // How long Drain lets in-flight calls run before cancelling them.
+  // How long Drain keeps accepting new calls after turning NOT_SERVING.
+  absl::Duration drain_delay = absl::ZeroDuration();
+  // How long Drain then lets in-flight calls run before cancelling them.
   absl::Duration drain_grace = absl::Seconds(10);
   // Largest message received or sent, in bytes.
   int max_message_bytes = 64 << 20;
@@ -75,14 +83,21 @@ class Server {
   // "127.0.0.1:PORT" when bound to all interfaces, else "host:PORT".
   std::string address() const;
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+  const ServerOptions& options() const { return options_; }
 
   // Sets the overall health status ("" service) and every registered service's.
   void SetServing(bool serving);
+  // The names the health service answers for besides "": each hosted
+  // service's full name, sorted.
+  const std::vector<std::string>& health_service_names() const { return health_names_; }
 
-  // Graceful drain: NOT_SERVING, stop accepting new calls, wait up to `grace`
-  // for in-flight calls (cancelling the rest), then return. Idempotent.
-  void Drain(absl::Duration grace);
-  // Drain with options.drain_grace.
+  // Graceful drain: NOT_SERVING, keep serving new calls for `delay`, stop
+  // accepting new calls, wait up to `grace` for in-flight calls (cancelling
+  // the rest), then return. Idempotent: a second call returns at once.
+  void Drain(absl::Duration delay, absl::Duration grace);
+  // Drain with no delay and `grace`.
+  void Drain(absl::Duration grace) { Drain(absl::ZeroDuration(), grace); }
+  // Drain with options.drain_delay and options.drain_grace.
   void Drain();
 
   // Blocks until the server has shut down (after Drain).
@@ -99,6 +114,7 @@ class Server {
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   int metrics_port_ = -1;
+  std::vector<std::string> health_names_;
   absl::Mutex drain_mu_;
   bool drained_ ABSL_GUARDED_BY(drain_mu_) = false;
 };
@@ -111,7 +127,8 @@ void BlockShutdownSignals();
 int WaitForShutdownSignal();
 
 // The usual main loop of a role: waits for SIGTERM/SIGINT, logs it, drains
-// the server with its grace period and waits for it to stop.
+// the server and waits for it to stop. SIGTERM (Kubernetes, systemd) drains
+// with the drain delay; SIGINT (Ctrl-C) skips it.
 void RunUntilShutdownSignal(Server& server);
 
 }  // namespace arbor::rpc

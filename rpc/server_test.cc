@@ -1,5 +1,8 @@
-// The shared server: health status, /metrics over HTTP, reflection, drain,
-// status mapping. Everything runs for real on loopback.
+// The shared server: health status (overall and per service), /metrics over
+// HTTP on prometheus-cpp's Exposer (in a process with more static TLS than
+// civetweb's thread stacks, like one linking cuBLAS), process and build
+// metrics, reflection, drain with its delay, status mapping. Everything runs
+// for real on loopback.
 #include "rpc/server.h"
 
 #include <arpa/inet.h>
@@ -7,18 +10,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/time/clock.h"
+#include "arbor/v1/generator.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
+#include "rpc/metrics_endpoint.h"
+#include "rpc/process_metrics.h"
 #include "rpc/status_util.h"
+#include "rpc/testing/big_tls.h"
 
 namespace arbor::rpc {
 namespace {
@@ -50,10 +58,12 @@ std::string HttpGet(int port, const std::string& path) {
   return reply;
 }
 
-HealthCheckResponse::ServingStatus CheckHealth(Health::Stub& stub, grpc::Status* status) {
+HealthCheckResponse::ServingStatus CheckHealth(Health::Stub& stub, grpc::Status* status,
+                                               const std::string& service = "") {
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
   HealthCheckRequest request;
+  request.set_service(service);
   HealthCheckResponse response;
   *status = stub.Check(&context, request, &response);
   return response.status();
@@ -138,6 +148,139 @@ TEST(ServerTest, ServesHealthMetricsAndDrains) {
   // After the drain nothing is accepted.
   CheckHealth(*stub, &status);
   EXPECT_FALSE(status.ok());
+}
+
+// A Generator whose Info takes `info_ms` to answer: an in-flight call to
+// drain around.
+class SlowGenerator : public arbor::v1::Generator::CallbackService {
+ public:
+  std::atomic<int> info_ms{0};
+  grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
+                                 const arbor::v1::InfoRequest* /*request*/,
+                                 arbor::v1::GeneratorInfo* reply) override {
+    absl::SleepFor(absl::Milliseconds(info_ms.load()));
+    reply->set_model("slow");
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+};
+
+grpc::Status CallInfo(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = arbor::v1::Generator::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  arbor::v1::InfoRequest request;
+  arbor::v1::GeneratorInfo reply;
+  grpc::Status status = stub->Info(&context, request, &reply);
+  if (status.ok() && reply.model() != "slow") return grpc::Status(grpc::StatusCode::INTERNAL, "");
+  return status;
+}
+
+TEST(ServerTest, HealthAnswersForEachHostedService) {
+  SlowGenerator generator;
+  auto server = Server::Start(LoopbackOptions(), {&generator});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT((*server)->health_service_names(), ::testing::ElementsAre("arbor.v1.Generator"));
+  auto stub = Health::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(*stub, &status, "arbor.v1.Generator"), HealthCheckResponse::SERVING);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  CheckHealth(*stub, &status, "arbor.v1.Reasoning");  // not hosted here
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  // Every method's series exist at zero before its first call.
+  const std::string metrics = HttpGet((*server)->metrics_port(), "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handled_total{code=\"INTERNAL\","
+                                 "method=\"/arbor.v1.Generator/Extend\"} 0"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handling_seconds_count{"
+                                 "method=\"/arbor.v1.Generator/Info\"} 0"));
+  (*server)->SetServing(false);
+  EXPECT_EQ(CheckHealth(*stub, &status, "arbor.v1.Generator"), HealthCheckResponse::NOT_SERVING);
+}
+
+// The rolling-update order (docs/DEPLOY.md): NOT_SERVING at once, new calls
+// still served during the delay, then no new calls while the in-flight one
+// finishes within the grace period.
+TEST(ServerTest, DrainServesNewCallsDuringTheDelayThenFinishesInFlightOnes) {
+  SlowGenerator generator;
+  ServerOptions options = LoopbackOptions();
+  options.drain_delay = absl::Milliseconds(1000);
+  options.drain_grace = absl::Seconds(10);
+  auto server = Server::Start(options, {&generator});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto channel = grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials());
+  auto health = Health::NewStub(channel);
+  ASSERT_TRUE(CallInfo(channel).ok());
+
+  generator.info_ms = 2500;
+  grpc::Status in_flight;
+  std::thread slow([&] { in_flight = CallInfo(channel); });
+  absl::SleepFor(absl::Milliseconds(200));  // the slow call has arrived
+  generator.info_ms = 0;
+  const absl::Time drain_start = absl::Now();
+  std::thread drain([&] { (*server)->Drain(); });
+  absl::SleepFor(absl::Milliseconds(200));
+  grpc::Status status;
+  EXPECT_EQ(CheckHealth(*health, &status), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(CheckHealth(*health, &status, "arbor.v1.Generator"), HealthCheckResponse::NOT_SERVING);
+  // Within the delay a new call (one racing the load balancer's update) works.
+  EXPECT_TRUE(CallInfo(channel).ok());
+  drain.join();
+  slow.join();
+  EXPECT_TRUE(in_flight.ok()) << in_flight.error_message();
+  EXPECT_GE(absl::Now() - drain_start, absl::Milliseconds(2000));  // waited for the slow call
+  (*server)->Wait();
+  EXPECT_FALSE(CallInfo(channel).ok());
+}
+
+TEST(ServerTest, MetricsCarryProcessAndBuildInfoDespiteLargeStaticTls) {
+  // This binary links a library with 256 KiB of static TLS, more than
+  // civetweb's 100 KiB thread stacks; the Exposer's threads still start.
+  EXPECT_EQ(testing::TouchBigTls(1), 0);
+  EXPECT_GE(StaticTlsBytes(), size_t{256} << 10);
+  auto server = Server::Start(LoopbackOptions(), {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::string metrics;
+  for (int i = 0; i < 3; ++i) {  // a keep-alive-free scrape, several times
+    metrics = HttpGet((*server)->metrics_port(), "/metrics");
+    ASSERT_THAT(metrics, HasSubstr("200 OK"));
+  }
+  EXPECT_THAT(metrics, HasSubstr("arbor_build_info{"));
+  EXPECT_THAT(metrics, HasSubstr("role=\"test\""));
+  EXPECT_THAT(metrics, HasSubstr("version=\"" + std::string(BuildVersion()) + "\""));
+  for (const char* name :
+       {"process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+        "process_max_fds ", "process_start_time_seconds ", "process_threads "}) {
+    EXPECT_THAT(metrics, HasSubstr(name));
+  }
+  absl::StatusOr<ProcessStats> stats = ReadProcessStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_GT(stats->resident_bytes, 1 << 20);
+  EXPECT_GT(stats->threads, 2);  // gRPC's and civetweb's threads
+  EXPECT_GT(stats->open_fds, 3);
+  const double now = absl::ToUnixSeconds(absl::Now());
+  EXPECT_GT(stats->start_time_seconds, now - 600);
+  EXPECT_LE(stats->start_time_seconds, now + 1);
+  EXPECT_EQ(HttpGet((*server)->metrics_port(), "/nothing").find("200 OK"), std::string::npos);
+}
+
+TEST(ServerTest, MetricsOnEveryAddress) {
+  ServerOptions options = LoopbackOptions();
+  options.metrics_host = "::";
+  auto server = Server::Start(options, {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_THAT(HttpGet((*server)->metrics_port(), "/metrics"), HasSubstr("arbor_build_info"));
+}
+
+TEST(ServerTest, MetricsPortInUseIsAClearError) {
+  auto first = Server::Start(LoopbackOptions(), {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ServerOptions options = LoopbackOptions();
+  options.metrics_port = (*first)->metrics_port();
+  auto second = Server::Start(options, {});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr(std::to_string(options.metrics_port)));
 }
 
 TEST(ServerTest, ReflectionListsServices) {

@@ -12,8 +12,15 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
   libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev libcpp-httplib-dev
-  python3 python3-grpcio python3-grpc-tools python3-numpy python3-venv
+  python3 python3-grpcio python3-grpc-tools python3-numpy python3-venv python3-yaml
+  prometheus
 )
+# The deploy tests' tools (docs/DEPLOY.md), by command: another package may
+# already provide it (a kubectl from the Cloud SDK, Node.js from NodeSource),
+# and installing Debian's over it would conflict.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +34,12 @@ if ((${#missing[@]})); then
     echo "setup: missing Debian packages (run as root or install them): ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# The pinned Kubernetes schema validator (deploy/k8s/validate, git-ignored
+# node_modules); without it deploy_k8s_test skips and says why.
+if command -v npm >/dev/null; then
+  deploy/k8s/validate/install.sh || echo "setup: deploy/k8s/validate/install.sh failed (npm registry unreachable?)" >&2
 fi
 
 # Cache hits across clones (CI builds a fresh clone in another folder):

@@ -28,14 +28,27 @@ prometheus::Counter* AddCounter(prometheus::Registry& registry, const std::strin
   return &prometheus::BuildCounter().Name(name).Help(help).Register(registry).Add(labels);
 }
 
-Labels With(const std::string& role, const std::string& key, const std::string& value) {
-  return {{"role", role}, {key, value}};
+Labels With(const Labels& base, const std::string& key, const std::string& value) {
+  Labels labels = base;
+  labels[key] = value;
+  return labels;
 }
+
+// Seconds; 1 ms to 2 min for time to first token (queueing included), 1 ms
+// to 5 s between tokens.
+const prometheus::Histogram::BucketBoundaries kFirstTokenBuckets = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+const prometheus::Histogram::BucketBoundaries kInterTokenBuckets = {
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
 }  // namespace
 
-EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& role) {
-  const Labels r = {{"role", role}};
+EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& role,
+                             const std::string& model) {
+  // No model label where none is known (tests), rather than model="".
+  Labels r = {{"role", role}};
+  if (!model.empty()) r["model"] = model;
+  const Labels& role_labels = r;
   step_seconds_ = AddHistogram(
       registry, "arbor_engine_step_seconds", "Latency of one engine forward step (with sampling)",
       r, {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5});
@@ -45,6 +58,14 @@ EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& 
   batch_sequences_ =
       AddHistogram(registry, "arbor_engine_batch_sequences", "Sequences in one engine step", r,
                    {1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+  first_token_seconds_ = AddHistogram(
+      registry, "arbor_engine_time_to_first_token_seconds",
+      "Time from a Generate request's submission to its first sampled token", r,
+      kFirstTokenBuckets);
+  inter_token_seconds_ = AddHistogram(
+      registry, "arbor_engine_inter_token_seconds",
+      "Time between consecutive decode steps: the gap between two tokens of a running sequence",
+      r, kInterTokenBuckets);
   queue_depth_ = AddGauge(registry, "arbor_engine_queue_depth",
                           "Requests accepted by the engine and not started yet", r);
   active_requests_ = AddGauge(registry, "arbor_engine_active_requests",
@@ -54,32 +75,39 @@ EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& 
   const std::string kv_help =
       "KV cache blocks by state (used by running sequences, cached in "
       "the radix tree, free, total)";
-  kv_used_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "used"));
-  kv_cached_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "cached"));
-  kv_free_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "free"));
-  kv_total_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role, "state", "total"));
+  kv_used_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role_labels, "state", "used"));
+  kv_cached_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role_labels, "state", "cached"));
+  kv_free_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role_labels, "state", "free"));
+  kv_total_ = AddGauge(registry, "arbor_engine_kv_blocks", kv_help, With(role_labels, "state", "total"));
   const std::string tokens_help =
       "Tokens the engine prefilled, generated, or served from its prefix cache";
   prefill_tokens_ =
-      AddCounter(registry, "arbor_engine_tokens_total", tokens_help, With(role, "kind", "prefill"));
+      AddCounter(registry, "arbor_engine_tokens_total", tokens_help, With(role_labels, "kind", "prefill"));
   generated_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
-                                 With(role, "kind", "generated"));
+                                 With(role_labels, "kind", "generated"));
   prefix_hit_tokens_ = AddCounter(registry, "arbor_engine_tokens_total", tokens_help,
-                                  With(role, "kind", "prefix_hit"));
+                                  With(role_labels, "kind", "prefix_hit"));
   preemptions_ = AddCounter(registry, "arbor_engine_preemptions_total",
                             "Sequences preempted because the KV cache was full", r);
   const std::string service_help =
       "Tokens of the requests a service answered: in (prompt, suffix or reward input), "
       "out (generated)";
   tokens_in_ = AddCounter(registry, "arbor_service_tokens_total", service_help,
-                          With(role, "direction", "in"));
+                          With(role_labels, "direction", "in"));
   tokens_out_ = AddCounter(registry, "arbor_service_tokens_total", service_help,
-                           With(role, "direction", "out"));
+                           With(role_labels, "direction", "out"));
 }
 
 EngineMetrics::~EngineMetrics() { Detach(); }
 
 void EngineMetrics::ObserveStep(const runtime::StepInfo& step) {
+  const absl::Time now = absl::Now();
+  // A step with decode tokens continues sequences that got a token in the
+  // step before (continuous batching runs every running sequence each step).
+  if (step.decode_tokens > 0 && last_step_end_ != absl::InfinitePast()) {
+    inter_token_seconds_->Observe(absl::ToDoubleSeconds(now - last_step_end_));
+  }
+  last_step_end_ = now;
   step_seconds_->Observe(absl::ToDoubleSeconds(step.latency));
   batch_tokens_->Observe(step.batch_tokens);
   batch_sequences_->Observe(step.num_seqs);
@@ -131,6 +159,10 @@ void EngineMetrics::Refresh() {
 
 void EngineMetrics::AddTokensIn(int64_t n) {
   if (n > 0) tokens_in_->Increment(static_cast<double>(n));
+}
+
+void EngineMetrics::ObserveFirstToken(int64_t first_token_us) {
+  if (first_token_us >= 0) first_token_seconds_->Observe(static_cast<double>(first_token_us) * 1e-6);
 }
 
 void EngineMetrics::AddTokensOut(int64_t n) {

@@ -1,6 +1,7 @@
 // EngineMetrics: the Prometheus series of one Engine, in the process's shared
 // registry, every series labelled role="worker" or "verifier" (so that the
-// all-in-one mode can put both engines in one registry):
+// all-in-one mode can put both engines in one registry) and model="NAME" (the
+// served model name, when given), all created at zero:
 //   arbor_engine_step_seconds            histogram of forward-step latency
 //   arbor_engine_batch_tokens            histogram of tokens per step
 //   arbor_engine_batch_sequences         histogram of sequences per step
@@ -10,6 +11,11 @@
 //   arbor_engine_kv_blocks{state}        gauge: used, cached, free, total
 //   arbor_engine_tokens_total{kind}      counter: prefill, generated, prefix_hit
 //   arbor_engine_preemptions_total       counter
+//   arbor_engine_time_to_first_token_seconds  histogram: a Generate request's
+//                                        submission to its first sampled token
+//   arbor_engine_inter_token_seconds     histogram: time between consecutive
+//                                        decode steps (the gap between two
+//                                        tokens of a running sequence)
 //   arbor_service_tokens_total{direction} counter: in (prompt/candidate tokens
 //                                        of requests served), out (generated)
 // Per-RPC counts and latencies by method and code come from server/.
@@ -44,7 +50,8 @@ namespace arbor::serving {
 
 class EngineMetrics {
  public:
-  EngineMetrics(prometheus::Registry& registry, const std::string& role);
+  EngineMetrics(prometheus::Registry& registry, const std::string& role,
+                const std::string& model = "");
   ~EngineMetrics();
   EngineMetrics(const EngineMetrics&) = delete;
   EngineMetrics& operator=(const EngineMetrics&) = delete;
@@ -60,11 +67,17 @@ class EngineMetrics {
 
   void AddTokensIn(int64_t n);
   void AddTokensOut(int64_t n);
+  // A finished Generate request's RequestUsage::first_token_us (< 0: none).
+  void ObserveFirstToken(int64_t first_token_us);
 
  private:
   prometheus::Histogram* step_seconds_;
   prometheus::Histogram* batch_tokens_;
   prometheus::Histogram* batch_sequences_;
+  prometheus::Histogram* first_token_seconds_;
+  prometheus::Histogram* inter_token_seconds_;
+  // End of the previous step (scheduler thread only, in ObserveStep).
+  absl::Time last_step_end_ = absl::InfinitePast();
   prometheus::Gauge* queue_depth_;
   prometheus::Gauge* active_requests_;
   prometheus::Gauge* running_sequences_;

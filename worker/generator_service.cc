@@ -67,6 +67,7 @@ class ExtendReactor final : public grpc::ServerUnaryReactor {
             if (metrics != nullptr) {
               metrics->AddTokensIn(tokens_in);
               metrics->AddTokensOut(result->usage.generated_tokens);
+              metrics->ObserveFirstToken(result->usage.first_token_us);
             }
             Finish(grpc::Status::OK);
           });

@@ -9,7 +9,10 @@ namespace arbor::worker {
 absl::StatusOr<std::unique_ptr<WorkerStack>> WorkerStack::Create(WorkerStackOptions options,
                                                                  prometheus::Registry& registry) {
   std::unique_ptr<WorkerStack> stack(new WorkerStack());
-  stack->metrics_ = std::make_unique<serving::EngineMetrics>(registry, options.role);
+  stack->metrics_ = std::make_unique<serving::EngineMetrics>(
+      registry, options.role,
+      options.model.model_name.empty() ? serving::ModelNameFromDir(options.model.model_dir)
+                                       : options.model.model_name);
   serving::EngineMetrics* metrics = stack->metrics_.get();
   auto observer = std::move(options.model.engine.step_observer);
   options.model.engine.step_observer = [metrics, observer](const runtime::StepInfo& step) {

@@ -154,6 +154,9 @@ struct RequestUsage {
   // first scheduled step, and from then to its completion.
   int64_t queue_us = 0;
   int64_t compute_us = 0;
+  // Generate: from submission to the first sampled token (time to first
+  // token); -1 when none was sampled.
+  int64_t first_token_us = -1;
 };
 
 struct GenerateResult {

@@ -81,6 +81,7 @@ struct RequestState {
   bool started = false;   // some sequence was admitted
   absl::Time submitted;   // by Engine::Submit*
   absl::Time first_step;  // when `started` became true
+  absl::Time first_token = absl::InfinitePast();  // first sampled token
   bool finished = false;
   int live_seqs = 0;     // sequences not yet finished
   int open_outputs = 0;  // kSample outputs (or score sequences) not yet final

@@ -130,6 +130,7 @@ SampledToken SampleStep::Draw(Sampler& sampler, const Seq& seq, const float* row
 bool SampleStep::ApplySample(Seq* seq, const SampledToken& t) {
   RequestState* r = seq->request;
   SampleOutput& out = r->gen_result.outputs[seq->output];
+  if (r->usage.generated_tokens == 0) r->first_token = absl::Now();
   ++r->usage.generated_tokens;
   ++state_->counters.generated_tokens;
   out.logprob += t.logprob;
@@ -185,6 +186,9 @@ void SampleStep::MaybeCompleteRequest(RequestState* r) {
   const absl::Time first_step = r->started ? r->first_step : now;
   r->usage.queue_us = absl::ToInt64Microseconds(first_step - r->submitted);
   r->usage.compute_us = absl::ToInt64Microseconds(now - first_step);
+  if (r->first_token != absl::InfinitePast()) {
+    r->usage.first_token_us = absl::ToInt64Microseconds(r->first_token - r->submitted);
+  }
   auto owned = std::move(state_->requests[r->id]);
   state_->requests.erase(r->id);
   if (r->is_score) {

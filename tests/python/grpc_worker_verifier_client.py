@@ -245,11 +245,13 @@ class WorkerVerifierClientTest(unittest.TestCase):
     def test_metrics_endpoints(self):
         self.extend(prompt_text=QUESTION, branches=[generator_pb2.BranchInput()])
         self.score(QUESTION, [GOOD_STEPS])
-        for server, role, method in ((self.worker, "worker", "Generator/Extend"),
-                                     (self.verifier, "verifier", "Verifier/Score")):
+        for server, role, model, method in (
+                (self.worker, "worker", "policy", "Generator/Extend"),
+                (self.verifier, "verifier", "prm", "Verifier/Score")):
             text = urllib.request.urlopen("http://%s/metrics" % server.metrics,
                                           timeout=10).read().decode()
-            self.assertIn('arbor_engine_kv_blocks{role="%s",state="total"}' % role, text)
+            self.assertIn('arbor_engine_kv_blocks{model="%s",role="%s",state="total"}'
+                          % (model, role), text)
             self.assertIn("arbor_engine_step_seconds_bucket", text)
             self.assertIn('method="/arbor.v1.%s"' % method, text)
 
