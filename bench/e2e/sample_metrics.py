@@ -5,13 +5,15 @@
 in use and peak running sequences. Counters are taken as differences over the case."""
 import argparse
 import json
+import re
 import signal
 import time
 import urllib.request
 
 
 def scrape(port):
-    """{name{labels}: value} of one /metrics page, or {} when it does not answer."""
+    """{(name, role, state): value} of one /metrics page (other labels, such as model, summed
+    over), or {} when it does not answer."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
@@ -20,15 +22,18 @@ def scrape(port):
     for line in text.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
+            name, _, labels = key.partition("{")
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             try:
-                values[key] = float(value)
+                k = (name, fields.get("role", ""), fields.get("state", ""))
+                values[k] = values.get(k, 0.0) + float(value)
             except ValueError:
                 pass
     return values
 
 
-def series(values, name, role):
-    return values.get(f'{name}{{role="{role}"}}', 0.0)
+def series(values, name, role, state=""):
+    return values.get((name, role, state), 0.0)
 
 
 def main():
@@ -52,7 +57,7 @@ def main():
             if not values:
                 continue
             last[role] = values
-            used = values.get(f'arbor_engine_kv_blocks{{role="{role}",state="used"}}', 0.0)
+            used = series(values, "arbor_engine_kv_blocks", role, "used")
             peak_used[role] = max(peak_used[role], used)
             peak_running[role] = max(peak_running[role],
                                      series(values, "arbor_engine_running_sequences", role))

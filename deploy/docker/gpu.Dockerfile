@@ -13,7 +13,8 @@ RUN apt-get update -qq && \
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       cmake ninja-build g++ pkg-config ca-certificates \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler \
-      libabsl-dev prometheus-cpp-dev libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev && \
+      libabsl-dev prometheus-cpp-dev libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev \
+      libcpp-httplib-dev && \
     rm -rf /var/lib/apt/lists/*
 COPY . /src
 ARG ARBOR_VERSION=dev
