@@ -23,6 +23,14 @@ constexpr absl::string_view kQwenPrmPrompt =
     "<|im_start|>system\nPlease reason step by step, and put your final answer within "
     "\\boxed{}.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n";
 
+// An LLM judge's user message: the question and the solution so far, then the
+// verdict asked for.
+constexpr absl::string_view kJudgePrompt =
+    "Here is a math problem and the first steps of a solution.\n\nProblem: {question}\n\n"
+    "Solution so far:\n";
+constexpr absl::string_view kJudgeQuestion =
+    "\n\nIs the last step of the solution correct? Answer Yes or No.";
+
 int CountOccurrences(absl::string_view text, absl::string_view what) {
   int n = 0;
   for (size_t pos = text.find(what); pos != absl::string_view::npos;
@@ -75,6 +83,8 @@ absl::string_view RewardKindName(RewardKind kind) {
       return "value_head_prm";
     case RewardKind::kOrm:
       return "orm";
+    case RewardKind::kLlmJudge:
+      return "llm_judge";
   }
   return "unknown";
 }
@@ -83,8 +93,10 @@ absl::StatusOr<RewardKind> ParseRewardKind(absl::string_view name) {
   if (name == "token_logit_prm" || name == "token_logit") return RewardKind::kTokenLogitPrm;
   if (name == "value_head_prm" || name == "value_head") return RewardKind::kValueHeadPrm;
   if (name == "orm") return RewardKind::kOrm;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown reward model kind \"", name, "\" (want token_logit_prm, value_head_prm or orm)"));
+  if (name == "llm_judge" || name == "judge") return RewardKind::kLlmJudge;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown reward model kind \"", name,
+                   "\" (want token_logit_prm, value_head_prm, orm or llm_judge)"));
 }
 
 RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head) {
@@ -105,6 +117,14 @@ RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head) {
       config.prompt_template = "{question}\n\n";
       config.step_separator = "\n\n";
       config.step_tag = model_has_value_head ? "" : "\n\n";
+      break;
+    case RewardKind::kLlmJudge:
+      config.head = ScoreHead::kLabelTokens;
+      config.prompt_template = std::string(kJudgePrompt);
+      config.step_separator = "\n";
+      config.step_tag = std::string(kJudgeQuestion);
+      config.positive_token = "Yes";
+      config.negative_token = "No";
       break;
   }
   return config;
@@ -138,7 +158,11 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
   if (auto it = json.find("prompt_template"); it != json.end()) {
     if (!it->is_string()) return KeyError("prompt_template", "must be a string");
     std::string tmpl = it->get<std::string>();
-    if (IsTemplateName(tmpl)) {
+    if (config.kind == RewardKind::kLlmJudge) {
+      // A judge's prompt_template is the start of its user message, always
+      // a format string; chat_template wraps it.
+      config.prompt_template = std::move(tmpl);
+    } else if (IsTemplateName(tmpl)) {
       config.chat_template = std::move(tmpl);
     } else {
       config.prompt_template = std::move(tmpl);
@@ -151,7 +175,8 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
         {"step_tag", &config.step_tag},
         {"step_separator", &config.step_separator},
         {"positive_token", &config.positive_token},
-        {"negative_token", &config.negative_token}}) {
+        {"negative_token", &config.negative_token},
+        {"verdict_prefix", &config.verdict_prefix}}) {
     if (auto st = ReadString(json, key, field); !st.ok()) return st;
   }
   if (auto st = ReadTokenId(json, "step_tag_id", &config.step_tag_id); !st.ok()) return st;
@@ -190,7 +215,9 @@ absl::StatusOr<RewardConfig> LoadRewardConfig(const std::string& model_dir,
 
 absl::Status ValidateRewardConfig(const RewardConfig& config, bool model_has_value_head,
                                   int num_labels) {
-  if (config.chat_template.empty() && CountOccurrences(config.prompt_template, "{question}") != 1) {
+  const bool judge = config.kind == RewardKind::kLlmJudge;
+  if ((judge || config.chat_template.empty()) &&
+      CountOccurrences(config.prompt_template, "{question}") != 1) {
     return absl::InvalidArgumentError(
         "prompt_template must contain \"{question}\" exactly once, got \"" +
         config.prompt_template + "\"");
@@ -199,7 +226,8 @@ absl::Status ValidateRewardConfig(const RewardConfig& config, bool model_has_val
     return absl::InvalidArgumentError("step_template must contain \"{step}\" exactly once, got \"" +
                                       config.step_template + "\"");
   }
-  const bool is_prm = config.kind != RewardKind::kOrm;
+  const bool is_prm = config.kind == RewardKind::kTokenLogitPrm ||
+                      config.kind == RewardKind::kValueHeadPrm;
   if (is_prm && config.step_tag.empty()) {
     // Without a tag after each step there is nothing that marks where a
     // step's score is read (an ORM may read at the last token).

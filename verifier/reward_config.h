@@ -10,12 +10,22 @@
 //    softmax(row)[positive_label] (sigmoid(row[0]) when num_labels == 1).
 //  * ORM: scores a solution as a whole, at the tag after its last step. Each
 //    step's score is the score of the solution cut after that step.
+//  * LLM judge: any causal LM, asked in one user turn of its chat template
+//    whether the solution so far is correct; the score of a cut is
+//    softmax([yes, no])[0] over the verdict tokens' logits at the first
+//    position of the assistant's answer (after `verdict_prefix`). The cut
+//    solutions are scored like an ORM's.
 //
 // The text of one candidate is, with S_i the i-th step stripped of surrounding
 // whitespace:
 //     prompt_template(question) step_template(S_0) step_tag
 //     step_separator step_template(S_1) step_tag ...
-// For an ORM the step tag comes only after the last step. Every piece is
+// For an ORM the step tag comes only after the last step. For an LLM judge,
+// the prompt_template (the question) and the steps form the user message
+// that chat_template wraps, and step_tag closes it:
+//     <chat head> prompt_template(question) S_0 step_separator ... S_i
+//     step_tag <chat tail and generation prompt> verdict_prefix
+// Every piece is
 // tokenized on its own and the pieces' tokens are concatenated, so the tokens
 // of a candidate are a prefix of the tokens of any longer version of it: the
 // prefix cache then serves everything but the new steps.
@@ -23,8 +33,8 @@
 // The config comes from `prm_config.json` in the model folder (every key
 // optional; tools/train_reference/train_prm.py writes the reference PRM's),
 // overridden by command-line flags; defaults follow the kind:
-//     {"kind": "token_logit_prm" | "value_head_prm" | "orm"
-//              (also "token_logit", "value_head"),
+//     {"kind": "token_logit_prm" | "value_head_prm" | "orm" | "llm_judge"
+//              (also "token_logit", "value_head", "judge"),
 //      "prompt_template": "{question} ",  // "{question}" is replaced; or the
 //                                        // name of a chat template ("chatml",
 //                                        // "llama3", "raw") applied to the
@@ -36,6 +46,7 @@
 //      "positive_token": "+", "negative_token": "-",   // label-token heads
 //      "positive_token_id": 10, "negative_token_id": 11, // win over the strings
 //      "positive_label": 1,                             // value heads
+//      "verdict_prefix": "",             // LLM judge: the answer's start
 //      "head": "label_tokens" | "value_head"}           // ORMs
 // Other keys (documentation such as "format", "example", "aggregation") are
 // ignored.
@@ -53,9 +64,10 @@
 
 namespace arbor::verifier {
 
-enum class RewardKind { kTokenLogitPrm, kValueHeadPrm, kOrm };
+enum class RewardKind { kTokenLogitPrm, kValueHeadPrm, kOrm, kLlmJudge };
 
-// "token_logit_prm", "value_head_prm", "orm" (the names of VerifierInfo.kind).
+// "token_logit_prm", "value_head_prm", "orm", "llm_judge" (the names of
+// VerifierInfo.kind).
 absl::string_view RewardKindName(RewardKind kind);
 absl::StatusOr<RewardKind> ParseRewardKind(absl::string_view name);
 
@@ -87,6 +99,9 @@ struct RewardConfig {
   std::optional<int32_t> negative_token_id;
   // Value head (kValueHead): the output index of "correct".
   int positive_label = 1;
+  // LLM judge: text after the chat template's generation prompt, before the
+  // verdict token (e.g. "Verdict:"); empty reads the answer's first token.
+  std::string verdict_prefix;
 
   ScoreHead score_head() const {
     switch (kind) {
@@ -96,6 +111,8 @@ struct RewardConfig {
         return ScoreHead::kValueHead;
       case RewardKind::kOrm:
         return head;
+      case RewardKind::kLlmJudge:
+        return ScoreHead::kLabelTokens;
     }
     return head;
   }
@@ -104,7 +121,10 @@ struct RewardConfig {
 // The defaults of a kind: token-logit PRMs follow Math-Shepherd ("{question} ",
 // steps joined by "\n", " ки" after each, "+"/"-" labels); value-head PRMs
 // follow Qwen2.5-Math-PRM (ChatML prompt with its system message, "<extra_0>"
-// after every step); ORMs read the model's value head when it has one.
+// after every step); ORMs read the model's value head when it has one; LLM
+// judges ask "Is the last step of the solution correct? Answer Yes or No." in
+// the model's own chat template (chat_template left empty here: the verifier
+// fills in the model's) and read "Yes" against "No".
 RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head);
 
 // Parses prm_config.json text over `base` (keys present replace base's

@@ -13,7 +13,8 @@ using ::testing::HasSubstr;
 
 TEST(RewardKindTest, NamesRoundTrip) {
   for (RewardKind kind :
-       {RewardKind::kTokenLogitPrm, RewardKind::kValueHeadPrm, RewardKind::kOrm}) {
+       {RewardKind::kTokenLogitPrm, RewardKind::kValueHeadPrm, RewardKind::kOrm,
+        RewardKind::kLlmJudge}) {
     auto parsed = ParseRewardKind(RewardKindName(kind));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, kind);
@@ -54,6 +55,31 @@ TEST(RewardConfigTest, ParsesEveryKey) {
   EXPECT_EQ(config->positive_token_id, 7);
   EXPECT_EQ(config->negative_token_id, 9);
   EXPECT_TRUE(config->chat_template.empty());
+}
+
+TEST(RewardConfigTest, AnLlmJudgeKeepsItsPromptAsTheUserMessage) {
+  const RewardConfig base = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);
+  auto config = ParseRewardConfig(
+      R"({"kind": "judge", "prompt_template": "Grade: {question}\n", "chat_template": "llama3",
+          "verdict_prefix": "Verdict:"})",
+      base, false);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kind, RewardKind::kLlmJudge);
+  EXPECT_EQ(config->score_head(), ScoreHead::kLabelTokens);
+  EXPECT_EQ(config->prompt_template, "Grade: {question}\n");
+  EXPECT_EQ(config->chat_template, "llama3");
+  EXPECT_EQ(config->verdict_prefix, "Verdict:");
+  EXPECT_EQ(config->positive_token, "Yes");
+  EXPECT_EQ(config->negative_token, "No");
+  EXPECT_THAT(config->step_tag, HasSubstr("Answer Yes or No"));
+  EXPECT_TRUE(ValidateRewardConfig(*config, false, 0).ok());
+  // Its prompt must still hold the question, whatever template wraps it.
+  config->prompt_template = "no placeholder";
+  EXPECT_THAT(ValidateRewardConfig(*config, false, 0).message(), HasSubstr("{question}"));
+  // A judge reads verdict tokens, so a value-head checkpoint cannot be one.
+  EXPECT_THAT(ValidateRewardConfig(DefaultRewardConfig(RewardKind::kLlmJudge, true), true, 2)
+                  .message(),
+              HasSubstr("reads label-token logits"));
 }
 
 TEST(RewardConfigTest, ReadsTheReferencePrmConfig) {

@@ -46,6 +46,10 @@ absl::StatusOr<int32_t> ResolveLabelToken(const EncodeFn& encode, absl::string_v
   return token;
 }
 
+// Stands for a judge's user message while its chat template is rendered, to
+// find the text the template writes before and after the message.
+constexpr absl::string_view kJudgeMessagePlaceholder = "ARBOR_JUDGE_USER_MESSAGE";
+
 void Append(std::vector<int32_t>* out, absl::Span<const int32_t> tokens) {
   out->insert(out->end(), tokens.begin(), tokens.end());
 }
@@ -86,7 +90,30 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
   input.encode_ = std::move(encode);
   input.render_chat_ = std::move(render_chat);
   input.num_labels_ = model.num_labels;
-  auto tag = input.encode_(config.step_tag, /*add_special_tokens=*/false);
+  std::string tag_text = config.step_tag;
+  if (config.kind == RewardKind::kLlmJudge) {
+    // The question and steps go inside one user message; the template's text
+    // after the message (end of turn, generation prompt) closes every cut.
+    if (!config.chat_template.empty()) {
+      auto rendered = input.render_chat_(kJudgeMessagePlaceholder);
+      if (!rendered.ok()) return rendered.status();
+      const absl::string_view text = rendered->text;
+      const size_t at = text.find(kJudgeMessagePlaceholder);
+      if (at == absl::string_view::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("chat_template \"", config.chat_template,
+                         "\" does not write the user message verbatim; an LLM judge needs one "
+                         "that does (or chat_template \"raw\")"));
+      }
+      input.judge_head_ = std::string(text.substr(0, at));
+      input.judge_add_special_tokens_ = rendered->add_special_tokens;
+      absl::StrAppend(&tag_text, text.substr(at + kJudgeMessagePlaceholder.size()));
+    } else {
+      input.judge_add_special_tokens_ = true;
+    }
+    absl::StrAppend(&tag_text, config.verdict_prefix);
+  }
+  auto tag = input.encode_(tag_text, /*add_special_tokens=*/false);
   if (!tag.ok()) return tag.status();
   input.tag_tokens_ = *std::move(tag);
   if (config.step_tag_id.has_value() &&
@@ -117,6 +144,10 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
 }
 
 absl::StatusOr<std::vector<int32_t>> RewardInput::EncodePrompt(absl::string_view question) const {
+  if (config_.kind == RewardKind::kLlmJudge) {
+    return encode_(absl::StrCat(judge_head_, Render(config_.prompt_template, "{question}", question)),
+                   judge_add_special_tokens_);
+  }
   if (!config_.chat_template.empty()) {
     auto prompt = render_chat_(question);
     if (!prompt.ok()) return prompt.status();
@@ -136,7 +167,7 @@ absl::StatusOr<std::vector<RewardSequence>> RewardInput::Build(
     bool last_step_only) const {
   if (steps.empty()) return absl::InvalidArgumentError("a candidate needs at least one step");
   std::vector<RewardSequence> out;
-  if (config_.kind != RewardKind::kOrm) {
+  if (config_.kind != RewardKind::kOrm && config_.kind != RewardKind::kLlmJudge) {
     RewardSequence seq;
     seq.tokens.assign(prompt_tokens.begin(), prompt_tokens.end());
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -153,8 +184,10 @@ absl::StatusOr<std::vector<RewardSequence>> RewardInput::Build(
     out.push_back(std::move(seq));
     return out;
   }
-  // ORM: the solution cut after each scored step, closed by the tag. The
-  // sequences share their prefixes, so the cache runs each step once.
+  // ORM and judge: the solution cut after each scored step, closed by the tag
+  // (for a judge: the verdict question, the end of the user turn and the
+  // generation prompt). The sequences share their prefixes, so the cache runs
+  // each step once and only the closing tokens again.
   std::vector<int32_t> body(prompt_tokens.begin(), prompt_tokens.end());
   for (size_t i = 0; i < steps.size(); ++i) {
     if (i > 0) Append(&body, separator_tokens_);

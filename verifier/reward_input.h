@@ -72,8 +72,8 @@ class RewardInput {
 
   // The sequences of one candidate, given its encoded prompt. A PRM gives one
   // sequence with a position after every step (or after the last only); an
-  // ORM gives one sequence per scored step (the solution cut after it), each
-  // with one position. `steps` must be non-empty.
+  // ORM or LLM judge gives one sequence per scored step (the solution cut
+  // after it), each with one position. `steps` must be non-empty.
   absl::StatusOr<std::vector<RewardSequence>> Build(absl::Span<const int32_t> prompt_tokens,
                                                     absl::Span<const std::string> steps,
                                                     bool last_step_only) const;
@@ -99,6 +99,10 @@ class RewardInput {
   std::vector<int32_t> separator_tokens_;
   std::vector<int32_t> columns_;
   int num_labels_ = 0;
+  // LLM judge: the chat template's text before the user message, and how to
+  // encode it.
+  std::string judge_head_;
+  bool judge_add_special_tokens_ = false;
 };
 
 // sigmoid(positive - negative) = softmax([positive, negative])[0].

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -174,6 +175,52 @@ TEST(RewardInputTest, OrmScoresEachCutSolution) {
       *value_input.Build(*value_input.EncodePrompt("q"), std::vector<std::string>{"x"}, true);
   EXPECT_EQ(seqs[0].tokens, BosBytes("q\n\nx"));
   EXPECT_THAT(seqs[0].positions, ElementsAre(4));
+}
+
+TEST(RewardInputTest, LlmJudgeAsksInOneUserTurnForEachCut) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kLlmJudge, false);
+  EXPECT_EQ(config.positive_token, "Yes");
+  config.prompt_template = "Q: {question}\n";
+  config.step_separator = "/";
+  config.step_tag = " ok?";
+  config.chat_template = "chatml";
+  config.verdict_prefix = "V:";
+  config.positive_token = "Y";  // one byte: one token of the byte encoder
+  config.negative_token = "N";
+  RewardInput input = MakeInput(config);
+  EXPECT_EQ(input.columns(), (std::vector<int32_t>{'Y', 'N'}));
+  auto prompt = input.EncodePrompt("q");
+  ASSERT_TRUE(prompt.ok()) << prompt.status();
+  EXPECT_EQ(*prompt, Bytes("<|im_start|>user\nQ: q\n"));
+  auto all = input.Build(*prompt, std::vector<std::string>{" a ", "b"}, false);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  const std::string close = " ok?<|im_end|>\n<|im_start|>assistant\nV:";
+  EXPECT_EQ((*all)[0].tokens, Bytes(absl::StrCat("<|im_start|>user\nQ: q\na", close)));
+  EXPECT_EQ((*all)[1].tokens, Bytes(absl::StrCat("<|im_start|>user\nQ: q\na/b", close)));
+  for (const auto& seq : *all) {
+    EXPECT_THAT(seq.positions, ElementsAre(static_cast<int32_t>(seq.tokens.size()) - 1));
+  }
+  // Without a chat template the message is the whole text (a base model).
+  config.chat_template.clear();
+  RewardInput raw = MakeInput(config);
+  auto seqs = *raw.Build(*raw.EncodePrompt("q"), std::vector<std::string>{"a"}, true);
+  EXPECT_EQ(seqs[0].tokens, BosBytes("Q: q\na ok?V:"));
+}
+
+TEST(RewardInputTest, LlmJudgeNeedsATemplateThatKeepsTheMessage) {
+  RewardConfig config = DefaultRewardConfig(RewardKind::kLlmJudge, false);
+  config.chat_template = "lossy";
+  config.positive_token = "Y";
+  config.negative_token = "N";
+  auto input = RewardInput::Create(
+      config, ByteEncode,
+      [](absl::string_view question) -> absl::StatusOr<ChatPrompt> {
+        return ChatPrompt{absl::StrCat("<s>", absl::AsciiStrToLower(question)), false};
+      },
+      {.vocab_size = kVocab});
+  ASSERT_FALSE(input.ok());
+  EXPECT_THAT(input.status().message(), HasSubstr("does not write the user message verbatim"));
 }
 
 TEST(RewardInputTest, RejectsBadLabelTokens) {

@@ -17,7 +17,8 @@
 #include "verifier/verifier_stack.h"
 
 ABSL_FLAG(std::string, kind, "",
-          "Reward model kind: token_logit_prm, value_head_prm or orm; default: prm_config.json's, "
+          "Reward model kind: token_logit_prm, value_head_prm, orm or llm_judge (any causal LM asked "
+          "whether the solution so far is correct); default: prm_config.json's, "
           "else value_head_prm for a checkpoint with a score head, token_logit_prm otherwise");
 ABSL_FLAG(std::string, step_tag, "", "Text after each step whose last token's row is read");
 ABSL_FLAG(std::string, positive_token, "", "Label token of a correct step (token-logit heads)");
@@ -25,6 +26,8 @@ ABSL_FLAG(std::string, negative_token, "", "Label token of a wrong step (token-l
 ABSL_FLAG(std::string, prompt_template, "",
           "Prompt format with {question}, or a chat template name (chatml, llama3, raw)");
 ABSL_FLAG(std::string, step_separator, "", "Text between a step's tag and the next step");
+ABSL_FLAG(std::string, verdict_prefix, "",
+          "LLM judge: text after the chat template's generation prompt, before the verdict token");
 ABSL_FLAG(int, score_cache_entries, 1 << 16, "Step scores remembered (LRU); 0 disables");
 
 namespace {
@@ -52,7 +55,8 @@ int main(int argc, char** argv) {
                        .step_tag = absl::GetFlag(FLAGS_step_tag),
                        .step_separator = absl::GetFlag(FLAGS_step_separator),
                        .positive_token = absl::GetFlag(FLAGS_positive_token),
-                       .negative_token = absl::GetFlag(FLAGS_negative_token)};
+                       .negative_token = absl::GetFlag(FLAGS_negative_token),
+                       .verdict_prefix = absl::GetFlag(FLAGS_verdict_prefix)};
   // Without the prefix cache nothing is reused across calls: no cached scores either.
   options.scorer.score_cache_entries =
       options.model.engine.prefix_cache ? absl::GetFlag(FLAGS_score_cache_entries) : 0;

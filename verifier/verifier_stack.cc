@@ -21,6 +21,7 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
   add("step_separator", overrides.step_separator);
   add("positive_token", overrides.positive_token);
   add("negative_token", overrides.negative_token);
+  add("verdict_prefix", overrides.verdict_prefix);
   auto merged = ParseRewardConfig(json.dump(), config, model_has_value_head);
   if (!merged.ok()) {
     return absl::InvalidArgumentError(
@@ -58,6 +59,10 @@ absl::StatusOr<std::unique_ptr<VerifierStack>> VerifierStack::Create(
   if (!merged.ok()) return merged.status();
   auto renderer = serving::MakePromptRenderer(stack->model_.model_dir);
   if (!renderer.ok()) return renderer.status();
+  // A judge talks to the model in its own chat template unless told otherwise.
+  if (merged->kind == RewardKind::kLlmJudge && merged->chat_template.empty()) {
+    merged->chat_template = renderer->default_template;
+  }
   auto scorer = RewardScorer::ForModel(engine, stack->model_.tokenizer.get(), *merged,
                                        renderer->render, options.scorer);
   if (!scorer.ok()) return scorer.status();

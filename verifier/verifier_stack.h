@@ -35,6 +35,7 @@ struct RewardConfigOverrides {
   std::string step_separator;
   std::string positive_token;
   std::string negative_token;
+  std::string verdict_prefix;
 };
 
 // `config` with the non-empty overrides applied (as prm_config.json keys).
@@ -61,6 +62,7 @@ class VerifierStack {
   VerifierService* service() const { return service_.get(); }
   RewardScorer* scorer() const { return scorer_.get(); }
   runtime::Engine* engine() const { return model_.engine.get(); }
+  const runtime::Tokenizer* tokenizer() const { return model_.tokenizer.get(); }
   const std::string& model_name() const { return model_.name; }
   const RewardConfig& config() const { return scorer_->input().config(); }
 

@@ -2,7 +2,8 @@
 // arbor-worker processes and one arbor-verifier on the bundled tiny models
 // (CPU backend). Every strategy runs; a worker killed mid-job costs a retry,
 // not the job; a cancelled job's worker calls are cancelled and their KV
-// blocks released. (Answers of the tiny models are not asserted: the
+// blocks released; an LLM judge (the policy served by arbor-verifier
+// --kind=llm_judge) stands in for the PRM. (Answers of the tiny models are not asserted: the
 // arithmetic correctness checks run against the ArithWorld double.)
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -225,6 +226,44 @@ TEST_F(RealServicesTest, CancelledJobReleasesItsKvBlocks) {
   }
   EXPECT_EQ(used, 0) << metrics;
   EXPECT_EQ(active, 0) << metrics;
+}
+
+TEST_F(RealServicesTest, AnLlmJudgeScoresWhereAPrmWould) {
+  // The policy model itself, served by arbor-verifier as a judge (its
+  // single-letter tokens stand in for "Yes"/"No", which its vocabulary lacks).
+  const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
+                                                                     : ".") +
+                             "/models";
+  Server judge = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/policy",
+                              "--kind=llm_judge", "--positive_token=Y", "--negative_token=N",
+                              "--threads=1", "--kv_cache_tokens=16384"});
+  ASSERT_FALSE(judge.address.empty());
+  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
+                                    "--workers=" + workers_[0].address,
+                                    "--verifiers=" + judge.address, "--health_interval_ms=200"});
+  ASSERT_FALSE(coordinator.address.empty());
+  auto stub = arbor::v1::Reasoning::NewStub(
+      grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials()));
+  arbor::v1::SolveRequest request = Request();
+  request.mutable_beam_search()->set_n(4);
+  request.mutable_beam_search()->set_beam_width(2);
+  request.mutable_beam_search()->set_num_iterations(3);
+  request.mutable_budget()->set_max_generated_tokens(1000);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  arbor::v1::SolveResponse response;
+  grpc::Status status = stub->Solve(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.verifier(), judge.address);
+  EXPECT_GT(response.usage().reward_calls(), 0);
+  EXPECT_GT(response.usage().reward_tokens(), 0);
+  ASSERT_GE(response.candidates_size(), 1);
+  for (const auto& candidate : response.candidates()) {
+    for (float score : candidate.step_scores()) {
+      EXPECT_GT(score, 0.0f);
+      EXPECT_LT(score, 1.0f);
+    }
+  }
 }
 
 }  // namespace
