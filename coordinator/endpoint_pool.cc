@@ -285,6 +285,18 @@ void EndpointPool::CheckOne(const std::shared_ptr<Entry>& entry) {
   const absl::Time deadline = absl::Now() + options_.health_timeout;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(deadline));
+  bool routable = false;
+  {
+    absl::MutexLock lock(&mu_);
+    routable = entry->healthy;
+  }
+  if (!routable) {
+    // Without this, gRPC's reconnect back-off (up to its max) would decide
+    // when a restarted endpoint is seen again, not the health interval: try
+    // to connect now, and let the check wait for that connection.
+    grpc::experimental::ChannelResetConnectionBackoff(entry->channel.get());
+    context.set_wait_for_ready(true);
+  }
   grpc::health::v1::HealthCheckRequest request;
   grpc::health::v1::HealthCheckResponse response;
   auto stub = grpc::health::v1::Health::NewStub(entry->channel);

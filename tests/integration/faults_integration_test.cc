@@ -272,7 +272,11 @@ TEST_F(FaultsTest, ChaosEveryJobCompletesWithTheFaultFreeAnswer) {
     for (int c = 0; c < kClients; ++c) {
       clients.emplace_back([&] {
         for (int i = next++; i < kJobs; i = next++) {
-          arbor::v1::SolveRequest request = Request(1000 + i, 3);
+          // Smaller than Request(): a stream of quick jobs.
+          arbor::v1::SolveRequest request = Request(1000 + i, 2);
+          request.mutable_stop()->set_max_step_tokens(8);
+          request.mutable_beam_search()->set_n(2);
+          request.mutable_beam_search()->set_beam_width(1);
           request.set_job_id(absl::StrCat("chaos-", stop_faults ? "f" : "r", "-", i));
           st[i] = Solve(request, &out[i], absl::Seconds(60));
         }
