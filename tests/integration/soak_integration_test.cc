@@ -47,8 +47,8 @@ arbor::v1::SolveRequest Job(int i) {
   arbor::v1::SolveRequest request;
   request.set_question(absl::StrCat("What is ", i % 50, " + ", i % 7, "?"));
   request.set_seed(i);
-  request.mutable_stop()->set_max_step_tokens(8);
-  request.mutable_budget()->set_max_generated_tokens(48);
+  request.mutable_stop()->set_max_step_tokens(6);
+  request.mutable_budget()->set_max_generated_tokens(24);
   switch (i % 3) {
     case 0:
       request.mutable_greedy();
