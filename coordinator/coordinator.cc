@@ -206,11 +206,18 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
   generator_options.question = job->request.question();
   generator_options.rpc_deadline = job->rpc_deadline;
   generator_options.call_timeout = options_.call_timeout;
+  generator_options.hedge_after = options_.hedge_after;
+  generator_options.on_hedge = [this](std::string_view reason) {
+    metrics_->Hedged("workers", reason);
+  };
   RemoteGenerator generator(*workers_, job->canceller, generator_options);
   std::unique_ptr<RemoteScorer> scorer;
   if (!job->reward_model.empty()) {
     RemoteJobOptions scorer_options = generator_options;
     scorer_options.model = job->reward_model;
+    scorer_options.on_hedge = [this](std::string_view reason) {
+      metrics_->Hedged("verifiers", reason);
+    };
     scorer = std::make_unique<RemoteScorer>(*verifiers_, job->canceller, scorer_options);
   }
 

@@ -46,6 +46,9 @@ struct CoordinatorOptions {
   int max_queued_jobs = 64;
   // Cap on one worker/verifier call; a call past it counts as an endpoint failure.
   absl::Duration call_timeout = absl::Seconds(120);
+  // A call unanswered this long is also sent to another endpoint (the first
+  // answer wins); zero: hedge only calls whose endpoint is ejected.
+  absl::Duration hedge_after = absl::Seconds(10);
 };
 
 class JobHandle {

@@ -120,12 +120,9 @@ absl::StatusOr<std::unique_ptr<EndpointPool>> EndpointPool::Create(PoolOptions o
   if (!targets.ok()) return targets.status();
   if (options.health_interval <= absl::ZeroDuration() ||
       options.health_timeout <= absl::ZeroDuration() ||
-      options.resolve_interval <= absl::ZeroDuration() ||
-      options.ejection <= absl::ZeroDuration() || options.max_ejection < options.ejection) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(options.name,
-                     ": health interval/timeout, resolve interval and ejection must be "
-                     "positive, max ejection >= ejection"));
+      options.resolve_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.name, ": health interval/timeout and resolve interval must be positive"));
   }
   std::unique_ptr<EndpointPool> pool(
       new EndpointPool(std::move(options), std::move(probe), std::move(metrics)));
@@ -139,6 +136,12 @@ absl::StatusOr<std::unique_ptr<EndpointPool>> EndpointPool::Create(PoolOptions o
     pool->static_targets_ = *targets;
   }
   pool->RefreshNow();
+  {
+    absl::MutexLock lock(&pool->mu_);
+    pool->started_ = true;
+    // Each was checked just now by RefreshNow.
+    for (auto& [address, entry] : pool->entries_) pool->StartChecker(entry, /*check_first=*/false);
+  }
   pool->thread_ = std::thread([p = pool.get()] { p->Loop(); });
   return pool;
 }
@@ -146,25 +149,79 @@ absl::StatusOr<std::unique_ptr<EndpointPool>> EndpointPool::Create(PoolOptions o
 EndpointPool::~EndpointPool() {
   stop_.Notify();
   if (thread_.joinable()) thread_.join();
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    for (auto& [address, entry] : entries_) {
+      entry->stop = true;
+      entries.push_back(entry);
+    }
+  }
+  for (auto& entry : entries) {
+    if (entry->checker.joinable()) entry->checker.join();
+  }
 }
 
 void EndpointPool::Loop() {
-  while (!stop_.WaitForNotificationWithTimeout(options_.health_interval)) RefreshNow();
+  // Static targets never change; DNS names are re-resolved every resolve_interval.
+  if (dns_host_.empty()) return;
+  while (!stop_.WaitForNotificationWithTimeout(options_.resolve_interval)) {
+    absl::MutexLock refresh(&refresh_mu_);
+    for (auto& removed : Resolve()) {
+      if (removed->checker.joinable()) removed->checker.join();
+    }
+  }
 }
 
 void EndpointPool::RefreshNow() {
-  absl::MutexLock refresh(&refresh_mu_);
-  Resolve();
-  CheckAll();
+  std::vector<std::shared_ptr<Entry>> entries;
+  {
+    absl::MutexLock refresh(&refresh_mu_);
+    for (auto& removed : Resolve()) {
+      if (removed->checker.joinable()) removed->checker.join();
+    }
+    absl::MutexLock lock(&mu_);
+    for (auto& [address, entry] : entries_) entries.push_back(entry);
+  }
+  // All endpoints at once: the round takes as long as the slowest check, not the sum.
+  std::vector<std::thread> checks;
+  checks.reserve(entries.size());
+  for (const auto& entry : entries) checks.emplace_back([this, entry] { CheckOne(entry); });
+  for (std::thread& t : checks) t.join();
 }
 
-void EndpointPool::Resolve() {
+void EndpointPool::StartChecker(const std::shared_ptr<Entry>& entry, bool check_first) {
+  if (!started_ || stopping_ || entry->checker.joinable()) return;
+  entry->checker = std::thread([this, entry, check_first] { CheckerLoop(entry, check_first); });
+}
+
+void EndpointPool::CheckerLoop(const std::shared_ptr<Entry>& entry, bool check_first) {
+  bool check = check_first;
+  while (true) {
+    if (check) CheckOne(entry);
+    absl::MutexLock lock(&mu_);
+    const Entry* e = entry.get();
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](const Entry* e) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                               return e->stop || e->check_now;
+                             },
+                             e),
+                         options_.health_interval);
+    if (entry->stop) return;
+    entry->check_now = false;
+    check = true;
+  }
+}
+
+std::vector<std::shared_ptr<EndpointPool::Entry>> EndpointPool::Resolve() {
+  std::vector<std::shared_ptr<Entry>> removed;
   std::vector<std::string> addresses;
   if (dns_host_.empty()) {
     addresses = static_targets_;
   } else {
     const absl::Time now = absl::Now();
-    if (now < next_resolve_) return;
+    if (now < next_resolve_) return removed;
     next_resolve_ = now + options_.resolve_interval;
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -175,7 +232,7 @@ void EndpointPool::Resolve() {
       // Keep the last known endpoints: a DNS hiccup must not empty the pool.
       ARBOR_LOG(WARNING) << options_.name << ": cannot resolve " << dns_host_ << ": "
                          << gai_strerror(rc);
-      return;
+      return removed;
     }
     for (addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
       char host[INET6_ADDRSTRLEN] = {0};
@@ -193,94 +250,116 @@ void EndpointPool::Resolve() {
     std::sort(addresses.begin(), addresses.end());
     addresses.erase(std::unique(addresses.begin(), addresses.end()), addresses.end());
   }
-  absl::MutexLock lock(&mu_);
-  absl::flat_hash_set<std::string> wanted(addresses.begin(), addresses.end());
-  for (auto it = entries_.begin(); it != entries_.end();) {
-    if (!wanted.contains(it->first)) {
-      ARBOR_LOG(INFO) << options_.name << ": endpoint " << it->first << " left";
-      entries_.erase(it++);
-    } else {
-      ++it;
-    }
-  }
-  for (const std::string& a : addresses) {
-    if (entries_.contains(a)) continue;
-    auto entry = std::make_shared<Entry>();
-    entry->address = a;
-    entry->channel = MakeChannel(a);
-    entries_.emplace(a, std::move(entry));
-    ARBOR_LOG(INFO) << options_.name << ": endpoint " << a << " added";
-  }
-  UpdateGauges();
-}
-
-void EndpointPool::CheckAll() {
-  std::vector<std::shared_ptr<Entry>> due;
-  const absl::Time now = absl::Now();
+  std::vector<std::string> lost;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [address, entry] : entries_) {
-      if (entry->ejected_until <= now) due.push_back(entry);
-    }
-  }
-  for (const auto& entry : due) {
-    const absl::Time deadline = absl::Now() + options_.health_timeout;
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(deadline));
-    grpc::health::v1::HealthCheckRequest request;
-    grpc::health::v1::HealthCheckResponse response;
-    auto stub = grpc::health::v1::Health::NewStub(entry->channel);
-    grpc::Status status = stub->Check(&context, request, &response);
-    absl::Status check = rpc::ToAbslStatus(status);
-    if (check.ok() && response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-      check = absl::UnavailableError(absl::StrCat(
-          "health status ",
-          grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
-    }
-    std::string model;
-    bool need_model = false;
-    {
-      absl::MutexLock lock(&mu_);
-      need_model = entry->model.empty();
-    }
-    if (check.ok() && need_model) {
-      auto probed = probe_(entry->channel, absl::Now() + options_.health_timeout);
-      if (probed.ok()) {
-        model = *probed;
+    absl::flat_hash_set<std::string> wanted(addresses.begin(), addresses.end());
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (!wanted.contains(it->first)) {
+        ARBOR_LOG(INFO) << options_.name << ": endpoint " << it->first << " left";
+        it->second->stop = true;
+        if (it->second->healthy) lost.push_back(it->first);
+        removed.push_back(it->second);
+        entries_.erase(it++);
       } else {
-        check = probed.status();
+        ++it;
       }
     }
+    for (const std::string& a : addresses) {
+      if (entries_.contains(a)) continue;
+      auto entry = std::make_shared<Entry>();
+      entry->address = a;
+      entry->channel = MakeChannel(a);
+      // Not checked yet: its checker starts with a check.
+      StartChecker(entry, /*check_first=*/true);
+      entries_.emplace(a, std::move(entry));
+      ARBOR_LOG(INFO) << options_.name << ": endpoint " << a << " added";
+    }
+    UpdateGauges();
+  }
+  for (const std::string& a : lost) NotifyLost(a);
+  return removed;
+}
+
+void EndpointPool::CheckOne(const std::shared_ptr<Entry>& entry) {
+  const absl::Time deadline = absl::Now() + options_.health_timeout;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(deadline));
+  bool routable = false;
+  {
     absl::MutexLock lock(&mu_);
+    routable = entry->healthy;
+  }
+  if (!routable) {
+    // Without this, gRPC's reconnect back-off (up to its max) would decide
+    // when a restarted endpoint is seen again, not the health interval: try
+    // to connect now, and let the check wait for that connection.
+    grpc::experimental::ChannelResetConnectionBackoff(entry->channel.get());
+    context.set_wait_for_ready(true);
+  }
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  auto stub = grpc::health::v1::Health::NewStub(entry->channel);
+  grpc::Status status = stub->Check(&context, request, &response);
+  absl::Status check = rpc::ToAbslStatus(status);
+  if (check.ok() && response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
+    check = absl::UnavailableError(absl::StrCat(
+        "health status ",
+        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+  }
+  std::string model;
+  bool need_model = false;
+  {
+    absl::MutexLock lock(&mu_);
+    need_model = entry->model.empty();
+  }
+  if (check.ok() && need_model) {
+    auto probed = probe_(entry->channel, absl::Now() + options_.health_timeout);
+    if (probed.ok()) {
+      model = *probed;
+    } else {
+      check = probed.status();
+    }
+  }
+  bool notify = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (entry->stop) return;
     if (check.ok()) {
       if (!model.empty()) entry->model = model;
       if (!entry->healthy) {
-        ARBOR_LOG(INFO) << options_.name << ": endpoint " << entry->address << " healthy (model "
+        ARBOR_LOG(INFO) << options_.name << ": endpoint " << entry->address << " routable (model "
                         << entry->model << ")";
       }
       entry->healthy = true;
+      entry->ejected = false;
       entry->consecutive_failures = 0;
     } else {
-      Eject(*entry, check);
+      notify = Eject(*entry, check);
     }
+    UpdateGauges();
   }
-  absl::MutexLock lock(&mu_);
-  UpdateGauges();
+  if (notify) NotifyLost(entry->address);
 }
 
-void EndpointPool::Eject(Entry& entry, const absl::Status& status) {
+bool EndpointPool::Eject(Entry& entry, const absl::Status& status) {
   const bool was_healthy = entry.healthy;
   entry.healthy = false;
-  entry.consecutive_failures = std::min(entry.consecutive_failures + 1, 30);
-  absl::Duration wait = options_.ejection;
-  for (int i = 1; i < entry.consecutive_failures && wait < options_.max_ejection; ++i) wait *= 2;
-  wait = std::min(wait, options_.max_ejection);
-  entry.ejected_until = absl::Now() + wait;
-  if (was_healthy) {
-    if (metrics_.ejections != nullptr) metrics_.ejections->Increment();
-    ARBOR_LOG(WARNING) << options_.name << ": ejected " << entry.address << " for "
-                       << absl::FormatDuration(wait) << ": " << status;
-  }
+  entry.consecutive_failures = std::min(entry.consecutive_failures + 1, 1 << 20);
+  if (!was_healthy) return false;
+  entry.ejected = true;
+  ++entry.ejections;
+  if (metrics_.ejections != nullptr) metrics_.ejections->Increment();
+  ARBOR_LOG(WARNING) << options_.name << ": ejected " << entry.address
+                     << " until it passes a health check: " << status;
+  return true;
+}
+
+void EndpointPool::NotifyLost(const std::string& address) {
+  absl::MutexLock lock(&watch_mu_);
+  auto it = watches_.find(address);
+  if (it == watches_.end()) return;
+  for (auto& [id, on_lost] : it->second) on_lost();
 }
 
 void EndpointPool::UpdateGauges() {
@@ -290,22 +369,58 @@ void EndpointPool::UpdateGauges() {
   if (metrics_.endpoints != nullptr) metrics_.endpoints->Set(static_cast<double>(entries_.size()));
 }
 
-void EndpointPool::ReportFailure(const std::string& address, const absl::Status& status) {
+void EndpointPool::Lost(const std::string& address, const absl::Status& status) {
   if (metrics_.on_error) {
     const grpc::StatusCode code = static_cast<grpc::StatusCode>(status.code());
     metrics_.on_error(rpc::GrpcCodeName(code));
   }
-  absl::MutexLock lock(&mu_);
-  auto it = entries_.find(address);
-  if (it == entries_.end()) return;
-  Eject(*it->second, status);
-  UpdateGauges();
+  bool notify = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = entries_.find(address);
+    if (it == entries_.end()) return;
+    notify = Eject(*it->second, status);
+    // Check again at once: a transient failure is re-admitted quickly.
+    it->second->check_now = true;
+    UpdateGauges();
+  }
+  if (notify) NotifyLost(address);
 }
 
-void EndpointPool::ReportSuccess(const std::string& address) {
+bool EndpointPool::Routable(const std::string& address) const {
   absl::MutexLock lock(&mu_);
   auto it = entries_.find(address);
-  if (it != entries_.end()) it->second->consecutive_failures = 0;
+  return it != entries_.end() && it->second->healthy;
+}
+
+std::unique_ptr<EndpointPool::EndpointWatch> EndpointPool::WatchEndpoint(
+    const std::string& address, std::function<void()> on_lost) {
+  uint64_t id = 0;
+  {
+    absl::MutexLock lock(&watch_mu_);
+    id = next_watch_++;
+    watches_[address].emplace(id, std::move(on_lost));
+  }
+  // Registered first, checked second: an ejection in between is not missed.
+  if (!Routable(address)) {
+    absl::MutexLock lock(&watch_mu_);
+    auto it = watches_.find(address);
+    if (it != watches_.end()) {
+      auto w = it->second.find(id);
+      if (w != it->second.end()) w->second();
+    }
+  }
+  return std::unique_ptr<EndpointWatch>(new EndpointWatch(*this, address, id));
+}
+
+EndpointPool::EndpointWatch::~EndpointWatch() { pool_.Unwatch(address_, id_); }
+
+void EndpointPool::Unwatch(const std::string& address, uint64_t id) {
+  absl::MutexLock lock(&watch_mu_);
+  auto it = watches_.find(address);
+  if (it == watches_.end()) return;
+  it->second.erase(id);
+  if (it->second.empty()) watches_.erase(it);
 }
 
 std::vector<EndpointPool::Endpoint> EndpointPool::Route(std::string_view key,
@@ -369,12 +484,10 @@ bool EndpointPool::WaitForHealthy(absl::Duration timeout) const {
 
 std::vector<EndpointPool::EndpointState> EndpointPool::Snapshot() const {
   std::vector<EndpointState> out;
-  const absl::Time now = absl::Now();
   absl::MutexLock lock(&mu_);
   for (const auto& [address, entry] : entries_) {
-    out.push_back(EndpointState{address, entry->model, entry->healthy,
-                                !entry->healthy && entry->ejected_until > now,
-                                entry->consecutive_failures});
+    out.push_back(EndpointState{address, entry->model, entry->healthy, entry->ejected,
+                                entry->consecutive_failures, entry->ejections});
   }
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.address < b.address; });

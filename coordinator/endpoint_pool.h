@@ -2,12 +2,17 @@
 //  - Endpoints come from a static list "host:port,host:port" or from a DNS
 //    name "dns:///name:port" re-resolved every resolve_interval (a Kubernetes
 //    headless Service gives one address per pod).
-//  - A background thread checks each endpoint with grpc.health.v1 every
-//    health_interval and asks its Info which model it serves (ModelProbe).
-//  - A failing endpoint (failed health check or a failed call reported with
-//    ReportFailure) is ejected: not routed to until its ejection time, which
-//    doubles with consecutive failures (base .. max_ejection); then it is
-//    health-checked again and returns when it answers SERVING.
+//  - Each endpoint has its own checker thread that checks it with
+//    grpc.health.v1 every health_interval and asks its Info which model it
+//    serves (ModelProbe), so one slow or hung endpoint never delays the
+//    checks of the others.
+//  - An endpoint is routable while its last health check passed and no call
+//    has reported it Lost since. A failed health check or Lost() ejects it
+//    (and wakes its checker); its first passing health check re-admits it,
+//    with no back-off: a restarted worker is used again within about one
+//    health interval.
+//  - WatchEndpoint lets an in-flight call learn that its endpoint was
+//    ejected, so it can hedge the call elsewhere at once.
 //  - Route orders the healthy endpoints serving a model by rendezvous
 //    (highest-random-weight) hashing of a key (the job id): a job sticks to
 //    one endpoint and its prefix cache, and when that endpoint fails, the
@@ -52,8 +57,6 @@ struct PoolOptions {
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration health_timeout = absl::Seconds(1);
   absl::Duration resolve_interval = absl::Seconds(5);
-  absl::Duration ejection = absl::Seconds(2);
-  absl::Duration max_ejection = absl::Seconds(30);
 };
 
 // Metric handles a pool updates (all may be null).
@@ -87,9 +90,27 @@ class EndpointPool {
   struct EndpointState {
     std::string address;
     std::string model;  // "" until Info answered
-    bool healthy = false;
-    bool ejected = false;
+    bool healthy = false;  // routable
+    bool ejected = false;  // was routable, lost since (by a check or a call)
     int consecutive_failures = 0;
+    int64_t ejections = 0;  // times it went from routable to ejected
+  };
+
+  // Registration of a callback run when one endpoint is ejected; the
+  // destructor unregisters it and waits for a callback in progress.
+  class EndpointWatch {
+   public:
+    ~EndpointWatch();
+    EndpointWatch(const EndpointWatch&) = delete;
+    EndpointWatch& operator=(const EndpointWatch&) = delete;
+
+   private:
+    friend class EndpointPool;
+    EndpointWatch(EndpointPool& pool, std::string address, uint64_t id)
+        : pool_(pool), address_(std::move(address)), id_(id) {}
+    EndpointPool& pool_;
+    const std::string address_;
+    const uint64_t id_;
   };
 
   // Starts the health thread after one synchronous round of checks.
@@ -109,12 +130,22 @@ class EndpointPool {
   // Models served by healthy endpoints, sorted.
   std::vector<std::string> HealthyModels() const;
 
-  // A call to `address` failed: eject it (unless the error is the caller's,
-  // which the caller decides).
-  void ReportFailure(const std::string& address, const absl::Status& status);
-  void ReportSuccess(const std::string& address);
+  // A call to `address` failed in a way that says the endpoint is gone or
+  // hung (UNAVAILABLE, a per-call deadline, ...; the caller decides): eject it
+  // now and check it again at once. Counts `status` in the error metric.
+  void Lost(const std::string& address, const absl::Status& status);
+  // Whether `address` is in the pool and may be routed to now.
+  bool Routable(const std::string& address) const;
+  // Runs `on_lost` each time `address` goes from routable to ejected, on the
+  // thread that ejects it (a checker thread or a Lost caller), and once at
+  // once on this thread when it is not routable now. `on_lost` must be quick
+  // and must not call back into the pool's watch methods.
+  std::unique_ptr<EndpointWatch> WatchEndpoint(const std::string& address,
+                                               std::function<void()> on_lost);
 
-  // Runs one resolution + health round now (the thread also does it).
+  // Runs one resolution + a round of health checks of every endpoint, in
+  // parallel, now, and returns when all have answered or timed out (the
+  // background threads also do it).
   void RefreshNow();
   // Waits until some endpoint is healthy; false on timeout.
   bool WaitForHealthy(absl::Duration timeout) const;
@@ -127,16 +158,30 @@ class EndpointPool {
     std::shared_ptr<grpc::Channel> channel;
     std::string model;
     bool healthy = false;
+    bool ejected = false;
     int consecutive_failures = 0;
-    absl::Time ejected_until = absl::InfinitePast();
+    int64_t ejections = 0;
+    bool check_now = false;  // Lost() asks the checker for a check at once
+    bool stop = false;       // removed from the pool: the checker ends
+    std::thread checker;
   };
 
   EndpointPool(PoolOptions options, ModelProbe probe, PoolMetrics metrics);
-  void Resolve();
-  void CheckAll();
-  void Eject(Entry& entry, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Updates entries_ from the targets; returns the removed entries, whose
+  // checkers are told to stop (the caller joins them, without mu_).
+  std::vector<std::shared_ptr<Entry>> Resolve();
+  void StartChecker(const std::shared_ptr<Entry>& entry, bool check_first)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CheckerLoop(const std::shared_ptr<Entry>& entry, bool check_first);
+  // One health check (+ model probe) of `entry`; applies the result.
+  void CheckOne(const std::shared_ptr<Entry>& entry);
+  // Marks `entry` ejected; true when it was routable (the caller then
+  // notifies the watchers of its address, without mu_).
+  bool Eject(Entry& entry, const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void NotifyLost(const std::string& address);
   void UpdateGauges() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Loop();
+  void Unwatch(const std::string& address, uint64_t id);
 
   const PoolOptions options_;
   const ModelProbe probe_;
@@ -148,9 +193,16 @@ class EndpointPool {
 
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
-  absl::Mutex refresh_mu_;  // one refresh round at a time
+  bool started_ ABSL_GUARDED_BY(mu_) = false;  // checker threads run
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex refresh_mu_;  // one resolution at a time
   absl::Notification stop_;
-  std::thread thread_;
+  std::thread thread_;  // resolution
+  // Held while watchers run, so ~EndpointWatch waits for a running callback.
+  absl::Mutex watch_mu_;
+  uint64_t next_watch_ ABSL_GUARDED_BY(watch_mu_) = 0;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<uint64_t, std::function<void()>>> watches_
+      ABSL_GUARDED_BY(watch_mu_);
 };
 
 }  // namespace arbor::coordinator

@@ -1,12 +1,15 @@
 // EndpointPool: target parsing, rendezvous order, health checks against real
-// in-process servers, ejection and return, DNS targets.
+// in-process servers, ejection and return, DNS targets, re-admission with no
+// back-off, parallel checks past a hung endpoint, endpoint watches.
 #include "coordinator/endpoint_pool.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <set>
 
 #include "coordinator/remote_backends.h"
+#include "coordinator/testing/black_hole.h"
 #include "coordinator/testing/world_server.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -56,6 +59,8 @@ TEST(RendezvousTest, StableAndMinimallyDisruptive) {
   }
 }
 
+using testing::ArithServiceOptions;
+using testing::BlackHole;
 using testing::WorldServer;
 
 PoolOptions FastPool(const std::string& targets) {
@@ -63,8 +68,6 @@ PoolOptions FastPool(const std::string& targets) {
   options.targets = targets;
   options.health_interval = absl::Milliseconds(50);
   options.health_timeout = absl::Milliseconds(500);
-  options.ejection = absl::Milliseconds(100);
-  options.max_ejection = absl::Milliseconds(200);
   return options;
 }
 
@@ -82,8 +85,8 @@ TEST(EndpointPoolTest, HealthChecksEjectsAndReadmits) {
   ASSERT_EQ((*pool)->Route("job-7", "arith-2").size(), 1u);
   EXPECT_TRUE((*pool)->Route("job-7", "nope").empty());
 
-  // A reported failure ejects at once; the next health round re-admits it.
-  (*pool)->ReportFailure(route[0].address, absl::UnavailableError("connection reset"));
+  // A lost endpoint is ejected at once; its next passing check re-admits it.
+  (*pool)->Lost(route[0].address, absl::UnavailableError("connection reset"));
   auto after = (*pool)->Route("job-7", "arith-1");
   ASSERT_EQ(after.size(), 1u);
   EXPECT_EQ(after[0].address, route[1].address);
@@ -101,13 +104,97 @@ TEST(EndpointPoolTest, HealthChecksEjectsAndReadmits) {
   for (const auto& s : snapshot) saw_ejected |= s.address == a_address && !s.healthy;
   EXPECT_TRUE(saw_ejected);
 
-  // Back on the same port: re-admitted after its ejection ends.
+  // Back on the same port: re-admitted at its next passing check.
   WorldServer again(WorldServer::Model("arith-1"), a_port);
   const absl::Time deadline = absl::Now() + absl::Seconds(10);
   while ((*pool)->Route("job-7", "arith-1").size() < 2 && absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_EQ((*pool)->Route("job-7", "arith-1").size(), 2u);
+}
+
+// Waits until `address` is routable (true) or `timeout` passes (false).
+bool WaitRoutable(const EndpointPool& pool, const std::string& address, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!pool.Routable(address)) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+TEST(EndpointPoolTest, ReadmitsAtTheFirstPassingCheckWithNoBackOff) {
+  auto a = std::make_unique<WorldServer>();
+  const std::string address = a->address();
+  const int port = a->server->port();
+  auto pool = EndpointPool::Create(FastPool(address), GeneratorModelProbe());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->Routable(address));
+  // Many failures in a row: each ejects, none lengthens the next ejection.
+  for (int i = 0; i < 20; ++i) {
+    (*pool)->Lost(address, absl::UnavailableError("connection reset"));
+    EXPECT_FALSE((*pool)->Routable(address));
+    ASSERT_TRUE(WaitRoutable(**pool, address, absl::Seconds(5))) << "round " << i;
+  }
+  // Killed: ejected by its checks. Restarted on its port: routable again at
+  // its first passing check (50 ms interval; 2 s is a loose bound).
+  a.reset();
+  const absl::Time gone = absl::Now() + absl::Seconds(5);
+  while ((*pool)->Routable(address) && absl::Now() < gone) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_FALSE((*pool)->Routable(address));
+  absl::SleepFor(absl::Milliseconds(500));  // ten failed checks
+  WorldServer again(ArithServiceOptions{}, port);
+  EXPECT_TRUE(WaitRoutable(**pool, address, absl::Seconds(2)));
+  const auto snapshot = (*pool)->Snapshot();
+  ASSERT_EQ(snapshot.size(), 1u);
+  EXPECT_GE(snapshot[0].ejections, 21);
+  EXPECT_TRUE(snapshot[0].healthy);
+  EXPECT_FALSE(snapshot[0].ejected);
+}
+
+TEST(EndpointPoolTest, AHungEndpointDoesNotDelayTheOthersChecks) {
+  BlackHole hung;
+  WorldServer good;
+  PoolOptions options = FastPool(hung.address() + "," + good.address());
+  // Each check of the hung endpoint waits 3 s; checked one after another,
+  // the good endpoint could not be re-checked sooner.
+  options.health_timeout = absl::Seconds(3);
+  const absl::Time start = absl::Now();
+  auto pool = EndpointPool::Create(options, GeneratorModelProbe());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // one parallel round, not two
+  EXPECT_FALSE((*pool)->Routable(hung.address()));
+  ASSERT_TRUE((*pool)->Routable(good.address()));
+  for (int i = 0; i < 3; ++i) {
+    (*pool)->Lost(good.address(), absl::DeadlineExceededError("call timed out"));
+    EXPECT_TRUE(WaitRoutable(**pool, good.address(), absl::Milliseconds(1500))) << "round " << i;
+  }
+  EXPECT_FALSE((*pool)->Routable(hung.address()));
+}
+
+TEST(EndpointPoolTest, WatchesSeeEjections) {
+  BlackHole hung;
+  WorldServer good;
+  auto pool = EndpointPool::Create(FastPool(hung.address() + "," + good.address()),
+                                   GeneratorModelProbe());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  std::atomic<int> hung_lost = 0, good_lost = 0;
+  // Not routable now: called at once.
+  auto hung_watch = (*pool)->WatchEndpoint(hung.address(), [&] { ++hung_lost; });
+  EXPECT_EQ(hung_lost.load(), 1);
+  auto good_watch = (*pool)->WatchEndpoint(good.address(), [&] { ++good_lost; });
+  EXPECT_EQ(good_lost.load(), 0);
+  (*pool)->Lost(good.address(), absl::UnavailableError("reset"));
+  EXPECT_EQ(good_lost.load(), 1);
+  (*pool)->Lost(good.address(), absl::UnavailableError("reset"));  // already ejected
+  EXPECT_EQ(good_lost.load(), 1);
+  ASSERT_TRUE(WaitRoutable(**pool, good.address(), absl::Seconds(5)));
+  (*pool)->Lost(good.address(), absl::UnavailableError("reset"));
+  EXPECT_EQ(good_lost.load(), 2);
+  good_watch.reset();  // unwatched: no more calls
+  ASSERT_TRUE(WaitRoutable(**pool, good.address(), absl::Seconds(5)));
+  (*pool)->Lost(good.address(), absl::UnavailableError("reset"));
+  EXPECT_EQ(good_lost.load(), 2);
 }
 
 TEST(EndpointPoolTest, ResolvesDnsNames) {

@@ -27,9 +27,10 @@ ABSL_FLAG(int, max_queued_jobs, 64, "Jobs waiting beyond those; more get RESOURC
 ABSL_FLAG(int, health_interval_ms, 1000, "grpc.health.v1 check period per endpoint");
 ABSL_FLAG(int, health_timeout_ms, 1000, "Timeout of one health check or Info call");
 ABSL_FLAG(int, resolve_interval_ms, 5000, "DNS re-resolution period for dns:/// targets");
-ABSL_FLAG(int, ejection_ms, 2000, "First ejection of a failing endpoint; doubles per failure");
-ABSL_FLAG(int, max_ejection_ms, 30000, "Longest ejection");
 ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
+ABSL_FLAG(int, hedge_after_ms, 10000,
+          "A worker/verifier call unanswered this long is also sent to another endpoint (the "
+          "first answer wins); 0: hedge only calls on an ejected endpoint");
 
 int main(int argc, char** argv) {
   arbor::rpc::BlockShutdownSignals();
@@ -43,8 +44,6 @@ int main(int argc, char** argv) {
     p.health_interval = absl::Milliseconds(absl::GetFlag(FLAGS_health_interval_ms));
     p.health_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_health_timeout_ms));
     p.resolve_interval = absl::Milliseconds(absl::GetFlag(FLAGS_resolve_interval_ms));
-    p.ejection = absl::Milliseconds(absl::GetFlag(FLAGS_ejection_ms));
-    p.max_ejection = absl::Milliseconds(absl::GetFlag(FLAGS_max_ejection_ms));
     return p;
   };
   options.workers = pool_options(absl::GetFlag(FLAGS_workers));
@@ -54,6 +53,7 @@ int main(int argc, char** argv) {
   options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.call_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_call_timeout_ms));
+  options.hedge_after = absl::Milliseconds(absl::GetFlag(FLAGS_hedge_after_ms));
 
   auto registry = std::make_shared<prometheus::Registry>();
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);

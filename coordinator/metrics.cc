@@ -92,6 +92,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
                    .Name("arbor_coordinator_endpoint_retries_total")
                    .Help("Calls retried on another endpoint, by pool")
                    .Register(registry)),
+      hedges_(prometheus::BuildCounter()
+                  .Name("arbor_coordinator_endpoint_hedges_total")
+                  .Help("Calls also sent to another endpoint while running, by pool and "
+                        "reason (ejected: its endpoint was ejected; slow: past --hedge_after_ms)")
+                  .Register(registry)),
       healthy_(prometheus::BuildGauge()
                    .Name("arbor_coordinator_endpoints_healthy")
                    .Help("Healthy endpoints, by pool")
@@ -184,6 +189,10 @@ void CoordinatorMetrics::Retries(std::string_view pool, int64_t retries) {
   if (retries > 0) retries_.Add({{"pool", S(pool)}}).Increment(static_cast<double>(retries));
 }
 
+void CoordinatorMetrics::Hedged(std::string_view pool, std::string_view reason) {
+  hedges_.Add({{"pool", S(pool)}, {"reason", S(reason)}}).Increment();
+}
+
 void CoordinatorMetrics::SetJobs(int running, int queued) {
   in_flight_.Set(running);
   queued_.Set(queued);
@@ -195,6 +204,9 @@ PoolMetrics CoordinatorMetrics::ForPool(std::string_view pool) {
   m.healthy = &healthy_.Add({{"pool", S(pool)}});
   m.endpoints = &endpoints_.Add({{"pool", S(pool)}});
   retries_.Add({{"pool", S(pool)}});
+  for (const char* reason : {"ejected", "slow"}) {
+    hedges_.Add({{"pool", S(pool)}, {"reason", reason}});
+  }
   for (const char* code : kEndpointCodes) endpoint_errors_.Add({{"pool", S(pool)}, {"code", code}});
   m.on_error = [this, p = S(pool)](std::string_view code) {
     endpoint_errors_.Add({{"pool", p}, {"code", S(code)}}).Increment();

@@ -13,6 +13,8 @@
 //   budget_exhausted_total{cap}
 //   endpoint_errors_total{pool,code}, endpoint_ejections_total{pool},
 //   endpoint_retries_total{pool}, endpoints_healthy{pool}, endpoints{pool}
+//   endpoint_hedges_total{pool,reason}    calls also sent to another endpoint while
+//                                          running; reason: ejected, slow
 //   jobs_in_flight, jobs_queued           gauges
 // Thread-safety: all methods are thread-safe (prometheus-cpp metrics are).
 #ifndef ARBOR_COORDINATOR_METRICS_H_
@@ -46,6 +48,8 @@ class CoordinatorMetrics {
                  absl::Duration verifier_compute);
   void BudgetExhausted(std::string_view cap);
   void Retries(std::string_view pool, int64_t retries);
+  // One call hedged on another endpoint; reason "ejected" or "slow".
+  void Hedged(std::string_view pool, std::string_view reason);
   void SetJobs(int running, int queued);
   // Handles an EndpointPool updates.
   PoolMetrics ForPool(std::string_view pool);
@@ -63,6 +67,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>& endpoint_errors_;
   prometheus::Family<prometheus::Counter>& ejections_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& hedges_;
   prometheus::Family<prometheus::Gauge>& healthy_;
   prometheus::Family<prometheus::Gauge>& endpoints_;
   prometheus::Gauge& in_flight_;

@@ -33,61 +33,233 @@ bool IsEndpointFailure(absl::StatusCode code) {
   }
 }
 
-// Runs `call(endpoint, context)` on the job's endpoints in rendezvous order
-// until one succeeds, an error is the request's own, the job is cancelled or
-// its deadline passes.
-template <typename Call>
-absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
-                              const RemoteJobOptions& options, absl::Time job_deadline,
-                              RemoteCallStats& stats, const char* what, Call&& call) {
+// One attempt of a call on one endpoint. The gRPC callback, the endpoint
+// watch and the job thread share it; `done`, `status` and `lost` are guarded
+// by the call's HedgeState::mu.
+template <typename Response>
+struct Attempt {
+  std::string address;
+  grpc::ClientContext context;
+  Response response;
+  grpc::Status status;
+  bool done = false;
+  bool lost = false;     // its endpoint was ejected while it ran
+  bool handled = false;  // job thread only: its result was acted on
+  bool hedged = false;   // job thread only: its loss was acted on
+  bool capped = false;   // its deadline is the per-call timeout, not the job's
+  std::shared_ptr<void> stub;
+  std::unique_ptr<CallCanceller::Scope> scope;
+  std::unique_ptr<EndpointPool::EndpointWatch> watch;
+};
+
+struct HedgeState {
+  absl::Mutex mu;
+  int pending ABSL_GUARDED_BY(mu) = 0;
+  bool changed ABSL_GUARDED_BY(mu) = false;  // an attempt finished or lost its endpoint
+};
+
+std::string DescribeEndpoints(const EndpointPool& pool, const std::string& model) {
+  std::vector<std::string> parts;
+  for (const auto& s : pool.Snapshot()) {
+    if (!s.model.empty() && s.model != model) continue;
+    parts.push_back(absl::StrCat(s.address, s.healthy ? " routable" : " not routable"));
+  }
+  return parts.empty() ? "none known" : absl::StrJoin(parts, ", ");
+}
+
+// Runs a call on the job's endpoints: `start(endpoint, attempt, done)` starts
+// the async call of `attempt` on `endpoint` and returns what must outlive it
+// (the stub); `done` is its completion callback. See the header for the
+// failover and hedging rules. Returns the winning attempt.
+template <typename Response, typename Start>
+absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
+    EndpointPool& pool, CallCanceller& canceller, const RemoteJobOptions& options,
+    absl::Time job_deadline, RemoteCallStats& stats, const char* what, Start&& start) {
+  using AttemptPtr = std::shared_ptr<Attempt<Response>>;
   const absl::Time deadline = std::min(job_deadline, options.rpc_deadline);
   std::vector<EndpointPool::Endpoint> endpoints = pool.Route(options.job_id, options.model);
   if (endpoints.empty()) {
-    return absl::UnavailableError(
-        absl::StrCat("no healthy ", pool.name(), " serve model '", options.model, "'"));
+    return absl::UnavailableError(absl::StrCat("no routable ", pool.name(), " serve model '",
+                                               options.model, "' for ", what, " (",
+                                               DescribeEndpoints(pool, options.model), ")"));
   }
-  absl::Status last;
-  for (size_t i = 0; i < endpoints.size(); ++i) {
-    const EndpointPool::Endpoint& endpoint = endpoints[i];
-    if (canceller.cancelled()) return absl::CancelledError("job cancelled");
+  auto state = std::make_shared<HedgeState>();
+  std::vector<AttemptPtr> attempts;
+  absl::flat_hash_set<std::string> tried;
+  size_t next = 0;
+  // The next routable endpoint not tried yet: rendezvous order first, then
+  // any that became routable since (a restarted worker).
+  auto pick = [&]() -> const EndpointPool::Endpoint* {
+    for (; next < endpoints.size(); ++next) {
+      if (!tried.contains(endpoints[next].address) && pool.Routable(endpoints[next].address)) {
+        return &endpoints[next++];
+      }
+    }
+    for (EndpointPool::Endpoint& e : pool.Route(options.job_id, options.model)) {
+      if (!tried.contains(e.address)) {
+        endpoints.push_back(std::move(e));
+        next = endpoints.size();
+        return &endpoints.back();
+      }
+    }
+    return nullptr;
+  };
+  absl::Time last_launch;
+  auto launch = [&](const EndpointPool::Endpoint& endpoint) {
+    auto attempt = std::make_shared<Attempt<Response>>();
+    attempt->address = endpoint.address;
     const absl::Time now = absl::Now();
-    if (now >= deadline) return absl::DeadlineExceededError("job deadline passed");
-    const bool per_call_timeout = now + options.call_timeout < deadline;
-    grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
-    grpc::Status grpc_status;
+    attempt->capped = now + options.call_timeout < deadline;
+    attempt->context.set_deadline(absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
+    attempt->scope = std::make_unique<CallCanceller::Scope>(canceller, &attempt->context);
+    tried.insert(endpoint.address);
+    ++stats.calls;
+    last_launch = now;
     {
-      CallCanceller::Scope scope(canceller, &context);
-      ++stats.calls;
-      grpc_status = call(endpoint, context);
+      absl::MutexLock lock(&state->mu);
+      ++state->pending;
     }
-    absl::Status status = rpc::ToAbslStatus(grpc_status);
-    if (status.ok()) {
-      pool.ReportSuccess(endpoint.address);
-      stats.last_endpoint = endpoint.address;
-      return status;
+    attempts.push_back(attempt);
+    Attempt<Response>* raw = attempt.get();
+    // The watch is destroyed before the attempt, so `raw` outlives it.
+    attempt->watch = pool.WatchEndpoint(endpoint.address, [state, raw] {
+      absl::MutexLock lock(&state->mu);
+      if (!raw->done) {
+        raw->lost = true;
+        state->changed = true;
+      }
+    });
+    attempt->stub = start(endpoint, *attempt, [state, attempt](grpc::Status status) {
+      absl::MutexLock lock(&state->mu);
+      attempt->status = std::move(status);
+      attempt->done = true;
+      --state->pending;
+      state->changed = true;
+    });
+  };
+
+  launch(endpoints[next++]);
+  bool slow_hedged = options.hedge_after <= absl::ZeroDuration();
+  AttemptPtr winner;
+  absl::Status result;
+  absl::Status last;
+  while (true) {
+    const absl::Time hedge_at =
+        slow_hedged ? absl::InfiniteFuture() : last_launch + options.hedge_after;
+    std::vector<AttemptPtr> finished;
+    std::vector<Attempt<Response>*> lost;
+    bool in_flight_live = false;  // an attempt still running on a routable endpoint
+    {
+      absl::MutexLock lock(&state->mu);
+      state->mu.AwaitWithDeadline(absl::Condition(&state->changed), hedge_at);
+      state->changed = false;
+      for (const AttemptPtr& a : attempts) {
+        if (a->done) {
+          if (!a->handled) finished.push_back(a);
+        } else if (a->lost) {
+          if (!a->hedged) lost.push_back(a.get());
+        } else {
+          in_flight_live = true;
+        }
+      }
     }
-    if (canceller.cancelled()) return absl::CancelledError("job cancelled");
-    if (status.code() == absl::StatusCode::kDeadlineExceeded && !per_call_timeout) {
-      return status;  // the job's own deadline: the search ends with its best so far
+    bool stop = false;
+    for (const AttemptPtr& a : finished) {
+      a->handled = true;
+      absl::Status status = rpc::ToAbslStatus(a->status);
+      if (status.ok()) {
+        winner = a;
+        stop = true;
+        break;
+      }
+      if (canceller.cancelled()) {
+        result = absl::CancelledError("job cancelled");
+        stop = true;
+        break;
+      }
+      if (status.code() == absl::StatusCode::kDeadlineExceeded && !a->capped) {
+        result = status;  // the job's own deadline: the search ends with its best so far
+        stop = true;
+        break;
+      }
+      if (!IsEndpointFailure(status.code())) {
+        result = absl::Status(status.code(),
+                              absl::StrCat(what, " on ", a->address, ": ", status.message()));
+        stop = true;
+        break;
+      }
+      ARBOR_LOG(WARNING) << "job " << options.job_id << ": " << what << " on " << a->address
+                         << " failed (" << status << ")";
+      // An overloaded endpoint is healthy: move on without ejecting it.
+      if (status.code() != absl::StatusCode::kResourceExhausted) pool.Lost(a->address, status);
+      last = absl::Status(status.code(), absl::StrCat(a->address, ": ", status.message()));
     }
-    if (!IsEndpointFailure(status.code())) {
-      return absl::Status(status.code(),
-                          absl::StrCat(what, " on ", endpoint.address, ": ", status.message()));
+    if (stop) break;
+    // Each lost attempt gets one hedge; it keeps running, and may still win.
+    for (Attempt<Response>* a : lost) {
+      a->hedged = true;
+      if (const EndpointPool::Endpoint* e = pick(); e != nullptr && !canceller.cancelled()) {
+        ARBOR_LOG(WARNING) << "job " << options.job_id << ": " << what << " on " << a->address
+                           << " hedged on " << e->address << ": the endpoint was ejected";
+        ++stats.hedges;
+        if (options.on_hedge) options.on_hedge("ejected");
+        launch(*e);
+        in_flight_live = true;
+      }
     }
-    ARBOR_LOG(WARNING) << "job " << options.job_id << ": " << what << " on " << endpoint.address
-                       << " failed (" << status << ")"
-                       << (i + 1 < endpoints.size() ? ", retrying on the next endpoint" : "");
-    // An overloaded endpoint is healthy: move on without ejecting it.
-    if (status.code() != absl::StatusCode::kResourceExhausted) {
-      pool.ReportFailure(endpoint.address, status);
+    int pending = 0;
+    {
+      absl::MutexLock lock(&state->mu);
+      pending = state->pending;
     }
-    last = status;
-    if (i + 1 < endpoints.size()) ++stats.retries;
+    if (!in_flight_live && !canceller.cancelled()) {
+      // Nothing is running on a routable endpoint: retry on the next one.
+      if (const EndpointPool::Endpoint* e = pick(); e != nullptr) {
+        ++stats.retries;
+        launch(*e);
+        continue;
+      }
+      if (pending == 0) {
+        result = absl::UnavailableError(absl::StrCat("all ", tried.size(), " ", pool.name(),
+                                                     " serving '", options.model, "' failed ",
+                                                     what, "; last error: ", last.ToString()));
+        break;
+      }
+    }
+    if (pending == 0 && canceller.cancelled()) {
+      result = absl::CancelledError("job cancelled");
+      break;
+    }
+    if (!slow_hedged && absl::Now() >= hedge_at) {
+      slow_hedged = true;
+      if (const EndpointPool::Endpoint* e = pick(); e != nullptr && !canceller.cancelled()) {
+        ARBOR_LOG(INFO) << "job " << options.job_id << ": " << what << " unanswered after "
+                        << absl::FormatDuration(options.hedge_after) << ", hedged on "
+                        << e->address;
+        ++stats.hedges;
+        if (options.on_hedge) options.on_hedge("slow");
+        launch(*e);
+      }
+    }
   }
-  return absl::UnavailableError(absl::StrCat("all ", endpoints.size(), " ", pool.name(),
-                                             " serving '", options.model, "' failed ", what,
-                                             "; last error: ", last.ToString()));
+  // The losers are cancelled; a client-side cancel completes at once, even
+  // on a hung endpoint.
+  for (const AttemptPtr& a : attempts) {
+    if (a != winner) a->context.TryCancel();
+  }
+  {
+    absl::MutexLock lock(&state->mu);
+    state->mu.Await(absl::Condition(
+        +[](HedgeState* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->pending == 0; },
+        state.get()));
+  }
+  for (const AttemptPtr& a : attempts) {
+    a->watch.reset();
+    a->scope.reset();
+  }
+  if (winner == nullptr) return result;
+  stats.last_endpoint = winner->address;
+  return winner;
 }
 
 search::FinishReason FromProto(arbor::v1::FinishReason reason) {
@@ -163,14 +335,18 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
   stop->set_max_step_tokens(request.stop.max_step_tokens);
   stop->set_ignore_eos(request.stop.ignore_eos);
 
-  arbor::v1::ExtendResponse response;
-  absl::Status status = CallWithFailover(
+  using ExtendAttempt = Attempt<arbor::v1::ExtendResponse>;
+  auto answered = CallWithHedging<arbor::v1::ExtendResponse>(
       pool_, canceller_, options_, request.deadline, stats_, "Generator.Extend",
-      [&](const EndpointPool::Endpoint& endpoint, grpc::ClientContext& context) {
-        response.Clear();
-        return arbor::v1::Generator::NewStub(endpoint.channel)->Extend(&context, proto, &response);
+      [&](const EndpointPool::Endpoint& endpoint, ExtendAttempt& attempt,
+          std::function<void(grpc::Status)> done) -> std::shared_ptr<void> {
+        std::shared_ptr<arbor::v1::Generator::Stub> stub =
+            arbor::v1::Generator::NewStub(endpoint.channel);
+        stub->async()->Extend(&attempt.context, &proto, &attempt.response, std::move(done));
+        return stub;
       });
-  if (!status.ok()) return status;
+  if (!answered.ok()) return answered.status();
+  const arbor::v1::ExtendResponse& response = (*answered)->response;
   if (prompt_tokens_.empty() && response.prompt_tokens_size() > 0) {
     prompt_tokens_.assign(response.prompt_tokens().begin(), response.prompt_tokens().end());
   }
@@ -206,14 +382,18 @@ absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreReque
     arbor::v1::ScoreCandidate* candidate = proto.add_candidates();
     for (const std::string& s : steps) candidate->add_steps(s);
   }
-  arbor::v1::ScoreResponse response;
-  absl::Status status = CallWithFailover(
+  using ScoreAttempt = Attempt<arbor::v1::ScoreResponse>;
+  auto answered = CallWithHedging<arbor::v1::ScoreResponse>(
       pool_, canceller_, options_, request.deadline, stats_, "Verifier.Score",
-      [&](const EndpointPool::Endpoint& endpoint, grpc::ClientContext& context) {
-        response.Clear();
-        return arbor::v1::Verifier::NewStub(endpoint.channel)->Score(&context, proto, &response);
+      [&](const EndpointPool::Endpoint& endpoint, ScoreAttempt& attempt,
+          std::function<void(grpc::Status)> done) -> std::shared_ptr<void> {
+        std::shared_ptr<arbor::v1::Verifier::Stub> stub =
+            arbor::v1::Verifier::NewStub(endpoint.channel);
+        stub->async()->Score(&attempt.context, &proto, &attempt.response, std::move(done));
+        return stub;
       });
-  if (!status.ok()) return status;
+  if (!answered.ok()) return answered.status();
+  const arbor::v1::ScoreResponse& response = (*answered)->response;
   if (response.results_size() != proto.candidates_size()) {
     return absl::InternalError(absl::StrCat("Verifier.Score on ", stats_.last_endpoint,
                                             " returned ", response.results_size(), " results for ",

@@ -10,9 +10,15 @@
 //  - is registered with the job's CallCanceller, so a cancelled job
 //    TryCancels its in-flight calls at once;
 //  - on an endpoint failure (UNAVAILABLE, INTERNAL, a per-call timeout, ...)
-//    ejects that endpoint and retries on the next endpoint in rendezvous
-//    order, counting the retry; errors that are the request's own
-//    (INVALID_ARGUMENT, ...) are returned as they are.
+//    reports that endpoint Lost and retries on the next routable endpoint in
+//    rendezvous order, counting the retry; errors that are the request's own
+//    (INVALID_ARGUMENT, ...) are returned as they are;
+//  - is hedged: when its endpoint is ejected while the call runs (a hung
+//    worker fails its health checks), or when it is still unanswered after
+//    hedge_after, the same request is also sent to the next routable
+//    endpoint; the first answer wins and the other calls are cancelled. So a
+//    hung worker costs about a health interval, not the call timeout. The
+//    strategies send seeded requests, so either answer is the same.
 // Prompt: EncodePrompt returns no tokens (the proto has no tokenize call);
 // the first Extend sends the question as prompt_text with the chat template,
 // and the templated prompt tokens the worker returns are sent afterwards.
@@ -22,6 +28,7 @@
 #define ARBOR_COORDINATOR_REMOTE_BACKENDS_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -71,6 +78,7 @@ class CallCanceller {
 struct RemoteCallStats {
   int64_t calls = 0;
   int64_t retries = 0;
+  int64_t hedges = 0;         // calls also sent to another endpoint while running
   std::string last_endpoint;  // the endpoint that answered last
 };
 
@@ -81,6 +89,11 @@ struct RemoteJobOptions {
   std::string question;       // generator: the prompt text
   absl::Time rpc_deadline = absl::InfiniteFuture();
   absl::Duration call_timeout = absl::Seconds(120);
+  // A call unanswered after this long is also sent to one more endpoint;
+  // zero: only calls on an ejected endpoint are hedged.
+  absl::Duration hedge_after = absl::ZeroDuration();
+  // Called on the job thread for each hedge; reason "ejected" or "slow".
+  std::function<void(std::string_view reason)> on_hedge;
 };
 
 class RemoteGenerator : public search::Generator {

@@ -176,11 +176,9 @@ int main(int argc, char** argv) {
   options.workers.targets = loopback;
   if (verifier) options.verifiers.targets = loopback;
   for (arbor::coordinator::PoolOptions* pool : {&options.workers, &options.verifiers}) {
-    // One in-process endpoint: check it often, and never keep it ejected long
-    // (a failure here is a transient overload, not a dead machine).
+    // One in-process endpoint: check it often (a call that fails ejects it
+    // until its next passing check, which Lost() asks for at once).
     pool->health_interval = absl::Milliseconds(500);
-    pool->ejection = absl::Milliseconds(200);
-    pool->max_ejection = absl::Seconds(2);
   }
   options.default_model = (*worker)->model_name();
   if (verifier) options.default_reward_model = verifier->model_name();

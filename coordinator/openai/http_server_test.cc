@@ -35,8 +35,6 @@ PoolOptions FastPool(const std::string& targets) {
   PoolOptions options;
   options.targets = targets;
   options.health_interval = absl::Milliseconds(100);
-  options.ejection = absl::Milliseconds(500);
-  options.max_ejection = absl::Seconds(2);
   return options;
 }
 

@@ -94,7 +94,7 @@ class IntegrationTest : public ::testing::Test {
     coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
                                 "--workers=" + workers_[0].address + "," + workers_[1].address,
                                 "--verifiers=" + verifier_.address, "--health_interval_ms=200",
-                                "--ejection_ms=500", "--drain_grace_ms=10000"});
+                                "--drain_grace_ms=10000"});
     ASSERT_FALSE(coordinator_.address.empty());
     stub_ = arbor::v1::Reasoning::NewStub(
         grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
