@@ -1,7 +1,17 @@
+"""Cross-checks tests/fixtures/chat_templates/*/expected.json (written by
+render_expected.cjs with @huggingface/jinja) against Python Jinja2 set up as
+transformers sets it up for apply_chat_template: an ImmutableSandboxedEnvironment
+with trim_blocks, lstrip_blocks and loop controls, its tojson filter
+(ensure_ascii=False) and raise_exception. Debian's python3-jinja2 is enough.
+
+    python3 tools/chat_template_fixtures/check_jinja2.py
+
+Prints each case the two engines disagree on; exits 1 if there is one.
+"""
 import json, os, sys
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.ext import loopcontrols
-root = 'tests/fixtures/chat_templates'
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'tests', 'fixtures', 'chat_templates')
 def raise_exception(m): raise Exception(m)
 def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
     return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
@@ -31,3 +41,4 @@ for name in sorted(os.listdir(root)):
                 import difflib
                 print('  jinja2:', repr(out)[:300]); print('  js    :', repr(case['output'])[:300])
 print('mismatches', bad)
+sys.exit(1 if bad else 0)
