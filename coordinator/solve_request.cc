@@ -182,10 +182,11 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
   if (absl::Status s = CheckName("model", request.model()); !s.ok()) return s;
   if (absl::Status s = CheckName("reward_model", request.reward_model()); !s.ok()) return s;
   const std::string& tmpl = request.chat_template();
-  if (!tmpl.empty() && tmpl != "chatml" && tmpl != "llama3" && tmpl != "raw") {
+  if (!tmpl.empty() && tmpl != "model" && tmpl != "chatml" && tmpl != "llama3" && tmpl != "raw") {
     return Invalid("chat_template",
                    absl::StrCat("unknown template '", IsValidUtf8(tmpl) ? tmpl : "<binary>",
-                                "'; use chatml, llama3, raw or empty for the model's default"));
+                                "'; use model (the model's own), chatml, llama3, raw or empty for "
+                                "the model's default"));
   }
 
   search::StrategyConfig config;

@@ -12,17 +12,20 @@
 
 namespace arbor::serving {
 
-// A question rendered by a chat template, and how to tokenize it: a template
-// that writes its own BOS (llama3) must be encoded without the tokenizer's
-// special tokens, the others with them (a no-op for Qwen2-style tokenizers).
+// A question rendered by a chat template, and how to tokenize it: the model's
+// own template ("model", as transformers' apply_chat_template) and one that
+// writes its own BOS (llama3) are encoded without the tokenizer's special
+// tokens, the others with them (a no-op for Qwen2-style tokenizers).
 struct RenderedPrompt {
   std::string text;
   bool add_special_tokens = false;
 };
 
 // Renders a question as the prompt of the named chat template (one user
-// message plus the assistant generation prompt); an unknown name is
-// INVALID_ARGUMENT.
+// message plus the assistant generation prompt): "model" (the folder's own
+// Jinja template), "chatml", "llama3" or "raw". An unknown name, "model" for a
+// folder without a chat_template, and a model template that fails to render
+// are INVALID_ARGUMENT naming the cause.
 using PromptRenderer = std::function<absl::StatusOr<RenderedPrompt>(absl::string_view template_name,
                                                                     absl::string_view question)>;
 
@@ -30,7 +33,7 @@ struct PromptRendering {
   // (template name, question) -> the prompt text: one user message plus the
   // assistant generation prompt. Unknown names are INVALID_ARGUMENT.
   PromptRenderer render;
-  // The model's own template (from its tokenizer_config.json), else "chatml".
+  // "model" when tokenizer_config.json has a chat_template, else "raw".
   std::string default_template;
 };
 

@@ -249,7 +249,7 @@ TEST_F(GeneratorServiceTest, GreedyStepsMatchTransformers) {
   CheckGreedySteps(kQwen2);
 }
 
-TEST_F(GeneratorServiceTest, ServesTheShardedLlamaWithItsLlama3Template) {
+TEST_F(GeneratorServiceTest, ServesTheShardedLlamaWithItsOwnLlama3Template) {
   StartWorker({.model = kLlama});
   grpc::ClientContext context;
   arbor::v1::GeneratorInfo info;
@@ -257,11 +257,11 @@ TEST_F(GeneratorServiceTest, ServesTheShardedLlamaWithItsLlama3Template) {
   EXPECT_EQ(info.model(), "llama");
   EXPECT_EQ(info.architecture(), "LlamaForCausalLM");
   EXPECT_EQ(info.vocab_size(), 600);
-  EXPECT_EQ(info.chat_template(), "llama3");
+  EXPECT_EQ(info.chat_template(), "model");  // its own Llama 3 Instruct template
   EXPECT_THAT(info.eos_token_ids(), ElementsAreArray({4}));
   CheckGreedySteps(kLlama);
 
-  // The llama3 template writes BOS itself: it is not added twice.
+  // The model's template writes BOS itself: it is not added twice.
   arbor::v1::ExtendRequest request;
   request.set_prompt_text("Start with 17. Add 25. What is the result?");
   request.add_branches();

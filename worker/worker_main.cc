@@ -16,8 +16,9 @@
 #include "worker/worker_stack.h"
 
 ABSL_FLAG(std::string, chat_template, "",
-          "Chat template for prompt_text requests that name none: chatml, llama3 or raw; "
-          "default: the model's (from tokenizer_config.json)");
+          "Chat template for prompt_text requests that name none: model (the model's own "
+          "Jinja chat_template), chatml, llama3 or raw; default: model when "
+          "tokenizer_config.json has a chat_template, else raw");
 
 namespace {
 

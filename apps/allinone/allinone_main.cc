@@ -46,7 +46,8 @@ ABSL_FLAG(int, max_batch_tokens, 4096, "Most tokens in one engine step (each mod
 ABSL_FLAG(int, max_running_seqs, 512, "Most sequences in a running batch (each model)");
 ABSL_FLAG(int, max_queued_requests, 4096, "Engine requests accepted and not finished");
 ABSL_FLAG(std::string, chat_template, "",
-          "Chat template for requests naming none: chatml, llama3 or raw; default: the model's");
+          "Chat template for requests naming none: model (the model's own Jinja chat_template), "
+          "chatml, llama3 or raw; default: model when it has one, else raw");
 ABSL_FLAG(int, score_cache_entries, 1 << 16, "Reward step scores remembered (LRU); 0 disables");
 ABSL_FLAG(bool, prefix_cache, true,
           "Reuse KV blocks and step scores across calls in both engines; false computes every "

@@ -40,7 +40,7 @@ ABSL_FLAG(std::string, selection, "reward",
 ABSL_FLAG(std::string, aggregation, "last", "Step score aggregation: last, min, prod, mean");
 ABSL_FLAG(std::string, model, "", "Policy model (empty: the default)");
 ABSL_FLAG(std::string, reward_model, "", "Reward model (empty: the default)");
-ABSL_FLAG(std::string, chat_template, "", "chatml, llama3, raw (empty: the model's)");
+ABSL_FLAG(std::string, chat_template, "", "model, chatml, llama3, raw (empty: the model's default)");
 ABSL_FLAG(std::string, job_id, "", "Job id (empty: the coordinator picks one)");
 ABSL_FLAG(double, temperature, -1, "Sampling temperature (-1: the strategy's default)");
 ABSL_FLAG(double, top_p, -1, "Nucleus mass (-1: default 1.0)");

@@ -12,7 +12,7 @@
 namespace arbor::runtime {
 namespace {
 
-using Json = nlohmann::json;
+using Json = nlohmann::ordered_json;  // key order kept, as the template sees it
 
 constexpr char kChatMlDefaultSystem[] = "You are a helpful assistant.";
 
@@ -27,9 +27,22 @@ bool KnownRole(std::string_view role) {
   return role == "system" || role == "user" || role == "assistant";
 }
 
+// A special token as tokenizer_config.json writes it: a string, or an
+// AddedToken object ({"content": ..., "lstrip": ...}).
+std::optional<std::string> TokenText(const Json& token) {
+  if (token.is_string()) return token.get<std::string>();
+  if (token.is_object()) {
+    auto it = token.find("content");
+    if (it != token.end() && it->is_string()) return it->get<std::string>();
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
-std::vector<std::string> ChatTemplate::KnownNames() { return {"chatml", "llama3", "raw"}; }
+std::vector<std::string> ChatTemplate::KnownNames() {
+  return {"chatml", "llama3", "raw", "model"};
+}
 
 std::string_view ChatTemplate::name() const {
   switch (kind_) {
@@ -39,6 +52,8 @@ std::string_view ChatTemplate::name() const {
       return "llama3";
     case Kind::kRaw:
       return "raw";
+    case Kind::kModel:
+      return "model";
   }
   return "raw";
 }
@@ -48,14 +63,28 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ByName(std::string_view name,
   if (name == "chatml") return ChatTemplate(Kind::kChatMl, std::move(options));
   if (name == "llama3") return ChatTemplate(Kind::kLlama3, std::move(options));
   if (name == "raw") return ChatTemplate(Kind::kRaw, std::move(options));
+  if (name == "model") {
+    return absl::InvalidArgumentError(
+        "chat template \"model\" is the model folder's own: select it with the folder");
+  }
   return absl::InvalidArgumentError(absl::StrCat("unknown chat template \"", AbslView(name),
                                                  "\"; known: ", absl::StrJoin(KnownNames(), ", ")));
 }
 
-std::string ChatTemplate::DetectName(std::string_view jinja_template) {
-  if (jinja_template.find("<|im_start|>") != std::string_view::npos) return "chatml";
-  if (jinja_template.find("<|start_header_id|>") != std::string_view::npos) return "llama3";
-  return "raw";
+absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(std::string_view source,
+                                                     jinja::ValueDict special_tokens,
+                                                     std::string origin,
+                                                     ChatTemplateOptions options) {
+  auto parsed = jinja::Template::Parse(AbslView(source));
+  if (!parsed.ok()) {
+    return absl::Status(parsed.status().code(), absl::StrCat(origin, ": chat_template: ",
+                                                             parsed.status().message()));
+  }
+  ChatTemplate tmpl(Kind::kModel, std::move(options));
+  tmpl.jinja_ = std::make_shared<const jinja::Template>(*std::move(parsed));
+  tmpl.special_tokens_ = std::move(special_tokens);
+  tmpl.origin_ = std::move(origin);
+  return tmpl;
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::ForModelDir(const std::string& model_dir,
@@ -93,20 +122,37 @@ absl::StatusOr<ChatTemplate> ChatTemplate::ForModelDir(const std::string& model_
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": chat_template must be a string or a list of templates"));
   }
-  return ByName(DetectName(jinja), std::move(options));
+  if (it == config.end() || it->is_null()) return ChatTemplate(Kind::kRaw, std::move(options));
+  jinja::ValueDict special_tokens;
+  for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+    auto token = config.find(key);
+    if (token == config.end()) continue;
+    if (std::optional<std::string> text = TokenText(*token)) {
+      special_tokens.emplace_back(key, jinja::Value(*std::move(text)));
+    }
+  }
+  return FromJinja(jinja, std::move(special_tokens), path, std::move(options));
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::Select(std::string_view flag,
                                                   const std::string& model_dir,
                                                   ChatTemplateOptions options) {
   if (flag.empty() || flag == "auto") return ForModelDir(model_dir, std::move(options));
+  if (flag == "model") {
+    absl::StatusOr<ChatTemplate> tmpl = ForModelDir(model_dir, std::move(options));
+    if (tmpl.ok() && tmpl->kind() != Kind::kModel) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chat template \"model\": ", model_dir,
+          "/tokenizer_config.json has no chat_template; use chatml, llama3 or raw"));
+    }
+    return tmpl;
+  }
   return ByName(flag, std::move(options));
 }
 
-std::string ChatTemplate::Apply(std::string_view question) const {
+absl::StatusOr<std::string> ChatTemplate::Apply(std::string_view question) const {
   const ChatMessage message{"user", std::string(question)};
-  absl::StatusOr<std::string> text = Render(absl::MakeConstSpan(&message, 1), true);
-  return text.ok() ? *std::move(text) : std::string(question);  // a user turn always renders
+  return Render(absl::MakeConstSpan(&message, 1), true);
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> messages,
@@ -145,6 +191,27 @@ absl::StatusOr<std::string> ChatTemplate::Render(absl::Span<const ChatMessage> m
       for (const ChatMessage& m : messages) turn(m.role, m.content);
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
+    }
+    case Kind::kModel: {
+      jinja::ValueList list;
+      const auto add = [&list](std::string_view role, std::string_view content) {
+        list.emplace_back(jinja::ValueDict{{"role", jinja::Value(std::string(role))},
+                                           {"content", jinja::Value(std::string(content))}});
+      };
+      if (!has_system && options_.system_prompt.has_value() && !options_.system_prompt->empty()) {
+        add("system", *options_.system_prompt);
+      }
+      for (const ChatMessage& m : messages) add(m.role, m.content);
+      jinja::ValueDict context = special_tokens_;
+      context.emplace_back("messages", jinja::Value(std::move(list)));
+      context.emplace_back("add_generation_prompt", jinja::Value(add_generation_prompt));
+      absl::StatusOr<std::string> text = jinja_->Render(context);
+      if (!text.ok()) {
+        return absl::Status(text.status().code(),
+                            absl::StrCat(origin_, ": chat_template failed to render: ",
+                                         text.status().message()));
+      }
+      return text;
     }
     case Kind::kRaw: {
       for (const ChatMessage& m : messages) {

@@ -1,6 +1,11 @@
 // ChatTemplate: turns a question (or a short conversation) into the prompt
-// text a model was tuned on. Named templates stand in for the Jinja
-// templates of Hugging Face checkpoints:
+// text a model was tuned on.
+//   "model": the model's own Jinja chat_template from its tokenizer_config.json
+//     (a string, or the list of named templates whose "default" entry is
+//     used, else the first), rendered by runtime/text/jinja as transformers
+//     renders it, with messages, add_generation_prompt and the config's
+//     bos_token / eos_token / unk_token / pad_token.
+//   Named overrides, Arbor's own renderings of two common formats:
 //   "chatml" (Qwen2 / Qwen2.5):
 //     <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n
 //     <|im_start|>assistant\n
@@ -10,14 +15,17 @@
 //     <|start_header_id|>assistant<|end_header_id|>\n\n
 //   "raw": the question as is, followed by a configurable suffix (several
 //     messages: their contents joined by blank lines).
-// The default for a model folder comes from tokenizer_config.json's
-// "chat_template": one containing "<|im_start|>" is chatml, one containing
-// "<|start_header_id|>" is llama3, anything else (or none) is raw.
+// A model folder's default is "model" when its tokenizer_config.json has a
+// chat_template and "raw" when it has none. A template that does not parse is
+// an error when the folder is loaded, one that fails to render (say, it calls
+// raise_exception) an error for that request; both name the file. Neither
+// falls back to another template.
 //
 // Thread-safety: immutable value type; const methods are thread-safe.
 #ifndef ARBOR_RUNTIME_TEXT_CHAT_TEMPLATE_H_
 #define ARBOR_RUNTIME_TEXT_CHAT_TEMPLATE_H_
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +33,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "runtime/text/jinja/template.h"
+#include "runtime/text/jinja/value.h"
 
 namespace arbor::runtime {
 
@@ -35,7 +45,10 @@ struct ChatMessage {
 
 struct ChatTemplateOptions {
   // System turn. nullopt: the template's default (chatml: "You are a helpful
-  // assistant.", llama3: none); empty: no system turn. Ignored by raw.
+  // assistant.", llama3: none, model: whatever its template writes); empty: no
+  // system turn (model: the template's default). Ignored by raw. For model, a
+  // non-empty prompt becomes a leading system message when the conversation
+  // has none.
   std::optional<std::string> system_prompt;
   // raw only: appended after the question (e.g. "\nAnswer:").
   std::string raw_suffix;
@@ -43,20 +56,30 @@ struct ChatTemplateOptions {
 
 class ChatTemplate {
  public:
-  enum class Kind { kChatMl, kLlama3, kRaw };
+  enum class Kind { kChatMl, kLlama3, kRaw, kModel };
 
-  // "chatml", "llama3", "raw".
+  // "chatml", "llama3", "raw", "model".
   static std::vector<std::string> KnownNames();
-  // INVALID_ARGUMENT listing the known names when `name` is not one of them.
+  // A named override ("chatml", "llama3", "raw"); INVALID_ARGUMENT listing the
+  // known names otherwise ("model" needs the folder: see Select).
   static absl::StatusOr<ChatTemplate> ByName(std::string_view name,
                                              ChatTemplateOptions options = {});
-  // The name a Jinja chat template corresponds to (see the header comment).
-  static std::string DetectName(std::string_view jinja_template);
-  // The default for a model folder from its tokenizer_config.json (raw when the
-  // file or its chat_template is missing; INVALID_ARGUMENT when it is malformed).
+  // A Jinja chat template with its special tokens (name: value, e.g.
+  // bos_token); `origin` names it in errors (the tokenizer_config.json path).
+  // INVALID_ARGUMENT "<origin>: chat_template: line L, column C: ..." when it
+  // does not parse.
+  static absl::StatusOr<ChatTemplate> FromJinja(std::string_view source,
+                                                jinja::ValueDict special_tokens,
+                                                std::string origin,
+                                                ChatTemplateOptions options = {});
+  // The default for a model folder (see the header comment): model, or raw when
+  // tokenizer_config.json or its chat_template is missing. INVALID_ARGUMENT
+  // naming the file when it is malformed or its template does not parse.
   static absl::StatusOr<ChatTemplate> ForModelDir(const std::string& model_dir,
                                                   ChatTemplateOptions options = {});
-  // A flag's value: a known name, or "" / "auto" for ForModelDir(model_dir).
+  // A flag's value: "" / "auto" for ForModelDir(model_dir); "model" for the
+  // model's own template (INVALID_ARGUMENT when the folder has none); else a
+  // named override.
   static absl::StatusOr<ChatTemplate> Select(std::string_view flag, const std::string& model_dir,
                                              ChatTemplateOptions options = {});
 
@@ -65,15 +88,18 @@ class ChatTemplate {
   const ChatTemplateOptions& options() const { return options_; }
 
   // The prompt for one user question, ending where the assistant's reply
-  // starts.
-  std::string Apply(std::string_view question) const;
+  // starts. Fails only as Render does.
+  absl::StatusOr<std::string> Apply(std::string_view question) const;
   // A conversation; with `add_generation_prompt` the assistant header follows.
-  // INVALID_ARGUMENT for an unknown role or an empty conversation.
+  // INVALID_ARGUMENT for an unknown role, an empty conversation, or a model
+  // template that fails (its message, with line and column, and the file);
+  // RESOURCE_EXHAUSTED when a model template passes the engine's limits.
   absl::StatusOr<std::string> Render(absl::Span<const ChatMessage> messages,
                                      bool add_generation_prompt) const;
-  // True when the rendered text already begins with BOS (llama3): encode it
-  // with add_special_tokens = false so that BOS is not doubled.
-  bool renders_bos() const { return kind_ == Kind::kLlama3; }
+  // True when the rendered text is to be encoded with add_special_tokens =
+  // false: llama3 writes BOS itself, and a model template is tokenized as
+  // transformers' apply_chat_template does (its own special tokens only).
+  bool renders_bos() const { return kind_ == Kind::kLlama3 || kind_ == Kind::kModel; }
 
  private:
   ChatTemplate(Kind kind, ChatTemplateOptions options)
@@ -81,6 +107,10 @@ class ChatTemplate {
 
   Kind kind_;
   ChatTemplateOptions options_;
+  // kModel only.
+  std::shared_ptr<const jinja::Template> jinja_;
+  jinja::ValueDict special_tokens_;
+  std::string origin_;
 };
 
 }  // namespace arbor::runtime

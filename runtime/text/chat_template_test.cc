@@ -47,18 +47,18 @@ TEST(ChatTemplateTest, ChatMlMatchesQwenFormat) {
   auto tmpl = ChatTemplate::ByName("chatml");
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
   EXPECT_EQ(tmpl->kind(), ChatTemplate::Kind::kChatMl);
-  EXPECT_EQ(tmpl->Apply("What is 2+2?"),
+  EXPECT_EQ(*tmpl->Apply("What is 2+2?"),
             "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
             "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
             "<|im_start|>assistant\n");
   ChatTemplateOptions math;
   math.system_prompt = "Please reason step by step.";
-  EXPECT_EQ(ChatTemplate::ByName("chatml", math)->Apply("Q"),
+  EXPECT_EQ(*ChatTemplate::ByName("chatml", math)->Apply("Q"),
             "<|im_start|>system\nPlease reason step by step.<|im_end|>\n"
             "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
   ChatTemplateOptions none;
   none.system_prompt = "";
-  EXPECT_EQ(ChatTemplate::ByName("chatml", none)->Apply("Q"),
+  EXPECT_EQ(*ChatTemplate::ByName("chatml", none)->Apply("Q"),
             "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_FALSE(tmpl->renders_bos());
 }
@@ -66,12 +66,12 @@ TEST(ChatTemplateTest, ChatMlMatchesQwenFormat) {
 TEST(ChatTemplateTest, Llama3MatchesMetaFormat) {
   auto tmpl = ChatTemplate::ByName("llama3");
   ASSERT_TRUE(tmpl.ok()) << tmpl.status();
-  EXPECT_EQ(tmpl->Apply("  What is 2+2?\n"),
+  EXPECT_EQ(*tmpl->Apply("  What is 2+2?\n"),
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
   ChatTemplateOptions sys;
   sys.system_prompt = "Be brief.";
-  EXPECT_EQ(ChatTemplate::ByName("llama3", sys)->Apply("Q"),
+  EXPECT_EQ(*ChatTemplate::ByName("llama3", sys)->Apply("Q"),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
             "<|start_header_id|>user<|end_header_id|>\n\nQ<|eot_id|>"
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -79,10 +79,10 @@ TEST(ChatTemplateTest, Llama3MatchesMetaFormat) {
 }
 
 TEST(ChatTemplateTest, RawKeepsQuestionAndAddsSuffix) {
-  EXPECT_EQ(ChatTemplate::ByName("raw")->Apply("Question: 1+1?"), "Question: 1+1?");
+  EXPECT_EQ(*ChatTemplate::ByName("raw")->Apply("Question: 1+1?"), "Question: 1+1?");
   ChatTemplateOptions options;
   options.raw_suffix = "\nAnswer:";
-  EXPECT_EQ(ChatTemplate::ByName("raw", options)->Apply("Q"), "Q\nAnswer:");
+  EXPECT_EQ(*ChatTemplate::ByName("raw", options)->Apply("Q"), "Q\nAnswer:");
 }
 
 TEST(ChatTemplateTest, RenderConversation) {
@@ -110,26 +110,39 @@ TEST(ChatTemplateTest, UnknownNameListsKnownOnes) {
   ASSERT_FALSE(tmpl.ok());
   EXPECT_EQ(tmpl.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(tmpl.status().message(), HasSubstr("\"vicuna\""));
-  EXPECT_THAT(tmpl.status().message(), HasSubstr("chatml, llama3, raw"));
+  EXPECT_THAT(tmpl.status().message(), HasSubstr("chatml, llama3, raw, model"));
   for (const std::string& name : ChatTemplate::KnownNames()) {
-    EXPECT_EQ(ChatTemplate::ByName(name)->name(), name);
+    if (name != "model") EXPECT_EQ(ChatTemplate::ByName(name)->name(), name);
   }
 }
 
-TEST(ChatTemplateTest, DefaultFromModelFolder) {
-  EXPECT_EQ(ChatTemplate::DetectName("{% for m in messages %}<|im_start|>..."), "chatml");
-  EXPECT_EQ(ChatTemplate::DetectName("{{ '<|start_header_id|>' + role }}"), "llama3");
-  EXPECT_EQ(ChatTemplate::DetectName("{{ bos_token }}[INST]"), "raw");
-
-  EXPECT_EQ(ChatTemplate::ForModelDir(Golden("llama"))->name(), "llama3");
-  EXPECT_EQ(ChatTemplate::ForModelDir(Golden("qwen2"))->name(), "chatml");
+TEST(ChatTemplateTest, DefaultFromModelFolderIsItsOwnTemplate) {
+  auto llama = ChatTemplate::ForModelDir(Golden("llama"));
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(llama->name(), "model");
+  EXPECT_EQ(*llama->Apply(" Hi "),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  auto qwen = ChatTemplate::ForModelDir(Golden("qwen2"));
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_EQ(qwen->name(), "model");
+  EXPECT_EQ(*qwen->Apply("Q"), "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(ChatTemplate::ForModelDir("/nonexistent/model")->name(), "raw");
-
-  ScratchDir listed(R"({"chat_template": [{"name": "tool_use", "template": "x"},
-                                          {"name": "default", "template": "<|im_start|>"}]})");
-  EXPECT_EQ(ChatTemplate::ForModelDir(listed.path())->name(), "chatml");
   ScratchDir none(R"({"eos_token": "</s>"})");
   EXPECT_EQ(ChatTemplate::ForModelDir(none.path())->name(), "raw");
+
+  // The list form: the "default" entry, else the first.
+  ScratchDir listed(R"({"chat_template": [{"name": "tool_use", "template": "tools {{ messages|length }}"},
+                                          {"name": "default", "template": "default {{ messages[0].content }}"}]})");
+  EXPECT_EQ(*ChatTemplate::ForModelDir(listed.path())->Apply("Q"), "default Q");
+  ScratchDir first(R"({"chat_template": [{"name": "rag", "template": "rag {{ messages[0].content }}"}]})");
+  EXPECT_EQ(*ChatTemplate::ForModelDir(first.path())->Apply("Q"), "rag Q");
+
+  // Special tokens reach the template, AddedToken objects by their content.
+  ScratchDir tokens(R"({"chat_template": "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|{{ pad_token is defined }}",
+                        "bos_token": {"__type": "AddedToken", "content": "<s>", "lstrip": false},
+                        "eos_token": "</s>", "pad_token": null})");
+  EXPECT_EQ(*ChatTemplate::ForModelDir(tokens.path())->Apply("Q"), "<s>|</s>|True|False");
 
   ScratchDir broken("{\"chat_template\": ");
   auto bad = ChatTemplate::ForModelDir(broken.path());
@@ -138,18 +151,61 @@ TEST(ChatTemplateTest, DefaultFromModelFolder) {
   ScratchDir wrong_type(R"({"chat_template": 7})");
   EXPECT_FALSE(ChatTemplate::ForModelDir(wrong_type.path()).ok());
 
-  EXPECT_EQ(ChatTemplate::Select("auto", Golden("qwen2"))->name(), "chatml");
-  EXPECT_EQ(ChatTemplate::Select("", Golden("llama"))->name(), "llama3");
+  EXPECT_EQ(ChatTemplate::Select("auto", Golden("qwen2"))->name(), "model");
+  EXPECT_EQ(ChatTemplate::Select("", Golden("llama"))->name(), "model");
+  EXPECT_EQ(ChatTemplate::Select("model", Golden("llama"))->name(), "model");
   EXPECT_EQ(ChatTemplate::Select("raw", Golden("llama"))->name(), "raw");
+  EXPECT_EQ(ChatTemplate::Select("chatml", Golden("llama"))->name(), "chatml");
   EXPECT_FALSE(ChatTemplate::Select("nope", Golden("llama")).ok());
+  auto no_own = ChatTemplate::Select("model", none.path());
+  EXPECT_EQ(no_own.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(no_own.status().message(), HasSubstr("has no chat_template"));
+  EXPECT_FALSE(ChatTemplate::ByName("model").ok());  // needs the folder
+}
+
+TEST(ChatTemplateTest, ModelTemplateErrorsNameTheFileAndNeverFallBack) {
+  ScratchDir syntax(R"({"chat_template": "{% for m in messages %}\n{{ m.content }"})");
+  auto bad = ChatTemplate::ForModelDir(syntax.path());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr(syntax.path() + "/tokenizer_config.json: chat_template: line 2"));
+
+  ScratchDir raises(R"({"chat_template": "{% if messages[0].role != 'system' %}{{ raise_exception('a system message is required') }}{% endif %}ok"})");
+  auto tmpl = ChatTemplate::ForModelDir(raises.path());
+  ASSERT_TRUE(tmpl.ok()) << tmpl.status();  // parses; fails per conversation
+  auto text = tmpl->Apply("Q");
+  ASSERT_FALSE(text.ok());
+  EXPECT_EQ(text.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(text.status().message(), HasSubstr(raises.path() + "/tokenizer_config.json"));
+  EXPECT_THAT(text.status().message(), HasSubstr("a system message is required"));
+  EXPECT_THAT(text.status().message(), HasSubstr("line 1, column"));
+  const std::vector<ChatMessage> with_system = {{"system", "S"}, {"user", "U"}};
+  EXPECT_EQ(*tmpl->Render(with_system, true), "ok");
+
+  ScratchDir unsupported(R"({"chat_template": "{% include 'other.jinja' %}"})");
+  auto include = ChatTemplate::ForModelDir(unsupported.path());
+  ASSERT_FALSE(include.ok());
+  EXPECT_THAT(include.status().message(), HasSubstr("unsupported statement 'include'"));
+}
+
+TEST(ChatTemplateTest, ModelTemplateSystemPromptOption) {
+  ScratchDir dir(R"({"chat_template": "{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"})");
+  ChatTemplateOptions sys;
+  sys.system_prompt = "Be brief.";
+  EXPECT_EQ(*ChatTemplate::ForModelDir(dir.path(), sys)->Apply("Q"), "[system:Be brief.][user:Q]");
+  ChatTemplateOptions none;
+  none.system_prompt = "";
+  EXPECT_EQ(*ChatTemplate::ForModelDir(dir.path(), none)->Apply("Q"), "[user:Q]");
+  const std::vector<ChatMessage> own = {{"system", "Mine."}, {"user", "Q"}};
+  EXPECT_EQ(*ChatTemplate::ForModelDir(dir.path(), sys)->Render(own, false), "[system:Mine.][user:Q]");
 }
 
 // The templates' markers are single special tokens of the models' tokenizers.
 TEST(ChatTemplateTest, PromptsEncodeWithSpecialTokens) {
   auto qwen = Tokenizer::FromModelDir(Golden("qwen2"));
   ASSERT_TRUE(qwen.ok()) << qwen.status();
-  auto chatml = ChatTemplate::ForModelDir(Golden("qwen2"));
-  const std::string prompt = chatml->Apply("What is 2+2?");
+  auto chatml = ChatTemplate::ByName("chatml");
+  const std::string prompt = *chatml->Apply("What is 2+2?");
   auto ids = (*qwen)->Encode(prompt, !chatml->renders_bos());
   ASSERT_TRUE(ids.ok()) << ids.status();
   const int32_t im_start = *(*qwen)->TokenToId("<|im_start|>");
@@ -159,8 +215,9 @@ TEST(ChatTemplateTest, PromptsEncodeWithSpecialTokens) {
 
   auto llama = Tokenizer::FromModelDir(Golden("llama"));
   ASSERT_TRUE(llama.ok()) << llama.status();
-  auto llama3 = ChatTemplate::ForModelDir(Golden("llama"));
-  auto llama_ids = (*llama)->Encode(llama3->Apply("Hi"), !llama3->renders_bos());
+  auto llama3 = ChatTemplate::ForModelDir(Golden("llama"));  // the model's own: writes BOS
+  ASSERT_EQ(llama3->kind(), ChatTemplate::Kind::kModel);
+  auto llama_ids = (*llama)->Encode(*llama3->Apply("Hi"), !llama3->renders_bos());
   ASSERT_TRUE(llama_ids.ok());
   const int32_t bos = *(*llama)->bos_id();
   EXPECT_EQ(llama_ids->front(), bos);

@@ -122,7 +122,7 @@ class WorkerVerifierClientTest(unittest.TestCase):
         self.assertEqual(info.backend, "cpu")
         self.assertEqual(info.kv_block_size, 16)
         self.assertEqual(info.kv_capacity_tokens, info.kv_blocks_total * 16)
-        self.assertEqual(info.chat_template, "chatml")
+        self.assertEqual(info.chat_template, "model")  # its own tokenizer_config.json template
         self.assertEqual(len(info.tokenizer_fingerprint), 64)
         self.assertGreater(len(info.eos_token_ids), 0)
 

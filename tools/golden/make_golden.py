@@ -88,6 +88,12 @@ def build_tokenizer(pattern, specials, bos, vocab_size, seed):
     return tok
 
 
+# The models' own chat templates, rendered by runtime/text/jinja: Meta Llama 3
+# Instruct's, and the system-less ChatML loop of the bundled models (models/).
+LLAMA3_INSTRUCT_TEMPLATE = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+CHATML_TEMPLATE = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
+
 def write_json(path, obj):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, ensure_ascii=False)
@@ -112,7 +118,7 @@ def make(kind, out_dir, seed):
                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                              "original_max_position_embeddings": 64})
         model = LlamaForCausalLM(cfg)
-        tok_cfg = {"chat_template": "{% for m in messages %}<|start_header_id|>...",
+        tok_cfg = {"chat_template": LLAMA3_INSTRUCT_TEMPLATE,
                    "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
         save_kwargs = {"max_shard_size": "100KB"}  # sharded, with an index
         dtype = torch.float32
@@ -132,7 +138,7 @@ def make(kind, out_dir, seed):
                 for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj,
                              layer.self_attn.v_proj):
                     proj.bias.normal_(0.0, 0.2)
-        tok_cfg = {"chat_template": "{% for m in messages %}<|im_start|>...",
+        tok_cfg = {"chat_template": CHATML_TEMPLATE,
                    "eos_token": "<|im_end|>"}
         save_kwargs = {}
         dtype = torch.bfloat16

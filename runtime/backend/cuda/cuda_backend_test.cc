@@ -476,7 +476,9 @@ TEST(CudaBundledModelTest, GreedyContinuationsMatchTheCpuBackend) {
     std::ifstream heldout(SourceDir() + "/models/data/heldout.jsonl");
     for (std::string line; prompts.size() < 8 && std::getline(heldout, line);) {
       const std::string question = nlohmann::json::parse(line)["question"].get<std::string>();
-      absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(chat->Apply(question));
+      absl::StatusOr<std::string> prompt = chat->Apply(question);
+      ASSERT_TRUE(prompt.ok()) << prompt.status();
+      absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(*prompt);
       ASSERT_TRUE(ids.ok()) << ids.status();
       prompts.push_back(*std::move(ids));
     }
