@@ -47,8 +47,8 @@ TEST(LlmJudgeTest, AsksTheModelInItsOwnTemplateAndReadsTheVerdictTokens) {
   auto judge = StartJudge(registry);
   ASSERT_NE(judge, nullptr);
   EXPECT_EQ(judge->service()->MakeInfo().kind(), "llm_judge");
-  // The policy's tokenizer_config.json carries a ChatML template.
-  EXPECT_EQ(judge->config().chat_template, "chatml");
+  // The policy's tokenizer_config.json carries a (ChatML) Jinja template.
+  EXPECT_EQ(judge->config().chat_template, "model");
 
   const RewardInput& input = judge->scorer()->input();
   auto prompt = input.EncodePrompt(kQuestion);
