@@ -202,12 +202,11 @@ void EndpointPool::CheckerLoop(const std::shared_ptr<Entry>& entry, bool check_f
     if (check) CheckOne(entry);
     absl::MutexLock lock(&mu_);
     const Entry* e = entry.get();
-    mu_.AwaitWithTimeout(absl::Condition(
-                             +[](const Entry* e) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                               return e->stop || e->check_now;
-                             },
-                             e),
-                         options_.health_interval);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](const Entry* e) ABSL_NO_THREAD_SAFETY_ANALYSIS { return e->stop || e->check_now; },
+            e),
+        options_.health_interval);
     if (entry->stop) return;
     entry->check_now = false;
     check = true;
@@ -303,9 +302,9 @@ void EndpointPool::CheckOne(const std::shared_ptr<Entry>& entry) {
   grpc::Status status = stub->Check(&context, request, &response);
   absl::Status check = rpc::ToAbslStatus(status);
   if (check.ok() && response.status() != grpc::health::v1::HealthCheckResponse::SERVING) {
-    check = absl::UnavailableError(absl::StrCat(
-        "health status ",
-        grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
+    check = absl::UnavailableError(
+        absl::StrCat("health status ",
+                     grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())));
   }
   std::string model;
   bool need_model = false;

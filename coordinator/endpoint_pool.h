@@ -89,7 +89,7 @@ class EndpointPool {
   };
   struct EndpointState {
     std::string address;
-    std::string model;  // "" until Info answered
+    std::string model;     // "" until Info answered
     bool healthy = false;  // routable
     bool ejected = false;  // was routable, lost since (by a check or a call)
     int consecutive_failures = 0;

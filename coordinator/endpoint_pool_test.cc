@@ -175,8 +175,8 @@ TEST(EndpointPoolTest, AHungEndpointDoesNotDelayTheOthersChecks) {
 TEST(EndpointPoolTest, WatchesSeeEjections) {
   BlackHole hung;
   WorldServer good;
-  auto pool = EndpointPool::Create(FastPool(hung.address() + "," + good.address()),
-                                   GeneratorModelProbe());
+  auto pool =
+      EndpointPool::Create(FastPool(hung.address() + "," + good.address()), GeneratorModelProbe());
   ASSERT_TRUE(pool.ok()) << pool.status();
   std::atomic<int> hung_lost = 0, good_lost = 0;
   // Not routable now: called at once.

@@ -110,7 +110,8 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
     attempt->address = endpoint.address;
     const absl::Time now = absl::Now();
     attempt->capped = now + options.call_timeout < deadline;
-    attempt->context.set_deadline(absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
+    attempt->context.set_deadline(
+        absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
     attempt->scope = std::make_unique<CallCanceller::Scope>(canceller, &attempt->context);
     tried.insert(endpoint.address);
     ++stats.calls;
@@ -221,8 +222,8 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
       }
       if (pending == 0) {
         result = absl::UnavailableError(absl::StrCat("all ", tried.size(), " ", pool.name(),
-                                                     " serving '", options.model, "' failed ",
-                                                     what, "; last error: ", last.ToString()));
+                                                     " serving '", options.model, "' failed ", what,
+                                                     "; last error: ", last.ToString()));
         break;
       }
     }

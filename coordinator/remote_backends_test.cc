@@ -18,9 +18,9 @@
 namespace arbor::coordinator {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::ArithServiceOptions;
 using testing::BlackHole;
+using ::testing::HasSubstr;
 using testing::WorldServer;
 
 PoolOptions FastPool(const std::string& targets) {
@@ -176,8 +176,8 @@ TEST(RemoteBackendsTest, HungEndpointIsHedgedWhenItsHealthChecksFail) {
   auto hung = std::make_unique<WorldServer>(Slow(absl::Seconds(30)));
   WorldServer fast;
   const std::string hung_address = hung->address();
-  auto pool = EndpointPool::Create(FastPool(hung_address + "," + fast.address()),
-                                   GeneratorModelProbe());
+  auto pool =
+      EndpointPool::Create(FastPool(hung_address + "," + fast.address()), GeneratorModelProbe());
   ASSERT_TRUE(pool.ok()) << pool.status();
   CallCanceller canceller;
   RemoteJobOptions options;

@@ -62,10 +62,12 @@ class FaultsTest : public ::testing::Test {
     verifier_ = *std::move(verifier);
     std::string targets;
     for (const Service& w : workers_) targets += (targets.empty() ? "" : ",") + w.address;
-    std::vector<std::string> argv = {BinaryPath("arbor-coordinator"), "--workers=" + targets,
+    std::vector<std::string> argv = {BinaryPath("arbor-coordinator"),
+                                     "--workers=" + targets,
                                      "--verifiers=" + verifier_.address,
                                      absl::StrCat("--health_interval_ms=", kHealthIntervalMs),
-                                     "--health_timeout_ms=500", "--max_concurrent_jobs=8"};
+                                     "--health_timeout_ms=500",
+                                     "--max_concurrent_jobs=8"};
     argv.insert(argv.end(), coordinator_flags.begin(), coordinator_flags.end());
     auto coordinator = StartService(argv);
     ASSERT_TRUE(coordinator.ok()) << coordinator.status();
@@ -190,15 +192,16 @@ TEST_F(FaultsTest, HungWorkerJobFinishesInAboutAHealthInterval) {
   const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
   const double hedges = MetricValue(metrics, "arbor_coordinator_endpoint_hedges_total",
                                     {"pool=\"workers\"", "reason=\"ejected\""});
-  const double retries = MetricValue(metrics, "arbor_coordinator_endpoint_retries_total",
-                                     {"pool=\"workers\""});
+  const double retries =
+      MetricValue(metrics, "arbor_coordinator_endpoint_retries_total", {"pool=\"workers\""});
   // Which of the two ends the stall depends on where the stop landed: a call
   // in flight on the worker is hedged, a later one routes around it.
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_endpoint_hedges_total{pool=\"workers\","
                                  "reason=\"slow\"} 0"));
-  std::printf("figure: hung (SIGSTOPped) worker: job finished %.2f s after the stop "
-              "(hedges %.0f, retries %.0f)\n",
-              absl::ToDoubleSeconds(took), hedges, retries);
+  std::printf(
+      "figure: hung (SIGSTOPped) worker: job finished %.2f s after the stop "
+      "(hedges %.0f, retries %.0f)\n",
+      absl::ToDoubleSeconds(took), hedges, retries);
   workers_[stopped].process->Signal(SIGCONT);
 }
 
@@ -254,8 +257,8 @@ TEST_F(FaultsTest, RestartedWorkerIsRoutableWithinTwoHealthIntervals) {
   }
   for (double s : seconds) {
     EXPECT_LT(s, 10.0 * kHealthIntervalMs / 1000);  // loose: about one interval expected
-    std::printf("figure: restarted worker routable %.3f s after it listened (interval %d ms)\n",
-                s, kHealthIntervalMs);
+    std::printf("figure: restarted worker routable %.3f s after it listened (interval %d ms)\n", s,
+                kHealthIntervalMs);
   }
 }
 
@@ -317,9 +320,10 @@ TEST_F(FaultsTest, ChaosEveryJobCompletesWithTheFaultFreeAnswer) {
     identical += got[i].text() == expected[i].text() ? 1 : 0;
   }
   EXPECT_GE(kills.load(), 2);
-  std::printf("figure: chaos: %d/%d jobs completed, %d/%d identical to the fault-free run, "
-              "%d kills of 1 of 3 workers, %.1f s\n",
-              completed, kJobs, identical, kJobs, kills.load(), absl::ToDoubleSeconds(took));
+  std::printf(
+      "figure: chaos: %d/%d jobs completed, %d/%d identical to the fault-free run, "
+      "%d kills of 1 of 3 workers, %.1f s\n",
+      completed, kJobs, identical, kJobs, kills.load(), absl::ToDoubleSeconds(took));
 }
 
 }  // namespace

@@ -34,7 +34,8 @@ absl::StatusOr<Service> StartService(std::vector<std::string> argv, int port,
   }
   service.address = std::string(absl::StripAsciiWhitespace(*address));
   const size_t colon = service.address.rfind(':');
-  if (colon == std::string::npos || !absl::SimpleAtoi(service.address.substr(colon + 1), &service.port)) {
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(service.address.substr(colon + 1), &service.port)) {
     return absl::InternalError(absl::StrCat(argv[0], ": bad address '", service.address, "'"));
   }
   auto metrics = service.process->WaitForLine("metrics on ", timeout);
@@ -113,8 +114,8 @@ int64_t RssKib(pid_t pid) {
   for (std::string line; std::getline(in, line);) {
     if (!absl::StartsWith(line, "VmRSS:")) continue;
     int64_t kib = 0;
-    const std::string value(absl::StripAsciiWhitespace(
-        absl::StripSuffix(absl::StripPrefix(line, "VmRSS:"), "kB")));
+    const std::string value(
+        absl::StripAsciiWhitespace(absl::StripSuffix(absl::StripPrefix(line, "VmRSS:"), "kB")));
     if (absl::SimpleAtoi(value, &kib)) return kib;
   }
   return -1;

@@ -75,8 +75,8 @@ TEST(SoakTest, ThousandJobsLeakNothing) {
                                 "--threads=1", "--kv_cache_tokens=8192"});
   ASSERT_TRUE(verifier.ok()) << verifier.status();
   auto coordinator = StartService({BinaryPath("arbor-coordinator"), "--workers=" + worker->address,
-                                   "--verifiers=" + verifier->address,
-                                   "--health_interval_ms=200", "--max_concurrent_jobs=8"});
+                                   "--verifiers=" + verifier->address, "--health_interval_ms=200",
+                                   "--max_concurrent_jobs=8"});
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   auto stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(coordinator->address, grpc::InsecureChannelCredentials()));
@@ -130,18 +130,17 @@ TEST(SoakTest, ThousandJobsLeakNothing) {
   EXPECT_EQ(failed.load(), 0) << "of " << jobs << " jobs";
 
   EXPECT_EQ(wait_idle(*worker, &metrics), 0) << "worker KV blocks in use or requests active\n"
-                                              << metrics;
-  const double worker_blocks =
-      MetricValue(metrics, "arbor_engine_kv_blocks", {"state=\"used\""});
+                                             << metrics;
+  const double worker_blocks = MetricValue(metrics, "arbor_engine_kv_blocks", {"state=\"used\""});
   EXPECT_EQ(wait_idle(*verifier, &metrics), 0) << "verifier KV blocks in use or requests active\n"
-                                                << metrics;
-  const double verifier_blocks =
-      MetricValue(metrics, "arbor_engine_kv_blocks", {"state=\"used\""});
+                                               << metrics;
+  const double verifier_blocks = MetricValue(metrics, "arbor_engine_kv_blocks", {"state=\"used\""});
   const std::string coordinator_metrics = HttpGet(coordinator->metrics, "/metrics");
   EXPECT_EQ(MetricValue(coordinator_metrics, "arbor_coordinator_jobs_in_flight", {}), 0);
-  std::printf("figure: soak: %d jobs in %.1f s, %d failed; KV blocks in use after: worker %.0f, "
-              "verifier %.0f\n",
-              jobs, absl::ToDoubleSeconds(took), failed.load(), worker_blocks, verifier_blocks);
+  std::printf(
+      "figure: soak: %d jobs in %.1f s, %d failed; KV blocks in use after: worker %.0f, "
+      "verifier %.0f\n",
+      jobs, absl::ToDoubleSeconds(took), failed.load(), worker_blocks, verifier_blocks);
   for (int i = 0; i < 3; ++i) {
     const Usage after = UsageOf(*services[i]);
     ASSERT_GT(before[i].fds, 0);
