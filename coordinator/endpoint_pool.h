@@ -33,6 +33,7 @@
 
 namespace grpc {
 class Channel;
+class ChannelCredentials;
 }  // namespace grpc
 
 namespace prometheus {
@@ -54,6 +55,10 @@ struct PoolOptions {
   absl::Duration resolve_interval = absl::Seconds(5);
   absl::Duration ejection = absl::Seconds(2);
   absl::Duration max_ejection = absl::Seconds(30);
+  // Channel security (rpc/tls.h: MakeChannelCredentials); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // TLS name checked against the endpoints' certificates; "": the address's host.
+  std::string tls_server_name;
 };
 
 // Metric handles a pool updates (all may be null).

@@ -42,6 +42,11 @@ std::string JoinHostPort(const std::string& host, int port) {
   return absl::StrCat(host, ":", port);
 }
 
+bool IsLoopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]" ||
+         host.rfind("127.", 0) == 0;
+}
+
 const prometheus::Histogram::BucketBoundaries& Buckets() {
   static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
       0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
@@ -191,6 +196,15 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->registry_ = registry ? std::move(registry) : std::make_shared<prometheus::Registry>();
   AddBuildInfo(*server->registry_, options.name);
 
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  if (options.tls.enabled() && options.metrics_port >= 0 && !IsLoopback(options.metrics_host)) {
+    ARBOR_LOG(WARNING) << options.name << ": /metrics on " << options.metrics_host
+                       << " is plain HTTP although gRPC uses TLS; bind it to loopback or keep "
+                          "the port inside the cluster network (docs/RELIABILITY.md)";
+  }
+
   if (options.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
         MetricsEndpoint::Start(options.metrics_host, options.metrics_port, server->registry_);
@@ -203,7 +217,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = JoinHostPort(options.host, options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(address, *credentials, &server->port_);
+  // gRPC sets SO_REUSEPORT by default, which lets a second process bind the
+  // same port and take half its connections; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
@@ -215,7 +232,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", address, " (port in use, or the address is not local)"));
   }
   // The health service answers for the hosted services, not for itself or
   // reflection (grpc.*).
@@ -228,7 +246,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->health_names_.end());
   for (const std::string& name : server->health_names_) rpc_metrics->Preset(name);
   server->SetServing(true);
-  ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port " << server->port_
+  ARBOR_LOG(INFO) << options.name << " serving gRPC"
+                  << (options.tls.enabled()
+                          ? (options.tls.ca.empty() ? " over TLS" : " over mutual TLS")
+                          : "")
+                  << " on " << address << " (port " << server->port_
                   << "), /metrics on port " << server->metrics_port_;
   if (options.announce) {
     std::printf("listening on %s\n", server->address().c_str());
