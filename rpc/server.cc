@@ -26,6 +26,7 @@
 #include "rpc/metrics_endpoint.h"
 #include "rpc/process_metrics.h"
 #include "rpc/status_util.h"
+#include "rpc/tls_metrics_endpoint.h"
 
 namespace arbor::rpc {
 namespace {
@@ -200,12 +201,13 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       MakeServerCredentials(options.tls);
   if (!credentials.ok()) return credentials.status();
   if (options.tls.enabled() && options.metrics_port >= 0 && !IsLoopback(options.metrics_host)) {
-    ARBOR_LOG(WARNING) << options.name << ": /metrics on " << options.metrics_host
-                       << " is plain HTTP although gRPC uses TLS; bind it to loopback or keep "
-                          "the port inside the cluster network (docs/RELIABILITY.md)";
-  }
-
-  if (options.metrics_port >= 0) {
+    // Off loopback, /metrics gets the same TLS as gRPC (HTTPS).
+    absl::StatusOr<std::unique_ptr<TlsMetricsEndpoint>> metrics = TlsMetricsEndpoint::Start(
+        options.metrics_host, options.metrics_port, server->registry_, options.tls);
+    if (!metrics.ok()) return metrics.status();
+    server->tls_metrics_ = *std::move(metrics);
+    server->metrics_port_ = server->tls_metrics_->port();
+  } else if (options.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
         MetricsEndpoint::Start(options.metrics_host, options.metrics_port, server->registry_);
     if (!metrics.ok()) return metrics.status();

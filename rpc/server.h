@@ -5,7 +5,9 @@
 //    ("arbor.v1.Reasoning", ...), so probes and `arborctl health --service`
 //    can ask for one; Drain flips them all to NOT_SERVING,
 //  - server reflection, so `grpcurl -plaintext host:port list` works,
-//  - TLS or mutual TLS when options.tls names the files (rpc/tls.h),
+//  - TLS or mutual TLS when options.tls names the files (rpc/tls.h); then
+//    /metrics, when not bound to loopback, is HTTPS with the same files
+//    (rpc/tls_metrics_endpoint.h),
 //  - a Prometheus /metrics HTTP endpoint (rpc/metrics_endpoint.h) exposing
 //    one shared registry, which also carries per-method request counters and
 //    latency histograms (arbor_grpc_server_handled_total,
@@ -44,6 +46,7 @@ class Registry;
 namespace arbor::rpc {
 
 class MetricsEndpoint;
+class TlsMetricsEndpoint;
 
 struct ServerOptions {
   // Role name for logs ("coordinator", "worker", ...).
@@ -117,6 +120,7 @@ class Server {
   ServerOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricsEndpoint> metrics_;
+  std::unique_ptr<TlsMetricsEndpoint> tls_metrics_;  // instead of metrics_: TLS off loopback
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   int metrics_port_ = -1;

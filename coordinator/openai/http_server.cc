@@ -327,6 +327,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Coordinator& coord
         Reply(res, absl::InternalError("internal error"));
       });
   p->Routes();
+  // httplib sets SO_REUSEPORT on Linux, which would let a second server
+  // share the port silently; a port in use must fail to bind.
+  p->server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (p->options.port == 0) {
     p->port = p->server.bind_to_any_port(p->options.host);
   } else if (p->server.bind_to_port(p->options.host, p->options.port)) {
@@ -336,7 +342,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Coordinator& coord
   }
   if (p->port <= 0) {
     return absl::UnavailableError(absl::StrCat("HTTP API: cannot listen on ", p->options.host, ":",
-                                               p->options.port));
+                                               p->options.port, " (port in use?)"));
   }
   p->listener = std::thread([p] { p->server.listen_after_bind(); });
   // stop() is a no-op until the accept loop runs; wait for it.

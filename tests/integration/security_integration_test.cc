@@ -3,10 +3,12 @@
 // ArithWorld worker/verifier double) and arborctl, with certificates made at
 // test time by make_test_certs.sh.
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -20,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "httplib.h"
 #include "tests/integration/subprocess.h"
 
 namespace arbor::testing {
@@ -60,6 +63,7 @@ int PortOf(const std::string& host_port) {
 struct Server {
   std::unique_ptr<Subprocess> process;
   std::string address;
+  std::string metrics;
   std::string err_path;
 };
 
@@ -72,6 +76,8 @@ struct Result {
 class SecurityTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // The refused TLS clients below write to connections the server closed.
+    signal(SIGPIPE, SIG_IGN);
     certs_ = new std::string(absl::StrCat(::testing::TempDir(), "/arbor_certs_", getpid()));
     const std::string command = absl::StrCat("tests/integration/make_test_certs.sh ", *certs_,
                                              " > /dev/null");
@@ -93,12 +99,13 @@ class SecurityTest : public ::testing::Test {
   }
 
   Server StartServer(std::vector<std::string> argv) {
+    auto has = [&](const std::string& prefix) {
+      return std::any_of(argv.begin(), argv.end(),
+                         [&](const std::string& a) { return a.rfind(prefix, 0) == 0; });
+    };
     argv.push_back("--host=127.0.0.1");
-    argv.push_back("--metrics_port=-1");
-    if (std::none_of(argv.begin(), argv.end(),
-                     [](const std::string& a) { return a.rfind("--port=", 0) == 0; })) {
-      argv.push_back("--port=0");
-    }
+    if (!has("--metrics_port=")) argv.push_back("--metrics_port=-1");
+    if (!has("--port=")) argv.push_back("--port=0");
     Server server;
     server.err_path = absl::StrCat(::testing::TempDir(), "/sec_", getpid(), "_", servers_++, ".err");
     auto process = Subprocess::Start(argv, server.err_path);
@@ -111,6 +118,11 @@ class SecurityTest : public ::testing::Test {
     EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status() << "\n"
                               << ReadFile(server.err_path);
     if (address.ok()) server.address = *address;
+    if (has("--metrics_port=0")) {
+      auto metrics = server.process->WaitForLine("metrics on ", kStartTimeout);
+      EXPECT_TRUE(metrics.ok()) << metrics.status();
+      if (metrics.ok()) server.metrics = *metrics;
+    }
     return server;
   }
 
@@ -179,6 +191,31 @@ TEST_F(SecurityTest, TlsServesClientsTrustingItsCaAndRefusesOthers) {
   EXPECT_EQ(wrong_ca.exit_code, 1);
   EXPECT_THAT(wrong_ca.err, HasSubstr("UNAVAILABLE"));
   EXPECT_THAT(wrong_ca.out, Not(HasSubstr("arith-1")));
+}
+
+TEST_F(SecurityTest, MetricsOffLoopbackAreHttpsWithTheSameCertificates) {
+  std::vector<std::string> flags = ServerTls(/*mutual=*/true);
+  flags.push_back("--metrics_host=0.0.0.0");
+  flags.push_back("--metrics_port=0");
+  Server world = StartWorld("generator", flags);
+  ASSERT_FALSE(world.metrics.empty());
+  const int port = PortOf(world.metrics);
+
+  httplib::SSLClient good("127.0.0.1", port, Cert("client.pem"), Cert("client.key"));
+  good.set_ca_cert_path(Cert("ca.pem").c_str());
+  good.enable_server_certificate_verification(true);
+  auto scraped = good.Get("/metrics");
+  ASSERT_TRUE(scraped) << httplib::to_string(scraped.error());
+  EXPECT_EQ(scraped->status, 200);
+  EXPECT_THAT(scraped->body, HasSubstr("arbor_build_info"));
+  EXPECT_THAT(scraped->body, HasSubstr("process_resident_memory_bytes"));
+
+  // Without a client certificate (mutual TLS), or in plain HTTP: nothing.
+  httplib::SSLClient anonymous("127.0.0.1", port);
+  anonymous.set_ca_cert_path(Cert("ca.pem").c_str());
+  anonymous.enable_server_certificate_verification(true);
+  EXPECT_FALSE(anonymous.Get("/metrics"));
+  EXPECT_THAT(HttpRequest(port, "GET /metrics HTTP/1.0\r\n\r\n"), Not(HasSubstr("arbor_build_info")));
 }
 
 TEST_F(SecurityTest, MutualTlsRefusesClientsWithoutAGoodCertificate) {
@@ -300,6 +337,11 @@ TEST_F(SecurityTest, PortInUseIsAStartupErrorWithExitCode2) {
     EXPECT_THAT(second.err, HasSubstr("in use")) << binary;
     EXPECT_THAT(second.out, Not(HasSubstr("listening on"))) << binary;
   }
+  // The HTTP API refuses a port in use the same way.
+  Result http = Run({BinaryPath("arbor-coordinator"), "--host=127.0.0.1", "--port=0",
+                     "--metrics_port=-1", "--workers=127.0.0.1:1", "--http_port=" + port});
+  EXPECT_EQ(http.exit_code, 2) << http.err;
+  EXPECT_THAT(http.err, HasSubstr("HTTP API: cannot listen on 127.0.0.1:" + port));
   // The first server still owns its port alone.
   Result info = Ctl({"info", "--target=" + first.address, "--timeout_ms=3000"});
   EXPECT_EQ(info.exit_code, 0) << info.err;
