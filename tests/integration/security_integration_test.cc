@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -433,6 +434,29 @@ TEST_F(SecurityTest, TokensPerMinuteQuotaRefusesAfterTheBudgetIsUsed) {
   EXPECT_THAT(second.err, HasSubstr("RESOURCE_EXHAUSTED"));
   EXPECT_THAT(second.err, HasSubstr("peer:127.0.0.1"));
   EXPECT_THAT(second.err, HasSubstr("--max_tokens_per_minute_per_client is 1"));
+}
+
+TEST_F(SecurityTest, WorkerModelOutsideModelRootIsRefusedAtStart) {
+  const std::string root = absl::StrCat(::testing::TempDir(), "/sec_root_", getpid());
+  ASSERT_EQ(std::system(absl::StrCat("mkdir -p ", root).c_str()), 0);
+  Result outside = Run({BinaryPath("arbor-worker"), "--model=models/policy", "--model_root=" + root,
+                        "--port=0", "--metrics_port=-1"});
+  EXPECT_EQ(outside.exit_code, 2) << outside.err;
+  EXPECT_THAT(outside.err, HasSubstr("PERMISSION_DENIED"));
+  EXPECT_THAT(outside.err, HasSubstr("outside --model_root"));
+  EXPECT_THAT(outside.out, Not(HasSubstr("listening on")));
+  // A link inside the root pointing out of it is refused the same way.
+  const std::string link = root + "/policy";
+  ASSERT_EQ(symlink((std::filesystem::current_path() / "models/policy").c_str(), link.c_str()), 0);
+  Result linked = Run({BinaryPath("arbor-worker"), "--model=" + link, "--model_root=" + root,
+                       "--port=0", "--metrics_port=-1"});
+  EXPECT_EQ(linked.exit_code, 2) << linked.err;
+  EXPECT_THAT(linked.err, HasSubstr("outside --model_root"));
+  std::system(absl::StrCat("rm -rf ", root).c_str());
+  // Inside the root, the worker serves.
+  Server inside = StartServer({BinaryPath("arbor-worker"), "--model=models/policy",
+                               "--model_root=models", "--threads=1", "--kv_cache_tokens=1024"});
+  EXPECT_FALSE(inside.address.empty());
 }
 
 }  // namespace
