@@ -51,6 +51,8 @@ struct Coordinator::Job : public JobHandle {
   absl::Time rpc_deadline;
   Callbacks callbacks;
   CallCanceller canceller;
+  // This job's slot in its client's quota; released when the job ends.
+  std::unique_ptr<ClientQuotas::Lease> quota;
 
   const std::string& job_id() const override { return id; }
   void Cancel() override { canceller.Cancel(); }
@@ -89,6 +91,11 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
                          [metrics](int running, int queued) { metrics->SetJobs(running, queued); });
   if (!jobs.ok()) return jobs.status();
   c->jobs_ = *std::move(jobs);
+  if (c->options_.client_quotas.enabled()) {
+    auto quotas = ClientQuotas::Create(c->options_.client_quotas);
+    if (!quotas.ok()) return quotas.status();
+    c->quotas_ = *std::move(quotas);
+  }
   return c;
 }
 
@@ -119,7 +126,8 @@ absl::StatusOr<std::string> Coordinator::ResolveModel(const EndpointPool& pool,
 }
 
 absl::StatusOr<std::shared_ptr<JobHandle>> Coordinator::Submit(
-    const arbor::v1::SolveRequest& request, absl::Time rpc_deadline, Callbacks callbacks) {
+    const arbor::v1::SolveRequest& request, absl::Time rpc_deadline, Callbacks callbacks,
+    const std::string& client) {
   auto job = std::make_shared<Job>();
   job->accepted = absl::Now();
   auto config = StrategyConfigFromRequest(request);
@@ -156,15 +164,25 @@ absl::StatusOr<std::shared_ptr<JobHandle>> Coordinator::Submit(
                 : request.job_id();
   job->rpc_deadline = rpc_deadline;
   job->callbacks = std::move(callbacks);
+  if (quotas_ != nullptr) {
+    auto lease = quotas_->Admit(client);
+    if (!lease.ok()) {
+      metrics_->JobFinished(job->strategy, "rejected", absl::ZeroDuration());
+      return lease.status();
+    }
+    job->quota = *std::move(lease);
+  }
 
   JobManager::Task task;
   task.run = [this, job] { Run(job); };
   task.on_rejected = [job] {
+    job->quota.reset();
     job->callbacks.on_done(absl::UnavailableError("coordinator shut down before the job started"),
                            nullptr);
   };
   if (absl::Status admitted = jobs_->Submit(std::move(task)); !admitted.ok()) {
     metrics_->JobFinished(job->strategy, "rejected", absl::ZeroDuration());
+    job->quota.reset();
     return admitted;
   }
   return std::shared_ptr<JobHandle>(job);
@@ -180,6 +198,9 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
     ARBOR_LOG(INFO) << "job " << job->id << " (" << job->strategy << ") " << outcome
                     << (status.ok() ? "" : absl::StrCat(": ", status.ToString())) << " in "
                     << absl::FormatDuration(absl::Now() - job->accepted);
+    // The client's slot frees before it hears the answer, so its next job
+    // is admitted.
+    job->quota.reset();
     job->callbacks.on_done(status, response);
   };
   if (job->canceller.cancelled())
@@ -265,6 +286,7 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
     return finish(status, nullptr, false);
   }
   metrics_->AddUsage(result->usage);
+  if (job->quota) job->quota->Charge(result->usage.generated_tokens + result->usage.reward_tokens);
   if (result->budget_exhausted) metrics_->BudgetExhausted(result->exhausted_by);
   arbor::v1::SolveResponse response;
   const JobAccounting final_accounting = accounting();

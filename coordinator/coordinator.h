@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "coordinator/client_quotas.h"
 #include "coordinator/endpoint_pool.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
@@ -32,6 +33,10 @@ class SolveEvent;
 namespace prometheus {
 class Registry;
 }  // namespace prometheus
+
+namespace arbor::rpc {
+class TokenSet;
+}  // namespace arbor::rpc
 
 namespace arbor::coordinator {
 
@@ -49,6 +54,11 @@ struct CoordinatorOptions {
   // A call unanswered this long is also sent to another endpoint (the first
   // answer wins); zero: hedge only calls whose endpoint is ejected.
   absl::Duration hedge_after = absl::Seconds(10);
+  // Bearer tokens the client API (gRPC and HTTP) requires; null: none
+  // (rpc/auth.h). Callers are identified by token, certificate or address.
+  std::shared_ptr<const rpc::TokenSet> client_tokens;
+  // Per-client limits, keyed by that identity (coordinator/client_quotas.h).
+  ClientQuotaOptions client_quotas;
 };
 
 class JobHandle {
@@ -74,9 +84,11 @@ class Coordinator {
   ~Coordinator();
 
   // Validates and admits the job. On OK the job runs later and reports
-  // through `callbacks`; on error no callback is called.
+  // through `callbacks`; on error no callback is called. `client` is the
+  // caller's identity (rpc/auth.h), the key of the per-client quotas.
   absl::StatusOr<std::shared_ptr<JobHandle>> Submit(const arbor::v1::SolveRequest& request,
-                                                    absl::Time rpc_deadline, Callbacks callbacks);
+                                                    absl::Time rpc_deadline, Callbacks callbacks,
+                                                    const std::string& client = "local");
 
   // Rejects queued jobs (UNAVAILABLE) and waits for the running ones.
   void Shutdown();
@@ -100,6 +112,7 @@ class Coordinator {
   std::unique_ptr<EndpointPool> workers_;
   std::unique_ptr<EndpointPool> verifiers_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<ClientQuotas> quotas_;  // null when no per-client limit is set
   std::atomic<uint64_t> next_job_ = 0;
   const uint64_t instance_tag_;
 };

@@ -49,14 +49,20 @@ absl::Status CheckHostPort(std::string_view entry, std::string_view flag) {
   return absl::OkStatus();
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address) {
+// The one place the pool's channels are made: plaintext, or TLS when the
+// options carry credentials.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& address, const PoolOptions& pool) {
   grpc::ChannelArguments args;
+  if (pool.credentials != nullptr && !pool.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(pool.tls_server_name);
+  }
   // A restarted endpoint should be reconnected to quickly once it is back.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(
+      address, pool.credentials ? pool.credentials : grpc::InsecureChannelCredentials(), args);
 }
 
 }  // namespace
@@ -268,7 +274,7 @@ std::vector<std::shared_ptr<EndpointPool::Entry>> EndpointPool::Resolve() {
       if (entries_.contains(a)) continue;
       auto entry = std::make_shared<Entry>();
       entry->address = a;
-      entry->channel = MakeChannel(a);
+      entry->channel = MakeChannel(a, options_);
       // Not checked yet: its checker starts with a check.
       StartChecker(entry, /*check_first=*/true);
       entries_.emplace(a, std::move(entry));

@@ -38,6 +38,7 @@
 
 namespace grpc {
 class Channel;
+class ChannelCredentials;
 }  // namespace grpc
 
 namespace prometheus {
@@ -57,6 +58,10 @@ struct PoolOptions {
   absl::Duration health_interval = absl::Seconds(1);
   absl::Duration health_timeout = absl::Seconds(1);
   absl::Duration resolve_interval = absl::Seconds(5);
+  // Channel security (rpc/tls.h: MakeChannelCredentials); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // TLS name checked against the endpoints' certificates; "": the address's host.
+  std::string tls_server_name;
 };
 
 // Metric handles a pool updates (all may be null).

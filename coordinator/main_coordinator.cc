@@ -8,6 +8,7 @@
 
 #include "absl/flags/flag.h"
 #include "common/log.h"
+#include "coordinator/client_flags.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/openai/http_server.h"
 #include "coordinator/reasoning_service.h"
@@ -15,6 +16,7 @@
 #include "prometheus/registry.h"
 #include "rpc/flags.h"
 #include "rpc/server.h"
+#include "rpc/tls.h"
 
 ABSL_FLAG(std::string, workers, "",
           "Generator workers: host:port,host:port or dns:///name:port (re-resolved)");
@@ -31,6 +33,16 @@ ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
 ABSL_FLAG(int, hedge_after_ms, 10000,
           "A worker/verifier call unanswered this long is also sent to another endpoint (the "
           "first answer wins); 0: hedge only calls on an ejected endpoint");
+// TLS of the coordinator's own calls to workers and verifiers (rpc/tls.h).
+ABSL_FLAG(std::string, upstream_tls_ca, "",
+          "PEM CA that verifies workers and verifiers: call them over TLS; empty: plaintext "
+          "(unless a client certificate is given, then the system roots)");
+ABSL_FLAG(std::string, upstream_tls_cert, "",
+          "PEM client certificate presented to workers and verifiers (mutual TLS)");
+ABSL_FLAG(std::string, upstream_tls_key, "", "PEM private key of --upstream_tls_cert");
+ABSL_FLAG(std::string, upstream_tls_server_name, "",
+          "Name the workers' and verifiers' certificates are checked against instead of the "
+          "address dialled (for IP targets and DNS-resolved pods)");
 
 int main(int argc, char** argv) {
   arbor::rpc::BlockShutdownSignals();
@@ -54,6 +66,26 @@ int main(int argc, char** argv) {
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.call_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_call_timeout_ms));
   options.hedge_after = absl::Milliseconds(absl::GetFlag(FLAGS_hedge_after_ms));
+  if (absl::Status access = arbor::coordinator::ApplyClientAccessFlags(&options); !access.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", access.ToString().c_str());
+    return 2;
+  }
+  {
+    arbor::rpc::TlsClientFiles upstream;
+    upstream.ca = absl::GetFlag(FLAGS_upstream_tls_ca);
+    upstream.cert = absl::GetFlag(FLAGS_upstream_tls_cert);
+    upstream.key = absl::GetFlag(FLAGS_upstream_tls_key);
+    upstream.server_name = absl::GetFlag(FLAGS_upstream_tls_server_name);
+    auto credentials = arbor::rpc::MakeChannelCredentials(upstream);
+    if (!credentials.ok()) {
+      std::fprintf(stderr, "arbor-coordinator: %s\n", credentials.status().ToString().c_str());
+      return 2;
+    }
+    for (arbor::coordinator::PoolOptions* pool : {&options.workers, &options.verifiers}) {
+      pool->credentials = *credentials;
+      pool->tls_server_name = upstream.server_name;
+    }
+  }
 
   auto registry = std::make_shared<prometheus::Registry>();
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);

@@ -15,6 +15,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/unknown_field_set.h"
 #include "grpcpp/grpcpp.h"
+#include "rpc/auth.h"
 #include "rpc/status_util.h"
 
 namespace arbor::coordinator {
@@ -88,6 +89,11 @@ class SolveReactor : public grpc::ServerUnaryReactor {
  public:
   SolveReactor(Coordinator& coordinator, grpc::CallbackServerContext* context,
                const grpc::ByteBuffer* raw_request, grpc::ByteBuffer* response) {
+    auto client = rpc::AuthenticateCall(coordinator.options().client_tokens.get(), *context);
+    if (!client.ok()) {
+      Finish(rpc::ToGrpcStatus(client.status()));
+      return;
+    }
     SolveRequest request;
     if (absl::Status parsed = ParseSolveRequest(*raw_request, &request); !parsed.ok()) {
       Finish(rpc::ToGrpcStatus(parsed));
@@ -98,7 +104,7 @@ class SolveReactor : public grpc::ServerUnaryReactor {
       if (result != nullptr) *response = Serialize(*result);
       Finish(rpc::ToGrpcStatus(status));
     };
-    auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks));
+    auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks), *client);
     if (!job.ok()) {
       Finish(rpc::ToGrpcStatus(job.status()));
       return;
@@ -128,6 +134,11 @@ class SolveStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   SolveStreamReactor(Coordinator& coordinator, grpc::CallbackServerContext* context,
                      const grpc::ByteBuffer* raw_request) {
+    auto client = rpc::AuthenticateCall(coordinator.options().client_tokens.get(), *context);
+    if (!client.ok()) {
+      Finish(rpc::ToGrpcStatus(client.status()));
+      return;
+    }
     SolveRequest request;
     if (absl::Status parsed = ParseSolveRequest(*raw_request, &request); !parsed.ok()) {
       Finish(rpc::ToGrpcStatus(parsed));
@@ -143,7 +154,7 @@ class SolveStreamReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       }
       Complete(rpc::ToGrpcStatus(status));
     };
-    auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks));
+    auto job = coordinator.Submit(request, RpcDeadline(context), std::move(callbacks), *client);
     if (!job.ok()) {
       Finish(rpc::ToGrpcStatus(job.status()));
       return;

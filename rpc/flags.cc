@@ -5,9 +5,12 @@
 #include "absl/flags/usage.h"
 #include "absl/time/time.h"
 
-ABSL_FLAG(std::string, host, "0.0.0.0", "Address the gRPC server binds");
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "Address the gRPC server binds; loopback by default, 0.0.0.0 (or ::) for every "
+          "interface");
 ABSL_FLAG(int, port, 0, "gRPC port; 0 picks a free port (printed as 'listening on HOST:PORT')");
-ABSL_FLAG(std::string, metrics_host, "0.0.0.0", "Address the Prometheus /metrics endpoint binds");
+ABSL_FLAG(std::string, metrics_host, "127.0.0.1",
+          "Address the Prometheus /metrics endpoint binds; loopback by default");
 ABSL_FLAG(int, metrics_port, 0,
           "Prometheus /metrics port; 0 picks a free port (printed as 'metrics on HOST:PORT'), "
           "-1 disables it");
@@ -18,6 +21,11 @@ ABSL_FLAG(int, drain_delay_ms, 0,
           "On SIGTERM: how long to keep serving new calls after health turns NOT_SERVING, "
           "so that load balancers and clients move away first (SIGINT skips it)");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message sent or received, in MiB");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls_key); empty: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: require mutual TLS, refusing clients without a certificate it signed");
 
 namespace arbor::rpc {
 
@@ -37,6 +45,9 @@ ServerOptions ServerOptionsFromFlags(std::string_view name) {
   options.drain_delay = absl::Milliseconds(absl::GetFlag(FLAGS_drain_delay_ms));
   const int mb = absl::GetFlag(FLAGS_max_message_mb);
   options.max_message_bytes = mb > 0 && mb <= 2047 ? mb << 20 : -1;
+  options.tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.tls.key = absl::GetFlag(FLAGS_tls_key);
+  options.tls.ca = absl::GetFlag(FLAGS_tls_ca);
   return options;
 }
 

@@ -26,6 +26,7 @@
 #include "rpc/metrics_endpoint.h"
 #include "rpc/process_metrics.h"
 #include "rpc/status_util.h"
+#include "rpc/tls_metrics_endpoint.h"
 
 namespace arbor::rpc {
 namespace {
@@ -40,6 +41,11 @@ std::string JoinHostPort(const std::string& host, int port) {
     return absl::StrCat("[", host, "]:", port);
   }
   return absl::StrCat(host, ":", port);
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "localhost" || host == "::1" || host == "[::1]" ||
+         host.rfind("127.", 0) == 0;
 }
 
 const prometheus::Histogram::BucketBoundaries& Buckets() {
@@ -191,7 +197,17 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->registry_ = registry ? std::move(registry) : std::make_shared<prometheus::Registry>();
   AddBuildInfo(*server->registry_, options.name);
 
-  if (options.metrics_port >= 0) {
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options.tls);
+  if (!credentials.ok()) return credentials.status();
+  if (options.tls.enabled() && options.metrics_port >= 0 && !IsLoopback(options.metrics_host)) {
+    // Off loopback, /metrics gets the same TLS as gRPC (HTTPS).
+    absl::StatusOr<std::unique_ptr<TlsMetricsEndpoint>> metrics = TlsMetricsEndpoint::Start(
+        options.metrics_host, options.metrics_port, server->registry_, options.tls);
+    if (!metrics.ok()) return metrics.status();
+    server->tls_metrics_ = *std::move(metrics);
+    server->metrics_port_ = server->tls_metrics_->port();
+  } else if (options.metrics_port >= 0) {
     absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
         MetricsEndpoint::Start(options.metrics_host, options.metrics_port, server->registry_);
     if (!metrics.ok()) return metrics.status();
@@ -203,7 +219,10 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = JoinHostPort(options.host, options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &server->port_);
+  builder.AddListeningPort(address, *credentials, &server->port_);
+  // gRPC sets SO_REUSEPORT by default, which lets a second process bind the
+  // same port and take half its connections; a port in use must be an error.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
@@ -215,7 +234,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", address));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", address, " (port in use, or the address is not local)"));
   }
   // The health service answers for the hosted services, not for itself or
   // reflection (grpc.*).
@@ -228,7 +248,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->health_names_.end());
   for (const std::string& name : server->health_names_) rpc_metrics->Preset(name);
   server->SetServing(true);
-  ARBOR_LOG(INFO) << options.name << " serving gRPC on " << address << " (port " << server->port_
+  ARBOR_LOG(INFO) << options.name << " serving gRPC"
+                  << (options.tls.enabled()
+                          ? (options.tls.ca.empty() ? " over TLS" : " over mutual TLS")
+                          : "")
+                  << " on " << address << " (port " << server->port_
                   << "), /metrics on port " << server->metrics_port_;
   if (options.announce) {
     std::printf("listening on %s\n", server->address().c_str());

@@ -5,6 +5,9 @@
 //    ("arbor.v1.Reasoning", ...), so probes and `arborctl health --service`
 //    can ask for one; Drain flips them all to NOT_SERVING,
 //  - server reflection, so `grpcurl -plaintext host:port list` works,
+//  - TLS or mutual TLS when options.tls names the files (rpc/tls.h); then
+//    /metrics, when not bound to loopback, is HTTPS with the same files
+//    (rpc/tls_metrics_endpoint.h),
 //  - a Prometheus /metrics HTTP endpoint (rpc/metrics_endpoint.h) exposing
 //    one shared registry, which also carries per-method request counters and
 //    latency histograms (arbor_grpc_server_handled_total,
@@ -14,7 +17,8 @@
 //    (while load balancers and health-checking clients move away), stop
 //    accepting, let in-flight calls finish within a grace period, then
 //    cancel what is left (docs/DEPLOY.md: the rolling update).
-// Port 0 picks a free port; Start prints "listening on 127.0.0.1:PORT" (and
+// A port already in use is an UNAVAILABLE error naming it (SO_REUSEPORT is
+// off: two processes never share a port silently). Port 0 picks a free port; Start prints "listening on 127.0.0.1:PORT" (and
 // "metrics on 127.0.0.1:PORT") to stdout so scripts and tests can parse it.
 // Thread-safety: all methods are thread-safe; Drain may be called once or
 // more (later calls are no-ops) from any thread, Wait from any thread.
@@ -28,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "rpc/tls.h"
 
 namespace grpc {
 class Server;
@@ -41,15 +46,17 @@ class Registry;
 namespace arbor::rpc {
 
 class MetricsEndpoint;
+class TlsMetricsEndpoint;
 
 struct ServerOptions {
   // Role name for logs ("coordinator", "worker", ...).
   std::string name = "arbor";
-  // gRPC bind address and port; port 0 picks a free port.
-  std::string host = "0.0.0.0";
+  // gRPC bind address and port; port 0 picks a free port. Loopback unless
+  // told otherwise, so an internal port is not reachable by accident.
+  std::string host = "127.0.0.1";
   int port = 0;
   // /metrics bind address and port; 0 picks a free port, -1 disables it.
-  std::string metrics_host = "0.0.0.0";
+  std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;
   // How long Drain keeps accepting new calls after turning NOT_SERVING.
   absl::Duration drain_delay = absl::ZeroDuration();
@@ -57,6 +64,8 @@ struct ServerOptions {
   absl::Duration drain_grace = absl::Seconds(10);
   // Largest message received or sent, in bytes.
   int max_message_bytes = 64 << 20;
+  // TLS (mutual when tls.ca is set) on the gRPC port; default plaintext.
+  TlsServerFiles tls;
   // Print "listening on ..." / "metrics on ..." to stdout.
   bool announce = true;
 };
@@ -111,6 +120,7 @@ class Server {
   ServerOptions options_;
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<MetricsEndpoint> metrics_;
+  std::unique_ptr<TlsMetricsEndpoint> tls_metrics_;  // instead of metrics_: TLS off loopback
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   int metrics_port_ = -1;

@@ -283,6 +283,24 @@ TEST(ServerTest, MetricsPortInUseIsAClearError) {
   EXPECT_THAT(second.status().message(), HasSubstr(std::to_string(options.metrics_port)));
 }
 
+TEST(ServerTest, GrpcPortInUseIsAClearErrorNotASharedPort) {
+  auto first = Server::Start(LoopbackOptions(), {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ServerOptions options = LoopbackOptions();
+  options.port = (*first)->port();
+  options.metrics_port = -1;
+  auto second = Server::Start(options, {});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr(std::to_string(options.port)));
+  EXPECT_THAT(second.status().message(), HasSubstr("in use"));
+}
+
+TEST(ServerOptionsTest, DefaultsBindLoopback) {
+  const ServerOptions options;
+  EXPECT_EQ(options.host, "127.0.0.1");
+  EXPECT_EQ(options.metrics_host, "127.0.0.1");
+}
+
 TEST(ServerTest, ReflectionListsServices) {
   auto server = Server::Start(LoopbackOptions(), {});
   ASSERT_TRUE(server.ok()) << server.status();

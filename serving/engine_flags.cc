@@ -7,6 +7,9 @@
 
 ABSL_FLAG(std::string, model, "",
           "Model folder in Hugging Face layout (config.json, *.safetensors, tokenizer.json)");
+ABSL_FLAG(std::string, model_root, "",
+          "When set, --model must lie inside this folder (after following symbolic links), and "
+          "so must every file in it; empty: anywhere");
 ABSL_FLAG(std::string, model_name, "",
           "Name the model is served under (Info.model; requests may name it); default: the "
           "folder's base name");
@@ -42,6 +45,7 @@ ServedModelOptions ServedModelOptionsFromFlags() {
   ServedModelOptions options;
   options.model_dir = absl::GetFlag(FLAGS_model);
   options.model_name = absl::GetFlag(FLAGS_model_name);
+  options.model_root = absl::GetFlag(FLAGS_model_root);
   options.backend = absl::GetFlag(FLAGS_backend);
   options.threads = absl::GetFlag(FLAGS_threads);
   options.kv_cache_tokens = absl::GetFlag(FLAGS_kv_cache_tokens);

@@ -1,7 +1,7 @@
 // Command-line flags of the engine-serving binaries (arbor-worker,
 // arbor-verifier), in their own small library so that a binary that defines
 // flags of the same names (the all-in-one mode) need not link them:
-//   --model (folder), --model_name, --backend (cpu | cuda), --threads,
+//   --model (folder), --model_root, --model_name, --backend (cpu | cuda), --threads,
 //   --kv_cache_tokens / --kv_cache_blocks, --max_batch_tokens,
 //   --max_running_seqs, --max_queued_requests, --max_context_tokens.
 // Thread-safety: read after absl::ParseCommandLine only.

@@ -9,6 +9,7 @@
 #include "runtime/backend/backend.h"
 #include "runtime/backend/cpu/cpu_backend.h"
 #include "runtime/backend/cuda/cuda_backend.h"
+#include "serving/model_root.h"
 
 namespace arbor::serving {
 
@@ -29,6 +30,14 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
   if (!std::filesystem::is_directory(options.model_dir, ec)) {
     return absl::NotFoundError(
         absl::StrCat("--model: \"", options.model_dir, "\" is not a folder"));
+  }
+  if (!options.model_root.empty()) {
+    // The served name stays the folder's as given; files load from the
+    // resolved path that was checked.
+    if (options.model_name.empty()) options.model_name = ModelNameFromDir(options.model_dir);
+    auto confined = ConfineToModelRoot(options.model_dir, options.model_root);
+    if (!confined.ok()) return confined.status();
+    options.model_dir = *std::move(confined);
   }
   if (options.threads < 0) {
     return absl::InvalidArgumentError(

@@ -22,6 +22,9 @@ namespace arbor::serving {
 struct ServedModelOptions {
   // Hugging Face layout: config.json, safetensors, tokenizer.json.
   std::string model_dir;
+  // When set, model_dir (after following links) and the files in it must lie
+  // inside this folder (serving/model_root.h); empty: anywhere.
+  std::string model_root;
   // Name served in Info and matched against requests; empty: the folder's base name.
   std::string model_name;
   // "cpu", or "cuda" where this build has the CUDA backend.

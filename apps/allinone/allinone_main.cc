@@ -22,6 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "coordinator/client_flags.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/openai/http_server.h"
 #include "coordinator/reasoning_service.h"
@@ -186,6 +187,9 @@ int main(int argc, char** argv) {
   options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.call_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_call_timeout_ms));
+  if (absl::Status access = arbor::coordinator::ApplyClientAccessFlags(&options); !access.ok()) {
+    return Fail(access);
+  }
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);
   if (!coordinator.ok()) return Fail(coordinator.status());
   if (!(*coordinator)->workers().WaitForHealthy(absl::Seconds(30)) ||

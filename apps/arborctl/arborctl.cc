@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -23,7 +24,9 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
+#include "rpc/auth.h"
 #include "rpc/status_util.h"
+#include "rpc/tls.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Server address host:port");
 ABSL_FLAG(int, timeout_ms, 0, "gRPC deadline of the call in ms (0: none for solve, 10 s else)");
@@ -54,6 +57,15 @@ ABSL_FLAG(int64_t, deadline_ms, 0, "Budget: wall-clock ms (0: none)");
 ABSL_FLAG(uint64_t, seed, 0, "Job seed");
 ABSL_FLAG(int, max_candidates, 0, "Candidates returned (0: 8)");
 ABSL_FLAG(std::string, service, "", "health: service name (empty: the server overall)");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA that verifies the server: connect over TLS; empty: plaintext (unless "
+          "--tls_cert is given, then the system roots)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for servers requiring mutual TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "Name the server's certificate is checked against instead of --target's host");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the bearer token the coordinator requires (--auth_token_file there)");
 
 namespace {
 
@@ -62,14 +74,43 @@ int Usage() {
   return 2;
 }
 
+// Exits with 2 when a TLS or token file cannot be used: bad usage, not a
+// failed call.
 std::shared_ptr<grpc::Channel> Connect() {
+  arbor::rpc::TlsClientFiles tls;
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  auto credentials = arbor::rpc::MakeChannelCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "arborctl: %s\n", credentials.status().ToString().c_str());
+    std::exit(2);
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), grpc::InsecureChannelCredentials(),
-                                   args);
+  arbor::rpc::ApplyTlsChannelArgs(tls, args);
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_target), *credentials, args);
 }
 
+// The "authorization" value of --token_file; "" without one.
+const std::string& Authorization() {
+  static const std::string* value = [] {
+    const std::string path = absl::GetFlag(FLAGS_token_file);
+    if (path.empty()) return new std::string();
+    auto token = arbor::rpc::ReadBearerToken(path);
+    if (!token.ok()) {
+      std::fprintf(stderr, "arborctl: %s\n", token.status().ToString().c_str());
+      std::exit(2);
+    }
+    return new std::string(*token);
+  }();
+  return *value;
+}
+
+// Every call's deadline and credentials.
 void SetDeadline(grpc::ClientContext& context, int default_ms) {
+  if (!Authorization().empty()) context.AddMetadata("authorization", Authorization());
   const int ms = absl::GetFlag(FLAGS_timeout_ms) > 0 ? absl::GetFlag(FLAGS_timeout_ms) : default_ms;
   if (ms > 0) context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Milliseconds(ms)));
 }

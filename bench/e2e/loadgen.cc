@@ -47,6 +47,8 @@
 #include "bench/e2e/stepwise_search.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
+#include "rpc/auth.h"
+#include "rpc/tls.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Coordinator address host:port");
 ABSL_FLAG(std::string, driver, "coordinator",
@@ -76,6 +78,11 @@ ABSL_FLAG(std::string, reward_model, "", "SolveRequest.reward_model");
 ABSL_FLAG(std::string, label, "", "Name of this case in --out");
 ABSL_FLAG(std::string, out, "", "JSONL file the case's figures are appended to");
 ABSL_FLAG(std::string, answers_out, "", "JSONL file of every job's answer and usage");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA verifying the servers: connect over TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (servers requiring mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_server_name, "", "Name the servers' certificates are checked against");
+ABSL_FLAG(std::string, token_file, "", "Bearer token for the coordinator (--driver=coordinator)");
 
 namespace {
 
@@ -147,8 +154,9 @@ struct JobResult {
 // keep its arrival times whatever the number of jobs in flight.
 class JobRunner {
  public:
-  explicit JobRunner(std::shared_ptr<grpc::Channel> channel)
-      : stub_(arbor::v1::Reasoning::NewStub(std::move(channel))) {}
+  JobRunner(std::shared_ptr<grpc::Channel> channel, std::string authorization)
+      : stub_(arbor::v1::Reasoning::NewStub(std::move(channel))),
+        authorization_(std::move(authorization)) {}
   // --driver=stepwise: each job runs its search on a thread of its own.
   explicit JobRunner(arbor::bench::StepwiseTargets targets) : stepwise_(std::move(targets)) {}
 
@@ -163,6 +171,7 @@ class JobRunner {
     call->request = MakeRequest(index);
     call->context.set_deadline(std::chrono::system_clock::now() +
                                std::chrono::seconds(absl::GetFlag(FLAGS_timeout_s)));
+    if (!authorization_.empty()) call->context.AddMetadata("authorization", authorization_);
     call->start = Clock::now();
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -230,6 +239,7 @@ class JobRunner {
     Clock::time_point start;
   };
   std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
+  const std::string authorization_;  // "Bearer TOKEN", or "" for none
   std::optional<arbor::bench::StepwiseTargets> stepwise_;
   std::vector<std::thread> threads_;  // stepwise jobs; touched by the driving thread only
   std::mutex mu_;
@@ -278,10 +288,30 @@ int main(int argc, char** argv) {
                  driver.c_str());
     return 2;
   }
+  arbor::rpc::TlsClientFiles tls;
+  tls.ca = absl::GetFlag(FLAGS_tls_ca);
+  tls.cert = absl::GetFlag(FLAGS_tls_cert);
+  tls.key = absl::GetFlag(FLAGS_tls_key);
+  tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+  auto credentials = arbor::rpc::MakeChannelCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "arbor-loadgen: %s\n", credentials.status().ToString().c_str());
+    return 2;
+  }
+  std::string authorization;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto token = arbor::rpc::ReadBearerToken(absl::GetFlag(FLAGS_token_file));
+    if (!token.ok()) {
+      std::fprintf(stderr, "arbor-loadgen: %s\n", token.status().ToString().c_str());
+      return 2;
+    }
+    authorization = *std::move(token);
+  }
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
+  arbor::rpc::ApplyTlsChannelArgs(tls, args);
   auto channel = [&](const std::string& target) {
-    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    return grpc::CreateCustomChannel(target, *credentials, args);
   };
   std::unique_ptr<JobRunner> runner_owner;
   if (driver == "stepwise") {
@@ -295,7 +325,8 @@ int main(int argc, char** argv) {
     }
     runner_owner = std::make_unique<JobRunner>(std::move(targets));
   } else {
-    runner_owner = std::make_unique<JobRunner>(channel(absl::GetFlag(FLAGS_target)));
+    runner_owner =
+        std::make_unique<JobRunner>(channel(absl::GetFlag(FLAGS_target)), authorization);
   }
   JobRunner& runner = *runner_owner;
 

@@ -18,6 +18,7 @@
 #include "coordinator/openai/response.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "rpc/auth.h"
 #include "rpc/flags.h"
 
 ABSL_FLAG(int, http_port, -1,
@@ -111,7 +112,24 @@ struct HttpServer::Impl {
     return known.empty() ? "" : known.front();
   }
 
+  // The caller's identity (rpc/auth.h), or UNAUTHENTICATED when the API
+  // requires a token it does not carry.
+  absl::StatusOr<std::string> Client(const httplib::Request& req) const {
+    return rpc::Authenticate(coordinator.options().client_tokens.get(),
+                             req.get_header_value("Authorization"), "", req.remote_addr);
+  }
+
   void Routes() {
+    // Every /v1/ route takes the same bearer token as the gRPC API; /health
+    // stays open for probes.
+    server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      absl::StatusOr<std::string> client = Client(req);
+      if (client.ok()) return httplib::Server::HandlerResponse::Unhandled;
+      res.set_header("WWW-Authenticate", "Bearer");
+      Reply(res, client.status());
+      return httplib::Server::HandlerResponse::Handled;
+    });
     server.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       HandleCompletion(req, res, ApiKind::kChatCompletion);
     });
@@ -192,6 +210,8 @@ struct HttpServer::Impl {
       if (!streaming) Leave(call);
     };
 
+    const absl::StatusOr<std::string> client = Client(req);
+    if (!client.ok()) return Reply(res, client.status());
     absl::StatusOr<ParsedRequest> parsed =
         kind == ApiKind::kChatCompletion ? ParseChatCompletionRequest(req.body)
                                          : ParseCompletionRequest(req.body);
@@ -238,7 +258,7 @@ struct HttpServer::Impl {
       };
     }
     absl::StatusOr<std::shared_ptr<JobHandle>> job =
-        coordinator.Submit(parsed->solve, deadline, std::move(callbacks));
+        coordinator.Submit(parsed->solve, deadline, std::move(callbacks), *client);
     if (!job.ok()) return Reply(res, HttpFieldNames(job.status(), *parsed));
     call->SetJob(*std::move(job));
 
@@ -307,6 +327,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Coordinator& coord
         Reply(res, absl::InternalError("internal error"));
       });
   p->Routes();
+  // httplib sets SO_REUSEPORT on Linux, which would let a second server
+  // share the port silently; a port in use must fail to bind.
+  p->server.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   if (p->options.port == 0) {
     p->port = p->server.bind_to_any_port(p->options.host);
   } else if (p->server.bind_to_port(p->options.host, p->options.port)) {
@@ -316,7 +342,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(Coordinator& coord
   }
   if (p->port <= 0) {
     return absl::UnavailableError(absl::StrCat("HTTP API: cannot listen on ", p->options.host, ":",
-                                               p->options.port));
+                                               p->options.port, " (port in use?)"));
   }
   p->listener = std::thread([p] { p->server.listen_after_bind(); });
   // stop() is a no-op until the accept loop runs; wait for it.

@@ -132,6 +132,10 @@ int HttpStatusOf(const absl::Status& status) {
       return 404;
     case absl::StatusCode::kResourceExhausted:
       return 429;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kCancelled:
       return 503;
@@ -162,6 +166,7 @@ std::string ErrorBody(const absl::Status& status) {
     type = "rate_limit_error";
     code = "rate_limit_exceeded";
   }
+  if (http == 401) code = "invalid_api_key";
   if (http == 503) type = "service_unavailable";
   if (http == 504) type = "timeout";
   const std::string field = FieldOfMessage(status.message());

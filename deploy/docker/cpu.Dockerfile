@@ -40,9 +40,10 @@ EXPOSE 50051 9090
 # --drain_delay_ms, then in-flight calls finish within --drain_grace_ms.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/arbor-allinone"]
-CMD ["--port=50051", "--metrics_port=9090"]
+CMD ["--host=0.0.0.0", "--port=50051", "--metrics_host=0.0.0.0", "--metrics_port=9090"]
 
 FROM runtime AS demo
 COPY --chown=root:root models/ /opt/arbor/models/
-CMD ["--port=50051", "--metrics_port=9090", "--model=/opt/arbor/models/policy", \
+CMD ["--host=0.0.0.0", "--port=50051", "--metrics_host=0.0.0.0", "--metrics_port=9090", \
+     "--model=/opt/arbor/models/policy", \
      "--reward_model=/opt/arbor/models/prm"]

@@ -44,5 +44,6 @@ WORKDIR /tmp
 EXPOSE 50051 9090
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/arbor-allinone"]
-CMD ["--port=50051", "--metrics_port=9090", "--backend=cuda", \
+CMD ["--host=0.0.0.0", "--port=50051", "--metrics_host=0.0.0.0", "--metrics_port=9090", \
+     "--backend=cuda", \
      "--model=/models/policy", "--reward_model=/models/prm"]

@@ -13,11 +13,13 @@ from arbor_client._client import (STRATEGIES, Accepted, ArborError, AsyncClient,
                                   Candidate, Client, DeadlineExceededError, Event,
                                   FailedPreconditionError, InvalidArgumentError,
                                   JobCancelledError, ResourceExhaustedError, SolveResult, Step,
-                                  UnavailableError, Usage, build_request)
+                                  UnauthenticatedError, UnavailableError, Usage, build_request,
+                                  tls_credentials)
 
 __version__ = "0.1.0"
 
 __all__ = ["STRATEGIES", "Accepted", "ArborError", "AsyncClient", "Budget", "Candidate", "Client",
            "DeadlineExceededError", "Event", "FailedPreconditionError", "InvalidArgumentError",
            "JobCancelledError", "ResourceExhaustedError", "SolveResult", "Step",
-           "UnavailableError", "Usage", "build_request"]
+           "UnauthenticatedError", "UnavailableError", "Usage", "build_request",
+           "tls_credentials"]

@@ -70,6 +70,10 @@ class JobCancelledError(ArborError):
     """The job was cancelled (CANCELLED)."""
 
 
+class UnauthenticatedError(ArborError):
+    """The coordinator requires a bearer token and got none or a wrong one."""
+
+
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
@@ -77,7 +81,32 @@ _ERRORS = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: JobCancelledError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
 }
+
+
+def tls_credentials(ca_file: Optional[str] = None, cert_file: Optional[str] = None,
+                    key_file: Optional[str] = None) -> grpc.ChannelCredentials:
+    """TLS channel credentials from PEM files: the CA that verifies the server
+    (None: the system roots) and, for servers requiring mutual TLS, a client
+    certificate and its key."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("tls_credentials: a client certificate needs its key, and a key its "
+                         "certificate")
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca_file),
+                                        private_key=read(key_file),
+                                        certificate_chain=read(cert_file))
+
+
+def _metadata(token: Optional[str]):
+    return (("authorization", "Bearer " + token),) if token else None
 
 
 def _error(e: grpc.RpcError) -> ArborError:
@@ -296,12 +325,15 @@ class Client:
     """Blocking client: `Client("localhost:50051").solve("...", strategy="beam_search", n=16)`.
 
     target: host:port of arbor-coordinator or arbor-allinone. credentials:
-    grpc.ChannelCredentials for TLS (insecure without). timeout: default
-    seconds per call (None: no deadline; the job's budget still bounds it).
+    grpc.ChannelCredentials for TLS (insecure without; see tls_credentials).
+    token: the bearer token a coordinator started with --auth_token_file
+    requires. timeout: default seconds per call (None: no deadline; the job's
+    budget still bounds it).
     """
 
     def __init__(self, target: str = "localhost:50051", *,
                  credentials: Optional[grpc.ChannelCredentials] = None,
+                 token: Optional[str] = None,
                  options: Optional[Sequence[Tuple[str, Any]]] = None,
                  timeout: Optional[float] = None):
         options = list(options or [])
@@ -309,12 +341,14 @@ class Client:
                          else grpc.insecure_channel(target, options))
         self._stub = reasoning_pb2_grpc.ReasoningStub(self._channel)
         self._timeout = timeout
+        self._metadata = _metadata(token)
 
     def solve(self, question: str, *, timeout: Optional[float] = None, **kwargs: Any) -> SolveResult:
         """Runs a job to completion (build_request has the parameters)."""
         request = build_request(question, **kwargs)
         try:
-            reply = self._stub.Solve(request, timeout=_timeout(timeout, self._timeout))
+            reply = self._stub.Solve(request, timeout=_timeout(timeout, self._timeout),
+                                     metadata=self._metadata)
         except grpc.RpcError as e:
             raise _error(e) from None
         return SolveResult.from_proto(reply)
@@ -324,7 +358,8 @@ class Client:
         """Yields Accepted, one Step per iteration, then the SolveResult.
         Leaving the loop early (or dropping the iterator) cancels the job."""
         request = build_request(question, **kwargs)
-        call = self._stub.SolveStream(request, timeout=_timeout(timeout, self._timeout))
+        call = self._stub.SolveStream(request, timeout=_timeout(timeout, self._timeout),
+                                      metadata=self._metadata)
         try:
             for event in call:
                 yield _event(event)
@@ -359,6 +394,7 @@ class AsyncClient:
 
     def __init__(self, target: str = "localhost:50051", *,
                  credentials: Optional[grpc.ChannelCredentials] = None,
+                 token: Optional[str] = None,
                  options: Optional[Sequence[Tuple[str, Any]]] = None,
                  timeout: Optional[float] = None):
         options = list(options or [])
@@ -366,12 +402,14 @@ class AsyncClient:
                          else grpc.aio.insecure_channel(target, options))
         self._stub = reasoning_pb2_grpc.ReasoningStub(self._channel)
         self._timeout = timeout
+        self._metadata = _metadata(token)
 
     async def solve(self, question: str, *, timeout: Optional[float] = None,
                     **kwargs: Any) -> SolveResult:
         request = build_request(question, **kwargs)
         try:
-            reply = await self._stub.Solve(request, timeout=_timeout(timeout, self._timeout))
+            reply = await self._stub.Solve(request, timeout=_timeout(timeout, self._timeout),
+                                           metadata=self._metadata)
         except grpc.RpcError as e:
             raise _error(e) from None
         return SolveResult.from_proto(reply)
@@ -379,7 +417,8 @@ class AsyncClient:
     async def solve_stream(self, question: str, *, timeout: Optional[float] = None,
                            **kwargs: Any) -> AsyncIterator[Event]:
         request = build_request(question, **kwargs)
-        call = self._stub.SolveStream(request, timeout=_timeout(timeout, self._timeout))
+        call = self._stub.SolveStream(request, timeout=_timeout(timeout, self._timeout),
+                                      metadata=self._metadata)
         try:
             async for event in call:
                 yield _event(event)
@@ -408,5 +447,6 @@ class AsyncClient:
 
 __all__ = ["STRATEGIES", "ArborError", "InvalidArgumentError", "FailedPreconditionError",
            "ResourceExhaustedError", "UnavailableError", "DeadlineExceededError",
-           "JobCancelledError", "Usage", "Candidate", "SolveResult", "Accepted", "Step", "Event",
-           "Budget", "build_request", "Client", "AsyncClient"]
+           "JobCancelledError", "UnauthenticatedError", "Usage", "Candidate", "SolveResult",
+           "Accepted", "Step", "Event", "Budget", "build_request", "tls_credentials", "Client",
+           "AsyncClient"]
