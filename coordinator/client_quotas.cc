@@ -55,11 +55,11 @@ absl::StatusOr<std::unique_ptr<ClientQuotas::Lease>> ClientQuotas::Admit(
   }
   if (options_.max_tokens_per_minute > 0 && c.window_tokens >= options_.max_tokens_per_minute) {
     const absl::Duration wait = c.charges.front().first + kWindow - now;
-    return refuse(absl::ResourceExhaustedError(absl::StrCat(
-        "client quota: ", client, " used ", c.window_tokens,
-        " tokens in the last minute, --max_tokens_per_minute_per_client is ",
-        options_.max_tokens_per_minute, "; retry in ",
-        absl::FormatDuration(absl::Ceil(wait, absl::Seconds(1))))));
+    return refuse(absl::ResourceExhaustedError(
+        absl::StrCat("client quota: ", client, " used ", c.window_tokens,
+                     " tokens in the last minute, --max_tokens_per_minute_per_client is ",
+                     options_.max_tokens_per_minute, "; retry in ",
+                     absl::FormatDuration(absl::Ceil(wait, absl::Seconds(1))))));
   }
   ++c.jobs;
   return std::unique_ptr<Lease>(new Lease(this, client));

@@ -33,8 +33,7 @@ TEST(TokenSetTest, NamesTokensAndChecksBearerHeaders) {
   const absl::Status missing = (*tokens)->Check("").status();
   EXPECT_EQ(missing.code(), absl::StatusCode::kUnauthenticated);
   EXPECT_THAT(missing.message(), HasSubstr("missing"));
-  EXPECT_EQ((*tokens)->Check("Basic dG9rLWE=").status().code(),
-            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ((*tokens)->Check("Basic dG9rLWE=").status().code(), absl::StatusCode::kUnauthenticated);
   EXPECT_EQ((*tokens)->Check("tok-a").status().code(), absl::StatusCode::kUnauthenticated);
 }
 
@@ -54,10 +53,8 @@ TEST(TokenSetTest, RejectsBadFilesNamingTheLine) {
   EXPECT_THAT(TokenSet::Parse("a:x\nb:\n", "t.txt").status().message(),
               HasSubstr("t.txt line 2: empty token"));
   EXPECT_THAT(TokenSet::Parse(":x\n", "t.txt").status().message(), HasSubstr("empty name"));
-  EXPECT_THAT(TokenSet::Parse("a:x\na:y\n", "t.txt").status().message(),
-              HasSubstr("'a' repeated"));
-  EXPECT_EQ(TokenSet::FromFile("/nonexistent/tokens").status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_THAT(TokenSet::Parse("a:x\na:y\n", "t.txt").status().message(), HasSubstr("'a' repeated"));
+  EXPECT_EQ(TokenSet::FromFile("/nonexistent/tokens").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(IdentityTest, TokenThenCertificateThenPeer) {

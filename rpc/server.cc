@@ -234,8 +234,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen on ", address, " (port in use, or the address is not local)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", address, " (port in use, or the address is not local)"));
   }
   // The health service answers for the hosted services, not for itself or
   // reflection (grpc.*).
@@ -252,8 +252,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
                   << (options.tls.enabled()
                           ? (options.tls.ca.empty() ? " over TLS" : " over mutual TLS")
                           : "")
-                  << " on " << address << " (port " << server->port_
-                  << "), /metrics on port " << server->metrics_port_;
+                  << " on " << address << " (port " << server->port_ << "), /metrics on port "
+                  << server->metrics_port_;
   if (options.announce) {
     std::printf("listening on %s\n", server->address().c_str());
     if (server->metrics_port_ >= 0) {

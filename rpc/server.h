@@ -18,8 +18,9 @@
 //    accepting, let in-flight calls finish within a grace period, then
 //    cancel what is left (docs/DEPLOY.md: the rolling update).
 // A port already in use is an UNAVAILABLE error naming it (SO_REUSEPORT is
-// off: two processes never share a port silently). Port 0 picks a free port; Start prints "listening on 127.0.0.1:PORT" (and
-// "metrics on 127.0.0.1:PORT") to stdout so scripts and tests can parse it.
+// off: two processes never share a port silently). Port 0 picks a free
+// port; Start prints "listening on 127.0.0.1:PORT" (and "metrics on
+// 127.0.0.1:PORT") to stdout so scripts and tests can parse it.
 // Thread-safety: all methods are thread-safe; Drain may be called once or
 // more (later calls are no-ops) from any thread, Wait from any thread.
 #ifndef ARBOR_RPC_SERVER_H_

@@ -38,8 +38,7 @@ absl::StatusOr<std::unique_ptr<TlsMetricsEndpoint>> TlsMetricsEndpoint::Start(
   if (!impl->server.is_valid()) {
     return absl::InvalidArgumentError(absl::StrCat("/metrics over TLS: cannot use --tls_cert ",
                                                    tls.cert, " and --tls_key ", tls.key,
-                                                   tls.ca.empty() ? "" : " and --tls_ca ",
-                                                   tls.ca));
+                                                   tls.ca.empty() ? "" : " and --tls_ca ", tls.ca));
   }
   impl->registry = std::move(registry);
   impl->process = std::make_shared<ProcessCollector>();
@@ -64,8 +63,8 @@ absl::StatusOr<std::unique_ptr<TlsMetricsEndpoint>> TlsMetricsEndpoint::Start(
     bound = port;
   }
   if (bound <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve /metrics over TLS on ", bind_host, ":", port, " (port in use?)"));
+    return absl::UnavailableError(absl::StrCat("cannot serve /metrics over TLS on ", bind_host, ":",
+                                               port, " (port in use?)"));
   }
   p->listener = std::thread([p] { p->server.listen_after_bind(); });
   while (!p->server.is_running()) absl::SleepFor(absl::Milliseconds(1));

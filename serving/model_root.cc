@@ -41,10 +41,9 @@ absl::StatusOr<std::string> ConfineToModelRoot(const std::string& model_dir,
     const fs::path real_file = fs::canonical(entry.path(), file_ec);
     if (file_ec) continue;  // a dangling link: loading it fails with its own error
     if (!Inside(real_file, real_root)) {
-      return absl::PermissionDeniedError(
-          absl::StrCat("--model \"", model_dir, "\": ", entry.path().filename().string(),
-                       " resolves to ", real_file.string(), ", outside --model_root ",
-                       real_root.string()));
+      return absl::PermissionDeniedError(absl::StrCat(
+          "--model \"", model_dir, "\": ", entry.path().filename().string(), " resolves to ",
+          real_file.string(), ", outside --model_root ", real_root.string()));
     }
   }
   if (ec) return absl::NotFoundError(absl::StrCat("--model \"", model_dir, "\": ", ec.message()));

@@ -325,8 +325,7 @@ int main(int argc, char** argv) {
     }
     runner_owner = std::make_unique<JobRunner>(std::move(targets));
   } else {
-    runner_owner =
-        std::make_unique<JobRunner>(channel(absl::GetFlag(FLAGS_target)), authorization);
+    runner_owner = std::make_unique<JobRunner>(channel(absl::GetFlag(FLAGS_target)), authorization);
   }
   JobRunner& runner = *runner_owner;
 

@@ -3,8 +3,8 @@
 // ArithWorld worker/verifier double) and arborctl, with certificates made at
 // test time by make_test_certs.sh.
 #include <arpa/inet.h>
-#include <signal.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -80,8 +80,8 @@ class SecurityTest : public ::testing::Test {
     // The refused TLS clients below write to connections the server closed.
     signal(SIGPIPE, SIG_IGN);
     certs_ = new std::string(absl::StrCat(::testing::TempDir(), "/arbor_certs_", getpid()));
-    const std::string command = absl::StrCat("tests/integration/make_test_certs.sh ", *certs_,
-                                             " > /dev/null");
+    const std::string command =
+        absl::StrCat("tests/integration/make_test_certs.sh ", *certs_, " > /dev/null");
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
   }
   static void TearDownTestSuite() {
@@ -108,7 +108,8 @@ class SecurityTest : public ::testing::Test {
     if (!has("--metrics_port=")) argv.push_back("--metrics_port=-1");
     if (!has("--port=")) argv.push_back("--port=0");
     Server server;
-    server.err_path = absl::StrCat(::testing::TempDir(), "/sec_", getpid(), "_", servers_++, ".err");
+    server.err_path =
+        absl::StrCat(::testing::TempDir(), "/sec_", getpid(), "_", servers_++, ".err");
     auto process = Subprocess::Start(argv, server.err_path);
     if (!process.ok()) {
       ADD_FAILURE() << process.status();
@@ -216,7 +217,8 @@ TEST_F(SecurityTest, MetricsOffLoopbackAreHttpsWithTheSameCertificates) {
   anonymous.set_ca_cert_path(Cert("ca.pem").c_str());
   anonymous.enable_server_certificate_verification(true);
   EXPECT_FALSE(anonymous.Get("/metrics"));
-  EXPECT_THAT(HttpRequest(port, "GET /metrics HTTP/1.0\r\n\r\n"), Not(HasSubstr("arbor_build_info")));
+  EXPECT_THAT(HttpRequest(port, "GET /metrics HTTP/1.0\r\n\r\n"),
+              Not(HasSubstr("arbor_build_info")));
 }
 
 TEST_F(SecurityTest, MutualTlsRefusesClientsWithoutAGoodCertificate) {
@@ -252,21 +254,27 @@ TEST_F(SecurityTest, CoordinatorCallsWorkersOverMutualTlsAndChecksTokens) {
   const std::string tokens = WriteFile("tokens", "# test clients\nalice:alice-s3cret\n");
   const std::string alice = WriteFile("alice", "alice-s3cret\n");
   const std::string mallory = WriteFile("mallory", "guessed\n");
-  std::vector<std::string> argv = {
-      BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
-      "--verifiers=" + verifier.address, "--health_interval_ms=200",
-      "--upstream_tls_ca=" + Cert("ca.pem"), "--upstream_tls_cert=" + Cert("client.pem"),
-      "--upstream_tls_key=" + Cert("client.key"), "--auth_token_file=" + tokens,
-      "--http_port=0"};
+  std::vector<std::string> argv = {BinaryPath("arbor-coordinator"),
+                                   "--workers=" + worker.address,
+                                   "--verifiers=" + verifier.address,
+                                   "--health_interval_ms=200",
+                                   "--upstream_tls_ca=" + Cert("ca.pem"),
+                                   "--upstream_tls_cert=" + Cert("client.pem"),
+                                   "--upstream_tls_key=" + Cert("client.key"),
+                                   "--auth_token_file=" + tokens,
+                                   "--http_port=0"};
   for (const std::string& flag : ServerTls(/*mutual=*/false)) argv.push_back(flag);
   Server coordinator = StartServer(argv);
   ASSERT_FALSE(coordinator.address.empty());
   auto http = coordinator.process->WaitForLine("http listening on ", kStartTimeout);
   ASSERT_TRUE(http.ok()) << http.status();
 
-  const std::vector<std::string> solve = {"solve",       "--target=" + coordinator.address,
-                                          "--tls_ca=" + Cert("ca.pem"), "--strategy=best_of_n",
-                                          "--n=4",       "--json",
+  const std::vector<std::string> solve = {"solve",
+                                          "--target=" + coordinator.address,
+                                          "--tls_ca=" + Cert("ca.pem"),
+                                          "--strategy=best_of_n",
+                                          "--n=4",
+                                          "--json",
                                           "--timeout_ms=20000"};
   std::vector<std::string> with_token = solve;
   with_token.push_back("--token_file=" + alice);
@@ -298,11 +306,10 @@ TEST_F(SecurityTest, CoordinatorCallsWorkersOverMutualTlsAndChecksTokens) {
 
   // The HTTP API checks the same tokens; /health stays open.
   const int http_port = PortOf(*http);
-  EXPECT_THAT(HttpRequest(http_port, "GET /v1/models HTTP/1.0\r\n\r\n"),
-              HasSubstr("401"));
-  EXPECT_THAT(HttpRequest(http_port,
-                          "GET /v1/models HTTP/1.0\r\nAuthorization: Bearer guessed\r\n\r\n"),
-              HasSubstr("invalid_api_key"));
+  EXPECT_THAT(HttpRequest(http_port, "GET /v1/models HTTP/1.0\r\n\r\n"), HasSubstr("401"));
+  EXPECT_THAT(
+      HttpRequest(http_port, "GET /v1/models HTTP/1.0\r\nAuthorization: Bearer guessed\r\n\r\n"),
+      HasSubstr("invalid_api_key"));
   const std::string ok = HttpRequest(
       http_port, "GET /v1/models HTTP/1.0\r\nAuthorization: Bearer alice-s3cret\r\n\r\n");
   EXPECT_THAT(ok, HasSubstr("200 OK"));
@@ -352,9 +359,9 @@ TEST_F(SecurityTest, PerClientQuotasRefuseTheExcessNamingTheQuota) {
   Server worker = StartWorld("generator", {"--extend_delay_ms=300"});
   ASSERT_FALSE(worker.address.empty());
   const std::string tokens = WriteFile("quota_tokens", "alice:a-token\nbob:b-token\n");
-  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
-                                    "--workers=" + worker.address, "--health_interval_ms=200",
-                                    "--auth_token_file=" + tokens, "--max_jobs_per_client=1"});
+  Server coordinator = StartServer({BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
+                                    "--health_interval_ms=200", "--auth_token_file=" + tokens,
+                                    "--max_jobs_per_client=1"});
   ASSERT_FALSE(coordinator.address.empty());
   auto stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials()));
@@ -415,9 +422,9 @@ TEST_F(SecurityTest, PerClientQuotasRefuseTheExcessNamingTheQuota) {
 TEST_F(SecurityTest, TokensPerMinuteQuotaRefusesAfterTheBudgetIsUsed) {
   Server worker = StartWorld("generator");
   ASSERT_FALSE(worker.address.empty());
-  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
-                                    "--workers=" + worker.address, "--health_interval_ms=200",
-                                    "--max_tokens_per_minute_per_client=1"});
+  Server coordinator =
+      StartServer({BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
+                   "--health_interval_ms=200", "--max_tokens_per_minute_per_client=1"});
   ASSERT_FALSE(coordinator.address.empty());
   Result first;
   for (int attempt = 0; attempt < 50; ++attempt) {
