@@ -45,6 +45,7 @@ struct Expr {
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   bool negated = false;  // kTest: "is not"
+  int depth = 1;         // 1 + the deepest operand: bounds the interpreter's recursion
 };
 
 struct Node;

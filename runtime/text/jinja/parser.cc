@@ -336,6 +336,23 @@ class Parser {
     return e;
   }
 
+  // Sets e's depth from its operands; chains (a + b + ..., x|f|g|...) nest
+  // without recursing in the parser, so their depth is checked here.
+  absl::StatusOr<ExprPtr> Finish(ExprPtr e) {
+    int depth = 0;
+    for (const ExprPtr& a : e->args) {
+      if (a != nullptr) depth = std::max(depth, a->depth);
+    }
+    for (const auto& kv : e->kwargs) depth = std::max(depth, kv.second->depth);
+    e->depth = depth + 1;
+    if (e->depth > limits_.max_nesting) {
+      return absl::ResourceExhaustedError(absl::StrCat("line ", e->pos.line, ", column ",
+                                                       e->pos.column, ": expression nested deeper than ",
+                                                       limits_.max_nesting));
+    }
+    return e;
+  }
+
   // Statements until one of `ends` ({% end... %}); `*end` gets which, with the
   // parser on the token after that keyword. At top level (ends empty) runs to
   // the end of the template.
@@ -521,7 +538,7 @@ class Parser {
       ARBOR_ASSIGN_OR_RETURN(ExprPtr e, ParseExpression());
       tuple->args.push_back(std::move(e));
     }
-    return tuple;
+    return Finish(std::move(tuple));
   }
 
   absl::StatusOr<ExprPtr> ParseExpression() {
@@ -546,17 +563,17 @@ class Parser {
       cond->args.push_back(std::move(value));
       cond->args.push_back(std::move(test));
       cond->args.push_back(std::move(otherwise));
-      value = std::move(cond);
+      ARBOR_ASSIGN_OR_RETURN(value, Finish(std::move(cond)));
     }
     return value;
   }
 
-  ExprPtr Binary(std::string op, Pos pos, ExprPtr a, ExprPtr b) {
+  absl::StatusOr<ExprPtr> Binary(std::string op, Pos pos, ExprPtr a, ExprPtr b) {
     ExprPtr e = NewExpr(Expr::Kind::kBinary, pos);
     e->name = std::move(op);
     e->args.push_back(std::move(a));
     e->args.push_back(std::move(b));
-    return e;
+    return Finish(std::move(e));
   }
 
   absl::StatusOr<ExprPtr> ParseOr() {
@@ -565,7 +582,7 @@ class Parser {
       const Pos pos = Here();
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseAnd());
-      left = Binary("or", pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary("or", pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -576,7 +593,7 @@ class Parser {
       const Pos pos = Here();
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseNot());
-      left = Binary("and", pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary("and", pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -591,7 +608,7 @@ class Parser {
       e->name = "not";
       ARBOR_ASSIGN_OR_RETURN(ExprPtr operand, ParseNot());
       e->args.push_back(std::move(operand));
-      return e;
+      return Finish(std::move(e));
     }
     return ParseCompare();
   }
@@ -617,7 +634,7 @@ class Parser {
         return left;
       }
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseMath1());
-      left = Binary(op, pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary(op, pos, std::move(left), std::move(right)));
     }
   }
 
@@ -628,7 +645,7 @@ class Parser {
       std::string op = Cur().text;
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseConcat());
-      left = Binary(op, pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary(op, pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -639,7 +656,7 @@ class Parser {
       const Pos pos = Here();
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseMath2());
-      left = Binary("~", pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary("~", pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -651,7 +668,7 @@ class Parser {
       std::string op = Cur().text;
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParsePow());
-      left = Binary(op, pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary(op, pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -662,7 +679,7 @@ class Parser {
       const Pos pos = Here();
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr right, ParseUnary(true));
-      left = Binary("**", pos, std::move(left), std::move(right));
+      ARBOR_ASSIGN_OR_RETURN(left, Binary("**", pos, std::move(left), std::move(right)));
     }
     return left;
   }
@@ -683,6 +700,7 @@ class Parser {
       Next();
       ARBOR_ASSIGN_OR_RETURN(ExprPtr operand, ParseUnary(false));
       node->args.push_back(std::move(operand));
+      ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(node)));
     } else {
       ARBOR_ASSIGN_OR_RETURN(node, ParsePrimary());
     }
@@ -759,7 +777,7 @@ class Parser {
             Next();
           }
           ARBOR_RETURN_IF_ERROR(ExpectOp("]"));
-          return list;
+          return Finish(std::move(list));
         }
         if (t.text == "{") {
           Next();
@@ -774,7 +792,7 @@ class Parser {
             Next();
           }
           ARBOR_RETURN_IF_ERROR(ExpectOp("}"));
-          return dict;
+          return Finish(std::move(dict));
         }
         break;
       default:
@@ -798,14 +816,14 @@ class Parser {
           e->args.push_back(std::move(node));
           e->args.push_back(std::move(index));
           Next();
-          node = std::move(e);
+          ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(e)));
           continue;
         } else {
           return Unexpected("an attribute name");
         }
         Next();
         e->args.push_back(std::move(node));
-        node = std::move(e);
+        ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(e)));
       } else if (IsOp("[")) {
         Next();
         ARBOR_ASSIGN_OR_RETURN(node, ParseSubscript(std::move(node), pos));
@@ -813,7 +831,7 @@ class Parser {
         ExprPtr call = NewExpr(Expr::Kind::kCall, node->pos);  // errors point at the callee
         call->args.push_back(std::move(node));
         ARBOR_RETURN_IF_ERROR(ParseCallArgs(call.get()));
-        node = std::move(call);
+        ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(call)));
       } else {
         return node;
       }
@@ -840,12 +858,12 @@ class Parser {
       ExprPtr e = NewExpr(Expr::Kind::kGetItem, pos);
       e->args.push_back(std::move(target));
       e->args.push_back(std::move(parts[0]));
-      return e;
+      return Finish(std::move(e));
     }
     ExprPtr e = NewExpr(Expr::Kind::kSlice, pos);
     e->args.push_back(std::move(target));
     for (auto& p : parts) e->args.push_back(std::move(p));
-    return e;
+    return Finish(std::move(e));
   }
 
   // "(" args ")" appended to e->args / e->kwargs.
@@ -881,7 +899,7 @@ class Parser {
         }
         f->args.push_back(std::move(node));
         if (IsOp("(")) ARBOR_RETURN_IF_ERROR(ParseCallArgs(f.get()));
-        node = std::move(f);
+        ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(f)));
       } else if (IsName("is")) {
         Next();
         ExprPtr t = NewExpr(Expr::Kind::kTest, pos);
@@ -913,7 +931,7 @@ class Parser {
           ARBOR_ASSIGN_OR_RETURN(arg, ParsePostfix(std::move(arg)));
           t->args.push_back(std::move(arg));
         }
-        node = std::move(t);
+        ARBOR_ASSIGN_OR_RETURN(node, Finish(std::move(t)));
       } else {
         return node;
       }

@@ -230,6 +230,19 @@ int Compare(const Value& a, const Value& b, Status* error) {
   return 0;
 }
 
+// How deep containers nest in v, counting at most to limit + 1 (so a
+// namespace that holds itself stops).
+int NestingDepth(const Value& v, int limit) {
+  if (limit < 0 || !(v.is_list() || v.is_mapping())) return 0;
+  int deepest = 0;
+  if (v.is_list()) {
+    for (const Value& x : v.as_list()) deepest = std::max(deepest, NestingDepth(x, limit - 1));
+  } else {
+    for (const auto& kv : v.as_dict()) deepest = std::max(deepest, NestingDepth(kv.second, limit - 1));
+  }
+  return deepest + 1;
+}
+
 class Renderer {
  public:
   Renderer(const Limits& limits, const ValueDict& context) : limits_(limits), context_(context) {
@@ -272,6 +285,15 @@ class Renderer {
     if (n > limits_.max_output_bytes) {
       return LimitAt(pos, absl::StrCat("a string of ", n, " bytes passes the limit of ",
                                        limits_.max_output_bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  // Lists built inside loops could nest without bound (and then overflow the
+  // stack when printed or freed).
+  Status CheckNesting(Pos pos, const Value& v) const {
+    if (NestingDepth(v, limits_.max_nesting) > limits_.max_nesting) {
+      return LimitAt(pos, absl::StrCat("values nested deeper than ", limits_.max_nesting));
     }
     return absl::OkStatus();
   }
@@ -330,6 +352,11 @@ class Renderer {
                                                   ": not a namespace()"));
           }
           ns->Set(node.attribute, std::move(v));
+          if (NestingDepth(*ns, limits_.max_nesting) > limits_.max_nesting) {
+            ns->Set(node.attribute, Value());  // no namespace may hold itself
+            return LimitAt(node.pos, absl::StrCat("values nested deeper than ",
+                                                  limits_.max_nesting));
+          }
           return Flow::kNormal;
         }
         ARBOR_RETURN_IF_ERROR(AssignTargets(node.pos, node.targets, std::move(v)));
@@ -511,7 +538,9 @@ class Renderer {
           ARBOR_ASSIGN_OR_RETURN(Value v, Eval(*a));
           list.push_back(std::move(v));
         }
-        return Value(std::move(list));
+        Value value(std::move(list));
+        ARBOR_RETURN_IF_ERROR(CheckNesting(e.pos, value));
+        return value;
       }
       case Expr::Kind::kDict: {
         Value dict{ValueDict{}};
@@ -521,6 +550,7 @@ class Renderer {
           ARBOR_ASSIGN_OR_RETURN(Value v, Eval(*e.args[i + 1]));
           dict.Set(k.as_string(), std::move(v));
         }
+        ARBOR_RETURN_IF_ERROR(CheckNesting(e.pos, dict));
         return dict;
       }
       case Expr::Kind::kGetAttr: {

@@ -271,6 +271,32 @@ TEST(JinjaTest, ResourceLimits) {
   EXPECT_EQ(code("{{ 'x' * 1000 }}"), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(code("{% set s = 'xxxxxxxxxx' %}{% for i in range(5) %}{% set s = s + s %}{% endfor %}"),
             absl::StatusCode::kResourceExhausted);
+  // Values nested without bound (and a namespace holding itself) would
+  // overflow the stack when printed or freed.
+  Limits chain_limits;
+  chain_limits.max_nesting = 20;
+  const absl::Status nested = RenderStatus(
+      "{% set ns = namespace(x=[]) %}{% for i in range(40) %}{% set ns.x = [ns.x] %}{% endfor %}", Json::object(),
+      chain_limits);
+  EXPECT_EQ(nested.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(nested.message(), HasSubstr("values nested deeper than 20"));
+  const absl::Status cycle = RenderStatus(
+      "{% set ns = namespace(x=1) %}{% set ns.x = [ns] %}", Json::object(), chain_limits);
+  EXPECT_THAT(cycle.message(), HasSubstr("values nested deeper than 20"));
+  EXPECT_EQ(R("{% set ns = namespace(x=[]) %}{% for i in range(3) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x }}",
+              Json::object(), chain_limits),
+            "[[[[]]]]");
+  // Long chains nest without parser recursion; they are bounded too.
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 30; ++i) chain += " + 1";
+  EXPECT_EQ(RenderStatus(chain + " }}", Json::object(), chain_limits).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RenderStatus("{{ 'a'" + std::string(30 * 6, ' ') + " }}", Json::object(), chain_limits).code(),
+            absl::StatusCode::kOk);
+  std::string filters = "{{ 'a'";
+  for (int i = 0; i < 30; ++i) filters += "|upper";
+  EXPECT_EQ(RenderStatus(filters + " }}", Json::object(), chain_limits).code(),
+            absl::StatusCode::kResourceExhausted);
   const absl::Status s = RenderStatus("\n{% for i in range(40) %}xxxxx{% endfor %}", Json::object(), small);
   EXPECT_THAT(s.message(), HasSubstr("line 2"));
   EXPECT_THAT(s.message(), HasSubstr("limit of 100"));

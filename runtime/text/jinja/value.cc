@@ -71,6 +71,10 @@ std::string PyQuote(absl::string_view s) {
 }
 
 void ToJsonImpl(const Value& v, int indent, bool sort_keys, int depth, std::string* out) {
+  if (depth > 256 && (v.is_list() || v.is_mapping())) {  // a namespace holding itself
+    *out += "null";
+    return;
+  }
   const std::string pad = indent >= 0 ? "\n" + std::string(indent * depth, ' ') : "";
   const std::string child_pad = indent >= 0 ? "\n" + std::string(indent * (depth + 1), ' ') : "";
   const char* item_sep = indent >= 0 ? "," : ", ";
@@ -264,7 +268,23 @@ std::string Value::ToString() const {
   }
 }
 
+namespace {
+// Containers nested deeper than this (or a namespace that holds itself) print
+// as "[...]" / "{...}", as Python prints a list that contains itself.
+constexpr int kMaxPrintDepth = 256;
+thread_local int print_depth = 0;
+struct PrintDepth {
+  PrintDepth() { ++print_depth; }
+  ~PrintDepth() { --print_depth; }
+};
+}  // namespace
+
 std::string Value::Repr() const {
+  const PrintDepth guard;
+  if (print_depth > kMaxPrintDepth) {
+    if (type_ == Type::kList) return "[...]";
+    if (is_mapping()) return "{...}";
+  }
   switch (type_) {
     case Type::kUndefined:
       return "";
@@ -308,6 +328,8 @@ std::string Value::ToJson(int indent, bool sort_keys) const {
 }
 
 bool Value::Equals(const Value& other) const {
+  const PrintDepth guard;
+  if (print_depth > kMaxPrintDepth) return false;
   if (is_number() || type_ == Type::kBool) {
     if (!(other.is_number() || other.type_ == Type::kBool)) return false;
     if (type_ == Type::kInt && other.type_ == Type::kInt) return as_int() == other.as_int();
