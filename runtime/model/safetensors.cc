@@ -93,6 +93,13 @@ absl::Status ParseEntry(const std::string& path, const std::string& name, const 
                        absl::StrCat("data [", b, ", ", e, ") extends past the end of the data (",
                                     data_size, " bytes): the file is truncated or corrupt"));
   }
+  // Writers lay tensors out on element boundaries; an offset that is not is a
+  // corrupt header, and reading it as the dtype would straddle elements.
+  if (b % dtype->size != 0) {
+    return TensorError(path, name,
+                       absl::StrCat("has data offset ", b, ", not a multiple of the ", dtype->name,
+                                    " element size (", dtype->size, " bytes): misaligned"));
+  }
   const uint64_t expected = num_elements * dtype->size;
   if (e - b != expected) {
     return TensorError(path, name,

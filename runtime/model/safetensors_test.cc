@@ -147,6 +147,14 @@ TEST(SafetensorsTest, MalformedFilesAreClearErrors) {
                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                       std::string(12, '\0')),
        {"tensor 'b'", "overlaps tensor 'a'"}},
+      {"misaligned",
+       FileWithHeader(R"({"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},)"
+                      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+                      std::string(6, '\0')),
+       {"tensor 'b'", "data offset 2", "misaligned"}},
+      {"header_not_object", FileWithHeader("[1, 2]", ""), {"not a JSON object"}},
+      {"metadata_not_object", FileWithHeader(R"({"__metadata__":[1]})", ""),
+       {"__metadata__ is not an object"}},
       {"huge_shape",
        FileWithHeader(
            R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
