@@ -8,17 +8,18 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "common/utf8.h"
 #include "serving/request_checks.h"
 #include "tests/fuzz/fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace arbor::serving;
-  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const absl::string_view text(reinterpret_cast<const char*>(data), size);
   const std::string clean = SanitizeUtf8(text);
   if (!CheckUtf8(clean, "text").ok()) arbor::fuzz::Fail("SanitizeUtf8 output is not valid UTF-8");
   const bool valid = CheckUtf8(text, "text").ok();
-  if (valid != arbor::IsValidUtf8(text)) arbor::fuzz::Fail("CheckUtf8 disagrees with IsValidUtf8");
+  if (valid != arbor::IsValidUtf8(std::string_view(text.data(), text.size()))) arbor::fuzz::Fail("CheckUtf8 disagrees with IsValidUtf8");
   if (valid && clean != text) arbor::fuzz::Fail("SanitizeUtf8 changed valid text");
 
   std::vector<int32_t> ids(size / 4);

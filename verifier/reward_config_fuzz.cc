@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "absl/strings/string_view.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "verifier/reward_config.h"
 
@@ -17,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const RewardKind kind = kKinds[choice % 3];
   const bool value_head = (choice & 0x10) != 0;
   const RewardConfig base = DefaultRewardConfig(kind, value_head);
-  absl::StatusOr<RewardConfig> config = ParseRewardConfig(input.Rest(), base, value_head);
+  absl::StatusOr<RewardConfig> config = ParseRewardConfig(
+      absl::string_view(input.Rest().data(), input.Rest().size()), base, value_head);
   if (!config.ok()) {
     if (config.status().code() != absl::StatusCode::kInvalidArgument) {
       arbor::fuzz::Fail("a bad prm_config.json is not INVALID_ARGUMENT");

@@ -15,7 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace arbor::coordinator::openai;
   arbor::fuzz::Input input(data, size);
   const bool chat = (input.Byte() & 1) == 0;
-  const std::string_view body = input.Rest();
+  const absl::string_view body(input.Rest().data(), input.Rest().size());
   absl::StatusOr<ParsedRequest> parsed =
       chat ? ParseChatCompletionRequest(body) : ParseCompletionRequest(body);
   if (!parsed.ok()) {

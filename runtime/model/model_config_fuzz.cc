@@ -2,7 +2,7 @@
 // or an error, never a crash or an unbounded size.
 #include <cstddef>
 #include <cstdint>
-#include <string_view>
+#include "absl/strings/string_view.h"
 
 #include "runtime/model/model_config.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -10,7 +10,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using arbor::runtime::ModelConfigLimits;
   absl::StatusOr<arbor::runtime::ModelConfig> config =
-      arbor::runtime::ParseModelConfig(std::string_view(reinterpret_cast<const char*>(data), size));
+      arbor::runtime::ParseModelConfig(
+          absl::string_view(reinterpret_cast<const char*>(data), size));
   if (!config.ok()) return 0;
   const arbor::runtime::ModelConfig& c = *config;
   if (c.vocab_size < 1 || c.vocab_size > ModelConfigLimits::kMaxVocabSize ||

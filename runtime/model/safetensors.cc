@@ -188,6 +188,8 @@ absl::Status ConvertToFloat32(const TensorView& tensor, absl::Span<float> out) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "' has ", n,
                                                    " elements, destination holds ", out.size()));
   }
+  // An empty tensor's span may be null, which memcpy must not be given.
+  if (n == 0) return absl::OkStatus();
   // The data section need not be aligned, so read through memcpy.
   switch (tensor.dtype) {
     case SafetensorsDType::kF32:

@@ -93,6 +93,23 @@ TEST(SafetensorsTest, ReadsAllFloatDtypes) {
   EXPECT_FALSE(ConvertToFloat32(*a, absl::MakeSpan(wrong_size)).ok());
 }
 
+// Found by safetensors_fuzz (UBSan): converting an empty tensor passed a null
+// destination to memcpy.
+TEST(SafetensorsTest, EmptyTensorConvertsIntoAnEmptySpan) {
+  TempDir dir;
+  const std::string path = dir.file("empty.safetensors");
+  WriteFile(path, SafetensorsBytes({RawTensor{"e", "F32", {0, 4}, ""},
+                                    RawTensor{"h", "BF16", {3, 0}, ""}}));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (const char* name : {"e", "h"}) {
+    const TensorView* t = (*file)->Find(name);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->num_elements(), 0);
+    EXPECT_TRUE(ConvertToFloat32(*t, absl::Span<float>()).ok()) << name;
+  }
+}
+
 TEST(SafetensorsTest, NonFloatDtypeOpensButDoesNotConvert) {
   TempDir dir;
   const std::string path = dir.file("x.safetensors");

@@ -3,6 +3,8 @@
 #ifndef ARBOR_TESTS_FUZZ_FUZZ_UTIL_H_
 #define ARBOR_TESTS_FUZZ_FUZZ_UTIL_H_
 
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
