@@ -7,7 +7,14 @@
 #include "arbor/v1/reasoning.pb.h"
 #include "coordinator/solve_request.h"
 #include "search/strategy.h"
+#include "google/protobuf/stubs/logging.h"
 #include "tests/fuzz/fuzz_util.h"
+
+// Invalid UTF-8 in a string field is a parse failure protobuf also logs.
+[[maybe_unused]] static const bool kQuietProtobuf = [] {
+  google::protobuf::SetLogHandler(nullptr);
+  return true;
+}();
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   arbor::v1::SolveRequest request;

@@ -45,7 +45,7 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $t ok: ${runs:-?} inputs, ${cov:-cov: ?}"
   else
     echo "fuzz.sh: $t FAILED (log and input in $FUZZ_DIR/crashes/$t/):" >&2
-    grep -E 'ERROR|SUMMARY|invariant|Test unit written' "$log" | head -5 >&2 || true
+    grep -E '^==.*ERROR|SUMMARY|runtime error|invariant|Test unit written' "$log" | head -5 >&2 || true
     failed+=("$t")
   fi
 done

@@ -5,8 +5,15 @@
 
 #include "arbor/v1/verifier.pb.h"
 #include "common/utf8.h"
+#include "google/protobuf/stubs/logging.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "verifier/score_request.h"
+
+// Invalid UTF-8 in a string field is a parse failure protobuf also logs.
+[[maybe_unused]] static const bool kQuietProtobuf = [] {
+  google::protobuf::SetLogHandler(nullptr);
+  return true;
+}();
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace arbor::verifier;

@@ -6,8 +6,15 @@
 #include <vector>
 
 #include "arbor/v1/generator.pb.h"
+#include "google/protobuf/stubs/logging.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "worker/extend_request.h"
+
+// Invalid UTF-8 in a string field is a parse failure protobuf also logs.
+[[maybe_unused]] static const bool kQuietProtobuf = [] {
+  google::protobuf::SetLogHandler(nullptr);
+  return true;
+}();
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace arbor::worker;
