@@ -6,8 +6,8 @@
 
 #include "arbor/v1/reasoning.pb.h"
 #include "coordinator/solve_request.h"
-#include "search/strategy.h"
 #include "google/protobuf/stubs/logging.h"
+#include "search/strategy.h"
 #include "tests/fuzz/fuzz_util.h"
 
 // Invalid UTF-8 in a string field is a parse failure protobuf also logs.

@@ -19,7 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string clean = SanitizeUtf8(text);
   if (!CheckUtf8(clean, "text").ok()) arbor::fuzz::Fail("SanitizeUtf8 output is not valid UTF-8");
   const bool valid = CheckUtf8(text, "text").ok();
-  if (valid != arbor::IsValidUtf8(std::string_view(text.data(), text.size()))) arbor::fuzz::Fail("CheckUtf8 disagrees with IsValidUtf8");
+  if (valid != arbor::IsValidUtf8(std::string_view(text.data(), text.size())))
+    arbor::fuzz::Fail("CheckUtf8 disagrees with IsValidUtf8");
   if (valid && clean != text) arbor::fuzz::Fail("SanitizeUtf8 changed valid text");
 
   std::vector<int32_t> ids(size / 4);
@@ -29,8 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool expected = true;
   for (int32_t id : ids) expected &= id >= 0 && id < vocab;
   if (ids_ok != expected) arbor::fuzz::Fail("CheckTokenIds is wrong");
-  if (CheckMaxBytes(text, size, "text").ok() != true) arbor::fuzz::Fail("CheckMaxBytes at the limit");
-  if (size > 0 && CheckMaxBytes(text, size - 1, "text").ok()) arbor::fuzz::Fail("CheckMaxBytes over");
+  if (CheckMaxBytes(text, size, "text").ok() != true)
+    arbor::fuzz::Fail("CheckMaxBytes at the limit");
+  if (size > 0 && CheckMaxBytes(text, size - 1, "text").ok())
+    arbor::fuzz::Fail("CheckMaxBytes over");
   (void)CheckModelName(text, "policy");
   return 0;
 }

@@ -257,8 +257,7 @@ absl::Status CheckLimits(const ModelConfig& c) {
       {"rope_scaling.original_max_position_embeddings",
        c.rope_scaling.original_max_position_embeddings, L::kMaxPositionEmbeddings},
       {"num_labels", c.num_labels, L::kMaxLabels},
-      {"num_attention_heads * head_dim", int64_t{c.num_heads} * c.head_dim,
-       L::kMaxAttentionWidth},
+      {"num_attention_heads * head_dim", int64_t{c.num_heads} * c.head_dim, L::kMaxAttentionWidth},
   };
   for (const Bound& b : bounds) {
     if (b.value > b.limit) {

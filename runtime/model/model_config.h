@@ -64,14 +64,14 @@ struct ModelConfig {
 // 126 layers, 128 heads; vocabularies up to 256k; windows up to 10M tokens),
 // far below what would overflow a size computation or ask for terabytes.
 struct ModelConfigLimits {
-  static constexpr int kMaxVocabSize = 1 << 22;                // 4,194,304
-  static constexpr int kMaxHiddenSize = 1 << 16;               // 65,536
-  static constexpr int kMaxIntermediateSize = 1 << 19;         // 524,288
+  static constexpr int kMaxVocabSize = 1 << 22;         // 4,194,304
+  static constexpr int kMaxHiddenSize = 1 << 16;        // 65,536
+  static constexpr int kMaxIntermediateSize = 1 << 19;  // 524,288
   static constexpr int kMaxLayers = 1024;
-  static constexpr int kMaxHeads = 1024;                       // query and key/value heads
+  static constexpr int kMaxHeads = 1024;  // query and key/value heads
   static constexpr int kMaxHeadDim = 1024;
-  static constexpr int kMaxPositionEmbeddings = 1 << 24;       // 16,777,216 tokens
-  static constexpr int kMaxLabels = 1 << 16;                   // value-head outputs
+  static constexpr int kMaxPositionEmbeddings = 1 << 24;  // 16,777,216 tokens
+  static constexpr int kMaxLabels = 1 << 16;              // value-head outputs
   // num_heads * head_dim (the query projection's rows).
   static constexpr int kMaxAttentionWidth = 1 << 18;
 };

@@ -70,8 +70,7 @@ TEST(ModelWeightsTest, ConfigSizesThatDisagreeWithTheTensorsFailBeforeAllocating
     ASSERT_FALSE(w.ok()) << c.patch.dump();
     EXPECT_THAT(w.status().message(), HasSubstr("'" + c.tensor + "'")) << c.patch.dump();
     if (w.status().code() == absl::StatusCode::kInvalidArgument) {
-      EXPECT_THAT(w.status().message(), HasSubstr(dir.file("model.safetensors")))
-          << c.patch.dump();
+      EXPECT_THAT(w.status().message(), HasSubstr(dir.file("model.safetensors"))) << c.patch.dump();
     }
   }
 }
@@ -117,8 +116,7 @@ void ReplaceTensor(const std::string& dir, const RawTensor& replacement) {
 
 TEST(ModelWeightsTest, WrongDtypeNamesTheTensorAndFile) {
   TempDir dir;
-  ReplaceTensor(dir.path(),
-                RawTensor{"model.norm.weight", "I32", {32}, std::string(32 * 4, '\1')});
+  ReplaceTensor(dir.path(), RawTensor{"model.norm.weight", "I32", {32}, std::string(32 * 4, '\1')});
   absl::StatusOr<std::unique_ptr<ModelWeights>> w = ModelWeights::Load(dir.path());
   ASSERT_FALSE(w.ok());
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);

@@ -98,8 +98,8 @@ TEST(SafetensorsTest, ReadsAllFloatDtypes) {
 TEST(SafetensorsTest, EmptyTensorConvertsIntoAnEmptySpan) {
   TempDir dir;
   const std::string path = dir.file("empty.safetensors");
-  WriteFile(path, SafetensorsBytes({RawTensor{"e", "F32", {0, 4}, ""},
-                                    RawTensor{"h", "BF16", {3, 0}, ""}}));
+  WriteFile(path, SafetensorsBytes(
+                      {RawTensor{"e", "F32", {0, 4}, ""}, RawTensor{"h", "BF16", {3, 0}, ""}}));
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
   ASSERT_TRUE(file.ok()) << file.status();
   for (const char* name : {"e", "h"}) {
@@ -169,14 +169,20 @@ TEST(SafetensorsTest, MalformedFilesAreClearErrors) {
                       R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
                       std::string(6, '\0')),
        {"tensor 'b'", "data offset 2", "misaligned"}},
+      {"zero_dim_after_huge_dims",
+       FileWithHeader(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],)"
+                      R"("data_offsets":[0,0]}})",
+                      ""),
+       {"tensor 'w'", "overflows a 64-bit integer"}},
       {"header_not_object", FileWithHeader("[1, 2]", ""), {"not a JSON object"}},
-      {"metadata_not_object", FileWithHeader(R"({"__metadata__":[1]})", ""),
+      {"metadata_not_object",
+       FileWithHeader(R"({"__metadata__":[1]})", ""),
        {"__metadata__ is not an object"}},
       {"huge_shape",
        FileWithHeader(
            R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
            std::string(4, '\0')),
-       {"tensor 'w'", "holds 4 bytes"}},
+       {"tensor 'w'", "overflows a 64-bit integer"}},
   };
   TempDir dir;
   for (const BadFileCase& c : cases) {

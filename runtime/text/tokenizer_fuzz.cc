@@ -50,10 +50,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!arbor::IsValidUtf8(text)) {
       arbor::fuzz::Fail("Decode returned invalid UTF-8");
     }
-    for (int32_t id : ids) (void)tok.TokenBytes(id), (void)tok.IdToToken(id), (void)tok.IsSpecial(id);
+    for (int32_t id : ids)
+      (void)tok.TokenBytes(id), (void)tok.IdToToken(id), (void)tok.IsSpecial(id);
     return 0;
   }
-  absl::StatusOr<std::vector<int32_t>> ids = tok.Encode(rest, /*add_special_tokens=*/(choice & 0x80) != 0);
+  absl::StatusOr<std::vector<int32_t>> ids =
+      tok.Encode(rest, /*add_special_tokens=*/(choice & 0x80) != 0);
   const bool valid_utf8 = arbor::IsValidUtf8(rest);
   if (ids.ok() != valid_utf8) arbor::fuzz::Fail("Encode accepts exactly the valid UTF-8 texts");
   (void)tok.PreTokenize(rest);

@@ -17,13 +17,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok = Tokenizer::FromJson(json, config);
   if (!tok.ok()) return 0;
   const int32_t vocab = (*tok)->vocab_size();
-  for (std::string_view text : {"", "Hello world", "  12 + 34 = 46\n\n", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac",
-                                "<|im_start|>user<|im_end|>", "<s></s>"}) {
+  for (std::string_view text :
+       {"", "Hello world", "  12 + 34 = 46\n\n", "\xc3\xa9t\xc3\xa9 \xe2\x82\xac",
+        "<|im_start|>user<|im_end|>", "<s></s>"}) {
     for (bool special : {false, true}) {
       absl::StatusOr<std::vector<int32_t>> ids = (*tok)->Encode(text, special);
       if (!ids.ok()) continue;
       for (int32_t id : *ids) {
-        if (id < 0 || id >= vocab) arbor::fuzz::Fail("Encode returned an id outside the vocabulary");
+        if (id < 0 || id >= vocab)
+          arbor::fuzz::Fail("Encode returned an id outside the vocabulary");
       }
       (void)(*tok)->Decode(*ids, /*skip_special_tokens=*/false);
       (void)(*tok)->Decode(*ids, /*skip_special_tokens=*/true);

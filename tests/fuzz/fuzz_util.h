@@ -23,16 +23,14 @@ inline std::string SourceDir() {
 // A fuzz target's own invariant failed: report and abort, so that libFuzzer
 // records the input as a crash.
 [[noreturn]] inline void Fail(std::string_view what) {
-  std::fprintf(stderr, "fuzz invariant failed: %.*s\n", static_cast<int>(what.size()),
-               what.data());
+  std::fprintf(stderr, "fuzz invariant failed: %.*s\n", static_cast<int>(what.size()), what.data());
   std::abort();
 }
 
 // Takes bytes off the front of the input: lets one input choose options.
 class Input {
  public:
-  Input(const uint8_t* data, size_t size)
-      : rest_(reinterpret_cast<const char*>(data), size) {}
+  Input(const uint8_t* data, size_t size) : rest_(reinterpret_cast<const char*>(data), size) {}
   uint8_t Byte() {
     if (rest_.empty()) return 0;
     const uint8_t b = static_cast<uint8_t>(rest_[0]);

@@ -31,8 +31,7 @@ namespace {
 // "_ZN4absl7debian3" + rest: the mangled name of an absl::<inline ns> symbol.
 void* Real(const char* rest) {
   const char* ns = ARBOR_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
-  const std::string name =
-      std::string("_ZN4absl") + std::to_string(std::strlen(ns)) + ns + rest;
+  const std::string name = std::string("_ZN4absl") + std::to_string(std::strlen(ns)) + ns + rest;
   void* fn = dlsym(RTLD_NEXT, name.c_str());
   if (fn == nullptr) {
     std::fprintf(stderr, "absl_tsan_hooks: %s not found\n", name.c_str());
@@ -100,7 +99,8 @@ bool Mutex::ReaderTryLock() {
 }
 
 void Mutex::LockWhen(const Condition& cond) {
-  static auto real = RealFn<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
+  static auto real =
+      RealFn<void (*)(Mutex*, const Condition&)>("5Mutex8LockWhenERKNS0_9ConditionE");
   __tsan_mutex_pre_lock(this, 0);
   real(this, cond);
   __tsan_mutex_post_lock(this, 0, 0);
