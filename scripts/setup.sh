@@ -14,6 +14,8 @@ packages=(
   libre2-dev nlohmann-json3-dev libopenblas-dev libssl-dev libcpp-httplib-dev
   python3 python3-grpcio python3-grpc-tools python3-numpy python3-venv python3-yaml
   prometheus
+  # libFuzzer and the sanitizer runtimes (scripts/fuzz.sh, scripts/sanitize.sh)
+  clang-14 libclang-rt-14-dev llvm-14
 )
 # The deploy tests' tools (docs/DEPLOY.md), by command: another package may
 # already provide it (a kubectl from the Cloud SDK, Node.js from NodeSource),

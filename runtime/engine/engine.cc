@@ -388,8 +388,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(EngineOptions options,
   const ModelConfig& config = backend->config();
   int max_context = config.max_position_embeddings;
   if (config.sliding_window > 0) max_context = std::min(max_context, config.sliding_window);
-  if (options.max_context_tokens > 0)
-    max_context = std::min(max_context, options.max_context_tokens);
+  // A window above the model's would let positions run past what it was
+  // trained (and its RoPE tables sized) for: refuse it rather than cap it quietly.
+  if (options.max_context_tokens > max_context) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_context_tokens (", options.max_context_tokens, ") is larger than the model's window (",
+        max_context, " tokens: max_position_embeddings ", config.max_position_embeddings,
+        config.sliding_window > 0 ? absl::StrCat(", sliding_window ", config.sliding_window) : "",
+        ")"));
+  }
+  if (options.max_context_tokens > 0) max_context = options.max_context_tokens;
   if (max_context < 2) {
     return absl::InvalidArgumentError(
         absl::StrCat("Engine: context window of ", max_context, " tokens is too small"));

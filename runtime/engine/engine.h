@@ -62,7 +62,8 @@ struct EngineOptions {
   // Requests accepted but not finished; more is RESOURCE_EXHAUSTED at submission.
   int max_queued_requests = 1024;
   // Context window in tokens; 0 takes the model's max_position_embeddings
-  // (capped by its sliding_window when it has one).
+  // (capped by its sliding_window when it has one). Larger than that window is
+  // INVALID_ARGUMENT at Create.
   int max_context_tokens = 0;
   // Threads drawing a step's samples (the scheduler thread included); 0 takes
   // min(hardware concurrency, 8). Small steps are drawn on the scheduler thread.

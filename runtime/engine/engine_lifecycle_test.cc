@@ -252,6 +252,22 @@ TEST_F(EngineTest, MaxStepTokensAndContextLimit) {
   ExpectAllBlocksReturned(*engine);
 }
 
+TEST_F(EngineTest, ContextLargerThanTheModelWindowIsInvalidArgument) {
+  // The golden llama's window is 1024 tokens.
+  EXPECT_EQ(MakeEngine(EngineSetup().Context(1024))->max_context_tokens(), 1024);
+  for (int context : {1025, 2000000000}) {
+    auto backend = CpuBackend::Create(FixtureDir("llama"), CpuBackendOptions());
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    EngineOptions options;
+    options.max_context_tokens = context;
+    auto engine = Engine::Create(options, *std::move(backend), nullptr);
+    ASSERT_FALSE(engine.ok()) << context;
+    EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(engine.status().message(), HasSubstr("max_context_tokens"));
+    EXPECT_THAT(engine.status().message(), HasSubstr("1024"));
+  }
+}
+
 TEST_F(EngineTest, EosEndsTheStepAndIsNotReturned) {
   const auto prompt = GoldenPrompts("llama")[3];
   auto engine = MakeEngine(EngineSetup());

@@ -236,6 +236,38 @@ absl::Status ParseRope(const Json& json, ModelConfig* config) {
                                                "' (supported: default, linear, llama3)"));
 }
 
+// Sizes are bounded before any caller multiplies them into an allocation.
+absl::Status CheckLimits(const ModelConfig& c) {
+  using L = ModelConfigLimits;
+  struct Bound {
+    absl::string_view field;
+    int64_t value;
+    int64_t limit;
+  };
+  const Bound bounds[] = {
+      {"vocab_size", c.vocab_size, L::kMaxVocabSize},
+      {"hidden_size", c.hidden_size, L::kMaxHiddenSize},
+      {"intermediate_size", c.intermediate_size, L::kMaxIntermediateSize},
+      {"num_hidden_layers", c.num_layers, L::kMaxLayers},
+      {"num_attention_heads", c.num_heads, L::kMaxHeads},
+      {"num_key_value_heads", c.num_kv_heads, L::kMaxHeads},
+      {"head_dim", c.head_dim, L::kMaxHeadDim},
+      {"max_position_embeddings", c.max_position_embeddings, L::kMaxPositionEmbeddings},
+      {"sliding_window", c.sliding_window, L::kMaxPositionEmbeddings},
+      {"rope_scaling.original_max_position_embeddings",
+       c.rope_scaling.original_max_position_embeddings, L::kMaxPositionEmbeddings},
+      {"num_labels", c.num_labels, L::kMaxLabels},
+      {"num_attention_heads * head_dim", int64_t{c.num_heads} * c.head_dim, L::kMaxAttentionWidth},
+  };
+  for (const Bound& b : bounds) {
+    if (b.value > b.limit) {
+      return FieldError(b.field, absl::StrCat("is ", b.value, ", above the limit of ", b.limit,
+                                              ": not a model this runtime can hold"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
@@ -335,6 +367,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text) {
     return FieldError("torch_dtype", absl::StrCat("must be float32, bfloat16 or float16, got '",
                                                   config.torch_dtype, "'"));
   }
+  if (absl::Status s = CheckLimits(config); !s.ok()) return s;
   for (int32_t id : config.eos_token_ids) {
     if (id >= config.vocab_size) {
       return FieldError("eos_token_id", absl::StrCat("id ", id, " is outside the vocabulary (",

@@ -58,7 +58,26 @@ struct ModelConfig {
   bool is_value_head() const { return num_labels > 0; }
 };
 
-// Parses config.json text. Errors name the missing or invalid field.
+// Upper bounds on the sizes config.json may give, checked by ParseModelConfig
+// before anything is sized from them: well above every Llama-family
+// checkpoint published (Llama 3.1 405B: hidden 16384, intermediate 53248,
+// 126 layers, 128 heads; vocabularies up to 256k; windows up to 10M tokens),
+// far below what would overflow a size computation or ask for terabytes.
+struct ModelConfigLimits {
+  static constexpr int kMaxVocabSize = 1 << 22;         // 4,194,304
+  static constexpr int kMaxHiddenSize = 1 << 16;        // 65,536
+  static constexpr int kMaxIntermediateSize = 1 << 19;  // 524,288
+  static constexpr int kMaxLayers = 1024;
+  static constexpr int kMaxHeads = 1024;  // query and key/value heads
+  static constexpr int kMaxHeadDim = 1024;
+  static constexpr int kMaxPositionEmbeddings = 1 << 24;  // 16,777,216 tokens
+  static constexpr int kMaxLabels = 1 << 16;              // value-head outputs
+  // num_heads * head_dim (the query projection's rows).
+  static constexpr int kMaxAttentionWidth = 1 << 18;
+};
+
+// Parses config.json text. Errors name the missing or invalid field; a size
+// above ModelConfigLimits is INVALID_ARGUMENT naming the field and the limit.
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text);
 // Reads <model_dir>/config.json (and generation_config.json for eos ids, when present).
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);

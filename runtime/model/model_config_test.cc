@@ -5,6 +5,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "runtime/testing/tiny_model.h"
 
 namespace arbor::runtime {
@@ -217,6 +218,60 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
     ASSERT_FALSE(config.ok()) << c.json;
     EXPECT_THAT(config.status().message(), HasSubstr(c.expected)) << c.json;
   }
+}
+
+TEST(ModelConfigTest, SizesAboveTheLimitsAreRefusedNamingTheField) {
+  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}},
+                               {"vocab_size", 100},
+                               {"hidden_size", 32},
+                               {"intermediate_size", 64},
+                               {"num_hidden_layers", 1},
+                               {"num_attention_heads", 4}};
+  ASSERT_TRUE(ParseModelConfig(base.dump()).ok());
+  struct Case {
+    nlohmann::json patch;
+    std::string field;
+  };
+  const Case cases[] = {
+      // 2e9 used to abort the worker with std::bad_alloc, 3e6 to allocate gigabytes.
+      {{{"intermediate_size", 2000000000}}, "'intermediate_size'"},
+      {{{"intermediate_size", 3000000}}, "'intermediate_size'"},
+      {{{"vocab_size", 1 << 23}}, "'vocab_size'"},
+      {{{"hidden_size", 1 << 17}, {"head_dim", 64}}, "'hidden_size'"},
+      {{{"num_hidden_layers", 4096}}, "'num_hidden_layers'"},
+      {{{"num_attention_heads", 2048}, {"head_dim", 2}}, "'num_attention_heads'"},
+      {{{"head_dim", 4096}}, "'head_dim'"},
+      {{{"num_attention_heads", 1024}, {"head_dim", 1024}}, "'num_attention_heads * head_dim'"},
+      {{{"max_position_embeddings", 2000000000}}, "'max_position_embeddings'"},
+      {{{"rope_scaling",
+         {{"rope_type", "llama3"},
+          {"factor", 8.0},
+          {"original_max_position_embeddings", 1 << 30}}}},
+       "'rope_scaling.original_max_position_embeddings'"},
+      {{{"architectures", {"MistralForCausalLM"}}, {"sliding_window", 1 << 30}},
+       "'sliding_window'"},
+      {{{"architectures", {"LlamaForSequenceClassification"}}, {"num_labels", 1 << 20}},
+       "'num_labels'"},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json json = base;
+    json.update(c.patch);
+    absl::StatusOr<ModelConfig> config = ParseModelConfig(json.dump());
+    ASSERT_FALSE(config.ok()) << json.dump();
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << json.dump();
+    EXPECT_THAT(config.status().message(), HasSubstr(c.field)) << json.dump();
+    EXPECT_THAT(config.status().message(), HasSubstr("above the limit")) << json.dump();
+  }
+  // The largest published shapes stay within the limits.
+  nlohmann::json big = base;
+  big.update({{"vocab_size", 262144},
+              {"hidden_size", 16384},
+              {"intermediate_size", 53248},
+              {"num_hidden_layers", 126},
+              {"num_attention_heads", 128},
+              {"num_key_value_heads", 8},
+              {"max_position_embeddings", 10485760}});
+  EXPECT_TRUE(ParseModelConfig(big.dump()).ok()) << ParseModelConfig(big.dump()).status();
 }
 
 TEST(ModelConfigTest, LoadsGoldenFixtureAndGenerationConfig) {

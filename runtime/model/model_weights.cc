@@ -10,13 +10,24 @@
 #include "common/status_macros.h"
 
 namespace arbor::runtime {
-namespace {
+namespace internal {
 
 // Loads tensors from a checkpoint, checking shapes and remembering which ones
 // were used so that leftovers can be reported.
+//
+// A check-only loader validates every tensor (present, the config's shape, a
+// dtype that converts to fp32) and allocates nothing, so that a config.json
+// whose sizes disagree with the checkpoint fails before gigabytes are sized
+// from it.
 class TensorLoader {
  public:
-  explicit TensorLoader(const SafetensorsCheckpoint& checkpoint) : checkpoint_(checkpoint) {}
+  TensorLoader(const SafetensorsCheckpoint& checkpoint, bool check_only)
+      : checkpoint_(checkpoint), check_only_(check_only) {}
+
+  // Sizes a destination; nothing in check-only mode.
+  void Resize(std::vector<float>* dst, int64_t n) const {
+    if (!check_only_) dst->resize(static_cast<size_t>(n));
+  }
 
   bool Has(const std::string& name) const { return checkpoint_.Find(name) != nullptr; }
 
@@ -32,13 +43,17 @@ class TensorLoader {
           absl::StrCat("tensor '", name, "' in ", t.file, " has shape ", t.ShapeString(),
                        ", the config needs [", absl::StrJoin(shape, ", "), "]"));
     }
-    const size_t n = static_cast<size_t>(t.num_elements());
-    if (dst->size() < offset + n) dst->resize(offset + n);
-    if (absl::Status s = ConvertToFloat32(t, absl::MakeSpan(dst->data() + offset, n)); !s.ok()) {
-      return s;
+    if (t.dtype != SafetensorsDType::kF32 && t.dtype != SafetensorsDType::kF16 &&
+        t.dtype != SafetensorsDType::kBF16) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor '", name, "' in ", t.file, " has dtype ", SafetensorsDTypeName(t.dtype),
+          "; only F32, F16 and BF16 weights can be loaded"));
     }
     used_.insert(name);
-    return absl::OkStatus();
+    if (check_only_) return absl::OkStatus();
+    const size_t n = static_cast<size_t>(t.num_elements());
+    if (dst->size() < offset + n) dst->resize(offset + n);
+    return ConvertToFloat32(t, absl::MakeSpan(dst->data() + offset, n));
   }
 
   std::vector<std::string> Unused() const {
@@ -51,10 +66,11 @@ class TensorLoader {
 
  private:
   const SafetensorsCheckpoint& checkpoint_;
+  const bool check_only_;
   absl::flat_hash_set<std::string> used_;
 };
 
-}  // namespace
+}  // namespace internal
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const std::string& model_dir) {
   absl::StatusOr<ModelConfig> config = LoadModelConfig(model_dir);
@@ -67,9 +83,33 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::Load(const std::stri
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
     const ModelConfig& config, const SafetensorsCheckpoint& checkpoint) {
+  // Every tensor is checked before the first byte is allocated.
+  {
+    ModelWeights dry_run;
+    internal::TensorLoader checker(checkpoint, /*check_only=*/true);
+    ARBOR_RETURN_IF_ERROR(dry_run.LoadTensors(config, checkpoint, checker));
+  }
   std::unique_ptr<ModelWeights> w(new ModelWeights());
+  internal::TensorLoader loader(checkpoint, /*check_only=*/false);
+  ARBOR_RETURN_IF_ERROR(w->LoadTensors(config, checkpoint, loader));
+  std::vector<std::string> unused = loader.Unused();
+  std::erase_if(unused, [](const std::string& name) {
+    // Buffers some exporters keep; a tied checkpoint may still carry lm_head.
+    return absl::EndsWith(name, "rotary_emb.inv_freq") || name == "lm_head.weight";
+  });
+  if (!unused.empty()) {
+    ARBOR_LOG(WARNING) << "checkpoint " << checkpoint.model_dir() << ": " << unused.size()
+                       << " tensors not used by " << config.architecture << ", e.g. '"
+                       << unused.front() << "'";
+  }
+  return w;
+}
+
+absl::Status ModelWeights::LoadTensors(const ModelConfig& config,
+                                       const SafetensorsCheckpoint& checkpoint,
+                                       internal::TensorLoader& loader) {
+  ModelWeights* w = this;
   w->config_ = config;
-  TensorLoader loader(checkpoint);
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.intermediate_size;
   const int64_t q_dim = int64_t{config.num_heads} * config.head_dim;
@@ -84,14 +124,14 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
     ARBOR_RETURN_IF_ERROR(loader.Load(p + "input_layernorm.weight", {hidden}, &layer.input_norm));
     ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "post_attention_layernorm.weight", {hidden}, &layer.post_attention_norm));
-    layer.qkv.resize((q_dim + 2 * kv_dim) * hidden);
+    loader.Resize(&layer.qkv, (q_dim + 2 * kv_dim) * hidden);
     ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.q_proj.weight", {q_dim, hidden}, &layer.qkv));
     ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "self_attn.k_proj.weight", {kv_dim, hidden}, &layer.qkv, q_dim * hidden));
     ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.v_proj.weight", {kv_dim, hidden}, &layer.qkv,
                                       (q_dim + kv_dim) * hidden));
     if (config.attention_bias) {
-      layer.qkv_bias.resize(q_dim + 2 * kv_dim);
+      loader.Resize(&layer.qkv_bias, q_dim + 2 * kv_dim);
       ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.q_proj.bias", {q_dim}, &layer.qkv_bias));
       ARBOR_RETURN_IF_ERROR(
           loader.Load(p + "self_attn.k_proj.bias", {kv_dim}, &layer.qkv_bias, q_dim));
@@ -103,14 +143,14 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
     if (config.o_proj_bias) {
       ARBOR_RETURN_IF_ERROR(loader.Load(p + "self_attn.o_proj.bias", {hidden}, &layer.o_bias));
     }
-    layer.gate_up.resize(2 * inter * hidden);
+    loader.Resize(&layer.gate_up, 2 * inter * hidden);
     ARBOR_RETURN_IF_ERROR(loader.Load(p + "mlp.gate_proj.weight", {inter, hidden}, &layer.gate_up));
     ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "mlp.up_proj.weight", {inter, hidden}, &layer.gate_up, inter * hidden));
     ARBOR_RETURN_IF_ERROR(
         loader.Load(p + "mlp.down_proj.weight", {hidden, inter}, &layer.down_proj));
     if (config.mlp_bias) {
-      layer.gate_up_bias.resize(2 * inter);
+      loader.Resize(&layer.gate_up_bias, 2 * inter);
       ARBOR_RETURN_IF_ERROR(loader.Load(p + "mlp.gate_proj.bias", {inter}, &layer.gate_up_bias));
       ARBOR_RETURN_IF_ERROR(
           loader.Load(p + "mlp.up_proj.bias", {inter}, &layer.gate_up_bias, inter));
@@ -149,18 +189,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelWeights::FromCheckpoint(
     }
     ARBOR_RETURN_IF_ERROR(loader.Load("lm_head.weight", {config.vocab_size, hidden}, &w->lm_head_));
   }
-
-  std::vector<std::string> unused = loader.Unused();
-  std::erase_if(unused, [](const std::string& name) {
-    // Buffers some exporters keep; a tied checkpoint may still carry lm_head.
-    return absl::EndsWith(name, "rotary_emb.inv_freq") || name == "lm_head.weight";
-  });
-  if (!unused.empty()) {
-    ARBOR_LOG(WARNING) << "checkpoint " << checkpoint.model_dir() << ": " << unused.size()
-                       << " tensors not used by " << config.architecture << ", e.g. '"
-                       << unused.front() << "'";
-  }
-  return w;
+  return absl::OkStatus();
 }
 
 const float* ModelWeights::lm_head() const {

@@ -22,6 +22,9 @@
 #include "runtime/model/safetensors.h"
 
 namespace arbor::runtime {
+namespace internal {
+class TensorLoader;
+}  // namespace internal
 
 struct LayerWeights {
   std::vector<float> input_norm;  // [hidden]
@@ -49,7 +52,9 @@ class ModelWeights {
  public:
   // Reads config.json (+ generation_config.json) and the checkpoint in model_dir.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> Load(const std::string& model_dir);
-  // Converts the tensors of an opened checkpoint for `config`.
+  // Converts the tensors of an opened checkpoint for `config`. Every tensor's
+  // presence, shape and dtype is checked before anything is allocated; errors
+  // name the tensor and its file.
   static absl::StatusOr<std::unique_ptr<ModelWeights>> FromCheckpoint(
       const ModelConfig& config, const SafetensorsCheckpoint& checkpoint);
 
@@ -65,6 +70,10 @@ class ModelWeights {
 
  private:
   ModelWeights() = default;
+  // One pass over the tensors `config` needs; with a check-only loader it
+  // validates them and sizes nothing.
+  absl::Status LoadTensors(const ModelConfig& config, const SafetensorsCheckpoint& checkpoint,
+                           internal::TensorLoader& loader);
   ModelConfig config_;
   std::vector<float> embed_tokens_;
   std::vector<LayerWeights> layers_;

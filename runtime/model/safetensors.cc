@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -68,6 +69,10 @@ absl::Status ParseEntry(const std::string& path, const std::string& name, const 
   }
   // Element count with overflow guard: anything above the data size is wrong anyway.
   uint64_t num_elements = 1;
+  // The product of the non-zero dims must fit in int64_t, so that
+  // TensorView::num_elements() cannot overflow whatever the order of the
+  // dims (a zero after huge dims makes an empty tensor, not a license).
+  unsigned __int128 nonzero_product = 1;
   for (const Json& dim : *shape_it) {
     if (!dim.is_number_integer() || dim.get<int64_t>() < 0) {
       return TensorError(path, name, absl::StrCat("has invalid shape ", shape_it->dump()));
@@ -76,6 +81,14 @@ absl::Status ParseEntry(const std::string& path, const std::string& name, const 
     view->shape.push_back(static_cast<int64_t>(d));
     const unsigned __int128 product = static_cast<unsigned __int128>(num_elements) * d;
     num_elements = product > data_size + 1 ? data_size + 1 : static_cast<uint64_t>(product);
+    if (d != 0) {
+      nonzero_product *= d;
+      if (nonzero_product > static_cast<unsigned __int128>(std::numeric_limits<int64_t>::max())) {
+        return TensorError(path, name,
+                           absl::StrCat("has shape ", shape_it->dump(),
+                                        " whose element count overflows a 64-bit integer"));
+      }
+    }
   }
   auto offsets_it = entry.find("data_offsets");
   if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
@@ -92,6 +105,13 @@ absl::Status ParseEntry(const std::string& path, const std::string& name, const 
     return TensorError(path, name,
                        absl::StrCat("data [", b, ", ", e, ") extends past the end of the data (",
                                     data_size, " bytes): the file is truncated or corrupt"));
+  }
+  // Writers lay tensors out on element boundaries; an offset that is not is a
+  // corrupt header, and reading it as the dtype would straddle elements.
+  if (b % dtype->size != 0) {
+    return TensorError(path, name,
+                       absl::StrCat("has data offset ", b, ", not a multiple of the ", dtype->name,
+                                    " element size (", dtype->size, " bytes): misaligned"));
   }
   const uint64_t expected = num_elements * dtype->size;
   if (e - b != expected) {
@@ -181,6 +201,8 @@ absl::Status ConvertToFloat32(const TensorView& tensor, absl::Span<float> out) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", tensor.name, "' has ", n,
                                                    " elements, destination holds ", out.size()));
   }
+  // An empty tensor's span may be null, which memcpy must not be given.
+  if (n == 0) return absl::OkStatus();
   // The data section need not be aligned, so read through memcpy.
   switch (tensor.dtype) {
     case SafetensorsDType::kF32:

@@ -93,6 +93,23 @@ TEST(SafetensorsTest, ReadsAllFloatDtypes) {
   EXPECT_FALSE(ConvertToFloat32(*a, absl::MakeSpan(wrong_size)).ok());
 }
 
+// Found by safetensors_fuzz (UBSan): converting an empty tensor passed a null
+// destination to memcpy.
+TEST(SafetensorsTest, EmptyTensorConvertsIntoAnEmptySpan) {
+  TempDir dir;
+  const std::string path = dir.file("empty.safetensors");
+  WriteFile(path, SafetensorsBytes(
+                      {RawTensor{"e", "F32", {0, 4}, ""}, RawTensor{"h", "BF16", {3, 0}, ""}}));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  for (const char* name : {"e", "h"}) {
+    const TensorView* t = (*file)->Find(name);
+    ASSERT_NE(t, nullptr);
+    EXPECT_EQ(t->num_elements(), 0);
+    EXPECT_TRUE(ConvertToFloat32(*t, absl::Span<float>()).ok()) << name;
+  }
+}
+
 TEST(SafetensorsTest, NonFloatDtypeOpensButDoesNotConvert) {
   TempDir dir;
   const std::string path = dir.file("x.safetensors");
@@ -147,11 +164,25 @@ TEST(SafetensorsTest, MalformedFilesAreClearErrors) {
                       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
                       std::string(12, '\0')),
        {"tensor 'b'", "overlaps tensor 'a'"}},
+      {"misaligned",
+       FileWithHeader(R"({"a":{"dtype":"BF16","shape":[1],"data_offsets":[0,2]},)"
+                      R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})",
+                      std::string(6, '\0')),
+       {"tensor 'b'", "data offset 2", "misaligned"}},
+      {"zero_dim_after_huge_dims",
+       FileWithHeader(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4611686018427387904,0],)"
+                      R"("data_offsets":[0,0]}})",
+                      ""),
+       {"tensor 'w'", "overflows a 64-bit integer"}},
+      {"header_not_object", FileWithHeader("[1, 2]", ""), {"not a JSON object"}},
+      {"metadata_not_object",
+       FileWithHeader(R"({"__metadata__":[1]})", ""),
+       {"__metadata__ is not an object"}},
       {"huge_shape",
        FileWithHeader(
            R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,4]}})",
            std::string(4, '\0')),
-       {"tensor 'w'", "holds 4 bytes"}},
+       {"tensor 'w'", "overflows a 64-bit integer"}},
   };
   TempDir dir;
   for (const BadFileCase& c : cases) {

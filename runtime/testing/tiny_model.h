@@ -51,13 +51,27 @@ inline RawTensor MakeTensor(const std::string& name, const std::vector<int64_t>&
   return t;
 }
 
-// Serialises tensors contiguously in the given order, with an optional extra
-// header entry; returns the file's bytes.
+// Bytes of one element of a safetensors dtype name (1 for unknown names).
+inline uint64_t DTypeBytes(const std::string& dtype) {
+  if (dtype == "F64" || dtype == "I64") return 8;
+  if (dtype == "F32" || dtype == "I32") return 4;
+  if (dtype == "F16" || dtype == "BF16" || dtype == "I16") return 2;
+  return 1;
+}
+
+// Serialises tensors in the given order, each starting at a multiple of its
+// element size (the reader refuses misaligned offsets), with an optional
+// extra header entry; returns the file's bytes.
 inline std::string SafetensorsBytes(const std::vector<RawTensor>& tensors) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
   std::string data;
   for (const RawTensor& t : tensors) {
+    const uint64_t align = DTypeBytes(t.dtype);
+    while (offset % align != 0) {
+      data += '\0';
+      ++offset;
+    }
     header[t.name] = {{"dtype", t.dtype},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + t.bytes.size()}}};

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the suite with sanitizers and runs it (docs/RELIABILITY.md):
+#   scripts/sanitize.sh asan [REGEX]   # ASan + UBSan into build-asan/: unit + integration tests
+#   scripts/sanitize.sh tsan [REGEX]   # TSan into build-tsan/: the concurrent tests
+#   scripts/sanitize.sh                # both
+# REGEX narrows the tests (ctest -R). A report fails its test: UBSan and TSan
+# halt on the first one, ASan (and LeakSanitizer) always do. TSan reads
+# tests/sanitize/tsan.supp; Debian's Abseil gets annotated by
+# tests/sanitize/absl_tsan_hooks.cc.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+modes=("${1:-all}")
+[[ ${modes[0]} == all ]] && modes=(asan tsan)
+regex=${2:-}
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
+generator=(-G Ninja)  # the target list below asks ninja
+
+# The tests that run threads against each other: the engine and its
+# scheduler, the job manager, the coordinator and its HTTP API, the services,
+# the multi-process integration tests.
+tsan_tests='runtime_engine|runtime_radix_kv|coordinator_|worker_generator_service|verifier_service|integration'
+
+status=0
+for mode in "${modes[@]}"; do
+  case $mode in
+    asan) dir=build-asan; flags=address,undefined; tests=${regex:-.} ;;
+    tsan) dir=build-tsan; flags=thread; tests=${regex:-$tsan_tests} ;;
+    *) echo "sanitize.sh: unknown mode $mode (asan, tsan or all)" >&2; exit 2 ;;
+  esac
+  start=$(date +%s)
+  if [[ ! -f "$dir/CMakeCache.txt" ]]; then
+    cmake -S . -B "$dir" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DARBOR_SANITIZE=$flags -DARBOR_CUDA=OFF >/dev/null
+  fi
+  # Only the chosen tests' binaries
+  names=$(ctest --test-dir "$dir" -N -R "$tests" 2>/dev/null | awk '/Test +#/{print $3}' | sort -u)
+  targets=$(comm -12 <(echo "$names") <(ninja -C "$dir" -t targets all | sed 's/:.*//' | sort -u))
+  # (integration tests depend on the binaries they start)
+  cmake --build "$dir" -j "$(nproc)" --target $targets
+  built=$(date +%s)
+  supp=$PWD/tests/sanitize
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:suppressions=$supp/asan.supp
+  export LSAN_OPTIONS=suppressions=$supp/lsan.supp:print_suppressions=0
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp
+  export TSAN_OPTIONS=suppressions=$supp/tsan.supp:halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:exitcode=66
+  # Python tests load the system grpc module, not instrumented binaries.
+  if ! ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" -R "$tests" -E '^python_|deploy_'; then
+    status=1
+  fi
+  echo "sanitize.sh: $mode build $((built - start)) s, tests $(( $(date +%s) - built )) s"
+done
+exit $status
