@@ -62,7 +62,8 @@ struct Usage {
   int64_t verifier_compute_us = 0;
   int64_t verifier_call_us = 0;
   // The anytime reserve (BudgetLimits::reserve_fraction): tokens generated to
-  // finish branches greedily once a cap was near, and how many it finished.
+  // finish branches greedily once a cap was near (or, for MCTS, once its
+  // simulations ended with no path finished), and how many it finished.
   int64_t reserve_generated_tokens = 0;
   int64_t reserve_finished_branches = 0;
   // Steps whose expansion the generated-token budget shrank (fewer outputs,

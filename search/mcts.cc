@@ -232,12 +232,29 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
     }
     for (auto& c : n->children) stack.push_back(c.get());
   }
+  // Anytime: when a cap ended the search, or the simulations ran out before
+  // any path ended, live leaves are finished greedily: first the end of the
+  // principal path (the most visited child from the root down, as OpenR
+  // answers), then the deepest (closest to an answer), by Q among equals;
+  // with nothing expanded yet, the root.
+  if (!finish && finished_nodes.empty() && !live_leaves.empty()) finish = true;
   if (finish) {
-    // The deepest live leaves (closest to an answer), the most promising
-    // (by Q) among equally deep ones, are finished greedily; with nothing
-    // expanded yet, the root.
+    Node* principal = &root;
+    while (!principal->children.empty()) {
+      Node* next = nullptr;
+      for (const auto& c : principal->children) {
+        if (c->Terminal()) continue;
+        if (next == nullptr || c->visits > next->visits ||
+            (c->visits == next->visits && c->Q() > next->Q())) {
+          next = c.get();
+        }
+      }
+      if (next == nullptr) break;
+      principal = next;
+    }
     std::vector<Node*> ranked_leaves = live_leaves;
-    std::stable_sort(ranked_leaves.begin(), ranked_leaves.end(), [](const Node* a, const Node* b) {
+    std::stable_sort(ranked_leaves.begin(), ranked_leaves.end(), [&](const Node* a, const Node* b) {
+      if ((a == principal) != (b == principal)) return a == principal;
       return a->depth != b->depth ? a->depth > b->depth : a->Q() > b->Q();
     });
     std::vector<Branch*> ranked;

@@ -139,7 +139,9 @@ struct ParticleGibbsConfig {
 // max_depth); evaluates the best new child by its PRM score or, with
 // rollouts, by the PRM score of a greedy rollout to EOS (itself a candidate);
 // and backs the value up the path. Finished nodes and rollouts are the
-// candidates, ranked by score.
+// candidates, ranked by score. When the simulations end before any path
+// did, the principal path's leaf (most visits from the root down) and the
+// deepest leaves are finished greedily, as the reserve does under a cap.
 struct MctsConfig {
   int32_t num_simulations = 16;  // [1, 4096]
   int32_t max_width = 10;        // [1, 64] children per expansion
