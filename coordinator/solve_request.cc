@@ -44,6 +44,65 @@ absl::Status CheckName(std::string_view field, const std::string& value) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<search::ParticleFilterConfig> MapFilter(absl::string_view name,
+                                                      const arbor::v1::ParticleFilter& p) {
+  search::ParticleFilterConfig c;
+  c.n = OrDefault(p.n(), c.n);
+  if (p.temperature() != 0.0f) c.temperature = p.temperature();
+  switch (p.resampling()) {
+    case arbor::v1::ParticleFilter::RESAMPLING_UNSPECIFIED:
+    case arbor::v1::ParticleFilter::RESAMPLING_MULTINOMIAL:
+      c.resampling = search::ParticleFilterConfig::Resampling::kMultinomial;
+      break;
+    case arbor::v1::ParticleFilter::RESAMPLING_SYSTEMATIC:
+      c.resampling = search::ParticleFilterConfig::Resampling::kSystematic;
+      break;
+    default:
+      return Invalid(
+          absl::StrCat(name, ".resampling"),
+          absl::StrCat("unknown Resampling value ", static_cast<int>(p.resampling())));
+  }
+  c.ess_threshold = p.ess_threshold();
+  switch (p.weight_update()) {
+    case arbor::v1::ParticleFilter::WEIGHT_UPDATE_UNSPECIFIED:
+    case arbor::v1::ParticleFilter::WEIGHT_UPDATE_REPLACE:
+      c.weight_update = search::ParticleFilterConfig::WeightUpdate::kReplace;
+      break;
+    case arbor::v1::ParticleFilter::WEIGHT_UPDATE_CUMULATIVE:
+      c.weight_update = search::ParticleFilterConfig::WeightUpdate::kCumulative;
+      break;
+    default:
+      return Invalid(
+          absl::StrCat(name, ".weight_update"),
+          absl::StrCat("unknown WeightUpdate value ", static_cast<int>(p.weight_update())));
+  }
+  c.absorb_finished = p.absorb_finished();
+  switch (p.final_selection()) {
+    case arbor::v1::ParticleFilter::FINAL_SELECTION_UNSPECIFIED:
+    case arbor::v1::ParticleFilter::FINAL_SELECTION_ARGMAX_WEIGHT:
+      c.final_selection = search::ParticleFilterConfig::FinalSelection::kArgmaxWeight;
+      break;
+    case arbor::v1::ParticleFilter::FINAL_SELECTION_SAMPLE:
+      c.final_selection = search::ParticleFilterConfig::FinalSelection::kSample;
+      break;
+    case arbor::v1::ParticleFilter::FINAL_SELECTION_WEIGHTED_VOTE:
+      c.final_selection = search::ParticleFilterConfig::FinalSelection::kWeightedVote;
+      break;
+    default:
+      return Invalid(
+          absl::StrCat(name, ".final_selection"),
+          absl::StrCat("unknown FinalSelection value ", static_cast<int>(p.final_selection())));
+  }
+  c.num_iterations = OrDefault(p.num_iterations(), c.num_iterations);
+  c.entropic = p.entropic();
+  if (p.entropic_ess_threshold() != 0.0f) c.entropic_ess_threshold = p.entropic_ess_threshold();
+  // its_hub's entropic filter resamples systematically.
+  if (c.entropic && p.resampling() == arbor::v1::ParticleFilter::RESAMPLING_UNSPECIFIED) {
+    c.resampling = search::ParticleFilterConfig::Resampling::kSystematic;
+  }
+  return c;
+}
+
 absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveRequest& request) {
   switch (request.strategy_case()) {
     case arbor::v1::SolveRequest::kGreedy: {
@@ -78,6 +137,8 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       if (!aggregation.ok()) return aggregation.status();
       c.aggregation = *aggregation;
       if (p.min_vote_fraction() != 0.0f) c.min_vote_fraction = p.min_vote_fraction();
+      c.round_size = p.round_size();
+      if (p.stop_agreement() != 0.0f) c.stop_agreement = p.stop_agreement();
       return c;
     }
     case arbor::v1::SolveRequest::kBeamSearch: {
@@ -103,56 +164,30 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       c.aggregation = *aggregation;
       return c;
     }
-    case arbor::v1::SolveRequest::kParticleFilter: {
-      const arbor::v1::ParticleFilter& p = request.particle_filter();
-      search::ParticleFilterConfig c;
-      c.n = OrDefault(p.n(), c.n);
-      if (p.temperature() != 0.0f) c.temperature = p.temperature();
-      switch (p.resampling()) {
-        case arbor::v1::ParticleFilter::RESAMPLING_UNSPECIFIED:
-        case arbor::v1::ParticleFilter::RESAMPLING_MULTINOMIAL:
-          c.resampling = search::ParticleFilterConfig::Resampling::kMultinomial;
-          break;
-        case arbor::v1::ParticleFilter::RESAMPLING_SYSTEMATIC:
-          c.resampling = search::ParticleFilterConfig::Resampling::kSystematic;
-          break;
-        default:
-          return Invalid(
-              "particle_filter.resampling",
-              absl::StrCat("unknown Resampling value ", static_cast<int>(p.resampling())));
-      }
-      c.ess_threshold = p.ess_threshold();
-      switch (p.weight_update()) {
-        case arbor::v1::ParticleFilter::WEIGHT_UPDATE_UNSPECIFIED:
-        case arbor::v1::ParticleFilter::WEIGHT_UPDATE_REPLACE:
-          c.weight_update = search::ParticleFilterConfig::WeightUpdate::kReplace;
-          break;
-        case arbor::v1::ParticleFilter::WEIGHT_UPDATE_CUMULATIVE:
-          c.weight_update = search::ParticleFilterConfig::WeightUpdate::kCumulative;
-          break;
-        default:
-          return Invalid(
-              "particle_filter.weight_update",
-              absl::StrCat("unknown WeightUpdate value ", static_cast<int>(p.weight_update())));
-      }
-      c.absorb_finished = p.absorb_finished();
-      switch (p.final_selection()) {
-        case arbor::v1::ParticleFilter::FINAL_SELECTION_UNSPECIFIED:
-        case arbor::v1::ParticleFilter::FINAL_SELECTION_ARGMAX_WEIGHT:
-          c.final_selection = search::ParticleFilterConfig::FinalSelection::kArgmaxWeight;
-          break;
-        case arbor::v1::ParticleFilter::FINAL_SELECTION_SAMPLE:
-          c.final_selection = search::ParticleFilterConfig::FinalSelection::kSample;
-          break;
-        case arbor::v1::ParticleFilter::FINAL_SELECTION_WEIGHTED_VOTE:
-          c.final_selection = search::ParticleFilterConfig::FinalSelection::kWeightedVote;
-          break;
-        default:
-          return Invalid(
-              "particle_filter.final_selection",
-              absl::StrCat("unknown FinalSelection value ", static_cast<int>(p.final_selection())));
-      }
-      c.num_iterations = OrDefault(p.num_iterations(), c.num_iterations);
+    case arbor::v1::SolveRequest::kParticleFilter:
+      return MapFilter("particle_filter", request.particle_filter());
+    case arbor::v1::SolveRequest::kParticleGibbs: {
+      const arbor::v1::ParticleGibbs& p = request.particle_gibbs();
+      search::ParticleGibbsConfig c;
+      auto filter = MapFilter("particle_gibbs.filter", p.filter());
+      if (!filter.ok()) return filter.status();
+      c.filter = *filter;
+      c.num_sweeps = OrDefault(p.num_sweeps(), c.num_sweeps);
+      if (p.has_num_ref_particles()) c.num_ref_particles = p.num_ref_particles();
+      return c;
+    }
+    case arbor::v1::SolveRequest::kMcts: {
+      const arbor::v1::Mcts& p = request.mcts();
+      search::MctsConfig c;
+      c.num_simulations = OrDefault(p.num_simulations(), c.num_simulations);
+      c.max_width = OrDefault(p.max_width(), c.max_width);
+      c.max_depth = OrDefault(p.max_depth(), c.max_depth);
+      if (p.pb_c_base() != 0.0) c.pb_c_base = p.pb_c_base();
+      if (p.pb_c_init() != 0.0) c.pb_c_init = p.pb_c_init();
+      c.rollouts = p.rollouts();
+      auto aggregation = MapAggregation("mcts.aggregation", p.aggregation());
+      if (!aggregation.ok()) return aggregation.status();
+      c.aggregation = *aggregation;
       return c;
     }
   }
@@ -223,6 +258,8 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
   config.budget.max_reward_calls = budget.max_reward_calls();
   config.budget.max_steps = budget.max_steps();
   config.budget.deadline = absl::Milliseconds(budget.deadline_ms());
+  if (budget.has_reserve_fraction()) config.budget.reserve_fraction = budget.reserve_fraction();
+  config.budget.finish_branches = OrDefault(budget.finish_branches(), config.budget.finish_branches);
 
   config.answer_extraction.pattern = request.answer_extraction().pattern();
   if (!IsValidUtf8(config.answer_extraction.pattern)) {
@@ -278,6 +315,9 @@ void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbo
   out->set_verifier_compute_us(absl::ToInt64Microseconds(time.verifier_compute));
   out->set_network_us(absl::ToInt64Microseconds(time.network));
   out->set_coordinator_us(absl::ToInt64Microseconds(time.coordinator));
+  out->set_reserve_generated_tokens(usage.reserve_generated_tokens);
+  out->set_reserve_finished_branches(usage.reserve_finished_branches);
+  out->set_shaped_steps(usage.shaped_steps);
 }
 
 void FillSolveResponse(const std::string& job_id, const search::SolveResult& result,
@@ -301,6 +341,7 @@ void FillSolveResponse(const std::string& job_id, const search::SolveResult& res
   out->set_budget_exhausted(result.budget_exhausted);
   out->set_exhausted_by(result.exhausted_by);
   out->set_strategy(result.strategy);
+  out->set_stop_reason(result.stop_reason);
   out->set_worker(accounting.worker);
   out->set_verifier(accounting.verifier);
 }

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/status_macros.h"
 #include "search/extend_and_score.h"
 #include "search/search_run.h"
 
@@ -28,6 +29,7 @@ absl::StatusOr<bool> ScoreWithLookahead(SearchRun& run, std::vector<Child>& chil
   options.sampling = run.config().sampling;
   options.sampling.temperature = 0.0f;
   options.stop = run.StepStop();
+  options.shaped = true;
   for (int k = 0; k < lookahead; ++k) {
     std::vector<const Branch*> parents;
     std::vector<int> samples;
@@ -65,14 +67,23 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
   const size_t keep = static_cast<size_t>(n / config.beam_width);
   std::vector<Branch> active(1);  // the empty root
   std::vector<Branch> completed;
-  std::vector<Branch> unextended;
+  bool finish = false;  // a cap is near: finish the best beams greedily
   for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
     absl::StatusOr<bool> go = run.BeginIteration();
     if (!go.ok()) return go.status();
-    if (!*go) break;
+    if (!*go) {
+      // A cap reached within the last step (e.g. by a lookahead) ends it.
+      finish = run.budget().exhausted();
+      break;
+    }
+    if (!run.NearCap().empty()) {
+      finish = true;
+      break;
+    }
     const bool final_iteration = iteration == config.num_iterations - 1;
 
-    // The survivors share N samples: M each when N/M survive.
+    // The survivors share N samples: M each when N/M survive (ranked best
+    // first, so a budget-shaped step takes samples from the weakest).
     std::vector<const Branch*> parents;
     std::vector<int> samples;
     const int k = static_cast<int>(active.size());
@@ -80,7 +91,6 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
       parents.push_back(&active[i]);
       samples.push_back(n / k + (i < n % k ? 1 : 0));
     }
-    // Survivors are ranked best first, as the endgame wants them.
     StepOptions options;
     options.final_iteration = final_iteration;
     options.aggregation = config.aggregation;
@@ -92,22 +102,21 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
     absl::StatusOr<StepResult> step = ExtendAndScore(run, parents, std::move(samples), options);
     if (!step.ok()) return step.status();
     std::vector<Child>& children = step->children;
-    if (children.empty()) break;
-    const bool last = step->last;
-    if (step->endgame.has_value()) {
-      // Beams the endgame could not extend stay candidates as they are.
-      for (size_t i = 0; i < active.size(); ++i) {
-        if ((*step->endgame)[i] == 0 && !active[i].steps.empty()) unextended.push_back(active[i]);
-      }
+    if (children.empty()) {
+      finish = run.budget().exhausted();
+      break;
     }
+    const bool last = step->last;
+    if (last) run.set_stop_reason(kStopIterations);
 
     if (!step->scored) {
-      // Reward budget spent: the previous beams are the best so far, or, in
-      // the first iteration, the unscored new ones.
-      if (iteration == 0) {
-        active.clear();
-        for (Child& c : children) active.push_back(std::move(c.branch));
+      // Reward budget spent: the new beams (ranked by their parents, best
+      // first) are finished as they are.
+      active.clear();
+      for (Child& c : children) {
+        (c.branch.done ? completed : active).push_back(std::move(c.branch));
       }
+      finish = true;
       break;
     }
 
@@ -138,9 +147,13 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
     run.Report(iteration, live_view, done_view);
     if (active.empty() || last) break;
   }
+  if (finish) {
+    std::vector<Branch*> ranked;
+    for (Branch& b : active) ranked.push_back(&b);
+    ARBOR_RETURN_IF_ERROR(run.FinishBranches(ranked));
+  }
 
   std::vector<Branch> candidates = std::move(completed);
-  for (Branch& b : unextended) candidates.push_back(std::move(b));
   for (Branch& b : active) {
     if (!b.steps.empty()) candidates.push_back(std::move(b));
   }

@@ -32,6 +32,14 @@ absl::Status ValidateBudgetLimits(const BudgetLimits& limits) {
   if (limits.deadline < absl::ZeroDuration()) {
     return negative("deadline_ms", absl::ToInt64Milliseconds(limits.deadline));
   }
+  if (!(limits.reserve_fraction >= 0.0f && limits.reserve_fraction <= 0.9f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget.reserve_fraction (", limits.reserve_fraction, ") must be in [0, 0.9]"));
+  }
+  if (limits.finish_branches < 1 || limits.finish_branches > 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget.finish_branches (", limits.finish_branches, ") must be in [1, 64]"));
+  }
   return absl::OkStatus();
 }
 
@@ -57,6 +65,23 @@ int64_t BudgetTracker::RemainingRewardCalls() const {
   return Remaining(limits_.max_reward_calls, usage_.reward_calls);
 }
 int64_t BudgetTracker::RemainingSteps() const { return Remaining(limits_.max_steps, usage_.steps); }
+
+int64_t BudgetTracker::SearchGeneratedTokens() const {
+  if (limits_.max_generated_tokens <= 0) return kUncapped;
+  const int64_t reserve = static_cast<int64_t>(static_cast<double>(limits_.reserve_fraction) *
+                                               static_cast<double>(limits_.max_generated_tokens));
+  return std::max<int64_t>(0, limits_.max_generated_tokens - reserve - usage_.generated_tokens);
+}
+
+bool BudgetTracker::DeadlineNear() const {
+  if (deadline_ == absl::InfiniteFuture()) return false;
+  return Now() >= deadline_ - limits_.deadline * static_cast<double>(limits_.reserve_fraction);
+}
+
+void BudgetTracker::ChargeReserve(int64_t generated_tokens, int64_t finished_branches) {
+  usage_.reserve_generated_tokens += generated_tokens;
+  usage_.reserve_finished_branches += finished_branches;
+}
 
 bool BudgetTracker::DeadlinePassed(absl::Duration slack) {
   if (deadline_ == absl::InfiniteFuture()) return false;

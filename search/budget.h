@@ -29,6 +29,15 @@ struct BudgetLimits {
   int64_t max_reward_calls = 0;
   int32_t max_steps = 0;
   absl::Duration deadline = absl::ZeroDuration();  // from job acceptance
+  // The anytime reserve of the tree strategies (beam search, DVTS, particle
+  // filtering, particle Gibbs, MCTS): this share of max_generated_tokens (and
+  // of the deadline) is kept out of the step-by-step search and spent to
+  // finish the best `finish_branches` live branches greedily to EOS when a cap
+  // is near (tokens, steps, reward calls, reward tokens, deadline), so a
+  // capped search still returns finished answers. [0, 0.9]; 0 keeps no token
+  // reserve (the finish then gets only what the search left).
+  float reserve_fraction = 0.2f;
+  int32_t finish_branches = 4;  // [1, 64]
 };
 
 // Field names in errors are the proto's ("budget.max_steps ...").
@@ -52,6 +61,14 @@ struct Usage {
   int64_t verifier_queue_us = 0;
   int64_t verifier_compute_us = 0;
   int64_t verifier_call_us = 0;
+  // The anytime reserve (BudgetLimits::reserve_fraction): tokens generated to
+  // finish branches greedily once a cap was near (or, for MCTS, once its
+  // simulations ended with no path finished), and how many it finished.
+  int64_t reserve_generated_tokens = 0;
+  int64_t reserve_finished_branches = 0;
+  // Steps whose expansion the generated-token budget shrank (fewer outputs,
+  // each with the full step cap).
+  int64_t shaped_steps = 0;
 };
 
 // The cap names used in exhausted_by.
@@ -91,6 +108,18 @@ class BudgetTracker {
   int64_t RemainingRewardTokens() const;
   int64_t RemainingRewardCalls() const;
   int64_t RemainingSteps() const;
+  // The generated tokens the step-by-step search may still spend: what is
+  // left less the unspent reserve (reserve_fraction x max_generated_tokens).
+  // INT64_MAX when uncapped.
+  int64_t SearchGeneratedTokens() const;
+  // Whether the search has reached the reserve share of its deadline
+  // (elapsed >= (1 - reserve_fraction) x deadline); false without a deadline.
+  // Marks nothing.
+  bool DeadlineNear() const;
+  // Records generated tokens spent by the reserve finish and the branches it
+  // finished; counts a step whose expansion the budget shrank.
+  void ChargeReserve(int64_t generated_tokens, int64_t finished_branches);
+  void CountShapedStep() { usage_.shaped_steps += 1; }
 
   // Checks the deadline (less `slack`); marks the budget exhausted when it
   // has passed.

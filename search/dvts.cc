@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/status_macros.h"
 #include "search/extend_and_score.h"
 #include "search/search_run.h"
 
@@ -21,10 +22,19 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
   };
   const int m = config.beam_width;
   std::vector<Subtree> subtrees(static_cast<size_t>(config.n / m));
+  bool finish = false;  // a cap is near: finish the best subtrees greedily
   for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
     absl::StatusOr<bool> go = run.BeginIteration();
     if (!go.ok()) return go.status();
-    if (!*go) break;
+    if (!*go) {
+      // A cap reached within the last step (e.g. by a lookahead) ends it.
+      finish = run.budget().exhausted();
+      break;
+    }
+    if (!run.NearCap().empty()) {
+      finish = true;
+      break;
+    }
     const bool final_iteration = iteration == config.num_iterations - 1;
 
     std::vector<const Branch*> parents;
@@ -33,7 +43,7 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     for (size_t t = 0; t < subtrees.size(); ++t) {
       if (!subtrees[t].done) index.push_back(t);
     }
-    // Best subtrees first, as the budget endgame wants them.
+    // Best subtrees first: a budget-shaped step takes samples from the weakest.
     std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) {
       return subtrees[a].current.score > subtrees[b].current.score;
     });
@@ -48,15 +58,25 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     absl::StatusOr<StepResult> step = ExtendAndScore(run, parents, std::move(samples), options);
     if (!step.ok()) return step.status();
     std::vector<Child>& children = step->children;
-    if (children.empty()) break;
+    if (children.empty()) {
+      finish = run.budget().exhausted();
+      break;
+    }
     const bool last = step->last;
+    if (last) run.set_stop_reason(kStopIterations);
     if (!step->scored) {
-      // Reward budget spent: subtrees that had nothing yet keep their unscored
-      // candidates; the others their last scored expansion.
+      // Reward budget spent: every extended subtree goes on from its first
+      // (unscored) new candidate, which the finish completes.
       for (Child& c : children) {
         Subtree& tree = subtrees[index[c.parent]];
-        if (tree.current.steps.empty()) tree.leaves.push_back(std::move(c.branch));
+        if (c.sample == 0) {
+          tree.current = c.branch;
+          tree.done = tree.current.done;
+          tree.leaves.clear();
+        }
+        tree.leaves.push_back(std::move(c.branch));
       }
+      finish = true;
       break;
     }
 
@@ -89,6 +109,28 @@ absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config) {
     if (live.empty() || last) break;
   }
 
+  if (finish) {
+    // The live subtrees, best first, finish their current branch; it joins
+    // the subtree's candidates.
+    std::vector<size_t> live;
+    for (size_t t = 0; t < subtrees.size(); ++t) {
+      if (!subtrees[t].done) live.push_back(t);
+    }
+    std::stable_sort(live.begin(), live.end(), [&](size_t a, size_t b) {
+      return subtrees[a].current.score > subtrees[b].current.score;
+    });
+    std::vector<Branch*> ranked;
+    for (size_t t : live) ranked.push_back(&subtrees[t].current);
+    ARBOR_RETURN_IF_ERROR(run.FinishBranches(ranked));
+    for (size_t t : live) {
+      Subtree& tree = subtrees[t];
+      if (tree.current.steps.empty()) continue;
+      if (tree.current.done || tree.leaves.empty()) {
+        tree.leaves.push_back(tree.current);
+        tree.done = tree.current.done;
+      }
+    }
+  }
   std::vector<Branch> candidates;
   for (Subtree& t : subtrees) {
     if (!t.leaves.empty()) {

@@ -7,14 +7,13 @@ namespace arbor::search::internal {
 absl::StatusOr<StepResult> ExtendAndScore(SearchRun& run, const std::vector<const Branch*>& parents,
                                           std::vector<int> samples, const StepOptions& options) {
   StepResult result;
-  result.endgame = run.PlanEndgame(samples);
-  if (result.endgame.has_value()) samples = *result.endgame;
-  result.last = options.final_iteration || result.endgame.has_value();
+  result.last = options.final_iteration;
   ExtendOptions extend;
   extend.sampling = run.config().sampling;
   extend.stop = result.last ? run.FinalStop(parents) : run.StepStop();
   extend.final_iteration = result.last;
   extend.final_answer_ends = options.final_answer_ends;
+  extend.shaped = true;
   absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, extend);
   if (!children.ok()) return children.status();
   result.children = *std::move(children);

@@ -1,7 +1,8 @@
 // ExtendAndScore: one step of a tree strategy (beam search, DVTS, particle
-// filtering), internal to search/: the budget endgame plan, one Extend of the
+// filtering, MCTS), internal to search/: one budget-shaped Extend of the
 // parents with the step's (or the last iteration's) stop rules, then one
-// scoring of the children. The budget is charged by SearchRun's Extend and
+// scoring of the children. When the budget can no longer afford a step, the
+// strategy finishes its best branches with SearchRun::FinishBranches. The budget is charged by SearchRun's Extend and
 // ScoreBranches, exactly as when a strategy calls them itself.
 // Thread-safety: as SearchRun (one job's thread).
 #ifndef ARBOR_SEARCH_EXTEND_AND_SCORE_H_
@@ -18,8 +19,7 @@
 namespace arbor::search::internal {
 
 struct StepOptions {
-  // The strategy's last configured iteration (the endgame also makes a step
-  // the last).
+  // The strategy's last configured iteration (generates to EOS).
   bool final_iteration = false;
   // ExtendOptions::final_answer_ends (DVTS).
   bool final_answer_ends = false;
@@ -33,19 +33,19 @@ struct StepOptions {
 
 struct StepResult {
   // In (parent, sample) order; empty when the budget or deadline ended the
-  // search before any child (nothing was scored then).
+  // search before any child (nothing was scored then). A shaped step has
+  // fewer children than samples asked for (the trailing samples of each
+  // parent, the weakest parents' first).
   std::vector<Child> children;
-  // The samples per parent the endgame drew, when it played this step.
-  std::optional<std::vector<int>> endgame;
-  // Whether this step was the last iteration (final or endgame).
+  // Whether this step was the last iteration.
   bool last = false;
   // Whether every child was scored; false when the reward budget stopped it.
   bool scored = false;
 };
 
-// Plans the endgame over `samples` (parents ranked best first), extends
-// `parents` by the samples with SearchRun's sampling and StepStop (FinalStop
-// on the last iteration), and scores the children's newest step. Errors are
+// Extends `parents` (ranked best first) by `samples`, shaped to the budget,
+// with SearchRun's sampling and StepStop (FinalStop on the last iteration),
+// and scores the children's newest step. Errors are
 // Extend's and the scorer's.
 absl::StatusOr<StepResult> ExtendAndScore(SearchRun& run, const std::vector<const Branch*>& parents,
                                           std::vector<int> samples, const StepOptions& options);

@@ -29,6 +29,12 @@ std::vector<double> Cumulative(absl::Span<const double> weights) {
 
 }  // namespace
 
+double EntropicTemperature(double base, double ess_ratio, double progress, double threshold) {
+  if (!(ess_ratio < threshold) || ess_ratio <= 0.0) return base;
+  const double raise = (1.0 / ess_ratio) * (1.0 - std::clamp(progress, 0.0, 1.0));
+  return base * std::max(1.0, raise);
+}
+
 double ScoreLogit(double score) {
   constexpr double kEps = 1e-7;
   const double s = std::clamp(score, kEps, 1.0 - kEps);

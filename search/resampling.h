@@ -29,6 +29,11 @@ double EffectiveSampleSize(absl::Span<const double> weights);
 std::vector<size_t> Resample(absl::Span<const double> weights, size_t count,
                              ParticleFilterConfig::Resampling method, JobRandom& rng);
 
+// Entropic resampling's temperature (its_hub): `base` while ess_ratio >=
+// threshold, else base x max(1, (1 / ess_ratio) x (1 - progress)), progress
+// in [0, 1] being the share of the iterations already played.
+double EntropicTemperature(double base, double ess_ratio, double progress, double threshold);
+
 // One index drawn from normalised `weights`.
 size_t SampleIndex(absl::Span<const double> weights, JobRandom& rng);
 

@@ -1,4 +1,5 @@
-// Greedy and best-of-N: independent samples of whole solutions. They are
+// Greedy and best-of-N: independent samples of whole solutions; adaptive
+// best-of-N draws them in rounds and stops once the answers agree. They are
 // generated one step per iteration (all live samples in one Extend, sharing
 // the prompt) so that the budget, deadline and progress events work step by
 // step like the tree strategies; a step boundary does not change the
@@ -19,46 +20,68 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
   std::vector<Branch> branches;
   ExtendOptions options;
   options.sampling = sampling;
-  for (int iteration = 0;; ++iteration) {
-    absl::StatusOr<bool> go = run.BeginIteration();
-    if (!go.ok()) return go.status();
-    if (!*go) break;
-    std::vector<const Branch*> parents;
-    std::vector<int> samples;
-    std::vector<size_t> index;  // parent -> position in `branches`
-    if (iteration == 0) {
-      parents.push_back(&root);
-      samples.push_back(n);
-    } else {
-      // Longest first: in the budget endgame those are closest to an answer.
-      for (size_t i = 0; i < branches.size(); ++i) {
-        if (!branches[i].done) index.push_back(i);
-      }
-      std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) {
-        return branches[a].tokens.size() > branches[b].tokens.size();
-      });
-      for (size_t i : index) {
-        parents.push_back(&branches[i]);
-        samples.push_back(1);
-      }
-    }
-    std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
-    if (endgame.has_value()) samples = *endgame;
-    options.stop = endgame.has_value() ? run.FinalStop(parents) : run.StepStop();
-    options.final_iteration = endgame.has_value();
-    absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
-    if (!children.ok()) return children.status();
-    for (Child& c : *children) {
-      if (iteration == 0) {
-        branches.push_back(std::move(c.branch));
+  int iteration = 0;
+  // Draws `count` more samples, step by step, until all of them ended. False
+  // when the budget ended it.
+  auto draw = [&](int count) -> absl::StatusOr<bool> {
+    const size_t first = branches.size();
+    for (int round_step = 0;; ++round_step, ++iteration) {
+      absl::StatusOr<bool> go = run.BeginIteration();
+      if (!go.ok()) return go.status();
+      if (!*go) return false;
+      std::vector<const Branch*> parents;
+      std::vector<int> samples;
+      std::vector<size_t> index;  // parent -> position in `branches`
+      if (round_step == 0) {
+        parents.push_back(&root);
+        samples.push_back(count);
       } else {
-        branches[index[c.parent]] = std::move(c.branch);
+        // Longest first: in the budget endgame those are closest to an answer.
+        for (size_t i = first; i < branches.size(); ++i) {
+          if (!branches[i].done) index.push_back(i);
+        }
+        std::stable_sort(index.begin(), index.end(), [&](size_t a, size_t b) {
+          return branches[a].tokens.size() > branches[b].tokens.size();
+        });
+        for (size_t i : index) {
+          parents.push_back(&branches[i]);
+          samples.push_back(1);
+        }
+      }
+      std::optional<std::vector<int>> endgame = run.PlanEndgame(samples);
+      if (endgame.has_value()) samples = *endgame;
+      options.stop = endgame.has_value() ? run.FinalStop(parents) : run.StepStop();
+      options.final_iteration = endgame.has_value();
+      absl::StatusOr<std::vector<Child>> children = run.Extend(parents, samples, options);
+      if (!children.ok()) return children.status();
+      for (Child& c : *children) {
+        if (round_step == 0) {
+          branches.push_back(std::move(c.branch));
+        } else {
+          branches[index[c.parent]] = std::move(c.branch);
+        }
+      }
+      std::vector<const Branch*> live, done;
+      for (const Branch& b : branches) (b.done ? done : live).push_back(&b);
+      run.Report(iteration, live, done);
+      if (children->empty() || endgame.has_value()) return false;
+      if (live.empty()) {
+        ++iteration;
+        return true;
       }
     }
-    std::vector<const Branch*> live, done;
-    for (const Branch& b : branches) (b.done ? done : live).push_back(&b);
-    run.Report(iteration, live, done);
-    if (children->empty() || live.empty() || endgame.has_value()) break;
+  };
+  const int round = best_of_n != nullptr && best_of_n->round_size > 0 ? best_of_n->round_size : n;
+  while (static_cast<int>(branches.size()) < n) {
+    absl::StatusOr<bool> more = draw(std::min(round, n - static_cast<int>(branches.size())));
+    if (!more.ok()) return more.status();
+    if (!*more || round >= n) break;
+    // Adaptive best-of-N: stop once the vote is decided.
+    if (static_cast<int>(branches.size()) < n &&
+        run.Agreement(branches) >= best_of_n->stop_agreement) {
+      run.set_stop_reason(kStopAgreement);
+      break;
+    }
   }
 
   RankOptions rank;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -101,23 +102,50 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
   for (int s : samples) desired += s;
   if (desired == 0) return children;
   const int32_t step_cap = options.stop.max_step_tokens;
-  auto plan = budget_.PlanGeneration(desired, step_cap, std::min(kMinUsefulStepTokens, step_cap));
+  std::optional<GenerationPlan> plan;
+  if (options.shaped) {
+    const int64_t afford = budget_.SearchGeneratedTokens() / step_cap;
+    if (afford <= 0) {
+      budget_.MarkExhausted(kCapGeneratedTokens);
+      return children;
+    }
+    plan = GenerationPlan{static_cast<int32_t>(std::min(desired, afford)), step_cap};
+    if (plan->num_outputs < desired) budget_.CountShapedStep();
+  } else {
+    plan = budget_.PlanGeneration(desired, step_cap, std::min(kMinUsefulStepTokens, step_cap));
+  }
   if (!plan.has_value()) return children;
 
-  // What each parent gets, trailing samples dropped first; then pieces of at
-  // most kMaxSamplesPerBranch samples, grouped into calls within the limits.
+  // What each parent gets (shaped: round-robin, best parents first; else
+  // trailing samples dropped first); then pieces of at most
+  // kMaxSamplesPerBranch samples, grouped into calls within the limits.
+  std::vector<int> granted(parents.size(), 0);
+  if (options.shaped) {
+    int64_t given = 0;
+    while (given < plan->num_outputs) {
+      for (size_t p = 0; p < parents.size() && given < plan->num_outputs; ++p) {
+        if (granted[p] < samples[p]) {
+          ++granted[p];
+          ++given;
+        }
+      }
+    }
+  } else {
+    int64_t grant_left = plan->num_outputs;
+    for (size_t p = 0; p < parents.size() && grant_left > 0; ++p) {
+      granted[p] = static_cast<int>(std::min<int64_t>(samples[p], grant_left));
+      grant_left -= granted[p];
+    }
+  }
   struct Piece {
     size_t parent;
     int first_sample;
     int count;
   };
   std::vector<Piece> pieces;
-  int64_t grant_left = plan->num_outputs;
-  for (size_t p = 0; p < parents.size() && grant_left > 0; ++p) {
-    const int granted = static_cast<int>(std::min<int64_t>(samples[p], grant_left));
-    grant_left -= granted;
-    for (int first = 0; first < granted; first += kMaxSamplesPerBranch) {
-      pieces.push_back({p, first, std::min(kMaxSamplesPerBranch, granted - first)});
+  for (size_t p = 0; p < parents.size(); ++p) {
+    for (int first = 0; first < granted[p]; first += kMaxSamplesPerBranch) {
+      pieces.push_back({p, first, std::min(kMaxSamplesPerBranch, granted[p] - first)});
     }
   }
   ExtendRequest request;
@@ -183,7 +211,8 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
           deadline_hit = true;
           continue;  // a cut-off step is dropped
         }
-        if (out.finish_reason == FinishReason::kLength && plan->max_step_tokens < step_cap) {
+        if (out.finish_reason == FinishReason::kLength && plan->max_step_tokens < step_cap &&
+            !options.finishing) {
           cut_by_budget = true;
         }
         Child child;
@@ -215,15 +244,86 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
           b.done = b.finished = true;
         }
         b.steps.push_back(std::move(out.text));
+        b.step_ends.push_back(b.tokens.size());
         children.push_back(std::move(child));
       }
     }
     if (deadline_hit) return children;
     next = end;
   }
-  // A budget that dropped samples or cut a step short has ended the search.
-  if (plan->num_outputs < desired || cut_by_budget) budget_.MarkExhausted(kCapGeneratedTokens);
+  // A budget that dropped samples or cut a step short has ended the search
+  // (a shaped step drops samples by design and never cuts a step).
+  if ((!options.shaped && plan->num_outputs < desired) || cut_by_budget) {
+    budget_.MarkExhausted(kCapGeneratedTokens);
+  }
   return children;
+}
+
+std::string_view SearchRun::NearCap() {
+  std::string_view cap;
+  if (budget_.RemainingSteps() <= 0) {
+    cap = kCapSteps;
+  } else if (scorer_ != nullptr && budget_.RemainingRewardCalls() <= 0) {
+    cap = kCapRewardCalls;
+  } else if (budget_.DeadlineNear()) {
+    cap = kCapDeadline;
+  }
+  if (!cap.empty()) budget_.MarkExhausted(cap);
+  return cap;
+}
+
+absl::Status SearchRun::FinishBranches(const std::vector<Branch*>& ranked) {
+  std::vector<Branch*> todo;
+  for (Branch* b : ranked) {
+    if (static_cast<int>(todo.size()) >= config_.budget.finish_branches) break;
+    if (!b->done && !b->steps.empty()) todo.push_back(b);
+  }
+  if (todo.empty() && !ranked.empty() && ranked.front()->steps.empty() && !ranked.front()->done) {
+    todo.push_back(ranked.front());  // the root: nothing was generated yet
+  }
+  if (todo.empty() || budget_.DeadlinePassed()) return absl::OkStatus();
+  const int64_t before = budget_.usage().generated_tokens;
+  ExtendOptions options;
+  options.sampling = config_.sampling;
+  options.sampling.temperature = 0.0f;
+  options.finishing = true;
+  auto run_round = [&](const std::vector<Branch*>& branches) -> absl::StatusOr<bool> {
+    std::vector<const Branch*> parents(branches.begin(), branches.end());
+    options.stop = FinalStop(parents);
+    const std::vector<int> samples(parents.size(), 1);
+    absl::StatusOr<std::vector<Child>> children = Extend(parents, samples, options);
+    if (!children.ok()) return children.status();
+    for (Child& c : *children) {
+      const double score = branches[c.parent]->score;
+      const bool scored = branches[c.parent]->scored;
+      *branches[c.parent] = std::move(c.branch);
+      // The finish is not scored: the branch keeps its prefix's score.
+      branches[c.parent]->score = score;
+      branches[c.parent]->scored = scored;
+    }
+    return !children->empty();
+  };
+  // All at once when the budget lets every branch run to max_solution_tokens;
+  // else best first, one at a time, each with all that is left, so that the
+  // best branch finishes if anything can.
+  std::vector<const Branch*> view(todo.begin(), todo.end());
+  const int64_t full = FinalStop(view).max_step_tokens;
+  const bool together = budget_.RemainingGeneratedTokens() / static_cast<int64_t>(todo.size()) >= full;
+  if (together) {
+    absl::StatusOr<bool> progressed = run_round(todo);
+    if (!progressed.ok()) return progressed.status();
+  }
+  for (size_t i = 0; i < todo.size(); ++i) {
+    while (!todo[i]->done && budget_.RemainingGeneratedTokens() > 0 && !budget_.DeadlinePassed()) {
+      absl::StatusOr<bool> progressed = run_round({todo[i]});
+      if (!progressed.ok()) return progressed.status();
+      if (!*progressed) break;
+    }
+  }
+  int64_t finished = 0;
+  for (const Branch* b : todo) finished += b->finished ? 1 : 0;
+  budget_.ChargeReserve(budget_.usage().generated_tokens - before, finished);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
@@ -369,6 +469,18 @@ void SearchRun::Report(int iteration, const std::vector<const Branch*>& live,
   job_.on_progress(progress);
 }
 
+double SearchRun::Agreement(const std::vector<Branch>& branches) const {
+  if (branches.empty()) return 0.0;
+  absl::flat_hash_map<std::string, int> votes;
+  int top = 0;
+  for (const Branch& b : branches) {
+    std::string answer = extractor_->Extract(b.Text(), b.finished);
+    if (answer.empty()) continue;
+    top = std::max(top, ++votes[answer]);
+  }
+  return static_cast<double>(top) / static_cast<double>(branches.size());
+}
+
 SolveResult SearchRun::Finish(std::vector<Branch> branches, RankOptions options) {
   SolveResult result;
   result.strategy = std::string(StrategyName(config_));
@@ -397,6 +509,7 @@ SolveResult SearchRun::Finish(std::vector<Branch> branches, RankOptions options)
   result.usage = budget_.usage();
   result.budget_exhausted = budget_.exhausted();
   result.exhausted_by = budget_.exhausted_by();
+  result.stop_reason = result.budget_exhausted ? result.exhausted_by : stop_reason_;
   return result;
 }
 

@@ -41,6 +41,7 @@ inline constexpr int kEndgameStepCapsPerBranch = 2;
 struct Branch {
   std::vector<int32_t> tokens;  // generated tokens after the prompt
   std::vector<std::string> steps;
+  std::vector<size_t> step_ends;   // per step: tokens.size() after it
   std::vector<float> step_scores;  // one per scored step
   double score = 0.0;              // ranking score (aggregated)
   double logprob = 0.0;
@@ -63,6 +64,16 @@ struct ExtendOptions {
   StopOptions stop;
   bool final_iteration = false;    // every child is done afterwards
   bool final_answer_ends = false;  // a step with "\boxed{" finishes the branch (DVTS)
+  // Budget shaping (tree strategies): the request keeps its step cap and the
+  // number of outputs shrinks to what the search share of the generated-token
+  // budget affords (BudgetTracker::SearchGeneratedTokens), granted round-robin
+  // over the parents (ranked best first, so the weakest lose samples first).
+  // None fits: no children, and the budget is marked "generated_tokens".
+  bool shaped = false;
+  // The reserve finish: the whole remaining budget may be spent, the step cap
+  // shrinks before the outputs do, and a step cut by its cap (kLength) leaves
+  // the branch live (final_iteration must be false).
+  bool finishing = false;
 };
 
 class SearchRun {
@@ -96,6 +107,24 @@ class SearchRun {
   // and marks the budget exhausted ("generated_tokens").
   std::optional<std::vector<int>> PlanEndgame(const std::vector<int>& samples);
 
+  // The anytime reserve. At the start of a tree strategy's iteration (after
+  // BeginIteration): the cap that is near, so that the strategy should finish
+  // its best branches now rather than play a normal step: "steps" (this is
+  // the last step the cap allows), "reward_calls" (none is left to score the
+  // step) or "deadline" (its reserve share is reached). Marks the budget
+  // exhausted with it. "" to play a normal step. (A generated-token cap shows
+  // as a shaped Extend that returns no children; a reward-token cap as a step
+  // that could not be scored.)
+  std::string_view NearCap();
+
+  // Finishes up to BudgetLimits::finish_branches of `ranked` (best first; done
+  // ones are skipped) greedily (temperature 0, no delimiter) to EOS, in place,
+  // with whatever generated-token budget is left, reserve included: one call
+  // for all of them when every one can get max_solution_tokens, else (and for
+  // any still cut) best first, one at a time, each with all that is left. Finished branches keep their score (the
+  // finish is not scored). Charges Usage::reserve_*.
+  absl::Status FinishBranches(const std::vector<Branch*>& ranked);
+
   // Scores candidates given as step lists, in calls of at most
   // kMaxCandidatesPerScore. Returns the scores of a prefix of `candidates`:
   // all of them, or fewer when the budget (reward calls/tokens, deadline)
@@ -121,9 +150,16 @@ class SearchRun {
   void Report(int iteration, const std::vector<const Branch*>& live,
               const std::vector<const Branch*>& finished);
 
+  // The share of `branches` whose (non-empty, normalised) answer is the most
+  // common one; 0 for none.
+  double Agreement(const std::vector<Branch>& branches) const;
+
   // Extracts answers, ranks `branches` with `options` (tiers, vote rule,
   // vote weights) and fills the result: candidates, answer, usage, budget.
   SolveResult Finish(std::vector<Branch> branches, RankOptions options);
+
+  // Why the search stopped when no cap did (kStopCompleted by default).
+  void set_stop_reason(std::string_view reason) { stop_reason_ = std::string(reason); }
 
   const StrategyConfig& config() const { return config_; }
   const JobContext& job() const { return job_; }
@@ -147,6 +183,7 @@ class SearchRun {
   std::unique_ptr<AnswerExtractor> extractor_;
   std::vector<int32_t> prompt_;
   uint64_t call_index_ = 0;
+  std::string stop_reason_ = std::string(kStopCompleted);
   JobRandom tie_rng_;
   JobRandom resample_rng_;
   JobRandom final_rng_;
@@ -159,6 +196,8 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
 absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config);
 absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config);
 absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilterConfig& config);
+absl::StatusOr<SolveResult> RunParticleGibbs(SearchRun& run, const ParticleGibbsConfig& config);
+absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config);
 
 }  // namespace arbor::search::internal
 

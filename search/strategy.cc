@@ -1,6 +1,8 @@
 #include "search/strategy.h"
 
 #include <cmath>
+#include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +50,10 @@ absl::Status ValidateStrategy(const BestOfNConfig& c) {
       !(c.min_vote_fraction > 0.0f && c.min_vote_fraction <= 1.0f)) {
     return OutOfRange("best_of_n.min_vote_fraction", c.min_vote_fraction, "(0, 1]");
   }
+  ARBOR_RETURN_IF_ERROR(CheckInt("best_of_n.round_size", c.round_size, 0, c.n));
+  if (c.round_size > 0 && !(c.stop_agreement > 0.0f && c.stop_agreement <= 1.0f)) {
+    return OutOfRange("best_of_n.stop_agreement", c.stop_agreement, "(0, 1]");
+  }
   return absl::OkStatus();
 }
 
@@ -64,15 +70,42 @@ absl::Status ValidateStrategy(const DvtsConfig& c) {
   return CheckInt("dvts.num_iterations", c.num_iterations, 1, 512);
 }
 
-absl::Status ValidateStrategy(const ParticleFilterConfig& c) {
-  ARBOR_RETURN_IF_ERROR(CheckInt("particle_filter.n", c.n, 1, 1024));
+absl::Status ValidateFilter(absl::string_view name, const ParticleFilterConfig& c) {
+  const std::string f(name);
+  ARBOR_RETURN_IF_ERROR(CheckInt(f + ".n", c.n, 1, 1024));
   if (!(c.temperature > 0.0f && c.temperature <= 100.0f)) {
-    return OutOfRange("particle_filter.temperature", c.temperature, "(0, 100]");
+    return OutOfRange(f + ".temperature", c.temperature, "(0, 100]");
   }
   if (!(c.ess_threshold >= 0.0f && c.ess_threshold <= 1.0f)) {
-    return OutOfRange("particle_filter.ess_threshold", c.ess_threshold, "[0, 1]");
+    return OutOfRange(f + ".ess_threshold", c.ess_threshold, "[0, 1]");
   }
-  return CheckInt("particle_filter.num_iterations", c.num_iterations, 1, 512);
+  if (c.entropic && !(c.entropic_ess_threshold > 0.0f && c.entropic_ess_threshold <= 1.0f)) {
+    return OutOfRange(f + ".entropic_ess_threshold", c.entropic_ess_threshold, "(0, 1]");
+  }
+  return CheckInt(f + ".num_iterations", c.num_iterations, 1, 512);
+}
+
+absl::Status ValidateStrategy(const ParticleFilterConfig& c) {
+  return ValidateFilter("particle_filter", c);
+}
+
+absl::Status ValidateStrategy(const ParticleGibbsConfig& c) {
+  ARBOR_RETURN_IF_ERROR(ValidateFilter("particle_gibbs.filter", c.filter));
+  ARBOR_RETURN_IF_ERROR(CheckInt("particle_gibbs.num_sweeps", c.num_sweeps, 1, 64));
+  return CheckInt("particle_gibbs.num_ref_particles", c.num_ref_particles, 0, c.filter.n - 1);
+}
+
+absl::Status ValidateStrategy(const MctsConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("mcts.num_simulations", c.num_simulations, 1, 4096));
+  ARBOR_RETURN_IF_ERROR(CheckInt("mcts.max_width", c.max_width, 1, 64));
+  ARBOR_RETURN_IF_ERROR(CheckInt("mcts.max_depth", c.max_depth, 1, 512));
+  if (!(c.pb_c_base > 0.0 && std::isfinite(c.pb_c_base))) {
+    return OutOfRange("mcts.pb_c_base", c.pb_c_base, "(0, inf)");
+  }
+  if (!(c.pb_c_init >= 0.0 && std::isfinite(c.pb_c_init))) {
+    return OutOfRange("mcts.pb_c_init", c.pb_c_init, "[0, inf)");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -97,6 +130,10 @@ std::string_view StrategyName(const StrategyConfig& config) {
       return "dvts";
     case 4:
       return "particle_filter";
+    case 5:
+      return "mcts";
+    case 6:
+      return "particle_gibbs";
   }
   return "unknown";
 }
@@ -153,6 +190,10 @@ absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobC
           return internal::RunBeamSearch(run, c);
         } else if constexpr (std::is_same_v<T, DvtsConfig>) {
           return internal::RunDvts(run, c);
+        } else if constexpr (std::is_same_v<T, MctsConfig>) {
+          return internal::RunMcts(run, c);
+        } else if constexpr (std::is_same_v<T, ParticleGibbsConfig>) {
+          return internal::RunParticleGibbs(run, c);
         } else {
           return internal::RunParticleFilter(run, c);
         }

@@ -4,7 +4,7 @@
 // best-of-N, PRM beam search, DVTS or particle filtering against a Generator
 // and a Scorer and returns ranked candidates with a full compute account.
 //
-// Semantics follow ../shared/STRATEGIES.md (search-and-learn, its_hub):
+// Semantics follow ../shared/STRATEGIES.md (search-and-learn, its_hub, OpenR):
 //  - steps end at the step delimiters; the last iteration of beam search, DVTS
 //    and particle filtering drops the delimiters and generates to EOS (cap:
 //    max_solution_tokens less the shortest branch's tokens, at least
@@ -16,13 +16,23 @@
 //    the next iteration; EOS finishes a branch; a full context ends it unfinished;
 //  - the budget is never passed (see budget.h); when it ends, the best
 //    candidates so far are returned with budget_exhausted and exhausted_by.
-//    Budget endgame: once the generated-token budget cannot give every wanted
-//    output a full step, the strategy plays its last iteration at once, to EOS,
-//    from its best branches only (each gets >= 2 step caps of tokens), so some
-//    solutions finish rather than all being cut. The reward-token cap is
-//    enforced on Scorer::MaxRewardTokens (by default a byte-count bound, much
-//    above what a verifier with a warm prefix cache runs); best-of-N then
-//    scores the finished candidates that fit and ranks them first;
+//    Budget shaping (tree strategies): a generated-token cap shrinks a step's
+//    expansion (fewer outputs, each with the full step cap, the weakest
+//    branches losing samples first) and so the number of steps, never the
+//    step: every step still ends at its delimiter. Anytime reserve (tree
+//    strategies): BudgetLimits::reserve_fraction of the token budget (and of
+//    the deadline) is kept out of the search; when a cap is near (no step
+//    affordable from the search share, the last step the step cap allows, no
+//    reward call left, a step the reward-token cap could not score, the
+//    deadline's reserve reached) the best finish_branches live branches are
+//    finished greedily to EOS with what is left (Usage::reserve_*).
+//    Greedy and best-of-N keep their endgame: once the token budget cannot
+//    give every sample a full step, they play their last iteration at once,
+//    to EOS, from the longest samples only (each gets >= 2 step caps of
+//    tokens). The reward-token cap is enforced on Scorer::MaxRewardTokens (by
+//    default a byte-count bound, much above what a verifier with a warm
+//    prefix cache runs); best-of-N then scores the finished candidates that
+//    fit and ranks them first;
 //  - JobContext::is_cancelled is polled between steps; when it returns true
 //    RunStrategy returns CANCELLED.
 // Thread-safety: RunStrategy runs on the caller's thread; callbacks run on it.
@@ -61,6 +71,13 @@ struct BestOfNConfig {
   Selection selection = Selection::kReward;
   Aggregation aggregation = Aggregation::kLast;
   float min_vote_fraction = 0.2f;  // (0, 1], for kBestOfMajority
+  // Adaptive best-of-N: when round_size > 0, samples are drawn in rounds of
+  // round_size (up to n in all) and the job stops as soon as the most common
+  // answer holds at least stop_agreement of all samples drawn so far
+  // (stop_reason "agreement"); the selection then runs over what was drawn.
+  // 0 (default) draws all n at once.
+  int32_t round_size = 0;        // [0, n]
+  float stop_agreement = 0.75f;  // (0, 1]
 };
 
 // arbor.v1.BeamSearch (search-and-learn semantics).
@@ -93,6 +110,46 @@ struct ParticleFilterConfig {
   bool absorb_finished = false;
   FinalSelection final_selection = FinalSelection::kArgmaxWeight;
   int32_t num_iterations = 40;  // [1, 512]
+  // Entropic resampling (its_hub): while the ESS ratio of the step's weights
+  // is below entropic_ess_threshold, the softmax temperature is raised to
+  // temperature x max(1, (1 / ess_ratio) x (1 - iteration / num_iterations)),
+  // so early, overconfident scores do not collapse the pool.
+  bool entropic = false;
+  float entropic_ess_threshold = 0.5f;  // (0, 1]
+};
+
+// arbor.v1.ParticleGibbs (its_hub): num_sweeps particle-filter sweeps of n
+// particles; from the second on, num_ref_particles reference particles drawn
+// by final weight from the previous sweep follow their own trajectory (no
+// generation, their recorded step scores) and are never resampled away; the
+// n - num_ref_particles free particles are resampled over all n. The final
+// pick runs over every sweep's particles.
+struct ParticleGibbsConfig {
+  ParticleFilterConfig filter;  // n, weights, resampling, num_iterations per sweep
+  int32_t num_sweeps = 4;         // [1, 64]
+  int32_t num_ref_particles = 1;  // [0, n - 1]
+};
+
+// arbor.v1.Mcts: Monte-Carlo tree search over steps (OpenR defaults). Each
+// simulation selects from the root by PUCT, Q + c(s) P(s,a) sqrt(N(s)) /
+// (1 + N(s,a)) with c(s) = log((N(s) + pb_c_base + 1) / pb_c_base) +
+// pb_c_init, the prior P from the step's mean token logprob (softmax over
+// siblings) and Q the mean backed-up value (a node's own PRM score before its
+// first visit); expands the leaf with max_width sampled steps (to EOS at
+// max_depth); evaluates the best new child by its PRM score or, with
+// rollouts, by the PRM score of a greedy rollout to EOS (itself a candidate);
+// and backs the value up the path. Finished nodes and rollouts are the
+// candidates, ranked by score. When the simulations end before any path
+// did, the principal path's leaf (most visits from the root down) and the
+// deepest leaves are finished greedily, as the reserve does under a cap.
+struct MctsConfig {
+  int32_t num_simulations = 16;  // [1, 4096]
+  int32_t max_width = 10;        // [1, 64] children per expansion
+  int32_t max_depth = 10;        // [1, 512] steps; the last generates to EOS
+  double pb_c_base = 19652.0;    // > 0
+  double pb_c_init = 1.25;       // >= 0
+  bool rollouts = false;
+  Aggregation aggregation = Aggregation::kLast;
 };
 
 // arbor.v1.AnswerExtraction: RE2 pattern whose first capture group is the
@@ -101,8 +158,8 @@ struct AnswerExtractionConfig {
   std::string pattern;
 };
 
-using StrategyVariant =
-    std::variant<GreedyConfig, BestOfNConfig, BeamSearchConfig, DvtsConfig, ParticleFilterConfig>;
+using StrategyVariant = std::variant<GreedyConfig, BestOfNConfig, BeamSearchConfig, DvtsConfig,
+                                     ParticleFilterConfig, MctsConfig, ParticleGibbsConfig>;
 
 struct StrategyConfig {
   StrategyVariant strategy = BestOfNConfig{};
@@ -118,7 +175,8 @@ struct StrategyConfig {
   int32_t max_candidates = 8;
 };
 
-// "greedy", "best_of_n", "beam_search", "dvts", "particle_filter".
+// "greedy", "best_of_n", "beam_search", "dvts", "particle_filter", "mcts",
+// "particle_gibbs".
 std::string_view StrategyName(const StrategyConfig& config);
 
 // Whether the strategy calls a reward model (all but greedy and best-of-N
@@ -151,7 +209,15 @@ struct SolveResult {
   bool budget_exhausted = false;
   std::string exhausted_by;  // kCap* name or ""
   std::string strategy;      // StrategyName
+  // Why the search stopped: the cap (exhausted_by) when one did; else
+  // "completed" (every branch ended), "iterations" (num_iterations or
+  // num_simulations played out) or "agreement" (adaptive best-of-N).
+  std::string stop_reason;
 };
+
+inline constexpr std::string_view kStopCompleted = "completed";
+inline constexpr std::string_view kStopIterations = "iterations";
+inline constexpr std::string_view kStopAgreement = "agreement";
 
 // One event per strategy iteration, for SolveStream.
 struct IterationProgress {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "search/resampling.h"
 #include "search/strategy.h"
 #include "search/strategy_test_util.h"
 #include "search/testing/fake_world.h"
@@ -239,6 +240,126 @@ TEST(ParticleFilterTest, WeightUpdateReplaceOrCumulative) {
       EXPECT_NEAR(std::log(c.score / ref.score), (log_weight(c) - log_weight(ref)) / temperature,
                   1e-4);
     }
+  }
+}
+
+// Entropic resampling's schedule (its_hub): T = base x max(1, (1/ess) x (1 -
+// progress)) while ESS/N < threshold, base otherwise.
+TEST(ParticleFilterTest, EntropicTemperatureSchedule) {
+  EXPECT_DOUBLE_EQ(EntropicTemperature(1.0, 0.6, 0.0, 0.5), 1.0);   // ESS high enough
+  EXPECT_DOUBLE_EQ(EntropicTemperature(1.0, 0.25, 0.0, 0.5), 4.0);  // 1/0.25
+  EXPECT_DOUBLE_EQ(EntropicTemperature(1.0, 0.25, 0.5, 0.5), 2.0);  // halfway
+  EXPECT_DOUBLE_EQ(EntropicTemperature(2.0, 0.25, 0.5, 0.5), 4.0);  // scales the base
+  EXPECT_DOUBLE_EQ(EntropicTemperature(1.0, 0.25, 0.9, 0.5), 1.0);  // late: never below base
+  EXPECT_DOUBLE_EQ(EntropicTemperature(1.0, 0.1, 1.0, 0.5), 1.0);
+}
+
+// With a noiseless PRM the first step's weights are e^3 : e^-3; with few
+// right particles (p = 0.2) the ESS ratio is low, and the entropic
+// temperature keeps more of the wrong particles alive early on than the
+// plain filter does (its_hub's point: overconfident early scores).
+TEST(ParticleFilterTest, EntropicResamplingKeepsMoreDiversityEarly) {
+  double plain_wrong = 0, entropic_wrong = 0;
+  for (uint64_t seed = 0; seed < 30; ++seed) {
+    for (bool entropic : {false, true}) {
+      FakeGenerator generator;
+      FakeScorer scorer(0.0);
+      auto result = RunStrategy(
+          Config(ParticleFilterConfig{.n = 32,
+                                      .resampling = ParticleFilterConfig::Resampling::kSystematic,
+                                      .num_iterations = 10,
+                                      .entropic = entropic}),
+          Job(FakeProblem{.id = static_cast<int>(seed), .p = 0.2, .num_steps = 8}, seed),
+          generator, &scorer);
+      ASSERT_TRUE(result.ok());
+      ASSERT_GE(generator.call_log().size(), 2u);
+      const auto& call = generator.call_log()[1];
+      for (size_t b = 0; b < call.samples.size(); ++b) {
+        if (!call.prefix_right[b]) (entropic ? entropic_wrong : plain_wrong) += call.samples[b];
+      }
+    }
+  }
+  EXPECT_GT(entropic_wrong, plain_wrong);
+}
+
+// Particle Gibbs: from the second sweep on, the reference particle is not
+// generated (n - 1 outputs from the root) and its trajectory survives every
+// resampling to the final pool.
+TEST(ParticleGibbsTest, ReferenceParticlesAreRetained) {
+  FakeGenerator generator;
+  FakeScorer scorer(0.5, 2);
+  const FakeProblem problem{.id = 4, .p = 0.6, .num_steps = 4};
+  JobContext job = Job(problem, 9);
+  std::vector<int> pool_sizes;
+  job.on_progress = [&](const IterationProgress& p) { pool_sizes.push_back(p.live + p.finished); };
+  auto result = RunStrategy(
+      Config(ParticleGibbsConfig{.filter = ParticleFilterConfig{.n = 6, .num_iterations = 8},
+                                 .num_sweeps = 3,
+                                 .num_ref_particles = 1}),
+      job, generator, &scorer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->strategy, "particle_gibbs");
+  std::vector<int> root_calls;  // outputs of each sweep's first call
+  int outputs = 0;
+  for (const auto& call : generator.call_log()) {
+    if (call.suffix_lengths == std::vector<size_t>{0}) root_calls.push_back(call.outputs);
+    outputs += call.outputs;
+  }
+  EXPECT_EQ(root_calls, (std::vector<int>{6, 5, 5}));
+  // Each solution has 4 steps: 4 iterations per sweep; the reference is in
+  // the pool at every one of them but never generated.
+  EXPECT_EQ(result->usage.steps, 12);
+  EXPECT_EQ(outputs, 6 * 4 + 5 * 4 + 5 * 4);
+  EXPECT_EQ(pool_sizes, std::vector<int>(12, 6));
+  // 3 sweeps x 6 particles, each reference counted once (in its own sweep).
+  EXPECT_EQ(result->candidates.size(), 6u + 5u + 5u);
+}
+
+TEST(ParticleGibbsTest, InvalidRefCountNamesTheField) {
+  StrategyConfig config = Config(
+      ParticleGibbsConfig{.filter = ParticleFilterConfig{.n = 4}, .num_ref_particles = 4});
+  EXPECT_NE(ValidateStrategyConfig(config).message().find("particle_gibbs.num_ref_particles"),
+            std::string::npos);
+}
+
+// Adaptive best-of-N: rounds of round_size until the top answer holds
+// stop_agreement of the samples. An easy problem stops after one round; a
+// hard one draws all n.
+TEST(BestOfNTest, AdaptiveRoundsStopOnceTheVoteIsDecided) {
+  const BestOfNConfig adaptive{.n = 16,
+                               .selection = BestOfNConfig::Selection::kMajorityVote,
+                               .round_size = 4,
+                               .stop_agreement = 0.75f};
+  {
+    FakeGenerator generator;
+    auto result = RunStrategy(Config(adaptive), Job(FakeProblem{.id = 1, .p = 0.99, .num_steps = 3}, 1),
+                              generator, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->candidates.size(), 4u);
+    EXPECT_EQ(result->stop_reason, "agreement");
+    EXPECT_EQ(generator.call_log().front().outputs, 4);
+  }
+  {
+    FakeGenerator generator;
+    auto result = RunStrategy(Config(adaptive), Job(FakeProblem{.id = 2, .p = 0.3, .num_steps = 6}, 1),
+                              generator, nullptr);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->candidates.size(), 16u);
+    EXPECT_EQ(result->stop_reason, "completed");
+  }
+  // Agreement is judged over all samples drawn so far: 0.75 of 8 needs 6.
+  FakeGenerator generator;
+  const FakeProblem problem{.id = 3, .p = 0.85, .num_steps = 3};
+  auto result = RunStrategy(Config(adaptive), Job(problem, 4), generator, nullptr);
+  ASSERT_TRUE(result.ok());
+  std::map<std::string, int> votes;
+  for (const Candidate& c : result->candidates) votes[c.answer]++;
+  int top = 0;
+  for (const auto& [answer, v] : votes) top = std::max(top, v);
+  if (result->stop_reason == "agreement") {
+    EXPECT_GE(top * 4, static_cast<int>(result->candidates.size()) * 3);
+  } else {
+    EXPECT_EQ(result->candidates.size(), 16u);
   }
 }
 

@@ -33,13 +33,30 @@ ABSL_FLAG(int, timeout_ms, 0, "gRPC deadline of the call in ms (0: none for solv
 ABSL_FLAG(bool, json, false, "Print the result as JSON (for scripts)");
 ABSL_FLAG(bool, stream, true, "solve: use SolveStream and show live progress on stderr");
 ABSL_FLAG(std::string, strategy, "best_of_n",
-          "greedy, best_of_n, beam_search, dvts or particle_filter");
+          "greedy, best_of_n, beam_search, dvts, particle_filter, particle_gibbs or mcts");
 ABSL_FLAG(int, n, 0, "Samples / beams / leaves / particles (0: the strategy's default)");
 ABSL_FLAG(int, beam_width, 0, "beam_search/dvts: beam width M (0: default 4)");
-ABSL_FLAG(int, iterations, 0, "beam_search/dvts/particle_filter: max iterations (0: 40)");
+ABSL_FLAG(int, iterations, 0,
+          "beam_search/dvts/particle_filter/particle_gibbs: max iterations (0: 40); "
+          "mcts: simulations (0: 16)");
 ABSL_FLAG(int, lookahead, 0, "beam_search: lookahead steps");
 ABSL_FLAG(std::string, selection, "reward",
           "best_of_n: reward, majority_vote, weighted_vote or best_of_majority");
+ABSL_FLAG(int, round_size, 0,
+          "best_of_n: adaptive, samples per round until the answers agree (0: all n at once)");
+ABSL_FLAG(double, stop_agreement, 0, "best_of_n: adaptive stop share of the top answer (0: 0.75)");
+ABSL_FLAG(bool, entropic, false,
+          "particle_filter/particle_gibbs: entropic resampling (temperature raised while ESS is low)");
+ABSL_FLAG(int, sweeps, 0, "particle_gibbs: sweeps (0: 4)");
+ABSL_FLAG(int, ref_particles, -1, "particle_gibbs: reference particles (-1: default 1)");
+ABSL_FLAG(int, max_width, 0, "mcts: children per expansion (0: 10)");
+ABSL_FLAG(int, max_depth, 0, "mcts: tree depth in steps (0: 10)");
+ABSL_FLAG(double, pb_c_base, 0, "mcts: PUCT base (0: 19652)");
+ABSL_FLAG(double, pb_c_init, 0, "mcts: PUCT init (0: 1.25)");
+ABSL_FLAG(bool, rollouts, false, "mcts: evaluate new nodes by a greedy rollout to EOS");
+ABSL_FLAG(double, reserve_fraction, -1,
+          "Budget: share kept to finish the best branches when a cap is near (-1: 0.2)");
+ABSL_FLAG(int, finish_branches, 0, "Budget: branches the reserve finishes (0: 4)");
 ABSL_FLAG(std::string, aggregation, "last", "Step score aggregation: last, min, prod, mean");
 ABSL_FLAG(std::string, model, "", "Policy model (empty: the default)");
 ABSL_FLAG(std::string, reward_model, "", "Reward model (empty: the default)");
@@ -204,6 +221,8 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     auto* s = request->mutable_best_of_n();
     s->set_n(n);
     s->set_aggregation(aggregation);
+    s->set_round_size(absl::GetFlag(FLAGS_round_size));
+    s->set_stop_agreement(static_cast<float>(absl::GetFlag(FLAGS_stop_agreement)));
     const std::string selection = absl::GetFlag(FLAGS_selection);
     if (selection == "reward")
       s->set_selection(arbor::v1::BestOfN::SELECTION_REWARD);
@@ -230,14 +249,32 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     s->set_beam_width(absl::GetFlag(FLAGS_beam_width));
     s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
     s->set_aggregation(aggregation);
-  } else if (strategy == "particle_filter") {
-    auto* s = request->mutable_particle_filter();
+  } else if (strategy == "particle_filter" || strategy == "particle_gibbs") {
+    auto* s = strategy == "particle_filter" ? request->mutable_particle_filter()
+                                            : request->mutable_particle_gibbs()->mutable_filter();
     s->set_n(n);
     s->set_num_iterations(absl::GetFlag(FLAGS_iterations));
+    s->set_entropic(absl::GetFlag(FLAGS_entropic));
+    if (strategy == "particle_gibbs") {
+      auto* g = request->mutable_particle_gibbs();
+      g->set_num_sweeps(absl::GetFlag(FLAGS_sweeps));
+      if (absl::GetFlag(FLAGS_ref_particles) >= 0) {
+        g->set_num_ref_particles(absl::GetFlag(FLAGS_ref_particles));
+      }
+    }
+  } else if (strategy == "mcts") {
+    auto* s = request->mutable_mcts();
+    s->set_num_simulations(absl::GetFlag(FLAGS_iterations));
+    s->set_max_width(absl::GetFlag(FLAGS_max_width));
+    s->set_max_depth(absl::GetFlag(FLAGS_max_depth));
+    s->set_pb_c_base(absl::GetFlag(FLAGS_pb_c_base));
+    s->set_pb_c_init(absl::GetFlag(FLAGS_pb_c_init));
+    s->set_rollouts(absl::GetFlag(FLAGS_rollouts));
+    s->set_aggregation(aggregation);
   } else {
     std::fprintf(stderr,
                  "--strategy: unknown '%s' (greedy, best_of_n, beam_search, dvts, "
-                 "particle_filter)\n",
+                 "particle_filter, particle_gibbs, mcts)\n",
                  strategy.c_str());
     return false;
   }
@@ -256,6 +293,10 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
   budget->set_max_reward_calls(absl::GetFlag(FLAGS_max_reward_calls));
   budget->set_max_steps(absl::GetFlag(FLAGS_max_steps));
   budget->set_deadline_ms(absl::GetFlag(FLAGS_deadline_ms));
+  if (absl::GetFlag(FLAGS_reserve_fraction) >= 0) {
+    budget->set_reserve_fraction(static_cast<float>(absl::GetFlag(FLAGS_reserve_fraction)));
+  }
+  budget->set_finish_branches(absl::GetFlag(FLAGS_finish_branches));
   return true;
 }
 
@@ -269,6 +310,13 @@ void PrintResult(const arbor::v1::SolveResponse& r) {
   std::printf("job %s, %s on %s%s%s\n", r.job_id().c_str(), r.strategy().c_str(),
               r.worker().c_str(), r.verifier().empty() ? "" : " + ", r.verifier().c_str());
   if (r.budget_exhausted()) std::printf("budget exhausted by %s\n", r.exhausted_by().c_str());
+  if (!r.stop_reason().empty()) std::printf("stopped: %s\n", r.stop_reason().c_str());
+  if (u.reserve_generated_tokens() > 0 || u.shaped_steps() > 0) {
+    std::printf("budget: %lld shaped steps; reserve finished %lld branches with %lld tokens\n",
+                static_cast<long long>(u.shaped_steps()),
+                static_cast<long long>(u.reserve_finished_branches()),
+                static_cast<long long>(u.reserve_generated_tokens()));
+  }
   std::printf(
       "usage: %lld generated, %lld prefill, %lld prefix-cache hit, %lld reward tokens "
       "(%lld calls), %lld worker calls, %lld retries, %lld steps, %lld ms\n",

@@ -114,6 +114,27 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
     r.mutable_dvts()->set_beam_width(m);
   } else if (strategy == "particle_filter") {
     r.mutable_particle_filter()->set_n(n);
+  } else if (strategy == "particle_filter_entropic") {
+    r.mutable_particle_filter()->set_n(n);
+    r.mutable_particle_filter()->set_entropic(true);
+  } else if (strategy == "particle_gibbs") {
+    // N particles in all: 2 sweeps of N/2, one reference particle from N = 4.
+    if (n < 2) return false;
+    r.mutable_particle_gibbs()->mutable_filter()->set_n(n / 2);
+    r.mutable_particle_gibbs()->set_num_sweeps(2);
+    r.mutable_particle_gibbs()->set_num_ref_particles(n >= 4 ? 1 : 0);
+  } else if (strategy == "mcts") {
+    // N simulations of width M: about N x M steps, like N/M beams of M.
+    r.mutable_mcts()->set_num_simulations(n);
+    r.mutable_mcts()->set_max_width(m);
+  } else if (strategy == "best_of_n_adaptive_weighted_vote" ||
+             strategy == "best_of_n_adaptive_reward") {
+    // Rounds of max(4, N/8) samples up to N, until 75% of the answers agree.
+    r.mutable_best_of_n()->set_n(n);
+    r.mutable_best_of_n()->set_selection(strategy == "best_of_n_adaptive_reward"
+                                             ? arbor::v1::BestOfN::SELECTION_REWARD
+                                             : arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+    r.mutable_best_of_n()->set_round_size(std::max(1, std::min(n, std::max(4, n / 8))));
   } else {
     std::fprintf(stderr, "arbor-scaling-bench: unknown strategy '%s' in --strategies\n",
                  strategy.c_str());

@@ -186,17 +186,29 @@ absl::StatusOr<std::optional<int>> Enum(const Object& object, absl::string_view 
 const std::set<absl::string_view> kStrategyParams = {
     "n",         "selection",       "aggregation",   "min_vote_fraction", "beam_width",
     "lookahead", "num_iterations",  "temperature",   "resampling",        "ess_threshold",
-    "weight_update", "absorb_finished", "final_selection"};
+    "weight_update", "absorb_finished", "final_selection", "round_size", "stop_agreement",
+    "entropic", "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations",
+    "max_width", "max_depth", "pb_c_base", "pb_c_init", "rollouts"};
 
 std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
-  if (strategy == "best_of_n") return {"n", "selection", "aggregation", "min_vote_fraction"};
+  if (strategy == "best_of_n") {
+    return {"n", "selection", "aggregation", "min_vote_fraction", "round_size", "stop_agreement"};
+  }
   if (strategy == "beam_search") {
     return {"n", "beam_width", "num_iterations", "lookahead", "aggregation"};
   }
   if (strategy == "dvts") return {"n", "beam_width", "num_iterations", "aggregation"};
-  if (strategy == "particle_filter") {
-    return {"n",         "temperature",     "resampling",      "ess_threshold",
-            "weight_update", "absorb_finished", "final_selection", "num_iterations"};
+  if (strategy == "particle_filter" || strategy == "particle_gibbs") {
+    std::set<absl::string_view> params = {
+        "n",        "temperature", "resampling",      "ess_threshold",
+        "weight_update", "absorb_finished", "final_selection", "num_iterations",
+        "entropic", "entropic_ess_threshold"};
+    if (strategy == "particle_gibbs") params.insert({"num_sweeps", "num_ref_particles"});
+    return params;
+  }
+  if (strategy == "mcts") {
+    return {"num_simulations", "max_width", "max_depth", "pb_c_base", "pb_c_init", "rollouts",
+            "aggregation"};
   }
   return {};
 }
@@ -229,7 +241,8 @@ absl::Status ParseStop(const Object& stop, arbor::v1::StopRules* out) {
 
 absl::Status ParseBudget(const Object& budget, arbor::v1::Budget* out) {
   ARBOR_RETURN_IF_ERROR(budget.AllowOnly({{"max_generated_tokens", "max_reward_tokens",
-                                           "max_reward_calls", "max_steps", "deadline_ms"}}));
+                                           "max_reward_calls", "max_steps", "deadline_ms",
+                                           "reserve_fraction", "finish_branches"}}));
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   ARBOR_ASSIGN_OR_RETURN(auto generated, budget.Int("max_generated_tokens", 0, kMax));
   if (generated) out->set_max_generated_tokens(*generated);
@@ -241,6 +254,10 @@ absl::Status ParseBudget(const Object& budget, arbor::v1::Budget* out) {
   if (steps) out->set_max_steps(static_cast<int32_t>(*steps));
   ARBOR_ASSIGN_OR_RETURN(auto deadline, budget.Int("deadline_ms", 0, kMax));
   if (deadline) out->set_deadline_ms(*deadline);
+  ARBOR_ASSIGN_OR_RETURN(auto reserve, budget.Number("reserve_fraction"));
+  if (reserve) out->set_reserve_fraction(static_cast<float>(*reserve));
+  ARBOR_ASSIGN_OR_RETURN(auto finish, budget.Int("finish_branches", 1, 64));
+  if (finish) out->set_finish_branches(static_cast<int32_t>(*finish));
   return absl::OkStatus();
 }
 
@@ -286,6 +303,10 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     p->set_aggregation(agg);
     ARBOR_ASSIGN_OR_RETURN(auto fraction, a.Number("min_vote_fraction"));
     if (fraction) p->set_min_vote_fraction(static_cast<float>(*fraction));
+    ARBOR_ASSIGN_OR_RETURN(auto round_size, a.Int("round_size", 0, 4096));
+    if (round_size) p->set_round_size(static_cast<int32_t>(*round_size));
+    ARBOR_ASSIGN_OR_RETURN(auto agreement, a.Number("stop_agreement"));
+    if (agreement) p->set_stop_agreement(static_cast<float>(*agreement));
   } else if (strategy == "beam_search") {
     arbor::v1::BeamSearch* p = solve.mutable_beam_search();
     p->set_n(static_cast<int32_t>(n.value_or(0)));
@@ -299,8 +320,10 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     p->set_beam_width(static_cast<int32_t>(beam_width.value_or(0)));
     p->set_num_iterations(static_cast<int32_t>(iterations.value_or(0)));
     p->set_aggregation(agg);
-  } else if (strategy == "particle_filter") {
-    arbor::v1::ParticleFilter* p = solve.mutable_particle_filter();
+  } else if (strategy == "particle_filter" || strategy == "particle_gibbs") {
+    arbor::v1::ParticleFilter* p = strategy == "particle_filter"
+                                       ? solve.mutable_particle_filter()
+                                       : solve.mutable_particle_gibbs()->mutable_filter();
     p->set_n(static_cast<int32_t>(n.value_or(0)));
     ARBOR_ASSIGN_OR_RETURN(auto temperature, a.Number("temperature"));
     if (temperature) {
@@ -326,10 +349,39 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     p->set_final_selection(
         static_cast<arbor::v1::ParticleFilter::FinalSelection>(final_selection.value_or(0)));
     p->set_num_iterations(static_cast<int32_t>(iterations.value_or(0)));
+    ARBOR_ASSIGN_OR_RETURN(auto entropic, a.Bool("entropic"));
+    if (entropic) p->set_entropic(*entropic);
+    ARBOR_ASSIGN_OR_RETURN(auto entropic_ess, a.Number("entropic_ess_threshold"));
+    if (entropic_ess) p->set_entropic_ess_threshold(static_cast<float>(*entropic_ess));
+    if (strategy == "particle_gibbs") {
+      arbor::v1::ParticleGibbs* g = solve.mutable_particle_gibbs();
+      ARBOR_ASSIGN_OR_RETURN(auto sweeps, a.Int("num_sweeps", 1, 64));
+      if (sweeps) g->set_num_sweeps(static_cast<int32_t>(*sweeps));
+      ARBOR_ASSIGN_OR_RETURN(auto refs, a.Int("num_ref_particles", 0, 1023));
+      if (refs) g->set_num_ref_particles(static_cast<int32_t>(*refs));
+      // The filter's fields are flat in the arbor object.
+      out->field_names.emplace_back("particle_gibbs.filter.", "arbor.");
+    }
+  } else if (strategy == "mcts") {
+    arbor::v1::Mcts* p = solve.mutable_mcts();
+    ARBOR_ASSIGN_OR_RETURN(auto simulations, a.Int("num_simulations", 1, 4096));
+    if (simulations) p->set_num_simulations(static_cast<int32_t>(*simulations));
+    ARBOR_ASSIGN_OR_RETURN(auto width, a.Int("max_width", 1, 64));
+    if (width) p->set_max_width(static_cast<int32_t>(*width));
+    ARBOR_ASSIGN_OR_RETURN(auto depth, a.Int("max_depth", 1, 512));
+    if (depth) p->set_max_depth(static_cast<int32_t>(*depth));
+    ARBOR_ASSIGN_OR_RETURN(auto base, a.Number("pb_c_base"));
+    if (base) p->set_pb_c_base(*base);
+    ARBOR_ASSIGN_OR_RETURN(auto init, a.Number("pb_c_init"));
+    if (init) p->set_pb_c_init(*init);
+    ARBOR_ASSIGN_OR_RETURN(auto rollouts, a.Bool("rollouts"));
+    if (rollouts) p->set_rollouts(*rollouts);
+    p->set_aggregation(agg);
   } else {
     return Bad("arbor.strategy",
                absl::StrCat("unknown strategy '", IsValidUtf8(strategy) ? strategy : "<binary>",
-                            "'; use greedy, best_of_n, beam_search, dvts or particle_filter"));
+                            "'; use greedy, best_of_n, beam_search, dvts, particle_filter, "
+                            "particle_gibbs or mcts"));
   }
   return absl::OkStatus();
 }

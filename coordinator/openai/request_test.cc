@@ -66,6 +66,38 @@ TEST(RequestTest, NAndBestOfAreBestOfN) {
   EXPECT_EQ(best_of->solve.chat_template(), "raw");  // a completion continues the prompt
 }
 
+TEST(RequestTest, ArborExtensionMapsTheRoundTwoStrategies) {
+  auto mcts = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "mcts",
+      "num_simulations": 12, "max_width": 3, "max_depth": 6, "pb_c_init": 2.0, "rollouts": true,
+      "budget": {"max_steps": 4, "reserve_fraction": 0.3, "finish_branches": 2}})J"));
+  ASSERT_TRUE(mcts.ok()) << mcts.status();
+  ASSERT_TRUE(mcts->solve.has_mcts());
+  EXPECT_EQ(mcts->solve.mcts().num_simulations(), 12);
+  EXPECT_EQ(mcts->solve.mcts().max_width(), 3);
+  EXPECT_EQ(mcts->solve.mcts().max_depth(), 6);
+  EXPECT_EQ(mcts->solve.mcts().pb_c_init(), 2.0);
+  EXPECT_TRUE(mcts->solve.mcts().rollouts());
+  EXPECT_FLOAT_EQ(mcts->solve.budget().reserve_fraction(), 0.3f);
+  EXPECT_EQ(mcts->solve.budget().finish_branches(), 2);
+  auto gibbs = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "particle_gibbs",
+      "n": 6, "num_sweeps": 3, "num_ref_particles": 2, "entropic": true})J"));
+  ASSERT_TRUE(gibbs.ok()) << gibbs.status();
+  ASSERT_TRUE(gibbs->solve.has_particle_gibbs());
+  EXPECT_EQ(gibbs->solve.particle_gibbs().filter().n(), 6);
+  EXPECT_TRUE(gibbs->solve.particle_gibbs().filter().entropic());
+  EXPECT_EQ(gibbs->solve.particle_gibbs().num_sweeps(), 3);
+  EXPECT_EQ(gibbs->solve.particle_gibbs().num_ref_particles(), 2);
+  auto adaptive = ParseChatCompletionRequest(
+      Chat(R"J("arbor": {"strategy": "best_of_n", "n": 16, "round_size": 4, "stop_agreement": 0.8})J"));
+  ASSERT_TRUE(adaptive.ok()) << adaptive.status();
+  EXPECT_EQ(adaptive->solve.best_of_n().round_size(), 4);
+  EXPECT_FLOAT_EQ(adaptive->solve.best_of_n().stop_agreement(), 0.8f);
+  // MCTS has no beam width.
+  EXPECT_FALSE(ParseChatCompletionRequest(
+                   Chat(R"J("arbor": {"strategy": "mcts", "beam_width": 2})J"))
+                   .ok());
+}
+
 TEST(RequestTest, ArborExtensionNamesTheSolveRequestFields) {
   auto parsed = ParseChatCompletionRequest(Chat(R"J("stream": true,
       "stream_options": {"include_usage": true},
@@ -214,7 +246,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"MessagesInCompletion", false, R"({"prompt": "p", "messages": []})", "messages"},
         BadCase{"ArborNotObject", true, Chat(R"("arbor": 3)"), "arbor"},
         BadCase{"ArborUnknown", true, Chat(R"("arbor": {"beams": 3})"), "arbor.beams"},
-        BadCase{"Strategy", true, Chat(R"("arbor": {"strategy": "mcts"})"), "arbor.strategy"},
+        BadCase{"Strategy", true, Chat(R"("arbor": {"strategy": "lats"})"), "arbor.strategy"},
         BadCase{"ParamOfOtherStrategy", true,
                 Chat(R"("arbor": {"strategy": "best_of_n", "beam_width": 2})"), "arbor.beam_width"},
         BadCase{"ParamWithoutStrategy", true, Chat(R"("arbor": {"lookahead": 1})"),

@@ -66,6 +66,7 @@ json UsageObject(const arbor::v1::SolveResponse& response) {
   json out = UsageObject(response.usage());
   out["budget_exhausted"] = response.budget_exhausted();
   out["exhausted_by"] = response.exhausted_by();
+  out["stop_reason"] = response.stop_reason();
   return out;
 }
 

@@ -195,6 +195,7 @@ absl::StatusOr<ExtendResult> FakeGenerator::Extend(const ExtendRequest& request)
     bool right = true;
     for (int32_t t : branch.suffix_tokens) right = right && (!IsHeader(t) || HeaderRight(t));
     record.prefix_right.push_back(right);
+    record.suffix_lengths.push_back(branch.suffix_tokens.size());
     const uint64_t key =
         Fnv1a(std::string_view(reinterpret_cast<const char*>(branch.suffix_tokens.data()),
                                branch.suffix_tokens.size() * sizeof(int32_t)));

@@ -71,6 +71,7 @@ class FakeGenerator : public Generator {
     std::vector<uint64_t> seeds;     // per branch
     std::vector<int> samples;        // per branch
     std::vector<bool> prefix_right;  // per branch: no wrong step so far
+    std::vector<size_t> suffix_lengths;  // per branch: tokens after the prompt
   };
   const std::vector<CallRecord>& call_log() const { return call_log_; }
 

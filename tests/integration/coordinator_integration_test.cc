@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
@@ -165,6 +166,71 @@ TEST_F(IntegrationTest, EveryStrategyEndToEndThroughArborctl) {
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_tokens_total{kind=\"generated\"}"));
   EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_endpoints_healthy{pool=\"workers\"} 2"));
   EXPECT_THAT(metrics, HasSubstr("arbor_grpc_server_handled_total"));
+}
+
+// The round-2 strategies, one job each through arborctl and the service: MCTS,
+// particle Gibbs, entropic particle filtering and adaptive best-of-N. The
+// response says why each stopped.
+TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
+  struct Case {
+    std::string name;  // the response's strategy
+    std::vector<std::string> flags;
+  };
+  const std::vector<Case> cases = {
+      {"mcts", {"--strategy=mcts", "--iterations=12", "--max_width=3"}},
+      {"mcts", {"--strategy=mcts", "--iterations=6", "--max_width=2", "--rollouts"}},
+      {"particle_gibbs", {"--strategy=particle_gibbs", "--n=4", "--sweeps=2"}},
+      {"particle_filter", {"--strategy=particle_filter", "--n=8", "--entropic"}},
+      {"best_of_n", {"--strategy=best_of_n", "--n=16", "--round_size=4", "--max_candidates=16",
+                     "--selection=majority_vote"}},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"solve", "--target=" + coordinator_.address, "--seed=5",
+                                     "--json"};
+    args.insert(args.end(), c.flags.begin(), c.flags.end());
+    args.push_back("add 3 5 7 11");
+    CtlResult r = Ctl(args);
+    const std::string trace = absl::StrJoin(c.flags, " ");
+    ASSERT_EQ(r.exit_code, 0) << trace << ": " << r.err;
+    const nlohmann::json response = nlohmann::json::parse(r.out);
+    EXPECT_EQ(response["answer"], "26") << trace << ": " << r.out;
+    EXPECT_EQ(response["strategy"], c.name) << trace;
+    EXPECT_FALSE(response["stop_reason"].get<std::string>().empty()) << trace << ": " << r.out;
+    EXPECT_GT(response["usage"]["generated_tokens"].get<int64_t>(), 0) << trace;
+    if (c.name == "best_of_n") {
+      // Rounds of 4: stopped by agreement after some, or all 16 drawn.
+      const size_t drawn = response["candidates"].size();
+      if (response["stop_reason"] == "agreement") {
+        EXPECT_TRUE(drawn < 16 && drawn % 4 == 0) << r.out;
+      } else {
+        EXPECT_EQ(response["stop_reason"], "completed") << r.out;
+      }
+    }
+  }
+  const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"mcts\"} 2"));
+  EXPECT_THAT(metrics,
+              HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"particle_gibbs\"} 1"));
+}
+
+// A beam search or particle filter stopped by a step or reward-call cap still
+// answers: the anytime reserve finishes its best branches greedily.
+TEST_F(IntegrationTest, CappedTreeSearchesStillAnswer) {
+  for (const std::string strategy : {"beam_search", "particle_filter"}) {
+    for (const std::string cap : {"--max_steps=2", "--max_reward_calls=2"}) {
+      CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=" + strategy,
+                         "--n=4", "--beam_width=2", "--seed=3", "--json", cap,
+                         "add 3 5 7 11 13 17"});
+      ASSERT_EQ(r.exit_code, 0) << strategy << " " << cap << ": " << r.err;
+      const nlohmann::json response = nlohmann::json::parse(r.out);
+      EXPECT_FALSE(response["answer"].get<std::string>().empty()) << strategy << " " << cap << ": "
+                                                                  << r.out;
+      EXPECT_TRUE(response["candidates"][0]["finished"].get<bool>()) << r.out;
+      EXPECT_TRUE(response["budget_exhausted"].get<bool>()) << r.out;
+      EXPECT_EQ(response["stop_reason"], response["exhausted_by"]) << r.out;
+      EXPECT_GE(response["usage"]["reserve_finished_branches"].get<int64_t>(), 1) << r.out;
+    }
+  }
 }
 
 TEST_F(IntegrationTest, WorkerKilledMidJobStillAnswers) {

@@ -119,6 +119,21 @@ class CoordinatorClientTest(unittest.TestCase):
         self.assertEqual(capped.exhausted_by, "steps")
         self.assertEqual(capped.usage.steps, 2)
 
+    def test_round_two_strategies(self):
+        mcts = self.client.solve(QUESTION, strategy="mcts", num_simulations=8, max_width=3, seed=7)
+        self.assertEqual(mcts.strategy, "mcts")
+        self.assertEqual(mcts.answer, "26")
+        self.assertIn(mcts.stop_reason, ("completed", "iterations"))
+        gibbs = self.client.solve(QUESTION, strategy="particle_gibbs", n=4, num_sweeps=2,
+                                  entropic=True, seed=7)
+        self.assertEqual(gibbs.strategy, "particle_gibbs")
+        self.assertEqual(gibbs.answer, "26")
+        capped = self.client.solve(QUESTION, strategy="particle_filter", n=4,
+                                   budget=Budget(max_reward_calls=2, finish_branches=2))
+        self.assertEqual(capped.stop_reason, "reward_calls")
+        self.assertTrue(capped.candidates[0].finished)
+        self.assertGreaterEqual(capped.usage.reserve_finished_branches, 1)
+
     def test_bad_field_is_an_exception_naming_it(self):
         with self.assertRaises(InvalidArgumentError) as caught:
             self.client.solve(QUESTION, strategy="beam_search", n=6, beam_width=4)

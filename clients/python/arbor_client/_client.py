@@ -19,7 +19,8 @@ import grpc
 from arbor_client.health import health_pb2, health_pb2_grpc
 from arbor_client.v1 import reasoning_pb2, reasoning_pb2_grpc
 
-STRATEGIES = ("greedy", "best_of_n", "beam_search", "dvts", "particle_filter")
+STRATEGIES = ("greedy", "best_of_n", "beam_search", "dvts", "particle_filter", "particle_gibbs",
+              "mcts")
 
 
 # --------------------------------------------------------------------------- errors
@@ -136,6 +137,9 @@ class Usage:
     verifier_compute_us: int = 0
     network_us: int = 0
     coordinator_us: int = 0
+    reserve_generated_tokens: int = 0
+    reserve_finished_branches: int = 0
+    shaped_steps: int = 0
 
     @classmethod
     def from_proto(cls, usage) -> "Usage":
@@ -178,6 +182,7 @@ class SolveResult:
     strategy: str
     worker: str
     verifier: str
+    stop_reason: str = ""
     proto: Any = dataclasses.field(repr=False, compare=False, default=None)
 
     @classmethod
@@ -186,7 +191,7 @@ class SolveResult:
                    candidates=tuple(Candidate.from_proto(c) for c in r.candidates),
                    usage=Usage.from_proto(r.usage), budget_exhausted=r.budget_exhausted,
                    exhausted_by=r.exhausted_by, strategy=r.strategy, worker=r.worker,
-                   verifier=r.verifier, proto=r)
+                   verifier=r.verifier, stop_reason=r.stop_reason, proto=r)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +241,9 @@ class Budget:
     max_reward_calls: int = 0
     max_steps: int = 0
     deadline_ms: int = 0
+    # The anytime reserve of the tree strategies: None takes the default 0.2.
+    reserve_fraction: Optional[float] = None
+    finish_branches: int = 0
 
 
 def _enum_value(field, value, where: str) -> int:
@@ -262,7 +270,8 @@ def build_request(question: str, *, strategy: str = "best_of_n", model: str = ""
                   **strategy_params: Any) -> "reasoning_pb2.SolveRequest":
     """The SolveRequest for `question`.
 
-    strategy: greedy, best_of_n, beam_search, dvts or particle_filter; its
+    strategy: greedy, best_of_n, beam_search, dvts, particle_filter,
+    particle_gibbs (the filter's parameters flat) or mcts; its
     parameters go by the proto's field names (best_of_n: n, selection,
     aggregation, min_vote_fraction; beam_search: n, beam_width,
     num_iterations, lookahead, aggregation; ...), enums by short name
@@ -280,14 +289,22 @@ def build_request(question: str, *, strategy: str = "best_of_n", model: str = ""
     params = getattr(request, strategy)
     params.SetInParent()  # the oneof is set even with no parameters (greedy)
     fields = {f.name: f for f in params.DESCRIPTOR.fields}
+    # particle_gibbs takes its filter's parameters flat (n, temperature, ...).
+    inner = getattr(params, "filter", None) if strategy == "particle_gibbs" else None
+    inner_fields = {f.name: f for f in inner.DESCRIPTOR.fields} if inner is not None else {}
     for name, value in strategy_params.items():
-        if name not in fields:
+        target, where = params, strategy
+        if name not in fields and name in inner_fields:
+            target, where, field = inner, strategy + ".filter", inner_fields[name]
+        elif name not in fields:
             raise TypeError("%s has no parameter %r (it has: %s)"
-                            % (strategy, name, ", ".join(fields) or "none"))
-        field = fields[name]
+                            % (strategy, name, ", ".join(list(fields) + list(inner_fields))
+                               or "none"))
+        else:
+            field = fields[name]
         if field.enum_type is not None:
-            value = _enum_value(field, value, "%s.%s" % (strategy, name))
-        setattr(params, name, value)
+            value = _enum_value(field, value, "%s.%s" % (where, name))
+        setattr(target, name, value)
     if temperature is not None:
         request.sampling.temperature = temperature
     if top_p is not None:
@@ -309,6 +326,7 @@ def build_request(question: str, *, strategy: str = "best_of_n", model: str = ""
         request.stop.ignore_eos = True
     if budget is not None:
         values = dataclasses.asdict(budget) if isinstance(budget, Budget) else dict(budget)
+        values = {k: v for k, v in values.items() if v is not None}
         request.budget.CopyFrom(reasoning_pb2.Budget(**values))
     if max_candidates is not None:
         request.max_candidates = max_candidates

@@ -1,0 +1,289 @@
+// MCTS over steps: select by PUCT, expand a leaf with max_width sampled steps
+// (one Extend: one branch, max_width samples), evaluate the best new child by
+// its PRM score (or a greedy rollout's), back the value up. One simulation is
+// one strategy iteration (one step of the budget).
+#include "search/mcts.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "common/check.h"
+#include "common/status_macros.h"
+#include "search/extend_and_score.h"
+#include "search/search_run.h"
+#include "search/selection.h"
+
+namespace arbor::search {
+
+double PuctExploration(int64_t parent_visits, double pb_c_base, double pb_c_init) {
+  return std::log((static_cast<double>(parent_visits) + pb_c_base + 1.0) / pb_c_base) + pb_c_init;
+}
+
+double PuctScore(const PuctChild& child, int64_t parent_visits, double pb_c_base,
+                 double pb_c_init) {
+  const double c = PuctExploration(parent_visits, pb_c_base, pb_c_init);
+  return child.q + c * child.prior * std::sqrt(static_cast<double>(parent_visits)) /
+                       (1.0 + static_cast<double>(child.visits));
+}
+
+size_t SelectPuct(absl::Span<const PuctChild> children, int64_t parent_visits, double pb_c_base,
+                  double pb_c_init) {
+  ARBOR_CHECK(!children.empty());
+  size_t best = 0;
+  double best_score = PuctScore(children[0], parent_visits, pb_c_base, pb_c_init);
+  for (size_t i = 1; i < children.size(); ++i) {
+    const double s = PuctScore(children[i], parent_visits, pb_c_base, pb_c_init);
+    if (s > best_score) {
+      best = i;
+      best_score = s;
+    }
+  }
+  return best;
+}
+
+std::vector<double> StepPriors(absl::Span<const double> logprobs, absl::Span<const int64_t> tokens) {
+  ARBOR_CHECK(logprobs.size() == tokens.size());
+  std::vector<double> p(logprobs.size());
+  double top = -INFINITY;
+  for (size_t i = 0; i < p.size(); ++i) {
+    p[i] = tokens[i] > 0 ? logprobs[i] / static_cast<double>(tokens[i]) : 0.0;
+    top = std::max(top, p[i]);
+  }
+  double sum = 0.0;
+  for (double& v : p) {
+    v = std::exp(v - top);
+    sum += v;
+  }
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+namespace internal {
+namespace {
+
+struct Node {
+  Branch branch;
+  double prior = 1.0;
+  double value = 0.0;  // the node's PRM score (aggregated)
+  double value_sum = 0.0;
+  int64_t visits = 0;
+  int depth = 0;  // steps
+  bool expanded = false;
+  std::vector<std::unique_ptr<Node>> children;
+
+  bool Terminal() const { return branch.done; }
+  double Q() const { return visits > 0 ? value_sum / static_cast<double>(visits) : value; }
+};
+
+// Whether every path under `node` has ended (nothing left to explore).
+bool Exhausted(const Node& node) {
+  if (node.Terminal()) return true;
+  if (!node.expanded) return false;
+  if (node.children.empty()) return true;
+  for (const auto& c : node.children) {
+    if (!Exhausted(*c)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
+  Node root;
+  root.visits = 0;
+  std::vector<Branch> rollouts;
+  bool finish = false;
+  for (int sim = 0; sim < config.num_simulations; ++sim) {
+    if (Exhausted(root)) break;
+    absl::StatusOr<bool> go = run.BeginIteration();
+    if (!go.ok()) return go.status();
+    if (!*go) {
+      // A cap reached within the last step (e.g. by a lookahead) ends it.
+      finish = run.budget().exhausted();
+      break;
+    }
+    if (!run.NearCap().empty()) {
+      finish = true;
+      break;
+    }
+    // Selection: PUCT down to a leaf, skipping exhausted subtrees.
+    std::vector<Node*> path = {&root};
+    Node* node = &root;
+    while (node->expanded && !node->Terminal()) {
+      std::vector<PuctChild> view;
+      std::vector<Node*> open;
+      for (const auto& c : node->children) {
+        if (Exhausted(*c)) continue;
+        view.push_back({c->Q(), c->prior, c->visits});
+        open.push_back(c.get());
+      }
+      if (open.empty()) break;
+      node = open[SelectPuct(view, node->visits, config.pb_c_base, config.pb_c_init)];
+      path.push_back(node);
+    }
+
+    double value = node->Q();
+    if (!node->expanded && !node->Terminal()) {
+      // Expansion: max_width sampled steps in one call (one branch, so the
+      // worker forks the node's cached prefix).
+      StepOptions options;
+      options.final_iteration = node->depth + 1 >= config.max_depth;
+      options.aggregation = config.aggregation;
+      absl::StatusOr<StepResult> step =
+          ExtendAndScore(run, {&node->branch}, {config.max_width}, options);
+      if (!step.ok()) return step.status();
+      if (step->children.empty() || !step->scored) {
+        finish = run.budget().exhausted();
+        if (!step->scored && !step->children.empty()) {
+          // Unscored children inherit the leaf's value and are finished as they are.
+          for (Child& c : step->children) {
+            auto child = std::make_unique<Node>();
+            child->branch = std::move(c.branch);
+            child->value = node->value;
+            child->depth = node->depth + 1;
+            node->children.push_back(std::move(child));
+          }
+          node->expanded = true;
+        }
+        break;
+      }
+      std::vector<double> logprobs;
+      std::vector<int64_t> tokens;
+      for (Child& c : step->children) {
+        auto child = std::make_unique<Node>();
+        const size_t before = node->branch.tokens.size();
+        tokens.push_back(static_cast<int64_t>(c.branch.tokens.size() - before));
+        logprobs.push_back(c.branch.logprob - node->branch.logprob);
+        child->value = c.branch.score;
+        child->branch = std::move(c.branch);
+        child->depth = node->depth + 1;
+        node->children.push_back(std::move(child));
+      }
+      const std::vector<double> priors = StepPriors(logprobs, tokens);
+      for (size_t i = 0; i < priors.size(); ++i) node->children[i]->prior = priors[i];
+      node->expanded = true;
+      // Evaluation: the child PUCT would pick next (all unvisited: Q = its
+      // PRM score).
+      std::vector<PuctChild> view;
+      for (const auto& c : node->children) view.push_back({c->Q(), c->prior, c->visits});
+      Node* pick = node->children[SelectPuct(view, node->visits + 1, config.pb_c_base,
+                                             config.pb_c_init)]
+                       .get();
+      path.push_back(pick);
+      value = pick->value;
+      if (config.rollouts && !pick->Terminal()) {
+        // A greedy rollout to EOS, scored as a whole: its PRM score is the
+        // value, and it is a candidate.
+        ExtendOptions rollout;
+        rollout.sampling = run.config().sampling;
+        rollout.sampling.temperature = 0.0f;
+        rollout.stop = run.FinalStop({&pick->branch});
+        rollout.final_iteration = true;
+        rollout.shaped = true;
+        absl::StatusOr<std::vector<Child>> done = run.Extend({&pick->branch}, {1}, rollout);
+        if (!done.ok()) return done.status();
+        if (!done->empty()) {
+          Branch& b = done->front().branch;
+          absl::StatusOr<bool> scored = run.ScoreBranches({&b}, false, config.aggregation);
+          if (!scored.ok()) return scored.status();
+          if (!*scored) b.score = pick->value;
+          value = b.score;
+          rollouts.push_back(std::move(b));
+        }
+      }
+    }
+    // Backup.
+    for (Node* n : path) {
+      n->visits += 1;
+      n->value_sum += value;
+    }
+    if (sim == config.num_simulations - 1) run.set_stop_reason(kStopIterations);
+
+    std::vector<const Branch*> live, done;
+    std::vector<Node*> stack = {&root};
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      if (n != &root && n->children.empty()) (n->Terminal() ? done : live).push_back(&n->branch);
+      for (auto& c : n->children) stack.push_back(c.get());
+    }
+    run.Report(sim, live, done);
+    if (run.budget().exhausted()) {
+      finish = true;
+      break;
+    }
+  }
+
+  // Candidates: every finished node and rollout; the live leaves after them.
+  std::vector<Node*> finished_nodes, live_leaves;
+  std::vector<Node*> stack = {&root};
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    if (n != &root) {
+      if (n->Terminal()) {
+        finished_nodes.push_back(n);
+      } else if (n->children.empty()) {
+        live_leaves.push_back(n);
+      }
+    }
+    for (auto& c : n->children) stack.push_back(c.get());
+  }
+  // Anytime: when a cap ended the search, or the simulations ran out before
+  // any path ended, live leaves are finished greedily: first the end of the
+  // principal path (the most visited child from the root down, as OpenR
+  // answers), then the deepest (closest to an answer), by Q among equals;
+  // with nothing expanded yet, the root.
+  if (!finish && finished_nodes.empty() && !live_leaves.empty()) finish = true;
+  if (finish) {
+    Node* principal = &root;
+    while (!principal->children.empty()) {
+      Node* next = nullptr;
+      for (const auto& c : principal->children) {
+        if (c->Terminal()) continue;
+        if (next == nullptr || c->visits > next->visits ||
+            (c->visits == next->visits && c->Q() > next->Q())) {
+          next = c.get();
+        }
+      }
+      if (next == nullptr) break;
+      principal = next;
+    }
+    std::vector<Node*> ranked_leaves = live_leaves;
+    std::stable_sort(ranked_leaves.begin(), ranked_leaves.end(), [&](const Node* a, const Node* b) {
+      if ((a == principal) != (b == principal)) return a == principal;
+      return a->depth != b->depth ? a->depth > b->depth : a->Q() > b->Q();
+    });
+    std::vector<Branch*> ranked;
+    for (Node* n : ranked_leaves) ranked.push_back(&n->branch);
+    if (ranked.empty() && root.children.empty()) ranked.push_back(&root.branch);
+    ARBOR_RETURN_IF_ERROR(run.FinishBranches(ranked));
+    if (!root.branch.steps.empty()) finished_nodes.push_back(&root);
+  }
+  std::vector<Branch> candidates;
+  std::vector<int> tiers;
+  for (Node* n : finished_nodes) {
+    n->branch.score = n->Q();
+    tiers.push_back(n->branch.done ? 0 : 1);
+    candidates.push_back(std::move(n->branch));
+  }
+  for (Branch& b : rollouts) {
+    tiers.push_back(0);
+    candidates.push_back(std::move(b));
+  }
+  for (Node* n : live_leaves) {
+    if (n->branch.steps.empty()) continue;
+    n->branch.score = n->Q();
+    tiers.push_back(n->branch.done ? 0 : 1);
+    candidates.push_back(std::move(n->branch));
+  }
+  RankOptions rank;
+  rank.tiers = tiers;
+  return run.Finish(std::move(candidates), rank);
+}
+
+}  // namespace internal
+}  // namespace arbor::search
