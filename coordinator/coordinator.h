@@ -22,6 +22,7 @@
 #include "coordinator/endpoint_pool.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
+#include "coordinator/routing_policy.h"
 
 namespace arbor::v1 {
 class SolveRequest;
@@ -46,6 +47,8 @@ struct CoordinatorOptions {
   int max_queued_jobs = 64;
   // Cap on one worker/verifier call; a call past it counts as an endpoint failure.
   absl::Duration call_timeout = absl::Seconds(120);
+  // Which worker a job goes to (coordinator/routing_policy.h, docs/ROUTING.md).
+  RouterOptions routing;
 };
 
 class JobHandle {
@@ -81,6 +84,7 @@ class Coordinator {
   const CoordinatorOptions& options() const { return options_; }
   EndpointPool& workers() { return *workers_; }
   EndpointPool* verifiers() { return verifiers_.get(); }
+  Router& router() { return *router_; }
   JobManager& jobs() { return *jobs_; }
 
  private:
@@ -96,6 +100,7 @@ class Coordinator {
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<EndpointPool> workers_;
   std::unique_ptr<EndpointPool> verifiers_;
+  std::unique_ptr<Router> router_;
   std::unique_ptr<JobManager> jobs_;
   std::atomic<uint64_t> next_job_ = 0;
   const uint64_t instance_tag_;

@@ -30,6 +30,11 @@ ABSL_FLAG(int, resolve_interval_ms, 5000, "DNS re-resolution period for dns:/// 
 ABSL_FLAG(int, ejection_ms, 2000, "First ejection of a failing endpoint; doubles per failure");
 ABSL_FLAG(int, max_ejection_ms, 30000, "Longest ejection");
 ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
+ABSL_FLAG(std::string, routing, "prefix_load",
+          "Worker routing: prefix_load, least_loaded, round_robin or rendezvous (docs/ROUTING.md)");
+ABSL_FLAG(double, routing_load_weight, 0.5,
+          "prefix_load: prefix-hit tokens worth one token of worker load");
+ABSL_FLAG(int, routing_poll_ms, 250, "Generator.Info poll period for load and cache summaries");
 
 int main(int argc, char** argv) {
   arbor::rpc::BlockShutdownSignals();
@@ -54,6 +59,14 @@ int main(int argc, char** argv) {
   options.max_concurrent_jobs = absl::GetFlag(FLAGS_max_concurrent_jobs);
   options.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   options.call_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_call_timeout_ms));
+  auto routing = arbor::coordinator::ParseRoutingPolicy(absl::GetFlag(FLAGS_routing));
+  if (!routing.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", routing.status().ToString().c_str());
+    return 2;
+  }
+  options.routing.policy = *routing;
+  options.routing.load_weight = absl::GetFlag(FLAGS_routing_load_weight);
+  options.routing.poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_routing_poll_ms));
 
   auto registry = std::make_shared<prometheus::Registry>();
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);

@@ -41,7 +41,13 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
                               const RemoteJobOptions& options, absl::Time job_deadline,
                               RemoteCallStats& stats, const char* what, Call&& call) {
   const absl::Time deadline = std::min(job_deadline, options.rpc_deadline);
-  std::vector<EndpointPool::Endpoint> endpoints = pool.Route(options.job_id, options.model);
+  // Routing: the job's router when it has one (sticky placement, policy order).
+  std::vector<EndpointPool::Endpoint> endpoints =
+      options.router != nullptr
+          ? options.router->Route(
+                pool, RouteRequest{options.job_id, options.chat_template, options.question},
+                options.model)
+          : pool.Route(options.job_id, options.model);
   if (endpoints.empty()) {
     return absl::UnavailableError(
         absl::StrCat("no healthy ", pool.name(), " serve model '", options.model, "'"));
@@ -64,6 +70,7 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
     absl::Status status = rpc::ToAbslStatus(grpc_status);
     if (status.ok()) {
       pool.ReportSuccess(endpoint.address);
+      if (options.router != nullptr) options.router->CallSucceeded(options.job_id, endpoint.address);
       stats.last_endpoint = endpoint.address;
       return status;
     }
@@ -81,6 +88,7 @@ absl::Status CallWithFailover(EndpointPool& pool, CallCanceller& canceller,
     // An overloaded endpoint is healthy: move on without ejecting it.
     if (status.code() != absl::StatusCode::kResourceExhausted) {
       pool.ReportFailure(endpoint.address, status);
+      if (options.router != nullptr) options.router->CallFailed(options.job_id, endpoint.address);
     }
     last = status;
     if (i + 1 < endpoints.size()) ++stats.retries;
@@ -130,6 +138,10 @@ CallCanceller::Scope::~Scope() {
   canceller_.active_.erase(context_);
 }
 
+RemoteGenerator::~RemoteGenerator() {
+  if (options_.router != nullptr) options_.router->JobDone(options_.job_id);
+}
+
 absl::StatusOr<std::vector<int32_t>> RemoteGenerator::EncodePrompt(std::string_view question) {
   // The worker templates and tokenizes the question on the first Extend.
   return prompt_tokens_;
@@ -173,6 +185,9 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
   if (!status.ok()) return status;
   if (prompt_tokens_.empty() && response.prompt_tokens_size() > 0) {
     prompt_tokens_.assign(response.prompt_tokens().begin(), response.prompt_tokens().end());
+    if (options_.router != nullptr) {
+      options_.router->ObservePromptTokens(options_.question.size(), prompt_tokens_.size());
+    }
   }
   search::ExtendResult result;
   result.outputs.reserve(response.outputs_size());

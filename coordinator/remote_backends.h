@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/endpoint_pool.h"
+#include "coordinator/routing_policy.h"
 #include "search/generator.h"
 #include "search/scorer.h"
 
@@ -81,12 +82,17 @@ struct RemoteJobOptions {
   std::string question;       // generator: the prompt text
   absl::Time rpc_deadline = absl::InfiniteFuture();
   absl::Duration call_timeout = absl::Seconds(120);
+  // Generator only: orders the workers (coordinator/routing_policy.h) instead
+  // of rendezvous hashing of the job id; null keeps the pool's order.
+  Router* router = nullptr;
 };
 
 class RemoteGenerator : public search::Generator {
  public:
   RemoteGenerator(EndpointPool& pool, CallCanceller& canceller, RemoteJobOptions options)
       : pool_(pool), canceller_(canceller), options_(std::move(options)) {}
+  // Tells the router (if any) that the job is over.
+  ~RemoteGenerator() override;
 
   absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view question) override;
   absl::StatusOr<search::ExtendResult> Extend(const search::ExtendRequest& request) override;
