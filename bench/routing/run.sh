@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-./routing-out}
 BIN=${BIN:-build/bin}
 WORKERS=${WORKERS:-4}
-KV_TOKENS=${KV_TOKENS:-1024}
+KV_TOKENS=${KV_TOKENS:-1280}
 THREADS=${THREADS:-1}
 REPEATS=${REPEATS:-2}
 JOBS=${JOBS:-96}
@@ -39,9 +39,9 @@ COMMON=(--strategy best_of_n --selection majority_vote --n 4 --iterations 1 --st
         --mode closed --concurrency "$CONCURRENCY" --jobs "$JOBS" --timeout_s 300)
 mix_flags() {
   case $1 in
-    skewed) echo --system_prompts 8 --system_skew 1.0 --system_prompt_words 50 \
-                 --prompt_words 6 --long_fraction 0.2 --long_words 30 ;;
-    uniform) echo --system_prompts 0 --prompt_words 56 ;;
+    skewed) echo --system_prompts 8 --system_skew 1.0 --system_prompt_words 40 \
+                 --prompt_words 4 --long_fraction 0.2 --long_words 20 ;;
+    uniform) echo --system_prompts 0 --prompt_words 50 ;;
   esac
 }
 
