@@ -166,7 +166,10 @@ double Router::PromptTokens(const RouteRequest& request) const {
 }
 
 double Router::LoadTokens(const Worker& worker, double job_tokens) const {
-  return static_cast<double>(worker.load.queued_tokens) + worker.active_jobs * job_tokens;
+  // Jobs this router placed there, or the requests the worker reports when it
+  // has more (other coordinators' jobs): not their sum, which would count
+  // this router's own running calls twice.
+  return std::max<double>(worker.active_jobs, worker.load.active_requests) * job_tokens;
 }
 
 double Router::ExpectedHitTokens(const RouteRequest& request, const std::string& address) const {
@@ -209,6 +212,9 @@ std::vector<std::string> Router::PolicyOrder(const RouteRequest& request,
     double score = -LoadTokens(worker, job_tokens);
     if (options_.policy == RoutingPolicy::kPrefixLoad) {
       score = MatchedChunks(keys, worker) * hit_per_chunk + options_.load_weight * score;
+    } else {
+      // least_loaded: between equal counts, the shorter reported queue.
+      score -= 1e-6 * static_cast<double>(worker.load.queued_tokens);
     }
     scored.emplace_back(score, std::move(address));
   }

@@ -15,8 +15,9 @@
 //    a key the worker no longer lists is dropped unless it was sent within
 //    summary_grace (its prefill may still be queued), and keys the worker
 //    lists are added (another coordinator may have warmed them).
-//  Load tokens of a worker = its reported queued_tokens + (jobs this router
-//  has placed there and not finished) * the new job's prompt tokens.
+//  Load tokens of a worker = the new job's prompt tokens * max(jobs this
+//  router placed there and not finished, requests the worker reports active);
+//  least_loaded breaks ties by the reported queued_tokens.
 //
 // Every policy is sticky: once a job is placed, its calls go to the same
 // worker while that worker is healthy; the other healthy workers follow in

@@ -68,7 +68,7 @@ TEST(RoutingPolicyTest, RendezvousIsTodaysJobIdHashWhateverTheLoad) {
   // Load does not move it.
   const RouteRequest job = Job("job-x", 0);
   const std::string first = RendezvousOrder(job.job_id, kWorkers).front();
-  router->UpdateLoad(first, WorkerLoad{.queued_tokens = 1 << 20});
+  router->UpdateLoad(first, WorkerLoad{.queued_tokens = 1 << 20, .active_requests = 50});
   EXPECT_EQ(First(*router, job), first);
 }
 
@@ -90,14 +90,22 @@ TEST(RoutingPolicyTest, LeastLoadedCountsPlacedJobsAndReportedQueues) {
   std::vector<std::string> firsts;
   for (int i = 0; i < 4; ++i) firsts.push_back(First(*router, Job(absl::StrCat("j", i), i)));
   EXPECT_THAT(firsts, UnorderedElementsAreArray(kWorkers));
-  // A worker reporting a long queue is avoided by the next job.
+  // A worker reporting requests of other coordinators is avoided by the next job.
   router->JobDone("j0");
   router->JobDone("j1");
   const std::string freed0 = firsts[0], freed1 = firsts[1];
-  router->UpdateLoad(freed0, WorkerLoad{.queued_tokens = 100000});
+  router->UpdateLoad(freed0, WorkerLoad{.queued_tokens = 100000, .active_requests = 3});
   EXPECT_EQ(First(*router, Job("j4", 0)), freed1);
   EXPECT_EQ(router->ActiveJobs()[freed1], 1);
   EXPECT_EQ(router->ActiveJobs().count(freed0), 0u);
+  // Between equal counts the shorter reported queue wins.
+  router->JobDone("j2");
+  router->JobDone("j3");
+  router->JobDone("j4");
+  for (const auto& w : kWorkers) {
+    router->UpdateLoad(w, WorkerLoad{.queued_tokens = w == firsts[3] ? 0 : 500});
+  }
+  EXPECT_EQ(First(*router, Job("j5", 0)), firsts[3]);
 }
 
 TEST(RoutingPolicyTest, PrefixLoadSendsASharedSystemPromptToOneWorker) {
@@ -124,12 +132,12 @@ TEST(RoutingPolicyTest, PrefixLoadSpillsWhenTheCachedWorkerIsTooBusy) {
   // With two jobs there the load penalty (0.5 * 2 jobs) outweighs the hit.
   const std::string spill = First(*router, Job("a2", 1));
   EXPECT_NE(spill, home);
-  // A reported queue counts as load too.
+  // Requests the workers report (other coordinators') count as load too.
   router->JobDone("a0");
   router->JobDone("a1");
   router->JobDone("a2");
-  router->UpdateLoad(home, WorkerLoad{.queued_tokens = 5000});
-  router->UpdateLoad(spill, WorkerLoad{.queued_tokens = 5000});
+  router->UpdateLoad(home, WorkerLoad{.queued_tokens = 5000, .active_requests = 20});
+  router->UpdateLoad(spill, WorkerLoad{.queued_tokens = 5000, .active_requests = 20});
   const std::string third = First(*router, Job("a3", 1));
   EXPECT_NE(third, home);
   EXPECT_NE(third, spill);
@@ -185,7 +193,7 @@ TEST(RoutingPolicyTest, StickyWhileHealthyAndFailoverMovesTheJob) {
     router->CallSucceeded("job", placed);
     // Other jobs and load reports do not move it.
     for (int i = 0; i < 6; ++i) First(*router, Job(absl::StrCat("other", i), 0));
-    router->UpdateLoad(placed, WorkerLoad{.queued_tokens = 1 << 20});
+    router->UpdateLoad(placed, WorkerLoad{.queued_tokens = 1 << 20, .active_requests = 50});
     for (int step = 0; step < 3; ++step) {
       EXPECT_EQ(First(*router, Job("job", 0), kWorkers, &reason), placed);
       EXPECT_EQ(reason, RouteReason::kSticky);
