@@ -32,7 +32,7 @@ ABSL_FLAG(int, max_ejection_ms, 30000, "Longest ejection");
 ABSL_FLAG(int, call_timeout_ms, 120000, "Cap on one worker/verifier call");
 ABSL_FLAG(std::string, routing, "prefix_load",
           "Worker routing: prefix_load, least_loaded, round_robin or rendezvous (docs/ROUTING.md)");
-ABSL_FLAG(double, routing_load_weight, 0.5,
+ABSL_FLAG(double, routing_load_weight, 0.15,
           "prefix_load: prefix-hit tokens worth one token of worker load");
 ABSL_FLAG(int, routing_poll_ms, 250, "Generator.Info poll period for load and cache summaries");
 

@@ -63,7 +63,7 @@ std::string_view RoutingPolicyName(RoutingPolicy policy);
 struct RouterOptions {
   RoutingPolicy policy = RoutingPolicy::kPrefixLoad;
   // prefix_load: tokens of expected prefix hit worth one token of load.
-  double load_weight = 0.5;
+  double load_weight = 0.15;
   // Generator.Info polls of every healthy worker (load and cache summary).
   absl::Duration poll_interval = absl::Milliseconds(250);
   absl::Duration poll_timeout = absl::Seconds(1);

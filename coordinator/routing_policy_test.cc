@@ -25,6 +25,9 @@ std::unique_ptr<Router> MakeRouter(RoutingPolicy policy, absl::Duration grace = 
   RouterOptions options;
   options.policy = policy;
   options.summary_grace = grace;
+  // The expectations below are worked out for this weight: one job of load
+  // costs half its prompt, so a cached worker wins by one job, not by two.
+  options.load_weight = 0.5;
   auto router = Router::Create(options, nullptr);
   EXPECT_TRUE(router.ok()) << router.status();
   return *std::move(router);

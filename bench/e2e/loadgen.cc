@@ -92,6 +92,9 @@ ABSL_FLAG(double, system_skew, 1.0,
 ABSL_FLAG(double, long_fraction, 0.0,
           "Fraction of jobs whose own question has --long_words words instead of --prompt_words");
 ABSL_FLAG(int, long_words, 0, "Words of a long job's own question");
+ABSL_FLAG(int, max_solution_tokens, 0,
+          "SolveRequest.max_solution_tokens (0: the service's default); with best_of_n and "
+          "--iterations=1 a job is then one Extend");
 ABSL_FLAG(std::string, selection, "reward",
           "best_of_n selection: reward (needs a reward model) or majority_vote (needs none)");
 
@@ -155,6 +158,9 @@ arbor::v1::SolveRequest MakeRequest(int index) {
   req.set_model(absl::GetFlag(FLAGS_model));
   req.set_reward_model(absl::GetFlag(FLAGS_reward_model));
   req.set_seed(absl::GetFlag(FLAGS_seed) + index);
+  if (absl::GetFlag(FLAGS_max_solution_tokens) > 0) {
+    req.set_max_solution_tokens(absl::GetFlag(FLAGS_max_solution_tokens));
+  }
   req.mutable_stop()->set_max_step_tokens(absl::GetFlag(FLAGS_step_tokens));
   req.mutable_stop()->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   const std::string strategy = absl::GetFlag(FLAGS_strategy);

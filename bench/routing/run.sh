@@ -12,7 +12,8 @@
 #
 # Env: OUT (./routing-out), BIN (build/bin), WORKERS (4), KV_TOKENS (each
 #      worker's KV pool, tokens), THREADS (CPU threads per worker), REPEATS (2),
-#      JOBS, CONCURRENCY, POLICIES, MIXES (skewed uniform).
+#      JOBS, CONCURRENCY, POLICIES, MIXES (skewed uniform), ROUTING_FLAGS (more
+#      arbor-coordinator flags, e.g. --routing_load_weight=0.25).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./routing-out}
@@ -36,10 +37,11 @@ log() { echo "run.sh [$((SECONDS - start)) s]: $*" >&2; }
 # fifth of the jobs with a long question of their own. uniform: no shared
 # prompt, every question of about the same length as a skewed job's prompt.
 COMMON=(--strategy best_of_n --selection majority_vote --n 4 --iterations 1 --step_tokens 16
+        --max_solution_tokens 16
         --mode closed --concurrency "$CONCURRENCY" --jobs "$JOBS" --timeout_s 300)
 mix_flags() {
   case $1 in
-    skewed) echo --system_prompts 8 --system_skew 1.0 --system_prompt_words 40 \
+    skewed) echo --system_prompts 16 --system_skew 0.5 --system_prompt_words 40 \
                  --prompt_words 4 --long_fraction 0.2 --long_words 20 ;;
     uniform) echo --system_prompts 0 --prompt_words 50 ;;
   esac
@@ -75,7 +77,7 @@ run_case() {  # round mix policy
   done
   "$BIN/arbor-coordinator" --host 127.0.0.1 --port 0 --metrics_port -1 --workers "$targets" \
     --routing "$policy" --max_concurrent_jobs 64 --max_queued_jobs 1024 \
-    --health_interval_ms 500 > "$OUT/coordinator-$label.log" 2>&1 &
+    --health_interval_ms 500 ${ROUTING_FLAGS:-} > "$OUT/coordinator-$label.log" 2>&1 &
   PIDS+=($!)
   local coordinator; coordinator=$(address_of "$OUT/coordinator-$label.log") || return 1
   sleep 1  # the pools' first health checks
