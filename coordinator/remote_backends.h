@@ -4,7 +4,8 @@
 // Each job gets its own RemoteGenerator/RemoteScorer. Every call:
 //  - routes by rendezvous hashing of the job id over the pool's healthy
 //    endpoints serving the job's model (so a job's branches share one prefix
-//    cache);
+//    cache), or, for the generator, in the order of the job's Router
+//    (RemoteJobOptions::router, coordinator/routing_policy.h);
 //  - carries a deadline: the earliest of the job's budget deadline, the
 //    client's gRPC deadline and a per-call timeout;
 //  - is registered with the job's CallCanceller, so a cancelled job

@@ -32,10 +32,11 @@ start=$SECONDS
 log() { echo "run.sh [$((SECONDS - start)) s]: $*" >&2; }
 
 # The two job mixes (arbor-loadgen flags). Both: best-of-4 by majority vote,
-# one step of 16 tokens per job, so that a job's only prefix hits are other
-# jobs' prompts. skewed: 8 shared system prompts, Zipf-picked (s = 1), and a
-# fifth of the jobs with a long question of their own. uniform: no shared
-# prompt, every question of about the same length as a skewed job's prompt.
+# one Extend of 16 tokens per job, so that a job's only prefix hits are other
+# jobs' prompts. skewed: 16 shared system prompts (about 260 tokens each),
+# Zipf-picked (s = 0.5), and a fifth of the jobs with a long question of their
+# own. uniform: no shared prompt, every question of about the same length as a
+# skewed job's prompt. The tiny model's context is 512 tokens.
 COMMON=(--strategy best_of_n --selection majority_vote --n 4 --iterations 1 --step_tokens 16
         --max_solution_tokens 16
         --mode closed --concurrency "$CONCURRENCY" --jobs "$JOBS" --timeout_s 300)
