@@ -77,6 +77,10 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
       EndpointPool::Create(workers, GeneratorModelProbe(), c->metrics_->ForPool("workers"));
   if (!worker_pool.ok()) return worker_pool.status();
   c->workers_ = *std::move(worker_pool);
+  auto router = Router::Create(c->options_.routing, c->workers_.get());
+  if (!router.ok()) return router.status();
+  c->router_ = *std::move(router);
+  c->router_->Start();
   if (!c->options_.verifiers.targets.empty()) {
     PoolOptions verifiers = c->options_.verifiers;
     verifiers.name = "verifiers";
@@ -231,6 +235,7 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
   generator_options.on_hedge = [this](std::string_view reason) {
     metrics_->Hedged("workers", reason);
   };
+  generator_options.router = router_.get();
   RemoteGenerator generator(*workers_, job->canceller, generator_options);
   std::unique_ptr<RemoteScorer> scorer;
   if (!job->reward_model.empty()) {
@@ -239,6 +244,7 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
     scorer_options.on_hedge = [this](std::string_view reason) {
       metrics_->Hedged("verifiers", reason);
     };
+    scorer_options.router = nullptr;  // verifiers keep rendezvous order
     scorer = std::make_unique<RemoteScorer>(*verifiers_, job->canceller, scorer_options);
   }
 
@@ -255,7 +261,11 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
     arbor::v1::SolveEvent accepted;
     accepted.mutable_accepted()->set_job_id(job->id);
     accepted.mutable_accepted()->set_strategy(job->strategy);
-    const auto route = workers_->Route(job->id, job->model);
+    // The router places the job here already; its first Extend goes there.
+    const auto route = router_->Route(
+        *workers_,
+        RouteRequest{job->id, job->request.chat_template(), job->request.question()},
+        job->model);
     if (!route.empty()) accepted.mutable_accepted()->set_worker(route.front().address);
     job->callbacks.on_event(accepted);
   }

@@ -23,6 +23,7 @@
 #include "coordinator/endpoint_pool.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
+#include "coordinator/routing_policy.h"
 
 namespace arbor::v1 {
 class SolveRequest;
@@ -59,6 +60,8 @@ struct CoordinatorOptions {
   std::shared_ptr<const rpc::TokenSet> client_tokens;
   // Per-client limits, keyed by that identity (coordinator/client_quotas.h).
   ClientQuotaOptions client_quotas;
+  // Which worker a job goes to (coordinator/routing_policy.h, docs/ROUTING.md).
+  RouterOptions routing;
 };
 
 class JobHandle {
@@ -96,6 +99,7 @@ class Coordinator {
   const CoordinatorOptions& options() const { return options_; }
   EndpointPool& workers() { return *workers_; }
   EndpointPool* verifiers() { return verifiers_.get(); }
+  Router& router() { return *router_; }
   JobManager& jobs() { return *jobs_; }
 
  private:
@@ -111,6 +115,7 @@ class Coordinator {
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<EndpointPool> workers_;
   std::unique_ptr<EndpointPool> verifiers_;
+  std::unique_ptr<Router> router_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<ClientQuotas> quotas_;  // null when no per-client limit is set
   std::atomic<uint64_t> next_job_ = 0;

@@ -43,6 +43,11 @@ ABSL_FLAG(std::string, upstream_tls_key, "", "PEM private key of --upstream_tls_
 ABSL_FLAG(std::string, upstream_tls_server_name, "",
           "Name the workers' and verifiers' certificates are checked against instead of the "
           "address dialled (for IP targets and DNS-resolved pods)");
+ABSL_FLAG(std::string, routing, "prefix_load",
+          "Worker routing: prefix_load, least_loaded, round_robin or rendezvous (docs/ROUTING.md)");
+ABSL_FLAG(double, routing_load_weight, 0.15,
+          "prefix_load: prefix-hit tokens worth one token of worker load");
+ABSL_FLAG(int, routing_poll_ms, 250, "Generator.Info poll period for load and cache summaries");
 
 int main(int argc, char** argv) {
   arbor::rpc::BlockShutdownSignals();
@@ -86,6 +91,14 @@ int main(int argc, char** argv) {
       pool->tls_server_name = upstream.server_name;
     }
   }
+  auto routing = arbor::coordinator::ParseRoutingPolicy(absl::GetFlag(FLAGS_routing));
+  if (!routing.ok()) {
+    std::fprintf(stderr, "arbor-coordinator: %s\n", routing.status().ToString().c_str());
+    return 2;
+  }
+  options.routing.policy = *routing;
+  options.routing.load_weight = absl::GetFlag(FLAGS_routing_load_weight);
+  options.routing.poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_routing_poll_ms));
 
   auto registry = std::make_shared<prometheus::Registry>();
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);

@@ -77,7 +77,13 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
     absl::Time job_deadline, RemoteCallStats& stats, const char* what, Start&& start) {
   using AttemptPtr = std::shared_ptr<Attempt<Response>>;
   const absl::Time deadline = std::min(job_deadline, options.rpc_deadline);
-  std::vector<EndpointPool::Endpoint> endpoints = pool.Route(options.job_id, options.model);
+  // Routing: the job's router when it has one (sticky placement, policy order).
+  std::vector<EndpointPool::Endpoint> endpoints =
+      options.router != nullptr
+          ? options.router->Route(
+                pool, RouteRequest{options.job_id, options.chat_template, options.question},
+                options.model)
+          : pool.Route(options.job_id, options.model);
   if (endpoints.empty()) {
     return absl::UnavailableError(absl::StrCat("no routable ", pool.name(), " serve model '",
                                                options.model, "' for ", what, " (",
@@ -95,7 +101,12 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
         return &endpoints[next++];
       }
     }
-    for (EndpointPool::Endpoint& e : pool.Route(options.job_id, options.model)) {
+    for (EndpointPool::Endpoint& e :
+         options.router != nullptr
+             ? options.router->Route(
+                   pool, RouteRequest{options.job_id, options.chat_template, options.question},
+                   options.model)
+             : pool.Route(options.job_id, options.model)) {
       if (!tried.contains(e.address)) {
         endpoints.push_back(std::move(e));
         next = endpoints.size();
@@ -110,8 +121,7 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
     attempt->address = endpoint.address;
     const absl::Time now = absl::Now();
     attempt->capped = now + options.call_timeout < deadline;
-    attempt->context.set_deadline(
-        absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
+    attempt->context.set_deadline(absl::ToChronoTime(std::min(deadline, now + options.call_timeout)));
     attempt->scope = std::make_unique<CallCanceller::Scope>(canceller, &attempt->context);
     tried.insert(endpoint.address);
     ++stats.calls;
@@ -192,7 +202,10 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
       ARBOR_LOG(WARNING) << "job " << options.job_id << ": " << what << " on " << a->address
                          << " failed (" << status << ")";
       // An overloaded endpoint is healthy: move on without ejecting it.
-      if (status.code() != absl::StatusCode::kResourceExhausted) pool.Lost(a->address, status);
+      if (status.code() != absl::StatusCode::kResourceExhausted) {
+        pool.Lost(a->address, status);
+        if (options.router != nullptr) options.router->CallFailed(options.job_id, a->address);
+      }
       last = absl::Status(status.code(), absl::StrCat(a->address, ": ", status.message()));
     }
     if (stop) break;
@@ -222,8 +235,8 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
       }
       if (pending == 0) {
         result = absl::UnavailableError(absl::StrCat("all ", tried.size(), " ", pool.name(),
-                                                     " serving '", options.model, "' failed ", what,
-                                                     "; last error: ", last.ToString()));
+                                                     " serving '", options.model, "' failed ",
+                                                     what, "; last error: ", last.ToString()));
         break;
       }
     }
@@ -260,6 +273,7 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
   }
   if (winner == nullptr) return result;
   stats.last_endpoint = winner->address;
+  if (options.router != nullptr) options.router->CallSucceeded(options.job_id, winner->address);
   return winner;
 }
 
@@ -301,6 +315,10 @@ CallCanceller::Scope::Scope(CallCanceller& canceller, grpc::ClientContext* conte
 CallCanceller::Scope::~Scope() {
   absl::MutexLock lock(&canceller_.mu_);
   canceller_.active_.erase(context_);
+}
+
+RemoteGenerator::~RemoteGenerator() {
+  if (options_.router != nullptr) options_.router->JobDone(options_.job_id);
 }
 
 absl::StatusOr<std::vector<int32_t>> RemoteGenerator::EncodePrompt(std::string_view question) {
@@ -350,6 +368,9 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
   const arbor::v1::ExtendResponse& response = (*answered)->response;
   if (prompt_tokens_.empty() && response.prompt_tokens_size() > 0) {
     prompt_tokens_.assign(response.prompt_tokens().begin(), response.prompt_tokens().end());
+    if (options_.router != nullptr) {
+      options_.router->ObservePromptTokens(options_.question.size(), prompt_tokens_.size());
+    }
   }
   search::ExtendResult result;
   result.outputs.reserve(response.outputs_size());

@@ -4,7 +4,8 @@
 // Each job gets its own RemoteGenerator/RemoteScorer. Every call:
 //  - routes by rendezvous hashing of the job id over the pool's healthy
 //    endpoints serving the job's model (so a job's branches share one prefix
-//    cache);
+//    cache), or, for the generator, in the order of the job's Router
+//    (RemoteJobOptions::router, coordinator/routing_policy.h);
 //  - carries a deadline: the earliest of the job's budget deadline, the
 //    client's gRPC deadline and a per-call timeout;
 //  - is registered with the job's CallCanceller, so a cancelled job
@@ -39,6 +40,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "coordinator/endpoint_pool.h"
+#include "coordinator/routing_policy.h"
 #include "search/generator.h"
 #include "search/scorer.h"
 
@@ -94,12 +96,17 @@ struct RemoteJobOptions {
   absl::Duration hedge_after = absl::ZeroDuration();
   // Called on the job thread for each hedge; reason "ejected" or "slow".
   std::function<void(std::string_view reason)> on_hedge;
+  // Generator only: orders the workers (coordinator/routing_policy.h) instead
+  // of rendezvous hashing of the job id; null keeps the pool's order.
+  Router* router = nullptr;
 };
 
 class RemoteGenerator : public search::Generator {
  public:
   RemoteGenerator(EndpointPool& pool, CallCanceller& canceller, RemoteJobOptions options)
       : pool_(pool), canceller_(canceller), options_(std::move(options)) {}
+  // Tells the router (if any) that the job is over.
+  ~RemoteGenerator() override;
 
   absl::StatusOr<std::vector<int32_t>> EncodePrompt(std::string_view question) override;
   absl::StatusOr<search::ExtendResult> Extend(const search::ExtendRequest& request) override;

@@ -1,8 +1,10 @@
 #include "worker/generator_service.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/prefix_hash.h"
 #include "rpc/status_util.h"
 #include "runtime/text/tokenizer.h"
 #include "serving/engine_call.h"
@@ -45,6 +47,7 @@ class ExtendReactor final : public grpc::ServerUnaryReactor {
     }
     if (request_->prompt_tokens_size() == 0) {
       response_->mutable_prompt_tokens()->Add(prompt->begin(), prompt->end());
+      service_->WatchPromptPrefixes(*request_, *prompt);
     }
     int64_t tokens_in = static_cast<int64_t>(prompt->size());
     for (const auto& branch : request_->branches()) tokens_in += branch.suffix_tokens_size();
@@ -149,6 +152,32 @@ absl::StatusOr<std::vector<int32_t>> GeneratorService::PromptTokens(
   return tokens;
 }
 
+void GeneratorService::WatchPromptPrefixes(const arbor::v1::ExtendRequest& request,
+                                           const std::vector<int32_t>& tokens) const {
+  const std::string& question = request.prompt_text();
+  const std::vector<uint64_t> keys = PrefixChunkKeys(request.chat_template(), question);
+  if (keys.empty() || tokens.empty()) return;
+  // Where the question sits in the rendered prompt, to place chunk ends on
+  // token positions in proportion to bytes (the tokenizer gives no offsets).
+  const std::string& name =
+      request.chat_template().empty() ? options_.default_chat_template : request.chat_template();
+  absl::StatusOr<serving::RenderedPrompt> rendered = render_prompt_(name, question);
+  size_t offset = 0, total = question.size();
+  if (rendered.ok() && !rendered->text.empty()) {
+    const size_t at = rendered->text.find(question);
+    if (at != std::string::npos) offset = at;
+    total = rendered->text.size();
+  }
+  const double tokens_per_byte = static_cast<double>(tokens.size()) / std::max<size_t>(total, 1);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const double end_byte = offset + static_cast<double>((i + 1) * kPrefixChunkBytes);
+    int covered = static_cast<int>(end_byte * tokens_per_byte) - runtime::kKvBlockSize;
+    covered = std::min(covered, static_cast<int>(tokens.size()));
+    if (covered < runtime::kKvBlockSize) continue;
+    engine_->WatchPrefix(keys[i], std::vector<int32_t>(tokens.begin(), tokens.begin() + covered));
+  }
+}
+
 arbor::v1::GeneratorInfo GeneratorService::MakeInfo() const {
   arbor::v1::GeneratorInfo info;
   const runtime::ModelConfig& config = engine_->model_config();
@@ -167,6 +196,15 @@ arbor::v1::GeneratorInfo GeneratorService::MakeInfo() const {
   info.set_max_batch_tokens(engine_->options().max_batch_tokens);
   info.set_chat_template(options_.default_chat_template);
   info.mutable_eos_token_ids()->Add(config.eos_token_ids.begin(), config.eos_token_ids.end());
+  info.set_queued_tokens(stats.queued_tokens);
+  info.set_running_seqs(stats.running_seqs);
+  info.set_waiting_seqs(stats.waiting_seqs);
+  info.set_kv_blocks_free(stats.kv_blocks_free);
+  info.set_kv_blocks_cached(stats.kv_blocks_cached);
+  info.set_active_requests(stats.active_requests);
+  const std::vector<uint64_t> keys = engine_->CachedPrefixKeys();
+  info.mutable_cached_prefix_keys()->Add(keys.begin(), keys.end());
+  info.set_prefix_key_chunk_bytes(kPrefixChunkBytes);
   return info;
 }
 

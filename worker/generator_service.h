@@ -57,6 +57,14 @@ class GeneratorService final : public arbor::v1::Generator::CallbackService {
   // The prompt tokens of a validated request: prompt_tokens as given, or
   // prompt_text through the chat template and the tokenizer.
   absl::StatusOr<std::vector<int32_t>> PromptTokens(const arbor::v1::ExtendRequest& request) const;
+  // Registers the prefix keys of a prompt sent as text (common/prefix_hash.h)
+  // with the engine's prefix watches, so that Info's cached_prefix_keys tells
+  // the coordinator which of them this worker still caches. Key i watches the
+  // full blocks of `tokens` that the first (i + 1) chunks of prompt_text
+  // surely cover (the proportional token position, less one block). A no-op
+  // for prompts sent as tokens.
+  void WatchPromptPrefixes(const arbor::v1::ExtendRequest& request,
+                           const std::vector<int32_t>& tokens) const;
   // GeneratorInfo of the served model and the engine's current state.
   arbor::v1::GeneratorInfo MakeInfo() const;
 

@@ -13,6 +13,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "arbor/v1/generator.grpc.pb.h"
+#include "common/prefix_hash.h"
 #include "common/sha256.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -190,6 +191,71 @@ TEST_F(GeneratorServiceTest, InfoDescribesTheModelAndTheCache) {
   EXPECT_EQ(info.max_batch_tokens(), 2048);
   EXPECT_FALSE(info.chat_template().empty());
   EXPECT_THAT(info.eos_token_ids(), ElementsAreArray({2}));
+}
+
+TEST_F(GeneratorServiceTest, InfoReportsLoadAndWhichPromptPrefixesAreCached) {
+  // 32 blocks: one long request later evicts every cached prompt.
+  StartWorker({.kv_cache_tokens = 512});
+  auto info = [&] {
+    grpc::ClientContext context;
+    arbor::v1::GeneratorInfo out;
+    EXPECT_TRUE(stub_->Info(&context, arbor::v1::InfoRequest(), &out).ok());
+    return out;
+  };
+  arbor::v1::GeneratorInfo idle = info();
+  EXPECT_EQ(idle.prefix_key_chunk_bytes(), kPrefixChunkBytes);
+  EXPECT_EQ(idle.cached_prefix_keys_size(), 0);
+  EXPECT_EQ(idle.kv_blocks_free(), 32);
+  EXPECT_EQ(idle.kv_blocks_cached(), 0);
+  EXPECT_EQ(idle.active_requests(), 0);
+  EXPECT_EQ(idle.queued_tokens(), 0);
+
+  // A prompt sent as text: its prefix keys are listed once its blocks are cached.
+  std::string question = "You are a careful tutor. Show each step, then the answer.";
+  while (question.size() < 4 * kPrefixChunkBytes + 10) question += " Add 25 to 17 and halve it.";
+  arbor::v1::ExtendRequest request;
+  request.set_prompt_text(question);
+  request.set_chat_template("chatml");
+  request.add_branches();
+  request.mutable_stop()->set_max_step_tokens(4);
+  arbor::v1::ExtendResponse response;
+  ASSERT_TRUE(Extend(request, &response).ok());
+  const std::vector<uint64_t> keys = PrefixChunkKeys("chatml", question);
+  ASSERT_EQ(keys.size(), 4u);
+  arbor::v1::GeneratorInfo cached = info();
+  ASSERT_GT(cached.cached_prefix_keys_size(), 0);
+  for (uint64_t key : cached.cached_prefix_keys()) {
+    EXPECT_NE(std::find(keys.begin(), keys.end(), key), keys.end()) << key;
+  }
+  // The deepest full chunk is covered, hence listed (first: most recent).
+  EXPECT_EQ(cached.cached_prefix_keys(0), keys.back());
+  EXPECT_GT(cached.kv_blocks_cached(), 0);
+  EXPECT_EQ(cached.kv_blocks_free() + cached.kv_blocks_cached(), 32);
+  // Another question with the same first chunk shares that key only.
+  EXPECT_EQ(PrefixChunkKeys("chatml", question.substr(0, kPrefixChunkBytes) + std::string(80, 'x'))
+                .front(),
+            keys.front());
+
+  // A busy worker says so.
+  arbor::v1::ExtendRequest long_request = LongRequest(4, 120);
+  arbor::v1::ExtendResponse long_response;
+  grpc::ClientContext long_context;
+  absl::Notification long_done;
+  arbor::test_util::InFlightCall in_flight(&long_context, &long_done);
+  stub_->async()->Extend(&long_context, &long_request, &long_response,
+                         [&](grpc::Status) { long_done.Notify(); });
+  ASSERT_TRUE(WaitFor([&] {
+    const arbor::v1::GeneratorInfo busy = info();
+    return busy.active_requests() == 1 && busy.running_seqs() + busy.waiting_seqs() > 0;
+  }));
+  ASSERT_TRUE(long_done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+
+  // A request that needs the whole pool evicts the prompt: its keys go.
+  ASSERT_TRUE(Extend(LongRequest(1, 500), &response).ok());
+  arbor::v1::GeneratorInfo evicted = info();
+  EXPECT_EQ(evicted.cached_prefix_keys_size(), 0);
+  EXPECT_EQ(evicted.active_requests(), 0);
+  EXPECT_EQ(evicted.queued_tokens(), 0);
 }
 
 void GeneratorServiceTest::CheckGreedySteps(const std::string& model) {

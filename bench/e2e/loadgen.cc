@@ -9,7 +9,12 @@
 //   --mode=open    Poisson arrivals at --rate jobs/s for --duration_s seconds,
 //                  however many are in flight; then waits for all of them.
 // Every job has its own question (a numbered problem over about
-// --prompt_words words of filler), so jobs share no prompt prefix.
+// --prompt_words words of filler), so jobs share no prompt prefix; with
+// --system_prompts=K each question opens with one of K shared system prompts
+// (Zipf-skewed by --system_skew), and --long_fraction of the jobs get
+// --long_words words (bench/routing). Per worker (SolveResponse.worker) the
+// row counts jobs and tokens; load_spread is the busiest one's tokens over
+// the mean of the workers that ran jobs.
 //
 //   arbor-loadgen --target 127.0.0.1:50051 --strategy beam_search --n 16 \
 //       --mode closed --concurrency 8 --jobs 32 --label beam16_c8 --out e2e.jsonl
@@ -29,6 +34,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -83,6 +89,21 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (servers requiring 
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_server_name, "", "Name the servers' certificates are checked against");
 ABSL_FLAG(std::string, token_file, "", "Bearer token for the coordinator (--driver=coordinator)");
+// A prompt mix for routing (bench/routing): questions that open with one of a
+// few shared system prompts, picked with a Zipf skew, and skewed lengths.
+ABSL_FLAG(int, system_prompts, 0,
+          "Shared system prompts the questions open with (0: none, every prompt its own)");
+ABSL_FLAG(int, system_prompt_words, 200, "Words of each shared system prompt");
+ABSL_FLAG(double, system_skew, 1.0,
+          "Zipf exponent of the system prompt choice (0: uniform; 1: prompt k has weight 1/(k+1))");
+ABSL_FLAG(double, long_fraction, 0.0,
+          "Fraction of jobs whose own question has --long_words words instead of --prompt_words");
+ABSL_FLAG(int, long_words, 0, "Words of a long job's own question");
+ABSL_FLAG(int, max_solution_tokens, 0,
+          "SolveRequest.max_solution_tokens (0: the service's default); with best_of_n and "
+          "--iterations=1 a job is then one Extend");
+ABSL_FLAG(std::string, selection, "reward",
+          "best_of_n selection: reward (needs a reward model) or majority_vote (needs none)");
 
 namespace {
 
@@ -106,13 +127,47 @@ std::string Question(int index, int words) {
   return text;
 }
 
+// Shared system prompt k (the same text for every job that picks it).
+std::string SystemPrompt(int k, int words) {
+  std::mt19937_64 rng(0x5157e3 + k);
+  std::string text = absl::StrCat("System ", absl::GetFlag(FLAGS_question_salt), k,
+                                  ": you are a careful tutor. Rules:");
+  for (int i = 0; i < words; ++i) {
+    absl::StrAppend(&text, " ", kWords[rng() % (sizeof(kWords) / sizeof(kWords[0]))]);
+  }
+  absl::StrAppend(&text, ".\n\n");
+  return text;
+}
+
+// Job `index`'s question: maybe a shared system prompt, then its own problem.
+// The choices are drawn from the job index alone, so every run (and policy)
+// gets the same mix.
+std::string JobQuestion(int index) {
+  std::mt19937_64 rng(0x9e3779b9ull * (index + 1) ^ absl::GetFlag(FLAGS_seed));
+  std::uniform_real_distribution<double> unit(0, 1);
+  int words = absl::GetFlag(FLAGS_prompt_words);
+  if (unit(rng) < absl::GetFlag(FLAGS_long_fraction)) words = absl::GetFlag(FLAGS_long_words);
+  const int prompts = absl::GetFlag(FLAGS_system_prompts);
+  if (prompts <= 0) return Question(index, words);
+  std::vector<double> weights(prompts);
+  for (int k = 0; k < prompts; ++k) {
+    weights[k] = std::pow(k + 1.0, -absl::GetFlag(FLAGS_system_skew));
+  }
+  std::discrete_distribution<int> pick(weights.begin(), weights.end());
+  const int k = pick(rng);
+  return SystemPrompt(k, absl::GetFlag(FLAGS_system_prompt_words)) + Question(index, words);
+}
+
 arbor::v1::SolveRequest MakeRequest(int index) {
   arbor::v1::SolveRequest req;
   req.set_job_id(absl::StrCat("loadgen-", absl::GetFlag(FLAGS_label), "-", index));
-  req.set_question(Question(index, absl::GetFlag(FLAGS_prompt_words)));
+  req.set_question(JobQuestion(index));
   req.set_model(absl::GetFlag(FLAGS_model));
   req.set_reward_model(absl::GetFlag(FLAGS_reward_model));
   req.set_seed(absl::GetFlag(FLAGS_seed) + index);
+  if (absl::GetFlag(FLAGS_max_solution_tokens) > 0) {
+    req.set_max_solution_tokens(absl::GetFlag(FLAGS_max_solution_tokens));
+  }
   req.mutable_stop()->set_max_step_tokens(absl::GetFlag(FLAGS_step_tokens));
   req.mutable_stop()->set_ignore_eos(absl::GetFlag(FLAGS_ignore_eos));
   const std::string strategy = absl::GetFlag(FLAGS_strategy);
@@ -134,6 +189,9 @@ arbor::v1::SolveRequest MakeRequest(int index) {
     s->set_num_iterations(iterations);
   } else {
     req.mutable_best_of_n()->set_n(n);
+    if (absl::GetFlag(FLAGS_selection) == "majority_vote") {
+      req.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
+    }
     // One step of up to iterations * step_tokens tokens: the same generated
     // length as the step-wise strategies.
     req.mutable_stop()->set_no_step_delimiter(true);
@@ -282,6 +340,17 @@ int main(int argc, char** argv) {
                          "be positive\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_selection) != "reward" &&
+      absl::GetFlag(FLAGS_selection) != "majority_vote") {
+    std::fprintf(stderr, "arbor-loadgen: --selection must be reward or majority_vote\n");
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_system_prompts) < 0 || absl::GetFlag(FLAGS_long_fraction) < 0 ||
+      absl::GetFlag(FLAGS_long_fraction) > 1) {
+    std::fprintf(stderr,
+                 "arbor-loadgen: --system_prompts must be >= 0, --long_fraction in [0, 1]\n");
+    return 2;
+  }
   const std::string driver = absl::GetFlag(FLAGS_driver);
   if (driver != "coordinator" && driver != "stepwise") {
     std::fprintf(stderr, "arbor-loadgen: --driver must be coordinator or stepwise, not '%s'\n",
@@ -358,6 +427,8 @@ int main(int argc, char** argv) {
             [](const JobResult& a, const JobResult& b) { return a.index < b.index; });
   std::vector<double> latencies;
   arbor::v1::Usage total;
+  // Per worker (SolveResponse.worker): jobs and the tokens they ran there.
+  std::map<std::string, std::pair<int, int64_t>> per_worker;
   int failed = 0;
   std::ofstream answers;
   if (!absl::GetFlag(FLAGS_answers_out).empty()) answers.open(absl::GetFlag(FLAGS_answers_out));
@@ -369,6 +440,9 @@ int main(int argc, char** argv) {
     }
     latencies.push_back(r.latency_s);
     const arbor::v1::Usage& u = r.response.usage();
+    auto& worker = per_worker[r.response.worker()];
+    ++worker.first;
+    worker.second += u.prefill_tokens() + u.prefix_cache_hit_tokens() + u.generated_tokens();
     total.set_generated_tokens(total.generated_tokens() + u.generated_tokens());
     total.set_prefill_tokens(total.prefill_tokens() + u.prefill_tokens());
     total.set_prefix_cache_hit_tokens(total.prefix_cache_hit_tokens() + u.prefix_cache_hit_tokens());
@@ -413,6 +487,16 @@ int main(int argc, char** argv) {
   };
   const double worker_in = total.prefill_tokens() + total.prefix_cache_hit_tokens();
   const double reward_in = total.reward_tokens() + total.reward_cache_hit_tokens();
+  // Load spread: the busiest worker's tokens over the mean (1 = even).
+  nlohmann::json workers = nlohmann::json::object();
+  double max_tokens = 0, sum_tokens = 0;
+  for (const auto& [address, w] : per_worker) {
+    workers[address.empty() ? "?" : address] = {{"jobs", w.first}, {"tokens", w.second}};
+    max_tokens = std::max<double>(max_tokens, w.second);
+    sum_tokens += w.second;
+  }
+  const double load_spread =
+      sum_tokens > 0 ? max_tokens / (sum_tokens / static_cast<double>(per_worker.size())) : 0.0;
   nlohmann::json row = {
       {"label", absl::GetFlag(FLAGS_label)},
       {"driver", driver},
@@ -442,6 +526,9 @@ int main(int argc, char** argv) {
       {"reward_calls", total.reward_calls()},
       {"retries", total.retries()},
       {"time_shares", phases},
+      {"system_prompts", absl::GetFlag(FLAGS_system_prompts)},
+      {"workers", workers},
+      {"load_spread", load_spread},
   };
   std::printf("%s\n", row.dump().c_str());
   if (!absl::GetFlag(FLAGS_out).empty()) {

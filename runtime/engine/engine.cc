@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <functional>
+#include <list>
 #include <memory>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -106,6 +108,22 @@ class EngineCore {
     return stats_;
   }
 
+  void WatchPrefix(uint64_t key, std::vector<int32_t> tokens) {
+    tokens.resize(tokens.size() / kKvBlockSize * kKvBlockSize);
+    if (tokens.empty()) return;
+    absl::MutexLock lock(&mu_);
+    // Bounded even when the scheduler is busy for a while.
+    if (new_watches_.size() >= static_cast<size_t>(kMaxPrefixWatches)) {
+      new_watches_.erase(new_watches_.begin());
+    }
+    new_watches_.emplace_back(key, std::move(tokens));
+  }
+
+  std::vector<uint64_t> CachedPrefixKeys() const {
+    absl::MutexLock lock(&mu_);
+    return cached_prefix_keys_;
+  }
+
   const EngineOptions& options() const { return options_; }
   const ModelConfig& config() const { return config_; }
   ModelBackend* backend() const { return backend_.get(); }
@@ -129,6 +147,9 @@ class EngineCore {
   absl::Status RunForward(const BuiltStep& step);
   void RunCallbacks();
   void PublishStats();
+  // Takes in new prefix watches and, when the cache changed, recomputes which
+  // watched keys are cached. Returns whether the list changed.
+  bool UpdatePrefixWatches(const RadixKvCache::Stats& cs, std::vector<uint64_t>* keys);
 
   const EngineOptions options_;
   const std::unique_ptr<ModelBackend> backend_;
@@ -143,6 +164,8 @@ class EngineCore {
   int active_requests_ ABSL_GUARDED_BY(mu_) = 0;
   RequestId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<uint64_t, std::vector<int32_t>>> new_watches_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> cached_prefix_keys_ ABSL_GUARDED_BY(mu_);
 
   // scheduler thread only
   std::unique_ptr<RadixKvCache> cache_;
@@ -154,6 +177,11 @@ class EngineCore {
   bool progressed_ = true;  // the last iteration ran a step or admitted something
   std::vector<float> out_;
   std::vector<SampledToken> drawn_;
+  // Prefix watches, most recent first, and what they were last checked against.
+  std::list<std::pair<uint64_t, std::vector<int32_t>>> watches_;
+  absl::flat_hash_map<uint64_t, decltype(watches_)::iterator> watch_index_;
+  int64_t watches_checked_evictions_ = -1;
+  int watches_checked_cached_ = -1;
 
   std::thread thread_;
 };
@@ -315,17 +343,66 @@ absl::Status EngineCore::RunForward(const BuiltStep& step) {
   return status;
 }
 
+bool EngineCore::UpdatePrefixWatches(const RadixKvCache::Stats& cs,
+                                     std::vector<uint64_t>* keys) {
+  std::vector<std::pair<uint64_t, std::vector<int32_t>>> added;
+  {
+    absl::MutexLock lock(&mu_);
+    added.swap(new_watches_);
+  }
+  for (auto& [key, tokens] : added) {
+    if (auto it = watch_index_.find(key); it != watch_index_.end()) {
+      watches_.erase(it->second);
+      watch_index_.erase(it);
+    }
+    watches_.emplace_front(key, std::move(tokens));
+    watch_index_[key] = watches_.begin();
+    if (watches_.size() > static_cast<size_t>(kMaxPrefixWatches)) {
+      watch_index_.erase(watches_.back().first);
+      watches_.pop_back();
+    }
+  }
+  // Only insertions and evictions change the answer; both move these counts.
+  if (added.empty() && cs.evicted_blocks == watches_checked_evictions_ &&
+      cs.cached_blocks == watches_checked_cached_) {
+    return false;
+  }
+  watches_checked_evictions_ = cs.evicted_blocks;
+  watches_checked_cached_ = cs.cached_blocks;
+  keys->clear();
+  for (const auto& [key, tokens] : watches_) {
+    if (cache_->CachedPrefixTokens(tokens) >= static_cast<int>(tokens.size())) {
+      keys->push_back(key);
+    }
+  }
+  return true;
+}
+
 void EngineCore::PublishStats() {
   const RadixKvCache::Stats cs = cache_->stats();
+  std::vector<uint64_t> keys;
+  const bool keys_changed = UpdatePrefixWatches(cs, &keys);
   int waiting = 0, queued = 0;
+  int64_t queued_tokens = 0;
   for (auto& [order, s] : state_.seqs) {
     if (!s->running) ++waiting;
+    queued_tokens += std::max<int64_t>(0, static_cast<int64_t>(s->tokens.size()) - s->num_computed);
   }
   for (auto& [id, r] : state_.requests) {
     if (!r->started) ++queued;
   }
   const EngineCounters& counters = state_.counters;
   absl::MutexLock lock(&mu_);
+  if (keys_changed) cached_prefix_keys_.swap(keys);
+  for (const auto& r : incoming_) {
+    if (r->is_score) {
+      for (const auto& seq : r->score.sequences) queued_tokens += seq.tokens.size();
+    } else {
+      queued_tokens += r->gen.prompt_tokens.size();
+      for (const auto& b : r->gen.branches) queued_tokens += b.suffix_tokens.size();
+    }
+  }
+  stats_.queued_tokens = queued_tokens;
   stats_.queued_requests = queued + static_cast<int>(incoming_.size());
   stats_.active_requests = active_requests_;
   stats_.running_seqs = counters.running_seqs;
@@ -563,6 +640,10 @@ absl::StatusOr<ScoreResult> Engine::Score(ScoreRequest request,
 }
 
 EngineStats Engine::stats() const { return core_->stats(); }
+void Engine::WatchPrefix(uint64_t key, std::vector<int32_t> tokens) {
+  core_->WatchPrefix(key, std::move(tokens));
+}
+std::vector<uint64_t> Engine::CachedPrefixKeys() const { return core_->CachedPrefixKeys(); }
 const ModelConfig& Engine::model_config() const { return core_->config(); }
 const EngineOptions& Engine::options() const { return core_->options(); }
 std::string Engine::backend_name() const { return core_->backend()->name(); }

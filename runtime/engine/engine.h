@@ -215,7 +215,18 @@ struct EngineStats {
   int64_t generated_tokens = 0;   // cumulative
   int64_t steps = 0;              // forward steps run
   int64_t preemptions = 0;        // cumulative
+  // Tokens accepted and not yet run through the model: prefill and
+  // recomputation still to do of every sequence, and the prompts of requests
+  // not yet taken in (a load signal for routing; decode steps count one each).
+  int64_t queued_tokens = 0;
 };
+
+// Prefix watches (the routing summary of what this engine's cache holds): a
+// caller names the first tokens of a prompt with a key of its own
+// (common/prefix_hash.h); CachedPrefixKeys lists the keys whose tokens are
+// still all in the radix cache. At most kMaxPrefixWatches are kept, the most
+// recently watched; older ones are forgotten (and so never listed).
+inline constexpr int kMaxPrefixWatches = 512;
 
 using RequestId = uint64_t;
 
@@ -254,6 +265,12 @@ class Engine {
                                     const std::function<bool()>& is_cancelled = {});
 
   EngineStats stats() const;
+  // Watches the full blocks of `tokens` under `key` (rewatching a key moves it
+  // to the front and replaces its tokens). Fewer than one full block is ignored.
+  void WatchPrefix(uint64_t key, std::vector<int32_t> tokens);
+  // Keys of watches whose tokens are all cached, most recently watched first;
+  // as of the scheduler's last iteration (at most kMaxPrefixWatches).
+  std::vector<uint64_t> CachedPrefixKeys() const;
   const ModelConfig& model_config() const;
   const EngineOptions& options() const;
   std::string backend_name() const;

@@ -436,5 +436,29 @@ TEST_F(EngineTest, StatsAndStepObserver) {
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
 }
 
+TEST_F(EngineTest, PrefixWatchesListWhatTheCacheStillHolds) {
+  // 8 blocks: a second long request must evict the first one's prompt.
+  auto engine = MakeEngine(EngineSetup().Blocks(8).BatchTokens(64));
+  std::vector<int32_t> prompt = GoldenPrompts("llama")[4];
+  while (prompt.size() < 32) prompt.push_back(prompt[prompt.size() % 8]);
+  std::vector<int32_t> other(prompt.rbegin(), prompt.rend());
+  other[0] = (other[0] + 1) % 100;  // shares no first block with `prompt`
+  engine->WatchPrefix(1, prompt);
+  engine->WatchPrefix(2, other);
+  engine->WatchPrefix(3, {prompt.begin(), prompt.begin() + 8});  // under a block: ignored
+  EXPECT_TRUE(engine->CachedPrefixKeys().empty());
+  ASSERT_TRUE(engine->Generate(Sampled(prompt, 4, 1)).ok());
+  EXPECT_THAT(engine->CachedPrefixKeys(), ::testing::ElementsAre(1));
+  EXPECT_EQ(engine->stats().queued_tokens, 0);
+  // `other` and its long step fill the pool: the first prompt's blocks go.
+  ASSERT_TRUE(engine->Generate(Sampled(other, 8 * 16 - 8 - static_cast<int>(other.size()), 2)).ok());
+  EXPECT_THAT(engine->CachedPrefixKeys(), ::testing::ElementsAre(2));
+  // Rewatching moves a key to the front once it is cached again.
+  engine->WatchPrefix(1, prompt);
+  ASSERT_TRUE(engine->Generate(Sampled(prompt, 4, 1)).ok());
+  EXPECT_EQ(engine->CachedPrefixKeys().front(), 1u);
+  ExpectAllBlocksReturned(*engine);
+}
+
 }  // namespace
 }  // namespace arbor::runtime

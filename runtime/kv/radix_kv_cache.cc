@@ -66,6 +66,18 @@ RadixKvCache::PrefixMatch RadixKvCache::MatchPrefix(absl::Span<const int32_t> to
   return match;
 }
 
+int RadixKvCache::CachedPrefixTokens(absl::Span<const int32_t> tokens) const {
+  const int full_blocks = static_cast<int>(tokens.size()) / kKvBlockSize;
+  const Node* node = &root_;
+  int matched = 0;
+  for (; matched < full_blocks; ++matched) {
+    auto it = node->children.find(KeyAt(tokens, matched));
+    if (it == node->children.end()) break;
+    node = it->second.get();
+  }
+  return matched * kKvBlockSize;
+}
+
 bool RadixKvCache::EvictOne() {
   if (evictable_.empty()) return false;
   const int32_t block = evictable_.begin()->second;

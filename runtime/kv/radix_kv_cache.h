@@ -63,6 +63,9 @@ class RadixKvCache {
   // Longest prefix of `tokens` made of cached full blocks. Takes a reference on
   // every returned block and marks them recently used.
   PrefixMatch MatchPrefix(absl::Span<const int32_t> tokens);
+  // Tokens of the longest prefix of `tokens` made of cached full blocks,
+  // without taking references or touching recency (for cache summaries).
+  int CachedPrefixTokens(absl::Span<const int32_t> tokens) const;
 
   // `n` private blocks with ref_count 1, evicting LRU unreferenced cached
   // blocks when the free list runs dry. RESOURCE_EXHAUSTED (and nothing

@@ -170,6 +170,23 @@ TEST(RadixKvCacheTest, EvictsChildrenBeforeTheirParent) {
   ExpectAllReturned(*cache);
 }
 
+TEST(RadixKvCacheTest, CachedPrefixTokensLooksWithoutTouching) {
+  auto cache = MakeCache(3);
+  auto blocks = *cache->Allocate(3);
+  cache->Insert(Iota(48), &blocks);
+  cache->Release(blocks);
+  EXPECT_EQ(cache->CachedPrefixTokens(Iota(48)), 48);
+  EXPECT_EQ(cache->CachedPrefixTokens(Iota(40)), 32);  // full blocks only
+  EXPECT_EQ(cache->CachedPrefixTokens(Iota(48, 1)), 0);
+  // No reference taken, recency untouched: the leaf is still evicted first.
+  EXPECT_EQ(cache->stats().used_blocks, 0);
+  auto a = *cache->Allocate(1);
+  EXPECT_THAT(a, ElementsAre(blocks[2]));
+  EXPECT_EQ(cache->CachedPrefixTokens(Iota(48)), 32);
+  cache->Release(a);
+  ExpectAllReturned(*cache);
+}
+
 TEST(RadixKvCacheTest, InsertOfDuplicateContentSwapsToTheCachedBlock) {
   auto cache = MakeCache(6);
   auto first = *cache->Allocate(2);
