@@ -39,6 +39,11 @@ Status LimitAt(Pos pos, absl::string_view message) {
   return absl::ResourceExhaustedError(
       absl::StrCat("line ", pos.line, ", column ", pos.column, ": ", message));
 }
+// Integers are 64-bit here (Python's are unbounded): a result that does not
+// fit is an error, never wrapped.
+Status Overflow(Pos pos, absl::string_view op) {
+  return ErrorAt(pos, absl::StrCat("integer overflow in '", op, "' (integers are 64-bit)"));
+}
 // A builtin's error gets the position of the call (errors from macros have
 // their own already).
 Status AtCall(Pos pos, const Status& s) {
@@ -756,10 +761,18 @@ class Renderer {
         out.insert(out.end(), b.as_list().begin(), b.as_list().end());
         return Value(std::move(out));
       }
-      if (ints) return Value(a.as_int() + b.as_int());
+      if (ints) {
+        int64_t r;
+        if (__builtin_add_overflow(a.as_int(), b.as_int(), &r)) return Overflow(e.pos, op);
+        return Value(r);
+      }
       if (nums) return Value(a.as_number() + b.as_number());
     } else if (op == "-") {
-      if (ints) return Value(a.as_int() - b.as_int());
+      if (ints) {
+        int64_t r;
+        if (__builtin_sub_overflow(a.as_int(), b.as_int(), &r)) return Overflow(e.pos, op);
+        return Value(r);
+      }
       if (nums) return Value(a.as_number() - b.as_number());
     } else if (op == "*") {
       if ((a.is_string() || a.is_list()) && b.type() == Value::Type::kInt) std::swap(a, b);
@@ -778,7 +791,11 @@ class Renderer {
         for (int64_t i = 0; i < times; ++i) out.insert(out.end(), b.as_list().begin(), b.as_list().end());
         return Value(std::move(out));
       }
-      if (ints) return Value(a.as_int() * b.as_int());
+      if (ints) {
+        int64_t r;
+        if (__builtin_mul_overflow(a.as_int(), b.as_int(), &r)) return Overflow(e.pos, op);
+        return Value(r);
+      }
       if (nums) return Value(a.as_number() * b.as_number());
     } else if (op == "/") {
       if (nums) {
@@ -790,6 +807,7 @@ class Renderer {
         if (b.as_number() == 0) return ErrorAt(e.pos, "division by zero");
         if (ints) {
           const int64_t x = a.as_int(), y = b.as_int();
+          if (x == INT64_MIN && y == -1) return Overflow(e.pos, op);
           int64_t q = x / y;
           if ((x % y != 0) && ((x < 0) != (y < 0))) --q;  // Python floors
           return op == "//" ? Value(q) : Value(x - q * y);
@@ -802,7 +820,9 @@ class Renderer {
     } else if (op == "**") {
       if (ints && b.as_int() >= 0) {
         int64_t r = 1;
-        for (int64_t i = 0; i < b.as_int() && i < 64; ++i) r *= a.as_int();
+        for (int64_t i = 0; i < b.as_int() && i < 64; ++i) {
+          if (__builtin_mul_overflow(r, a.as_int(), &r)) return Overflow(e.pos, op);
+        }
         return Value(r);
       }
       if (nums) return Value(std::pow(a.as_number(), b.as_number()));

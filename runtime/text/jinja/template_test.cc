@@ -250,6 +250,17 @@ TEST(JinjaTest, RenderErrorsNameLineAndColumn) {
   EXPECT_THAT(R("{% for x in 3 %}{% endfor %}"), HasSubstr("int is not iterable"));
 }
 
+// Found by chat_template_fuzz: 64-bit integer arithmetic that does not fit
+// was undefined behaviour; it is an error naming the operator.
+TEST(JinjaTest, IntegerOverflowIsAnError) {
+  EXPECT_THAT(R("{{ 4937777296321 * 2222111 }}"), HasSubstr("integer overflow in '*'"));
+  EXPECT_THAT(R("{{ 4937777296321 ** 3 }}"), HasSubstr("integer overflow in '**'"));
+  EXPECT_THAT(R("{{ 9223372036854775807 + 1 }}"), HasSubstr("integer overflow in '+'"));
+  EXPECT_THAT(R("{{ -9223372036854775807 - 2 }}"), HasSubstr("integer overflow in '-'"));
+  EXPECT_EQ(R("{{ 3037000499 * 3037000499 }}"), "9223372030926249001");
+  EXPECT_EQ(R("{{ 2 ** 62 }}"), "4611686018427387904");
+}
+
 TEST(JinjaTest, ResourceLimits) {
   Limits small;
   small.max_output_bytes = 100;
