@@ -41,7 +41,13 @@ absl::Status ReadInt(const Json& obj, absl::string_view field, bool required, in
   if (it->is_number_integer()) {
     value = it->get<int64_t>();
   } else if (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>()) {
-    value = static_cast<int64_t>(it->get<double>());
+    // Out of int32 range is refused below; casting a larger double would be UB.
+    const double d = it->get<double>();
+    if (std::fabs(d) > 4.0e9) {
+      return FieldError(field, absl::StrCat("must be >= ", min_value, " and fit in 32 bits, got ",
+                                            it->dump()));
+    }
+    value = static_cast<int64_t>(d);
   } else {
     return FieldError(field, absl::StrCat("must be an integer, got ", it->dump()));
   }

@@ -177,6 +177,11 @@ TEST(ModelConfigTest, ErrorsNameTheField) {
       {R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 32,
            "intermediate_size": 64, "num_hidden_layers": 0, "num_attention_heads": 4})",
        "'num_hidden_layers' must be >= 1"},
+      // Found by model_config_fuzz: a huge whole-number float was cast to
+      // int64 (undefined behaviour) before the range check.
+      {R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 32,
+           "intermediate_size": 4.5e68, "num_hidden_layers": 1, "num_attention_heads": 4})",
+       "'intermediate_size' must be >= 1 and fit in 32 bits"},
       {R"({"architectures": ["LlamaForCausalLM"], "num_key_value_heads": 3, )" + base + "}",
        "'num_key_value_heads'"},
       {R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 30, "vocab_size": 100,
