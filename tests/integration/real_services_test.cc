@@ -5,24 +5,19 @@
 // blocks released; an LLM judge (the policy served by arbor-verifier
 // --kind=llm_judge) stands in for the PRM. (Answers of the tiny models are not asserted: the
 // arithmetic correctness checks run against the ArithWorld double.)
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "arbor/v1/reasoning.grpc.pb.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/integration/services.h"
 #include "tests/integration/subprocess.h"
 
 namespace arbor::testing {
@@ -30,40 +25,6 @@ namespace {
 
 constexpr absl::Duration kStartTimeout = absl::Seconds(60);
 constexpr char kQuestion[] = "What is 12 + 7?";
-
-std::string HttpGet(const std::string& host_port, const std::string& path) {
-  const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
-  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-  std::string reply;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nConnection: close\r\n\r\n";
-    (void)!write(fd, request.data(), request.size());
-    char buffer[4096];
-    ssize_t n;
-    while ((n = read(fd, buffer, sizeof(buffer))) > 0) reply.append(buffer, n);
-  }
-  close(fd);
-  return reply;
-}
-
-// Sum of the samples of `metric` whose labels contain every `needle`.
-double MetricValue(const std::string& text, const std::string& metric,
-                   const std::vector<std::string>& needles) {
-  double sum = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (!absl::StartsWith(line, metric + "{")) continue;
-    bool match = true;
-    for (const auto& n : needles) match = match && absl::StrContains(line, n);
-    if (!match) continue;
-    double value = 0;
-    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &value)) sum += value;
-  }
-  return sum;
-}
 
 struct Server {
   std::unique_ptr<Subprocess> process;
