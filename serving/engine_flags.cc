@@ -27,6 +27,10 @@ ABSL_FLAG(double, kv_memory_share, 0,
           "--backend=cuda: KV pool = this share of the GPU's total memory, in (0, 1), "
           "whatever else is on the GPU; give each process on a shared GPU its share "
           "(overrides --kv_memory_fraction)");
+ABSL_FLAG(int, cascade_levels, 4,
+          "--backend=cuda: levels of shared-prefix (cascade) decode attention, >= 1: 1 reads "
+          "each shared prompt once per group of branches; each further level also reads once "
+          "what a run of branches shares below it (a search tree's steps)");
 ABSL_FLAG(int, max_batch_tokens, 2048,
           "Most tokens in one engine step (decode tokens + prefill chunks)");
 ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");
@@ -52,6 +56,7 @@ ServedModelOptions ServedModelOptionsFromFlags() {
   options.kv_cache_blocks = absl::GetFlag(FLAGS_kv_cache_blocks);
   options.kv_memory_fraction = absl::GetFlag(FLAGS_kv_memory_fraction);
   options.kv_memory_share = absl::GetFlag(FLAGS_kv_memory_share);
+  options.cascade_levels = absl::GetFlag(FLAGS_cascade_levels);
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);

@@ -91,7 +91,12 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
       return absl::InvalidArgumentError(absl::StrCat(
           "--kv_memory_share must be in (0, 1) (0: not used), got ", options.kv_memory_share));
     }
+    if (options.cascade_levels < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--cascade_levels must be >= 1, got ", options.cascade_levels));
+    }
     runtime::CudaBackendOptions cuda;
+    cuda.cascade_max_levels = options.cascade_levels;
     if (options.kv_memory_share > 0) {
       cuda.num_kv_blocks = 0;
       cuda.kv_memory_share = options.kv_memory_share;

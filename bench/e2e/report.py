@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns bench/e2e/run.sh's rows (one JSON object per case, from arbor-loadgen) into the
 markdown table of docs/E2E.md: per case, throughput, latency, cache hit ratios, GPU busy, and
-the speed-up over the prefix-cache-off baseline of the same case ("nocache_" + label)."""
+the speed-up over each baseline of the same case: prefix cache off ("nocache_" + label), the
+search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_")."""
 import argparse
 import json
 
@@ -17,7 +18,7 @@ def main():
     head = ("| case | driver | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s"
             " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
             " | worker batch (fill) | worker busy | peak KV blocks | GPU busy"
-            " | vs cache off | vs s&l | vs s&l, cache off |")
+            " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
 
@@ -44,14 +45,14 @@ def main():
                           if r["generated_tokens"] else "")
         worker_busy = f"{worker['busy']:.0%}" if worker else ""
         peak_kv = f"{worker['peak_kv_blocks_used']:.0f}" if worker else ""
-        plain = not r["label"].startswith(("nocache_", "sal_"))
+        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_"))
         cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],
                  r["prompt_words"], load, f"{r['jobs']}{failed}", f"{r['jobs_per_min']:.1f}",
                  f"{r['generated_tok_s']:.0f}", f"{r['reward_tok_s']:.0f}", f"{r['p50_s']:.2f}",
                  f"{r['p99_s']:.2f}", f"{r['prefix_hit_ratio']:.2f}",
                  f"{r['reward_hit_ratio']:.2f}", reward_per_new, batch, worker_busy, peak_kv,
                  busy] + [speedup(r, p) if plain else "" for p in ("nocache_", "sal_",
-                                                                    "nocache_sal_")]
+                                                                    "nocache_sal_", "lvl1_")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Where a job's time goes (shares of the jobs' summed wall time):", "",
               "| case | coordinator | network | worker queue | worker compute | verifier queue"

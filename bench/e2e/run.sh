@@ -14,7 +14,8 @@
 # Env: OUT (default ./e2e-out), MODELS (/tmp/e2e), CASES (a file of loadgen
 #      flag lines, default: the built-in list below), BASELINE (1: run the
 #      baselines), BASELINE_CASES (labels that get them; SAL_CASES and
-#      NOCACHE_CASES choose per baseline), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
+#      NOCACHE_CASES choose per baseline; LEVEL1_CASES run on services
+#      restarted with --cascade_levels=1, the prompt-only cascade), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
 #      0.25: the GPU's total memory each gives its KV pool).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -125,6 +126,7 @@ BASELINE_CASES=${BASELINE_CASES:-"beam16_p512_c32 beam16_p2048_c32"}
 SAL_CASES=${SAL_CASES:-$BASELINE_CASES}          # search-and-learn, prefix cache on
 NOCACHE_CASES=${NOCACHE_CASES:-$BASELINE_CASES}  # the coordinator, prefix cache off
 NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES:-"beam16_p512_c32"}  # search-and-learn, prefix cache off
+LEVEL1_CASES=${LEVEL1_CASES-"beam16_p512_c32"}  # the cascade over shared prompts only
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -167,6 +169,18 @@ if [[ ${BASELINE:-1} == 1 && -n ${NOCACHE_CASES// /} ]]; then
     run_case "nocache_sal_$label" "${COMMON[@]}" $flags --driver stepwise
   done < <(cases)
   dump_metrics _nocache
+  stop_services
+fi
+if [[ ${BASELINE:-1} == 1 && -n ${LEVEL1_CASES// /} ]]; then
+  start_services --cascade_levels=1 || exit 1
+  log "baseline services up (--cascade_levels=1)"
+  while read -r label flags; do
+    [[ " $LEVEL1_CASES " == *" $label "* ]] || continue
+    log "baseline case lvl1_$label"
+    # shellcheck disable=SC2086
+    run_case "lvl1_$label" "${COMMON[@]}" $flags
+  done < <(cases)
+  dump_metrics _lvl1
   stop_services
 fi
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null

@@ -66,6 +66,7 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowS
 void CudaBackend::set_cuda_graphs(bool) {}
 int CudaBackend::num_cuda_graphs() const { return 0; }
 void CudaBackend::set_cascade_min_shared_tokens(int) {}
+void CudaBackend::set_cascade_max_levels(int) {}
 absl::Status CudaBackend::Forward(const ForwardBatch&, std::vector<float>*) {
   return absl::UnimplementedError("CudaBackend: no CUDA");
 }
@@ -115,6 +116,11 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
         absl::StrCat("CudaBackendOptions.cascade_min_shared_tokens must be >= 0, got ",
                      options.cascade_min_shared_tokens));
   }
+  if (options.cascade_max_levels < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CudaBackendOptions.cascade_max_levels must be >= 1, got ",
+                     options.cascade_max_levels));
+  }
   if (options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CudaBackendOptions.max_batch_tokens must be >= 1, got ", options.max_batch_tokens));
@@ -146,6 +152,7 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   dev->device = options.device;
   dev->max_batch_tokens = options.max_batch_tokens;
   dev->cascade_min_shared_tokens = options.cascade_min_shared_tokens;
+  dev->cascade_max_levels = options.cascade_max_levels;
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(options.device), "cudaSetDevice"));
   ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&dev->stream, cudaStreamNonBlocking),
                                   "cudaStreamCreate"));
@@ -275,6 +282,10 @@ absl::Status CudaBackend::ForwardSample(const ForwardBatch& batch,
 
 void CudaBackend::set_cascade_min_shared_tokens(int tokens) {
   device_->cascade_min_shared_tokens = std::max(tokens, 0);
+}
+
+void CudaBackend::set_cascade_max_levels(int levels) {
+  device_->cascade_max_levels = std::max(levels, 1);
 }
 
 absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) {

@@ -59,6 +59,12 @@ struct CudaBackendOptions {
   // tokens (the same leading KV blocks) read the shared prompt once per group
   // (cascade attention) instead of once per sequence; 0 disables.
   int cascade_min_shared_tokens = 256;
+  // Levels of that cascade, >= 1: 1 reads only the shared prompt once per
+  // group; each further level reads once more per run of consecutive branches
+  // the KV they share below the level above (a search tree's steps: beam
+  // siblings share their parent's path), when a run shares at least one more
+  // 64-token step (kernels/cascade_plan.h).
+  int cascade_max_levels = 4;
   // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
   // model cast with .to(torch.bfloat16)).
   bool bf16_rope_frequencies = false;
@@ -106,6 +112,8 @@ class CudaBackend : public ModelBackend {
   int num_cuda_graphs() const;
   // As CudaBackendOptions::cascade_min_shared_tokens (>= 0; 0 disables).
   void set_cascade_min_shared_tokens(int tokens);
+  // As CudaBackendOptions::cascade_max_levels (values below 1 count as 1).
+  void set_cascade_max_levels(int levels);
 
   static constexpr int kMaxCudaGraphs = 64;
 

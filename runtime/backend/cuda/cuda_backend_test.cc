@@ -24,6 +24,7 @@
 #include "common/check.h"
 #include "common/counter_rng.h"
 #include "gtest/gtest.h"
+#include "kernels/cascade_plan.h"
 #include "nlohmann/json.hpp"
 #include "runtime/backend/cpu/cpu_backend.h"
 #include "runtime/sampling/sampler.h"
@@ -233,6 +234,63 @@ TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
   // The two attention paths differ only in summation order (and where bf16
   // rounds), far less than either differs from fp32.
   EXPECT_LE(RelError(cascade, per_branch), 3e-2);
+}
+
+// A beam-search tree: four branches share a 32-token prompt, and pairs of
+// them a parent's 64-token step below it, so the cascade runs two levels
+// (the prompt once, each parent's step once per pair) before each branch's
+// own suffix: the same logits as the CPU backend and as plain decode.
+TEST_P(CudaGoldenTest, TwoLevelCascadeOverASearchTreeMatchesCpuBackend) {
+  MAKE_CUDA_OR_SKIP(tree, dir(), 8192, /*cascade_min_shared_tokens=*/16);
+  MAKE_CUDA_OR_SKIP(prompt_only, dir(), 8192, /*cascade_min_shared_tokens=*/16);
+  prompt_only->set_cascade_max_levels(1);
+  MAKE_CUDA_OR_SKIP(plain, dir(), 8192, /*cascade_min_shared_tokens=*/0);
+  std::unique_ptr<CpuBackend> cpu = MakeCpuBackend(dir());
+  ASSERT_NE(cpu, nullptr);
+  const std::vector<int32_t> ids =
+      ReadJson(dir() + "/logits.json").back()["ids"].get<std::vector<int32_t>>();
+  ASSERT_FALSE(ids.empty());
+  auto tokens = [&](int from, int count) {
+    std::vector<int32_t> t;
+    for (int i = 0; i < count; ++i) t.push_back(ids[(from + i) % ids.size()]);
+    return t;
+  };
+  auto run = [&](ModelBackend* backend, bool check_plan) {
+    BlockAllocator alloc(backend->num_kv_blocks());
+    std::vector<float> all;
+    Seq prompt;
+    Step(backend, &alloc, {{&prompt, tokens(0, 32), {-1}}});
+    Seq parent_a = prompt, parent_b = prompt;
+    Step(backend, &alloc, {{&parent_a, tokens(5, 64), {0}}, {&parent_b, tokens(11, 64), {0}}});
+    std::vector<Seq> branches = {parent_a, parent_a, parent_b, parent_b};
+    if (check_plan) {  // the shape this test means: two levels, then suffixes
+      std::vector<int32_t> tables, ctx;
+      for (const Seq& b : branches) {
+        std::vector<int32_t> row = b.blocks;
+        row.resize(7, -1);
+        tables.insert(tables.end(), row.begin(), row.end());
+        ctx.push_back(b.context_len + 1);
+      }
+      const kernels::CascadePlan plan = kernels::CascadePlan::Plan(tables, ctx, 7, 16, 4, 64);
+      EXPECT_EQ(plan.levels.size(), 2u);
+      EXPECT_EQ(plan.suffix_begin, (std::vector<int32_t>{96, 96, 96, 96}));
+    }
+    for (int step = 0; step < 6; ++step) {
+      std::vector<Chunk> chunks;
+      for (int b = 0; b < 4; ++b) chunks.push_back({&branches[b], tokens(3 + 7 * b + step, 1), {0}});
+      const std::vector<float> out = Step(backend, &alloc, chunks);
+      all.insert(all.end(), out.begin(), out.end());
+    }
+    return all;
+  };
+  const std::vector<float> want = run(cpu.get(), true);
+  const std::vector<float> two_levels = run(tree.get(), false);
+  const std::vector<float> one_level = run(prompt_only.get(), false);
+  const std::vector<float> per_branch = run(plain.get(), false);
+  EXPECT_LE(RelError(two_levels, want), kBf16RandomModelTolerance) << "two-level cascade";
+  EXPECT_LE(RelError(one_level, want), kBf16RandomModelTolerance) << "prompt-only cascade";
+  EXPECT_LE(RelError(two_levels, per_branch), 3e-2);
+  EXPECT_LE(RelError(two_levels, one_level), 3e-2);
 }
 
 // A batch larger than max_batch_tokens runs as several passes with the same

@@ -53,12 +53,21 @@ inline int RoundUp(int x, int to) { return (x + to - 1) / to * to; }
 // A decode step: one new token per sequence (every sequence has at least one).
 inline bool IsDecodeStep(const ForwardBatch& b) { return b.num_tokens() == b.num_seqs(); }
 
+// Past the prompt level, a run of branches shares a level of its own when it
+// shares at least this many more tokens (one 64-token search step: four
+// siblings then read a step's K/V once instead of four times, for one more
+// launch per layer).
+inline constexpr int kCascadeMinLevelTokens = 64;
+
 // The groups of a decode step whose consecutive sequences share enough of a
-// prompt for cascade attention; empty (not worthwhile) for other batches.
-inline kernels::CascadePlan DecodeCascadePlan(const ForwardBatch& b, int min_shared_tokens) {
+// prompt (and, up to max_levels, of their search tree below it) for cascade
+// attention; empty (not worthwhile) for other batches.
+inline kernels::CascadePlan DecodeCascadePlan(const ForwardBatch& b, int min_shared_tokens,
+                                              int max_levels) {
   if (!IsDecodeStep(b) || min_shared_tokens <= 0 || b.num_seqs() < 2) return {};
   return kernels::CascadePlan::Plan(b.block_tables, b.context_lens, b.max_blocks_per_seq,
-                                    min_shared_tokens);
+                                    min_shared_tokens, std::max(max_levels, 1),
+                                    kCascadeMinLevelTokens);
 }
 
 // A decode step a CUDA graph can replay: every row wanted, in order.
@@ -73,12 +82,14 @@ inline bool IsGraphableDecode(const ForwardBatch& b) {
 
 // What a captured decode step bakes in besides its buffers' addresses: the
 // batch shape and padded table width, and for a cascade step the plan's grid
-// and split lengths (the prefix, the group-attention kernel chosen, the
-// suffix bound rounded up to kDecodeContextBucket). The plan's groups,
-// prefix lengths and every table ride in the uploaded metadata.
+// and split lengths (per level its groups, largest group and longest shared
+// run; the group-attention kernel chosen; the suffix bound rounded up to
+// kDecodeContextBucket). The plan's groups, lengths and every table ride in
+// the uploaded metadata.
 struct GraphKey {
   int num_seqs = 0, max_blocks = 0;
-  int num_groups = 0, max_group_size = 0, max_prefix = 0, suffix_bound = 0;  // 0: no cascade
+  std::vector<int> cascade_levels;  // per level: groups, largest group, max kv_len; empty: none
+  int suffix_bound = 0;
   kernels::GroupAttentionKernel group_kernel = kernels::GroupAttentionKernel::kMmaSync;
   auto operator<=>(const GraphKey&) const = default;
 };
@@ -113,6 +124,7 @@ struct CudaBackend::Device {
   int device = 0;
   int max_batch_tokens = 0;
   int cascade_min_shared_tokens = 0;
+  int cascade_max_levels = 1;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
   cuda_internal::DeviceWeights weights;

@@ -39,14 +39,16 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
                 padded.block_tables.begin() + static_cast<size_t>(s) * mb);
   }
 
-  const kernels::CascadePlan cascade = DecodeCascadePlan(padded, d.cascade_min_shared_tokens);
+  const kernels::CascadePlan cascade =
+      DecodeCascadePlan(padded, d.cascade_min_shared_tokens, d.cascade_max_levels);
   GraphKey key;
   key.num_seqs = num_seqs;
   key.max_blocks = mb;
   if (cascade.worthwhile) {
-    key.num_groups = cascade.num_groups();
-    key.max_group_size = cascade.max_group_size;
-    key.max_prefix = cascade.max_prefix;
+    for (const kernels::CascadeLevel& level : cascade.levels) {
+      key.cascade_levels.insert(key.cascade_levels.end(),
+                                {level.num_groups(), level.max_group_size, level.max_kv_len});
+    }
     key.suffix_bound = SuffixBound(cascade);
     key.group_kernel = kernels::RequestedGroupAttentionKernel();
   }

@@ -54,8 +54,7 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
     if (sampled != nullptr && device_->cuda_graphs && IsGraphableDecode(batch)) {
       return GraphDecode(batch, sampling, sampled);
     }
-    const kernels::CascadePlan cascade =
-        DecodeCascadePlan(batch, device_->cascade_min_shared_tokens);
+    const kernels::CascadePlan cascade = DecodeCascadePlan(batch, device_->cascade_min_shared_tokens, device_->cascade_max_levels);
     return ForwardPass(batch, sampling, logits, sampled, nullptr, PassMode::kEager, nullptr,
                        &cascade);
   }
@@ -155,30 +154,36 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   // A decode step of branches that share a prompt: cascade attention.
   kernels::CascadePlan own_plan;
   if (cascade_plan == nullptr) {
-    own_plan = DecodeCascadePlan(batch, d.cascade_min_shared_tokens);
+    own_plan = DecodeCascadePlan(batch, d.cascade_min_shared_tokens, d.cascade_max_levels);
     cascade_plan = &own_plan;
   }
   const kernels::CascadePlan& cascade = *cascade_plan;
 
   // Batch metadata in one upload: tokens, positions, seq_starts,
-  // context_lens, block_tables, output_rows (+ the cascade's groups).
-  // Sampling parameters ride in the same upload, 8-byte aligned (the buffer
-  // itself is 256-byte aligned).
+  // context_lens, block_tables, output_rows (+ the cascade's suffix starts and
+  // each level's groups). Sampling parameters ride in the same upload, 8-byte
+  // aligned (the buffer itself is 256-byte aligned).
   static_assert(sizeof(kernels::SampleParams) % sizeof(uint64_t) == 0);
   constexpr size_t kParamEntries = sizeof(kernels::SampleParams) / sizeof(int32_t);
   const size_t num_params = sampled != nullptr ? sampling.size() : 0;
-  const std::vector<int32_t>* const parts[] = {
-      &batch.tokens,         &batch.positions,     &batch.seq_starts,     &batch.context_lens,
-      &batch.block_tables,   &batch.output_rows,   &cascade.group_starts, &cascade.group_tables,
-      &cascade.group_kv_len, &cascade.suffix_begin};
+  std::vector<const std::vector<int32_t>*> parts = {
+      &batch.tokens,       &batch.positions,  &batch.seq_starts, &batch.context_lens,
+      &batch.block_tables, &batch.output_rows, &cascade.suffix_begin};
+  constexpr size_t kLevelParts = 3;  // group_starts, group_tables, group_kv_len
+  const size_t first_level_part = parts.size();
+  const int num_levels = cascade.worthwhile ? static_cast<int>(cascade.levels.size()) : 0;
+  for (int level = 0; level < num_levels; ++level) {
+    const kernels::CascadeLevel& lv = cascade.levels[level];
+    parts.insert(parts.end(), {&lv.group_starts, &lv.group_tables, &lv.group_kv_len});
+  }
   size_t entries = 1 + num_params * kParamEntries;  // + the alignment entry
   for (const std::vector<int32_t>* part : parts) entries += part->size();
   PinnedMeta& meta = d.host_meta;
   ARBOR_RETURN_IF_ERROR(meta.Reset(entries));
-  size_t offsets[std::size(parts)];
-  for (size_t i = 0; i < std::size(parts); ++i) offsets[i] = meta.Append(*parts[i]);
-  const auto [o_tokens, o_pos, o_starts, o_ctx, o_tables, o_out, o_gstarts, o_gtables, o_glen,
-              o_sbegin] = offsets;
+  std::vector<size_t> offsets(parts.size());
+  for (size_t i = 0; i < parts.size(); ++i) offsets[i] = meta.Append(*parts[i]);
+  const size_t o_tokens = offsets[0], o_pos = offsets[1], o_starts = offsets[2], o_ctx = offsets[3],
+               o_tables = offsets[4], o_out = offsets[5], o_sbegin = offsets[6];
   meta.AppendZeros(meta.size() % 2);
   const size_t o_params = meta.size();
   for (size_t i = 0; i < num_params; ++i) {
@@ -202,16 +207,24 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   const int32_t* m = bufs.meta.get<int32_t>();
   const int32_t *tokens = m + o_tokens, *positions = m + o_pos, *seq_starts = m + o_starts,
                 *ctx_lens = m + o_ctx, *tables = m + o_tables, *out_rows = m + o_out;
-  kernels::SplitPlan prefix_splits, suffix_splits;
+  // A cascade step's partials: each level's splits, then the suffixes'.
+  std::vector<kernels::SplitPlan> level_splits(num_levels);
+  kernels::SplitPlan suffix_splits;
+  int num_parts = 0;
   const size_t attn_rows = static_cast<size_t>(num_seqs) * c.num_heads;
   if (cascade.worthwhile) {
-    prefix_splits = kernels::PlanGroupAttentionSplits(cascade.max_prefix, cascade.max_group_size,
-                                                      cascade.num_groups(), shape);
+    for (int level = 0; level < num_levels; ++level) {
+      const kernels::CascadeLevel& lv = cascade.levels[level];
+      level_splits[level] = kernels::PlanGroupAttentionSplits(lv.max_kv_len, lv.max_group_size,
+                                                              lv.num_groups(), shape);
+      num_parts += level_splits[level].num_splits;
+    }
     suffix_splits =
         kernels::PlanSplits(SuffixBound(cascade), num_seqs * c.num_kv_heads, kKvBlockSize);
-    const size_t parts = prefix_splits.num_splits + suffix_splits.num_splits;
-    ARBOR_RETURN_IF_ERROR(
-        bufs.decode_workspace.Reserve(parts * attn_rows * (c.head_dim + 1) * sizeof(float)));
+    num_parts += suffix_splits.num_splits;
+    ARBOR_RETURN_IF_ERROR(bufs.decode_workspace.Reserve(static_cast<size_t>(num_parts) *
+                                                        attn_rows * (c.head_dim + 1) *
+                                                        sizeof(float)));
   } else if (max_new == 1) {
     // See kDecodeContextBucket.
     max_ctx = RoundUp(max_ctx, kDecodeContextBucket);
@@ -307,26 +320,32 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     }
     Bf16* attn = d.attn.get<Bf16>();
     if (cascade.worthwhile) {
-      // Shared prompts once per group (tensor cores), each branch's own
-      // suffix, then the log-sum-exp merge of all parts.
+      // Each level's shared keys once per group (tensor cores), each branch's
+      // own suffix, then the log-sum-exp merge of all parts.
       float* o_parts = bufs.decode_workspace.get<float>();
-      const int parts = prefix_splits.num_splits + suffix_splits.num_splits;
-      float* lse_parts = o_parts + static_cast<size_t>(parts) * attn_rows * c.head_dim;
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::GroupAttentionPartial(q, positions, m + o_gstarts, m + o_gtables, m + o_glen,
-                                         d.k_pool(l), d.v_pool(l), o_parts, lse_parts, n,
-                                         cascade.num_groups(), cascade.max_group_size, shape,
-                                         prefix_splits.split_len, prefix_splits.num_splits, stream),
-          "GroupAttentionPartial"));
+      float* lse_parts = o_parts + static_cast<size_t>(num_parts) * attn_rows * c.head_dim;
+      int part = 0;
+      for (int level = 0; level < num_levels; ++level) {
+        const kernels::CascadeLevel& lv = cascade.levels[level];
+        const size_t* o_level = &offsets[first_level_part + kLevelParts * level];
+        ARBOR_RETURN_IF_ERROR(KernelError(
+            kernels::GroupAttentionPartial(
+                q, positions, m + o_level[0], m + o_level[1], m + o_level[2], d.k_pool(l),
+                d.v_pool(l), o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
+                n, lv.num_groups(), lv.max_group_size, shape, level_splits[level].split_len,
+                level_splits[level].num_splits, stream),
+            "GroupAttentionPartial"));
+        part += level_splits[level].num_splits;
+      }
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::DecodeAttentionPartial(
                           q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
-                          o_parts + prefix_splits.num_splits * attn_rows * c.head_dim,
-                          lse_parts + prefix_splits.num_splits * attn_rows, num_seqs, shape,
-                          suffix_splits.split_len, suffix_splits.num_splits, stream),
+                          o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
+                          num_seqs, shape, suffix_splits.split_len, suffix_splits.num_splits,
+                          stream),
                       "DecodeAttentionPartial"));
       ARBOR_RETURN_IF_ERROR(
-          KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, parts,
+          KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, num_parts,
                                                     num_seqs, c.num_heads, c.head_dim, stream),
                       "MergeAttentionStates"));
     } else if (max_new == 1) {  // a decode step: one token per sequence
