@@ -17,7 +17,7 @@ def main():
     by_label = {r["label"]: r for r in rows}
     head = ("| case | driver | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s"
             " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
-            " | worker batch (fill) | worker busy | peak KV blocks | GPU busy"
+            " | worker batch (fill) | worker busy | peak KV blocks (over unique tok) | GPU busy"
             " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
@@ -45,6 +45,12 @@ def main():
                           if r["generated_tokens"] else "")
         worker_busy = f"{worker['busy']:.0%}" if worker else ""
         peak_kv = f"{worker['peak_kv_blocks_used']:.0f}" if worker else ""
+        # At most one block per running sequence (its last: partial, or a
+        # copy-on-write copy of a shared partial block) holds no token of its
+        # own; every other referenced block holds 16 distinct tokens.
+        running = worker.get("running_at_peak_kv")
+        if worker and running is not None and worker["peak_kv_blocks_used"] > running:
+            peak_kv += f" (≤ {running / (worker['peak_kv_blocks_used'] - running):.1%})"
         plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_"))
         cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],
                  r["prompt_words"], load, f"{r['jobs']}{failed}", f"{r['jobs_per_min']:.1f}",
