@@ -9,7 +9,9 @@
 namespace arbor::kernels {
 namespace {
 
-int BlocksFor(int tokens) { return std::max(1, (std::max(tokens, 1) + kKvBlockSize - 1) / kKvBlockSize); }
+int BlocksFor(int tokens) {
+  return std::max(1, (std::max(tokens, 1) + kKvBlockSize - 1) / kKvBlockSize);
+}
 
 // A run of consecutive sequences [begin, end) that share the key blocks
 // [from_block, to_block) of their tables.

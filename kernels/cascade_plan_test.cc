@@ -23,7 +23,8 @@ TEST(CascadePlanTest, GroupsConsecutiveSequencesThatShareLeadingBlocks) {
   EXPECT_EQ(plan.levels[0].group_starts, (std::vector<int32_t>{0, 3, 4, 6}));
   EXPECT_EQ(plan.levels[0].group_kv_len, (std::vector<int32_t>{32, 0, 16}));
   EXPECT_EQ(plan.suffix_begin, (std::vector<int32_t>{32, 32, 32, 0, 16, 16}));
-  EXPECT_EQ(plan.levels[0].group_tables, (std::vector<int32_t>{7, 8, 9, 1, 11, 12, -1, -1, 20, 21, -1, -1}));
+  EXPECT_EQ(plan.levels[0].group_tables,
+            (std::vector<int32_t>{7, 8, 9, 1, 11, 12, -1, -1, 20, 21, -1, -1}));
   EXPECT_EQ(plan.levels[0].max_group_size, 3);
   EXPECT_EQ(plan.levels[0].max_kv_len, 32);
   EXPECT_EQ(plan.max_suffix, 28);  // sequence 0: 60 - 32

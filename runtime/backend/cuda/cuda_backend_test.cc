@@ -277,7 +277,8 @@ TEST_P(CudaGoldenTest, TwoLevelCascadeOverASearchTreeMatchesCpuBackend) {
     }
     for (int step = 0; step < 6; ++step) {
       std::vector<Chunk> chunks;
-      for (int b = 0; b < 4; ++b) chunks.push_back({&branches[b], tokens(3 + 7 * b + step, 1), {0}});
+      for (int b = 0; b < 4; ++b)
+        chunks.push_back({&branches[b], tokens(3 + 7 * b + step, 1), {0}});
       const std::vector<float> out = Step(backend, &alloc, chunks);
       all.insert(all.end(), out.begin(), out.end());
     }

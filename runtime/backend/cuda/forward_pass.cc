@@ -54,7 +54,8 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
     if (sampled != nullptr && device_->cuda_graphs && IsGraphableDecode(batch)) {
       return GraphDecode(batch, sampling, sampled);
     }
-    const kernels::CascadePlan cascade = DecodeCascadePlan(batch, device_->cascade_min_shared_tokens, device_->cascade_max_levels);
+    const kernels::CascadePlan cascade =
+        DecodeCascadePlan(batch, device_->cascade_min_shared_tokens, device_->cascade_max_levels);
     return ForwardPass(batch, sampling, logits, sampled, nullptr, PassMode::kEager, nullptr,
                        &cascade);
   }
@@ -167,7 +168,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   constexpr size_t kParamEntries = sizeof(kernels::SampleParams) / sizeof(int32_t);
   const size_t num_params = sampled != nullptr ? sampling.size() : 0;
   std::vector<const std::vector<int32_t>*> parts = {
-      &batch.tokens,       &batch.positions,  &batch.seq_starts, &batch.context_lens,
+      &batch.tokens,       &batch.positions,   &batch.seq_starts,    &batch.context_lens,
       &batch.block_tables, &batch.output_rows, &cascade.suffix_begin};
   constexpr size_t kLevelParts = 3;  // group_starts, group_tables, group_kv_len
   const size_t first_level_part = parts.size();
@@ -222,9 +223,8 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
     suffix_splits =
         kernels::PlanSplits(SuffixBound(cascade), num_seqs * c.num_kv_heads, kKvBlockSize);
     num_parts += suffix_splits.num_splits;
-    ARBOR_RETURN_IF_ERROR(bufs.decode_workspace.Reserve(static_cast<size_t>(num_parts) *
-                                                        attn_rows * (c.head_dim + 1) *
-                                                        sizeof(float)));
+    ARBOR_RETURN_IF_ERROR(bufs.decode_workspace.Reserve(static_cast<size_t>(num_parts) * attn_rows *
+                                                        (c.head_dim + 1) * sizeof(float)));
   } else if (max_new == 1) {
     // See kDecodeContextBucket.
     max_ctx = RoundUp(max_ctx, kDecodeContextBucket);
@@ -337,13 +337,12 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
             "GroupAttentionPartial"));
         part += level_splits[level].num_splits;
       }
-      ARBOR_RETURN_IF_ERROR(
-          KernelError(kernels::DecodeAttentionPartial(
-                          q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
-                          o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
-                          num_seqs, shape, suffix_splits.split_len, suffix_splits.num_splits,
-                          stream),
-                      "DecodeAttentionPartial"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          kernels::DecodeAttentionPartial(
+              q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
+              o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows, num_seqs,
+              shape, suffix_splits.split_len, suffix_splits.num_splits, stream),
+          "DecodeAttentionPartial"));
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, num_parts,
                                                     num_seqs, c.num_heads, c.head_dim, stream),
