@@ -43,8 +43,8 @@ std::vector<std::vector<int>> SplitSubtrees(const std::vector<absl::Span<const i
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-    return std::lexicographical_compare(suffixes[a].begin(), suffixes[a].end(),
-                                        suffixes[b].begin(), suffixes[b].end());
+    return std::lexicographical_compare(suffixes[a].begin(), suffixes[a].end(), suffixes[b].begin(),
+                                        suffixes[b].end());
   });
   // lcp[c]: tokens shared by the branches on either side of cut c (between
   // order[c - 1] and order[c]); below[c]: the weight before cut c.

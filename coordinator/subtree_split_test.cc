@@ -28,8 +28,8 @@ std::vector<absl::Span<const int32_t>> Spans(const std::vector<std::vector<int32
 
 TEST(SplitSubtreesTest, KeepsEachSubTreeTogetherWhateverTheBranchOrder) {
   // Two sub-trees (first step 1 or 5), their branches interleaved.
-  const std::vector<std::vector<int32_t>> suffixes = {
-      {1, 2, 3}, {5, 6, 7}, {1, 2, 4}, {5, 6, 8}, {1, 9}, {5, 0}};
+  const std::vector<std::vector<int32_t>> suffixes = {{1, 2, 3}, {5, 6, 7}, {1, 2, 4},
+                                                      {5, 6, 8}, {1, 9},    {5, 0}};
   const auto parts = SplitSubtrees(Spans(suffixes), {1, 1, 1, 1, 1, 1}, 2);
   EXPECT_THAT(parts, UnorderedElementsAre(ElementsAre(0, 2, 4), ElementsAre(1, 3, 5)));
 }
@@ -84,8 +84,8 @@ TEST(SubtreeMapTest, ABranchFollowsItsLongestRecordedAncestor) {
   map.Record(std::vector<int32_t>{1, 2, 3, 4}, "b:1");
   map.Record(std::vector<int32_t>{}, "c:1");  // a prefix of everything: not kept
   EXPECT_EQ(map.size(), 2u);
-  EXPECT_EQ(map.Find(std::vector<int32_t>{1, 2}), "a:1");        // itself
-  EXPECT_EQ(map.Find(std::vector<int32_t>{1, 2, 3}), "a:1");     // a child of 1 2
+  EXPECT_EQ(map.Find(std::vector<int32_t>{1, 2}), "a:1");           // itself
+  EXPECT_EQ(map.Find(std::vector<int32_t>{1, 2, 3}), "a:1");        // a child of 1 2
   EXPECT_EQ(map.Find(std::vector<int32_t>{1, 2, 3, 4, 5}), "b:1");  // the longer one wins
   EXPECT_EQ(map.Find(std::vector<int32_t>{1, 3}), "");
   EXPECT_EQ(map.Find(std::vector<int32_t>{}), "");
@@ -175,8 +175,8 @@ TEST(SubtreeWorkersTest, AShortKvPoolSplitsBelowTheOutputThreshold) {
   auto router = SplittingRouter(64);
   const std::string home = router->Order(Job("kv"), kWorkers).front();
   // 10 free + 6 cached blocks of 16 tokens: 256 tokens it can take.
-  router->UpdateLoad(home, WorkerLoad{.kv_blocks_free = 10, .kv_blocks_cached = 6,
-                                      .kv_block_size = 16});
+  router->UpdateLoad(home,
+                     WorkerLoad{.kv_blocks_free = 10, .kv_blocks_cached = 6, .kv_block_size = 16});
   EXPECT_THAT(router->SubtreeWorkers("kv", home, 8, 256, kWorkers, 7), IsEmpty());
   EXPECT_EQ(router->SubtreeWorkers("kv", home, 8, 257, kWorkers, 7).size(), 1u);
 }
