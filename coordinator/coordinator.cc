@@ -235,6 +235,7 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
   generator_options.on_hedge = [this](std::string_view reason) {
     metrics_->Hedged("workers", reason);
   };
+  generator_options.on_subtrees = [this](int workers) { metrics_->SubtreesPlaced(workers); };
   generator_options.router = router_.get();
   RemoteGenerator generator(*workers_, job->canceller, generator_options);
   std::unique_ptr<RemoteScorer> scorer;

@@ -48,6 +48,10 @@ ABSL_FLAG(std::string, routing, "prefix_load",
 ABSL_FLAG(double, routing_load_weight, 0.15,
           "prefix_load: prefix-hit tokens worth one token of worker load");
 ABSL_FLAG(int, routing_poll_ms, 250, "Generator.Info poll period for load and cache summaries");
+ABSL_FLAG(int, routing_split_outputs, 0,
+          "Sub-tree placement: outputs of one job's call a worker takes before the job's other "
+          "sub-trees go to idle workers; 0 (default): every job stays on one worker "
+          "(docs/ROUTING.md)");
 
 int main(int argc, char** argv) {
   arbor::rpc::BlockShutdownSignals();
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
   options.routing.policy = *routing;
   options.routing.load_weight = absl::GetFlag(FLAGS_routing_load_weight);
   options.routing.poll_interval = absl::Milliseconds(absl::GetFlag(FLAGS_routing_poll_ms));
+  options.routing.split_outputs = absl::GetFlag(FLAGS_routing_split_outputs);
 
   auto registry = std::make_shared<prometheus::Registry>();
   auto coordinator = arbor::coordinator::Coordinator::Create(options, registry);

@@ -97,6 +97,12 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& registry)
                   .Help("Calls also sent to another endpoint while running, by pool and "
                         "reason (ejected: its endpoint was ejected; slow: past --hedge_after_ms)")
                   .Register(registry)),
+      subtree_placements_(prometheus::BuildCounter()
+                              .Name("arbor_coordinator_subtree_placements_total")
+                              .Help("Sub-trees of a job's branches sent to another worker than "
+                                    "the job's (--routing_split_outputs)")
+                              .Register(registry)
+                              .Add({})),
       healthy_(prometheus::BuildGauge()
                    .Name("arbor_coordinator_endpoints_healthy")
                    .Help("Healthy endpoints, by pool")
@@ -191,6 +197,10 @@ void CoordinatorMetrics::Retries(std::string_view pool, int64_t retries) {
 
 void CoordinatorMetrics::Hedged(std::string_view pool, std::string_view reason) {
   hedges_.Add({{"pool", S(pool)}, {"reason", S(reason)}}).Increment();
+}
+
+void CoordinatorMetrics::SubtreesPlaced(int count) {
+  if (count > 0) subtree_placements_.Increment(count);
 }
 
 void CoordinatorMetrics::SetJobs(int running, int queued) {

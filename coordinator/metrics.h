@@ -15,6 +15,8 @@
 //   endpoint_retries_total{pool}, endpoints_healthy{pool}, endpoints{pool}
 //   endpoint_hedges_total{pool,reason}    calls also sent to another endpoint while
 //                                          running; reason: ejected, slow
+//   subtree_placements_total              sub-trees of a job's branches sent to a
+//                                          second worker (--routing_split_outputs)
 //   jobs_in_flight, jobs_queued           gauges
 // Thread-safety: all methods are thread-safe (prometheus-cpp metrics are).
 #ifndef ARBOR_COORDINATOR_METRICS_H_
@@ -50,6 +52,8 @@ class CoordinatorMetrics {
   void Retries(std::string_view pool, int64_t retries);
   // One call hedged on another endpoint; reason "ejected" or "slow".
   void Hedged(std::string_view pool, std::string_view reason);
+  // A job's call sent `count` sub-trees to other workers than the job's.
+  void SubtreesPlaced(int count);
   void SetJobs(int running, int queued);
   // Handles an EndpointPool updates.
   PoolMetrics ForPool(std::string_view pool);
@@ -68,6 +72,7 @@ class CoordinatorMetrics {
   prometheus::Family<prometheus::Counter>& ejections_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& hedges_;
+  prometheus::Counter& subtree_placements_;
   prometheus::Family<prometheus::Gauge>& healthy_;
   prometheus::Family<prometheus::Gauge>& endpoints_;
   prometheus::Gauge& in_flight_;

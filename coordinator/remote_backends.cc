@@ -1,6 +1,8 @@
 #include "coordinator/remote_backends.h"
 
 #include <algorithm>
+#include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +11,7 @@
 #include "arbor/v1/generator.grpc.pb.h"
 #include "arbor/v1/verifier.grpc.pb.h"
 #include "common/log.h"
+#include "coordinator/subtree_split.h"
 #include "grpcpp/grpcpp.h"
 #include "rpc/status_util.h"
 
@@ -71,15 +74,22 @@ std::string DescribeEndpoints(const EndpointPool& pool, const std::string& model
 // the async call of `attempt` on `endpoint` and returns what must outlive it
 // (the stub); `done` is its completion callback. See the header for the
 // failover and hedging rules. Returns the winning attempt.
+//
+// `first` (may be empty): the endpoints to try first, in order, instead of the
+// job's route: a sub-tree's worker. A sub-tree call that succeeds does not
+// move the job's own placement (Router::CallSucceeded).
 template <typename Response, typename Start>
 absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
     EndpointPool& pool, CallCanceller& canceller, const RemoteJobOptions& options,
-    absl::Time job_deadline, RemoteCallStats& stats, const char* what, Start&& start) {
+    absl::Time job_deadline, RemoteCallStats& stats, const char* what, Start&& start,
+    std::vector<EndpointPool::Endpoint> first = {}) {
   using AttemptPtr = std::shared_ptr<Attempt<Response>>;
   const absl::Time deadline = std::min(job_deadline, options.rpc_deadline);
+  const bool subtree = !first.empty();
   // Routing: the job's router when it has one (sticky placement, policy order).
   std::vector<EndpointPool::Endpoint> endpoints =
-      options.router != nullptr
+      subtree ? std::move(first)
+      : options.router != nullptr
           ? options.router->Route(
                 pool, RouteRequest{options.job_id, options.chat_template, options.question},
                 options.model)
@@ -273,7 +283,9 @@ absl::StatusOr<std::shared_ptr<Attempt<Response>>> CallWithHedging(
   }
   if (winner == nullptr) return result;
   stats.last_endpoint = winner->address;
-  if (options.router != nullptr) options.router->CallSucceeded(options.job_id, winner->address);
+  if (options.router != nullptr && !subtree) {
+    options.router->CallSucceeded(options.job_id, winner->address);
+  }
   return winner;
 }
 
@@ -326,69 +338,208 @@ absl::StatusOr<std::vector<int32_t>> RemoteGenerator::EncodePrompt(std::string_v
   return prompt_tokens_;
 }
 
+std::vector<RemoteGenerator::Part> RemoteGenerator::PlaceBranches(
+    const search::ExtendRequest& request) {
+  std::vector<Part> parts(1);
+  const int num_branches = static_cast<int>(request.branches.size());
+  auto everything_home = [&] {
+    parts[0].branches.resize(num_branches);
+    for (int b = 0; b < num_branches; ++b) parts[0].branches[b] = b;
+    return parts;
+  };
+  Router* router = options_.router;
+  if (router == nullptr || router->options().split_outputs <= 0) return everything_home();
+  const std::vector<EndpointPool::Endpoint> route = router->Route(
+      pool_, RouteRequest{options_.job_id, options_.chat_template, options_.question},
+      options_.model);
+  if (route.empty()) return everything_home();  // the call reports UNAVAILABLE
+  const std::string& home = route.front().address;
+  auto routed = [&](const std::string& address) {
+    return std::find_if(route.begin(), route.end(),
+                        [&](const auto& e) { return e.address == address; });
+  };
+  // Each branch where its sub-tree is (sticky), else on the job's worker.
+  std::vector<std::string> where(num_branches);
+  std::vector<int> at_home;
+  for (int b = 0; b < num_branches; ++b) {
+    std::string address = subtrees_.Find(request.branches[b].suffix_tokens);
+    if (address.empty() || routed(address) == route.end()) address = home;
+    if (address == home) at_home.push_back(b);
+    where[b] = std::move(address);
+  }
+  // The job's worker's share: does it outgrow that worker?
+  int64_t outputs = 0;
+  int64_t kv_tokens = 0;
+  for (int b : at_home) {
+    const search::BranchInput& branch = request.branches[b];
+    outputs += branch.num_samples;
+    kv_tokens += static_cast<int64_t>(branch.suffix_tokens.size()) +
+                 static_cast<int64_t>(branch.num_samples) * request.stop.max_step_tokens;
+  }
+  if (at_home.size() >= 2) {
+    std::vector<std::string> healthy;
+    for (const auto& e : route) healthy.push_back(e.address);
+    const std::vector<std::string> lent =
+        router->SubtreeWorkers(options_.job_id, home, outputs, kv_tokens, std::move(healthy),
+                               static_cast<int>(at_home.size()) - 1);
+    if (!lent.empty()) {
+      std::vector<absl::Span<const int32_t>> suffixes;
+      std::vector<int> weights;
+      for (int b : at_home) {
+        suffixes.push_back(request.branches[b].suffix_tokens);
+        weights.push_back(request.branches[b].num_samples);
+      }
+      const std::vector<std::vector<int>> split =
+          SplitSubtrees(suffixes, weights, 1 + static_cast<int>(lent.size()));
+      // The first part stays home; the others go to the lent workers.
+      for (size_t p = 1; p < split.size(); ++p) {
+        for (int i : split[p]) where[at_home[i]] = lent[p - 1];
+      }
+      split_ = true;
+      if (options_.on_subtrees) options_.on_subtrees(static_cast<int>(split.size()) - 1);
+    }
+  }
+  // Parts by worker: home first (the job's own route), then in branch order.
+  parts[0].address = home;
+  for (int b = 0; b < num_branches; ++b) {
+    auto part = std::find_if(parts.begin(), parts.end(),
+                             [&](const Part& p) { return p.address == where[b]; });
+    if (part == parts.end()) {
+      parts.push_back(Part{where[b], {}, {}});
+      part = parts.end() - 1;
+      // A sub-tree's worker first, then the job's route for failover.
+      part->first.push_back(*routed(where[b]));
+      for (const auto& e : route) {
+        if (e.address != where[b]) part->first.push_back(e);
+      }
+    }
+    part->branches.push_back(b);
+  }
+  if (parts[0].branches.empty()) parts.erase(parts.begin());
+  return parts;
+}
+
 absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::ExtendRequest& request) {
   const absl::Time call_start = absl::Now();
-  arbor::v1::ExtendRequest proto;
-  proto.set_job_id(options_.job_id);
-  proto.set_model(options_.model);
+  arbor::v1::ExtendRequest base;  // all but the branches
+  base.set_job_id(options_.job_id);
+  base.set_model(options_.model);
   if (!request.prompt_tokens.empty()) {
-    proto.mutable_prompt_tokens()->Add(request.prompt_tokens.begin(), request.prompt_tokens.end());
+    base.mutable_prompt_tokens()->Add(request.prompt_tokens.begin(), request.prompt_tokens.end());
   } else if (!prompt_tokens_.empty()) {
-    proto.mutable_prompt_tokens()->Add(prompt_tokens_.begin(), prompt_tokens_.end());
+    base.mutable_prompt_tokens()->Add(prompt_tokens_.begin(), prompt_tokens_.end());
   } else {
-    proto.set_prompt_text(options_.question);
-    proto.set_chat_template(options_.chat_template);
+    base.set_prompt_text(options_.question);
+    base.set_chat_template(options_.chat_template);
   }
-  for (const search::BranchInput& branch : request.branches) {
-    arbor::v1::BranchInput* input = proto.add_branches();
-    input->mutable_suffix_tokens()->Add(branch.suffix_tokens.begin(), branch.suffix_tokens.end());
-    input->set_num_samples(branch.num_samples);
-    input->set_seed(branch.seed);
-  }
-  proto.mutable_sampling()->set_temperature(request.sampling.temperature);
-  proto.mutable_sampling()->set_top_p(request.sampling.top_p);
-  proto.mutable_sampling()->set_top_k(request.sampling.top_k);
-  arbor::v1::StopRules* stop = proto.mutable_stop();
+  base.mutable_sampling()->set_temperature(request.sampling.temperature);
+  base.mutable_sampling()->set_top_p(request.sampling.top_p);
+  base.mutable_sampling()->set_top_k(request.sampling.top_k);
+  arbor::v1::StopRules* stop = base.mutable_stop();
   for (const std::string& d : request.stop.step_delimiters) stop->add_step_delimiters(d);
   stop->set_no_step_delimiter(request.stop.step_delimiters.empty());
   stop->set_max_step_tokens(request.stop.max_step_tokens);
   stop->set_ignore_eos(request.stop.ignore_eos);
 
-  using ExtendAttempt = Attempt<arbor::v1::ExtendResponse>;
-  auto answered = CallWithHedging<arbor::v1::ExtendResponse>(
-      pool_, canceller_, options_, request.deadline, stats_, "Generator.Extend",
-      [&](const EndpointPool::Endpoint& endpoint, ExtendAttempt& attempt,
-          std::function<void(grpc::Status)> done) -> std::shared_ptr<void> {
-        std::shared_ptr<arbor::v1::Generator::Stub> stub =
-            arbor::v1::Generator::NewStub(endpoint.channel);
-        stub->async()->Extend(&attempt.context, &proto, &attempt.response, std::move(done));
-        return stub;
-      });
-  if (!answered.ok()) return answered.status();
-  const arbor::v1::ExtendResponse& response = (*answered)->response;
-  if (prompt_tokens_.empty() && response.prompt_tokens_size() > 0) {
-    prompt_tokens_.assign(response.prompt_tokens().begin(), response.prompt_tokens().end());
-    if (options_.router != nullptr) {
-      options_.router->ObservePromptTokens(options_.question.size(), prompt_tokens_.size());
+  const std::vector<Part> parts = PlaceBranches(request);
+  struct PartCall {
+    arbor::v1::ExtendRequest proto;
+    RemoteCallStats stats;
+    absl::StatusOr<std::shared_ptr<Attempt<arbor::v1::ExtendResponse>>> answered =
+        absl::UnknownError("not run");
+  };
+  std::vector<PartCall> calls(parts.size());
+  for (size_t p = 0; p < parts.size(); ++p) {
+    calls[p].proto = base;
+    for (int b : parts[p].branches) {
+      const search::BranchInput& branch = request.branches[b];
+      arbor::v1::BranchInput* input = calls[p].proto.add_branches();
+      input->mutable_suffix_tokens()->Add(branch.suffix_tokens.begin(),
+                                          branch.suffix_tokens.end());
+      input->set_num_samples(branch.num_samples);
+      input->set_seed(branch.seed);
     }
   }
+  using ExtendAttempt = Attempt<arbor::v1::ExtendResponse>;
+  auto run = [&](size_t p) {
+    PartCall& call = calls[p];
+    call.answered = CallWithHedging<arbor::v1::ExtendResponse>(
+        pool_, canceller_, options_, request.deadline, call.stats, "Generator.Extend",
+        [&call](const EndpointPool::Endpoint& endpoint, ExtendAttempt& attempt,
+                std::function<void(grpc::Status)> done) -> std::shared_ptr<void> {
+          std::shared_ptr<arbor::v1::Generator::Stub> stub =
+              arbor::v1::Generator::NewStub(endpoint.channel);
+          stub->async()->Extend(&attempt.context, &call.proto, &attempt.response,
+                                std::move(done));
+          return stub;
+        },
+        parts[p].first);
+  };
+  // The sub-trees' calls run at the same time as the job's own (each blocks
+  // on its attempts; the strategy waits for all of them).
+  std::vector<std::thread> threads;
+  for (size_t p = 1; p < parts.size(); ++p) threads.emplace_back(run, p);
+  run(0);
+  for (std::thread& t : threads) t.join();
+
   search::ExtendResult result;
-  result.outputs.reserve(response.outputs_size());
-  for (const arbor::v1::BranchOutput& out : response.outputs()) {
-    search::StepOutput step;
-    step.branch_index = out.branch_index();
-    step.sample_index = out.sample_index();
-    step.tokens.assign(out.tokens().begin(), out.tokens().end());
-    step.text = out.text();
-    step.logprob = out.logprob();
-    step.finish_reason = FromProto(out.finish_reason());
-    result.outputs.push_back(std::move(step));
+  absl::Status failed;
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const RemoteCallStats& s = calls[p].stats;
+    stats_.calls += s.calls;
+    stats_.retries += s.retries;
+    stats_.hedges += s.hedges;
+    if (!calls[p].answered.ok()) {
+      if (failed.ok()) failed = calls[p].answered.status();
+      continue;
+    }
+    const std::string& answered_on = (*calls[p].answered)->address;
+    if (p == 0 || stats_.last_endpoint.empty()) stats_.last_endpoint = answered_on;
+    if (!parts[p].first.empty() && answered_on != parts[p].first.front().address) {
+      subtrees_.Forget(parts[p].first.front().address);  // its worker failed
+    }
+    const arbor::v1::ExtendResponse& response = (*calls[p].answered)->response;
+    if (prompt_tokens_.empty() && response.prompt_tokens_size() > 0) {
+      prompt_tokens_.assign(response.prompt_tokens().begin(), response.prompt_tokens().end());
+      if (options_.router != nullptr) {
+        options_.router->ObservePromptTokens(options_.question.size(), prompt_tokens_.size());
+      }
+    }
+    for (const arbor::v1::BranchOutput& out : response.outputs()) {
+      search::StepOutput step;
+      const int local = out.branch_index();
+      step.branch_index = local >= 0 && local < static_cast<int>(parts[p].branches.size())
+                              ? parts[p].branches[local]
+                              : -1;  // the strategy refuses an output it did not ask for
+      step.sample_index = out.sample_index();
+      step.tokens.assign(out.tokens().begin(), out.tokens().end());
+      step.text = out.text();
+      step.logprob = out.logprob();
+      step.finish_reason = FromProto(out.finish_reason());
+      if (split_ && step.branch_index >= 0) {
+        // Where this branch's newest KV is: its descendants follow it there.
+        const auto& parent = request.branches[step.branch_index].suffix_tokens;
+        std::vector<int32_t> suffix(parent.begin(), parent.end());
+        suffix.insert(suffix.end(), step.tokens.begin(), step.tokens.end());
+        subtrees_.Record(suffix, answered_on);
+      }
+      result.outputs.push_back(std::move(step));
+    }
+    result.usage.generated_tokens += response.usage().generated_tokens();
+    result.usage.prefill_tokens += response.usage().prefill_tokens();
+    result.usage.prefix_cache_hit_tokens += response.usage().prefix_cache_hit_tokens();
+    result.usage.queue_us += response.usage().worker_queue_us();
+    result.usage.compute_us += response.usage().worker_compute_us();
   }
-  result.usage.generated_tokens = response.usage().generated_tokens();
-  result.usage.prefill_tokens = response.usage().prefill_tokens();
-  result.usage.prefix_cache_hit_tokens = response.usage().prefix_cache_hit_tokens();
-  result.usage.queue_us = response.usage().worker_queue_us();
-  result.usage.compute_us = response.usage().worker_compute_us();
+  if (!failed.ok()) return failed;
+  if (parts.size() > 1) {
+    // Branch-major, as one worker would have answered.
+    std::stable_sort(result.outputs.begin(), result.outputs.end(),
+                     [](const search::StepOutput& a, const search::StepOutput& b) {
+                       return std::tie(a.branch_index, a.sample_index) <
+                              std::tie(b.branch_index, b.sample_index);
+                     });
+  }
   result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
   return result;
 }

@@ -14,6 +14,10 @@
 //    reports that endpoint Lost and retries on the next routable endpoint in
 //    rendezvous order, counting the retry; errors that are the request's own
 //    (INVALID_ARGUMENT, ...) are returned as they are;
+//  - for the generator with a router that splits jobs (--routing_split_outputs),
+//    may go as several calls at once, one per worker holding a sub-tree of
+//    the job's branches (coordinator/subtree_split.h); their outputs are
+//    merged in branch order, so the strategy sees one worker's answer;
 //  - is hedged: when its endpoint is ejected while the call runs (a hung
 //    worker fails its health checks), or when it is still unanswered after
 //    hedge_after, the same request is also sent to the next routable
@@ -41,6 +45,7 @@
 #include "absl/time/time.h"
 #include "coordinator/endpoint_pool.h"
 #include "coordinator/routing_policy.h"
+#include "coordinator/subtree_split.h"
 #include "search/generator.h"
 #include "search/scorer.h"
 
@@ -99,6 +104,9 @@ struct RemoteJobOptions {
   // Generator only: orders the workers (coordinator/routing_policy.h) instead
   // of rendezvous hashing of the job id; null keeps the pool's order.
   Router* router = nullptr;
+  // Generator only: called on the job thread when a call's sub-trees go to
+  // `workers` more workers (Router::SubtreeWorkers).
+  std::function<void(int workers)> on_subtrees;
 };
 
 class RemoteGenerator : public search::Generator {
@@ -114,11 +122,26 @@ class RemoteGenerator : public search::Generator {
   const RemoteCallStats& stats() const { return stats_; }
 
  private:
+  // The branches one worker gets in one call.
+  struct Part {
+    std::string address;
+    std::vector<int> branches;  // into ExtendRequest::branches, ascending
+    // Empty: the job's own route; else the sub-tree's worker, then the rest.
+    std::vector<EndpointPool::Endpoint> first;
+  };
+  // One part unless the router splits the job (RemoteJobOptions::router,
+  // Router::SubtreeWorkers): then the sub-trees already placed keep their
+  // workers, and the job's worker's share is split when it outgrows it.
+  std::vector<Part> PlaceBranches(const search::ExtendRequest& request);
+
   EndpointPool& pool_;
   CallCanceller& canceller_;
   const RemoteJobOptions options_;
   std::vector<int32_t> prompt_tokens_;  // from the first response
   RemoteCallStats stats_;
+  // Sub-trees: which worker holds which branch (kept once the job is split).
+  bool split_ = false;
+  SubtreeMap subtrees_;
 };
 
 class RemoteScorer : public search::Scorer {

@@ -51,6 +51,7 @@ WorkerLoad WorkerLoadFromInfo(const arbor::v1::GeneratorInfo& info) {
   load.active_requests = info.active_requests();
   load.kv_blocks_free = info.kv_blocks_free();
   load.kv_blocks_cached = info.kv_blocks_cached();
+  load.kv_block_size = info.kv_block_size();
   load.has_summary = info.prefix_key_chunk_bytes() == kPrefixChunkBytes;
   if (load.has_summary) {
     load.cached_prefix_keys.assign(info.cached_prefix_keys().begin(),
@@ -71,6 +72,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(RouterOptions options, En
       options.summary_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "routing: poll interval and timeout must be positive, summary grace >= 0");
+  }
+  if (options.split_outputs < 0) {
+    return absl::InvalidArgumentError("--routing_split_outputs must be >= 0 (0: off)");
   }
   if (!(options.initial_tokens_per_byte > 0) || options.max_keys_per_worker < 1) {
     return absl::InvalidArgumentError(
@@ -300,7 +304,74 @@ void Router::CallFailed(const std::string& job_id, const std::string& address) {
   auto w = workers_.find(address);
   if (w != workers_.end()) w->second.keys.clear();
   auto it = jobs_.find(job_id);
-  if (it != jobs_.end() && it->second.address == address) Unplace(it->second);
+  if (it == jobs_.end()) return;
+  if (it->second.address == address) Unplace(it->second);
+  ReleaseSubtreeWorker(it->second, address);
+}
+
+void Router::ReleaseSubtreeWorker(Job& job, const std::string& address) {
+  auto at = std::find(job.subtree_workers.begin(), job.subtree_workers.end(), address);
+  if (at == job.subtree_workers.end()) return;
+  job.subtree_workers.erase(at);
+  auto w = workers_.find(address);
+  if (w != workers_.end() && w->second.active_jobs > 0) --w->second.active_jobs;
+}
+
+std::vector<std::string> Router::SubtreeWorkers(const std::string& job_id,
+                                                const std::string& primary, int64_t outputs,
+                                                int64_t kv_tokens,
+                                                std::vector<std::string> healthy,
+                                                int max_workers) {
+  if (options_.split_outputs <= 0 || outputs <= 1 || max_workers < 1) return {};
+  absl::MutexLock lock(&mu_);
+  const Worker& home = WorkerAt(primary);
+  const int64_t evictable_tokens =
+      (home.load.kv_blocks_free + home.load.kv_blocks_cached) * home.load.kv_block_size;
+  const bool too_many = outputs > options_.split_outputs;
+  const bool kv_short = home.load.kv_block_size > 0 && kv_tokens > evictable_tokens;
+  if (!too_many && !kv_short) return {};
+  Job& job = jobs_[job_id];
+  // Idle: nothing of this router's there (jobs or lent sub-trees) and nothing
+  // reported running or queued, so the lent work delays no other job.
+  std::vector<std::string> idle;
+  for (std::string& address : healthy) {
+    if (address == primary) continue;
+    if (std::find(job.subtree_workers.begin(), job.subtree_workers.end(), address) !=
+        job.subtree_workers.end()) {
+      continue;
+    }
+    const Worker& w = WorkerAt(address);
+    if (w.active_jobs == 0 && w.load.active_requests == 0 && w.load.queued_tokens == 0 &&
+        w.load.waiting_seqs == 0) {
+      idle.push_back(std::move(address));
+    }
+  }
+  if (idle.empty()) return {};
+  // Those that hold more of the job's prompt first (prefix_load's index; no
+  // effect for the other policies, whose jobs' keys are the same), then
+  // rendezvous order.
+  idle = RendezvousOrder(job_id, std::move(idle));
+  std::stable_sort(idle.begin(), idle.end(), [&](const std::string& a, const std::string& b) {
+    return MatchedChunks(job.keys, WorkerAt(a)) > MatchedChunks(job.keys, WorkerAt(b));
+  });
+  int64_t wanted = 1;
+  if (too_many) {
+    wanted = std::max<int64_t>(
+        1, (outputs + options_.split_outputs - 1) / options_.split_outputs - 1);
+  }
+  wanted = std::min<int64_t>(wanted, max_workers);
+  if (static_cast<int64_t>(idle.size()) > wanted) idle.resize(static_cast<size_t>(wanted));
+  for (const std::string& address : idle) {
+    ++WorkerAt(address).active_jobs;
+    job.subtree_workers.push_back(address);
+  }
+  return idle;
+}
+
+std::vector<std::string> Router::SubtreeWorkersOf(const std::string& job_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? std::vector<std::string>{} : it->second.subtree_workers;
 }
 
 void Router::ObservePromptTokens(size_t prompt_bytes, size_t tokens) {
@@ -317,6 +388,9 @@ void Router::JobDone(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return;
   Unplace(it->second);
+  while (!it->second.subtree_workers.empty()) {
+    ReleaseSubtreeWorker(it->second, it->second.subtree_workers.back());
+  }
   jobs_.erase(it);
 }
 

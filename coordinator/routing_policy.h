@@ -28,6 +28,14 @@
 // Ties (and prefix_load between equal scores) break by rendezvous order, so
 // placement is deterministic given the same worker states.
 //
+// Sub-trees (off unless split_outputs > 0): when one call of a job asks its
+// worker for more than split_outputs outputs, or for more new KV than that
+// worker can free, while other healthy workers are idle (no job of this
+// router there, no request or queued token reported), SubtreeWorkers lends
+// the job some of them; the job's RemoteGenerator sends them whole sub-trees
+// of its branches (coordinator/subtree_split.h), sticky from then on. A lent
+// worker counts as one job's load until the job ends.
+//
 // Thread-safety: all methods are thread-safe. The poll thread (Start) runs
 // until the Router is destroyed; the pool must outlive the Router.
 #ifndef ARBOR_COORDINATOR_ROUTING_POLICY_H_
@@ -74,6 +82,9 @@ struct RouterOptions {
   double initial_tokens_per_byte = 0.5;
   // Keys remembered per worker (least recently sent dropped first).
   int max_keys_per_worker = 16384;
+  // Sub-tree placement: outputs of one call a worker takes before the job's
+  // other sub-trees go to idle workers; 0 keeps every job on one worker.
+  int split_outputs = 0;
 };
 
 // What a worker last reported through Generator.Info.
@@ -84,6 +95,7 @@ struct WorkerLoad {
   int active_requests = 0;
   int64_t kv_blocks_free = 0;
   int64_t kv_blocks_cached = 0;
+  int kv_block_size = 0;  // 0: not reported yet
   // Set when the worker sends a cache summary (prefix_key_chunk_bytes matches).
   bool has_summary = false;
   std::vector<uint64_t> cached_prefix_keys;
@@ -139,6 +151,20 @@ class Router {
   // The job ended: its placement no longer counts as load.
   void JobDone(const std::string& job_id);
 
+  // Sub-trees: the workers to lend job `job_id` for a call whose branches on
+  // its worker `primary` ask `outputs` outputs and about `kv_tokens` tokens of
+  // new KV; `healthy` (addresses) are the candidates. Empty unless
+  // split_outputs > 0 and the call outgrows `primary` (outputs > split_outputs,
+  // or kv_tokens beyond primary's free and cached blocks as last reported).
+  // Then up to ceil(outputs / split_outputs) - 1 (at least 1, at most
+  // `max_workers`) idle workers, in the policy's order; each counts as the
+  // job's load until JobDone (or a failed call there).
+  std::vector<std::string> SubtreeWorkers(const std::string& job_id, const std::string& primary,
+                                          int64_t outputs, int64_t kv_tokens,
+                                          std::vector<std::string> healthy, int max_workers);
+  // Workers lent to the job and not given back (in the order lent).
+  std::vector<std::string> SubtreeWorkersOf(const std::string& job_id) const;
+
   // A worker's report (PollNow calls it; tests call it directly).
   void UpdateLoad(const std::string& address, WorkerLoad load);
 
@@ -159,12 +185,15 @@ class Router {
   struct Job {
     std::string address;
     std::vector<uint64_t> keys;
+    std::vector<std::string> subtree_workers;  // lent by SubtreeWorkers
   };
 
   Router(RouterOptions options, EndpointPool* pool);
   Worker& WorkerAt(const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Place(Job& job, const std::string& address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unplace(Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseSubtreeWorker(Job& job, const std::string& address)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TrimKeys(Worker& worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int MatchedChunks(const std::vector<uint64_t>& keys, const Worker& worker) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

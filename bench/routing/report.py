@@ -2,10 +2,12 @@
 """Table of bench/routing/run.sh's routing.jsonl (one arbor-loadgen row per
 round, mix and policy): per case jobs/min, latency p50/p99, prefix-hit tokens
 and ratio, and the load spread over the workers (the busiest worker's tokens
-over the mean, counting workers that ran nothing; 1.0 = even); then, per mix,
-prefix_load against rendezvous (the mean of the rounds)."""
+over the mean, counting workers that ran nothing; 1.0 = even); then, per mix and
+policy, medians and ranges over the rounds and the per-round ratio to
+rendezvous."""
 import collections
 import json
+import statistics
 import sys
 
 
@@ -30,21 +32,27 @@ def main(path):
               + (f" {r['failed']} failed" if r.get("failed") else ""))
         by[(r["mix"], r["policy"])].append(r)
     print()
-    print("| mix | policy | jobs/min (mean) | hit tokens (mean) | jobs/min vs rendezvous | hit tokens vs rendezvous |")
-    print("|---|---|---:|---:|---:|---:|")
-    mean = lambda xs: sum(xs) / len(xs) if xs else 0.0
+    # Per mix and policy over the rounds: medians, the range (min-max), and
+    # the per-round ratio to rendezvous (each round's cases ran back to back,
+    # so the ratio within a round cancels most of a shared machine's drift).
+    print("| mix | policy | rounds | jobs/min median (min-max) | hit tokens median (min-max) | "
+          "jobs/min vs rendezvous: median of rounds (min-max) | hit tokens vs rendezvous (median) |")
+    print("|---|---|---:|---|---|---|---:|")
+    median = lambda xs: statistics.median(xs) if xs else 0.0
     for mix in dict.fromkeys(r["mix"] for r in rows):
-        base = by.get((mix, "rendezvous"), [])
-        base_jpm = mean([r["jobs_per_min"] for r in base])
-        base_hit = mean([r["prefix_cache_hit_tokens"] for r in base])
+        base = {r["round"]: r for r in by.get((mix, "rendezvous"), [])}
+        base_hit = median([r["prefix_cache_hit_tokens"] for r in base.values()])
         for policy in dict.fromkeys(r["policy"] for r in rows if r["mix"] == mix):
             cases = by[(mix, policy)]
-            jpm = mean([r["jobs_per_min"] for r in cases])
-            hit = mean([r["prefix_cache_hit_tokens"] for r in cases])
-            vs_jpm = f"{jpm / base_jpm:.2f}x" if base_jpm else "-"
-            vs_hit = f"{hit / base_hit:.2f}x" if base_hit else "-"
-            print(f"| {mix} | {policy} | {jpm:.1f} | {hit:.0f} | {vs_jpm} | {vs_hit} |")
-
+            jpm = [r["jobs_per_min"] for r in cases]
+            hit = [r["prefix_cache_hit_tokens"] for r in cases]
+            ratios = [r["jobs_per_min"] / base[r["round"]]["jobs_per_min"] for r in cases
+                      if r["round"] in base and base[r["round"]]["jobs_per_min"]]
+            vs_jpm = (f"{median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                      if ratios else "-")
+            vs_hit = f"{median(hit) / base_hit:.2f}x" if base_hit else "-"
+            print(f"| {mix} | {policy} | {len(cases)} | {median(jpm):.1f} ({min(jpm):.1f}-{max(jpm):.1f}) | "
+                  f"{median(hit):.0f} ({min(hit)}-{max(hit)}) | {vs_jpm} | {vs_hit} |")
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "routing-out/routing.jsonl")

@@ -3,7 +3,9 @@
 // verifier: best-of-N by majority vote). Under prefix_load, jobs that open
 // with the same system prompt land on the worker that caches it and hit its
 // cache; a worker killed mid-job moves the job to another worker with the
-// same answer for the same seed; a bad --routing is refused at start.
+// same answer for the same seed, and so do a job split into sub-trees over
+// several workers and one whose sub-tree's worker is killed; a bad --routing
+// is refused at start.
 #include <signal.h>
 
 #include <memory>
@@ -61,7 +63,7 @@ std::string Question(int system, int question) {
 
 class RoutingIntegrationTest : public ::testing::Test {
  protected:
-  void StartAll(const std::string& routing) {
+  void StartAll(const std::string& routing, const std::vector<std::string>& flags = {}) {
     setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
     std::vector<std::string> addresses;
     for (int i = 0; i < 3; ++i) {
@@ -70,10 +72,12 @@ class RoutingIntegrationTest : public ::testing::Test {
       ASSERT_FALSE(workers_.back().address.empty());
       addresses.push_back(workers_.back().address);
     }
-    coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
-                                "--workers=" + absl::StrJoin(addresses, ","),
-                                "--routing=" + routing, "--routing_poll_ms=100",
-                                "--health_interval_ms=200"});
+    std::vector<std::string> argv = {BinaryPath("arbor-coordinator"),
+                                     "--workers=" + absl::StrJoin(addresses, ","),
+                                     "--routing=" + routing, "--routing_poll_ms=100",
+                                     "--health_interval_ms=200"};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    coordinator_ = StartServer(argv);
     ASSERT_FALSE(coordinator_.address.empty());
     stub_ = arbor::v1::Reasoning::NewStub(
         grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
@@ -90,11 +94,12 @@ class RoutingIntegrationTest : public ::testing::Test {
     return request;
   }
 
-  arbor::v1::SolveResponse Solve(const arbor::v1::SolveRequest& request) {
+  arbor::v1::SolveResponse Solve(const arbor::v1::SolveRequest& request,
+                                 arbor::v1::Reasoning::Stub* stub = nullptr) {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
     arbor::v1::SolveResponse response;
-    grpc::Status status = stub_->Solve(&context, request, &response);
+    grpc::Status status = (stub ? stub : stub_.get())->Solve(&context, request, &response);
     EXPECT_TRUE(status.ok()) << request.job_id() << ": " << status.error_message();
     return response;
   }
@@ -165,6 +170,76 @@ TEST_F(RoutingIntegrationTest, AKilledWorkerKeepsTheAnswerOfTheSeed) {
   EXPECT_NE(result.worker(), placed);
   EXPECT_GE(result.usage().retries(), 1);
   // The same tokens, whichever worker drew them.
+  EXPECT_EQ(result.text(), reference.text());
+  EXPECT_EQ(result.answer(), reference.answer());
+  ASSERT_EQ(result.candidates_size(), reference.candidates_size());
+  for (int i = 0; i < result.candidates_size(); ++i) {
+    EXPECT_EQ(result.candidates(i).text(), reference.candidates(i).text()) << "candidate " << i;
+  }
+  EXPECT_EQ(result.usage().generated_tokens(), reference.usage().generated_tokens());
+}
+
+TEST_F(RoutingIntegrationTest, SplitSubTreesAndAKilledSubTreeWorkerKeepTheAnswerOfTheSeed) {
+  // Sub-trees beyond one output a worker: from the second step on (three
+  // branches), the job's worker keeps one and lends the two idle workers one
+  // each.
+  StartAll("prefix_load", {"--routing_split_outputs=1"});
+  // The same workers behind a coordinator that keeps each job on one worker.
+  std::vector<std::string> addresses;
+  for (const Server& w : workers_) addresses.push_back(w.address);
+  Server whole = StartServer({BinaryPath("arbor-coordinator"),
+                              "--workers=" + absl::StrJoin(addresses, ","),
+                              "--routing=prefix_load", "--health_interval_ms=200"});
+  ASSERT_FALSE(whole.address.empty());
+  auto whole_stub = arbor::v1::Reasoning::NewStub(
+      grpc::CreateChannel(whole.address, grpc::InsecureChannelCredentials()));
+  auto request = [](const std::string& id) {
+    arbor::v1::SolveRequest r = Request(id, Question(3, 4));
+    r.mutable_stop()->set_max_step_tokens(8);
+    r.mutable_stop()->set_ignore_eos(true);
+    r.mutable_budget()->set_max_generated_tokens(3 * 8 * 6);
+    return r;
+  };
+  const arbor::v1::SolveResponse reference = Solve(request("one-worker"), whole_stub.get());
+  ASSERT_GE(reference.candidates_size(), 1);
+  EXPECT_EQ(reference.usage().retries(), 0);
+  const arbor::v1::SolveResponse split = Solve(request("split"));
+  EXPECT_EQ(split.text(), reference.text());
+  ASSERT_EQ(split.candidates_size(), reference.candidates_size());
+  for (int i = 0; i < split.candidates_size(); ++i) {
+    EXPECT_EQ(split.candidates(i).text(), reference.candidates(i).text()) << "candidate " << i;
+  }
+  EXPECT_EQ(split.usage().generated_tokens(), reference.usage().generated_tokens());
+  absl::SleepFor(absl::Milliseconds(500));  // the workers report idle again
+
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+  auto reader = stub_->SolveStream(&context, request("split-failover"));
+  arbor::v1::SolveEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  const std::string home = event.accepted().worker();
+  // After the second step both other workers hold a sub-tree: kill one.
+  for (int step = 0; step < 2; ++step) {
+    ASSERT_TRUE(reader->Read(&event));
+    ASSERT_TRUE(event.has_step());
+  }
+  int victim = -1;
+  for (int i = 0; i < 3; ++i) {
+    if (workers_[i].address != home && victim < 0) victim = i;
+  }
+  ASSERT_GE(victim, 0) << home;
+  workers_[victim].process->Signal(SIGKILL);
+  workers_[victim].process->Wait();
+  arbor::v1::SolveResponse result;
+  while (reader->Read(&event)) {
+    if (event.has_result()) result = event.result();
+  }
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // Its sub-tree's next call failed there and was retried elsewhere: it was
+  // split. The tokens are the one-worker job's.
+  EXPECT_GE(result.usage().retries(), 1);
   EXPECT_EQ(result.text(), reference.text());
   EXPECT_EQ(result.answer(), reference.answer());
   ASSERT_EQ(result.candidates_size(), reference.candidates_size());
