@@ -62,7 +62,8 @@ absl::StatusOr<bool> ScoreWithLookahead(SearchRun& run, std::vector<Child>& chil
 
 }  // namespace
 
-absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config) {
+absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config,
+                                          std::vector<Branch> extra) {
   const int n = config.n;
   const size_t keep = static_cast<size_t>(n / config.beam_width);
   std::vector<Branch> active(1);  // the empty root
@@ -120,6 +121,17 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
       break;
     }
 
+    int certain = 0;
+    if (config.certainty.enabled && !last) {
+      // Beams whose probed answer is certain are set aside as finished.
+      std::vector<Branch*> probe;
+      for (Child& c : children) {
+        if (!c.branch.done) probe.push_back(&c.branch);
+      }
+      absl::StatusOr<int> stopped = run.ProbeBranches(probe, config.certainty);
+      if (!stopped.ok()) return stopped.status();
+      certain = *stopped;
+    }
     std::vector<Branch> live;
     std::vector<uint64_t> tie;
     for (Child& c : children) {
@@ -145,6 +157,9 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
     for (const Branch& b : active) live_view.push_back(&b);
     for (const Branch& b : completed) done_view.push_back(&b);
     run.Report(iteration, live_view, done_view);
+    // The probes ended the search: they stopped the last live beams, or
+    // filled the N finished ones.
+    if (active.empty() && certain > 0) run.set_stop_reason(kStopCertainty);
     if (active.empty() || last) break;
   }
   if (finish) {
@@ -157,6 +172,7 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
   for (Branch& b : active) {
     if (!b.steps.empty()) candidates.push_back(std::move(b));
   }
+  for (Branch& b : extra) candidates.push_back(std::move(b));
   std::vector<int> tiers;
   for (const Branch& b : candidates) tiers.push_back(b.done ? 0 : 1);
   RankOptions rank;

@@ -43,6 +43,18 @@ struct BudgetLimits {
 // Field names in errors are the proto's ("budget.max_steps ...").
 absl::Status ValidateBudgetLimits(const BudgetLimits& limits);
 
+// What strategy auto measured on its first round and what it chose
+// (not in arbor.v1.Usage yet); empty band when the job was not auto.
+struct AutoChoice {
+  std::string band;      // "easy", "medium", "hard"
+  std::string strategy;  // "stop", "best_of_n", "beam_search"
+  int32_t n = 0;         // second-phase samples or beams
+  int32_t first_round_samples = 0;
+  double agreement = 0.0;
+  double mean_score = 0.0;
+  double difficulty = 0.0;
+};
+
 // Cumulative compute accounting of a job (mirrors arbor.v1.Usage; wall time
 // and retries are the coordinator's).
 struct Usage {
@@ -69,6 +81,12 @@ struct Usage {
   // Steps whose expansion the generated-token budget shrank (fewer outputs,
   // each with the full step cap).
   int64_t shaped_steps = 0;
+  // The certainty probe: probes sent, the tokens they generated (also in
+  // generated_tokens), branches a certain probe stopped.
+  int64_t probes = 0;
+  int64_t probe_generated_tokens = 0;
+  int64_t certain_branches = 0;
+  AutoChoice auto_choice;
 };
 
 // The cap names used in exhausted_by.
@@ -120,6 +138,14 @@ class BudgetTracker {
   // finished; counts a step whose expansion the budget shrank.
   void ChargeReserve(int64_t generated_tokens, int64_t finished_branches);
   void CountShapedStep() { usage_.shaped_steps += 1; }
+  // Records probes (their tokens are charged by ChargeGeneration) and the
+  // branches they stopped; sets strategy auto's report.
+  void CountProbes(int64_t probes, int64_t generated_tokens, int64_t certain_branches) {
+    usage_.probes += probes;
+    usage_.probe_generated_tokens += generated_tokens;
+    usage_.certain_branches += certain_branches;
+  }
+  void SetAutoChoice(AutoChoice choice) { usage_.auto_choice = std::move(choice); }
 
   // Checks the deadline (less `slack`); marks the budget exhausted when it
   // has passed.

@@ -64,6 +64,12 @@ struct BranchInput {
   absl::Span<const int32_t> suffix_tokens;
   int32_t num_samples = 1;  // [1, 256]
   uint64_t seed = 0;
+  // Raw text appended after suffix_tokens for this call only, tokenized with
+  // no template and no special tokens; the outputs continue from it and never
+  // include its tokens (the certainty probe's phrase). Only in-process
+  // generators (the fake world) honour it so far: arbor.v1.BranchInput has no
+  // such field yet, so the coordinator's RemoteGenerator cannot send it.
+  std::string suffix_text;
 };
 
 struct ExtendRequest {

@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "common/check.h"
 
@@ -467,6 +468,105 @@ void SearchRun::Report(int iteration, const std::vector<const Branch*>& live,
   for (const Branch* b : live) progress.branch_scores.push_back(b->score);
   progress.usage = budget_.usage();
   job_.on_progress(progress);
+}
+
+bool HasHedgeWord(std::string_view text, const std::vector<std::string>& words) {
+  const std::string lower = absl::AsciiStrToLower(absl::string_view(text.data(), text.size()));
+  auto is_word = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  for (const std::string& word : words) {
+    const std::string w = absl::AsciiStrToLower(word);
+    for (size_t at = lower.find(w); at != std::string::npos; at = lower.find(w, at + 1)) {
+      const bool starts = at == 0 || !is_word(lower[at - 1]);
+      const size_t end = at + w.size();
+      const bool ends = end >= lower.size() || !is_word(lower[end]);
+      if (starts && ends) return true;
+    }
+  }
+  return false;
+}
+
+absl::StatusOr<int> SearchRun::ProbeBranches(const std::vector<Branch*>& branches,
+                                             const CertaintyConfig& certainty) {
+  if (!certainty.enabled || budget_.DeadlinePassed()) return 0;
+  const int64_t interval = certainty.interval_tokens;
+  const int64_t afford = budget_.SearchGeneratedTokens() / certainty.max_probe_tokens;
+  std::vector<Branch*> due;
+  for (Branch* b : branches) {
+    if (static_cast<int64_t>(due.size()) >= std::min<int64_t>(afford, kMaxBranchesPerCall)) break;
+    if (b->done || b->steps.empty()) continue;
+    if (static_cast<int64_t>(b->tokens.size() - b->probed_at) < interval) continue;
+    due.push_back(b);
+  }
+  if (due.empty()) return 0;
+  const std::string& probe_text =
+      certainty.probe_text.empty() ? std::string(kDynasorProbeText) : certainty.probe_text;
+  ExtendRequest request;
+  request.prompt_tokens = prompt_;
+  request.sampling = config_.sampling;
+  request.sampling.temperature = 0.0f;  // read the answer greedily
+  // To the end of the line: an answer never spans lines, and the probe
+  // costs a few tokens rather than all max_probe_tokens.
+  request.stop.step_delimiters = {"\n"};
+  request.stop.max_step_tokens = certainty.max_probe_tokens;
+  request.stop.ignore_eos = false;
+  request.deadline = budget_.deadline();
+  // Probes draw their (unused: greedy) seeds from their own call count, so
+  // that probing leaves the samples' seeds, and so their text, as they were.
+  const uint64_t call = probe_call_index_++;
+  for (size_t i = 0; i < due.size(); ++i) {
+    BranchInput input;
+    input.suffix_tokens = due[i]->tokens;
+    input.suffix_text = probe_text;
+    input.num_samples = 1;
+    input.seed = BranchSeed(job_.seed ^ 0x9B0BE5EEDull, call, i);
+    request.branches.push_back(std::move(input));
+  }
+  if (Cancelled()) return absl::CancelledError("job cancelled");
+  absl::StatusOr<ExtendResult> result = generator_.Extend(request);
+  if (!result.ok()) {
+    if (EndedByDeadline(result.status())) return 0;
+    if (Cancelled()) return absl::CancelledError("job cancelled");
+    return result.status();
+  }
+  budget_.ChargeGeneration(result->usage);
+  if (result->outputs.size() != due.size()) {
+    return absl::InternalError(absl::StrCat("generator returned ", result->outputs.size(),
+                                            " outputs for ", due.size(), " probes"));
+  }
+  int stopped = 0;
+  for (size_t i = 0; i < due.size(); ++i) {
+    Branch& b = *due[i];
+    const StepOutput& out = result->outputs[i];
+    if (out.branch_index != static_cast<int>(i) || out.sample_index != 0) {
+      return absl::InternalError(absl::StrCat("generator output ", i, " is (branch ",
+                                              out.branch_index, ", sample ", out.sample_index,
+                                              "), expected (", i, ", 0)"));
+    }
+    b.probed_at = b.tokens.size();
+    if (out.finish_reason == FinishReason::kCancelled) continue;  // deadline: no reading
+    const bool hedged = HasHedgeWord(
+        out.text, certainty.hedge_words.empty() ? DynasorHedgeWords() : certainty.hedge_words);
+    b.probe_answers.push_back(hedged ? std::string()
+                                     : extractor_->Extract(probe_text + out.text, true));
+    const size_t k = static_cast<size_t>(certainty.window);
+    if (b.probe_answers.size() < k) continue;
+    const std::string& last = b.probe_answers.back();
+    bool agree = !last.empty();
+    for (size_t j = b.probe_answers.size() - k; agree && j < b.probe_answers.size(); ++j) {
+      agree = b.probe_answers[j] == last;
+    }
+    if (!agree) continue;
+    b.steps.push_back(probe_text + out.text);
+    b.step_ends.push_back(b.tokens.size());
+    b.done = b.finished = b.certain = true;
+    ++stopped;
+  }
+  budget_.CountProbes(static_cast<int64_t>(due.size()), result->usage.generated_tokens, stopped);
+  return stopped;
+}
+
+std::string SearchRun::AnswerOf(const Branch& branch) const {
+  return extractor_->Extract(branch.Text(), branch.finished);
 }
 
 double SearchRun::Agreement(const std::vector<Branch>& branches) const {

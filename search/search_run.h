@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +49,11 @@ struct Branch {
   bool done = false;      // no longer extended
   bool finished = false;  // ended with EOS (or a final answer, for DVTS)
   bool scored = false;
+  // The certainty probe: tokens.size() at the last probe, and the probes'
+  // answers, oldest first ("" for a probe that hedged or found none).
+  size_t probed_at = 0;
+  std::vector<std::string> probe_answers;
+  bool certain = false;  // stopped by a certain probe
 
   std::string Text() const;
 };
@@ -150,9 +156,21 @@ class SearchRun {
   void Report(int iteration, const std::vector<const Branch*>& live,
               const std::vector<const Branch*>& finished);
 
+  // The certainty probe (CertaintyConfig): probes every live branch of
+  // `branches` with at least interval_tokens new tokens since its last probe
+  // (as many as the search share of the token budget affords, in order), in
+  // one Extend call; a branch whose last `window` answers agree is stopped,
+  // finished, with the step probe_text + the probe's output. Returns how many
+  // it stopped. The probe's tokens are charged (Usage::probe_*) and never
+  // added to a branch's tokens.
+  absl::StatusOr<int> ProbeBranches(const std::vector<Branch*>& branches,
+                                    const CertaintyConfig& certainty);
+
   // The share of `branches` whose (non-empty, normalised) answer is the most
   // common one; 0 for none.
   double Agreement(const std::vector<Branch>& branches) const;
+  // The normalised answer of a branch ("" when none).
+  std::string AnswerOf(const Branch& branch) const;
 
   // Extracts answers, ranks `branches` with `options` (tiers, vote rule,
   // vote weights) and fills the result: candidates, answer, usage, budget.
@@ -183,17 +201,37 @@ class SearchRun {
   std::unique_ptr<AnswerExtractor> extractor_;
   std::vector<int32_t> prompt_;
   uint64_t call_index_ = 0;
+  uint64_t probe_call_index_ = 0;
   std::string stop_reason_ = std::string(kStopCompleted);
   JobRandom tie_rng_;
   JobRandom resample_rng_;
   JobRandom final_rng_;
 };
 
+// Whether `text` holds one of `words` as a whole word (ASCII case-insensitive).
+bool HasHedgeWord(std::string_view text, const std::vector<std::string>& words);
+
 // Strategies (one file each).
 // Greedy (`best_of_n` null: one sample, no scoring) and best-of-N.
 absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOptions& sampling,
                                         const BestOfNConfig* best_of_n);
-absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config);
+// The parts of best-of-N, for strategy auto. DrawSamples adds `count`
+// samples to `branches`, step by step until all of them ended (certainty
+// probe when set); false when the budget ended it. ScoreSamples scores the
+// unscored ones (full steps; finished first) and says whether all are scored.
+// FinishSamples ranks them by `best_of_n`'s selection.
+absl::StatusOr<bool> DrawSamples(SearchRun& run, int count, const SamplingOptions& sampling,
+                                 const CertaintyConfig* certainty, std::vector<Branch>& branches,
+                                 int& iteration);
+absl::StatusOr<bool> ScoreSamples(SearchRun& run, std::vector<Branch>& branches,
+                                  Aggregation aggregation);
+SolveResult FinishSamples(SearchRun& run, std::vector<Branch> branches,
+                          const BestOfNConfig& best_of_n, bool scored);
+// `extra` (scored, ended candidates: auto's first round) are ranked with
+// the beams.
+absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config,
+                                          std::vector<Branch> extra = {});
+absl::StatusOr<SolveResult> RunAuto(SearchRun& run, const AutoConfig& config);
 absl::StatusOr<SolveResult> RunDvts(SearchRun& run, const DvtsConfig& config);
 absl::StatusOr<SolveResult> RunParticleFilter(SearchRun& run, const ParticleFilterConfig& config);
 absl::StatusOr<SolveResult> RunParticleGibbs(SearchRun& run, const ParticleGibbsConfig& config);

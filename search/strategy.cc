@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -37,6 +38,30 @@ absl::Status CheckDivisible(absl::string_view strategy, int32_t n, int32_t beam_
   return absl::OkStatus();
 }
 
+absl::Status ValidateCertainty(absl::string_view name, const CertaintyConfig& c) {
+  if (!c.enabled) return absl::OkStatus();
+  const std::string f = absl::StrCat(name, ".certainty");
+  ARBOR_RETURN_IF_ERROR(CheckInt(f + ".interval_tokens", c.interval_tokens, 1, 32768));
+  ARBOR_RETURN_IF_ERROR(CheckInt(f + ".window", c.window, 1, 64));
+  ARBOR_RETURN_IF_ERROR(CheckInt(f + ".max_probe_tokens", c.max_probe_tokens, 1, 256));
+  if (c.probe_text.size() > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f, ".probe_text has ", c.probe_text.size(), " bytes; at most 1024"));
+  }
+  if (c.hedge_words.size() > 32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f, ".hedge_words has ", c.hedge_words.size(), " words; at most 32"));
+  }
+  for (size_t i = 0; i < c.hedge_words.size(); ++i) {
+    if (c.hedge_words[i].empty() || c.hedge_words[i].size() > 64) {
+      return absl::InvalidArgumentError(absl::StrCat(f, ".hedge_words[", i, "] has ",
+                                                     c.hedge_words[i].size(),
+                                                     " bytes; must be 1 to 64"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateStrategy(const GreedyConfig& c) {
   if (!(c.temperature >= 0.0f && c.temperature <= 10.0f)) {
     return OutOfRange("sampling.temperature", c.temperature, "[0, 10]");
@@ -54,14 +79,15 @@ absl::Status ValidateStrategy(const BestOfNConfig& c) {
   if (c.round_size > 0 && !(c.stop_agreement > 0.0f && c.stop_agreement <= 1.0f)) {
     return OutOfRange("best_of_n.stop_agreement", c.stop_agreement, "(0, 1]");
   }
-  return absl::OkStatus();
+  return ValidateCertainty("best_of_n", c.certainty);
 }
 
 absl::Status ValidateStrategy(const BeamSearchConfig& c) {
   ARBOR_RETURN_IF_ERROR(CheckInt("beam_search.n", c.n, 1, 1024));
   ARBOR_RETURN_IF_ERROR(CheckDivisible("beam_search", c.n, c.beam_width));
   ARBOR_RETURN_IF_ERROR(CheckInt("beam_search.num_iterations", c.num_iterations, 1, 512));
-  return CheckInt("beam_search.lookahead", c.lookahead, 0, 8);
+  ARBOR_RETURN_IF_ERROR(CheckInt("beam_search.lookahead", c.lookahead, 0, 8));
+  return ValidateCertainty("beam_search", c.certainty);
 }
 
 absl::Status ValidateStrategy(const DvtsConfig& c) {
@@ -108,7 +134,49 @@ absl::Status ValidateStrategy(const MctsConfig& c) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateStrategy(const AutoConfig& c) {
+  ARBOR_RETURN_IF_ERROR(CheckInt("auto_strategy.n", c.n, 2, 1024));
+  ARBOR_RETURN_IF_ERROR(
+      CheckInt("auto_strategy.first_round_samples", c.first_round_samples, 2, c.n - 1));
+  ARBOR_RETURN_IF_ERROR(CheckInt("auto_strategy.beam_width", c.beam_width, 1, 64));
+  const std::pair<const char*, float> fractions[] = {{"auto_strategy.easy_agreement", c.easy_agreement},
+                                                     {"auto_strategy.easy_score", c.easy_score},
+                                                     {"auto_strategy.hard_agreement", c.hard_agreement},
+                                                     {"auto_strategy.hard_score", c.hard_score}};
+  for (const auto& [field, value] : fractions) {
+    if (!(value >= 0.0f && value <= 1.0f)) return OutOfRange(field, value, "[0, 1]");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+const std::vector<std::string>& DynasorHedgeWords() {
+  static const auto* words =
+      new std::vector<std::string>{"wait", "hold", "but", "okay", "no", "hmm"};
+  return *words;
+}
+
+void ApplyCertaintyEffort(CertaintyEffort effort, CertaintyConfig& config) {
+  // Dynasor's dynasor_saving_effort presets, (window, interval).
+  switch (effort) {
+    case CertaintyEffort::kMild:
+      config.window = 8, config.interval_tokens = 64;
+      break;
+    case CertaintyEffort::kLow:
+      config.window = 5, config.interval_tokens = 64;
+      break;
+    case CertaintyEffort::kMid:
+      config.window = 3, config.interval_tokens = 64;
+      break;
+    case CertaintyEffort::kHigh:
+      config.window = 2, config.interval_tokens = 64;
+      break;
+    case CertaintyEffort::kCrazy:
+      config.window = 2, config.interval_tokens = 32;
+      break;
+  }
+}
 
 bool StrategyNeedsScorer(const StrategyConfig& config) {
   if (std::holds_alternative<GreedyConfig>(config.strategy)) return false;
@@ -134,6 +202,8 @@ std::string_view StrategyName(const StrategyConfig& config) {
       return "mcts";
     case 6:
       return "particle_gibbs";
+    case 7:
+      return "auto";
   }
   return "unknown";
 }
@@ -194,6 +264,8 @@ absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobC
           return internal::RunMcts(run, c);
         } else if constexpr (std::is_same_v<T, ParticleGibbsConfig>) {
           return internal::RunParticleGibbs(run, c);
+        } else if constexpr (std::is_same_v<T, AutoConfig>) {
+          return internal::RunAuto(run, c);
         } else {
           return internal::RunParticleFilter(run, c);
         }

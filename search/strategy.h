@@ -58,6 +58,37 @@ namespace arbor::search {
 // How per-step scores become one score (arbor.v1.ScoreAggregation).
 enum class Aggregation { kLast, kMin, kProd, kMean };
 
+// Certainty probe: Dynasor-style early stop (Certaindex); search library only
+// for now (no arbor.v1 field sets it yet: docs/SCALING.md, "Certainty probe"). After every
+// interval_tokens generated tokens of a branch (checked at step boundaries:
+// the generator extends whole steps) the branch is probed: probe_text is
+// appended to a copy of it and up to max_probe_tokens are generated greedily,
+// to the end of the line; the probe's answer is the job's answer extraction
+// over probe_text plus that output. The probe's tokens are charged to the
+// budget (Usage::probe_generated_tokens, within generated_tokens) and never
+// kept in the branch. When the last `window` probes of a branch gave the same
+// non-empty answer and none of their outputs holds a hedge word (whole words,
+// case-insensitive), the branch stops, finished, with one more step:
+// probe_text + the last probe's output (unscored). Probes that the budget
+// cannot afford are skipped (the search goes on).
+inline constexpr std::string_view kDynasorProbeText =
+    "... Oh, I suddenly got the answer to the whole problem, **Final Answer**\n\n\\[ \\boxed{";
+struct CertaintyConfig {
+  bool enabled = false;
+  int32_t interval_tokens = 64;  // K, [1, 32768]
+  int32_t window = 3;            // k, [1, 64]
+  std::string probe_text;        // "" = kDynasorProbeText; <= 1024 bytes
+  int32_t max_probe_tokens = 20;  // [1, 256]
+  // Empty: Dynasor's wait, hold, but, okay, no, hmm (DynasorHedgeWords).
+  std::vector<std::string> hedge_words;
+};
+const std::vector<std::string>& DynasorHedgeWords();
+
+// Dynasor's effort presets (window k, interval K): the higher, the earlier a
+// branch stops. kMid is the default.
+enum class CertaintyEffort { kMild, kLow, kMid, kHigh, kCrazy };
+void ApplyCertaintyEffort(CertaintyEffort effort, CertaintyConfig& config);
+
 // arbor.v1.Greedy: temperature 0 unless the request sets one (the coordinator
 // copies sampling.temperature here when has_temperature), then one sample.
 struct GreedyConfig {
@@ -78,6 +109,7 @@ struct BestOfNConfig {
   // 0 (default) draws all n at once.
   int32_t round_size = 0;        // [0, n]
   float stop_agreement = 0.75f;  // (0, 1]
+  CertaintyConfig certainty;     // each sample stops once its answer is certain
 };
 
 // arbor.v1.BeamSearch (search-and-learn semantics).
@@ -87,6 +119,7 @@ struct BeamSearchConfig {
   int32_t num_iterations = 40;  // [1, 512]
   int32_t lookahead = 0;        // [0, 8] greedy steps generated for scoring only
   Aggregation aggregation = Aggregation::kLast;
+  CertaintyConfig certainty;  // a beam whose answer is certain is set aside, finished
 };
 
 // arbor.v1.Dvts.
@@ -152,6 +185,28 @@ struct MctsConfig {
   Aggregation aggregation = Aggregation::kLast;
 };
 
+// Strategy auto (search library only for now: no arbor.v1 field selects it
+// yet; docs/SCALING.md, "Auto"): compute-optimal allocation per prompt (Snell et al.
+// 2024). A first round of first_round_samples samples, PRM-scored (last
+// step), estimates the difficulty: agreement a (share of the most common
+// answer) and mean score s. Easy (a >= easy_agreement and s >= easy_score):
+// stop, the first round's PRM-weighted vote. Hard (a <= hard_agreement or
+// s < hard_score): a PRM beam search with the rest, n - first_round_samples
+// beams rounded down to a multiple of beam_width (beam width = the rest when
+// it is smaller); the first round's samples stay candidates, ranked with the
+// beams by PRM score.
+// Medium: n - first_round_samples more samples, PRM-weighted vote over all n.
+// The budget is shared by both phases. Usage::auto_choice reports it.
+struct AutoConfig {
+  int32_t n = 16;                    // [2, 1024]
+  int32_t first_round_samples = 4;   // [2, n - 1]
+  float easy_agreement = 0.75f;      // [0, 1]
+  float easy_score = 0.6f;           // [0, 1]
+  float hard_agreement = 0.25f;      // [0, 1]
+  float hard_score = 0.2f;           // [0, 1]
+  int32_t beam_width = 4;            // [1, 64]
+};
+
 // arbor.v1.AnswerExtraction: RE2 pattern whose first capture group is the
 // answer; empty takes the built-in chain (see answer.h).
 struct AnswerExtractionConfig {
@@ -159,7 +214,8 @@ struct AnswerExtractionConfig {
 };
 
 using StrategyVariant = std::variant<GreedyConfig, BestOfNConfig, BeamSearchConfig, DvtsConfig,
-                                     ParticleFilterConfig, MctsConfig, ParticleGibbsConfig>;
+                                     ParticleFilterConfig, MctsConfig, ParticleGibbsConfig,
+                                     AutoConfig>;
 
 struct StrategyConfig {
   StrategyVariant strategy = BestOfNConfig{};
@@ -176,7 +232,7 @@ struct StrategyConfig {
 };
 
 // "greedy", "best_of_n", "beam_search", "dvts", "particle_filter", "mcts",
-// "particle_gibbs".
+// "particle_gibbs", "auto".
 std::string_view StrategyName(const StrategyConfig& config);
 
 // Whether the strategy calls a reward model (all but greedy and best-of-N
@@ -211,10 +267,12 @@ struct SolveResult {
   std::string strategy;      // StrategyName
   // Why the search stopped: the cap (exhausted_by) when one did; else
   // "completed" (every branch ended), "iterations" (num_iterations or
-  // num_simulations played out) or "agreement" (adaptive best-of-N).
+  // num_simulations played out), "agreement" (adaptive best-of-N) or
+  // "certainty" (the certainty probe stopped the last live branches).
   std::string stop_reason;
 };
 
+inline constexpr std::string_view kStopCertainty = "certainty";
 inline constexpr std::string_view kStopCompleted = "completed";
 inline constexpr std::string_view kStopIterations = "iterations";
 inline constexpr std::string_view kStopAgreement = "agreement";

@@ -17,9 +17,14 @@ constexpr int32_t kDelimiter = 2;
 constexpr int32_t kFiller = 3;
 constexpr int32_t kHeaderBase = 100000;
 constexpr int32_t kAnswerBase = 50000;
+// Certainty probes (BranchInput::suffix_text): "hmm" while fewer than half
+// the steps are written, else the answer the branch is heading for, "v}".
+constexpr int32_t kHedge = 4;
+constexpr int32_t kProbeAnswerBase = 30000;
 
 bool IsHeader(int32_t t) { return t >= kHeaderBase; }
 bool IsAnswer(int32_t t) { return t >= kAnswerBase && t < kHeaderBase; }
+bool IsProbeAnswer(int32_t t) { return t >= kProbeAnswerBase && t < kAnswerBase; }
 int HeaderStep(int32_t t) { return (t - kHeaderBase) / 64; }
 int HeaderLength(int32_t t) { return ((t - kHeaderBase) % 64) / 2; }
 bool HeaderRight(int32_t t) { return ((t - kHeaderBase) % 2) == 1; }
@@ -37,6 +42,27 @@ struct StepOutcome {
   double logprob = 0.0;
   FinishReason reason = FinishReason::kStep;
 };
+
+// A probe's output: hedging early, then the answer the branch is heading for
+// (a spoiled branch: one of the wrong answers, fixed by where it went wrong).
+StepOutcome GenerateProbe(const FakeProblem& problem, absl::Span<const int32_t> suffix) {
+  int steps_started = 0;
+  int64_t first_wrong = -1;
+  for (size_t i = 0; i < suffix.size(); ++i) {
+    if (!IsHeader(suffix[i])) continue;
+    ++steps_started;
+    if (!HeaderRight(suffix[i]) && first_wrong < 0) first_wrong = static_cast<int64_t>(i);
+  }
+  StepOutcome out;
+  out.reason = FinishReason::kEos;
+  if (2 * steps_started < problem.num_steps) {
+    out.tokens.push_back(kHedge);
+    return out;
+  }
+  const int answer = problem.Answer() + (first_wrong < 0 ? 0 : 1 + static_cast<int>(first_wrong % 3));
+  out.tokens.push_back(kProbeAnswerBase + answer);
+  return out;
+}
 
 StepOutcome GenerateStep(const FakeProblem& problem, absl::Span<const int32_t> suffix,
                          uint64_t seed, int sample, const ExtendRequest& request) {
@@ -143,6 +169,10 @@ std::string FakeGenerator::Decode(const std::vector<int32_t>& tokens) {
       absl::StrAppend(&text, "Step ", HeaderStep(t) + 1, HeaderRight(t) ? " [r]: " : " [w]: ");
     } else if (IsAnswer(t)) {
       absl::StrAppend(&text, "The answer is \\boxed{", t - kAnswerBase, "}.");
+    } else if (IsProbeAnswer(t)) {
+      absl::StrAppend(&text, t - kProbeAnswerBase, "}");
+    } else if (t == kHedge) {
+      text += "hmm";
     } else if (t == kDelimiter) {
       text += "\n\n";
     } else {
@@ -206,8 +236,11 @@ absl::StatusOr<ExtendResult> FakeGenerator::Extend(const ExtendRequest& request)
     } else {
       result.usage.prefix_cache_hit_tokens += context;
     }
+    if (!branch.suffix_text.empty()) record.probe = true;
     for (int s = 0; s < branch.num_samples; ++s) {
-      StepOutcome step = GenerateStep(problem, branch.suffix_tokens, branch.seed, s, request);
+      StepOutcome step = branch.suffix_text.empty()
+                             ? GenerateStep(problem, branch.suffix_tokens, branch.seed, s, request)
+                             : GenerateProbe(problem, branch.suffix_tokens);
       StepOutput out;
       out.branch_index = static_cast<int32_t>(b);
       out.sample_index = s;

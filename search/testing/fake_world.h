@@ -11,6 +11,10 @@
 //   filler  = kFiller                                     ("x ")
 //   delimiter = kDelimiter                                ("\n\n")
 //   answer  = kAnswerBase + value  ("The answer is \boxed{value}.", then EOS)
+// A branch sent with suffix_text is a certainty probe: one token, "hmm" while
+// fewer than half its steps are written, else "v}" with v the answer it is
+// heading for (right so far: the right one; else a wrong one fixed by the
+// position of its first wrong step), then EOS.
 // A step has `length` tokens: header, fillers, and the delimiter or (last
 // step) the answer. At temperature 0 every seed follows one fixed path per
 // problem (its steps right with probability p over problems).
@@ -72,6 +76,7 @@ class FakeGenerator : public Generator {
     std::vector<int> samples;        // per branch
     std::vector<bool> prefix_right;  // per branch: no wrong step so far
     std::vector<size_t> suffix_lengths;  // per branch: tokens after the prompt
+    bool probe = false;                  // a certainty probe (suffix_text set)
   };
   const std::vector<CallRecord>& call_log() const { return call_log_; }
 
