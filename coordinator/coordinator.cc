@@ -181,8 +181,12 @@ absl::StatusOr<std::shared_ptr<JobHandle>> Coordinator::Submit(
   task.run = [this, job] { Run(job); };
   task.on_rejected = [job] {
     job->quota.reset();
-    job->callbacks.on_done(absl::UnavailableError("coordinator shut down before the job started"),
-                           nullptr);
+    // Taken out for their last call: what they capture (the HTTP API's call
+    // state, which holds the JobHandle) is freed when on_done returns
+    // instead of living on in a cycle with the job.
+    Callbacks callbacks = std::exchange(job->callbacks, {});
+    callbacks.on_done(absl::UnavailableError("coordinator shut down before the job started"),
+                      nullptr);
   };
   if (absl::Status admitted = jobs_->Submit(std::move(task)); !admitted.ok()) {
     metrics_->JobFinished(job->strategy, "rejected", absl::ZeroDuration());
@@ -205,7 +209,9 @@ void Coordinator::Run(const std::shared_ptr<Job>& job) {
     // The client's slot frees before it hears the answer, so its next job
     // is admitted.
     job->quota.reset();
-    job->callbacks.on_done(status, response);
+    // Taken out for their last call (see on_rejected above).
+    Callbacks callbacks = std::exchange(job->callbacks, {});
+    callbacks.on_done(status, response);
   };
   if (job->canceller.cancelled())
     return finish(absl::CancelledError("job cancelled"), nullptr, false);

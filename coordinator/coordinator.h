@@ -78,6 +78,8 @@ class Coordinator {
     // Accepted and Step events (may be empty: Solve needs only the result).
     std::function<void(const arbor::v1::SolveEvent& event)> on_event;
     // The result, or the error that ended the job; `response` is null on error.
+    // Called last and once; the callbacks are destroyed after it returns, so
+    // they may capture what holds the job's JobHandle.
     std::function<void(const absl::Status& status, const arbor::v1::SolveResponse* response)>
         on_done;
   };

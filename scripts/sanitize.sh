@@ -3,10 +3,14 @@
 #   scripts/sanitize.sh asan [REGEX]   # ASan + UBSan into build-asan/: unit + integration tests
 #   scripts/sanitize.sh tsan [REGEX]   # TSan into build-tsan/: the concurrent tests
 #   scripts/sanitize.sh                # both
-# REGEX narrows the tests (ctest -R). A report fails its test: UBSan and TSan
-# halt on the first one, ASan (and LeakSanitizer) always do. TSan reads
-# tests/sanitize/tsan.supp; Debian's Abseil gets annotated by
-# tests/sanitize/absl_tsan_hooks.cc.
+# REGEX narrows the tests (ctest -R). Every report, from a test or from a
+# server an integration test started, is written to DIR/sanitizer-logs/
+# (the servers' stderr is often a file nobody reads, and a server killed
+# at the end of its test exits 0 all the same): the script prints them and
+# fails if there is any. A report also fails its test process: UBSan halts
+# on the first one, ASan (and LeakSanitizer) always do; TSan goes on and
+# exits 66. The suppressions are tests/sanitize/*.supp; Debian's Abseil gets
+# annotated by tests/sanitize/absl_tsan_hooks.cc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 modes=("${1:-all}")
@@ -15,10 +19,10 @@ regex=${2:-}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
 generator=(-G Ninja)  # the target list below asks ninja
 
-# The tests that run threads against each other: the engine and its
+# The tests that run threads against each other: the Abseil hooks, the engine and its
 # scheduler, the job manager, the coordinator and its HTTP API, the services,
 # the multi-process integration tests.
-tsan_tests='runtime_engine|runtime_radix_kv|coordinator_|worker_generator_service|verifier_service|integration'
+tsan_tests='sanitize_|runtime_engine|runtime_radix_kv|coordinator_|worker_generator_service|verifier_service|integration'
 
 status=0
 for mode in "${modes[@]}"; do
@@ -39,14 +43,24 @@ for mode in "${modes[@]}"; do
   cmake --build "$dir" -j "$(nproc)" --target $targets
   built=$(date +%s)
   supp=$PWD/tests/sanitize
-  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:suppressions=$supp/asan.supp
+  logs=$PWD/$dir/sanitizer-logs
+  rm -rf "$logs" && mkdir -p "$logs"
+  # log_path: one file per process that reported, named report.BINARY.PID.
+  log=log_path=$logs/report:log_exe_name=1
+  export ASAN_OPTIONS=$log:detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=0:suppressions=$supp/asan.supp
   export LSAN_OPTIONS=suppressions=$supp/lsan.supp:print_suppressions=0
-  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp
-  export TSAN_OPTIONS=suppressions=$supp/tsan.supp:halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:exitcode=66
+  export UBSAN_OPTIONS=$log:print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp
+  export TSAN_OPTIONS=$log:suppressions=$supp/tsan.supp:halt_on_error=0:second_deadlock_stack=1:report_signal_unsafe=0:exitcode=66
   # Python tests load the system grpc module, not instrumented binaries.
   if ! ctest --test-dir "$dir" --output-on-failure -j "$(nproc)" -R "$tests" -E '^python_|deploy_'; then
     status=1
   fi
+  reports=$(find "$logs" -type f | sort)
+  if [[ -n $reports ]]; then
+    status=1
+    for f in $reports; do echo "=== $f"; cat "$f"; done
+  fi
+  echo "sanitize.sh: $mode $(echo -n "$reports" | grep -c . || true) sanitizer reports in $logs"
   echo "sanitize.sh: $mode build $((built - start)) s, tests $(( $(date +%s) - built )) s"
 done
 exit $status

@@ -10,6 +10,7 @@
 // pre_ and a post_ annotation are ignored, which covers the conditions the
 // library evaluates for other threads while it unlocks. Waiting (Await,
 // LockWhen's wait, CondVar::Wait) is an unlock followed by a lock.
+// tests/sanitize/absl_tsan_hooks_test.cc checks each kind of handoff.
 #include <dlfcn.h>
 #include <sanitizer/tsan_interface.h>
 
@@ -28,10 +29,12 @@
 
 namespace {
 
-// "_ZN4absl7debian3" + rest: the mangled name of an absl::<inline ns> symbol.
-void* Real(const char* rest) {
+// "_ZN4absl7debian3" + rest: the mangled name of an absl::<inline ns> symbol
+// ("_ZNK..." for a const member function).
+void* Real(const char* rest, bool is_const = false) {
   const char* ns = ARBOR_STR(ABSL_OPTION_INLINE_NAMESPACE_NAME);
-  const std::string name = std::string("_ZN4absl") + std::to_string(std::strlen(ns)) + ns + rest;
+  const std::string name = std::string(is_const ? "_ZNK4absl" : "_ZN4absl") +
+                           std::to_string(std::strlen(ns)) + ns + rest;
   void* fn = dlsym(RTLD_NEXT, name.c_str());
   if (fn == nullptr) {
     std::fprintf(stderr, "absl_tsan_hooks: %s not found\n", name.c_str());
@@ -41,8 +44,8 @@ void* Real(const char* rest) {
 }
 
 template <typename Fn>
-Fn RealFn(const char* rest) {
-  return reinterpret_cast<Fn>(Real(rest));
+Fn RealFn(const char* rest, bool is_const = false) {
+  return reinterpret_cast<Fn>(Real(rest, is_const));
 }
 
 constexpr unsigned kRead = __tsan_mutex_read_lock;
@@ -217,12 +220,44 @@ bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {
 
 // Notify stores the flag that the inline HasBeenNotified() loads with
 // acquire; the store is not instrumented, so announce its release on the
-// flag's address (the member after the Mutex).
+// flag's address (the member after the Mutex). The waits load it in the
+// library, uninstrumented, and return at once when it is already set (no
+// Mutex taken): announce the acquire there too, or everything the notifier
+// wrote before Notify races with what the waiter reads after.
 static_assert(sizeof(Notification) == 2 * sizeof(Mutex), "Notification's layout changed");
+namespace {
+void* NotifiedFlag(const Notification* n) {
+  return const_cast<char*>(reinterpret_cast<const char*>(n) + sizeof(Mutex));
+}
+}  // namespace
+
 void Notification::Notify() {
   static auto real = RealFn<void (*)(Notification*)>("12Notification6NotifyEv");
-  __tsan_release(reinterpret_cast<char*>(this) + sizeof(Mutex));
+  __tsan_release(NotifiedFlag(this));
   real(this);
+}
+
+void Notification::WaitForNotification() const {
+  static auto real =
+      RealFn<void (*)(const Notification*)>("12Notification19WaitForNotificationEv", true);
+  real(this);
+  __tsan_acquire(NotifiedFlag(this));
+}
+
+bool Notification::WaitForNotificationWithTimeout(absl::Duration timeout) const {
+  static auto real = RealFn<bool (*)(const Notification*, absl::Duration)>(
+      "12Notification30WaitForNotificationWithTimeoutENS0_8DurationE", true);
+  const bool notified = real(this, timeout);
+  if (notified) __tsan_acquire(NotifiedFlag(this));
+  return notified;
+}
+
+bool Notification::WaitForNotificationWithDeadline(absl::Time deadline) const {
+  static auto real = RealFn<bool (*)(const Notification*, absl::Time)>(
+      "12Notification31WaitForNotificationWithDeadlineENS0_4TimeE", true);
+  const bool notified = real(this, deadline);
+  if (notified) __tsan_acquire(NotifiedFlag(this));
+  return notified;
 }
 
 ABSL_NAMESPACE_END
