@@ -27,10 +27,10 @@ ABSL_FLAG(double, kv_memory_share, 0,
           "--backend=cuda: KV pool = this share of the GPU's total memory, in (0, 1), "
           "whatever else is on the GPU; give each process on a shared GPU its share "
           "(overrides --kv_memory_fraction)");
-ABSL_FLAG(int, cascade_levels, 4,
+ABSL_FLAG(int, cascade_levels, 1,
           "--backend=cuda: levels of shared-prefix (cascade) decode attention, >= 1: 1 reads "
           "each shared prompt once per group of branches; each further level also reads once "
-          "what a run of branches shares below it (a search tree's steps)");
+          "what a run of branches shares below it (a search tree's steps; docs/KERNELS.md)");
 ABSL_FLAG(int, max_batch_tokens, 2048,
           "Most tokens in one engine step (decode tokens + prefill chunks)");
 ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");

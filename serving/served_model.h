@@ -43,7 +43,7 @@ struct ServedModelOptions {
   // their start order. Wins over kv_memory_fraction.
   double kv_memory_share = 0;
   // --backend=cuda: CudaBackendOptions::cascade_max_levels (>= 1).
-  int cascade_levels = 4;
+  int cascade_levels = 1;
   // Without tokenizer.json the engine serves token ids only (no text, no delimiters).
   bool require_tokenizer = true;
   // Scheduler options (step_observer included).

@@ -45,8 +45,10 @@ wait_listening() {  # file
   log "no 'listening on' in $1"; tail -5 "$1"; return 1
 }
 start_services() {  # extra engine flags...
+  # The cascade's levels below the prompt (docs/KERNELS.md) are measured
+  # here against LEVEL1_CASES' --cascade_levels=1 (later flags win).
   local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
-                --max_queued_requests 4096 "$@")
+                --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-4}" "$@")
   "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
     --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/worker.log" || return 1

@@ -242,6 +242,7 @@ TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
 // own suffix: the same logits as the CPU backend and as plain decode.
 TEST_P(CudaGoldenTest, TwoLevelCascadeOverASearchTreeMatchesCpuBackend) {
   MAKE_CUDA_OR_SKIP(tree, dir(), 8192, /*cascade_min_shared_tokens=*/16);
+  tree->set_cascade_max_levels(4);
   MAKE_CUDA_OR_SKIP(prompt_only, dir(), 8192, /*cascade_min_shared_tokens=*/16);
   prompt_only->set_cascade_max_levels(1);
   MAKE_CUDA_OR_SKIP(plain, dir(), 8192, /*cascade_min_shared_tokens=*/0);
