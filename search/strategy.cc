@@ -54,9 +54,8 @@ absl::Status ValidateCertainty(absl::string_view name, const CertaintyConfig& c)
   }
   for (size_t i = 0; i < c.hedge_words.size(); ++i) {
     if (c.hedge_words[i].empty() || c.hedge_words[i].size() > 64) {
-      return absl::InvalidArgumentError(absl::StrCat(f, ".hedge_words[", i, "] has ",
-                                                     c.hedge_words[i].size(),
-                                                     " bytes; must be 1 to 64"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          f, ".hedge_words[", i, "] has ", c.hedge_words[i].size(), " bytes; must be 1 to 64"));
     }
   }
   return absl::OkStatus();
@@ -139,10 +138,11 @@ absl::Status ValidateStrategy(const AutoConfig& c) {
   ARBOR_RETURN_IF_ERROR(
       CheckInt("auto_strategy.first_round_samples", c.first_round_samples, 2, c.n - 1));
   ARBOR_RETURN_IF_ERROR(CheckInt("auto_strategy.beam_width", c.beam_width, 1, 64));
-  const std::pair<const char*, float> fractions[] = {{"auto_strategy.easy_agreement", c.easy_agreement},
-                                                     {"auto_strategy.easy_score", c.easy_score},
-                                                     {"auto_strategy.hard_agreement", c.hard_agreement},
-                                                     {"auto_strategy.hard_score", c.hard_score}};
+  const std::pair<const char*, float> fractions[] = {
+      {"auto_strategy.easy_agreement", c.easy_agreement},
+      {"auto_strategy.easy_score", c.easy_score},
+      {"auto_strategy.hard_agreement", c.hard_agreement},
+      {"auto_strategy.hard_score", c.hard_score}};
   for (const auto& [field, value] : fractions) {
     if (!(value >= 0.0f && value <= 1.0f)) return OutOfRange(field, value, "[0, 1]");
   }
@@ -158,24 +158,15 @@ const std::vector<std::string>& DynasorHedgeWords() {
 }
 
 void ApplyCertaintyEffort(CertaintyEffort effort, CertaintyConfig& config) {
-  // Dynasor's dynasor_saving_effort presets, (window, interval).
-  switch (effort) {
-    case CertaintyEffort::kMild:
-      config.window = 8, config.interval_tokens = 64;
-      break;
-    case CertaintyEffort::kLow:
-      config.window = 5, config.interval_tokens = 64;
-      break;
-    case CertaintyEffort::kMid:
-      config.window = 3, config.interval_tokens = 64;
-      break;
-    case CertaintyEffort::kHigh:
-      config.window = 2, config.interval_tokens = 64;
-      break;
-    case CertaintyEffort::kCrazy:
-      config.window = 2, config.interval_tokens = 32;
-      break;
-  }
+  // Dynasor's dynasor_saving_effort presets, (window, interval), in the
+  // enum's order: kMild, kLow, kMid, kHigh, kCrazy.
+  struct Preset {
+    int window, interval_tokens;
+  };
+  static constexpr Preset kPresets[] = {{8, 64}, {5, 64}, {3, 64}, {2, 64}, {2, 32}};
+  const Preset& preset = kPresets[static_cast<int>(effort)];
+  config.window = preset.window;
+  config.interval_tokens = preset.interval_tokens;
 }
 
 bool StrategyNeedsScorer(const StrategyConfig& config) {

@@ -61,6 +61,17 @@ std::string Question(int system, int question) {
                       question, ": what is ", 10 + question, " + ", 3 * question, "?");
 }
 
+// Reads a SolveStream to its end: the final status, and the result event's
+// response in `result`.
+grpc::Status FinishSolveStream(grpc::ClientReader<arbor::v1::SolveEvent>* reader,
+                               arbor::v1::SolveResponse* result) {
+  arbor::v1::SolveEvent event;
+  while (reader->Read(&event)) {
+    if (event.has_result()) *result = event.result();
+  }
+  return reader->Finish();
+}
+
 class RoutingIntegrationTest : public ::testing::Test {
  protected:
   void StartAll(const std::string& routing, const std::vector<std::string>& flags = {}) {
@@ -72,10 +83,9 @@ class RoutingIntegrationTest : public ::testing::Test {
       ASSERT_FALSE(workers_.back().address.empty());
       addresses.push_back(workers_.back().address);
     }
-    std::vector<std::string> argv = {BinaryPath("arbor-coordinator"),
-                                     "--workers=" + absl::StrJoin(addresses, ","),
-                                     "--routing=" + routing, "--routing_poll_ms=100",
-                                     "--health_interval_ms=200"};
+    std::vector<std::string> argv = {
+        BinaryPath("arbor-coordinator"), "--workers=" + absl::StrJoin(addresses, ","),
+        "--routing=" + routing, "--routing_poll_ms=100", "--health_interval_ms=200"};
     argv.insert(argv.end(), flags.begin(), flags.end());
     coordinator_ = StartServer(argv);
     ASSERT_FALSE(coordinator_.address.empty());
@@ -162,10 +172,7 @@ TEST_F(RoutingIntegrationTest, AKilledWorkerKeepsTheAnswerOfTheSeed) {
   workers_[victim].process->Signal(SIGKILL);
   workers_[victim].process->Wait();
   arbor::v1::SolveResponse result;
-  while (reader->Read(&event)) {
-    if (event.has_result()) result = event.result();
-  }
-  grpc::Status status = reader->Finish();
+  grpc::Status status = FinishSolveStream(reader.get(), &result);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_NE(result.worker(), placed);
   EXPECT_GE(result.usage().retries(), 1);
@@ -187,9 +194,9 @@ TEST_F(RoutingIntegrationTest, SplitSubTreesAndAKilledSubTreeWorkerKeepTheAnswer
   // The same workers behind a coordinator that keeps each job on one worker.
   std::vector<std::string> addresses;
   for (const Server& w : workers_) addresses.push_back(w.address);
-  Server whole = StartServer({BinaryPath("arbor-coordinator"),
-                              "--workers=" + absl::StrJoin(addresses, ","),
-                              "--routing=prefix_load", "--health_interval_ms=200"});
+  Server whole =
+      StartServer({BinaryPath("arbor-coordinator"), "--workers=" + absl::StrJoin(addresses, ","),
+                   "--routing=prefix_load", "--health_interval_ms=200"});
   ASSERT_FALSE(whole.address.empty());
   auto whole_stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(whole.address, grpc::InsecureChannelCredentials()));
@@ -232,10 +239,7 @@ TEST_F(RoutingIntegrationTest, SplitSubTreesAndAKilledSubTreeWorkerKeepTheAnswer
   workers_[victim].process->Signal(SIGKILL);
   workers_[victim].process->Wait();
   arbor::v1::SolveResponse result;
-  while (reader->Read(&event)) {
-    if (event.has_result()) result = event.result();
-  }
-  grpc::Status status = reader->Finish();
+  grpc::Status status = FinishSolveStream(reader.get(), &result);
   ASSERT_TRUE(status.ok()) << status.error_message();
   // Its sub-tree's next call failed there and was retried elsewhere: it was
   // split. The tokens are the one-worker job's.
@@ -250,10 +254,10 @@ TEST_F(RoutingIntegrationTest, SplitSubTreesAndAKilledSubTreeWorkerKeepTheAnswer
 }
 
 TEST(RoutingFlagTest, AnUnknownPolicyIsRefusedAtStart) {
-  auto process = Subprocess::Start({BinaryPath("arbor-coordinator"), "--workers=127.0.0.1:1",
-                                    "--routing=random", "--port=0", "--host=127.0.0.1",
-                                    "--metrics_port=-1"},
-                                   ::testing::TempDir() + "/routing_flag.err");
+  auto process =
+      Subprocess::Start({BinaryPath("arbor-coordinator"), "--workers=127.0.0.1:1",
+                         "--routing=random", "--port=0", "--host=127.0.0.1", "--metrics_port=-1"},
+                        ::testing::TempDir() + "/routing_flag.err");
   ASSERT_TRUE(process.ok()) << process.status();
   EXPECT_EQ((*process)->Wait(), 2);
 }
