@@ -1,6 +1,7 @@
 #include "coordinator/routing_policy.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
@@ -24,6 +25,10 @@ constexpr std::pair<std::string_view, RoutingPolicy> kPolicies[] = {
 // Tokens a chat template adds around the question (a rough constant: the
 // score compares workers for one prompt, so it only shifts every load alike).
 constexpr double kTemplateTokens = 16;
+
+// Tokens per KV block of a worker that has not reported its own yet (the
+// engine's, kernels::kKvBlockSize).
+constexpr double kDefaultKvBlockTokens = 16;
 
 }  // namespace
 
@@ -215,11 +220,16 @@ std::vector<std::string> Router::PolicyOrder(const RouteRequest& request,
     const Worker& worker = WorkerAt(address);
     double score = -LoadTokens(worker, job_tokens);
     if (options_.policy == RoutingPolicy::kPrefixLoad) {
-      score = MatchedChunks(keys, worker) * hit_per_chunk + options_.load_weight * score;
-    } else {
-      // least_loaded: between equal counts, the shorter reported queue.
-      score -= 1e-6 * static_cast<double>(worker.load.queued_tokens);
+      // The radix cache shares whole KV blocks only: a match shorter than a
+      // block (a chat template's header every prompt opens with) saves
+      // nothing and must not outweigh load.
+      const double block = worker.load.kv_block_size > 0 ? worker.load.kv_block_size
+                                                          : kDefaultKvBlockTokens;
+      const double hit = std::floor(MatchedChunks(keys, worker) * hit_per_chunk / block) * block;
+      score = hit + options_.load_weight * score;
     }
+    // Between equal scores, the shorter reported queue.
+    score -= 1e-6 * static_cast<double>(worker.load.queued_tokens);
     scored.emplace_back(score, std::move(address));
   }
   std::stable_sort(scored.begin(), scored.end(),

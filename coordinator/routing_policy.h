@@ -9,7 +9,8 @@
 //        expected prefix-hit tokens - load_weight * load tokens,
 //    where the expected hit is the longest run of the prompt's prefix keys
 //    (common/prefix_hash.h: chained hashes of its 64-byte text chunks) in an
-//    approximate index of what was sent to that worker, in tokens. The index
+//    approximate index of what was sent to that worker, in tokens rounded
+//    down to whole KV blocks (the cache shares nothing shorter). The index
 //    is the router's guess, kept in step with evictions by the worker's cache
 //    summary (GeneratorInfo.cached_prefix_keys, polled every poll_interval):
 //    a key the worker no longer lists is dropped unless it was sent within
@@ -17,7 +18,7 @@
 //    lists are added (another coordinator may have warmed them).
 //  Load tokens of a worker = the new job's prompt tokens * max(jobs this
 //  router placed there and not finished, requests the worker reports active);
-//  least_loaded breaks ties by the reported queued_tokens.
+//  least_loaded and prefix_load break ties by the reported queued_tokens.
 //
 // Every policy is sticky: once a job is placed, its calls go to the same
 // worker while that worker is healthy; the other healthy workers follow in

@@ -127,6 +127,56 @@ TEST(RoutingPolicyTest, PrefixLoadSendsASharedSystemPromptToOneWorker) {
   EXPECT_NE(First(*router, Job("b0", 3)), home);
 }
 
+TEST(RoutingPolicyTest, PrefixLoadWithoutSharedPrefixesBalancesLikeLeastLoaded) {
+  // Questions that share nothing: prefix_load is load alone, and between
+  // equal counts the shorter reported queue wins (not rendezvous order,
+  // which would pile every tie onto the same worker).
+  auto router = MakeRouter(RoutingPolicy::kPrefixLoad);
+  std::vector<std::string> firsts;
+  for (int i = 0; i < 4; ++i) {
+    firsts.push_back(First(*router, RouteRequest{absl::StrCat("u", i), "chatml",
+                                                 absl::StrCat("Problem ", i, ": unique")}));
+  }
+  EXPECT_THAT(firsts, UnorderedElementsAreArray(kWorkers));
+  for (int i = 0; i < 4; ++i) router->JobDone(absl::StrCat("u", i));
+  for (const auto& w : kWorkers) {
+    router->UpdateLoad(w, WorkerLoad{.queued_tokens = w == firsts[2] ? 0 : 500});
+  }
+  EXPECT_EQ(First(*router, RouteRequest{"u4", "chatml", "Problem 4: unique"}), firsts[2]);
+}
+
+TEST(RoutingPolicyTest, PrefixLoadIgnoresMatchesShorterThanAKvBlock) {
+  // One 64-byte chunk at 0.2 tokens a byte is under a 16-token block: the
+  // worker's cache could share none of it, so the idle worker wins.
+  RouterOptions options;
+  options.policy = RoutingPolicy::kPrefixLoad;
+  options.load_weight = 0.5;
+  options.initial_tokens_per_byte = 0.2;
+  auto created = Router::Create(options, nullptr);
+  ASSERT_TRUE(created.ok()) << created.status();
+  Router& router = **created;
+  const std::string text(2 * kPrefixChunkBytes, 'x');
+  const std::vector<uint64_t> keys = PrefixChunkKeys("chatml", text);
+  ASSERT_EQ(keys.size(), 2u);
+  arbor::v1::GeneratorInfo info;
+  info.set_prefix_key_chunk_bytes(kPrefixChunkBytes);
+  info.set_kv_block_size(16);
+  info.add_cached_prefix_keys(keys[0]);
+  info.set_active_requests(1);
+  router.UpdateLoad("w0:1", WorkerLoadFromInfo(info));
+  for (const char* w : {"w1:1", "w2:1", "w3:1"}) {
+    router.UpdateLoad(w, WorkerLoad{.queued_tokens = 0, .active_requests = 1});
+  }
+  // Equal load everywhere: the sub-block match alone does not pick w0 ...
+  const std::vector<std::string> order =
+      router.Order(RouteRequest{"s0", "chatml", text + " tail"}, kWorkers);
+  EXPECT_EQ(order, RendezvousOrder("s0", kWorkers));
+  // ... while two chunks (25.6 tokens: one whole block) do.
+  info.add_cached_prefix_keys(keys[1]);
+  router.UpdateLoad("w0:1", WorkerLoadFromInfo(info));
+  EXPECT_EQ(First(router, RouteRequest{"s1", "chatml", text + " tail"}), "w0:1");
+}
+
 TEST(RoutingPolicyTest, PrefixLoadSpillsWhenTheCachedWorkerIsTooBusy) {
   auto router = MakeRouter(RoutingPolicy::kPrefixLoad);
   const std::string home = First(*router, Job("a0", 1));
