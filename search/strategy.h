@@ -103,12 +103,17 @@ struct BestOfNConfig {
   Aggregation aggregation = Aggregation::kLast;
   float min_vote_fraction = 0.2f;  // (0, 1], for kBestOfMajority
   // Adaptive best-of-N: when round_size > 0, samples are drawn in rounds of
-  // round_size (up to n in all) and the job stops as soon as the most common
-  // answer holds at least stop_agreement of all samples drawn so far
-  // (stop_reason "agreement"); the selection then runs over what was drawn.
-  // 0 (default) draws all n at once.
+  // round_size (up to n in all) and after each round the job stops as soon as
+  // the vote is decided (stop_reason "agreement"): LeaderConfidence
+  // (selection.h), the posterior probability that the leading answer beats
+  // the runner-up given the votes so far, reaches stop_agreement. Votes are
+  // weighted by the samples' PRM scores (aggregation), so the round is scored
+  // as it ends; with kMajorityVote each sample counts 1 (Adaptive-Consistency
+  // as published). The selection then runs over what was drawn. 0 (default)
+  // draws all n at once. The default 0.65 was chosen on the PRM-scored
+  // samples of the first 120 reference problems (docs/SCALING.md).
   int32_t round_size = 0;        // [0, n]
-  float stop_agreement = 0.75f;  // (0, 1]
+  float stop_agreement = 0.65f;  // (0, 1]: 0.5 stops after the first round
   CertaintyConfig certainty;     // each sample stops once its answer is certain
 };
 
