@@ -174,12 +174,16 @@ struct ParticleGibbsConfig {
 // pb_c_init, the prior P from the step's mean token logprob (softmax over
 // siblings) and Q the mean backed-up value (a node's own PRM score before its
 // first visit); expands the leaf with max_width sampled steps (to EOS at
-// max_depth); evaluates the best new child by its PRM score or, with
-// rollouts, by the PRM score of a greedy rollout to EOS (itself a candidate);
-// and backs the value up the path. Finished nodes and rollouts are the
-// candidates, ranked by score. When the simulations end before any path
-// did, the principal path's leaf (most visits from the root down) and the
-// deepest leaves are finished greedily, as the reserve does under a cap.
+// max_depth), samples that wrote the same step being one child whose prior
+// is their summed prior; evaluates the best new child by its PRM score or,
+// with rollouts, by the PRM score of a greedy rollout to EOS (itself a
+// candidate); and backs the value up the path. Finished nodes and rollouts
+// are the candidates, ranked by score. When the simulations end before any
+// path did, the principal path's leaf (most visits from the root down) and
+// the deepest leaves are finished greedily, as the reserve does under a cap,
+// and PRM-scored whole: they rank by their own score. The search ends early
+// once every path has ended (with few distinct steps, before
+// num_simulations).
 struct MctsConfig {
   int32_t num_simulations = 16;  // [1, 4096]
   int32_t max_width = 10;        // [1, 64] children per expansion
