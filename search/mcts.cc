@@ -152,18 +152,34 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
       }
       std::vector<double> logprobs;
       std::vector<int64_t> tokens;
-      for (Child& c : step->children) {
-        auto child = std::make_unique<Node>();
+      for (const Child& c : step->children) {
         const size_t before = node->branch.tokens.size();
         tokens.push_back(static_cast<int64_t>(c.branch.tokens.size() - before));
         logprobs.push_back(c.branch.logprob - node->branch.logprob);
-        child->value = c.branch.score;
-        child->branch = std::move(c.branch);
+      }
+      const std::vector<double> priors = StepPriors(logprobs, tokens);
+      // Samples that wrote the same step are one child: the same state, so
+      // copies would split its visits and let PUCT spend simulations on
+      // width (a small policy writes the same arithmetic step in most of
+      // its samples; docs/SCALING.md). The child's prior is its copies'
+      // summed prior: how often the policy chose that step.
+      for (size_t i = 0; i < step->children.size(); ++i) {
+        Branch& b = step->children[i].branch;
+        Node* same = nullptr;
+        for (const auto& c : node->children) {
+          if (c->branch.tokens == b.tokens) same = c.get();
+        }
+        if (same != nullptr) {
+          same->prior += priors[i];
+          continue;
+        }
+        auto child = std::make_unique<Node>();
+        child->value = b.score;
+        child->prior = priors[i];
+        child->branch = std::move(b);
         child->depth = node->depth + 1;
         node->children.push_back(std::move(child));
       }
-      const std::vector<double> priors = StepPriors(logprobs, tokens);
-      for (size_t i = 0; i < priors.size(); ++i) node->children[i]->prior = priors[i];
       node->expanded = true;
       // Evaluation: the child PUCT would pick next (all unvisited: Q = its
       // PRM score).
@@ -238,6 +254,7 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   // answers), then the deepest (closest to an answer), by Q among equals;
   // with nothing expanded yet, the root.
   if (!finish && finished_nodes.empty() && !live_leaves.empty()) finish = true;
+  std::vector<const Branch*> rescored;  // finished below and scored whole
   if (finish) {
     Node* principal = &root;
     while (!principal->children.empty()) {
@@ -260,13 +277,39 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
     std::vector<Branch*> ranked;
     for (Node* n : ranked_leaves) ranked.push_back(&n->branch);
     if (ranked.empty() && root.children.empty()) ranked.push_back(&root.branch);
+    std::vector<bool> was_done;
+    for (const Branch* b : ranked) was_done.push_back(b->done);
     ARBOR_RETURN_IF_ERROR(run.FinishBranches(ranked));
+    // The finishes are candidates like any finished node: ranked by their own
+    // PRM score, not by the unfinished prefix's value (which says nothing of
+    // the steps the finish wrote; ranking by it picked the answer from an
+    // unfinished node). Unscored when the reward budget is spent: those keep
+    // the prefix's value.
+    std::vector<Branch*> to_score;
+    for (size_t i = 0; i < ranked.size(); ++i) {
+      if (!was_done[i] && ranked[i]->done) to_score.push_back(ranked[i]);
+    }
+    if (!to_score.empty()) {
+      absl::StatusOr<bool> scored =
+          run.ScoreBranches(to_score, /*full=*/true, config.aggregation, /*allow_partial=*/true);
+      if (!scored.ok()) return scored.status();
+      for (Branch* b : to_score) {
+        // Scored whole: a score per step, the finish's included.
+        if (b->step_scores.size() == b->steps.size()) rescored.push_back(b);
+      }
+    }
     if (!root.branch.steps.empty()) finished_nodes.push_back(&root);
   }
+  auto score_of = [&](Node* n) {
+    for (const Branch* b : rescored) {
+      if (b == &n->branch) return b->score;
+    }
+    return n->Q();
+  };
   std::vector<Branch> candidates;
   std::vector<int> tiers;
   for (Node* n : finished_nodes) {
-    n->branch.score = n->Q();
+    n->branch.score = score_of(n);
     tiers.push_back(n->branch.done ? 0 : 1);
     candidates.push_back(std::move(n->branch));
   }
@@ -276,7 +319,7 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   }
   for (Node* n : live_leaves) {
     if (n->branch.steps.empty()) continue;
-    n->branch.score = n->Q();
+    n->branch.score = score_of(n);
     tiers.push_back(n->branch.done ? 0 : 1);
     candidates.push_back(std::move(n->branch));
   }

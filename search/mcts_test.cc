@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "search/strategy.h"
@@ -101,6 +103,62 @@ TEST(MctsTest, DepthCapGeneratesToEosAndRolloutsAreCandidates) {
   EXPECT_TRUE(depth_cap);
   ASSERT_FALSE(result->candidates.empty());
   EXPECT_TRUE(result->candidates[0].finished);
+}
+
+// Samples that write the same step are one child: with 16 samples of a
+// near-sure step (12 possible lengths in the fake world) some are copies, and
+// the tree keeps each step once.
+TEST(MctsTest, IdenticalSampledStepsAreOneChild) {
+  FakeGenerator generator;
+  FakeScorer scorer(0.0);
+  const FakeProblem problem{.id = 3, .p = 0.99, .num_steps = 4};
+  auto result = RunStrategy(Config(MctsConfig{.num_simulations = 1, .max_width = 16}),
+                            Job(problem, 2), generator, &scorer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(generator.call_log().front().outputs, 16);
+  std::set<std::string> first_steps;
+  for (const Candidate& c : result->candidates) {
+    ASSERT_FALSE(c.steps.empty());
+    EXPECT_TRUE(first_steps.insert(c.steps[0]).second) << c.steps[0];
+  }
+  EXPECT_LT(result->candidates.size(), 16u);
+  EXPECT_GE(result->candidates.size(), 2u);
+}
+
+// When the simulations end before any path did, the principal and deepest
+// leaves are finished greedily; each finish is a candidate ranked by its own
+// PRM score (a score for every step, the finish's included), not by the
+// value of the unfinished prefix it grew from.
+TEST(MctsTest, GreedyFinishesAreRankedByTheirOwnScore) {
+  int solved = 0;
+  for (int id = 0; id < 20; ++id) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    const FakeProblem problem{.id = id, .p = 0.6, .num_steps = 6};
+    // 3 simulations reach depth 3 at most: no path of 6 steps ends.
+    auto result = RunStrategy(Config(MctsConfig{.num_simulations = 3, .max_width = 4}),
+                              Job(problem, 7), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_FALSE(result->candidates.empty());
+    int finished = 0;
+    for (const Candidate& c : result->candidates) {
+      if (!c.finished) continue;
+      ++finished;
+      ASSERT_EQ(c.step_scores.size(), c.steps.size());
+      EXPECT_DOUBLE_EQ(c.score, c.step_scores.back());
+    }
+    EXPECT_GE(finished, 1);
+    const Candidate& top = result->candidates[0];
+    EXPECT_TRUE(top.finished);
+    // Noiseless PRM: a right finish (0.953) outranks every wrong one (0.047).
+    bool any_right = false;
+    for (const Candidate& c : result->candidates) {
+      any_right = any_right || (c.finished && IsRightAnswer(problem, c.answer));
+    }
+    EXPECT_EQ(IsRightAnswer(problem, top.answer), any_right) << id;
+    solved += IsRightAnswer(problem, top.answer) ? 1 : 0;
+  }
+  EXPECT_GT(solved, 0);
 }
 
 TEST(MctsTest, InvalidConfigsNameTheField) {

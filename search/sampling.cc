@@ -1,5 +1,6 @@
 // Greedy and best-of-N: independent samples of whole solutions; adaptive
-// best-of-N draws them in rounds and stops once the answers agree. They are
+// best-of-N draws them in rounds and stops once the (PRM-weighted) vote is
+// decided. They are
 // generated one step per iteration (all live samples in one Extend, sharing
 // the prompt) so that the budget, deadline and progress events work step by
 // step like the tree strategies; a step boundary does not change the
@@ -7,10 +8,12 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "search/search_run.h"
+#include "search/selection.h"
 
 namespace arbor::search::internal {
 
@@ -148,9 +151,23 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
         iteration);
     if (!more.ok()) return more.status();
     if (!*more || round >= n) break;
-    // Adaptive best-of-N: stop once the vote is decided.
-    if (static_cast<int>(branches.size()) < n &&
-        run.Agreement(branches) >= best_of_n->stop_agreement) {
+    if (static_cast<int>(branches.size()) >= n) break;
+    // Adaptive best-of-N: stop once the vote is decided, judged on PRM-weighted
+    // votes (each round is scored as it ends; a sample is scored once, so this
+    // costs no reward tokens over scoring at the end) or raw votes for the
+    // majority vote (BestOfNConfig::stop_agreement).
+    std::vector<std::string> answers;
+    std::vector<double> weights;
+    const bool weighted = best_of_n->selection != BestOfNConfig::Selection::kMajorityVote;
+    if (weighted) {
+      absl::StatusOr<bool> ok = ScoreSamples(run, branches, best_of_n->aggregation);
+      if (!ok.ok()) return ok.status();
+    }
+    for (const Branch& b : branches) {
+      answers.push_back(run.AnswerOf(b));
+      weights.push_back(!weighted ? 1.0 : (b.scored ? b.score : 0.0));
+    }
+    if (LeaderConfidence(answers, weights) >= best_of_n->stop_agreement) {
       run.set_stop_reason(kStopAgreement);
       break;
     }

@@ -1,6 +1,7 @@
 #include "search/selection.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -110,6 +111,74 @@ std::vector<size_t> RankCandidates(std::vector<Candidate>& candidates, const Ran
            std::tie(y.tier, y.answer_rank, y.answer_tie, y.neg_score, y.tie);
   });
   return order;
+}
+
+namespace {
+
+// The continued fraction of I_x(a, b) by the modified Lentz method; converges
+// fast for x < (a + 1) / (a + b + 2).
+double BetaContinuedFraction(double a, double b, double x) {
+  constexpr int kMaxIterations = 500;
+  constexpr double kEpsilon = 1e-13;
+  constexpr double kTiny = 1e-300;
+  const double qab = a + b, qap = a + 1.0, qam = a - 1.0;
+  double c = 1.0;
+  double d = 1.0 - qab * x / qap;
+  if (std::fabs(d) < kTiny) d = kTiny;
+  d = 1.0 / d;
+  double h = d;
+  for (int m = 1; m <= kMaxIterations; ++m) {
+    const double m2 = 2.0 * m;
+    double aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+    d = 1.0 + aa * d;
+    if (std::fabs(d) < kTiny) d = kTiny;
+    c = 1.0 + aa / c;
+    if (std::fabs(c) < kTiny) c = kTiny;
+    d = 1.0 / d;
+    h *= d * c;
+    aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+    d = 1.0 + aa * d;
+    if (std::fabs(d) < kTiny) d = kTiny;
+    c = 1.0 + aa / c;
+    if (std::fabs(c) < kTiny) c = kTiny;
+    d = 1.0 / d;
+    const double delta = d * c;
+    h *= delta;
+    if (std::fabs(delta - 1.0) < kEpsilon) break;
+  }
+  return h;
+}
+
+}  // namespace
+
+double BetaAboveHalf(double a, double b) {
+  ARBOR_CHECK(a > 0.0 && b > 0.0);
+  constexpr double x = 0.5;
+  const double log_front =
+      std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + (a + b) * std::log(x);
+  const double front = std::exp(log_front);
+  // I_x(a, b) directly where the fraction converges, else by the symmetry
+  // I_x(a, b) = 1 - I_{1-x}(b, a) (x = 1 - x = 1/2 here).
+  if (x < (a + 1.0) / (a + b + 2.0)) return 1.0 - front * BetaContinuedFraction(a, b, x) / a;
+  return front * BetaContinuedFraction(b, a, x) / b;
+}
+
+double LeaderConfidence(absl::Span<const std::string> answers, absl::Span<const double> weights) {
+  ARBOR_CHECK(answers.size() == weights.size());
+  absl::flat_hash_map<std::string, double> sums;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    if (!answers[i].empty()) sums[answers[i]] += std::max(0.0, weights[i]);
+  }
+  double first = 0.0, second = 0.0;
+  for (const auto& [answer, w] : sums) {
+    if (w > first) {
+      second = first;
+      first = w;
+    } else if (w > second) {
+      second = w;
+    }
+  }
+  return BetaAboveHalf(first + 1.0, second + 1.0);
 }
 
 }  // namespace arbor::search

@@ -4,6 +4,7 @@
 #define ARBOR_SEARCH_SELECTION_H_
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -40,6 +41,21 @@ struct RankOptions {
 // answer never win a vote over ones with an answer in the same tier.
 std::vector<size_t> RankCandidates(std::vector<Candidate>& candidates, const RankOptions& options,
                                    JobRandom& rng);
+
+// P(X > 1/2) for X ~ Beta(a, b), a, b > 0: 1 - I_{1/2}(a, b), the regularized
+// incomplete beta function by its continued fraction (Numerical Recipes 6.4).
+double BetaAboveHalf(double a, double b);
+
+// Adaptive best-of-N's stopping test: Adaptive-Consistency's Beta criterion
+// (Aggarwal et al. 2023, "Let's Sample Step by Step") on weighted votes. With
+// W1 >= W2 the two largest per-answer sums of `weights` (answers "" do not
+// vote), the leader's share p of the two has the posterior Beta(W1 + 1,
+// W2 + 1) under a uniform prior; returns P(p > 1/2), in [0.5, 1). The weights
+// are PRM scores (votes of 1 without a reward model): a sample the PRM
+// believes wrong is little evidence for its answer, so a majority of
+// low-scored samples leaves the vote open, where the share of raw votes
+// would call it decided (docs/SCALING.md, "Adaptive best-of-N").
+double LeaderConfidence(absl::Span<const std::string> answers, absl::Span<const double> weights);
 
 }  // namespace arbor::search
 

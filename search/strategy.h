@@ -103,12 +103,17 @@ struct BestOfNConfig {
   Aggregation aggregation = Aggregation::kLast;
   float min_vote_fraction = 0.2f;  // (0, 1], for kBestOfMajority
   // Adaptive best-of-N: when round_size > 0, samples are drawn in rounds of
-  // round_size (up to n in all) and the job stops as soon as the most common
-  // answer holds at least stop_agreement of all samples drawn so far
-  // (stop_reason "agreement"); the selection then runs over what was drawn.
-  // 0 (default) draws all n at once.
+  // round_size (up to n in all) and after each round the job stops as soon as
+  // the vote is decided (stop_reason "agreement"): LeaderConfidence
+  // (selection.h), the posterior probability that the leading answer beats
+  // the runner-up given the votes so far, reaches stop_agreement. Votes are
+  // weighted by the samples' PRM scores (aggregation), so the round is scored
+  // as it ends; with kMajorityVote each sample counts 1 (Adaptive-Consistency
+  // as published). The selection then runs over what was drawn. 0 (default)
+  // draws all n at once. The default 0.65 was chosen on the PRM-scored
+  // samples of the first 120 reference problems (docs/SCALING.md).
   int32_t round_size = 0;        // [0, n]
-  float stop_agreement = 0.75f;  // (0, 1]
+  float stop_agreement = 0.65f;  // (0, 1]: 0.5 stops after the first round
   CertaintyConfig certainty;     // each sample stops once its answer is certain
 };
 
@@ -169,12 +174,16 @@ struct ParticleGibbsConfig {
 // pb_c_init, the prior P from the step's mean token logprob (softmax over
 // siblings) and Q the mean backed-up value (a node's own PRM score before its
 // first visit); expands the leaf with max_width sampled steps (to EOS at
-// max_depth); evaluates the best new child by its PRM score or, with
-// rollouts, by the PRM score of a greedy rollout to EOS (itself a candidate);
-// and backs the value up the path. Finished nodes and rollouts are the
-// candidates, ranked by score. When the simulations end before any path
-// did, the principal path's leaf (most visits from the root down) and the
-// deepest leaves are finished greedily, as the reserve does under a cap.
+// max_depth), samples that wrote the same step being one child whose prior
+// is their summed prior; evaluates the best new child by its PRM score or,
+// with rollouts, by the PRM score of a greedy rollout to EOS (itself a
+// candidate); and backs the value up the path. Finished nodes and rollouts
+// are the candidates, ranked by score. When the simulations end before any
+// path did, the principal path's leaf (most visits from the root down) and
+// the deepest leaves are finished greedily, as the reserve does under a cap,
+// and PRM-scored whole: they rank by their own score. The search ends early
+// once every path has ended (with few distinct steps, before
+// num_simulations).
 struct MctsConfig {
   int32_t num_simulations = 16;  // [1, 4096]
   int32_t max_width = 10;        // [1, 64] children per expansion

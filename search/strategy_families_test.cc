@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "search/resampling.h"
+#include "search/selection.h"
 #include "search/strategy.h"
 #include "search/strategy_test_util.h"
 #include "search/testing/fake_world.h"
@@ -322,14 +323,14 @@ TEST(ParticleGibbsTest, InvalidRefCountNamesTheField) {
             std::string::npos);
 }
 
-// Adaptive best-of-N: rounds of round_size until the top answer holds
-// stop_agreement of the samples. An easy problem stops after one round; a
-// hard one draws all n.
+// Adaptive best-of-N: rounds of round_size until LeaderConfidence of the
+// votes so far reaches stop_agreement. An easy problem stops after one round;
+// a hard one draws all n.
 TEST(BestOfNTest, AdaptiveRoundsStopOnceTheVoteIsDecided) {
   const BestOfNConfig adaptive{.n = 16,
                                .selection = BestOfNConfig::Selection::kMajorityVote,
                                .round_size = 4,
-                               .stop_agreement = 0.75f};
+                               .stop_agreement = 0.9f};
   {
     FakeGenerator generator;
     auto result = RunStrategy(Config(adaptive), Job(FakeProblem{.id = 1, .p = 0.99, .num_steps = 3}, 1),
@@ -347,20 +348,48 @@ TEST(BestOfNTest, AdaptiveRoundsStopOnceTheVoteIsDecided) {
     EXPECT_EQ(result->candidates.size(), 16u);
     EXPECT_EQ(result->stop_reason, "completed");
   }
-  // Agreement is judged over all samples drawn so far: 0.75 of 8 needs 6.
-  FakeGenerator generator;
-  const FakeProblem problem{.id = 3, .p = 0.85, .num_steps = 3};
-  auto result = RunStrategy(Config(adaptive), Job(problem, 4), generator, nullptr);
-  ASSERT_TRUE(result.ok());
-  std::map<std::string, int> votes;
-  for (const Candidate& c : result->candidates) votes[c.answer]++;
-  int top = 0;
-  for (const auto& [answer, v] : votes) top = std::max(top, v);
-  if (result->stop_reason == "agreement") {
-    EXPECT_GE(top * 4, static_cast<int>(result->candidates.size()) * 3);
-  } else {
-    EXPECT_EQ(result->candidates.size(), 16u);
+}
+
+// With a reward model the votes are PRM-weighted. A problem whose samples
+// all go wrong (p = 0.1 over 4 steps) splits them over the fake's three
+// wrong answers, up to 10 of 16 on one; the PRM scores each 0.047, so the
+// weighted vote stays open (LeaderConfidence <= 0.58) and adaptive best-of-N
+// draws all 16. An easy problem, 0.953 per right sample, stops after its
+// first round. (selection_test has a wrong raw majority of 4 of 4 that the
+// old rule, a raw share of 0.75, called decided.)
+TEST(BestOfNTest, AdaptiveWeightedVoteKeepsGrowingOnAnUndecidedVote) {
+  const BestOfNConfig adaptive{.n = 16,
+                               .selection = BestOfNConfig::Selection::kWeightedVote,
+                               .round_size = 4};  // default stop_agreement
+  for (uint64_t seed = 1; seed <= 8; ++seed) {
+    const FakeProblem hard{.id = 5, .p = 0.1, .num_steps = 4};
+    FakeGenerator generator;
+    FakeScorer scorer;
+    auto result = RunStrategy(Config(adaptive), Job(hard, seed), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->stop_reason, "completed") << seed;
+    EXPECT_EQ(generator.call_log().front().outputs, 4);
+    std::vector<std::string> answers;
+    std::vector<double> weights;
+    for (const Candidate& c : result->candidates) {
+      answers.push_back(c.answer);
+      weights.push_back(c.score);
+      EXPECT_FALSE(IsRightAnswer(hard, c.answer));
+    }
+    EXPECT_EQ(answers.size(), 16u);
+    EXPECT_LT(LeaderConfidence(answers, weights), adaptive.stop_agreement);
   }
+
+  const FakeProblem easy{.id = 6, .p = 0.99, .num_steps = 3};
+  FakeGenerator generator;
+  FakeScorer scorer;
+  auto result = RunStrategy(Config(adaptive), Job(easy, 1), generator, &scorer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->stop_reason, "agreement");
+  EXPECT_EQ(result->candidates.size(), 4u);
+  EXPECT_TRUE(IsRightAnswer(easy, result->answer));
+  // Scored once each: 4 samples of 3 steps, no rescoring at the end.
+  EXPECT_EQ(scorer.calls(), 1);
 }
 
 }  // namespace

@@ -5,7 +5,10 @@ particle Gibbs, entropic particle filtering and adaptive best-of-N next to the b
 same sweep, and the token saving of adaptive best-of-N at equal accuracy. Writes between the
 ROUND2 markers of SCALING.md (and prints it).
 
-    /usr/bin/python3 bench/scaling/round2.py OUT_DIR [--docs docs] [--note TEXT]
+    /usr/bin/python3 bench/scaling/round2.py OUT_DIR [--docs docs] [--note TEXT] [--marker ROUND3]
+
+--marker names the markers written between (default ROUND2; ROUND3 for the rerun after the
+adaptive stop rule and the MCTS fixes).
 """
 import argparse
 import csv
@@ -13,7 +16,6 @@ import math
 import os
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BEGIN, END = "<!-- ROUND2:BEGIN -->", "<!-- ROUND2:END -->"
 LABELS = {
     "greedy": "greedy",
     "best_of_n_reward": "best-of-N (PRM argmax)",
@@ -121,13 +123,15 @@ def main():
     ap.add_argument("out_dir")
     ap.add_argument("--docs", default=os.path.join(ROOT, "docs"))
     ap.add_argument("--note", default="")
+    ap.add_argument("--marker", default="ROUND2")
     args = ap.parse_args()
+    begin, end = f"<!-- {args.marker}:BEGIN -->", f"<!-- {args.marker}:END -->"
     rows = load(os.path.join(args.out_dir, "scaling.csv"))
     measured = "\n\n".join(x for x in [args.note, checks(rows), table(rows)] if x)
     doc = os.path.join(args.docs, "SCALING.md")
     text = open(doc).read()
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN) + len(BEGIN)] + "\n" + measured + "\n" + text[text.index(END):]
+    if begin in text and end in text:
+        text = text[:text.index(begin) + len(begin)] + "\n" + measured + "\n" + text[text.index(end):]
         with open(doc, "w") as f:
             f.write(text)
     print(measured)

@@ -129,7 +129,8 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
     r.mutable_mcts()->set_max_width(m);
   } else if (strategy == "best_of_n_adaptive_weighted_vote" ||
              strategy == "best_of_n_adaptive_reward") {
-    // Rounds of max(4, N/8) samples up to N, until 75% of the answers agree.
+    // Rounds of max(4, N/8) samples up to N, until the PRM-weighted vote is
+    // decided (the service's default stop_agreement; search/strategy.h).
     r.mutable_best_of_n()->set_n(n);
     r.mutable_best_of_n()->set_selection(strategy == "best_of_n_adaptive_reward"
                                              ? arbor::v1::BestOfN::SELECTION_REWARD
