@@ -177,7 +177,7 @@ struct Totals {
   int64_t generated = 0, reward = 0, wall_ms = 0;
   // The certainty probe's tokens and the jobs it stopped; strategy auto's
   // bands (easy, medium, hard) and the accuracy within each.
-  int64_t probe_tokens = 0, certain_jobs = 0;
+  int64_t probe_tokens = 0, certain_jobs = 0, certain_branches = 0;
   std::map<std::string, std::pair<int64_t, int64_t>> bands;  // band: (jobs, correct)
 };
 
@@ -295,6 +295,7 @@ int main(int argc, char** argv) {
             totals.correct += correct;
             totals.probe_tokens += response.usage().probe_generated_tokens();
             totals.certain_jobs += response.stop_reason() == "certainty";
+            totals.certain_branches += response.usage().certain_branches();
             if (response.usage().has_auto_choice()) {
               auto& band = totals.bands[response.usage().auto_choice().band()];
               band.first += 1;
@@ -336,8 +337,11 @@ int main(int argc, char** argv) {
                    strategy.c_str(), row_n, totals.correct / count, totals.generated / count,
                    totals.reward / count, seconds);
       if (totals.probe_tokens > 0 || totals.certain_jobs > 0) {
-        std::fprintf(stderr, "  certainty: %.1f probe tok/problem, %lld jobs stopped by it\n",
-                     totals.probe_tokens / count, static_cast<long long>(totals.certain_jobs));
+        std::fprintf(stderr,
+                     "  certainty: %.1f probe tok/problem, %.2f branches/problem stopped by it, "
+                     "%lld jobs ended by it\n",
+                     totals.probe_tokens / count, totals.certain_branches / count,
+                     static_cast<long long>(totals.certain_jobs));
       }
       for (const auto& [band, jobs_correct] : totals.bands) {
         std::fprintf(stderr, "  auto band %-6s %lld jobs, accuracy %.3f\n", band.c_str(),
