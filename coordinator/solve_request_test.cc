@@ -166,7 +166,8 @@ TEST(SolveRequestTest, EachBadFieldIsNamed) {
              static_cast<arbor::v1::Certainty::Effort>(42));
        },
        "best_of_n.certainty.effort"},
-      {"certainty window", [](auto& r) { r.mutable_best_of_n()->mutable_certainty()->set_window(65); },
+      {"certainty window",
+       [](auto& r) { r.mutable_best_of_n()->mutable_certainty()->set_window(65); },
        "best_of_n.certainty.window (65) must be in [1, 64]"},
       {"certainty interval",
        [](auto& r) { r.mutable_beam_search()->mutable_certainty()->set_interval_tokens(-1); },

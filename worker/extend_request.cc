@@ -101,8 +101,8 @@ absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
       return st;
     }
     const std::string text_field = absl::StrCat("branches[", b, "].suffix_text");
-    if (auto st = serving::CheckMaxBytes(branch.suffix_text(), limits.max_suffix_text_bytes,
-                                         text_field);
+    if (auto st =
+            serving::CheckMaxBytes(branch.suffix_text(), limits.max_suffix_text_bytes, text_field);
         !st.ok()) {
       return st;
     }

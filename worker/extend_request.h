@@ -40,9 +40,9 @@ inline constexpr char kDefaultStepDelimiter[] = "\n\n";
 // Everything that can be checked before the prompt is tokenized: job_id,
 // model, the prompt's form (exactly one of prompt_tokens / prompt_text; ids
 // in the vocabulary; valid UTF-8), branches (1..max_branches; suffix ids;
-// suffix_text valid UTF-8 of at most max_suffix_text_bytes; num_samples in [1, 256] with 0 meaning the default 1; at most max_outputs in
-// all), sampling, stop rules. The chat template's name is checked by the
-// caller, which knows the templates.
+// suffix_text valid UTF-8 of at most max_suffix_text_bytes; num_samples in [1, 256] with 0 meaning
+// the default 1; at most max_outputs in all), sampling, stop rules. The chat template's name is
+// checked by the caller, which knows the templates.
 absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
                                    const GeneratorLimits& limits);
 
@@ -56,9 +56,9 @@ absl::Status ValidateExtendContext(const arbor::v1::ExtendRequest& request, size
 // The engine request of a validated ExtendRequest (defaults applied); each
 // branch's `text_tokens` (its suffix_text tokenized; empty: none) follow its
 // suffix_tokens, so the outputs continue from them and never hold them.
-runtime::GenerateRequest ToGenerateRequest(const arbor::v1::ExtendRequest& request,
-                                           std::vector<int32_t> prompt_tokens,
-                                           const std::vector<std::vector<int32_t>>& text_tokens = {});
+runtime::GenerateRequest ToGenerateRequest(
+    const arbor::v1::ExtendRequest& request, std::vector<int32_t> prompt_tokens,
+    const std::vector<std::vector<int32_t>>& text_tokens = {});
 
 arbor::v1::FinishReason ToProtoFinishReason(runtime::FinishReason reason);
 

@@ -372,8 +372,7 @@ void PrintResult(const arbor::v1::SolveResponse& r) {
         "auto: %s band (agreement %.2f, mean score %.2f, difficulty %.2f over %d samples): "
         "%s%s\n",
         a.band().c_str(), a.agreement(), a.mean_score(), a.difficulty(), a.first_round_samples(),
-        a.strategy().c_str(),
-        a.n() > 0 ? absl::StrFormat(" with n=%d", a.n()).c_str() : "");
+        a.strategy().c_str(), a.n() > 0 ? absl::StrFormat(" with n=%d", a.n()).c_str() : "");
   }
   if (u.probes() > 0) {
     std::printf("certainty: %lld probes (%lld tokens) stopped %lld branches\n",

@@ -183,13 +183,15 @@ absl::StatusOr<std::optional<int>> Enum(const Object& object, absl::string_view 
 }
 
 // The strategies' own parameters, by the SolveRequest's field names.
+// clang-format off
 const std::set<absl::string_view> kStrategyParams = {
-    "n",         "selection",       "aggregation",   "min_vote_fraction", "beam_width",
-    "lookahead", "num_iterations",  "temperature",   "resampling",        "ess_threshold",
-    "weight_update", "absorb_finished", "final_selection", "round_size", "stop_agreement",
-    "entropic", "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations",
-    "max_width", "max_depth", "pb_c_base", "pb_c_init", "rollouts", "certainty",
-    "first_round_samples", "easy_agreement", "easy_score", "hard_agreement", "hard_score"};
+    "n", "selection", "aggregation", "min_vote_fraction", "beam_width", "lookahead",
+    "num_iterations", "temperature", "resampling", "ess_threshold", "weight_update",
+    "absorb_finished", "final_selection", "round_size", "stop_agreement", "entropic",
+    "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations", "max_width",
+    "max_depth", "pb_c_base", "pb_c_init", "rollouts", "certainty", "first_round_samples",
+    "easy_agreement", "easy_score", "hard_agreement", "hard_score"};
+// clang-format on
 
 std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
   if (strategy == "best_of_n") {
@@ -200,8 +202,8 @@ std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
     return {"n", "beam_width", "num_iterations", "lookahead", "aggregation", "certainty"};
   }
   if (strategy == "auto") {
-    return {"n",          "first_round_samples", "easy_agreement", "easy_score",
-            "hard_agreement", "hard_score",      "beam_width"};
+    return {"n",          "first_round_samples", "easy_agreement", "easy_score", "hard_agreement",
+            "hard_score", "beam_width"};
   }
   if (strategy == "dvts") return {"n", "beam_width", "num_iterations", "aggregation"};
   if (strategy == "particle_filter" || strategy == "particle_gibbs") {
@@ -284,10 +286,10 @@ absl::Status ParseCertainty(const Object& a, Strategy* strategy) {
   json object = *value;
   if (value->is_string()) object = json{{"effort", *value}};
   ARBOR_ASSIGN_OR_RETURN(Object c, Object::Of(object, path));
-  ARBOR_RETURN_IF_ERROR(c.AllowOnly({{"effort", "interval_tokens", "window", "probe_text",
-                                      "max_probe_tokens", "hedge_words"}}));
-  ARBOR_ASSIGN_OR_RETURN(
-      auto effort, Enum(c, "effort", arbor::v1::Certainty::Effort_descriptor(), "EFFORT_"));
+  ARBOR_RETURN_IF_ERROR(c.AllowOnly(
+      {{"effort", "interval_tokens", "window", "probe_text", "max_probe_tokens", "hedge_words"}}));
+  ARBOR_ASSIGN_OR_RETURN(auto effort,
+                         Enum(c, "effort", arbor::v1::Certainty::Effort_descriptor(), "EFFORT_"));
   out->set_effort(static_cast<arbor::v1::Certainty::Effort>(effort.value_or(0)));
   ARBOR_ASSIGN_OR_RETURN(auto interval, c.Int("interval_tokens", 1, 32768));
   if (interval) out->set_interval_tokens(static_cast<int32_t>(*interval));

@@ -137,19 +137,19 @@ TEST(RequestTest, ArborExtensionMapsAutoAndTheCertaintyProbe) {
   ASSERT_TRUE(off.ok()) << off.status();
   EXPECT_FALSE(off->solve.best_of_n().has_certainty());
   // The probe is best-of-N's and beam search's only.
-  EXPECT_FALSE(ParseChatCompletionRequest(
-                   Chat(R"J("arbor": {"strategy": "dvts", "certainty": "mid"})J"))
-                   .ok());
+  EXPECT_FALSE(
+      ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "dvts", "certainty": "mid"})J"))
+          .ok());
   // Coordinator errors name the body's fields.
-  EXPECT_EQ(HttpFieldNames(absl::InvalidArgumentError(
-                               "best_of_n.certainty.window (100) must be in [1, 64]"),
-                           *effort)
+  EXPECT_EQ(HttpFieldNames(
+                absl::InvalidArgumentError("best_of_n.certainty.window (100) must be in [1, 64]"),
+                *effort)
                 .message(),
             "arbor.certainty.window (100) must be in [1, 64]");
-  EXPECT_EQ(HttpFieldNames(absl::InvalidArgumentError("auto.n (1) must be in [2, 1024]"),
-                           *automatic)
-                .message(),
-            "arbor.n (1) must be in [2, 1024]");
+  EXPECT_EQ(
+      HttpFieldNames(absl::InvalidArgumentError("auto.n (1) must be in [2, 1024]"), *automatic)
+          .message(),
+      "arbor.n (1) must be in [2, 1024]");
 }
 
 TEST(RequestTest, ArborExtensionNamesTheSolveRequestFields) {
@@ -259,8 +259,7 @@ INSTANTIATE_TEST_SUITE_P(
                 Chat(R"("arbor": {"strategy": "best_of_n", "certainty": {"k": 2}})"),
                 "arbor.certainty.k"},
         BadCase{"CertaintyType", true,
-                Chat(R"("arbor": {"strategy": "beam_search", "certainty": 3})"),
-                "arbor.certainty"},
+                Chat(R"("arbor": {"strategy": "beam_search", "certainty": 3})"), "arbor.certainty"},
         BadCase{"AutoParamElsewhere", true,
                 Chat(R"("arbor": {"strategy": "best_of_n", "first_round_samples": 3})"),
                 "arbor.first_round_samples"},
@@ -280,8 +279,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"StreamString", true, Chat(R"("stream": "yes")"), "stream"},
         BadCase{"StreamOptionsNoStream", true, Chat(R"("stream_options": {"include_usage": true})"),
                 "stream_options"},
-        BadCase{"StreamOptionsUnknown", true,
-                Chat(R"("stream": true, "stream_options": {"x": 1})"), "stream_options.x"},
+        BadCase{"StreamOptionsUnknown", true, Chat(R"("stream": true, "stream_options": {"x": 1})"),
+                "stream_options.x"},
         BadCase{"NZero", true, Chat(R"("n": 0)"), "n"},
         BadCase{"NTooMany", true, Chat(R"("n": 129)"), "n"},
         BadCase{"NFraction", true, Chat(R"("n": 1.5)"), "n"},
@@ -300,8 +299,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Stop", true, Chat(R"("stop": ["\n"])"), "stop"},
         BadCase{"Logprobs", true, Chat(R"("logprobs": true)"), "logprobs"},
         BadCase{"Tools", true, Chat(R"("tools": [{"type": "function"}])"), "tools"},
-        BadCase{"FrequencyPenalty", true, Chat(R"("frequency_penalty": 0.5)"),
-                "frequency_penalty"},
+        BadCase{"FrequencyPenalty", true, Chat(R"("frequency_penalty": 0.5)"), "frequency_penalty"},
         BadCase{"ResponseFormat", true, Chat(R"("response_format": {"type": "json_object"})"),
                 "response_format"},
         BadCase{"Echo", false, R"({"prompt": "p", "echo": true})", "echo"},

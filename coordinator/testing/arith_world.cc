@@ -247,7 +247,7 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
         for (unsigned char c : text) output->add_tokens(c);
         output->set_text(text);
         output->set_finish_reason(text.back() == '\n' ? arbor::v1::FINISH_REASON_STEP
-                                                       : arbor::v1::FINISH_REASON_LENGTH);
+                                                      : arbor::v1::FINISH_REASON_LENGTH);
         usage->set_generated_tokens(usage->generated_tokens() + static_cast<int64_t>(text.size()));
       }
       usage->set_prefill_tokens(usage->prefill_tokens() +
@@ -374,8 +374,8 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
             right = false;
           } else if (claim.is_add) {
             prefix += k < numbers.size() ? numbers[k] : 0;
-            right = right && k < numbers.size() && claim.addend == numbers[k] &&
-                    claim.value == prefix;
+            right =
+                right && k < numbers.size() && claim.addend == numbers[k] && claim.value == prefix;
             ++k;
           } else {
             right = right && k == numbers.size() && claim.value == total;

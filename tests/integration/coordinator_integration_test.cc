@@ -306,8 +306,9 @@ TEST_F(IntegrationTest, AutoReportsItsChoice) {
 TEST_F(IntegrationTest, CertaintyProbeStopsSamplesEarly) {
   const std::string question = "add 3 5 7 11 13 17 19 23";
   auto solve = [&](const std::vector<std::string>& flags) {
-    std::vector<std::string> args = {"solve", "--target=" + coordinator_.address, "--n=4",
-                                     "--seed=7", "--max_candidates=4", "--json"};
+    std::vector<std::string> args = {
+        "solve", "--target=" + coordinator_.address, "--n=4", "--seed=7", "--max_candidates=4",
+        "--json"};
     args.insert(args.end(), flags.begin(), flags.end());
     args.push_back(question);
     CtlResult r = Ctl(args);
@@ -466,8 +467,8 @@ TEST_F(IntegrationTest, BadCertaintyFlagsAreRefusedByArborctl) {
   CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--certainty=extreme", "add 1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--certainty: unknown 'extreme'"));
-  r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=dvts", "--certainty=mid",
-           "add 1"});
+  r = Ctl(
+      {"solve", "--target=" + coordinator_.address, "--strategy=dvts", "--certainty=mid", "add 1"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--certainty: only best_of_n and beam_search probe, not dvts"));
 }
