@@ -24,8 +24,8 @@ std::string S(std::string_view v) { return std::string(v); }
 
 // search::StrategyName's values (search/strategy.h) and the outcomes of
 // jobs_total (metrics.h).
-constexpr const char* kStrategies[] = {"greedy", "best_of_n",      "beam_search", "dvts",
-                                       "particle_filter", "particle_gibbs", "mcts"};
+constexpr const char* kStrategies[] = {"greedy",          "best_of_n",      "beam_search", "dvts",
+                                       "particle_filter", "particle_gibbs", "mcts",        "auto"};
 constexpr const char* kOutcomes[] = {"ok",       "budget_exhausted", "cancelled", "deadline_exceeded",
                                      "failed",   "invalid",          "rejected"};
 constexpr const char* kPhases[] = {"coordinator",    "network",         "worker_queue",

@@ -458,6 +458,7 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
                                           branch.suffix_tokens.end());
       input->set_num_samples(branch.num_samples);
       input->set_seed(branch.seed);
+      input->set_suffix_text(branch.suffix_text);
     }
   }
   using ExtendAttempt = Attempt<arbor::v1::ExtendResponse>;
@@ -516,7 +517,10 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
       step.text = out.text();
       step.logprob = out.logprob();
       step.finish_reason = FromProto(out.finish_reason());
-      if (split_ && step.branch_index >= 0) {
+      // A probe's output continues its suffix_text, whose tokens it does not
+      // hold: no branch grows from it, so there is nothing to record.
+      if (split_ && step.branch_index >= 0 &&
+          request.branches[step.branch_index].suffix_text.empty()) {
         // Where this branch's newest KV is: its descendants follow it there.
         const auto& parent = request.branches[step.branch_index].suffix_tokens;
         std::vector<int32_t> suffix(parent.begin(), parent.end());

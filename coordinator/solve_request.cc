@@ -103,6 +103,50 @@ absl::StatusOr<search::ParticleFilterConfig> MapFilter(absl::string_view name,
   return c;
 }
 
+// A set Certainty message turns the probe on; zeros take the effort's (or
+// the library's) defaults.
+absl::StatusOr<search::CertaintyConfig> MapCertainty(absl::string_view name,
+                                                     const arbor::v1::Certainty& p) {
+  search::CertaintyConfig c;
+  c.enabled = true;
+  search::CertaintyEffort effort = search::CertaintyEffort::kMid;
+  switch (p.effort()) {
+    case arbor::v1::Certainty::EFFORT_UNSPECIFIED:
+    case arbor::v1::Certainty::EFFORT_MID:
+      break;
+    case arbor::v1::Certainty::EFFORT_MILD:
+      effort = search::CertaintyEffort::kMild;
+      break;
+    case arbor::v1::Certainty::EFFORT_LOW:
+      effort = search::CertaintyEffort::kLow;
+      break;
+    case arbor::v1::Certainty::EFFORT_HIGH:
+      effort = search::CertaintyEffort::kHigh;
+      break;
+    case arbor::v1::Certainty::EFFORT_CRAZY:
+      effort = search::CertaintyEffort::kCrazy;
+      break;
+    default:
+      return Invalid(absl::StrCat(name, ".certainty.effort"),
+                     absl::StrCat("unknown Effort value ", static_cast<int>(p.effort())));
+  }
+  search::ApplyCertaintyEffort(effort, c);
+  c.interval_tokens = OrDefault(p.interval_tokens(), c.interval_tokens);
+  c.window = OrDefault(p.window(), c.window);
+  c.max_probe_tokens = OrDefault(p.max_probe_tokens(), c.max_probe_tokens);
+  if (!IsValidUtf8(p.probe_text())) {
+    return Invalid(absl::StrCat(name, ".certainty.probe_text"), "is not valid UTF-8");
+  }
+  c.probe_text = p.probe_text();
+  for (int i = 0; i < p.hedge_words_size(); ++i) {
+    if (!IsValidUtf8(p.hedge_words(i))) {
+      return Invalid(absl::StrCat(name, ".certainty.hedge_words[", i, "]"), "is not valid UTF-8");
+    }
+  }
+  c.hedge_words.assign(p.hedge_words().begin(), p.hedge_words().end());
+  return c;
+}
+
 absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveRequest& request) {
   switch (request.strategy_case()) {
     case arbor::v1::SolveRequest::kGreedy: {
@@ -139,6 +183,11 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       if (p.min_vote_fraction() != 0.0f) c.min_vote_fraction = p.min_vote_fraction();
       c.round_size = p.round_size();
       if (p.stop_agreement() != 0.0f) c.stop_agreement = p.stop_agreement();
+      if (p.has_certainty()) {
+        auto certainty = MapCertainty("best_of_n", p.certainty());
+        if (!certainty.ok()) return certainty.status();
+        c.certainty = *std::move(certainty);
+      }
       return c;
     }
     case arbor::v1::SolveRequest::kBeamSearch: {
@@ -151,6 +200,11 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       auto aggregation = MapAggregation("beam_search.aggregation", p.aggregation());
       if (!aggregation.ok()) return aggregation.status();
       c.aggregation = *aggregation;
+      if (p.has_certainty()) {
+        auto certainty = MapCertainty("beam_search", p.certainty());
+        if (!certainty.ok()) return certainty.status();
+        c.certainty = *std::move(certainty);
+      }
       return c;
     }
     case arbor::v1::SolveRequest::kDvts: {
@@ -188,6 +242,18 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       auto aggregation = MapAggregation("mcts.aggregation", p.aggregation());
       if (!aggregation.ok()) return aggregation.status();
       c.aggregation = *aggregation;
+      return c;
+    }
+    case arbor::v1::SolveRequest::kAuto: {
+      const arbor::v1::Auto& p = request.auto_();
+      search::AutoConfig c;
+      c.n = OrDefault(p.n(), c.n);
+      c.first_round_samples = OrDefault(p.first_round_samples(), c.first_round_samples);
+      if (p.has_easy_agreement()) c.easy_agreement = p.easy_agreement();
+      if (p.has_easy_score()) c.easy_score = p.easy_score();
+      if (p.has_hard_agreement()) c.hard_agreement = p.hard_agreement();
+      if (p.has_hard_score()) c.hard_score = p.hard_score();
+      c.beam_width = OrDefault(p.beam_width(), c.beam_width);
       return c;
     }
   }
@@ -318,6 +384,20 @@ void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbo
   out->set_reserve_generated_tokens(usage.reserve_generated_tokens);
   out->set_reserve_finished_branches(usage.reserve_finished_branches);
   out->set_shaped_steps(usage.shaped_steps);
+  out->set_probes(usage.probes);
+  out->set_probe_generated_tokens(usage.probe_generated_tokens);
+  out->set_certain_branches(usage.certain_branches);
+  if (!usage.auto_choice.band.empty()) {
+    const search::AutoChoice& a = usage.auto_choice;
+    arbor::v1::AutoChoice* choice = out->mutable_auto_choice();
+    choice->set_band(a.band);
+    choice->set_strategy(a.strategy);
+    choice->set_n(a.n);
+    choice->set_first_round_samples(a.first_round_samples);
+    choice->set_agreement(a.agreement);
+    choice->set_mean_score(a.mean_score);
+    choice->set_difficulty(a.difficulty);
+  }
 }
 
 void FillSolveResponse(const std::string& job_id, const search::SolveResult& result,

@@ -160,6 +160,43 @@ TEST(SolveRequestTest, EachBadFieldIsNamed) {
       {"pattern", [](auto& r) { r.mutable_answer_extraction()->set_pattern("(unclosed"); },
        "answer_extraction"},
       {"max_candidates", [](auto& r) { r.set_max_candidates(5000); }, "max_candidates"},
+      {"certainty effort",
+       [](auto& r) {
+         r.mutable_best_of_n()->mutable_certainty()->set_effort(
+             static_cast<arbor::v1::Certainty::Effort>(42));
+       },
+       "best_of_n.certainty.effort"},
+      {"certainty window",
+       [](auto& r) { r.mutable_best_of_n()->mutable_certainty()->set_window(65); },
+       "best_of_n.certainty.window (65) must be in [1, 64]"},
+      {"certainty interval",
+       [](auto& r) { r.mutable_beam_search()->mutable_certainty()->set_interval_tokens(-1); },
+       "beam_search.certainty.interval_tokens (-1)"},
+      {"certainty probe tokens",
+       [](auto& r) { r.mutable_beam_search()->mutable_certainty()->set_max_probe_tokens(300); },
+       "beam_search.certainty.max_probe_tokens (300)"},
+      {"certainty probe text",
+       [](auto& r) {
+         r.mutable_best_of_n()->mutable_certainty()->set_probe_text(std::string(2000, 'a'));
+       },
+       "best_of_n.certainty.probe_text has 2000 bytes"},
+      {"certainty probe utf8",
+       [](auto& r) { r.mutable_best_of_n()->mutable_certainty()->set_probe_text("\xff"); },
+       "best_of_n.certainty.probe_text"},
+      {"certainty hedge word",
+       [](auto& r) { r.mutable_best_of_n()->mutable_certainty()->add_hedge_words(""); },
+       "best_of_n.certainty.hedge_words[0]"},
+      {"auto n", [](auto& r) { r.mutable_auto_()->set_n(1); }, "auto.n (1) must be in [2, 1024]"},
+      {"auto first round",
+       [](auto& r) {
+         r.mutable_auto_()->set_n(8);
+         r.mutable_auto_()->set_first_round_samples(8);
+       },
+       "auto.first_round_samples (8) must be in [2, 7]"},
+      {"auto threshold", [](auto& r) { r.mutable_auto_()->set_easy_score(1.5f); },
+       "auto.easy_score"},
+      {"auto beam width", [](auto& r) { r.mutable_auto_()->set_beam_width(65); },
+       "auto.beam_width"},
   };
   for (const BadCase& c : cases) {
     arbor::v1::SolveRequest request = ValidRequest();
@@ -169,6 +206,98 @@ TEST(SolveRequestTest, EachBadFieldIsNamed) {
     EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument) << c.name;
     EXPECT_THAT(std::string(config.status().message()), HasSubstr(c.field)) << c.name;
   }
+}
+
+TEST(SolveRequestTest, CertaintyTakesTheEffortsPresetsAndOverrides) {
+  arbor::v1::SolveRequest request = ValidRequest();
+  request.mutable_best_of_n()->set_n(4);
+  auto config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(std::get<search::BestOfNConfig>(config->strategy).certainty.enabled);
+
+  // A set message turns the probe on; unset effort is mid, Dynasor's (3, 64).
+  request.mutable_best_of_n()->mutable_certainty();
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok()) << config.status();
+  search::CertaintyConfig c = std::get<search::BestOfNConfig>(config->strategy).certainty;
+  EXPECT_TRUE(c.enabled);
+  EXPECT_EQ(c.window, 3);
+  EXPECT_EQ(c.interval_tokens, 64);
+  EXPECT_EQ(c.max_probe_tokens, 20);
+  EXPECT_TRUE(c.probe_text.empty());  // the library's Dynasor phrase
+
+  arbor::v1::SolveRequest beam = ValidRequest();
+  arbor::v1::Certainty* p = beam.mutable_beam_search()->mutable_certainty();
+  p->set_effort(arbor::v1::Certainty::EFFORT_CRAZY);
+  p->set_window(4);
+  p->set_probe_text("The answer is ");
+  p->add_hedge_words("maybe");
+  config = StrategyConfigFromRequest(beam);
+  ASSERT_TRUE(config.ok()) << config.status();
+  c = std::get<search::BeamSearchConfig>(config->strategy).certainty;
+  EXPECT_TRUE(c.enabled);
+  EXPECT_EQ(c.window, 4);            // set
+  EXPECT_EQ(c.interval_tokens, 32);  // crazy's
+  EXPECT_EQ(c.probe_text, "The answer is ");
+  EXPECT_EQ(c.hedge_words, std::vector<std::string>{"maybe"});
+}
+
+TEST(SolveRequestTest, AutoMapsItsDefaultsAndThresholds) {
+  arbor::v1::SolveRequest request = ValidRequest();
+  request.mutable_auto_();
+  auto config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok()) << config.status();
+  const auto* a = std::get_if<search::AutoConfig>(&config->strategy);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->n, 16);
+  EXPECT_EQ(a->first_round_samples, 4);
+  EXPECT_FLOAT_EQ(a->easy_agreement, 0.75f);
+  EXPECT_FLOAT_EQ(a->hard_score, 0.2f);
+  EXPECT_EQ(a->beam_width, 4);
+  EXPECT_TRUE(NeedsRewardModel(*config));
+  EXPECT_EQ(search::StrategyName(*config), "auto");
+
+  // 0 is a threshold, not "unset", when the optional field is present.
+  request.mutable_auto_()->set_n(8);
+  request.mutable_auto_()->set_first_round_samples(2);
+  request.mutable_auto_()->set_hard_agreement(0.0f);
+  request.mutable_auto_()->set_easy_score(0.9f);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok()) << config.status();
+  a = std::get_if<search::AutoConfig>(&config->strategy);
+  EXPECT_EQ(a->n, 8);
+  EXPECT_EQ(a->first_round_samples, 2);
+  EXPECT_FLOAT_EQ(a->hard_agreement, 0.0f);
+  EXPECT_FLOAT_EQ(a->easy_score, 0.9f);
+  EXPECT_FLOAT_EQ(a->easy_agreement, 0.75f);
+}
+
+TEST(SolveRequestTest, FillsProbeCountsAndAutoChoice) {
+  search::Usage usage;
+  usage.probes = 12;
+  usage.probe_generated_tokens = 48;
+  usage.certain_branches = 4;
+  arbor::v1::Usage out;
+  FillUsage(usage, JobAccounting{}, &out);
+  EXPECT_EQ(out.probes(), 12);
+  EXPECT_EQ(out.probe_generated_tokens(), 48);
+  EXPECT_EQ(out.certain_branches(), 4);
+  EXPECT_FALSE(out.has_auto_choice());  // not an auto job
+
+  usage.auto_choice = {.band = "hard",
+                       .strategy = "beam_search",
+                       .n = 12,
+                       .first_round_samples = 4,
+                       .agreement = 0.25,
+                       .mean_score = 0.1,
+                       .difficulty = 0.825};
+  FillUsage(usage, JobAccounting{}, &out);
+  ASSERT_TRUE(out.has_auto_choice());
+  EXPECT_EQ(out.auto_choice().band(), "hard");
+  EXPECT_EQ(out.auto_choice().strategy(), "beam_search");
+  EXPECT_EQ(out.auto_choice().n(), 12);
+  EXPECT_EQ(out.auto_choice().first_round_samples(), 4);
+  EXPECT_DOUBLE_EQ(out.auto_choice().difficulty(), 0.825);
 }
 
 TEST(SolveRequestTest, FillsResponseAndUsage) {

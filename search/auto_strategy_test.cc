@@ -84,13 +84,13 @@ TEST(AutoTest, SharesOneBudget) {
 }
 
 TEST(AutoTest, InvalidSettingsNameTheField) {
-  EXPECT_THAT(ValidateStrategyConfig(Config(AutoConfig{.n = 4, .first_round_samples = 4}))
-                  .message(),
-              ::testing::HasSubstr("auto_strategy.first_round_samples"));
+  EXPECT_THAT(
+      ValidateStrategyConfig(Config(AutoConfig{.n = 4, .first_round_samples = 4})).message(),
+      ::testing::HasSubstr("auto.first_round_samples"));
   AutoConfig bad{.n = 8};
   bad.easy_score = 1.5f;
   EXPECT_THAT(ValidateStrategyConfig(Config(bad)).message(),
-              ::testing::HasSubstr("auto_strategy.easy_score"));
+              ::testing::HasSubstr("auto.easy_score"));
   EXPECT_TRUE(StrategyNeedsScorer(Config(AutoConfig{})));
 }
 

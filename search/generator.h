@@ -66,9 +66,9 @@ struct BranchInput {
   uint64_t seed = 0;
   // Raw text appended after suffix_tokens for this call only, tokenized with
   // no template and no special tokens; the outputs continue from it and never
-  // include its tokens (the certainty probe's phrase). Only in-process
-  // generators (the fake world) honour it so far: arbor.v1.BranchInput has no
-  // such field yet, so the coordinator's RemoteGenerator cannot send it.
+  // include its tokens (the certainty probe's phrase). Over gRPC it is
+  // arbor.v1.BranchInput.suffix_text (the worker tokenizes it with its own
+  // tokenizer: the policy's).
   std::string suffix_text;
 };
 

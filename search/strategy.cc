@@ -134,15 +134,13 @@ absl::Status ValidateStrategy(const MctsConfig& c) {
 }
 
 absl::Status ValidateStrategy(const AutoConfig& c) {
-  ARBOR_RETURN_IF_ERROR(CheckInt("auto_strategy.n", c.n, 2, 1024));
-  ARBOR_RETURN_IF_ERROR(
-      CheckInt("auto_strategy.first_round_samples", c.first_round_samples, 2, c.n - 1));
-  ARBOR_RETURN_IF_ERROR(CheckInt("auto_strategy.beam_width", c.beam_width, 1, 64));
-  const std::pair<const char*, float> fractions[] = {
-      {"auto_strategy.easy_agreement", c.easy_agreement},
-      {"auto_strategy.easy_score", c.easy_score},
-      {"auto_strategy.hard_agreement", c.hard_agreement},
-      {"auto_strategy.hard_score", c.hard_score}};
+  ARBOR_RETURN_IF_ERROR(CheckInt("auto.n", c.n, 2, 1024));
+  ARBOR_RETURN_IF_ERROR(CheckInt("auto.first_round_samples", c.first_round_samples, 2, c.n - 1));
+  ARBOR_RETURN_IF_ERROR(CheckInt("auto.beam_width", c.beam_width, 1, 64));
+  const std::pair<const char*, float> fractions[] = {{"auto.easy_agreement", c.easy_agreement},
+                                                     {"auto.easy_score", c.easy_score},
+                                                     {"auto.hard_agreement", c.hard_agreement},
+                                                     {"auto.hard_score", c.hard_score}};
   for (const auto& [field, value] : fractions) {
     if (!(value >= 0.0f && value <= 1.0f)) return OutOfRange(field, value, "[0, 1]");
   }

@@ -100,6 +100,13 @@ absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
         !st.ok()) {
       return st;
     }
+    const std::string text_field = absl::StrCat("branches[", b, "].suffix_text");
+    if (auto st =
+            serving::CheckMaxBytes(branch.suffix_text(), limits.max_suffix_text_bytes, text_field);
+        !st.ok()) {
+      return st;
+    }
+    if (auto st = serving::CheckUtf8(branch.suffix_text(), text_field); !st.ok()) return st;
     // 0 is proto3's "unset": the protocol's default of 1 sample.
     if (branch.num_samples() < 0 || branch.num_samples() > limits.max_samples_per_branch) {
       return Invalid(
@@ -117,7 +124,8 @@ absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
 }
 
 absl::Status ValidateExtendContext(const arbor::v1::ExtendRequest& request, size_t prompt_tokens,
-                                   const GeneratorLimits& limits) {
+                                   const GeneratorLimits& limits,
+                                   const std::vector<std::vector<int32_t>>& text_tokens) {
   const size_t window = static_cast<size_t>(limits.max_context_tokens);
   if (prompt_tokens >= window) {
     return Invalid(request.prompt_tokens_size() > 0 ? "prompt_tokens" : "prompt_text",
@@ -125,27 +133,36 @@ absl::Status ValidateExtendContext(const arbor::v1::ExtendRequest& request, size
                                 window, " tokens"));
   }
   for (int b = 0; b < request.branches_size(); ++b) {
-    const size_t total = prompt_tokens + request.branches(b).suffix_tokens_size();
+    const size_t text = static_cast<size_t>(b) < text_tokens.size() ? text_tokens[b].size() : 0;
+    const size_t total = prompt_tokens + request.branches(b).suffix_tokens_size() + text;
     if (total >= window) {
       return Invalid(
-          absl::StrCat("branches[", b, "].suffix_tokens"),
+          absl::StrCat("branches[", b, text > 0 ? "].suffix_text" : "].suffix_tokens"),
           absl::StrCat("prompt (", prompt_tokens, " tokens) + suffix (",
-                       request.branches(b).suffix_tokens_size(), ") = ", total,
-                       " tokens leave no room in the context window of ", window, " tokens"));
+                       request.branches(b).suffix_tokens_size(), ")",
+                       text > 0 ? absl::StrCat(" + suffix_text (", text, ")") : std::string(),
+                       " = ", total, " tokens leave no room in the context window of ", window,
+                       " tokens"));
     }
   }
   return absl::OkStatus();
 }
 
 runtime::GenerateRequest ToGenerateRequest(const arbor::v1::ExtendRequest& request,
-                                           std::vector<int32_t> prompt_tokens) {
+                                           std::vector<int32_t> prompt_tokens,
+                                           const std::vector<std::vector<int32_t>>& text_tokens) {
   runtime::GenerateRequest out;
   out.job_id = request.job_id();
   out.prompt_tokens = std::move(prompt_tokens);
   out.branches.reserve(request.branches_size());
-  for (const arbor::v1::BranchInput& branch : request.branches()) {
+  for (int b = 0; b < request.branches_size(); ++b) {
+    const arbor::v1::BranchInput& branch = request.branches(b);
     runtime::BranchSpec spec;
     spec.suffix_tokens.assign(branch.suffix_tokens().begin(), branch.suffix_tokens().end());
+    if (static_cast<size_t>(b) < text_tokens.size()) {
+      spec.suffix_tokens.insert(spec.suffix_tokens.end(), text_tokens[b].begin(),
+                                text_tokens[b].end());
+    }
     spec.num_samples = branch.num_samples() == 0 ? 1 : branch.num_samples();
     spec.seed = branch.seed();
     out.branches.push_back(std::move(spec));

@@ -28,6 +28,7 @@ struct GeneratorLimits {
   size_t max_step_delimiter_bytes = 64;
   int max_step_tokens = 32768;
   size_t max_job_id_bytes = 128;
+  size_t max_suffix_text_bytes = 4096;
   float max_temperature = 10.0f;
 };
 
@@ -39,20 +40,25 @@ inline constexpr char kDefaultStepDelimiter[] = "\n\n";
 // Everything that can be checked before the prompt is tokenized: job_id,
 // model, the prompt's form (exactly one of prompt_tokens / prompt_text; ids
 // in the vocabulary; valid UTF-8), branches (1..max_branches; suffix ids;
-// num_samples in [1, 256] with 0 meaning the default 1; at most max_outputs in
-// all), sampling, stop rules. The chat template's name is checked by the
-// caller, which knows the templates.
+// suffix_text valid UTF-8 of at most max_suffix_text_bytes; num_samples in [1, 256] with 0 meaning
+// the default 1; at most max_outputs in all), sampling, stop rules. The chat template's name is
+// checked by the caller, which knows the templates.
 absl::Status ValidateExtendRequest(const arbor::v1::ExtendRequest& request,
                                    const GeneratorLimits& limits);
 
 // With the prompt's length known: every branch must leave room for at least
-// one new token in the context window.
+// one new token in the context window. `text_tokens`, when not empty, holds
+// each branch's suffix_text tokenized (one entry per branch).
 absl::Status ValidateExtendContext(const arbor::v1::ExtendRequest& request, size_t prompt_tokens,
-                                   const GeneratorLimits& limits);
+                                   const GeneratorLimits& limits,
+                                   const std::vector<std::vector<int32_t>>& text_tokens = {});
 
-// The engine request of a validated ExtendRequest (defaults applied).
-runtime::GenerateRequest ToGenerateRequest(const arbor::v1::ExtendRequest& request,
-                                           std::vector<int32_t> prompt_tokens);
+// The engine request of a validated ExtendRequest (defaults applied); each
+// branch's `text_tokens` (its suffix_text tokenized; empty: none) follow its
+// suffix_tokens, so the outputs continue from them and never hold them.
+runtime::GenerateRequest ToGenerateRequest(
+    const arbor::v1::ExtendRequest& request, std::vector<int32_t> prompt_tokens,
+    const std::vector<std::vector<int32_t>>& text_tokens = {});
 
 arbor::v1::FinishReason ToProtoFinishReason(runtime::FinishReason reason);
 

@@ -125,6 +125,22 @@ TEST(ValidateExtendRequestTest, EachBadFieldIsNamed) {
   r = GoodRequest();
   r.mutable_stop()->set_max_step_tokens(40000);
   EXPECT_THAT(Error(r), HasSubstr("stop.max_step_tokens: 40000 outside [1, 32768]"));
+
+  r = GoodRequest();
+  r.mutable_branches(1)->set_suffix_text("bad \xC3");
+  EXPECT_EQ(Error(r), "branches[1].suffix_text: invalid UTF-8 at byte 4");
+  r.mutable_branches(1)->set_suffix_text(std::string(4097, 'a'));
+  EXPECT_THAT(Error(r), HasSubstr("branches[1].suffix_text: 4097 bytes, at most 4096"));
+}
+
+TEST(ValidateExtendContextTest, SuffixTextCountsTowardTheWindow) {
+  auto r = GoodRequest();
+  r.mutable_branches(0)->set_suffix_text("probe");
+  const std::vector<std::vector<int32_t>> text = {{7, 8, 9}, {}};
+  EXPECT_TRUE(ValidateExtendContext(r, 1019, Limits(), text).ok());
+  absl::Status st = ValidateExtendContext(r, 1020, Limits(), text);
+  EXPECT_THAT(st.message(), HasSubstr("branches[0].suffix_text: prompt (1020 tokens) + suffix (1) "
+                                      "+ suffix_text (3) = 1024 tokens leave no room"));
 }
 
 TEST(ValidateExtendContextTest, EveryBranchNeedsRoomForOneToken) {
@@ -169,6 +185,13 @@ TEST(ToGenerateRequestTest, AppliesTheProtocolDefaults) {
   EXPECT_TRUE(g.stop.step_delimiters.empty());
   EXPECT_EQ(g.stop.max_step_tokens, 7);
   EXPECT_TRUE(g.stop.ignore_eos);
+}
+
+TEST(ToGenerateRequestTest, SuffixTextTokensFollowTheBranchTokens) {
+  runtime::GenerateRequest g = ToGenerateRequest(GoodRequest(), {1, 2}, {{7, 8}, {}});
+  ASSERT_EQ(g.branches.size(), 2u);
+  EXPECT_THAT(g.branches[0].suffix_tokens, ElementsAre(3, 7, 8));
+  EXPECT_TRUE(g.branches[1].suffix_tokens.empty());
 }
 
 TEST(FillExtendResponseTest, CopiesOutputsAndUsage) {

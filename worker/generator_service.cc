@@ -40,7 +40,14 @@ class ExtendReactor final : public grpc::ServerUnaryReactor {
       Finish(arbor::rpc::ToGrpcStatus(prompt.status()));
       return;
     }
-    if (absl::Status st = ValidateExtendContext(*request_, prompt->size(), service_->limits());
+    absl::StatusOr<std::vector<std::vector<int32_t>>> text_tokens =
+        service_->SuffixTextTokens(*request_);
+    if (!text_tokens.ok()) {
+      Finish(arbor::rpc::ToGrpcStatus(text_tokens.status()));
+      return;
+    }
+    if (absl::Status st =
+            ValidateExtendContext(*request_, prompt->size(), service_->limits(), *text_tokens);
         !st.ok()) {
       Finish(arbor::rpc::ToGrpcStatus(st));
       return;
@@ -51,7 +58,9 @@ class ExtendReactor final : public grpc::ServerUnaryReactor {
     }
     int64_t tokens_in = static_cast<int64_t>(prompt->size());
     for (const auto& branch : request_->branches()) tokens_in += branch.suffix_tokens_size();
-    runtime::GenerateRequest generate = ToGenerateRequest(*request_, *std::move(prompt));
+    for (const auto& text : *text_tokens) tokens_in += static_cast<int64_t>(text.size());
+    runtime::GenerateRequest generate =
+        ToGenerateRequest(*request_, *std::move(prompt), *text_tokens);
     generate.deadline = serving::CallDeadline(*context);
     const bool token_logprobs = request_->return_token_logprobs();
     std::shared_ptr<serving::EngineCall> call = call_;
@@ -150,6 +159,29 @@ absl::StatusOr<std::vector<int32_t>> GeneratorService::PromptTokens(
   }
   if (tokens->empty()) return absl::InvalidArgumentError("prompt_text: encodes to no tokens");
   return tokens;
+}
+
+absl::StatusOr<std::vector<std::vector<int32_t>>> GeneratorService::SuffixTextTokens(
+    const arbor::v1::ExtendRequest& request) const {
+  std::vector<std::vector<int32_t>> out;
+  for (int b = 0; b < request.branches_size(); ++b) {
+    const std::string& text = request.branches(b).suffix_text();
+    if (text.empty()) continue;
+    const std::string field = absl::StrCat("branches[", b, "].suffix_text");
+    if (tokenizer_ == nullptr) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(field, ": this worker has no tokenizer; send the tokens in suffix_tokens"));
+    }
+    // Raw text after the branch's tokens: no template, no special tokens.
+    absl::StatusOr<std::vector<int32_t>> tokens =
+        tokenizer_->Encode(std::string_view(text), /*add_special_tokens=*/false);
+    if (!tokens.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": ", tokens.status().message()));
+    }
+    out.resize(request.branches_size());
+    out[b] = *std::move(tokens);
+  }
+  return out;
 }
 
 void GeneratorService::WatchPromptPrefixes(const arbor::v1::ExtendRequest& request,

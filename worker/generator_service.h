@@ -57,6 +57,11 @@ class GeneratorService final : public arbor::v1::Generator::CallbackService {
   // The prompt tokens of a validated request: prompt_tokens as given, or
   // prompt_text through the chat template and the tokenizer.
   absl::StatusOr<std::vector<int32_t>> PromptTokens(const arbor::v1::ExtendRequest& request) const;
+  // Each branch's suffix_text tokenized (no template, no special tokens), one
+  // entry per branch; empty when no branch has one. FAILED_PRECONDITION
+  // without a tokenizer.
+  absl::StatusOr<std::vector<std::vector<int32_t>>> SuffixTextTokens(
+      const arbor::v1::ExtendRequest& request) const;
   // Registers the prefix keys of a prompt sent as text (common/prefix_hash.h)
   // with the engine's prefix watches, so that Info's cached_prefix_keys tells
   // the coordinator which of them this worker still caches. Key i watches the

@@ -436,6 +436,53 @@ TEST_F(GeneratorServiceTest, PromptTextIsTemplatedAndTokenized) {
   EXPECT_TRUE(response2.prompt_tokens().empty());
 }
 
+// The certainty probe's phrase: suffix_text continues a branch for one call,
+// tokenized raw; greedy, it gives the same step as its tokens sent in
+// suffix_tokens, and the output never holds them.
+TEST_F(GeneratorServiceTest, SuffixTextIsTokenizedAfterTheBranchTokens) {
+  StartWorker();
+  auto prompt = served_.tokenizer->Encode(
+      "<|im_start|>user\nStart with 17. Add 25. What is the result?<|im_end|>\n"
+      "<|im_start|>assistant\n",
+      /*add_special_tokens=*/false);
+  ASSERT_TRUE(prompt.ok());
+  const std::string phrase = "The answer is ";
+  auto phrase_tokens = served_.tokenizer->Encode(phrase, /*add_special_tokens=*/false);
+  ASSERT_TRUE(phrase_tokens.ok());
+  const std::vector<int32_t> branch_tokens(prompt->end() - 4, prompt->end());
+  auto request = [&](bool as_text) {
+    arbor::v1::ExtendRequest r;
+    r.mutable_prompt_tokens()->Add(prompt->begin(), prompt->end() - 4);
+    arbor::v1::BranchInput* b = r.add_branches();
+    b->mutable_suffix_tokens()->Add(branch_tokens.begin(), branch_tokens.end());
+    if (as_text) {
+      b->set_suffix_text(phrase);
+    } else {
+      b->mutable_suffix_tokens()->Add(phrase_tokens->begin(), phrase_tokens->end());
+    }
+    r.mutable_sampling()->set_temperature(0.0f);
+    r.mutable_stop()->add_step_delimiters("\n");
+    r.mutable_stop()->set_max_step_tokens(12);
+    return r;
+  };
+  arbor::v1::ExtendResponse with_text, with_tokens;
+  grpc::Status status = Extend(request(true), &with_text);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(Extend(request(false), &with_tokens).ok());
+  ASSERT_EQ(with_text.outputs_size(), 1);
+  EXPECT_GT(with_text.outputs(0).tokens_size(), 0);
+  EXPECT_THAT(with_text.outputs(0).tokens(), ElementsAreArray(with_tokens.outputs(0).tokens()));
+  EXPECT_EQ(with_text.outputs(0).text(), with_tokens.outputs(0).text());
+  EXPECT_EQ(with_text.outputs(0).text().find(phrase), std::string::npos);
+
+  arbor::v1::ExtendRequest bad = request(true);
+  arbor::v1::ExtendResponse response;
+  bad.mutable_branches(0)->set_suffix_text(std::string(5000, 'a'));
+  status = Extend(bad, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("branches[0].suffix_text"));
+}
+
 TEST_F(GeneratorServiceTest, BadRequestsAreRejectedNamingTheField) {
   StartWorker();
   auto expect_invalid = [&](const arbor::v1::ExtendRequest& request, const std::string& message) {

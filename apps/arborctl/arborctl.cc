@@ -33,9 +33,17 @@ ABSL_FLAG(int, timeout_ms, 0, "gRPC deadline of the call in ms (0: none for solv
 ABSL_FLAG(bool, json, false, "Print the result as JSON (for scripts)");
 ABSL_FLAG(bool, stream, true, "solve: use SolveStream and show live progress on stderr");
 ABSL_FLAG(std::string, strategy, "best_of_n",
-          "greedy, best_of_n, beam_search, dvts, particle_filter, particle_gibbs or mcts");
+          "greedy, best_of_n, beam_search, dvts, particle_filter, particle_gibbs, mcts or auto");
 ABSL_FLAG(int, n, 0, "Samples / beams / leaves / particles (0: the strategy's default)");
-ABSL_FLAG(int, beam_width, 0, "beam_search/dvts: beam width M (0: default 4)");
+ABSL_FLAG(int, beam_width, 0, "beam_search/dvts/auto: beam width M (0: default 4)");
+ABSL_FLAG(int, first_round, 0, "auto: first-round samples that estimate the difficulty (0: 4)");
+ABSL_FLAG(std::string, certainty, "",
+          "best_of_n/beam_search: certainty probe effort, mild, low, mid, high or crazy "
+          "(empty: no probe)");
+ABSL_FLAG(int, probe_interval, 0, "Certainty probe: tokens between probes K (0: the effort's)");
+ABSL_FLAG(int, probe_window, 0, "Certainty probe: agreeing probes k (0: the effort's)");
+ABSL_FLAG(std::string, probe_text, "", "Certainty probe phrase (empty: Dynasor's \\boxed{ phrase)");
+ABSL_FLAG(int, probe_max_tokens, 0, "Certainty probe: tokens per probe (0: 20)");
 ABSL_FLAG(int, iterations, 0,
           "beam_search/dvts/particle_filter/particle_gibbs: max iterations (0: 40); "
           "mcts: simulations (0: 16)");
@@ -44,7 +52,7 @@ ABSL_FLAG(std::string, selection, "reward",
           "best_of_n: reward, majority_vote, weighted_vote or best_of_majority");
 ABSL_FLAG(int, round_size, 0,
           "best_of_n: adaptive, samples per round until the answers agree (0: all n at once)");
-ABSL_FLAG(double, stop_agreement, 0, "best_of_n: adaptive stop share of the top answer (0: 0.75)");
+ABSL_FLAG(double, stop_agreement, 0, "best_of_n: adaptive stop when P(leader beats runner-up) reaches this (0: 0.65)");
 ABSL_FLAG(bool, entropic, false,
           "particle_filter/particle_gibbs: entropic resampling (temperature raised while ESS is low)");
 ABSL_FLAG(int, sweeps, 0, "particle_gibbs: sweeps (0: 4)");
@@ -190,6 +198,47 @@ bool ParseAggregation(const std::string& name, arbor::v1::ScoreAggregation* out)
   return true;
 }
 
+// --certainty and the --probe_* flags; false (after a message) on a bad effort.
+bool BuildCertainty(const std::string& strategy, arbor::v1::SolveRequest* request) {
+  const std::string effort = absl::GetFlag(FLAGS_certainty);
+  if (effort.empty()) return true;
+  arbor::v1::Certainty* c = nullptr;
+  if (strategy == "best_of_n") {
+    c = request->mutable_best_of_n()->mutable_certainty();
+  } else if (strategy == "beam_search") {
+    c = request->mutable_beam_search()->mutable_certainty();
+  } else {
+    std::fprintf(stderr, "--certainty: only best_of_n and beam_search probe, not %s\n",
+                 strategy.c_str());
+    return false;
+  }
+  if (effort == "mild")
+    c->set_effort(arbor::v1::Certainty::EFFORT_MILD);
+  else if (effort == "low")
+    c->set_effort(arbor::v1::Certainty::EFFORT_LOW);
+  else if (effort == "mid")
+    c->set_effort(arbor::v1::Certainty::EFFORT_MID);
+  else if (effort == "high")
+    c->set_effort(arbor::v1::Certainty::EFFORT_HIGH);
+  else if (effort == "crazy")
+    c->set_effort(arbor::v1::Certainty::EFFORT_CRAZY);
+  else {
+    std::fprintf(stderr, "--certainty: unknown '%s' (mild, low, mid, high, crazy)\n",
+                 effort.c_str());
+    return false;
+  }
+  c->set_interval_tokens(absl::GetFlag(FLAGS_probe_interval));
+  c->set_window(absl::GetFlag(FLAGS_probe_window));
+  c->set_max_probe_tokens(absl::GetFlag(FLAGS_probe_max_tokens));
+  const std::string text = absl::GetFlag(FLAGS_probe_text);
+  if (!arbor::IsValidUtf8(text)) {
+    std::fprintf(stderr, "arborctl: INVALID_ARGUMENT: probe_text: is not valid UTF-8\n");
+    return false;
+  }
+  c->set_probe_text(text);
+  return true;
+}
+
 bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request) {
   // proto3 strings must be UTF-8: protobuf would refuse to send anything else.
   for (const auto& [field, value] : {std::pair<const char*, std::string>{"question", question},
@@ -271,13 +320,19 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     s->set_pb_c_init(absl::GetFlag(FLAGS_pb_c_init));
     s->set_rollouts(absl::GetFlag(FLAGS_rollouts));
     s->set_aggregation(aggregation);
+  } else if (strategy == "auto") {
+    auto* s = request->mutable_auto_();
+    s->set_n(n);
+    s->set_first_round_samples(absl::GetFlag(FLAGS_first_round));
+    s->set_beam_width(absl::GetFlag(FLAGS_beam_width));
   } else {
     std::fprintf(stderr,
                  "--strategy: unknown '%s' (greedy, best_of_n, beam_search, dvts, "
-                 "particle_filter, particle_gibbs, mcts)\n",
+                 "particle_filter, particle_gibbs, mcts, auto)\n",
                  strategy.c_str());
     return false;
   }
+  if (!BuildCertainty(strategy, request)) return false;
   if (absl::GetFlag(FLAGS_temperature) >= 0) {
     request->mutable_sampling()->set_temperature(
         static_cast<float>(absl::GetFlag(FLAGS_temperature)));
@@ -311,6 +366,20 @@ void PrintResult(const arbor::v1::SolveResponse& r) {
               r.worker().c_str(), r.verifier().empty() ? "" : " + ", r.verifier().c_str());
   if (r.budget_exhausted()) std::printf("budget exhausted by %s\n", r.exhausted_by().c_str());
   if (!r.stop_reason().empty()) std::printf("stopped: %s\n", r.stop_reason().c_str());
+  if (u.has_auto_choice()) {
+    const arbor::v1::AutoChoice& a = u.auto_choice();
+    std::printf(
+        "auto: %s band (agreement %.2f, mean score %.2f, difficulty %.2f over %d samples): "
+        "%s%s\n",
+        a.band().c_str(), a.agreement(), a.mean_score(), a.difficulty(), a.first_round_samples(),
+        a.strategy().c_str(), a.n() > 0 ? absl::StrFormat(" with n=%d", a.n()).c_str() : "");
+  }
+  if (u.probes() > 0) {
+    std::printf("certainty: %lld probes (%lld tokens) stopped %lld branches\n",
+                static_cast<long long>(u.probes()),
+                static_cast<long long>(u.probe_generated_tokens()),
+                static_cast<long long>(u.certain_branches()));
+  }
   if (u.reserve_generated_tokens() > 0 || u.shaped_steps() > 0) {
     std::printf("budget: %lld shaped steps; reserve finished %lld branches with %lld tokens\n",
                 static_cast<long long>(u.shaped_steps()),
@@ -438,6 +507,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "arborctl solve|health|info [--target=host:port] [flags] [question]\n"
       "  solve: --strategy=beam_search --n=8 --max_tokens=4000 --deadline_ms=5000 --json\n"
+      "         --strategy=auto --n=16; --strategy=best_of_n --certainty=mid\n"
       "  health: grpc.health.v1 status; info: Generator/Verifier Info");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() < 2) return Usage();

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,6 +46,10 @@ ABSL_FLAG(int, beam_width, 4, "Beam width M of beam search and DVTS (capped at N
 ABSL_FLAG(uint64_t, seed, 1, "Seed of every job (same seed, same results)");
 ABSL_FLAG(int, timeout_ms, 600000, "Deadline of one job");
 ABSL_FLAG(std::string, out, "", "CSV written (appended rows keep a header once); empty: stdout");
+ABSL_FLAG(int, probe_interval, 16,
+          "best_of_n_certainty / beam_search_certainty: tokens between certainty probes");
+ABSL_FLAG(std::string, probe_text, "The answer is ",
+          "best_of_n_certainty / beam_search_certainty: the probe phrase");
 ABSL_FLAG(std::string, dump_candidates, "",
           "STRATEGY:N whose candidates (steps, step scores) are written to --candidates_out");
 ABSL_FLAG(std::string, candidates_out, "", "JSONL file of the dumped candidates");
@@ -136,6 +141,30 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
                                              ? arbor::v1::BestOfN::SELECTION_REWARD
                                              : arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
     r.mutable_best_of_n()->set_round_size(std::max(1, std::min(n, std::max(4, n / 8))));
+  } else if (strategy == "auto") {
+    // A first round of min(4, N/2) samples, the rest by the prompt's band.
+    if (n < 4) return false;
+    r.mutable_auto_()->set_n(n);
+    r.mutable_auto_()->set_first_round_samples(std::min(4, n / 2));
+    r.mutable_auto_()->set_beam_width(std::min(4, n - std::min(4, n / 2)));
+  } else if (strategy == "best_of_n_certainty" || strategy == "beam_search_certainty") {
+    // The certainty probe sized for the bundled policy (docs/SCALING.md,
+    // "Certainty probe"): it writes "The answer is N" in solutions of about
+    // 75 tokens, so the probe phrase is its own and K = 16; k = 2 (high).
+    arbor::v1::Certainty* c;
+    if (strategy == "best_of_n_certainty") {
+      r.mutable_best_of_n()->set_n(n);
+      r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+      c = r.mutable_best_of_n()->mutable_certainty();
+    } else {
+      if (n % m != 0) return false;
+      r.mutable_beam_search()->set_n(n);
+      r.mutable_beam_search()->set_beam_width(m);
+      c = r.mutable_beam_search()->mutable_certainty();
+    }
+    c->set_effort(arbor::v1::Certainty::EFFORT_HIGH);
+    c->set_interval_tokens(absl::GetFlag(FLAGS_probe_interval));
+    c->set_probe_text(absl::GetFlag(FLAGS_probe_text));
   } else {
     std::fprintf(stderr, "arbor-scaling-bench: unknown strategy '%s' in --strategies\n",
                  strategy.c_str());
@@ -147,6 +176,10 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
 struct Totals {
   int64_t correct = 0, answered = 0, failed = 0, exhausted = 0;
   int64_t generated = 0, reward = 0, wall_ms = 0;
+  // The certainty probe's tokens and the jobs it stopped; strategy auto's
+  // bands (easy, medium, hard) and the accuracy within each.
+  int64_t probe_tokens = 0, certain_jobs = 0, certain_branches = 0;
+  std::map<std::string, std::pair<int64_t, int64_t>> bands;  // band: (jobs, correct)
 };
 
 }  // namespace
@@ -259,7 +292,16 @@ int main(int argc, char** argv) {
               continue;
             }
             ++totals.answered;
-            totals.correct += SameAnswer(response.answer(), problems[i].answer);
+            const bool correct = SameAnswer(response.answer(), problems[i].answer);
+            totals.correct += correct;
+            totals.probe_tokens += response.usage().probe_generated_tokens();
+            totals.certain_jobs += response.stop_reason() == "certainty";
+            totals.certain_branches += response.usage().certain_branches();
+            if (response.usage().has_auto_choice()) {
+              auto& band = totals.bands[response.usage().auto_choice().band()];
+              band.first += 1;
+              band.second += correct;
+            }
             totals.exhausted += response.budget_exhausted();
             totals.generated += response.usage().generated_tokens();
             totals.reward += response.usage().reward_tokens();
@@ -295,6 +337,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%-24s N=%-3d accuracy %.3f  gen %.0f tok  reward %.0f tok  (%.1f s)\n",
                    strategy.c_str(), row_n, totals.correct / count, totals.generated / count,
                    totals.reward / count, seconds);
+      if (totals.probe_tokens > 0 || totals.certain_jobs > 0) {
+        std::fprintf(stderr,
+                     "  certainty: %.1f probe tok/problem, %.2f branches/problem stopped by it, "
+                     "%lld jobs ended by it\n",
+                     totals.probe_tokens / count, totals.certain_branches / count,
+                     static_cast<long long>(totals.certain_jobs));
+      }
+      for (const auto& [band, jobs_correct] : totals.bands) {
+        std::fprintf(stderr, "  auto band %-6s %lld jobs, accuracy %.3f\n", band.c_str(),
+                     static_cast<long long>(jobs_correct.first),
+                     static_cast<double>(jobs_correct.second) /
+                         static_cast<double>(std::max<int64_t>(1, jobs_correct.first)));
+      }
     }
   }
   if (out != stdout) std::fclose(out);

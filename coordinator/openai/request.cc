@@ -183,19 +183,27 @@ absl::StatusOr<std::optional<int>> Enum(const Object& object, absl::string_view 
 }
 
 // The strategies' own parameters, by the SolveRequest's field names.
+// clang-format off
 const std::set<absl::string_view> kStrategyParams = {
-    "n",         "selection",       "aggregation",   "min_vote_fraction", "beam_width",
-    "lookahead", "num_iterations",  "temperature",   "resampling",        "ess_threshold",
-    "weight_update", "absorb_finished", "final_selection", "round_size", "stop_agreement",
-    "entropic", "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations",
-    "max_width", "max_depth", "pb_c_base", "pb_c_init", "rollouts"};
+    "n", "selection", "aggregation", "min_vote_fraction", "beam_width", "lookahead",
+    "num_iterations", "temperature", "resampling", "ess_threshold", "weight_update",
+    "absorb_finished", "final_selection", "round_size", "stop_agreement", "entropic",
+    "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations", "max_width",
+    "max_depth", "pb_c_base", "pb_c_init", "rollouts", "certainty", "first_round_samples",
+    "easy_agreement", "easy_score", "hard_agreement", "hard_score"};
+// clang-format on
 
 std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
   if (strategy == "best_of_n") {
-    return {"n", "selection", "aggregation", "min_vote_fraction", "round_size", "stop_agreement"};
+    return {"n",          "selection",      "aggregation", "min_vote_fraction",
+            "round_size", "stop_agreement", "certainty"};
   }
   if (strategy == "beam_search") {
-    return {"n", "beam_width", "num_iterations", "lookahead", "aggregation"};
+    return {"n", "beam_width", "num_iterations", "lookahead", "aggregation", "certainty"};
+  }
+  if (strategy == "auto") {
+    return {"n",          "first_round_samples", "easy_agreement", "easy_score", "hard_agreement",
+            "hard_score", "beam_width"};
   }
   if (strategy == "dvts") return {"n", "beam_width", "num_iterations", "aggregation"};
   if (strategy == "particle_filter" || strategy == "particle_gibbs") {
@@ -261,6 +269,49 @@ absl::Status ParseBudget(const Object& budget, arbor::v1::Budget* out) {
   return absl::OkStatus();
 }
 
+// arbor.certainty: true (the default probe), an effort name ("high"), or an
+// object of arbor.v1.Certainty's fields. Ranges are the coordinator's.
+// `strategy` is the BestOfN or BeamSearch message: a set certainty turns the
+// probe on.
+template <typename Strategy>
+absl::Status ParseCertainty(const Object& a, Strategy* strategy) {
+  const json* value = a.Find("certainty");
+  if (value == nullptr) return absl::OkStatus();
+  const std::string path = a.Path("certainty");
+  if (value->is_boolean()) {
+    if (value->get<bool>()) strategy->mutable_certainty();
+    return absl::OkStatus();
+  }
+  arbor::v1::Certainty* out = strategy->mutable_certainty();
+  json object = *value;
+  if (value->is_string()) object = json{{"effort", *value}};
+  ARBOR_ASSIGN_OR_RETURN(Object c, Object::Of(object, path));
+  ARBOR_RETURN_IF_ERROR(c.AllowOnly(
+      {{"effort", "interval_tokens", "window", "probe_text", "max_probe_tokens", "hedge_words"}}));
+  ARBOR_ASSIGN_OR_RETURN(auto effort,
+                         Enum(c, "effort", arbor::v1::Certainty::Effort_descriptor(), "EFFORT_"));
+  out->set_effort(static_cast<arbor::v1::Certainty::Effort>(effort.value_or(0)));
+  ARBOR_ASSIGN_OR_RETURN(auto interval, c.Int("interval_tokens", 1, 32768));
+  if (interval) out->set_interval_tokens(static_cast<int32_t>(*interval));
+  ARBOR_ASSIGN_OR_RETURN(auto window, c.Int("window", 1, 64));
+  if (window) out->set_window(static_cast<int32_t>(*window));
+  ARBOR_ASSIGN_OR_RETURN(auto probe_tokens, c.Int("max_probe_tokens", 1, 256));
+  if (probe_tokens) out->set_max_probe_tokens(static_cast<int32_t>(*probe_tokens));
+  ARBOR_ASSIGN_OR_RETURN(auto text, c.String("probe_text"));
+  if (text) out->set_probe_text(*text);
+  if (const json* words = c.Find("hedge_words")) {
+    if (!words->is_array()) return WrongType(c.Path("hedge_words"), *words, "an array of strings");
+    for (size_t i = 0; i < words->size(); ++i) {
+      const json& w = (*words)[i];
+      if (!w.is_string()) {
+        return WrongType(absl::StrCat(c.Path("hedge_words"), "[", i, "]"), w, "a string");
+      }
+      out->add_hedge_words(w.get<std::string>());
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The strategy oneof from the strategy name and the `arbor` object's
 // parameters (checked to belong to that strategy); `default_n` is the N of
 // best-of-N when arbor.n is absent (best_of, else n).
@@ -307,6 +358,7 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     if (round_size) p->set_round_size(static_cast<int32_t>(*round_size));
     ARBOR_ASSIGN_OR_RETURN(auto agreement, a.Number("stop_agreement"));
     if (agreement) p->set_stop_agreement(static_cast<float>(*agreement));
+    ARBOR_RETURN_IF_ERROR(ParseCertainty(a, p));
   } else if (strategy == "beam_search") {
     arbor::v1::BeamSearch* p = solve.mutable_beam_search();
     p->set_n(static_cast<int32_t>(n.value_or(0)));
@@ -314,6 +366,21 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     p->set_num_iterations(static_cast<int32_t>(iterations.value_or(0)));
     p->set_lookahead(static_cast<int32_t>(lookahead.value_or(0)));
     p->set_aggregation(agg);
+    ARBOR_RETURN_IF_ERROR(ParseCertainty(a, p));
+  } else if (strategy == "auto") {
+    arbor::v1::Auto* p = solve.mutable_auto_();
+    p->set_n(static_cast<int32_t>(n.value_or(0)));
+    p->set_beam_width(static_cast<int32_t>(beam_width.value_or(0)));
+    ARBOR_ASSIGN_OR_RETURN(auto first, a.Int("first_round_samples", 1, 4096));
+    if (first) p->set_first_round_samples(static_cast<int32_t>(*first));
+    ARBOR_ASSIGN_OR_RETURN(auto easy_agreement, a.Number("easy_agreement"));
+    if (easy_agreement) p->set_easy_agreement(static_cast<float>(*easy_agreement));
+    ARBOR_ASSIGN_OR_RETURN(auto easy_score, a.Number("easy_score"));
+    if (easy_score) p->set_easy_score(static_cast<float>(*easy_score));
+    ARBOR_ASSIGN_OR_RETURN(auto hard_agreement, a.Number("hard_agreement"));
+    if (hard_agreement) p->set_hard_agreement(static_cast<float>(*hard_agreement));
+    ARBOR_ASSIGN_OR_RETURN(auto hard_score, a.Number("hard_score"));
+    if (hard_score) p->set_hard_score(static_cast<float>(*hard_score));
   } else if (strategy == "dvts") {
     arbor::v1::Dvts* p = solve.mutable_dvts();
     p->set_n(static_cast<int32_t>(n.value_or(0)));
@@ -381,7 +448,7 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     return Bad("arbor.strategy",
                absl::StrCat("unknown strategy '", IsValidUtf8(strategy) ? strategy : "<binary>",
                             "'; use greedy, best_of_n, beam_search, dvts, particle_filter, "
-                            "particle_gibbs or mcts"));
+                            "particle_gibbs, mcts or auto"));
   }
   return absl::OkStatus();
 }

@@ -98,6 +98,60 @@ TEST(RequestTest, ArborExtensionMapsTheRoundTwoStrategies) {
                    .ok());
 }
 
+TEST(RequestTest, ArborExtensionMapsAutoAndTheCertaintyProbe) {
+  auto automatic = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "auto", "n": 12,
+      "first_round_samples": 3, "hard_agreement": 0, "easy_score": 0.7, "beam_width": 2})J"));
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  ASSERT_TRUE(automatic->solve.has_auto_());
+  const arbor::v1::Auto& a = automatic->solve.auto_();
+  EXPECT_EQ(a.n(), 12);
+  EXPECT_EQ(a.first_round_samples(), 3);
+  EXPECT_EQ(a.beam_width(), 2);
+  EXPECT_TRUE(a.has_hard_agreement());  // 0 given, not unset
+  EXPECT_FLOAT_EQ(a.easy_score(), 0.7f);
+  EXPECT_FALSE(a.has_easy_agreement());
+
+  auto effort = ParseChatCompletionRequest(
+      Chat(R"J("arbor": {"strategy": "best_of_n", "n": 4, "certainty": "high"})J"));
+  ASSERT_TRUE(effort.ok()) << effort.status();
+  ASSERT_TRUE(effort->solve.best_of_n().has_certainty());
+  EXPECT_EQ(effort->solve.best_of_n().certainty().effort(), arbor::v1::Certainty::EFFORT_HIGH);
+  auto object = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "beam_search",
+      "certainty": {"effort": "crazy", "interval_tokens": 16, "window": 3,
+                    "probe_text": "The answer is ", "max_probe_tokens": 8,
+                    "hedge_words": ["maybe"]}})J"));
+  ASSERT_TRUE(object.ok()) << object.status();
+  const arbor::v1::Certainty& c = object->solve.beam_search().certainty();
+  EXPECT_EQ(c.effort(), arbor::v1::Certainty::EFFORT_CRAZY);
+  EXPECT_EQ(c.interval_tokens(), 16);
+  EXPECT_EQ(c.window(), 3);
+  EXPECT_EQ(c.probe_text(), "The answer is ");
+  EXPECT_EQ(c.max_probe_tokens(), 8);
+  ASSERT_EQ(c.hedge_words_size(), 1);
+  auto on = ParseChatCompletionRequest(
+      Chat(R"J("arbor": {"strategy": "best_of_n", "certainty": true})J"));
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->solve.best_of_n().has_certainty());
+  auto off = ParseChatCompletionRequest(
+      Chat(R"J("arbor": {"strategy": "best_of_n", "certainty": false})J"));
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_FALSE(off->solve.best_of_n().has_certainty());
+  // The probe is best-of-N's and beam search's only.
+  EXPECT_FALSE(
+      ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "dvts", "certainty": "mid"})J"))
+          .ok());
+  // Coordinator errors name the body's fields.
+  EXPECT_EQ(HttpFieldNames(
+                absl::InvalidArgumentError("best_of_n.certainty.window (100) must be in [1, 64]"),
+                *effort)
+                .message(),
+            "arbor.certainty.window (100) must be in [1, 64]");
+  EXPECT_EQ(
+      HttpFieldNames(absl::InvalidArgumentError("auto.n (1) must be in [2, 1024]"), *automatic)
+          .message(),
+      "arbor.n (1) must be in [2, 1024]");
+}
+
 TEST(RequestTest, ArborExtensionNamesTheSolveRequestFields) {
   auto parsed = ParseChatCompletionRequest(Chat(R"J("stream": true,
       "stream_options": {"include_usage": true},
@@ -198,6 +252,17 @@ INSTANTIATE_TEST_SUITE_P(
                 "messages"},
         BadCase{"SystemRole", true, R"({"messages": [{"role": "system", "content": "s"}]})",
                 "messages[0].role"},
+        BadCase{"CertaintyEffort", true,
+                Chat(R"("arbor": {"strategy": "best_of_n", "certainty": "extreme"})"),
+                "arbor.certainty.effort"},
+        BadCase{"CertaintyField", true,
+                Chat(R"("arbor": {"strategy": "best_of_n", "certainty": {"k": 2}})"),
+                "arbor.certainty.k"},
+        BadCase{"CertaintyType", true,
+                Chat(R"("arbor": {"strategy": "beam_search", "certainty": 3})"), "arbor.certainty"},
+        BadCase{"AutoParamElsewhere", true,
+                Chat(R"("arbor": {"strategy": "best_of_n", "first_round_samples": 3})"),
+                "arbor.first_round_samples"},
         BadCase{"NoRole", true, R"({"messages": [{"content": "s"}]})", "messages[0].role"},
         BadCase{"NoContent", true, R"({"messages": [{"role": "user"}]})", "messages[0].content"},
         BadCase{"ContentNumber", true, R"({"messages": [{"role": "user", "content": 3}]})",
@@ -214,8 +279,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"StreamString", true, Chat(R"("stream": "yes")"), "stream"},
         BadCase{"StreamOptionsNoStream", true, Chat(R"("stream_options": {"include_usage": true})"),
                 "stream_options"},
-        BadCase{"StreamOptionsUnknown", true,
-                Chat(R"("stream": true, "stream_options": {"x": 1})"), "stream_options.x"},
+        BadCase{"StreamOptionsUnknown", true, Chat(R"("stream": true, "stream_options": {"x": 1})"),
+                "stream_options.x"},
         BadCase{"NZero", true, Chat(R"("n": 0)"), "n"},
         BadCase{"NTooMany", true, Chat(R"("n": 129)"), "n"},
         BadCase{"NFraction", true, Chat(R"("n": 1.5)"), "n"},
@@ -234,8 +299,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"Stop", true, Chat(R"("stop": ["\n"])"), "stop"},
         BadCase{"Logprobs", true, Chat(R"("logprobs": true)"), "logprobs"},
         BadCase{"Tools", true, Chat(R"("tools": [{"type": "function"}])"), "tools"},
-        BadCase{"FrequencyPenalty", true, Chat(R"("frequency_penalty": 0.5)"),
-                "frequency_penalty"},
+        BadCase{"FrequencyPenalty", true, Chat(R"("frequency_penalty": 0.5)"), "frequency_penalty"},
         BadCase{"ResponseFormat", true, Chat(R"("response_format": {"type": "json_object"})"),
                 "response_format"},
         BadCase{"Echo", false, R"({"prompt": "p", "echo": true})", "echo"},

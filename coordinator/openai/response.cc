@@ -59,6 +59,11 @@ json UsageObject(const arbor::v1::Usage& usage) {
   out["total_tokens"] = prompt + usage.generated_tokens();
   out["prompt_tokens_details"] = {{"cached_tokens", usage.prefix_cache_hit_tokens()}};
   AddScalarFields(usage, &out);
+  if (usage.has_auto_choice()) {
+    json choice = json::object();
+    AddScalarFields(usage.auto_choice(), &choice);
+    out["auto_choice"] = std::move(choice);
+  }
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cmath>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -226,6 +227,33 @@ absl::Status ArithWorld::Extend(const arbor::v1::ExtendRequest& request,
     const BranchState start = ReadState(suffix_text);
     const int context_left = options_.max_context_tokens - static_cast<int>(sequence.size());
     const int cap = std::min(max_step_tokens, context_left);
+    if (!branch.suffix_text().empty()) {
+      // A certainty probe (the phrase, e.g. "... \boxed{", as byte tokens):
+      // the answer the branch is heading for (its running total plus the
+      // numbers still to add) once half of them are added; a hedge before.
+      if (!arbor::IsValidUtf8(branch.suffix_text()) || branch.suffix_text().size() > 4096) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("branches[", b, "].suffix_text: must be valid UTF-8, at most 4096 bytes"));
+      }
+      int64_t heading = start.claimed;
+      for (size_t i = start.next_number; i < numbers.size(); ++i) heading += numbers[i];
+      const bool sure = 2 * start.next_number >= numbers.size();
+      std::string text = sure ? absl::StrCat(heading, "}\n") : std::string("hmm}\n");
+      if (static_cast<int>(text.size()) > cap) text.resize(cap);
+      for (int s = 0; s < branch.num_samples(); ++s) {
+        arbor::v1::BranchOutput* output = out->add_outputs();
+        output->set_branch_index(b);
+        output->set_sample_index(s);
+        for (unsigned char c : text) output->add_tokens(c);
+        output->set_text(text);
+        output->set_finish_reason(text.back() == '\n' ? arbor::v1::FINISH_REASON_STEP
+                                                      : arbor::v1::FINISH_REASON_LENGTH);
+        usage->set_generated_tokens(usage->generated_tokens() + static_cast<int64_t>(text.size()));
+      }
+      usage->set_prefill_tokens(usage->prefill_tokens() +
+                                static_cast<int64_t>(branch.suffix_text().size()));
+      continue;
+    }
     for (int s = 0; s < branch.num_samples(); ++s) {
       // The continuation this sample would write, step by step.
       std::string text;
@@ -328,18 +356,30 @@ absl::Status ArithWorld::Score(const arbor::v1::ScoreRequest& request,
             absl::StrCat("candidates[", c, "].steps[", i, "]: is not valid UTF-8"));
       }
       for (unsigned char ch : steps[i]) sequence.push_back(ch);
-      // A step generated to EOS may hold several of the world's steps.
-      for (absl::string_view part : absl::StrSplit(steps[i], "\n\n", absl::SkipWhitespace())) {
-        Claim claim;
-        if (!ParseStep(std::string_view(part.data(), part.size()), &claim)) {
-          right = false;
-        } else if (claim.is_add) {
-          prefix += k < numbers.size() ? numbers[k] : 0;
-          right =
-              right && k < numbers.size() && claim.addend == numbers[k] && claim.value == prefix;
-          ++k;
-        } else {
-          right = right && k == numbers.size() && claim.value == total;
+      const absl::string_view step = steps[i];
+      const size_t boxed = step.rfind("\\boxed{");
+      if (boxed != absl::string_view::npos && !absl::StartsWith(step, "Add ") &&
+          !absl::StartsWith(step, "The answer is ")) {
+        // Another phrase stating a final answer (a certainty probe's step):
+        // right when the answer is.
+        absl::string_view digits = step.substr(boxed + 7);
+        digits = digits.substr(0, digits.find('}'));
+        int64_t value = 0;
+        right = right && absl::SimpleAtoi(digits, &value) && value == total;
+      } else {
+        // A step generated to EOS may hold several of the world's steps.
+        for (absl::string_view part : absl::StrSplit(step, "\n\n", absl::SkipWhitespace())) {
+          Claim claim;
+          if (!ParseStep(std::string_view(part.data(), part.size()), &claim)) {
+            right = false;
+          } else if (claim.is_add) {
+            prefix += k < numbers.size() ? numbers[k] : 0;
+            right =
+                right && k < numbers.size() && claim.addend == numbers[k] && claim.value == prefix;
+            ++k;
+          } else {
+            right = right && k == numbers.size() && claim.value == total;
+          }
         }
       }
       double score = right ? 0.9 : 0.1;

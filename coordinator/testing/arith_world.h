@@ -14,6 +14,12 @@
 // The reward model scores a step 0.9 when every claim so far is right, else
 // 0.1 (plus optional deterministic noise); it is causal (a step's score
 // depends only on the steps up to it).
+// A branch with suffix_text is a certainty probe: its output is the answer the
+// branch is heading for ("26}\n": its running total plus the numbers still to
+// add) once half of the numbers are added, and a hedge ("hmm}\n")
+// before, so probes agree only from the middle of a solution on. The reward
+// model scores a step that states an answer in another phrase ("... \boxed{26}",
+// a stopped branch's probe step) as right when the answer is.
 // Usage: prefix-cache hits are emulated per 16-token block, so repeated
 // prefixes count as prefix_cache_hit_tokens the way a radix cache would.
 // Thread-safety: Extend and Score are thread-safe.

@@ -2,12 +2,15 @@
 // bundled models (models/policy, models/prm) and arborctl as the client. One
 // held-out problem is solved with greedy and with best-of-N over the PRM; the
 // answers come back with usage accounting, the PRM's per-step scores, and the
-// service drains cleanly on SIGTERM. A missing model folder is a clear error.
+// service drains cleanly on SIGTERM. The certainty probe (its phrase sent as
+// text to the worker) and strategy auto run on the same models. A missing
+// model folder is a clear error.
 #include <signal.h>
 
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -110,6 +113,47 @@ TEST_F(AllInOneTest, SolvesAHeldOutProblemWithGreedyAndBestOfN) {
 
   service_->Signal(SIGTERM);
   EXPECT_EQ(service_->Wait(), 0);
+}
+
+// The certainty probe on the bundled policy, through the worker's
+// suffix_text: the probe phrase "The answer is " is tokenized by the worker
+// after each sample's tokens and the policy completes it. With a window of
+// one probe (k = 1) the first probe that names a number stops its sample, so
+// every sample stops after its first step: fewer tokens than the same job
+// unprobed (the policy names its running value there, so this says nothing
+// about accuracy; docs/SCALING.md measures that). Then strategy auto names
+// its choice.
+TEST_F(AllInOneTest, CertaintyProbeAndAutoOnTheBundledModels) {
+  const std::string question = FirstHeldOutProblem()["question"].get<std::string>();
+  const std::vector<std::string> best_of_4 = {"--strategy=best_of_n", "--n=4", "--seed=3",
+                                              "--max_candidates=4"};
+  nlohmann::json plain = Solve(best_of_4, question);
+  std::vector<std::string> flags = best_of_4;
+  flags.insert(flags.end(), {"--certainty=high", "--probe_window=1", "--probe_interval=4",
+                             "--probe_text=The answer is "});
+  nlohmann::json probed = Solve(flags, question);
+  ASSERT_FALSE(plain.is_discarded() || probed.is_discarded());
+  EXPECT_EQ(plain["stop_reason"], "completed") << plain.dump();
+  EXPECT_EQ(probed["stop_reason"], "certainty") << probed.dump();
+  EXPECT_EQ(Int(probed["usage"], "certain_branches"), 4) << probed.dump();
+  EXPECT_EQ(Int(probed["usage"], "probes"), 4) << probed.dump();
+  EXPECT_GT(Int(probed["usage"], "probe_generated_tokens"), 0);
+  EXPECT_LT(Int(probed["usage"], "generated_tokens"), Int(plain["usage"], "generated_tokens"));
+  for (const nlohmann::json& c : probed["candidates"]) {
+    const std::vector<std::string> steps = c["steps"];
+    ASSERT_EQ(steps.size(), 2u) << c.dump();  // one step, then the probe's
+    EXPECT_THAT(steps[1], ::testing::StartsWith("The answer is ")) << c.dump();
+    int64_t value;
+    EXPECT_TRUE(absl::SimpleAtoi(c["answer"].get<std::string>(), &value)) << c.dump();
+  }
+
+  nlohmann::json automatic = Solve({"--strategy=auto", "--n=8", "--seed=3"}, question);
+  ASSERT_FALSE(automatic.is_discarded());
+  EXPECT_EQ(automatic["strategy"], "auto");
+  const nlohmann::json& choice = automatic["usage"]["auto_choice"];
+  ASSERT_TRUE(choice.is_object()) << automatic.dump();
+  EXPECT_THAT(choice["band"].get<std::string>(), ::testing::AnyOf("easy", "medium", "hard"));
+  EXPECT_EQ(Int(choice, "first_round_samples"), 4);
 }
 
 TEST(AllInOneFlagsTest, MissingModelFolderIsNamed) {

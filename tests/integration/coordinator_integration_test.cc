@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -213,6 +214,152 @@ TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
               HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"particle_gibbs\"} 1"));
 }
 
+// Strategy auto through arborctl and the service: the usage names the band
+// the first round measured and what it chose, consistently with each other.
+// Then each band forced through the thresholds (the C++ client): easy stops
+// with the first round, medium draws the rest as samples, hard runs a beam
+// search with the rest.
+TEST_F(IntegrationTest, AutoReportsItsChoice) {
+  CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=auto", "--n=8",
+                     "--seed=5", "--json", "add 3 5 7 11"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json response = nlohmann::json::parse(r.out);
+  EXPECT_EQ(response["strategy"], "auto") << r.out;
+  EXPECT_EQ(response["answer"], "26") << r.out;
+  const nlohmann::json& choice = response["usage"]["auto_choice"];
+  ASSERT_TRUE(choice.is_object()) << r.out;
+  EXPECT_EQ(choice["first_round_samples"], 4) << r.out;
+  const std::string band = choice["band"];
+  const std::string chosen = choice["strategy"];
+  if (band == "easy") {
+    EXPECT_EQ(chosen, "stop") << r.out;
+  } else if (band == "medium") {
+    EXPECT_EQ(chosen, "best_of_n") << r.out;
+    EXPECT_EQ(choice["n"], 4) << r.out;
+  } else {
+    EXPECT_EQ(band, "hard") << r.out;
+    EXPECT_EQ(chosen, "beam_search") << r.out;
+    EXPECT_EQ(choice["n"], 4) << r.out;
+  }
+  const double agreement = choice["agreement"], score = choice["mean_score"];
+  EXPECT_NEAR(choice["difficulty"].get<double>(), 1.0 - (agreement + score) / 2.0, 1e-9);
+  // The human-readable form says it too.
+  r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=auto", "--n=8", "--seed=5",
+           "--stream=false", "add 3 5 7 11"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("auto: " + band + " band"));
+
+  struct Forced {
+    std::string band, strategy;
+    float easy_agreement, easy_score, hard_agreement, hard_score;
+    int candidates;  // all of them are returned (max_candidates 16)
+  };
+  const std::vector<Forced> forced = {
+      // Every first round is easy when the easy thresholds are 0.
+      {"easy", "stop", 0.0f, 0.0f, 0.0f, 0.0f, 4},
+      // Never easy (the world's PRM scores at most 0.9) and never hard.
+      {"medium", "best_of_n", 1.0f, 1.0f, 0.0f, 0.0f, 8},
+      // Never easy, always hard (every mean score is below 1).
+      {"hard", "beam_search", 1.0f, 1.0f, 0.0f, 1.0f, 0},
+  };
+  for (const Forced& f : forced) {
+    arbor::v1::SolveRequest request;
+    request.set_question("add 3 5 7 11");
+    request.set_seed(5);
+    request.set_max_candidates(16);
+    arbor::v1::Auto* a = request.mutable_auto_();
+    a->set_n(8);
+    a->set_easy_agreement(f.easy_agreement);
+    a->set_easy_score(f.easy_score);
+    a->set_hard_agreement(f.hard_agreement);
+    a->set_hard_score(f.hard_score);
+    arbor::v1::SolveResponse result;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    grpc::Status status = stub_->Solve(&context, request, &result);
+    ASSERT_TRUE(status.ok()) << f.band << ": " << status.error_message();
+    EXPECT_EQ(result.strategy(), "auto");
+    ASSERT_TRUE(result.usage().has_auto_choice()) << f.band;
+    const arbor::v1::AutoChoice& c = result.usage().auto_choice();
+    EXPECT_EQ(c.band(), f.band);
+    EXPECT_EQ(c.strategy(), f.strategy) << f.band;
+    EXPECT_EQ(c.n(), f.band == "easy" ? 0 : 4) << f.band;
+    EXPECT_EQ(c.first_round_samples(), 4) << f.band;
+    EXPECT_FALSE(result.answer().empty()) << f.band;
+    if (f.candidates > 0) {
+      EXPECT_EQ(result.candidates_size(), f.candidates) << f.band;
+    } else {
+      // The first round's 4 samples stay candidates beside the beams.
+      EXPECT_GT(result.candidates_size(), 4) << f.band;
+      EXPECT_GT(result.usage().steps(), 1) << f.band;
+    }
+  }
+}
+
+// The certainty probe through arborctl, the coordinator and the world's
+// worker: best-of-4 and a beam search of 4 on an 8-number sum, with and
+// without probing. The world's probes name the answer a branch is heading
+// for from the middle of the solution on, so two agreeing probes stop a
+// branch before it writes its last steps: fewer tokens, probes included, and
+// the response says why it stopped. Probing never changes the sampled text:
+// best-of-N's stopped samples are prefixes of the unprobed job's.
+TEST_F(IntegrationTest, CertaintyProbeStopsSamplesEarly) {
+  const std::string question = "add 3 5 7 11 13 17 19 23";
+  auto solve = [&](const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {
+        "solve", "--target=" + coordinator_.address, "--n=4", "--seed=7", "--max_candidates=4",
+        "--json"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    args.push_back(question);
+    CtlResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 0) << absl::StrJoin(flags, " ") << ": " << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json::object();
+  };
+  for (const std::string strategy : {"best_of_n", "beam_search"}) {
+    std::vector<std::string> plain_flags = {"--strategy=" + strategy};
+    if (strategy == "beam_search") plain_flags.push_back("--beam_width=2");
+    // High effort: two agreeing probes; one every step (16 tokens).
+    std::vector<std::string> probe_flags = plain_flags;
+    probe_flags.push_back("--certainty=high");
+    probe_flags.push_back("--probe_interval=16");
+    const nlohmann::json plain = solve(plain_flags);
+    const nlohmann::json probed = solve(probe_flags);
+    ASSERT_TRUE(plain.contains("usage") && probed.contains("usage")) << strategy;
+    const std::string trace =
+        absl::StrCat(strategy, "\nplain: ", plain.dump(), "\nprobed: ", probed.dump());
+    EXPECT_EQ(plain["usage"]["probes"], 0) << trace;
+    EXPECT_EQ(plain["stop_reason"], "completed") << trace;
+    EXPECT_EQ(probed["stop_reason"], "certainty") << trace;
+    EXPECT_GT(probed["usage"]["probes"].get<int64_t>(), 0) << trace;
+    EXPECT_GT(probed["usage"]["probe_generated_tokens"].get<int64_t>(), 0) << trace;
+    EXPECT_GE(probed["usage"]["certain_branches"].get<int64_t>(), 1) << trace;
+    EXPECT_LT(probed["usage"]["generated_tokens"].get<int64_t>(),
+              plain["usage"]["generated_tokens"].get<int64_t>())
+        << trace;
+    EXPECT_FALSE(probed["answer"].get<std::string>().empty()) << trace;
+    int stopped = 0;
+    for (const nlohmann::json& c : probed["candidates"]) {
+      std::vector<std::string> steps = c["steps"];
+      if (steps.back().find("**Final Answer**") == std::string::npos) continue;
+      // Stopped by its probe: the last step is the phrase and the answer.
+      ++stopped;
+      EXPECT_THAT(steps.back(), HasSubstr("\\boxed{" + c["answer"].get<std::string>() + "}"))
+          << trace;
+      EXPECT_LT(steps.size(), 9u) << trace;  // 8 sums and the answer, unprobed
+      if (strategy != "best_of_n") continue;
+      steps.pop_back();
+      bool prefix = false;
+      for (const nlohmann::json& p : plain["candidates"]) {
+        const std::vector<std::string> full = p["steps"];
+        prefix = prefix || (steps.size() <= full.size() &&
+                            std::equal(steps.begin(), steps.end(), full.begin()));
+      }
+      EXPECT_TRUE(prefix) << trace;
+    }
+    EXPECT_GE(stopped, 1) << trace;
+  }
+}
+
 // A beam search or particle filter stopped by a step or reward-call cap still
 // answers: the anytime reserve finishes its best branches greedily.
 TEST_F(IntegrationTest, CappedTreeSearchesStillAnswer) {
@@ -293,6 +440,16 @@ TEST_F(IntegrationTest, EachKindOfBadFieldIsRejectedByName) {
       {{"--chat_template=alpaca"}, "add 1", "chat_template"},
       {{"--job_id=bad id"}, "add 1", "job_id"},
       {{"--strategy=particle_filter", "--n=2000"}, "add 1", "particle_filter.n (2000)"},
+      {{"--strategy=auto", "--n=1"}, "add 1", "auto.n (1) must be in [2, 1024]"},
+      {{"--strategy=auto", "--n=8", "--first_round=8"},
+       "add 1",
+       "auto.first_round_samples (8) must be in [2, 7]"},
+      {{"--certainty=mid", "--probe_window=100"},
+       "add 1",
+       "best_of_n.certainty.window (100) must be in [1, 64]"},
+      {{"--strategy=beam_search", "--certainty=low", "--probe_max_tokens=999"},
+       "add 1",
+       "beam_search.certainty.max_probe_tokens (999)"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"solve", "--target=" + coordinator_.address};
@@ -303,6 +460,17 @@ TEST_F(IntegrationTest, EachKindOfBadFieldIsRejectedByName) {
     EXPECT_THAT(r.err, HasSubstr("INVALID_ARGUMENT")) << c.expected;
     EXPECT_THAT(r.err, HasSubstr(c.expected));
   }
+}
+
+// Flags arborctl itself refuses, before any call.
+TEST_F(IntegrationTest, BadCertaintyFlagsAreRefusedByArborctl) {
+  CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--certainty=extreme", "add 1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--certainty: unknown 'extreme'"));
+  r = Ctl(
+      {"solve", "--target=" + coordinator_.address, "--strategy=dvts", "--certainty=mid", "add 1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("--certainty: only best_of_n and beam_search probe, not dvts"));
 }
 
 TEST_F(IntegrationTest, HealthAndInfo) {

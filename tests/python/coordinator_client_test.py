@@ -134,6 +134,42 @@ class CoordinatorClientTest(unittest.TestCase):
         self.assertTrue(capped.candidates[0].finished)
         self.assertGreaterEqual(capped.usage.reserve_finished_branches, 1)
 
+    def test_auto_and_the_certainty_probe(self):
+        auto = self.client.solve(QUESTION, strategy="auto", n=8, seed=5)
+        self.assertEqual(auto.strategy, "auto")
+        self.assertEqual(auto.answer, "26")
+        choice = auto.usage.auto_choice
+        self.assertIsNotNone(choice)
+        self.assertIn((choice.band, choice.strategy),
+                      [("easy", "stop"), ("medium", "best_of_n"), ("hard", "beam_search")])
+        self.assertEqual(choice.first_round_samples, 4)
+        # Forced easy: the first round answers.
+        easy = self.client.solve(QUESTION, strategy="auto", n=8, easy_agreement=0.0,
+                                 easy_score=0.0, seed=5)
+        self.assertEqual((easy.usage.auto_choice.band, easy.usage.auto_choice.strategy),
+                         ("easy", "stop"))
+        self.assertIsNone(self.client.solve(QUESTION, n=2, seed=5).usage.auto_choice)
+
+        question = "add 3 5 7 11 13 17 19 23"
+        plain = self.client.solve(question, n=4, seed=7)
+        probed = self.client.solve(question, n=4, seed=7,
+                                   certainty={"effort": "high", "interval_tokens": 16})
+        self.assertEqual(probed.stop_reason, "certainty")
+        self.assertGreater(probed.usage.probes, 0)
+        self.assertGreaterEqual(probed.usage.certain_branches, 1)
+        self.assertLess(probed.usage.generated_tokens, plain.usage.generated_tokens)
+        # An effort name alone: Dynasor's high preset (2 probes, every 64 tokens).
+        self.assertGreater(self.client.solve(question, n=4, seed=7, certainty="high").usage.probes,
+                           0)
+        with self.assertRaises(InvalidArgumentError) as caught:
+            self.client.solve(QUESTION, certainty={"window": 100})
+        self.assertEqual(caught.exception.field, "best_of_n.certainty.window")
+        with self.assertRaises(InvalidArgumentError) as caught:
+            self.client.solve(QUESTION, strategy="auto", n=1)
+        self.assertEqual(caught.exception.field, "auto.n")
+        with self.assertRaises(ValueError):
+            self.client.solve(QUESTION, certainty="extreme")
+
     def test_bad_field_is_an_exception_naming_it(self):
         with self.assertRaises(InvalidArgumentError) as caught:
             self.client.solve(QUESTION, strategy="beam_search", n=6, beam_width=4)

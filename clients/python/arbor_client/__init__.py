@@ -9,7 +9,7 @@
 The generated messages and stubs are arbor_client.v1 (common, generator,
 verifier, reasoning) and arbor_client.health (grpc.health.v1).
 """
-from arbor_client._client import (STRATEGIES, Accepted, ArborError, AsyncClient, Budget,
+from arbor_client._client import (STRATEGIES, Accepted, ArborError, AsyncClient, AutoChoice, Budget,
                                   Candidate, Client, DeadlineExceededError, Event,
                                   FailedPreconditionError, InvalidArgumentError,
                                   JobCancelledError, ResourceExhaustedError, SolveResult, Step,
@@ -18,7 +18,8 @@ from arbor_client._client import (STRATEGIES, Accepted, ArborError, AsyncClient,
 
 __version__ = "0.1.0"
 
-__all__ = ["STRATEGIES", "Accepted", "ArborError", "AsyncClient", "Budget", "Candidate", "Client",
+__all__ = ["STRATEGIES", "Accepted", "ArborError", "AsyncClient", "AutoChoice", "Budget",
+           "Candidate", "Client",
            "DeadlineExceededError", "Event", "FailedPreconditionError", "InvalidArgumentError",
            "JobCancelledError", "ResourceExhaustedError", "SolveResult", "Step",
            "UnauthenticatedError", "UnavailableError", "Usage", "build_request",

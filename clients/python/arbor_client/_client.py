@@ -20,7 +20,7 @@ from arbor_client.health import health_pb2, health_pb2_grpc
 from arbor_client.v1 import reasoning_pb2, reasoning_pb2_grpc
 
 STRATEGIES = ("greedy", "best_of_n", "beam_search", "dvts", "particle_filter", "particle_gibbs",
-              "mcts")
+              "mcts", "auto")
 
 
 # --------------------------------------------------------------------------- errors
@@ -119,8 +119,23 @@ def _error(e: grpc.RpcError) -> ArborError:
 # --------------------------------------------------------------------------- results
 
 @dataclasses.dataclass(frozen=True)
+class AutoChoice:
+    """What strategy auto measured on its first round and chose
+    (arbor.v1.AutoChoice): band easy/medium/hard, strategy stop/best_of_n/
+    beam_search with n more samples or beams."""
+    band: str = ""
+    strategy: str = ""
+    n: int = 0
+    first_round_samples: int = 0
+    agreement: float = 0.0
+    mean_score: float = 0.0
+    difficulty: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Usage:
-    """What a job spent (arbor.v1.Usage): tokens, calls, time."""
+    """What a job spent (arbor.v1.Usage): tokens, calls, time; the certainty
+    probe's counts; auto_choice (None unless the job was strategy auto)."""
     generated_tokens: int = 0
     prefill_tokens: int = 0
     prefix_cache_hit_tokens: int = 0
@@ -140,12 +155,21 @@ class Usage:
     reserve_generated_tokens: int = 0
     reserve_finished_branches: int = 0
     shaped_steps: int = 0
+    probes: int = 0
+    probe_generated_tokens: int = 0
+    certain_branches: int = 0
+    auto_choice: Optional[AutoChoice] = None
 
     @classmethod
     def from_proto(cls, usage) -> "Usage":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{f.name: getattr(usage, f.name) for f in usage.DESCRIPTOR.fields
-                      if f.name in names})
+        names = {f.name for f in dataclasses.fields(cls)} - {"auto_choice"}
+        values = {f.name: getattr(usage, f.name) for f in usage.DESCRIPTOR.fields
+                  if f.name in names}
+        if usage.HasField("auto_choice"):
+            a = usage.auto_choice
+            values["auto_choice"] = AutoChoice(**{f.name: getattr(a, f.name)
+                                                  for f in dataclasses.fields(AutoChoice)})
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +282,30 @@ def _enum_value(field, value, where: str) -> int:
     raise ValueError("%s: unknown value %r; use one of %s" % (where, value, ", ".join(choices)))
 
 
+def _set_message(message, value, where: str) -> None:
+    """Sets a message parameter (certainty): True/False, an effort name such
+    as "mid" (the message's `effort`), or a mapping of its fields."""
+    if value is None or value is False:
+        message.Clear()
+        return
+    message.SetInParent()
+    if value is True:
+        return
+    if isinstance(value, str):
+        value = {"effort": value}
+    fields = {f.name: f for f in message.DESCRIPTOR.fields}
+    for name, v in dict(value).items():
+        if name not in fields:
+            raise TypeError("%s has no field %r (it has: %s)" % (where, name, ", ".join(fields)))
+        field = fields[name]
+        if field.enum_type is not None:
+            v = _enum_value(field, v, "%s.%s" % (where, name))
+        if field.label == field.LABEL_REPEATED:
+            getattr(message, name).extend(v)
+        else:
+            setattr(message, name, v)
+
+
 def build_request(question: str, *, strategy: str = "best_of_n", model: str = "",
                   reward_model: str = "", chat_template: str = "", job_id: str = "",
                   max_tokens: Optional[int] = None, temperature: Optional[float] = None,
@@ -271,11 +319,15 @@ def build_request(question: str, *, strategy: str = "best_of_n", model: str = ""
     """The SolveRequest for `question`.
 
     strategy: greedy, best_of_n, beam_search, dvts, particle_filter,
-    particle_gibbs (the filter's parameters flat) or mcts; its
+    particle_gibbs (the filter's parameters flat), mcts or auto; its
     parameters go by the proto's field names (best_of_n: n, selection,
-    aggregation, min_vote_fraction; beam_search: n, beam_width,
-    num_iterations, lookahead, aggregation; ...), enums by short name
-    ("majority_vote", "min") or proto name. max_tokens caps one solution
+    aggregation, min_vote_fraction, certainty; beam_search: n, beam_width,
+    num_iterations, lookahead, aggregation, certainty; auto: n,
+    first_round_samples, easy_agreement, ...), enums by short name
+    ("majority_vote", "min") or proto name. certainty (the Dynasor-style
+    probe) takes an effort ("mild", "low", "mid", "high", "crazy"), True for
+    the default, or a mapping of arbor.v1.Certainty's fields
+    ({"effort": "high", "interval_tokens": 16}). max_tokens caps one solution
     (search-and-learn's max_tokens) and, unless max_step_tokens is given,
     one step. A parameter the strategy does not have raises TypeError; range
     checks are the coordinator's (InvalidArgumentError naming the field).
@@ -302,6 +354,9 @@ def build_request(question: str, *, strategy: str = "best_of_n", model: str = ""
                                or "none"))
         else:
             field = fields[name]
+        if field.message_type is not None:
+            _set_message(getattr(target, name), value, "%s.%s" % (where, name))
+            continue
         if field.enum_type is not None:
             value = _enum_value(field, value, "%s.%s" % (where, name))
         setattr(target, name, value)
