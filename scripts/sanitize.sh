@@ -19,10 +19,11 @@ regex=${2:-}
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD} CCACHE_NOHASHDIR=${CCACHE_NOHASHDIR:-true}
 generator=(-G Ninja)  # the target list below asks ninja
 
-# The tests that run threads against each other: the Abseil hooks, the engine and its
-# scheduler, the job manager, the coordinator and its HTTP API, the services,
-# the multi-process integration tests.
-tsan_tests='sanitize_|runtime_engine|runtime_radix_kv|coordinator_|worker_generator_service|verifier_service|integration'
+# The tests that run threads against each other: the Abseil hooks, the gRPC
+# server's drain, the CPU backend's ThreadPool, the engine and its scheduler,
+# the KV cache, the job manager, the coordinator, its quotas, routing and HTTP
+# API, the services, the multi-process integration tests.
+tsan_tests='sanitize_|rpc_server|runtime_cpu_ops|runtime_engine|runtime_radix_kv|coordinator_|worker_generator_service|verifier_service|integration'
 
 status=0
 for mode in "${modes[@]}"; do
