@@ -22,6 +22,7 @@
 #include "absl/base/options.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 
 #define ARBOR_STR2(x) #x
@@ -47,6 +48,13 @@ template <typename Fn>
 Fn RealFn(const char* rest, bool is_const = false) {
   return reinterpret_cast<Fn>(Real(rest, is_const));
 }
+
+// The library's *WithTimeout functions are this and a tail call, through the
+// PLT, of the *WithDeadline ones, which the hooks below interpose too: a
+// *WithTimeout hook that annotated and called its real function annotated
+// twice (TSan saw the Mutex locked twice or unlocked twice). So the
+// *WithTimeout hooks only call their *WithDeadline hook, which annotates.
+absl::Time DeadlineFromTimeout(absl::Duration timeout) { return absl::Now() + timeout; }
 
 constexpr unsigned kRead = __tsan_mutex_read_lock;
 constexpr unsigned kTry = __tsan_mutex_try_lock;
@@ -118,12 +126,7 @@ void Mutex::ReaderLockWhen(const Condition& cond) {
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
-  static auto real = RealFn<bool (*)(Mutex*, const Condition&, absl::Duration)>(
-      "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  __tsan_mutex_pre_lock(this, 0);
-  const bool ok = real(this, cond, timeout);
-  __tsan_mutex_post_lock(this, 0, 0);
-  return ok;
+  return LockWhenWithDeadline(cond, DeadlineFromTimeout(timeout));
 }
 
 bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
@@ -136,12 +139,7 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
 }
 
 bool Mutex::ReaderLockWhenWithTimeout(const Condition& cond, absl::Duration timeout) {
-  static auto real = RealFn<bool (*)(Mutex*, const Condition&, absl::Duration)>(
-      "5Mutex25ReaderLockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  __tsan_mutex_pre_lock(this, kRead);
-  const bool ok = real(this, cond, timeout);
-  __tsan_mutex_post_lock(this, kRead, 0);
-  return ok;
+  return ReaderLockWhenWithDeadline(cond, DeadlineFromTimeout(timeout));
 }
 
 bool Mutex::ReaderLockWhenWithDeadline(const Condition& cond, absl::Time deadline) {
@@ -166,14 +164,7 @@ void Mutex::Await(const Condition& cond) {
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, absl::Duration timeout) {
-  static auto real = RealFn<bool (*)(Mutex*, const Condition&, absl::Duration)>(
-      "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  __tsan_mutex_pre_unlock(this, 0);
-  const bool ok = real(this, cond, timeout);
-  __tsan_mutex_post_unlock(this, 0);
-  __tsan_mutex_pre_lock(this, 0);
-  __tsan_mutex_post_lock(this, 0, 0);
-  return ok;
+  return AwaitWithDeadline(cond, DeadlineFromTimeout(timeout));
 }
 
 bool Mutex::AwaitWithDeadline(const Condition& cond, absl::Time deadline) {
@@ -197,14 +188,7 @@ void CondVar::Wait(Mutex* mu) {
 }
 
 bool CondVar::WaitWithTimeout(Mutex* mu, absl::Duration timeout) {
-  static auto real = RealFn<bool (*)(CondVar*, Mutex*, absl::Duration)>(
-      "7CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
-  __tsan_mutex_pre_unlock(mu, 0);
-  const bool ok = real(this, mu, timeout);
-  __tsan_mutex_post_unlock(mu, 0);
-  __tsan_mutex_pre_lock(mu, 0);
-  __tsan_mutex_post_lock(mu, 0, 0);
-  return ok;
+  return WaitWithDeadline(mu, DeadlineFromTimeout(timeout));
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, absl::Time deadline) {

@@ -86,6 +86,82 @@ TEST(AbslTsanHooksTest, CondVarAndAwaitHandOff) {
   EXPECT_EQ(got, 8);
 }
 
+// The library's *WithTimeout functions call its *WithDeadline ones, which are
+// hooked too: each handoff below was annotated twice before the hooks left
+// the annotating to the *WithDeadline hook (a wait unlocked the Mutex twice,
+// "unlock of an unlocked mutex"; a timed lock locked it twice, "double
+// lock"). TSan reports one such misuse per Mutex, so each case has its own.
+// The waits hold the Mutex while the other thread starts, so they do wait.
+TEST(AbslTsanHooksTest, CondVarWaitWithTimeoutHandsOff) {
+  absl::Mutex mu;
+  absl::CondVar cv;
+  bool ready = false;
+  int box = 0;
+  int got = 0;
+  std::thread producer;
+  {
+    absl::MutexLock lock(&mu);
+    producer = std::thread([&] {
+      absl::MutexLock lock(&mu);
+      box = 1;
+      ready = true;
+      cv.Signal();
+    });
+    while (!ready) cv.WaitWithTimeout(&mu, absl::Seconds(30));
+    got = box;
+  }
+  producer.join();
+  EXPECT_EQ(got, 1);
+}
+
+TEST(AbslTsanHooksTest, AwaitWithTimeoutHandsOff) {
+  absl::Mutex mu;
+  bool ready = false;
+  int box = 0;
+  int got = 0;
+  std::thread producer;
+  {
+    absl::MutexLock lock(&mu);
+    producer = std::thread([&] {
+      absl::MutexLock lock(&mu);
+      box = 2;
+      ready = true;
+    });
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&ready), absl::Seconds(30)));
+    got = box;
+  }
+  producer.join();
+  EXPECT_EQ(got, 2);
+}
+
+TEST(AbslTsanHooksTest, LockWhenWithTimeoutHandsOff) {
+  absl::Mutex mu;
+  bool ready = true;
+  int box = 0;
+  ASSERT_TRUE(mu.LockWhenWithTimeout(absl::Condition(&ready), absl::Seconds(30)));
+  box = 3;
+  mu.Unlock();
+  int got = 0;
+  std::thread reader([&] {
+    absl::MutexLock lock(&mu);
+    got = box;
+  });
+  reader.join();
+  EXPECT_EQ(got, 3);
+
+  absl::Mutex shared;
+  ASSERT_TRUE(shared.ReaderLockWhenWithTimeout(absl::Condition(&ready), absl::Seconds(30)));
+  got = box;
+  shared.ReaderUnlock();
+  std::thread writer([&] {
+    absl::MutexLock lock(&shared);
+    box = 4;
+  });
+  writer.join();
+  EXPECT_EQ(got, 3);
+  EXPECT_EQ(box, 4);
+}
+
 // The waiter comes after Notify, so the library returns without taking its
 // Mutex: only the hooks' acquire on the flag orders the reads after the
 // notifier's writes (the sleep orders nothing for TSan, it only makes that

@@ -22,7 +22,11 @@ typedef float Float8 __attribute__((vector_size(32)));
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define ARBOR_INLINE inline __attribute__((always_inline))
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under TSan: GCC instruments the clones' ifunc resolver, which the
+// dynamic loader runs before the TSan runtime is initialised, so every binary
+// linking this file crashed at load (docs/RELIABILITY.md, Sanitizers).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_THREAD__)
 #define ARBOR_MULTIVERSION __attribute__((target_clones("avx2", "default")))
 #else
 #define ARBOR_MULTIVERSION
