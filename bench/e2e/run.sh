@@ -124,10 +124,11 @@ beam16_p512_open  --strategy beam_search --n 16 --prompt_words 512 --mode open -
 CASES
 )
 # The defaults fit the 9-minute device command (about 8.5 min on an H100).
+# A baseline list set but empty (SAL_CASES="") runs none of that baseline.
 BASELINE_CASES=${BASELINE_CASES:-"beam16_p512_c32 beam16_p2048_c32"}
-SAL_CASES=${SAL_CASES:-$BASELINE_CASES}          # search-and-learn, prefix cache on
-NOCACHE_CASES=${NOCACHE_CASES:-$BASELINE_CASES}  # the coordinator, prefix cache off
-NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES:-"beam16_p512_c32"}  # search-and-learn, prefix cache off
+SAL_CASES=${SAL_CASES-$BASELINE_CASES}          # search-and-learn, prefix cache on
+NOCACHE_CASES=${NOCACHE_CASES-$BASELINE_CASES}  # the coordinator, prefix cache off
+NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES-"beam16_p512_c32"}  # search-and-learn, prefix cache off
 LEVEL1_CASES=${LEVEL1_CASES-"beam16_p512_c32"}  # the cascade over shared prompts only
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
