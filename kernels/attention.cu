@@ -7,6 +7,8 @@
 //    can take its place.
 // Decode attention and the partial-state merge are in attention_decode.cu.
 
+#include <type_traits>
+
 #include "kernels/attention_sm90.h"
 #include "kernels/common.cuh"
 #include "kernels/device.h"
@@ -51,13 +53,13 @@ constexpr size_t GroupSmemBytes() {
          kRows * sizeof(int);
 }
 
-template <int D, int kWarps>
+template <int D, int kWarps, class KvT>
 __global__ void __launch_bounds__(kWarps * 32)
     GroupAttentionMmaKernel(const Bf16* __restrict__ q, const int32_t* __restrict__ positions,
                             const int32_t* __restrict__ group_starts,
                             const int32_t* __restrict__ block_tables,
-                            const int32_t* __restrict__ kv_len, const Bf16* __restrict__ k_cache,
-                            const Bf16* __restrict__ v_cache, float* __restrict__ o_part,
+                            const int32_t* __restrict__ kv_len, const KvT* __restrict__ k_cache,
+                            const KvT* __restrict__ v_cache, float* __restrict__ o_part,
                             float* __restrict__ lse_part, Bf16* __restrict__ out_bf16,
                             int num_tokens, int num_heads, int num_kv_heads, int max_blocks,
                             float scale_log2, int split_len, int tiles_per_group, int gqa) {
@@ -96,8 +98,21 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int key = key0 + j;
       const bool valid = key < e;
       const size_t off = valid ? detail::PagedKvOffset<D>(table, key, kvh, slot_stride, ch) : 0;
-      CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
-      CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
+      if constexpr (std::is_same_v<KvT, Bf16>) {
+        CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
+        CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
+      } else {
+        // fp8 is widened to bf16 on its way to shared memory, through
+        // registers (cp.async cannot convert); the tile's loads are issued
+        // before the tile in flight is computed, as the copies are.
+        uint4 kw{}, vw{};
+        if (valid) {
+          kw = detail::KvRaw8AsBf16(detail::LoadKvRaw8(k_cache + off));
+          vw = detail::KvRaw8AsBf16(detail::LoadKvRaw8(v_cache + off));
+        }
+        *reinterpret_cast<uint4*>(k_dst + j * SD + ch * 8) = kw;
+        *reinterpret_cast<uint4*>(v_dst + j * SD + ch * 8) = vw;
+      }
     }
   };
 
@@ -248,24 +263,26 @@ __global__ void __launch_bounds__(kWarps * 32)
 // The group-attention kernel that runs: the requested one where it can.
 GroupAttentionKernel KernelFor(const AttentionShape& shape) {
   const GroupAttentionKernel requested = RequestedGroupAttentionKernel();
-  if (requested == GroupAttentionKernel::kMmaSync || !Sm90GroupAttentionSupported(shape.head_dim)) {
+  if (requested == GroupAttentionKernel::kMmaSync || shape.kv_dtype != KvDtype::kBf16 ||
+      !Sm90GroupAttentionSupported(shape.head_dim)) {
     return GroupAttentionKernel::kMmaSync;
   }
   return requested;
 }
 
-template <int D, int kWarps>
+template <int D, int kWarps, class KvT>
 cudaError_t LaunchGroupForDim(dim3 grid, cudaStream_t stream, const Bf16* q,
                               const int32_t* positions, const int32_t* group_starts,
                               const int32_t* block_tables, const int32_t* kv_len,
-                              const Bf16* k_cache, const Bf16* v_cache, float* o_part,
+                              const KvT* k_cache, const KvT* v_cache, float* o_part,
                               float* lse_part, Bf16* out_bf16, int num_tokens,
                               const AttentionShape& s, float scale_log2, int split_len,
                               int tiles_per_group) {
   constexpr size_t kSmem = GroupSmemBytes<D, kWarps>();
-  const cudaError_t error = detail::AllowDynamicSmem<GroupAttentionMmaKernel<D, kWarps>>(kSmem);
+  const cudaError_t error =
+      detail::AllowDynamicSmem<GroupAttentionMmaKernel<D, kWarps, KvT>>(kSmem);
   if (error != cudaSuccess) return error;
-  detail::LaunchKernel(GroupAttentionMmaKernel<D, kWarps>, grid, kWarps * 32, kSmem, stream, q,
+  detail::LaunchKernel(GroupAttentionMmaKernel<D, kWarps, KvT>, grid, kWarps * 32, kSmem, stream, q,
                        positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part,
                        lse_part, out_bf16, num_tokens, s.num_heads, s.num_kv_heads, s.max_blocks,
                        scale_log2, split_len, tiles_per_group, s.num_heads / s.num_kv_heads);
@@ -292,16 +309,18 @@ namespace {
 
 // Group attention on tensor cores; writes partials (o_part/lse_part) or,
 // when out_bf16 is not null (num_splits must be 1), the final bf16 output.
+template <class KvT>
 cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
                                  const int32_t* group_starts, const int32_t* block_tables,
-                                 const int32_t* kv_len, const Bf16* k_cache, const Bf16* v_cache,
+                                 const int32_t* kv_len, const KvT* k_cache, const KvT* v_cache,
                                  float* o_part, float* lse_part, Bf16* out_bf16, int num_tokens,
                                  int num_groups, int max_group_tokens, const AttentionShape& shape,
                                  int split_len, int num_splits, cudaStream_t stream) {
   if (!detail::ValidAttentionShape(shape) || num_tokens < 0 || num_groups < 0 ||
       max_group_tokens < 0 || num_splits <= 0 || split_len <= 0 || split_len % kGroupKeys != 0 ||
       (out_bf16 != nullptr && num_splits != 1) ||
-      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr))) {
+      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr)) ||
+      shape.kv_dtype != detail::KvDtypeOf<KvT>()) {
     return cudaErrorInvalidValue;
   }
   if (num_tokens == 0 || num_groups == 0 || max_group_tokens == 0) return cudaSuccess;
@@ -313,13 +332,15 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
   if (ctas_x > 0x7fffffffLL) return cudaErrorInvalidValue;
   const dim3 grid(static_cast<unsigned>(ctas_x), shape.num_kv_heads, num_splits);
   const float scale_log2 = shape.scale * kLog2e;
-  if (kernel != GroupAttentionKernel::kMmaSync) {
-    return LaunchGroupAttentionSm90(grid, stream, q, positions, group_starts, block_tables, kv_len,
-                                    k_cache, v_cache, o_part, lse_part, out_bf16, num_tokens, shape,
-                                    scale_log2, split_len, tiles_per_group);
+  if constexpr (std::is_same_v<KvT, Bf16>) {  // KernelFor: fp8 pools run mma.sync
+    if (kernel != GroupAttentionKernel::kMmaSync) {
+      return LaunchGroupAttentionSm90(grid, stream, q, positions, group_starts, block_tables,
+                                      kv_len, k_cache, v_cache, o_part, lse_part, out_bf16,
+                                      num_tokens, shape, scale_log2, split_len, tiles_per_group);
+    }
   }
 #define ARBOR_GROUP(D)                                                                      \
-  LaunchGroupForDim<D, kGroupWarps>(grid, stream, q, positions, group_starts, block_tables, \
+  LaunchGroupForDim<D, kGroupWarps, KvT>(grid, stream, q, positions, group_starts, block_tables, \
                                     kv_len, k_cache, v_cache, o_part, lse_part, out_bf16,   \
                                     num_tokens, shape, scale_log2, split_len, tiles_per_group)
   switch (shape.head_dim) {
@@ -347,12 +368,32 @@ KernelStatus GroupAttentionPartial(const Bf16* q, const int32_t* positions,
                               o_part, lse_part, nullptr, num_tokens, num_groups, max_group_tokens,
                               shape, split_len, num_splits, detail::AsStream(stream));
 }
+KernelStatus GroupAttentionPartial(const Bf16* q, const int32_t* positions,
+                                   const int32_t* group_starts, const int32_t* block_tables,
+                                   const int32_t* kv_len, const Fp8E4m3* k_cache,
+                                   const Fp8E4m3* v_cache, float* o_part, float* lse_part,
+                                   int num_tokens, int num_groups, int max_group_tokens,
+                                   const AttentionShape& shape, int split_len, int num_splits,
+                                   Stream stream) {
+  return LaunchGroupAttention(q, positions, group_starts, block_tables, kv_len, k_cache, v_cache,
+                              o_part, lse_part, nullptr, num_tokens, num_groups, max_group_tokens,
+                              shape, split_len, num_splits, detail::AsStream(stream));
+}
 
 KernelStatus PrefillAttention(const Bf16* q, const int32_t* positions, const int32_t* seq_starts,
                               const int32_t* block_tables, const int32_t* context_lens,
                               const Bf16* k_cache, const Bf16* v_cache, Bf16* out, int num_tokens,
                               int num_seqs, int max_seq_tokens, const AttentionShape& shape,
                               Stream stream) {
+  return LaunchGroupAttention(q, positions, seq_starts, block_tables, context_lens, k_cache,
+                              v_cache, nullptr, nullptr, out, num_tokens, num_seqs, max_seq_tokens,
+                              shape, 1 << 30, 1, detail::AsStream(stream));
+}
+KernelStatus PrefillAttention(const Bf16* q, const int32_t* positions, const int32_t* seq_starts,
+                              const int32_t* block_tables, const int32_t* context_lens,
+                              const Fp8E4m3* k_cache, const Fp8E4m3* v_cache, Bf16* out,
+                              int num_tokens, int num_seqs, int max_seq_tokens,
+                              const AttentionShape& shape, Stream stream) {
   return LaunchGroupAttention(q, positions, seq_starts, block_tables, context_lens, k_cache,
                               v_cache, nullptr, nullptr, out, num_tokens, num_seqs, max_seq_tokens,
                               shape, 1 << 30, 1, detail::AsStream(stream));

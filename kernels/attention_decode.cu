@@ -28,10 +28,10 @@ using detail::NegInf;
 constexpr int kDecodeWarps = 4;
 constexpr int kWideDecodeWarps = 16;
 
-template <int D, int G, int kWarps>
+template <int D, int G, int kWarps, class KvT>
 __global__ void __launch_bounds__(kWarps * 32)
-    DecodeKernel(const Bf16* __restrict__ q, const Bf16* __restrict__ k_cache,
-                 const Bf16* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
+    DecodeKernel(const Bf16* __restrict__ q, const KvT* __restrict__ k_cache,
+                 const KvT* __restrict__ v_cache, const int32_t* __restrict__ block_tables,
                  const int32_t* __restrict__ kv_begin, const int32_t* __restrict__ kv_end,
                  float* __restrict__ o_part, float* __restrict__ lse_part,
                  Bf16* __restrict__ out_bf16, int num_seqs, int num_heads, int num_kv_heads,
@@ -92,18 +92,18 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int page = first_page + warp; page <= last_page; page += kWarps) {
     const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
                         static_cast<size_t>(kvh) * D + c * 8;
-    uint4 kr[NK], vr[NK];
+    typename detail::KvRaw8<KvT>::Type kr[NK], vr[NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
-      kr[i] = __ldg(reinterpret_cast<const uint4*>(k_cache + off));
-      vr[i] = __ldg(reinterpret_cast<const uint4*>(v_cache + off));
+      kr[i] = detail::LoadKvRaw8(k_cache + off);
+      vr[i] = detail::LoadKvRaw8(v_cache + off);
     }
     float s[G][NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float kf[8];
-      detail::Unpack8(kr[i], kf);
+      detail::UnpackKv8(kr[i], kf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         float dot = 0.0f;
@@ -151,13 +151,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int i = 0; i < NK; ++i) {
         const int key = key0 + i * KPW;
-        if (key < b || key >= e) vr[i] = make_uint4(0, 0, 0, 0);
+        if (key < b || key >= e) vr[i] = {};
       }
     }
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float vf[8];
-      detail::Unpack8(vr[i], vf);
+      detail::UnpackKv8(vr[i], vf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         l[h] += s[h][i];
@@ -288,9 +288,9 @@ __global__ void __launch_bounds__(kMergeThreads)
 
 // ---- Dispatch -----------------------------------------------------------------------
 
-template <int D>
+template <int D, class KvT>
 cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16* q,
-                               const Bf16* k_cache, const Bf16* v_cache,
+                               const KvT* k_cache, const KvT* v_cache,
                                const int32_t* block_tables, const int32_t* kv_begin,
                                const int32_t* kv_end, float* o_part, float* lse_part,
                                Bf16* out_bf16, int num_seqs, const AttentionShape& s,
@@ -300,7 +300,7 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
   // thread and ran 28% slower at GQA 8 x 64, batch 1, on the H200).
   const bool wide = static_cast<long long>(grid.x) * grid.y * grid.z < DeviceSmCount();
 #define ARBOR_DECODE_WARPS(G, W)                                                             \
-  detail::LaunchKernel(DecodeKernel<D, G, W>, grid, W * 32, 0, stream, q, k_cache, v_cache,  \
+  detail::LaunchKernel(DecodeKernel<D, G, W, KvT>, grid, W * 32, 0, stream, q, k_cache, v_cache,  \
                        block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, \
                        s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
 #define ARBOR_DECODE(G)                          \
@@ -328,14 +328,16 @@ cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16
 
 // Decode attention; writes partials (o_part/lse_part) or, when out_bf16 is
 // not null (num_splits must be 1), the final bf16 output.
-cudaError_t LaunchDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+template <class KvT>
+cudaError_t LaunchDecodeAttention(const Bf16* q, const KvT* k_cache, const KvT* v_cache,
                                   const int32_t* block_tables, const int32_t* kv_begin,
                                   const int32_t* kv_end, float* o_part, float* lse_part,
                                   Bf16* out_bf16, int num_seqs, const AttentionShape& shape,
                                   int split_len, int num_splits, cudaStream_t stream) {
   if (!detail::ValidAttentionShape(shape) || num_seqs < 0 || num_splits <= 0 || split_len <= 0 ||
       split_len % kKvBlockSize != 0 || (out_bf16 != nullptr && num_splits != 1) ||
-      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr))) {
+      (out_bf16 == nullptr && (o_part == nullptr || lse_part == nullptr)) ||
+      shape.kv_dtype != detail::KvDtypeOf<KvT>()) {
     return cudaErrorInvalidValue;
   }
   if (num_seqs == 0) return cudaSuccess;
@@ -387,26 +389,14 @@ KernelStatus MergeAttentionStates(const float* o_parts, const float* lse_parts, 
   return cudaGetLastError();
 }
 
-KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
-                                    const int32_t* block_tables, const int32_t* kv_begin,
-                                    const int32_t* kv_end, float* o_part, float* lse_part,
-                                    int num_seqs, const AttentionShape& shape, int split_len,
-                                    int num_splits, Stream stream) {
-  return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
-                               lse_part, nullptr, num_seqs, shape, split_len, num_splits,
-                               detail::AsStream(stream));
-}
+namespace {
 
-size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len) {
-  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
-  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
-  return rows * (shape.head_dim + 1) * sizeof(float);
-}
-
-KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
-                                  const int32_t* block_tables, const int32_t* context_lens,
-                                  Bf16* out, void* workspace, int num_seqs, int max_context_len,
-                                  const AttentionShape& shape, Stream stream) {
+template <class KvT>
+KernelStatus PagedDecodeAttentionImpl(const Bf16* q, const KvT* k_cache, const KvT* v_cache,
+                                      const int32_t* block_tables, const int32_t* context_lens,
+                                      Bf16* out, void* workspace, int num_seqs,
+                                      int max_context_len, const AttentionShape& shape,
+                                      Stream stream) {
   const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
   if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
     return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr, context_lens, nullptr,
@@ -422,6 +412,48 @@ KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16
   if (error != cudaSuccess) return error;
   return MergeAttentionStates(o_part, lse_part, out, nullptr, plan.num_splits, num_seqs,
                               shape.num_heads, shape.head_dim, stream);
+}
+
+}  // namespace
+
+KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                    const int32_t* block_tables, const int32_t* kv_begin,
+                                    const int32_t* kv_end, float* o_part, float* lse_part,
+                                    int num_seqs, const AttentionShape& shape, int split_len,
+                                    int num_splits, Stream stream) {
+  return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
+                               lse_part, nullptr, num_seqs, shape, split_len, num_splits,
+                               detail::AsStream(stream));
+}
+KernelStatus DecodeAttentionPartial(const Bf16* q, const Fp8E4m3* k_cache,
+                                    const Fp8E4m3* v_cache, const int32_t* block_tables,
+                                    const int32_t* kv_begin, const int32_t* kv_end, float* o_part,
+                                    float* lse_part, int num_seqs, const AttentionShape& shape,
+                                    int split_len, int num_splits, Stream stream) {
+  return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
+                               lse_part, nullptr, num_seqs, shape, split_len, num_splits,
+                               detail::AsStream(stream));
+}
+
+size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int max_context_len) {
+  const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
+  const size_t rows = static_cast<size_t>(plan.num_splits) * num_seqs * shape.num_heads;
+  return rows * (shape.head_dim + 1) * sizeof(float);
+}
+
+KernelStatus PagedDecodeAttention(const Bf16* q, const Bf16* k_cache, const Bf16* v_cache,
+                                  const int32_t* block_tables, const int32_t* context_lens,
+                                  Bf16* out, void* workspace, int num_seqs, int max_context_len,
+                                  const AttentionShape& shape, Stream stream) {
+  return PagedDecodeAttentionImpl(q, k_cache, v_cache, block_tables, context_lens, out, workspace,
+                                  num_seqs, max_context_len, shape, stream);
+}
+KernelStatus PagedDecodeAttention(const Bf16* q, const Fp8E4m3* k_cache, const Fp8E4m3* v_cache,
+                                  const int32_t* block_tables, const int32_t* context_lens,
+                                  Bf16* out, void* workspace, int num_seqs, int max_context_len,
+                                  const AttentionShape& shape, Stream stream) {
+  return PagedDecodeAttentionImpl(q, k_cache, v_cache, block_tables, context_lens, out, workspace,
+                                  num_seqs, max_context_len, shape, stream);
 }
 
 }  // namespace arbor::kernels

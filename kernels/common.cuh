@@ -3,6 +3,7 @@
 #define ARBOR_KERNELS_COMMON_CUH_
 
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -66,6 +67,97 @@ __device__ __forceinline__ uint4 Pack8(const float* in) {
 #pragma unroll
   for (int i = 0; i < 4; ++i) v.pair[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
   return v.raw;
+}
+
+// ---- KV pool elements (kernels.h: Bf16 or Fp8E4m3) ---------------------------
+// Eight consecutive elements of a pool row travel as one raw word: 16 bytes
+// of bf16 or 8 of fp8. Widening fp8 is exact (every e4m3 value is a half and
+// a bf16 value); narrowing rounds to nearest even and saturates (Fp8E4m3).
+
+template <class KvT>
+struct KvRaw8;
+template <>
+struct KvRaw8<Bf16> {
+  using Type = uint4;
+};
+template <>
+struct KvRaw8<Fp8E4m3> {
+  using Type = uint2;
+};
+
+__device__ __forceinline__ uint4 LoadKvRaw8(const Bf16* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+__device__ __forceinline__ uint2 LoadKvRaw8(const Fp8E4m3* p) {
+  return __ldg(reinterpret_cast<const uint2*>(p));
+}
+
+// Two fp8 values (low byte first) as floats.
+__device__ __forceinline__ float2 Fp8x2ToFloat2(uint32_t two) {
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+}
+
+__device__ __forceinline__ void UnpackKv8(const uint4& raw, float* out) { Unpack8(raw, out); }
+__device__ __forceinline__ void UnpackKv8(const uint2& raw, float* out) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = Fp8x2ToFloat2((i < 2 ? raw.x : raw.y) >> (16 * (i & 1)));
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+// Eight pool elements as eight bf16 in one 128-bit word.
+__device__ __forceinline__ uint4 KvRaw8AsBf16(const uint4& raw) { return raw; }
+__device__ __forceinline__ uint4 KvRaw8AsBf16(const uint2& raw) {
+  Bf16x8 v;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v.pair[i] = __float22bfloat162_rn(Fp8x2ToFloat2((i < 2 ? raw.x : raw.y) >> (16 * (i & 1))));
+  }
+  return v.raw;
+}
+
+__device__ __forceinline__ uint8_t BfloatToFp8(__nv_bfloat16 v) {
+  return __nv_cvt_float_to_fp8(__bfloat162float(v), __NV_SATFINITE, __NV_E4M3);
+}
+
+// One element into a pool.
+__device__ __forceinline__ void StoreKv(Bf16* dst, __nv_bfloat16 v) {
+  *reinterpret_cast<__nv_bfloat16*>(dst) = v;
+}
+__device__ __forceinline__ void StoreKv(Fp8E4m3* dst, __nv_bfloat16 v) {
+  dst->bits = BfloatToFp8(v);
+}
+
+// Eight bf16 (one 128-bit word) into eight consecutive pool elements.
+__device__ __forceinline__ void StoreKv8(Bf16* dst, const uint4& bf16x8) {
+  *reinterpret_cast<uint4*>(dst) = bf16x8;
+}
+__device__ __forceinline__ void StoreKv8(Fp8E4m3* dst, const uint4& bf16x8) {
+  Bf16x8 v;
+  v.raw = bf16x8;
+  uint32_t word[2] = {0, 0};
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const __nv_bfloat16 e = i % 2 == 0 ? v.pair[i / 2].x : v.pair[i / 2].y;
+    word[i / 4] |= static_cast<uint32_t>(BfloatToFp8(e)) << (8 * (i % 4));
+  }
+  *reinterpret_cast<uint2*>(dst) = make_uint2(word[0], word[1]);
+}
+
+// The pool element type behind a KvDtype.
+template <class KvT>
+constexpr KvDtype KvDtypeOf();
+template <>
+constexpr KvDtype KvDtypeOf<Bf16>() {
+  return KvDtype::kBf16;
+}
+template <>
+constexpr KvDtype KvDtypeOf<Fp8E4m3>() {
+  return KvDtype::kFp8E4m3;
 }
 
 // SiLU as the SwiGLU kernels compute it (gate in fp32).

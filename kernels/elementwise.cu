@@ -164,33 +164,40 @@ __global__ void SwiGluKernel(const Bf16* __restrict__ gate_up, Bf16* __restrict_
 
 // ---- KV append ----------------------------------------------------------------
 
-// One block per token; 128-bit copies (head_dim is a multiple of 8).
+// One block per token; eight elements per copy (head_dim is a multiple of 8):
+// 128-bit loads, 128-bit (bf16) or 64-bit (fp8) stores.
+template <class KvT>
 __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restrict__ v,
                                const int32_t* __restrict__ positions,
                                const int32_t* __restrict__ seq_starts,
-                               const int32_t* __restrict__ block_tables,
-                               uint4* __restrict__ k_cache, uint4* __restrict__ v_cache,
-                               int num_seqs, int max_blocks, int row_vecs) {
+                               const int32_t* __restrict__ block_tables, KvT* __restrict__ k_cache,
+                               KvT* __restrict__ v_cache, int num_seqs, int max_blocks,
+                               int row_vecs) {
   detail::AwaitPriorKernels();
   const int t = blockIdx.x;
   const int64_t slot =
       KvSlot(block_tables, SequenceOf(seq_starts, num_seqs, t), positions[t], max_blocks);
   if (slot < 0) return;
   for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
-    k_cache[slot * row_vecs + i] = __ldg(k + static_cast<size_t>(t) * row_vecs + i);
-    v_cache[slot * row_vecs + i] = __ldg(v + static_cast<size_t>(t) * row_vecs + i);
+    const size_t at = (slot * row_vecs + i) * 8;
+    detail::StoreKv8(k_cache + at, __ldg(k + static_cast<size_t>(t) * row_vecs + i));
+    detail::StoreKv8(v_cache + at, __ldg(v + static_cast<size_t>(t) * row_vecs + i));
   }
 }
 
 // RopeKernel and KvAppendKernel in one launch over the stacked Q/K/V
 // projection, one block per token: q rotated into its own buffer, k rotated
 // straight into its pool slot, v copied there.
-__global__ void RopeKvAppendKernel(
-    const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* __restrict__ q,
-    const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
-    const int32_t* __restrict__ seq_starts, const int32_t* __restrict__ block_tables,
-    __nv_bfloat16* __restrict__ k_cache, uint4* __restrict__ v_cache, int num_heads,
-    int num_kv_heads, int head_dim, int num_seqs, int max_blocks) {
+template <class KvT>
+__global__ void RopeKvAppendKernel(const __nv_bfloat16* __restrict__ qkv,
+                                   __nv_bfloat16* __restrict__ q,
+                                   const int32_t* __restrict__ positions,
+                                   const float* __restrict__ inv_freq,
+                                   const int32_t* __restrict__ seq_starts,
+                                   const int32_t* __restrict__ block_tables,
+                                   KvT* __restrict__ k_cache, KvT* __restrict__ v_cache,
+                                   int num_heads, int num_kv_heads, int head_dim, int num_seqs,
+                                   int max_blocks) {
   detail::AwaitPriorKernels();
   const int t = blockIdx.x;
   const int pos_int = positions[t];
@@ -205,17 +212,25 @@ __global__ void RopeKvAppendKernel(
   for (int j = threadIdx.x; j < total; j += blockDim.x) {
     const int head = j / half, i = j % half;
     const __nv_bfloat16* src = row + head * head_dim;  // K heads follow the Q heads
-    __nv_bfloat16* dst = head < num_heads
-                             ? q + (static_cast<size_t>(t) * num_heads + head) * head_dim
-                             : k_cache + slot * kv_dim + (head - num_heads) * head_dim;
+    __nv_bfloat16 lo, hi;
     detail::RotatePair(__bfloat162float(src[i]), __bfloat162float(src[i + half]), pos, inv_freq[i],
-                       &dst[i], &dst[i + half]);
+                       &lo, &hi);
+    if (head < num_heads) {
+      __nv_bfloat16* dst = q + (static_cast<size_t>(t) * num_heads + head) * head_dim;
+      dst[i] = lo;
+      dst[i + half] = hi;
+    } else {
+      KvT* dst = k_cache + slot * kv_dim + (head - num_heads) * head_dim;
+      detail::StoreKv(dst + i, lo);
+      detail::StoreKv(dst + i + half, hi);
+    }
   }
   if (slot < 0) return;
   const int row_vecs = kv_dim / 8;
   const uint4* v = reinterpret_cast<const uint4*>(row + q_dim + kv_dim);
-  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x)
-    v_cache[slot * row_vecs + i] = __ldg(v + i);
+  for (int i = threadIdx.x; i < row_vecs; i += blockDim.x) {
+    detail::StoreKv8(v_cache + (slot * row_vecs + i) * 8, __ldg(v + i));
+  }
 }
 
 // ---- Bias, block copies ---------------------------------------------------------
@@ -329,15 +344,18 @@ KernelStatus AddBias(Bf16* x, const Bf16* bias, int num_rows, int dim, Stream op
   return cudaGetLastError();
 }
 
-KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
-                          int block_elems, Stream opaque_stream) {
+namespace {
+
+// Both pools' element sizes: 16-byte copies of block_bytes per block.
+KernelStatus CopyKvBlockBytes(void* k_cache, void* v_cache, const int32_t* src_dst, int num_pairs,
+                              int block_bytes, Stream opaque_stream) {
   const cudaStream_t stream = detail::AsStream(opaque_stream);
-  if (num_pairs < 0 || block_elems <= 0 || block_elems % 8 != 0 || num_pairs > 65535 ||
+  if (num_pairs < 0 || block_bytes <= 0 || block_bytes % 16 != 0 || num_pairs > 65535 ||
       !Aligned16(k_cache) || !Aligned16(v_cache)) {
     return cudaErrorInvalidValue;
   }
   if (num_pairs == 0) return cudaSuccess;
-  const int block_vecs = block_elems / 8;
+  const int block_vecs = block_bytes / 16;
   const int threads = std::min(256, ThreadsFor(block_vecs));
   const dim3 grid((block_vecs + threads - 1) / threads, num_pairs);
   detail::LaunchKernel(CopyKvBlocksKernel, grid, threads, 0, stream,
@@ -346,10 +364,11 @@ KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, 
   return cudaGetLastError();
 }
 
-KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
-                      const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
-                      int head_dim, Stream opaque_stream) {
+template <class KvT>
+KernelStatus KvAppendImpl(const Bf16* k, const Bf16* v, const int32_t* positions,
+                          const int32_t* seq_starts, const int32_t* block_tables, KvT* k_cache,
+                          KvT* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                          int num_kv_heads, int head_dim, Stream opaque_stream) {
   const cudaStream_t stream = detail::AsStream(opaque_stream);
   if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_kv_heads <= 0 ||
       head_dim % 8 != 0 || !Aligned16(k) || !Aligned16(v) || !Aligned16(k_cache) ||
@@ -358,31 +377,79 @@ KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
   }
   if (num_tokens == 0) return cudaSuccess;
   const int row_vecs = num_kv_heads * head_dim / 8;
-  detail::LaunchKernel(KvAppendKernel, num_tokens, std::min(256, ThreadsFor(row_vecs)), 0, stream,
-                       reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v),
-                       positions, seq_starts, block_tables, reinterpret_cast<uint4*>(k_cache),
-                       reinterpret_cast<uint4*>(v_cache), num_seqs, max_blocks, row_vecs);
+  detail::LaunchKernel(KvAppendKernel<KvT>, num_tokens, std::min(256, ThreadsFor(row_vecs)), 0,
+                       stream, reinterpret_cast<const uint4*>(k),
+                       reinterpret_cast<const uint4*>(v), positions, seq_starts, block_tables,
+                       k_cache, v_cache, num_seqs, max_blocks, row_vecs);
   return cudaGetLastError();
 }
 
-KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
-                          const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
-                          Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
-                          int num_heads, int num_kv_heads, int head_dim, Stream opaque_stream) {
+template <class KvT>
+KernelStatus RopeKvAppendImpl(const Bf16* qkv, Bf16* q, const int32_t* positions,
+                              const float* inv_freq, const int32_t* seq_starts,
+                              const int32_t* block_tables, KvT* k_cache, KvT* v_cache,
+                              int num_tokens, int num_seqs, int max_blocks, int num_heads,
+                              int num_kv_heads, int head_dim, Stream opaque_stream) {
   const cudaStream_t stream = detail::AsStream(opaque_stream);
-  // head_dim % 8 == 0 keeps every V row 16-byte aligned.
+  // head_dim % 8 == 0 keeps every V row 16-byte (bf16) or 8-byte (fp8) aligned.
   if (num_tokens < 0 || num_seqs <= 0 || max_blocks <= 0 || num_heads <= 0 || num_kv_heads <= 0 ||
       head_dim % 8 != 0 || !Aligned16(qkv) || !Aligned16(v_cache)) {
     return cudaErrorInvalidValue;
   }
   if (num_tokens == 0) return cudaSuccess;
   const int threads = std::min(512, ThreadsFor((num_heads + num_kv_heads) * head_dim / 2));
-  detail::LaunchKernel(
-      RopeKvAppendKernel, num_tokens, threads, 0, stream,
-      reinterpret_cast<const __nv_bfloat16*>(qkv), reinterpret_cast<__nv_bfloat16*>(q), positions,
-      inv_freq, seq_starts, block_tables, reinterpret_cast<__nv_bfloat16*>(k_cache),
-      reinterpret_cast<uint4*>(v_cache), num_heads, num_kv_heads, head_dim, num_seqs, max_blocks);
+  detail::LaunchKernel(RopeKvAppendKernel<KvT>, num_tokens, threads, 0, stream,
+                       reinterpret_cast<const __nv_bfloat16*>(qkv),
+                       reinterpret_cast<__nv_bfloat16*>(q), positions, inv_freq, seq_starts,
+                       block_tables, k_cache, v_cache, num_heads, num_kv_heads, head_dim, num_seqs,
+                       max_blocks);
   return cudaGetLastError();
+}
+
+}  // namespace
+
+KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, int num_pairs,
+                          int block_elems, Stream stream) {
+  if (block_elems <= 0 || block_elems % 8 != 0) return cudaErrorInvalidValue;
+  return CopyKvBlockBytes(k_cache, v_cache, src_dst, num_pairs, block_elems * 2, stream);
+}
+KernelStatus CopyKvBlocks(Fp8E4m3* k_cache, Fp8E4m3* v_cache, const int32_t* src_dst,
+                          int num_pairs, int block_elems, Stream stream) {
+  if (block_elems <= 0 || block_elems % 16 != 0) return cudaErrorInvalidValue;
+  return CopyKvBlockBytes(k_cache, v_cache, src_dst, num_pairs, block_elems, stream);
+}
+
+KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
+                      const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                      Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks, int num_kv_heads,
+                      int head_dim, Stream stream) {
+  return KvAppendImpl(k, v, positions, seq_starts, block_tables, k_cache, v_cache, num_tokens,
+                      num_seqs, max_blocks, num_kv_heads, head_dim, stream);
+}
+KernelStatus KvAppend(const Bf16* k, const Bf16* v, const int32_t* positions,
+                      const int32_t* seq_starts, const int32_t* block_tables, Fp8E4m3* k_cache,
+                      Fp8E4m3* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                      int num_kv_heads, int head_dim, Stream stream) {
+  return KvAppendImpl(k, v, positions, seq_starts, block_tables, k_cache, v_cache, num_tokens,
+                      num_seqs, max_blocks, num_kv_heads, head_dim, stream);
+}
+
+KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
+                          const int32_t* seq_starts, const int32_t* block_tables, Bf16* k_cache,
+                          Bf16* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                          int num_heads, int num_kv_heads, int head_dim, Stream stream) {
+  return RopeKvAppendImpl(qkv, q, positions, inv_freq, seq_starts, block_tables, k_cache, v_cache,
+                          num_tokens, num_seqs, max_blocks, num_heads, num_kv_heads, head_dim,
+                          stream);
+}
+KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
+                          const int32_t* seq_starts, const int32_t* block_tables,
+                          Fp8E4m3* k_cache, Fp8E4m3* v_cache, int num_tokens, int num_seqs,
+                          int max_blocks, int num_heads, int num_kv_heads, int head_dim,
+                          Stream stream) {
+  return RopeKvAppendImpl(qkv, q, positions, inv_freq, seq_starts, block_tables, k_cache, v_cache,
+                          num_tokens, num_seqs, max_blocks, num_heads, num_kv_heads, head_dim,
+                          stream);
 }
 
 }  // namespace arbor::kernels

@@ -38,6 +38,19 @@ enum class Epilogue {
   kQkvRope,  // q rotated into y; k rotated and v into the paged cache
 };
 
+// Elements `at + i` and `at + i + half` of the K or V pool the epilogue was
+// given: bf16 as they are, or rounded to fp8 (QkvRopeKv: one pair is set).
+__device__ __forceinline__ void StoreKvPair(Bf16* bf16_pool, Fp8E4m3* fp8_pool, int64_t at, int i,
+                                            int half, __nv_bfloat16 lo, __nv_bfloat16 hi) {
+  if (bf16_pool != nullptr) {
+    detail::StoreKv(bf16_pool + at + i, lo);
+    detail::StoreKv(bf16_pool + at + i + half, hi);
+  } else {
+    detail::StoreKv(fp8_pool + at + i, lo);
+    detail::StoreKv(fp8_pool + at + i + half, hi);
+  }
+}
+
 // Accumulates W words against x row chunks; x is global (read through the
 // read-only cache) or, after a prologue, shared.
 template <int M, int R, bool kSharedX>
@@ -218,29 +231,27 @@ __global__ void __launch_bounds__(kThreads)
       const int pos_int = rope.positions[t];
       __nv_bfloat16 lo, hi;
       detail::RotatePair(a, b, static_cast<float>(pos_int), rope.inv_freq[i], &lo, &hi);
-      __nv_bfloat16* dst;
       if (head < rope.num_heads) {
-        dst = static_cast<__nv_bfloat16*>(y) +
-              (static_cast<size_t>(t) * rope.num_heads + head) * rope.head_dim;
+        __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(y) +
+                             (static_cast<size_t>(t) * rope.num_heads + head) * rope.head_dim;
+        dst[i] = lo;
+        dst[i + half] = hi;
       } else {
         const int64_t slot =
             detail::KvSlot(rope.block_tables, detail::SequenceOf(rope.seq_starts, rope.num_seqs, t),
                            pos_int, rope.max_blocks);
         if (slot < 0) return;
-        dst = reinterpret_cast<__nv_bfloat16*>(rope.k_cache) + slot * kv_dim +
-              (head - rope.num_heads) * rope.head_dim;
+        StoreKvPair(rope.k_cache, rope.k_cache_fp8,
+                    slot * kv_dim + (head - rope.num_heads) * rope.head_dim, i, half, lo, hi);
       }
-      dst[i] = lo;
-      dst[i + half] = hi;
     } else {
       const int64_t slot =
           detail::KvSlot(rope.block_tables, detail::SequenceOf(rope.seq_starts, rope.num_seqs, t),
                          rope.positions[t], rope.max_blocks);
       if (slot < 0) return;
-      __nv_bfloat16* dst = reinterpret_cast<__nv_bfloat16*>(rope.v_cache) + slot * kv_dim +
-                           (head - rope.num_heads - rope.num_kv_heads) * rope.head_dim;
-      dst[i] = __float2bfloat16(a);
-      dst[i + half] = __float2bfloat16(b);
+      StoreKvPair(rope.v_cache, rope.v_cache_fp8,
+                  slot * kv_dim + (head - rope.num_heads - rope.num_kv_heads) * rope.head_dim, i,
+                  half, __float2bfloat16(a), __float2bfloat16(b));
     }
     return;
   }
@@ -351,8 +362,10 @@ KernelStatus SmallBatchQkvRope(const SmallBatchInput& in, const Bf16* w_qkv, Bf1
   if (!ValidShape(m, pairs, k) || !ValidInput(in, m, k) || rope.num_heads < 1 ||
       rope.num_kv_heads < 1 || rope.head_dim < 2 || rope.head_dim % 2 != 0 || rope.num_seqs < 1 ||
       rope.max_blocks < 1 || rope.positions == nullptr || rope.inv_freq == nullptr ||
-      rope.seq_starts == nullptr || rope.block_tables == nullptr || rope.k_cache == nullptr ||
-      rope.v_cache == nullptr) {
+      rope.seq_starts == nullptr || rope.block_tables == nullptr ||
+      (rope.k_cache == nullptr) != (rope.v_cache == nullptr) ||
+      (rope.k_cache_fp8 == nullptr) != (rope.v_cache_fp8 == nullptr) ||
+      (rope.k_cache == nullptr) == (rope.k_cache_fp8 == nullptr)) {  // exactly one pool pair
     return cudaErrorInvalidValue;
   }
   if (in.norm_weight != nullptr) {

@@ -12,6 +12,9 @@
 //    errors (bad configuration, unsupported head_dim, ...).
 //  - KV pools: per layer, K and V each [num_blocks, kKvBlockSize,
 //    num_kv_heads, head_dim]; block tables [num_seqs, max_blocks] int32.
+//    Elements are bf16 (`Bf16`) or fp8 e4m3 (`Fp8E4m3`, see below): every
+//    function that reads or writes a pool has an overload for each, and the
+//    attention launchers check the pointers against AttentionShape::kv_dtype.
 //  - Supported head_dim: 16, 32, 64, 128. num_heads % num_kv_heads == 0 and
 //    num_heads / num_kv_heads <= 8.
 //
@@ -30,6 +33,22 @@ inline constexpr int kKvBlockSize = 16;
 
 // Raw bfloat16 bits.
 using Bf16 = uint16_t;
+
+// One fp8 value in the OCP e4m3 format (CUDA's __nv_fp8_e4m3: 1 sign, 4
+// exponent and 3 mantissa bits, bias 7, largest finite 448, no infinities),
+// raw bits. An fp8 KV pool holds each element of the bf16 pool it replaces
+// rounded to nearest even and saturated to +-448, with no scale factor (as
+// vLLM's fp8 KV cache without calibrated scales): K and V of the Llama family
+// sit far inside that range. Halves the bytes every attention kernel reads
+// per key; costs 3 mantissa bits (reference::RoundToFp8E4m3).
+struct Fp8E4m3 {
+  uint8_t bits;
+};
+static_assert(sizeof(Fp8E4m3) == 1);
+
+// The element type of a KV pool.
+enum class KvDtype { kBf16, kFp8E4m3 };
+inline constexpr int KvDtypeBytes(KvDtype dtype) { return dtype == KvDtype::kBf16 ? 2 : 1; }
 // Opaque cudaStream_t.
 using Stream = void*;
 
@@ -124,10 +143,16 @@ KernelStatus CopyKvBlocks(Bf16* k_cache,           // [num_blocks, 16, num_kv_he
                           const int32_t* src_dst,  // [num_pairs, 2]
                           int num_pairs, int block_elems,  // 16 * num_kv_heads * head_dim
                           Stream stream);
+KernelStatus CopyKvBlocks(Fp8E4m3* k_cache,        // [num_blocks, 16, num_kv_heads, head_dim]
+                          Fp8E4m3* v_cache,        // [num_blocks, 16, num_kv_heads, head_dim]
+                          const int32_t* src_dst,  // [num_pairs, 2]
+                          int num_pairs, int block_elems,  // 16 * num_kv_heads * head_dim
+                          Stream stream);
 
 // Writes the new tokens' K/V into the paged pools: token t of sequence s
 // (seq_starts[s] <= t < seq_starts[s+1]) at position p goes to block
 // block_tables[s][p / 16], slot p % 16. A negative block id skips the token.
+// Into an fp8 pool each element is rounded from bf16 (see Fp8E4m3).
 KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
                       const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
                       const int32_t* positions,     // [num_tokens]
@@ -135,6 +160,15 @@ KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads
                       const int32_t* block_tables,  // [num_seqs, max_blocks]
                       Bf16* k_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
                       Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
+                      int num_tokens, int num_seqs, int max_blocks, int num_kv_heads, int head_dim,
+                      Stream stream);
+KernelStatus KvAppend(const Bf16* k,                // [num_tokens, num_kv_heads, head_dim]
+                      const Bf16* v,                // [num_tokens, num_kv_heads, head_dim]
+                      const int32_t* positions,     // [num_tokens]
+                      const int32_t* seq_starts,    // [num_seqs + 1]
+                      const int32_t* block_tables,  // [num_seqs, max_blocks]
+                      Fp8E4m3* k_cache,             // [num_blocks, 16, num_kv_heads, head_dim]
+                      Fp8E4m3* v_cache,             // [num_blocks, 16, num_kv_heads, head_dim]
                       int num_tokens, int num_seqs, int max_blocks, int num_kv_heads, int head_dim,
                       Stream stream);
 
@@ -154,6 +188,19 @@ KernelStatus RopeKvAppend(
     Bf16* v_cache,                // [num_blocks, 16, num_kv_heads, head_dim]
     int num_tokens, int num_seqs, int max_blocks, int num_heads, int num_kv_heads, int head_dim,
     Stream stream);
+// The same into an fp8 pool: K is rotated and rounded to bf16 as above, then
+// to fp8.
+KernelStatus RopeKvAppend(
+    const Bf16* qkv,              // [num_tokens, (num_heads + 2 * num_kv_heads) * head_dim]
+    Bf16* q,                      // [num_tokens, num_heads, head_dim]
+    const int32_t* positions,     // [num_tokens]
+    const float* inv_freq,        // [head_dim / 2]
+    const int32_t* seq_starts,    // [num_seqs + 1]
+    const int32_t* block_tables,  // [num_seqs, max_blocks]
+    Fp8E4m3* k_cache,             // [num_blocks, 16, num_kv_heads, head_dim]
+    Fp8E4m3* v_cache,             // [num_blocks, 16, num_kv_heads, head_dim]
+    int num_tokens, int num_seqs, int max_blocks, int num_heads, int num_kv_heads, int head_dim,
+    Stream stream);
 
 // ---- Attention -------------------------------------------------------------
 // Partial attention states: o normalised by its own softmax sum, plus the
@@ -167,6 +214,11 @@ struct AttentionShape {
   int head_dim = 0;
   float scale = 0.0f;  // > 0; usually 1/sqrt(head_dim)
   int max_blocks = 0;  // columns of the block tables
+  // The pools' element type: a launcher given pools of the other type fails
+  // with cudaErrorInvalidValue. Group attention over an fp8 pool always runs
+  // the mma.sync kernel (kWgmma reads bf16 tiles only), which split plans
+  // take into account.
+  KvDtype kv_dtype = KvDtype::kBf16;
 };
 
 // Decode attention, one query token per sequence (CUDA cores, GQA heads of a
@@ -178,6 +230,16 @@ struct AttentionShape {
 KernelStatus DecodeAttentionPartial(const Bf16* q,                // [num_seqs, num_heads, head_dim]
                                     const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
                                     const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                    const int32_t* block_tables,  // [num_seqs, max_blocks]
+                                    const int32_t* kv_begin,      // [num_seqs] or nullptr
+                                    const int32_t* kv_end,        // [num_seqs]
+                                    float* o_part,    // [num_splits, num_seqs, num_heads, head_dim]
+                                    float* lse_part,  // [num_splits, num_seqs, num_heads]
+                                    int num_seqs, const AttentionShape& shape, int split_len,
+                                    int num_splits, Stream stream);
+KernelStatus DecodeAttentionPartial(const Bf16* q,                // [num_seqs, num_heads, head_dim]
+                                    const Fp8E4m3* k_cache,       // [num_blocks, 16, kvh, head_dim]
+                                    const Fp8E4m3* v_cache,       // [num_blocks, 16, kvh, head_dim]
                                     const int32_t* block_tables,  // [num_seqs, max_blocks]
                                     const int32_t* kv_begin,      // [num_seqs] or nullptr
                                     const int32_t* kv_end,        // [num_seqs]
@@ -223,6 +285,18 @@ KernelStatus GroupAttentionPartial(const Bf16* q,             // [num_tokens, nu
                                    int num_tokens, int num_groups, int max_group_tokens,
                                    const AttentionShape& shape, int split_len, int num_splits,
                                    Stream stream);
+KernelStatus GroupAttentionPartial(const Bf16* q,             // [num_tokens, num_heads, head_dim]
+                                   const int32_t* positions,  // [num_tokens]
+                                   const int32_t* group_starts,  // [num_groups + 1]
+                                   const int32_t* block_tables,  // [num_groups, max_blocks]
+                                   const int32_t* kv_len,        // [num_groups]
+                                   const Fp8E4m3* k_cache,       // [num_blocks, 16, kvh, head_dim]
+                                   const Fp8E4m3* v_cache,       // [num_blocks, 16, kvh, head_dim]
+                                   float* o_part,  // [num_splits, num_tokens, num_heads, head_dim]
+                                   float* lse_part,  // [num_splits, num_tokens, num_heads]
+                                   int num_tokens, int num_groups, int max_group_tokens,
+                                   const AttentionShape& shape, int split_len, int num_splits,
+                                   Stream stream);
 
 // Causal prefill attention over paged KV that already holds the new tokens
 // (KvAppend first) and possibly a cached prefix: sequence s's tokens
@@ -239,6 +313,16 @@ KernelStatus PrefillAttention(const Bf16* q,                // [num_tokens, num_
                               Bf16* out,                    // [num_tokens, num_heads, head_dim]
                               int num_tokens, int num_seqs, int max_seq_tokens,
                               const AttentionShape& shape, Stream stream);
+KernelStatus PrefillAttention(const Bf16* q,                // [num_tokens, num_heads, head_dim]
+                              const int32_t* positions,     // [num_tokens]
+                              const int32_t* seq_starts,    // [num_seqs + 1]
+                              const int32_t* block_tables,  // [num_seqs, max_blocks]
+                              const int32_t* context_lens,  // [num_seqs]
+                              const Fp8E4m3* k_cache,       // [num_blocks, 16, kvh, head_dim]
+                              const Fp8E4m3* v_cache,       // [num_blocks, 16, kvh, head_dim]
+                              Bf16* out,                    // [num_tokens, num_heads, head_dim]
+                              int num_tokens, int num_seqs, int max_seq_tokens,
+                              const AttentionShape& shape, Stream stream);
 
 // Plain per-branch paged decode attention (the baseline): each sequence
 // attends to [0, context_lens[s]) of its own block table. Splits long
@@ -247,6 +331,15 @@ size_t PagedDecodeWorkspaceBytes(int num_seqs, const AttentionShape& shape, int 
 KernelStatus PagedDecodeAttention(const Bf16* q,                // [num_seqs, num_heads, head_dim]
                                   const Bf16* k_cache,          // [num_blocks, 16, kvh, head_dim]
                                   const Bf16* v_cache,          // [num_blocks, 16, kvh, head_dim]
+                                  const int32_t* block_tables,  // [num_seqs, max_blocks]
+                                  const int32_t* context_lens,  // [num_seqs]
+                                  Bf16* out,                    // [num_seqs, num_heads, head_dim]
+                                  void* workspace,  // PagedDecodeWorkspaceBytes(...) bytes
+                                  int num_seqs, int max_context_len, const AttentionShape& shape,
+                                  Stream stream);
+KernelStatus PagedDecodeAttention(const Bf16* q,                // [num_seqs, num_heads, head_dim]
+                                  const Fp8E4m3* k_cache,       // [num_blocks, 16, kvh, head_dim]
+                                  const Fp8E4m3* v_cache,       // [num_blocks, 16, kvh, head_dim]
                                   const int32_t* block_tables,  // [num_seqs, max_blocks]
                                   const int32_t* context_lens,  // [num_seqs]
                                   Bf16* out,                    // [num_seqs, num_heads, head_dim]
@@ -328,8 +421,11 @@ struct QkvRopeKv {
   const float* inv_freq = nullptr;        // [head_dim / 2]
   const int32_t* seq_starts = nullptr;    // [num_seqs + 1]
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks]
+  // A bf16 pool, or (set instead) an fp8 one; exactly one pair is set.
   Bf16* k_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
   Bf16* v_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
+  Fp8E4m3* k_cache_fp8 = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
+  Fp8E4m3* v_cache_fp8 = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
   const Bf16* bias = nullptr;             // [q_dim + 2 * kv_dim] or nullptr (Qwen2)
   int num_seqs = 0;
   int max_blocks = 0;

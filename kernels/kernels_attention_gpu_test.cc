@@ -1,6 +1,7 @@
 // GPU attention kernels (paged decode, split-K partials and their merge,
 // shared-prefix cascade, prefill) against their CPU references on fresh
-// random inputs. Tolerances: bf16 outputs max|gpu - ref| / max|ref| <= 1e-2;
+// random inputs, over bf16 and fp8 KV pools (the references read the fp8
+// pools' rounded values, so the tolerances are the same). Tolerances: bf16 outputs max|gpu - ref| / max|ref| <= 1e-2;
 // fp32 partial attention states 1e-4 relative. Every test skips when no CUDA
 // device is present.
 #include <cuda_runtime.h>
@@ -8,7 +9,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -78,28 +81,77 @@ PagedKv RandomPagedKv(const std::vector<int32_t>& context_lens, const AttentionC
   return kv;
 }
 
+// Rounds a pool to fp8: the bit patterns for the device, and the values they
+// hold for the reference (NaN poison stays NaN).
+std::vector<Fp8E4m3> RoundToFp8(Bf16Tensor& t) {
+  std::vector<Fp8E4m3> bits(t.values.size());
+  for (size_t i = 0; i < bits.size(); ++i) {
+    bits[i].bits = reference::FloatToFp8E4m3(t.values[i]);
+    t.values[i] = reference::Fp8E4m3ToFloat(bits[i].bits);
+  }
+  return bits;
+}
+
+constexpr KvDtype kKvDtypes[] = {KvDtype::kBf16, KvDtype::kFp8E4m3};
+std::string KvDtypeName(KvDtype dtype) { return dtype == KvDtype::kBf16 ? "bf16" : "fp8"; }
+
+// A PagedKv's pools on the device in one element type; an fp8 copy rounds the
+// host values to what the device holds.
+class DeviceKv {
+ public:
+  DeviceKv(PagedKv& kv, KvDtype dtype) : dtype_(dtype) {
+    if (dtype == KvDtype::kBf16) {
+      k16_ = std::make_unique<DeviceArray<Bf16>>(kv.k.bits);
+      v16_ = std::make_unique<DeviceArray<Bf16>>(kv.v.bits);
+    } else {
+      k8_ = std::make_unique<DeviceArray<Fp8E4m3>>(RoundToFp8(kv.k));
+      v8_ = std::make_unique<DeviceArray<Fp8E4m3>>(RoundToFp8(kv.v));
+    }
+  }
+  // kernel(k_pool, v_pool) with the pools' typed pointers.
+  template <class Kernel>
+  KernelStatus Run(Kernel&& kernel) const {
+    return dtype_ == KvDtype::kBf16 ? kernel(k16_->get(), v16_->get())
+                                    : kernel(k8_->get(), v8_->get());
+  }
+
+ private:
+  KvDtype dtype_;
+  std::unique_ptr<DeviceArray<Bf16>> k16_, v16_;
+  std::unique_ptr<DeviceArray<Fp8E4m3>> k8_, v8_;
+};
+
+AttentionShape ShapeFor(int heads, int kv_heads, int dim, int max_blocks, KvDtype dtype) {
+  AttentionShape shape = Shape(heads, kv_heads, dim, max_blocks);
+  shape.kv_dtype = dtype;
+  return shape;
+}
+
 TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   REQUIRE_GPU();
   std::mt19937 rng(16);
   // Long contexts run split-K with a merge; short ones as a single split
   // written straight to bf16.
+  for (const KvDtype dtype : kKvDtypes) {
   for (const std::vector<int32_t>& context_lens :
        {std::vector<int32_t>{1, 16, 17, 300, 2500, 4097}, std::vector<int32_t>{1, 5, 30, 64}}) {
     for (const AttentionCase& c :
          {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
           AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
       const int num_seqs = static_cast<int>(context_lens.size());
-      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+      PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
       const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
       const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
-      DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
+      DeviceArray<Bf16> d_q(q.bits);
+      const DeviceKv pools(kv, dtype);
       DeviceArray<Bf16> d_out(q.bits.size());
       DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
       DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
-      ASSERT_KERNEL_OK(PagedDecodeAttention(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
-                                            d_ctx.get(), d_out.get(), d_ws.get(), num_seqs, max_ctx,
-                                            shape, nullptr));
+      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+        return PagedDecodeAttention(d_q.get(), k, v, d_tables.get(), d_ctx.get(), d_out.get(),
+                                    d_ws.get(), num_seqs, max_ctx, shape, nullptr);
+      }));
       std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
       for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
       std::iota(starts.begin(), starts.end(), 0);
@@ -108,9 +160,10 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
                                 context_lens.data(), kv.k.values.data(), kv.v.values.data(),
                                 want.data(), num_seqs, shape);
       EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-          << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim
-          << " max context " << max_ctx;
+          << KvDtypeName(dtype) << " heads=" << c.heads << " kv_heads=" << c.kv_heads
+          << " dim=" << c.dim << " max context " << max_ctx;
     }
+  }
   }
 }
 
@@ -119,17 +172,22 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   std::mt19937 rng(17);
   const AttentionCase c{8, 2, 64};
   const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
-  const PagedKv kv = RandomPagedKv(kv_end, c, rng);
-  const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+  for (const KvDtype dtype : kKvDtypes) {
+  SCOPED_TRACE(KvDtypeName(dtype));
+  PagedKv kv = RandomPagedKv(kv_end, c, rng);
+  const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
   const int num_seqs = 3, split_len = 64, num_splits = 4;
   const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
   const size_t rows = static_cast<size_t>(num_splits) * num_seqs * c.heads;
-  DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits);
+  DeviceArray<Bf16> d_q(q.bits);
+  const DeviceKv pools(kv, dtype);
   DeviceArray<int32_t> d_tables(kv.tables), d_begin(kv_begin), d_end(kv_end);
   DeviceArray<float> d_o(rows * c.dim), d_lse(rows);
-  ASSERT_KERNEL_OK(DecodeAttentionPartial(d_q.get(), d_k.get(), d_v.get(), d_tables.get(),
-                                          d_begin.get(), d_end.get(), d_o.get(), d_lse.get(),
-                                          num_seqs, shape, split_len, num_splits, nullptr));
+  ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+    return DecodeAttentionPartial(d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
+                                  d_o.get(), d_lse.get(), num_seqs, shape, split_len, num_splits,
+                                  nullptr);
+  }));
   const auto o = d_o.ToHost(), lse = d_lse.ToHost();
   for (int j = 0; j < num_splits; ++j) {
     for (int s = 0; s < num_seqs; ++s) {
@@ -150,6 +208,7 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
         EXPECT_LE(RelativeError(got, want), kFp32Tolerance) << "split " << j << " seq " << s;
       }
     }
+  }
   }
 }
 
@@ -180,7 +239,8 @@ struct CascadeCase {
 
 // Prefix attention once per group (GroupAttentionPartial), suffix attention
 // per branch, merged, against full per-branch attention.
-void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std::mt19937& rng) {
+void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, KvDtype dtype,
+                              std::mt19937& rng) {
   const int num_groups = static_cast<int>(cc.prefix_lens.size());
   std::vector<int32_t> context_lens, group_of_branch, group_starts = {0};
   std::uniform_int_distribution<int> suffix(1, 40);
@@ -216,7 +276,7 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std
       }
     }
   }
-  const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+  const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
   const auto q = RandomBf16(static_cast<size_t>(num_branches) * c.heads * c.dim, rng);
   std::vector<int32_t> positions(num_branches);
   for (int b = 0; b < num_branches; ++b) positions[b] = context_lens[b] - 1;
@@ -232,18 +292,23 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std
   const int suffix_split = 16, suffix_splits = 3;  // covers 40
   const int parts = cc.prefix_splits + suffix_splits;
   const size_t rows = static_cast<size_t>(num_branches) * c.heads;
-  DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+  DeviceArray<Bf16> d_q(q.bits), d_out(q.bits.size());
+  const DeviceKv pools(kv, dtype);
   DeviceArray<int32_t> d_pos(positions), d_gstarts(group_starts), d_gtables(group_tables),
       d_glen(group_kv_len), d_tables(kv.tables), d_begin(suffix_begin), d_end(context_lens);
   DeviceArray<float> d_o(parts * rows * c.dim), d_lse(parts * rows);
-  ASSERT_KERNEL_OK(GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(), d_gtables.get(),
-                                         d_glen.get(), d_k.get(), d_v.get(), d_o.get(), d_lse.get(),
-                                         num_branches, num_groups, max_group, shape,
-                                         cc.prefix_split, cc.prefix_splits, nullptr));
-  ASSERT_KERNEL_OK(DecodeAttentionPartial(
-      d_q.get(), d_k.get(), d_v.get(), d_tables.get(), d_begin.get(), d_end.get(),
-      d_o.get() + cc.prefix_splits * rows * c.dim, d_lse.get() + cc.prefix_splits * rows,
-      num_branches, shape, suffix_split, suffix_splits, nullptr));
+  ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+    return GroupAttentionPartial(d_q.get(), d_pos.get(), d_gstarts.get(), d_gtables.get(),
+                                 d_glen.get(), k, v, d_o.get(), d_lse.get(), num_branches,
+                                 num_groups, max_group, shape, cc.prefix_split, cc.prefix_splits,
+                                 nullptr);
+  }));
+  ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+    return DecodeAttentionPartial(
+        d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
+        d_o.get() + cc.prefix_splits * rows * c.dim, d_lse.get() + cc.prefix_splits * rows,
+        num_branches, shape, suffix_split, suffix_splits, nullptr);
+  }));
   ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
                                         num_branches, c.heads, c.dim, nullptr));
   std::vector<int32_t> starts(num_branches + 1);
@@ -253,8 +318,8 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, std
                             context_lens.data(), kv.k.values.data(), kv.v.values.data(),
                             want.data(), num_branches, shape);
   EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-      << "heads=" << c.heads << " dim=" << c.dim << " prefix splits " << cc.prefix_splits << " x "
-      << cc.prefix_split;
+      << KvDtypeName(dtype) << " heads=" << c.heads << " dim=" << c.dim << " prefix splits "
+      << cc.prefix_splits << " x " << cc.prefix_split;
 }
 
 TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
@@ -276,7 +341,9 @@ TEST(KernelsGpuTest, SharedPrefixCascadeMatchesPerBranchAttention) {
     SCOPED_TRACE("group attention kernel " + std::to_string(static_cast<int>(kernel)));
     for (const AttentionCase& c :
          {AttentionCase{32, 8, 64}, AttentionCase{16, 2, 128}, AttentionCase{4, 2, 16}}) {
-      for (const CascadeCase& cc : cases) CheckSharedPrefixCascade(c, cc, rng);
+      for (const CascadeCase& cc : cases) {
+        for (const KvDtype dtype : kKvDtypes) CheckSharedPrefixCascade(c, cc, dtype, rng);
+      }
     }
   }
 }
@@ -289,6 +356,8 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
   for (const GroupAttentionKernel kernel : kGroupKernels) {
     ScopedGroupKernel scoped(kernel);
     SCOPED_TRACE("group attention kernel " + std::to_string(static_cast<int>(kernel)));
+    for (const KvDtype dtype : kKvDtypes) {
+    SCOPED_TRACE(KvDtypeName(dtype));
     for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
                                    AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
       std::vector<int32_t> context_lens, positions, starts = {0};
@@ -300,15 +369,18 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
         max_new = std::max(max_new, fresh);
       }
       const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
-      const PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      const AttentionShape shape = Shape(c.heads, c.kv_heads, c.dim, kv.max_blocks);
+      PagedKv kv = RandomPagedKv(context_lens, c, rng);
+      const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
       const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
-      DeviceArray<Bf16> d_q(q.bits), d_k(kv.k.bits), d_v(kv.v.bits), d_out(q.bits.size());
+      DeviceArray<Bf16> d_q(q.bits), d_out(q.bits.size());
+      const DeviceKv pools(kv, dtype);
       DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
           d_ctx(context_lens);
-      ASSERT_KERNEL_OK(PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
-                                        d_ctx.get(), d_k.get(), d_v.get(), d_out.get(), n, num_seqs,
-                                        max_new, shape, nullptr));
+      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+        return PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                d_ctx.get(), k, v, d_out.get(), n, num_seqs, max_new, shape,
+                                nullptr);
+      }));
       std::vector<float> want(q.values.size());
       reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
                                 context_lens.data(), kv.k.values.data(), kv.v.values.data(),
@@ -321,12 +393,15 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
       const size_t rows = static_cast<size_t>(n) * c.heads;
       DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
       DeviceArray<Bf16> d_merged(q.bits.size());
-      ASSERT_KERNEL_OK(GroupAttentionPartial(
-          d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(), d_ctx.get(), d_k.get(), d_v.get(),
-          d_o.get(), d_lse.get(), n, num_seqs, max_new, shape, split_len, num_splits, nullptr));
+      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+        return GroupAttentionPartial(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                     d_ctx.get(), k, v, d_o.get(), d_lse.get(), n, num_seqs,
+                                     max_new, shape, split_len, num_splits, nullptr);
+      }));
       ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
                                             num_splits, n, c.heads, c.dim, nullptr));
       EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
+    }
     }
   }
 }

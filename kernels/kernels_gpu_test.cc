@@ -475,6 +475,133 @@ TEST(KernelsGpuTest, AddBiasAndCopyKvBlocks) {
   EXPECT_EQ(d_v.ToHost(), v.bits);
 }
 
+// An fp8 pool holds, element for element, the bf16 pool's value rounded to
+// fp8 (kernels.h Fp8E4m3), whichever kernel writes or copies it.
+std::vector<Fp8E4m3> Fp8Of(const std::vector<Bf16>& bf16) {
+  std::vector<Fp8E4m3> out(bf16.size());
+  for (size_t i = 0; i < bf16.size(); ++i) {
+    out[i].bits = reference::FloatToFp8E4m3(reference::Bf16ToFloat(bf16[i]));
+  }
+  return out;
+}
+void ExpectFp8Of(const std::vector<Fp8E4m3>& got, const std::vector<Bf16>& bf16) {
+  const std::vector<Fp8E4m3> want = Fp8Of(bf16);
+  ASSERT_EQ(got.size(), want.size());
+  size_t mismatches = 0;
+  for (size_t i = 0; i < got.size(); ++i) mismatches += got[i].bits != want[i].bits;
+  EXPECT_EQ(mismatches, 0u) << "of " << got.size() << " elements";
+}
+
+TEST(KernelsGpuTest, Fp8PoolsHoldTheRoundedBf16Values) {
+  REQUIRE_GPU();
+  std::mt19937 rng(27);
+  const int heads = 8, kv_heads = 2, dim = 64;
+  const AppendBatch batch = MakeAppendBatch(rng);
+  const int num_blocks = batch.num_blocks, max_blocks = batch.max_blocks, num_seqs = batch.num_seqs;
+  const int n = static_cast<int>(batch.positions.size());
+  const int q_dim = heads * dim, kv_dim = kv_heads * dim, row = q_dim + 2 * kv_dim;
+  const size_t cache_size = static_cast<size_t>(num_blocks) * kKvBlockSize * kv_dim;
+  // Values up to ~1e3 exercise saturation at 448.
+  const auto cache = RandomBf16(cache_size, rng, 200.0f);
+  const auto qkv = RandomBf16(static_cast<size_t>(n) * row, rng, 200.0f);
+  const auto inv_freq = reference::RopeInvFreq(Llama3Rope(), dim);
+  DeviceArray<int32_t> d_pos(batch.positions), d_starts(batch.seq_starts), d_tables(batch.tables);
+  DeviceArray<float> d_freq(inv_freq);
+  DeviceArray<Bf16> d_qkv(qkv.bits), d_q(static_cast<size_t>(n) * q_dim), d_kc(cache.bits),
+      d_vc(cache.bits);
+  DeviceArray<Fp8E4m3> d_kc8(Fp8Of(cache.bits)), d_vc8(Fp8Of(cache.bits));
+
+  // KvAppend of the rows' K and V parts (any bf16 rows will do).
+  const Bf16* k_rows = d_qkv.get();
+  const Bf16* v_rows = d_qkv.get() + static_cast<size_t>(n) * kv_dim;
+  ASSERT_KERNEL_OK(KvAppend(k_rows, v_rows, d_pos.get(), d_starts.get(), d_tables.get(),
+                            d_kc.get(), d_vc.get(), n, num_seqs, max_blocks, kv_heads, dim,
+                            nullptr));
+  ASSERT_KERNEL_OK(KvAppend(k_rows, v_rows, d_pos.get(), d_starts.get(), d_tables.get(),
+                            d_kc8.get(), d_vc8.get(), n, num_seqs, max_blocks, kv_heads, dim,
+                            nullptr));
+  ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
+  ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
+
+  // RopeKvAppend over the stacked rows: the same q either way.
+  DeviceArray<Bf16> d_q8(static_cast<size_t>(n) * q_dim);
+  ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q.get(), d_pos.get(), d_freq.get(), d_starts.get(),
+                                d_tables.get(), d_kc.get(), d_vc.get(), n, num_seqs, max_blocks,
+                                heads, kv_heads, dim, nullptr));
+  ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q8.get(), d_pos.get(), d_freq.get(),
+                                d_starts.get(), d_tables.get(), d_kc8.get(), d_vc8.get(), n,
+                                num_seqs, max_blocks, heads, kv_heads, dim, nullptr));
+  EXPECT_EQ(d_q8.ToHost(), d_q.ToHost());
+  ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
+  ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
+
+  // SmallBatchQkvRope: three decode tokens of the first sequences.
+  {
+    const int m = 3, hidden = 256;
+    const auto w = RandomBf16(static_cast<size_t>(row) * hidden, rng, 0.5f);
+    const auto x = RandomBf16(static_cast<size_t>(m) * hidden, rng, 4.0f);
+    std::vector<int32_t> starts(m + 1), positions = {3, 20, 41};
+    std::iota(starts.begin(), starts.end(), 0);
+    const auto tables = RandomBlockTables(m, max_blocks, num_blocks, rng);
+    DeviceArray<Bf16> d_w(w.bits), d_x(x.bits), d_qa(m * q_dim), d_qb(m * q_dim);
+    DeviceArray<int32_t> d_p(positions), d_s(starts), d_t(tables);
+    QkvRopeKv rope;
+    rope.positions = d_p.get();
+    rope.inv_freq = d_freq.get();
+    rope.seq_starts = d_s.get();
+    rope.block_tables = d_t.get();
+    rope.num_seqs = m;
+    rope.max_blocks = max_blocks;
+    rope.num_heads = heads;
+    rope.num_kv_heads = kv_heads;
+    rope.head_dim = dim;
+    SmallBatchInput in;
+    in.x = d_x.get();
+    QkvRopeKv bf16_rope = rope;
+    bf16_rope.k_cache = d_kc.get();
+    bf16_rope.v_cache = d_vc.get();
+    ASSERT_KERNEL_OK(SmallBatchQkvRope(in, d_w.get(), d_qa.get(), bf16_rope, m, hidden, nullptr));
+    QkvRopeKv fp8_rope = rope;
+    fp8_rope.k_cache_fp8 = d_kc8.get();
+    fp8_rope.v_cache_fp8 = d_vc8.get();
+    ASSERT_KERNEL_OK(SmallBatchQkvRope(in, d_w.get(), d_qb.get(), fp8_rope, m, hidden, nullptr));
+    EXPECT_EQ(d_qb.ToHost(), d_qa.ToHost());
+    ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
+    ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
+    fp8_rope.k_cache = d_kc.get();  // both pairs: refused
+    fp8_rope.v_cache = d_vc.get();
+    EXPECT_FALSE(SmallBatchQkvRope(in, d_w.get(), d_qb.get(), fp8_rope, m, hidden, nullptr).ok());
+  }
+
+  // CopyKvBlocks moves the bytes of whole fp8 blocks.
+  const std::vector<int32_t> pairs = {4, 1, 0, 5};
+  DeviceArray<int32_t> d_pairs(pairs);
+  const int block_elems = kKvBlockSize * kv_dim;
+  ASSERT_KERNEL_OK(CopyKvBlocks(d_kc.get(), d_vc.get(), d_pairs.get(), 2, block_elems, nullptr));
+  ASSERT_KERNEL_OK(
+      CopyKvBlocks(d_kc8.get(), d_vc8.get(), d_pairs.get(), 2, block_elems, nullptr));
+  ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
+  ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
+
+  // Attention refuses pools whose type is not the shape's.
+  AttentionShape shape = Shape(heads, kv_heads, dim, max_blocks);
+  DeviceArray<float> d_o(static_cast<size_t>(num_seqs) * heads * dim), d_lse(num_seqs * heads);
+  std::vector<int32_t> ends(num_seqs, 1);
+  DeviceArray<int32_t> d_end(ends);
+  EXPECT_FALSE(DecodeAttentionPartial(d_q.get(), d_kc8.get(), d_vc8.get(), d_tables.get(), nullptr,
+                                      d_end.get(), d_o.get(), d_lse.get(), num_seqs, shape, 16, 1,
+                                      nullptr)
+                   .ok());
+  shape.kv_dtype = KvDtype::kFp8E4m3;
+  EXPECT_FALSE(DecodeAttentionPartial(d_q.get(), d_kc.get(), d_vc.get(), d_tables.get(), nullptr,
+                                      d_end.get(), d_o.get(), d_lse.get(), num_seqs, shape, 16, 1,
+                                      nullptr)
+                   .ok());
+  ASSERT_KERNEL_OK(DecodeAttentionPartial(d_q.get(), d_kc8.get(), d_vc8.get(), d_tables.get(),
+                                          nullptr, d_end.get(), d_o.get(), d_lse.get(), num_seqs,
+                                          shape, 16, 1, nullptr));
+}
+
 TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
   REQUIRE_GPU();
   std::mt19937 rng(21);
@@ -528,12 +655,13 @@ TEST(KernelsGpuTest, SamplerDrawsExactlyTheReferenceTokens) {
 
 TEST(KernelsGpuTest, LaunchersRejectUnsupportedShapes) {
   REQUIRE_GPU();
+  const Bf16* no_pool = nullptr;
   AttentionShape bad = Shape(6, 4, 64, 1);  // heads not a multiple of kv heads
-  EXPECT_FALSE(DecodeAttentionPartial(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+  EXPECT_FALSE(DecodeAttentionPartial(nullptr, no_pool, no_pool, nullptr, nullptr, nullptr, nullptr,
                                       nullptr, 1, bad, 16, 1, nullptr)
                    .ok());
   bad = Shape(4, 4, 80, 1);  // head_dim
-  EXPECT_FALSE(PrefillAttention(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+  EXPECT_FALSE(PrefillAttention(nullptr, nullptr, nullptr, nullptr, nullptr, no_pool, no_pool,
                                 nullptr, 1, 1, 1, bad, nullptr)
                    .ok());
   EXPECT_FALSE(SwiGlu(nullptr, nullptr, 1, 3, nullptr).ok());  // odd inter

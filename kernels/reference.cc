@@ -32,6 +32,30 @@ float Bf16ToFloat(Bf16 bits) {
   return value;
 }
 
+float Fp8E4m3ToFloat(uint8_t bits) {
+  const float sign = (bits & 0x80) != 0 ? -1.0f : 1.0f;
+  const int exponent = (bits >> 3) & 0xf, mantissa = bits & 0x7;
+  if (exponent == 0xf && mantissa == 0x7) return std::numeric_limits<float>::quiet_NaN();
+  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -9);  // subnormal
+  return sign * std::ldexp(1.0f + mantissa / 8.0f, exponent - 7);
+}
+
+uint8_t FloatToFp8E4m3(float value) {
+  const uint8_t sign = std::signbit(value) ? 0x80 : 0x00;
+  if (std::isnan(value)) return sign | 0x7f;
+  const float magnitude = std::min(std::fabs(value), 448.0f);  // saturate (0x7e is 448)
+  // Codes 0..0x7e are the non-negative values in increasing order: the last
+  // code not above the magnitude, or the next one when that is nearer or
+  // equally near with an even code (ties to even).
+  uint8_t below = 0;
+  for (uint8_t code = 1; code <= 0x7e && Fp8E4m3ToFloat(code) <= magnitude; ++code) below = code;
+  if (below == 0x7e) return sign | below;
+  const float low = Fp8E4m3ToFloat(below), high = Fp8E4m3ToFloat(below + 1);
+  const float to_low = magnitude - low, to_high = high - magnitude;
+  const bool up = to_high < to_low || (to_high == to_low && (below & 1) != 0);
+  return sign | static_cast<uint8_t>(below + (up ? 1 : 0));
+}
+
 Bf16 FloatToBf16(float value) {
   uint32_t word;
   std::memcpy(&word, &value, sizeof(word));

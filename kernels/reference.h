@@ -20,6 +20,14 @@ float Bf16ToFloat(Bf16 bits);
 Bf16 FloatToBf16(float value);
 // value rounded to the nearest bfloat16.
 inline float RoundBf16(float value) { return Bf16ToFloat(FloatToBf16(value)); }
+// fp8 e4m3 (kernels.h: Fp8E4m3) <-> float: what an fp8 KV pool stores for a
+// value (nearest, ties to even, saturated to +-448; NaN to 0x7f with the
+// sign, as CUDA's __nv_cvt_float_to_fp8 with __NV_SATFINITE), and what a bit
+// pattern means (0x7f and 0xff are NaN).
+uint8_t FloatToFp8E4m3(float value);
+float Fp8E4m3ToFloat(uint8_t bits);
+// value rounded to the nearest fp8 e4m3 value.
+inline float RoundToFp8E4m3(float value) { return Fp8E4m3ToFloat(FloatToFp8E4m3(value)); }
 
 void EmbeddingGather(const int32_t* tokens,  // [num_tokens]
                      const float* table,     // [vocab, hidden]

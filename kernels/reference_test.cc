@@ -32,6 +32,33 @@ TEST(Bf16Test, RoundsToNearestEven) {
   EXPECT_TRUE(std::isnan(Bf16ToFloat(FloatToBf16(NAN))));
 }
 
+TEST(Fp8E4m3Test, DecodesTheFormatsCornersAndRoundTripsEveryCode) {
+  EXPECT_EQ(Fp8E4m3ToFloat(0x00), 0.0f);
+  EXPECT_EQ(Fp8E4m3ToFloat(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(Fp8E4m3ToFloat(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_EQ(Fp8E4m3ToFloat(0x38), 1.0f);
+  EXPECT_EQ(Fp8E4m3ToFloat(0x7e), 448.0f);
+  EXPECT_EQ(Fp8E4m3ToFloat(0xfe), -448.0f);
+  EXPECT_TRUE(std::isnan(Fp8E4m3ToFloat(0x7f)));
+  EXPECT_TRUE(std::isnan(Fp8E4m3ToFloat(0xff)));
+  for (int code = 0; code < 256; ++code) {
+    if ((code & 0x7f) == 0x7f) continue;
+    EXPECT_EQ(FloatToFp8E4m3(Fp8E4m3ToFloat(static_cast<uint8_t>(code))), code) << code;
+  }
+}
+
+TEST(Fp8E4m3Test, RoundsToNearestEvenAndSaturates) {
+  EXPECT_EQ(FloatToFp8E4m3(1.0625f), 0x38);   // halfway 1 and 1.125: to even (1)
+  EXPECT_EQ(FloatToFp8E4m3(1.1875f), 0x3a);   // halfway 1.125 and 1.25: to even (1.25)
+  EXPECT_EQ(FloatToFp8E4m3(1.07f), 0x39);     // nearer 1.125
+  EXPECT_EQ(FloatToFp8E4m3(1000.0f), 0x7e);   // saturated, not NaN
+  EXPECT_EQ(FloatToFp8E4m3(-1e30f), 0xfe);
+  EXPECT_EQ(FloatToFp8E4m3(std::ldexp(1.0f, -11)), 0x00);  // under half the smallest
+  EXPECT_EQ(FloatToFp8E4m3(-0.0f), 0x80);
+  EXPECT_EQ(FloatToFp8E4m3(std::nanf("")) & 0x7f, 0x7f);
+  EXPECT_FLOAT_EQ(RoundToFp8E4m3(3.3f), 3.25f);
+}
+
 TEST(LinearTest, MultipliesByTheTransposedWeight) {
   // x [2, 3], W [2, 3] (Linear layout: one row per output).
   const float x[] = {1, 2, 3, -1, 0, 2};

@@ -31,6 +31,10 @@ ABSL_FLAG(int, cascade_levels, 1,
           "--backend=cuda: levels of shared-prefix (cascade) decode attention, >= 1: 1 reads "
           "each shared prompt once per group of branches; each further level also reads once "
           "what a run of branches shares below it (a search tree's steps; docs/KERNELS.md)");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "KV cache element type: auto (= bf16, the model's dtype on the GPU), bf16, or, with "
+          "--backend=cuda, fp8_e4m3 (also fp8): half the KV bytes per token, rounded K/V "
+          "(docs/KERNELS.md)");
 ABSL_FLAG(int, max_batch_tokens, 2048,
           "Most tokens in one engine step (decode tokens + prefill chunks)");
 ABSL_FLAG(int, max_running_seqs, 256, "Most sequences in the running batch");
@@ -57,6 +61,7 @@ ServedModelOptions ServedModelOptionsFromFlags() {
   options.kv_memory_fraction = absl::GetFlag(FLAGS_kv_memory_fraction);
   options.kv_memory_share = absl::GetFlag(FLAGS_kv_memory_share);
   options.cascade_levels = absl::GetFlag(FLAGS_cascade_levels);
+  options.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);

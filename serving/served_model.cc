@@ -73,6 +73,17 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
         absl::StrCat("--model: \"", options.model_dir, "\" has no tokenizer.json"));
   }
 
+  const std::string& kv_dtype = options.kv_cache_dtype;
+  const bool fp8_kv = kv_dtype == "fp8_e4m3" || kv_dtype == "fp8";
+  if (!fp8_kv && kv_dtype != "auto" && kv_dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--kv_cache_dtype: unknown type \"", kv_dtype,
+                                                   "\" (want auto, bf16, fp8_e4m3 or fp8)"));
+  }
+  if (fp8_kv && options.backend != "cuda") {
+    return absl::InvalidArgumentError(absl::StrCat("--kv_cache_dtype=", kv_dtype,
+                                                   " needs --backend=cuda (the ", options.backend,
+                                                   " backend keeps its KV cache in fp32)"));
+  }
   std::unique_ptr<runtime::ModelBackend> backend;
   if (options.backend == "cpu") {
     runtime::CpuBackendOptions cpu;
@@ -97,6 +108,7 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
     }
     runtime::CudaBackendOptions cuda;
     cuda.cascade_max_levels = options.cascade_levels;
+    cuda.fp8_kv_cache = fp8_kv;
     if (options.kv_memory_share > 0) {
       cuda.num_kv_blocks = 0;
       cuda.kv_memory_share = options.kv_memory_share;

@@ -707,6 +707,13 @@ TEST(ServedModelTest, ErrorsNameTheFlag) {
     EXPECT_THAT(cuda.status().message(), HasSubstr("--backend=cuda"));
   }
   options.backend = "cpu";
+  options.kv_cache_dtype = "fp8_e4m3";  // the CPU backend has no fp8 cache
+  EXPECT_THAT(serving::LoadServedModel(options).status().message(),
+              HasSubstr("--kv_cache_dtype=fp8_e4m3 needs --backend=cuda"));
+  options.kv_cache_dtype = "int4";
+  EXPECT_THAT(serving::LoadServedModel(options).status().message(),
+              HasSubstr("--kv_cache_dtype: unknown type \"int4\""));
+  options.kv_cache_dtype = "auto";
   options.kv_cache_tokens = 3;
   EXPECT_THAT(serving::LoadServedModel(options).status().message(), HasSubstr("--kv_cache_tokens"));
   EXPECT_EQ(serving::ModelNameFromDir("models/prm/"), "prm");

@@ -2,7 +2,8 @@
 """Turns bench/e2e/run.sh's rows (one JSON object per case, from arbor-loadgen) into the
 markdown table of docs/E2E.md: per case, throughput, latency, cache hit ratios, GPU busy, and
 the speed-up over each baseline of the same case: prefix cache off ("nocache_" + label), the
-search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_")."""
+search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_"); an fp8
+KV cache's rows ("fp8_" + label) give their speed-up over the bf16 row."""
 import argparse
 import json
 
@@ -18,7 +19,7 @@ def main():
     head = ("| case | driver | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s"
             " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
             " | worker batch (fill) | worker busy | peak KV blocks (over unique tok) | GPU busy"
-            " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade |")
+            " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade | fp8 KV vs bf16 |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
 
@@ -51,14 +52,19 @@ def main():
         running = worker.get("running_at_peak_kv")
         if worker and running is not None and worker["peak_kv_blocks_used"] > running:
             peak_kv += f" (≤ {running / (worker['peak_kv_blocks_used'] - running):.1%})"
-        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_"))
+        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_"))
+        fp8_gain = ""
+        bf16 = by_label.get(r["label"][len("fp8_"):]) if r["label"].startswith("fp8_") else None
+        if bf16 is not None and bf16["jobs_per_min"] > 0:
+            fp8_gain = f"{r['jobs_per_min'] / bf16['jobs_per_min']:.2f}x"
         cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],
                  r["prompt_words"], load, f"{r['jobs']}{failed}", f"{r['jobs_per_min']:.1f}",
                  f"{r['generated_tok_s']:.0f}", f"{r['reward_tok_s']:.0f}", f"{r['p50_s']:.2f}",
                  f"{r['p99_s']:.2f}", f"{r['prefix_hit_ratio']:.2f}",
                  f"{r['reward_hit_ratio']:.2f}", reward_per_new, batch, worker_busy, peak_kv,
                  busy] + [speedup(r, p) if plain else "" for p in ("nocache_", "sal_",
-                                                                    "nocache_sal_", "lvl1_")]
+                                                                    "nocache_sal_", "lvl1_")
+                                                       ] + [fp8_gain]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Where a job's time goes (shares of the jobs' summed wall time):", "",
               "| case | coordinator | network | worker queue | worker compute | verifier queue"

@@ -15,8 +15,11 @@
 #      flag lines, default: the built-in list below), BASELINE (1: run the
 #      baselines), BASELINE_CASES (labels that get them; SAL_CASES and
 #      NOCACHE_CASES choose per baseline; LEVEL1_CASES run on services
-#      restarted with --cascade_levels=1, the prompt-only cascade), WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 /
-#      0.25: the GPU's total memory each gives its KV pool).
+#      restarted with --cascade_levels=1, the prompt-only cascade; FP8_CASES
+#      on services restarted with --kv_cache_dtype=fp8_e4m3, rows fp8_*),
+#      CASCADE_LEVELS (4), KV_DTYPE (auto: the main services' KV cache),
+#      WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 / 0.25: the GPU's total
+#      memory each gives its KV pool).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./e2e-out}
@@ -48,7 +51,8 @@ start_services() {  # extra engine flags...
   # The cascade's levels below the prompt (docs/KERNELS.md) are measured
   # here against LEVEL1_CASES' --cascade_levels=1 (later flags win).
   local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
-                --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-4}" "$@")
+                --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-4}"
+                --kv_cache_dtype "${KV_DTYPE:-auto}" "$@")
   "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
     --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/worker.log" || return 1
@@ -130,6 +134,7 @@ SAL_CASES=${SAL_CASES-$BASELINE_CASES}          # search-and-learn, prefix cache
 NOCACHE_CASES=${NOCACHE_CASES-$BASELINE_CASES}  # the coordinator, prefix cache off
 NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES-"beam16_p512_c32"}  # search-and-learn, prefix cache off
 LEVEL1_CASES=${LEVEL1_CASES-"beam16_p512_c32"}  # the cascade over shared prompts only
+FP8_CASES=${FP8_CASES-""}  # an fp8 e4m3 KV cache on worker and verifier
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -184,6 +189,18 @@ if [[ ${BASELINE:-1} == 1 && -n ${LEVEL1_CASES// /} ]]; then
     run_case "lvl1_$label" "${COMMON[@]}" $flags
   done < <(cases)
   dump_metrics _lvl1
+  stop_services
+fi
+if [[ ${BASELINE:-1} == 1 && -n ${FP8_CASES// /} ]]; then
+  start_services --kv_cache_dtype=fp8_e4m3 || exit 1
+  log "services up (--kv_cache_dtype=fp8_e4m3)"
+  while read -r label flags; do
+    [[ " $FP8_CASES " == *" $label "* ]] || continue
+    log "case fp8_$label"
+    # shellcheck disable=SC2086
+    run_case "fp8_$label" "${COMMON[@]}" $flags
+  done < <(cases)
+  dump_metrics _fp8
   stop_services
 fi
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null

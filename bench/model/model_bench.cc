@@ -34,7 +34,7 @@
 //
 // Usage: model_bench --model=DIR [--batches=1,8,64,256] [--prompt_tokens=128]
 //          [--decode_tokens=128] [--prefill_tokens=8192] [--repeats=3]
-//          [--json_out=FILE]
+//          [--json_out=FILE] [--fp8_kv_cache]
 // Prints a markdown table last; --json_out gets the same rows as JSON.
 #include <cuda_runtime.h>
 
@@ -72,6 +72,9 @@ ABSL_FLAG(std::string, shared_prompts, "1024,4096,16384",
 ABSL_FLAG(int, branches, 64, "Branches decoding after each shared prompt");
 ABSL_FLAG(int, shared_steps, 64, "Decode steps of every branch after the shared prompt");
 ABSL_FLAG(std::string, json_out, "", "Where to write the rows as JSON (empty: nowhere)");
+ABSL_FLAG(bool, fp8_kv_cache, false,
+          "KV pool in fp8 e4m3 (CudaBackendOptions::fp8_kv_cache; the decode limit counts "
+          "1-byte K/V)");
 
 namespace arbor::runtime {
 namespace {
@@ -113,8 +116,9 @@ double DecodeWeightBytes(const ModelConfig& c, int batch) {
 }
 
 // bf16 K and V bytes of one token over all layers.
-double KvBytesPerToken(const ModelConfig& c) {
-  return 2.0 * 2.0 * c.num_layers * c.num_kv_heads * c.head_dim;
+// K and V of every layer: 2 bytes an element, 1 with --fp8_kv_cache.
+double KvBytesPerToken(const ModelConfig& c, bool fp8) {
+  return 2.0 * (fp8 ? 1.0 : 2.0) * c.num_layers * c.num_kv_heads * c.head_dim;
 }
 
 double PrefillFlopsPerToken(const ModelConfig& c, int tokens) {
@@ -343,6 +347,8 @@ int Main() {
   CudaBackendOptions options;
   options.num_kv_blocks = num_blocks;
   options.max_batch_tokens = std::max(8192, prefill);
+  const bool fp8_kv = absl::GetFlag(FLAGS_fp8_kv_cache);
+  options.fp8_kv_cache = fp8_kv;
   const Clock::time_point load_start = Clock::now();
   absl::StatusOr<std::unique_ptr<CudaBackend>> created = CudaBackend::Create(model, options);
   Check(created.status(), "loading the model");
@@ -351,11 +357,12 @@ int Main() {
   std::printf(
       "model: %s, %d layers, hidden %d, %d/%d heads x %d, intermediate %d, vocab %d, "
       "tied %d; %.3f B layer + %.3f B LM-head parameters; loaded in %.1f s; "
-      "%d KV blocks\n",
+      "%d KV blocks (%s)\n",
       c.architecture.c_str(), c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
       c.intermediate_size, c.vocab_size, c.tie_word_embeddings ? 1 : 0, LayerParams(c) / 1e9,
       double{1} * c.vocab_size * c.hidden_size / 1e9,
-      std::chrono::duration<double>(Clock::now() - load_start).count(), num_blocks);
+      std::chrono::duration<double>(Clock::now() - load_start).count(), num_blocks,
+      fp8_kv ? "fp8 e4m3" : "bf16");
   std::fflush(stdout);
 
   std::vector<Row> rows;
@@ -392,7 +399,7 @@ int Main() {
     backend->set_cuda_graphs(false);  // drops the graphs captured without it
     backend->set_cuda_graphs(true);
     const double step_bytes =
-        DecodeWeightBytes(c, b) + double{1} * b * mean_context * KvBytesPerToken(c);
+        DecodeWeightBytes(c, b) + double{1} * b * mean_context * KvBytesPerToken(c, fp8_kv);
     row.limit_tokens_per_s = b / (step_bytes / (limits.copy_gbps * 1e9));
     std::printf(
         "decode batch %4d: %9.0f tok/s  (%.3f ms/step, %.1f MB/step, limit %.0f tok/s, "

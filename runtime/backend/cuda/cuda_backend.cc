@@ -192,8 +192,10 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   }
 
   // KV pool: an exact block count, or a fraction of what is left.
+  dev->kv_dtype = options.fp8_kv_cache ? kernels::KvDtype::kFp8E4m3 : kernels::KvDtype::kBf16;
+  const size_t kv_elem_bytes = kernels::KvDtypeBytes(dev->kv_dtype);
   dev->block_elems = static_cast<size_t>(kKvBlockSize) * kv_dim;
-  const size_t block_bytes_all_layers = 2 * dev->block_elems * sizeof(Bf16) * c.num_layers;
+  const size_t block_bytes_all_layers = 2 * dev->block_elems * kv_elem_bytes * c.num_layers;
   int num_blocks = options.num_kv_blocks;
   if (num_blocks == 0) {
     size_t free_bytes = 0, total_bytes = 0;
@@ -217,16 +219,17 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     }
   }
   dev->pool_elems = static_cast<size_t>(num_blocks) * dev->block_elems;
-  ARBOR_RETURN_IF_ERROR(dev->kv_pool.Reserve(2 * dev->pool_elems * c.num_layers * sizeof(Bf16)));
-  ARBOR_RETURN_IF_ERROR(CudaError(
-      cudaMemset(dev->kv_pool.get(), 0, 2 * dev->pool_elems * c.num_layers * sizeof(Bf16)),
-      "cudaMemset KV pool"));
+  const size_t pool_bytes = 2 * dev->pool_elems * c.num_layers * kv_elem_bytes;
+  ARBOR_RETURN_IF_ERROR(dev->kv_pool.Reserve(pool_bytes));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaMemset(dev->kv_pool.get(), 0, pool_bytes), "cudaMemset KV pool"));
   // The uploads and the memset ran on the legacy stream, which the backend's
   // non-blocking stream does not wait for.
   ARBOR_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "loading the model"));
   ARBOR_LOG(INFO) << "CudaBackend: " << c.architecture << ", " << c.num_layers << " layers on GPU "
                   << options.device << ", " << num_blocks << " KV blocks ("
-                  << (static_cast<size_t>(num_blocks) * block_bytes_all_layers >> 20) << " MiB)";
+                  << (static_cast<size_t>(num_blocks) * block_bytes_all_layers >> 20) << " MiB, "
+                  << (options.fp8_kv_cache ? "fp8 e4m3" : "bf16") << ")";
   return std::unique_ptr<CudaBackend>(
       new CudaBackend(std::move(weights), num_blocks, std::move(dev)));
 }
@@ -317,11 +320,15 @@ absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t
     // order: one launch per pair then (the stream orders them).
     const int per_launch = chained ? 1 : std::min(num_pairs, 65535);
     for (int p = 0; p < num_pairs; p += per_launch) {
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::CopyKvBlocks(d.k_pool(l), d.v_pool(l), d.pairs.get<int32_t>() + 2 * p,
-                                std::min(per_launch, num_pairs - p),
-                                static_cast<int>(d.block_elems), d.stream),
-          "CopyKvBlocks"));
+      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
+                                                      [&](auto* k, auto* v) {
+                                                        return kernels::CopyKvBlocks(
+                                                            k, v, d.pairs.get<int32_t>() + 2 * p,
+                                                            std::min(per_launch, num_pairs - p),
+                                                            static_cast<int>(d.block_elems),
+                                                            d.stream);
+                                                      }),
+                                        "CopyKvBlocks"));
     }
   }
   return CudaError(cudaStreamSynchronize(d.stream), "CopyBlocks");

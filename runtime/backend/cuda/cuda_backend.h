@@ -8,7 +8,7 @@
 // from them on the device. Value heads (score / PRM heads, a few rows) run on
 // the host in fp32 from the final hidden rows.
 //
-// The KV pool (layout of runtime/backend/backend.h, bf16) is allocated once at Create
+// The KV pool (layout of runtime/backend/backend.h, bf16 or fp8 e4m3) is allocated once at Create
 // from a fraction of the GPU memory left free by the weights and scratch, or
 // with an exact block count. Batches of more than max_batch_tokens tokens are
 // run as several device passes, split between sequences.
@@ -53,6 +53,13 @@ struct CudaBackendOptions {
   // (docs/E2E.md, "One GPU, two engines"). RESOURCE_EXHAUSTED when that much
   // is not free.
   double kv_memory_share = 0;
+  // KV pool elements in fp8 e4m3 instead of bf16 (kernels/kernels.h,
+  // Fp8E4m3): half the bytes per token, so twice the tokens in the same
+  // memory and half the KV bytes every attention kernel reads; each K/V value
+  // loses 5 of bf16's 8 mantissa bits, so outputs differ from the bf16
+  // cache's (docs/KERNELS.md measures both). Prefill and shared-prefix group
+  // attention then run the mma.sync kernel.
+  bool fp8_kv_cache = false;
   // Tokens per device pass (scratch is sized for it); >= 1.
   int max_batch_tokens = 8192;
   // Decode steps whose consecutive sequences share at least this many prompt

@@ -41,6 +41,10 @@ constexpr double kBf16ModelTolerance = 3e-2;
 // 3-8% of the largest logit on an H200 (3e-2 holds for the trained bundled
 // models).
 constexpr double kBf16RandomModelTolerance = 1e-1;
+// With an fp8 KV cache (3 mantissa bits per K/V value instead of 8), bounds
+// for the same comparisons; the measured errors are printed (docs/KERNELS.md).
+constexpr double kFp8KvModelTolerance = 1e-1;
+constexpr double kFp8KvRandomModelTolerance = 3e-1;
 
 std::string SourceDir() {
   const char* dir = std::getenv("ARBOR_SOURCE_DIR");
@@ -85,8 +89,10 @@ bool Bf16Model(const std::string& dir) {
 
 // nullptr (and the test skips) without a device or CUDA; other errors fail.
 std::unique_ptr<CudaBackend> MakeCudaBackend(const std::string& dir, int max_batch_tokens = 8192,
-                                             int cascade_min_shared_tokens = 256) {
+                                             int cascade_min_shared_tokens = 256,
+                                             bool fp8_kv_cache = false) {
   CudaBackendOptions options;
+  options.fp8_kv_cache = fp8_kv_cache;
   options.num_kv_blocks = 128;
   options.max_batch_tokens = max_batch_tokens;
   options.cascade_min_shared_tokens = cascade_min_shared_tokens;
@@ -234,6 +240,19 @@ TEST_P(CudaGoldenTest, ChunkedPrefillForkAndDecodeMatchCpuBackend) {
   // The two attention paths differ only in summation order (and where bf16
   // rounds), far less than either differs from fp32.
   EXPECT_LE(RelError(cascade, per_branch), 3e-2);
+
+  // An fp8 KV cache: K and V lose 5 mantissa bits, the logits move further
+  // from fp32 than bf16's, and both attention paths still agree, as they read
+  // the same rounded pool.
+  MAKE_CUDA_OR_SKIP(fp8_cascade, dir(), 8192, /*cascade_min_shared_tokens=*/16, /*fp8=*/true);
+  MAKE_CUDA_OR_SKIP(fp8_plain, dir(), 8192, /*cascade_min_shared_tokens=*/0, /*fp8=*/true);
+  const std::vector<float> fp8_a = run(fp8_cascade.get()), fp8_b = run(fp8_plain.get());
+  const double fp8_error = RelError(fp8_a, want), bf16_error = RelError(per_branch, want);
+  std::printf("%s: max relative logit error against fp32: bf16 KV %.4f, fp8 KV %.4f\n",
+              GetParam().c_str(), bf16_error, fp8_error);
+  EXPECT_LE(fp8_error, kFp8KvRandomModelTolerance) << "fp8 cascade";
+  EXPECT_LE(RelError(fp8_b, want), kFp8KvRandomModelTolerance) << "fp8 plain decode";
+  EXPECT_LE(RelError(fp8_a, fp8_b), 3e-2);
 }
 
 // A beam-search tree: four branches share a 32-token prompt, and pairs of
@@ -522,10 +541,11 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest, ::testing::Values("llama", "qwe
 // unless the CPU's margin is within twice the measured logit error (this
 // policy is right only half the time, so some digits are near-ties).
 TEST(CudaBundledModelTest, GreedyContinuationsMatchTheCpuBackend) {
+  for (const bool fp8 : {false, true})
   for (const std::string model : {"policy", "prm"}) {
-    SCOPED_TRACE(model);
+    SCOPED_TRACE(model + (fp8 ? ", fp8 KV" : ", bf16 KV"));
     const std::string dir = SourceDir() + "/models/" + model;
-    MAKE_CUDA_OR_SKIP(cuda, dir);
+    MAKE_CUDA_OR_SKIP(cuda, dir, 8192, 256, fp8);
     std::unique_ptr<CpuBackend> cpu = MakeCpuBackend(dir);
     ASSERT_NE(cpu, nullptr);
     absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromModelDir(dir);
@@ -547,11 +567,12 @@ TEST(CudaBundledModelTest, GreedyContinuationsMatchTheCpuBackend) {
     const auto [same, steps] = TeacherForcedGreedy(
         cuda.get(), cpu.get(), prompts, 32,
         [&](size_t, int, const float* cpu_row) { return ArgMax(cpu_row, vocab); },
-        [](const std::vector<float>& got, const std::vector<float>& ref, int step) {
-          EXPECT_LE(RelError(got, ref), kBf16ModelTolerance) << "step " << step;
+        [&](const std::vector<float>& got, const std::vector<float>& ref, int step) {
+          EXPECT_LE(RelError(got, ref), fp8 ? kFp8KvModelTolerance : kBf16ModelTolerance)
+              << "step " << step;
         });
-    std::printf("%s: %d of %d greedy tokens equal the CPU backend's (teacher-forced)\n",
-                model.c_str(), same, steps);
+    std::printf("%s, %s KV: %d of %d greedy tokens equal the CPU backend's (teacher-forced)\n",
+                model.c_str(), fp8 ? "fp8" : "bf16", same, steps);
   }
 }
 

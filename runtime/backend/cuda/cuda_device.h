@@ -129,8 +129,9 @@ struct CudaBackend::Device {
   cublasHandle_t cublas = nullptr;
   cuda_internal::DeviceWeights weights;
   cuda_internal::DeviceBuffer kv_pool;  // [num_layers][K, V][num_blocks * block_elems]
-  size_t block_elems = 0;               // kKvBlockSize * num_kv_heads * head_dim
-  size_t pool_elems = 0;                // num_blocks * block_elems
+  kernels::KvDtype kv_dtype = kernels::KvDtype::kBf16;  // the pool's elements
+  size_t block_elems = 0;                               // kKvBlockSize * num_kv_heads * head_dim
+  size_t pool_elems = 0;                                // num_blocks * block_elems
   // Scratch for max_batch_tokens tokens.
   // residual and residual_alt: the residual stream; a decode step's fused
   // GEMV prologues move it from one to the other (see ForwardPass).
@@ -151,11 +152,17 @@ struct CudaBackend::Device {
     if (cublas != nullptr) cublasDestroy(cublas);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
-  kernels::Bf16* k_pool(int layer) const {
-    return kv_pool.get<kernels::Bf16>() + 2 * layer * pool_elems;
-  }
-  kernels::Bf16* v_pool(int layer) const {
-    return kv_pool.get<kernels::Bf16>() + (2 * layer + 1) * pool_elems;
+  // kernel(k_pool, v_pool) on layer `layer`'s pools as typed pointers
+  // (kernels::Bf16* or kernels::Fp8E4m3*, as kv_dtype says): the kernels
+  // have an overload for each.
+  template <class Kernel>
+  auto WithKvPools(int layer, Kernel&& kernel) const {
+    if (kv_dtype == kernels::KvDtype::kBf16) {
+      kernels::Bf16* base = kv_pool.get<kernels::Bf16>();
+      return kernel(base + 2 * layer * pool_elems, base + (2 * layer + 1) * pool_elems);
+    }
+    kernels::Fp8E4m3* base = kv_pool.get<kernels::Fp8E4m3>();
+    return kernel(base + 2 * layer * pool_elems, base + (2 * layer + 1) * pool_elems);
   }
 
   // Decode-sized GEMMs stream W instead of tiling it (measured on an H200:

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <iterator>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -146,6 +147,7 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
   shape.head_dim = c.head_dim;
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
   shape.max_blocks = mb;
+  shape.kv_dtype = d.kv_dtype;
 
   int max_new = 0, max_ctx = 0;
   for (int s = 0; s < num_seqs; ++s) {
@@ -286,8 +288,16 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
       rope.inv_freq = d.weights.rope_inv_freq.get<float>();
       rope.seq_starts = seq_starts;
       rope.block_tables = tables;
-      rope.k_cache = d.k_pool(l);
-      rope.v_cache = d.v_pool(l);
+      d.WithKvPools(l, [&](auto* k, auto* v) {
+        if constexpr (std::is_same_v<decltype(k), kernels::Bf16*>) {
+          rope.k_cache = k;
+          rope.v_cache = v;
+        } else {
+          rope.k_cache_fp8 = k;
+          rope.v_cache_fp8 = v;
+        }
+        return 0;
+      });
       rope.bias = qkv_bias;
       rope.num_seqs = num_seqs;
       rope.max_blocks = mb;
@@ -312,11 +322,16 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
         ARBOR_RETURN_IF_ERROR(
             KernelError(kernels::AddBias(qkv_rows, qkv_bias, n, qkv_n, stream), "AddBias"));
       }
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::RopeKvAppend(qkv_rows, q, positions, d.weights.rope_inv_freq.get<float>(),
-                                seq_starts, tables, d.k_pool(l), d.v_pool(l), n, num_seqs, mb,
-                                c.num_heads, c.num_kv_heads, c.head_dim, stream),
-          "RopeKvAppend"));
+      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
+                                                      [&](auto* k, auto* v) {
+                                                        return kernels::RopeKvAppend(
+                                                            qkv_rows, q, positions,
+                                                            d.weights.rope_inv_freq.get<float>(),
+                                                            seq_starts, tables, k, v, n, num_seqs,
+                                                            mb, c.num_heads, c.num_kv_heads,
+                                                            c.head_dim, stream);
+                                                      }),
+                                        "RopeKvAppend"));
     }
     Bf16* attn = d.attn.get<Bf16>();
     if (cascade.worthwhile) {
@@ -329,34 +344,49 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
         const kernels::CascadeLevel& lv = cascade.levels[level];
         const size_t* o_level = &offsets[first_level_part + kLevelParts * level];
         ARBOR_RETURN_IF_ERROR(KernelError(
-            kernels::GroupAttentionPartial(
-                q, positions, m + o_level[0], m + o_level[1], m + o_level[2], d.k_pool(l),
-                d.v_pool(l), o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
-                n, lv.num_groups(), lv.max_group_size, shape, level_splits[level].split_len,
-                level_splits[level].num_splits, stream),
+            d.WithKvPools(l,
+                          [&](auto* k, auto* v) {
+                            return kernels::GroupAttentionPartial(
+                                q, positions, m + o_level[0], m + o_level[1], m + o_level[2], k, v,
+                                o_parts + part * attn_rows * c.head_dim,
+                                lse_parts + part * attn_rows, n, lv.num_groups(),
+                                lv.max_group_size, shape, level_splits[level].split_len,
+                                level_splits[level].num_splits, stream);
+                          }),
             "GroupAttentionPartial"));
         part += level_splits[level].num_splits;
       }
       ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::DecodeAttentionPartial(
-              q, d.k_pool(l), d.v_pool(l), tables, m + o_sbegin, ctx_lens,
-              o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows, num_seqs,
-              shape, suffix_splits.split_len, suffix_splits.num_splits, stream),
+          d.WithKvPools(l,
+                        [&](auto* k, auto* v) {
+                          return kernels::DecodeAttentionPartial(
+                              q, k, v, tables, m + o_sbegin, ctx_lens,
+                              o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
+                              num_seqs, shape, suffix_splits.split_len, suffix_splits.num_splits,
+                              stream);
+                        }),
           "DecodeAttentionPartial"));
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, num_parts,
                                                     num_seqs, c.num_heads, c.head_dim, stream),
                       "MergeAttentionStates"));
     } else if (max_new == 1) {  // a decode step: one token per sequence
-      ARBOR_RETURN_IF_ERROR(
-          KernelError(kernels::PagedDecodeAttention(q, d.k_pool(l), d.v_pool(l), tables, ctx_lens,
-                                                    attn, bufs.decode_workspace.get(), num_seqs,
-                                                    max_ctx, shape, stream),
-                      "PagedDecodeAttention"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          d.WithKvPools(l,
+                        [&](auto* k, auto* v) {
+                          return kernels::PagedDecodeAttention(q, k, v, tables, ctx_lens, attn,
+                                                               bufs.decode_workspace.get(),
+                                                               num_seqs, max_ctx, shape, stream);
+                        }),
+          "PagedDecodeAttention"));
     } else {
       ARBOR_RETURN_IF_ERROR(KernelError(
-          kernels::PrefillAttention(q, positions, seq_starts, tables, ctx_lens, d.k_pool(l),
-                                    d.v_pool(l), attn, n, num_seqs, max_new, shape, stream),
+          d.WithKvPools(l,
+                        [&](auto* k, auto* v) {
+                          return kernels::PrefillAttention(q, positions, seq_starts, tables,
+                                                           ctx_lens, k, v, attn, n, num_seqs,
+                                                           max_new, shape, stream);
+                        }),
           "PrefillAttention"));
     }
     ARBOR_RETURN_IF_ERROR(d.Gemm(attn, w.o_proj.get<Bf16>(), proj, n, hidden, q_dim, false));
