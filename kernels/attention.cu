@@ -98,26 +98,52 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int key = key0 + j;
       const bool valid = key < e;
       const size_t off = valid ? detail::PagedKvOffset<D>(table, key, kvh, slot_stride, ch) : 0;
-      if constexpr (std::is_same_v<KvT, Bf16>) {
-        CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
-        CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
-      } else {
-        // fp8 is widened to bf16 on its way to shared memory, through
-        // registers (cp.async cannot convert); the tile's loads are issued
-        // before the tile in flight is computed, as the copies are.
-        uint4 kw{}, vw{};
-        if (valid) {
-          kw = detail::KvRaw8AsBf16(detail::LoadKvRaw8(k_cache + off));
-          vw = detail::KvRaw8AsBf16(detail::LoadKvRaw8(v_cache + off));
-        }
-        *reinterpret_cast<uint4*>(k_dst + j * SD + ch * 8) = kw;
-        *reinterpret_cast<uint4*>(v_dst + j * SD + ch * 8) = vw;
+      CpAsync16(k_dst + j * SD + ch * 8, k_cache + off, valid);
+      CpAsync16(v_dst + j * SD + ch * 8, v_cache + off, valid);
+    }
+  };
+  // An fp8 pool's tiles travel through registers, widened to bf16 on their
+  // way to shared memory (cp.async cannot convert): the next tile's loads are
+  // issued where the copies would be, and stored after this tile's math.
+  constexpr int kFetches = kGroupKeys * CHUNKS / (kWarps * 32);  // chunks per thread
+  static_assert(kGroupKeys * CHUNKS % (kWarps * 32) == 0, "whole chunks per thread");
+  uint2 k_fetched[kFetches], v_fetched[kFetches];
+  auto fetch_tile = [&](int key0) {
+#pragma unroll
+    for (int f = 0; f < kFetches; ++f) {
+      const int i = threadIdx.x + f * kWarps * 32;
+      const int j = i / CHUNKS, ch = i % CHUNKS;
+      const int key = key0 + j;
+      k_fetched[f] = v_fetched[f] = make_uint2(0, 0);
+      if (key < e) {
+        const size_t off = detail::PagedKvOffset<D>(table, key, kvh, slot_stride, ch);
+        k_fetched[f] = detail::LoadKvRaw8(reinterpret_cast<const Fp8E4m3*>(k_cache) + off);
+        v_fetched[f] = detail::LoadKvRaw8(reinterpret_cast<const Fp8E4m3*>(v_cache) + off);
       }
     }
   };
+  auto stash_tile = [&](int stage) {
+    Bf16* k_dst = kv_s + (stage * 2) * kGroupKeys * SD;
+    Bf16* v_dst = k_dst + kGroupKeys * SD;
+#pragma unroll
+    for (int f = 0; f < kFetches; ++f) {
+      const int i = threadIdx.x + f * kWarps * 32;
+      const int j = i / CHUNKS, ch = i % CHUNKS;
+      *reinterpret_cast<uint4*>(k_dst + j * SD + ch * 8) = detail::KvRaw8AsBf16(k_fetched[f]);
+      *reinterpret_cast<uint4*>(v_dst + j * SD + ch * 8) = detail::KvRaw8AsBf16(v_fetched[f]);
+    }
+  };
+  constexpr bool kFp8 = std::is_same_v<KvT, Fp8E4m3>;
 
   const int num_tiles = b < e ? (e - b + kGroupKeys - 1) / kGroupKeys : 0;
-  if (num_tiles > 0) load_tile(b, 0);
+  if (num_tiles > 0) {
+    if constexpr (kFp8) {
+      fetch_tile(b);
+      stash_tile(0);
+    } else {
+      load_tile(b, 0);
+    }
+  }
   CpAsyncCommit();
 
   CpAsyncWait<1>();  // the Q group is complete
@@ -146,7 +172,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncthreads();   // everyone's, and every warp is done with tile it - 1
     // Prefetch tile it + 1 into the stage tile it - 1 used; it lands while
     // this tile is computed.
-    if (it + 1 < num_tiles) load_tile(key0 + kGroupKeys, (it + 1) & 1);
+    if (it + 1 < num_tiles) {
+      if constexpr (kFp8) {
+        fetch_tile(key0 + kGroupKeys);
+      } else {
+        load_tile(key0 + kGroupKeys, (it + 1) & 1);
+      }
+    }
     CpAsyncCommit();
     const Bf16* k_s = kv_s + ((it & 1) * 2) * kGroupKeys * SD;
     const Bf16* v_s = k_s + kGroupKeys * SD;
@@ -249,6 +281,11 @@ __global__ void __launch_bounds__(kWarps * 32)
         MmaBf16(oacc[2 * dn], pa, r0, r1);
         MmaBf16(oacc[2 * dn + 1], pa, r2, r3);
       }
+    }
+    if constexpr (kFp8) {
+      // Into the stage tile it - 1 used (every warp left it at the barrier
+      // above); the next iteration's barrier publishes it.
+      if (it + 1 < num_tiles) stash_tile((it + 1) & 1);
     }
   }
   CpAsyncWait<0>();

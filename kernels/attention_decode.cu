@@ -89,16 +89,32 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int32_t* table = block_tables + static_cast<size_t>(seq) * max_blocks;
   const size_t key_stride = static_cast<size_t>(num_kv_heads) * D;  // elements per slot
   const int first_page = b / kKvBlockSize, last_page = (e - 1) / kKvBlockSize;
-  for (int page = first_page + warp; page <= last_page; page += kWarps) {
-    const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
-                        static_cast<size_t>(kvh) * D + c * 8;
-    typename detail::KvRaw8<KvT>::Type kr[NK], vr[NK];
+  // A warp takes pages warp, warp + kWarps, ...; kPages of them per pass,
+  // all loads first: an fp8 page is half the bytes of a bf16 one, so two keep
+  // as many bytes in flight per lane.
+  constexpr int kPages = sizeof(Bf16) / sizeof(KvT);
+  using Raw = typename detail::KvRaw8<KvT>::Type;
+  for (int page0 = first_page + warp; page0 <= last_page; page0 += kWarps * kPages) {
+    Raw kr_all[kPages][NK], vr_all[kPages][NK];
 #pragma unroll
-    for (int i = 0; i < NK; ++i) {
-      const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
-      kr[i] = detail::LoadKvRaw8(k_cache + off);
-      vr[i] = detail::LoadKvRaw8(v_cache + off);
+    for (int p = 0; p < kPages; ++p) {
+      const int page = page0 + p * kWarps;
+      if (page > last_page) break;
+      const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
+                          static_cast<size_t>(kvh) * D + c * 8;
+#pragma unroll
+      for (int i = 0; i < NK; ++i) {
+        const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
+        kr_all[p][i] = detail::LoadKvRaw8(k_cache + off);
+        vr_all[p][i] = detail::LoadKvRaw8(v_cache + off);
+      }
     }
+#pragma unroll
+    for (int p = 0; p < kPages; ++p) {
+    const int page = page0 + p * kWarps;
+    if (page > last_page) break;
+    Raw(&kr)[NK] = kr_all[p];
+    Raw(&vr)[NK] = vr_all[p];
     float s[G][NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
@@ -164,6 +180,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int j = 0; j < 8; ++j) o[h][j] = fmaf(s[h][i], vf[j], o[h][j]);
       }
+    }
     }
   }
 

@@ -1,6 +1,7 @@
 #include "kernels/reference.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -47,8 +48,13 @@ uint8_t FloatToFp8E4m3(float value) {
   // Codes 0..0x7e are the non-negative values in increasing order: the last
   // code not above the magnitude, or the next one when that is nearer or
   // equally near with an even code (ties to even).
-  uint8_t below = 0;
-  for (uint8_t code = 1; code <= 0x7e && Fp8E4m3ToFloat(code) <= magnitude; ++code) below = code;
+  static const std::array<float, 0x7f> kValues = [] {
+    std::array<float, 0x7f> values;
+    for (int code = 0; code < 0x7f; ++code) values[code] = Fp8E4m3ToFloat(code);
+    return values;
+  }();
+  const uint8_t below = static_cast<uint8_t>(
+      std::upper_bound(kValues.begin(), kValues.end(), magnitude) - kValues.begin() - 1);
   if (below == 0x7e) return sign | below;
   const float low = Fp8E4m3ToFloat(below), high = Fp8E4m3ToFloat(below + 1);
   const float to_low = magnitude - low, to_high = high - magnitude;
