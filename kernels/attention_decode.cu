@@ -61,6 +61,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
 
+  // Over an fp8 pool keys and values unpack 2^120 too small (UnpackKv8Scaled):
+  // each dot product and the output are scaled back (the query is not, so
+  // that a large one cannot overflow).
+  constexpr float kUnpackScale = detail::KvUnpackScale<KvT>();
   // Query chunk c of each GQA head, pre-scaled into the log2 domain.
   float qv[G][8];
 #pragma unroll
@@ -89,43 +93,27 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int32_t* table = block_tables + static_cast<size_t>(seq) * max_blocks;
   const size_t key_stride = static_cast<size_t>(num_kv_heads) * D;  // elements per slot
   const int first_page = b / kKvBlockSize, last_page = (e - 1) / kKvBlockSize;
-  // A warp takes pages warp, warp + kWarps, ...; kPages of them per pass,
-  // all loads first: an fp8 page is half the bytes of a bf16 one, so two keep
-  // as many bytes in flight per lane.
-  constexpr int kPages = sizeof(Bf16) / sizeof(KvT);
-  using Raw = typename detail::KvRaw8<KvT>::Type;
-  for (int page0 = first_page + warp; page0 <= last_page; page0 += kWarps * kPages) {
-    Raw kr_all[kPages][NK], vr_all[kPages][NK];
+  for (int page = first_page + warp; page <= last_page; page += kWarps) {
+    const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
+                        static_cast<size_t>(kvh) * D + c * 8;
+    typename detail::KvRaw8<KvT>::Type kr[NK], vr[NK];
 #pragma unroll
-    for (int p = 0; p < kPages; ++p) {
-      const int page = page0 + p * kWarps;
-      if (page > last_page) break;
-      const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
-                          static_cast<size_t>(kvh) * D + c * 8;
-#pragma unroll
-      for (int i = 0; i < NK; ++i) {
-        const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
-        kr_all[p][i] = detail::LoadKvRaw8(k_cache + off);
-        vr_all[p][i] = detail::LoadKvRaw8(v_cache + off);
-      }
+    for (int i = 0; i < NK; ++i) {
+      const size_t off = base + static_cast<size_t>(g + i * KPW) * key_stride;
+      kr[i] = detail::LoadKvRaw8(k_cache + off);
+      vr[i] = detail::LoadKvRaw8(v_cache + off);
     }
-#pragma unroll
-    for (int p = 0; p < kPages; ++p) {
-    const int page = page0 + p * kWarps;
-    if (page > last_page) break;
-    Raw(&kr)[NK] = kr_all[p];
-    Raw(&vr)[NK] = vr_all[p];
     float s[G][NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float kf[8];
-      detail::UnpackKv8(kr[i], kf);
+      detail::UnpackKv8Scaled(kr[i], kf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) dot = fmaf(qv[h][j], kf[j], dot);
-        s[h][i] = dot;
+        s[h][i] = dot * (1.0f / kUnpackScale);
       }
     }
     // Finish the dot products across the L lanes of a key.
@@ -173,14 +161,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float vf[8];
-      detail::UnpackKv8(vr[i], vf);
+      detail::UnpackKv8Scaled(vr[i], vf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         l[h] += s[h][i];
 #pragma unroll
         for (int j = 0; j < 8; ++j) o[h][j] = fmaf(s[h][i], vf[j], o[h][j]);
       }
-    }
     }
   }
 
@@ -214,7 +201,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     float mx = NegInf();
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
-    float total = 0.0f, acc = 0.0f;
+    float total = 0.0f, acc = 0.0f;  // acc: of values kUnpackScale times the V's
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
       if (sm_m[w][h] == NegInf()) continue;  // warp saw no page
@@ -222,6 +209,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       total += sm_l[w][h] * wt;
       acc += sm_o[w][h][d] * wt;
     }
+    acc *= 1.0f / kUnpackScale;
     if (out_bf16) {  // a single split: the final output
       reinterpret_cast<__nv_bfloat16*>(out_bf16)[(out_row0 + h) * D + d] =
           __float2bfloat16_rn(acc / total);
