@@ -149,15 +149,38 @@ TEST(SubtreeWorkersTest, LendsOnlyIdleWorkersAndCountsThemAsTheJobsLoad) {
   EXPECT_EQ(router->ActiveJobs()[others[2]], 1);
   const std::string home2 = router->Order(Job("big2"), {home, others[2]}).front();
   EXPECT_THAT(router->SubtreeWorkers("big2", home2, 40, 640, kWorkers, 10), IsEmpty());
-  // Once the others are idle again, the job gets more (never the same twice).
+  // Once the others are idle again and big2 is over, the job gets more
+  // (never the same twice).
+  router->JobDone("big2");
   router->UpdateLoad(others[0], WorkerLoad{});
   router->UpdateLoad(others[1], WorkerLoad{});
   const auto more = router->SubtreeWorkers("big", home, 40, 640, kWorkers, 10);
   EXPECT_THAT(more, UnorderedElementsAre(others[0], others[1]));
   // The job's end gives them back.
   router->JobDone("big");
-  router->JobDone("big2");
   EXPECT_TRUE(router->ActiveJobs().empty());
+}
+
+TEST(SubtreeWorkersTest, AJobTakesNoMoreThanItsShareBesideOtherJobs) {
+  // Two jobs on four workers: each may hold two workers, its own and one
+  // lent, however many outputs it asks, so the one that outgrows its worker
+  // first leaves an idle worker to the other.
+  auto router = SplittingRouter(8);
+  const std::string home_a = router->Order(Job("a"), kWorkers).front();
+  const std::string home_b = router->Order(Job("b"), kWorkers).front();
+  ASSERT_NE(home_a, home_b);  // the second job avoids the first's worker
+  const auto lent_a = router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10);
+  ASSERT_EQ(lent_a.size(), 1u);
+  EXPECT_THAT(router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10), IsEmpty());
+  const auto lent_b = router->SubtreeWorkers("b", home_b, 64, 64 * 16, kWorkers, 10);
+  ASSERT_EQ(lent_b.size(), 1u);
+  EXPECT_NE(lent_b[0], lent_a[0]);
+  // Alone again, a job's share is the whole pool: b's worker and the one lent
+  // to it are idle now, and a takes both.
+  router->JobDone("b");
+  EXPECT_THAT(router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10),
+              UnorderedElementsAre(home_b, lent_b[0]));
+  EXPECT_EQ(router->SubtreeWorkersOf("a").size(), 3u);
 }
 
 TEST(SubtreeWorkersTest, AsManyWorkersAsShares) {
