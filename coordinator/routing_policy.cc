@@ -387,6 +387,12 @@ std::vector<std::string> Router::SubtreeWorkers(const std::string& job_id,
   return idle;
 }
 
+int Router::KvBlockTokens(const std::string& address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(address);
+  return it == workers_.end() ? 0 : it->second.load.kv_block_size;
+}
+
 std::vector<std::string> Router::SubtreeWorkersOf(const std::string& job_id) const {
   absl::MutexLock lock(&mu_);
   auto it = jobs_.find(job_id);

@@ -168,6 +168,8 @@ class Router {
   std::vector<std::string> SubtreeWorkers(const std::string& job_id, const std::string& primary,
                                           int64_t outputs, int64_t kv_tokens,
                                           std::vector<std::string> healthy, int max_workers);
+  // The KV block size `address` last reported (0: none yet).
+  int KvBlockTokens(const std::string& address) const;
   // Workers lent to the job and not given back (in the order lent).
   std::vector<std::string> SubtreeWorkersOf(const std::string& job_id) const;
 

@@ -56,6 +56,25 @@ TEST(SplitSubtreesTest, ALoneSubTreeDoesNotUnbalanceTheParts) {
   EXPECT_THAT(parts, ElementsAre(ElementsAre(0, 1, 2, 3), ElementsAre(4, 5, 6, 7)));
 }
 
+TEST(SplitSubtreesTest, CountsSharedWholeBlocksOnly) {
+  // Five branches under 1 1 and three under 1 2: eight of weight 1, so the
+  // balanced cut is after four, and any cut within half a share (2..6) may go.
+  std::vector<std::vector<int32_t>> suffixes;
+  for (int i = 1; i <= 5; ++i) suffixes.push_back({1, 1, i});
+  for (int i = 1; i <= 3; ++i) suffixes.push_back({1, 2, i});
+  const std::vector<int> weights(8, 1);
+  const auto five_three = ElementsAre(ElementsAre(0, 1, 2, 3, 4), ElementsAre(5, 6, 7));
+  const auto balanced = ElementsAre(ElementsAre(0, 1, 2, 3), ElementsAre(4, 5, 6, 7));
+  // Counting tokens, the cut between the sub-trees (one shared token) wins.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2), five_three);
+  // A 30-token prompt and blocks of 16: two shared suffix tokens fill a
+  // block, one does not, so the sub-trees' cut still saves a block.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2, 30, 16), five_three);
+  // A 32-token prompt: no branch shares a block beyond the prompt's, every
+  // cut costs the same, and the balanced one goes.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2, 32, 16), balanced);
+}
+
 TEST(SplitSubtreesTest, WeighsBranchesBySamples) {
   // Branch 0 asks 6 samples, the others 2 each: 6 | 2 + 2 + 2 is the balance.
   const std::vector<std::vector<int32_t>> suffixes = {{1}, {2}, {3}, {4}};

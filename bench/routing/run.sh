@@ -144,6 +144,7 @@ run_case() {  # round mix policy
   $(pin 0) "$BIN/arbor-loadgen" --target "$coordinator" --label "$label" --mode closed --timeout_s 300 \
     $flags --out "$OUT/cases.jsonl" > "$OUT/loadgen-$label.json" \
     2> "$OUT/loadgen-$label.err" || log "$label: loadgen failed (see $OUT/loadgen-$label.err)"
+  sleep 0.5  # the workers' token counters refresh every 250 ms
   python3 bench/routing/case_row.py "$OUT/loadgen-$label.json" "$mix" "$policy" "$round" \
     "$WORKERS" "$split" "$coordinator_metrics" "${worker_metrics[@]}" >> "$OUT/routing.jsonl" \
     2>/dev/null || log "$label: no result"
