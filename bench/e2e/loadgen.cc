@@ -66,9 +66,7 @@ ABSL_FLAG(std::string, strategy, "beam_search",
           "beam_search, dvts, particle_filter or best_of_n (reward selection)");
 ABSL_FLAG(int, n, 16, "N: beams, particles or samples per job");
 ABSL_FLAG(int, beam_width, 4, "Beam width M of beam_search and dvts");
-ABSL_FLAG(int, iterations, 8,
-          "Search iterations (steps) of beam_search, dvts, particle_filter; best_of_n: a "
-          "solution of up to iterations * step_tokens tokens");
+ABSL_FLAG(int, iterations, 8, "Search iterations (steps) of beam_search, dvts, particle_filter");
 ABSL_FLAG(int, step_tokens, 64, "max_step_tokens of every step");
 ABSL_FLAG(bool, ignore_eos, false, "StopRules.ignore_eos of every step");
 ABSL_FLAG(std::string, question_salt, "",
@@ -104,12 +102,6 @@ ABSL_FLAG(int, long_words, 0, "Words of a long job's own question");
 ABSL_FLAG(int, max_solution_tokens, 0,
           "SolveRequest.max_solution_tokens (0: the service's default); with best_of_n and "
           "--iterations=1 a job is then one Extend");
-// A wide mix for sub-tree placement (bench/routing, docs/ROUTING.md): best-of-N
-// in steps, so that from the second step on a call carries N branches that a
-// router with --routing_split_outputs can cut into sub-trees.
-ABSL_FLAG(bool, best_of_n_steps, false,
-          "best_of_n: --iterations steps of --step_tokens tokens (no step delimiter; one Extend "
-          "per step for all live samples) instead of one step of iterations * step_tokens");
 ABSL_FLAG(std::string, selection, "reward",
           "best_of_n selection: reward (needs a reward model) or majority_vote (needs none)");
 
@@ -201,17 +193,9 @@ arbor::v1::SolveRequest MakeRequest(int index) {
       req.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
     }
     // One step of up to iterations * step_tokens tokens: the same generated
-    // length as the step-wise strategies. With --best_of_n_steps the same
-    // length in `iterations` steps of step_tokens (the solution cap ends each
-    // sample after the last one).
+    // length as the step-wise strategies.
     req.mutable_stop()->set_no_step_delimiter(true);
-    if (absl::GetFlag(FLAGS_best_of_n_steps)) {
-      if (absl::GetFlag(FLAGS_max_solution_tokens) <= 0) {
-        req.set_max_solution_tokens(iterations * absl::GetFlag(FLAGS_step_tokens));
-      }
-    } else {
-      req.mutable_stop()->set_max_step_tokens(iterations * absl::GetFlag(FLAGS_step_tokens));
-    }
+    req.mutable_stop()->set_max_step_tokens(iterations * absl::GetFlag(FLAGS_step_tokens));
   }
   return req;
 }
@@ -520,8 +504,6 @@ int main(int argc, char** argv) {
       {"n", absl::GetFlag(FLAGS_n)},
       {"prompt_words", absl::GetFlag(FLAGS_prompt_words)},
       {"step_tokens", absl::GetFlag(FLAGS_step_tokens)},
-      {"iterations", absl::GetFlag(FLAGS_iterations)},
-      {"best_of_n_steps", absl::GetFlag(FLAGS_best_of_n_steps)},
       {"mode", mode},
       {"concurrency", mode == "closed" ? absl::GetFlag(FLAGS_concurrency) : 0},
       {"rate", mode == "open" ? absl::GetFlag(FLAGS_rate) : 0.0},

@@ -52,8 +52,10 @@ log() { echo "run.sh [$((SECONDS - start)) s]: $*" >&2; }
 # question of their own. uniform: no shared prompt, every question of about the
 # same length as a skewed job's prompt. The tiny model's context is 512 tokens.
 # wide: few jobs, each larger than one worker: best-of-WIDE_N by majority vote
-# in WIDE_STEPS steps of 16 tokens (one Extend per step for all live samples;
-# EOS ignored, so every job does the same work), WIDE_CONCURRENCY jobs in
+# in WIDE_STEPS steps of 16 tokens (loadgen's best-of-N step is iterations x
+# step_tokens = 16 tokens, the solution cap ends each sample after WIDE_STEPS;
+# one Extend per step for all live samples; EOS ignored, so every job does the
+# same work), WIDE_CONCURRENCY jobs in
 # flight: from its second step a job's call has WIDE_N branches, which
 # --routing_split_outputs may cut into sub-trees on idle workers. Its KV
 # (about 250 prompt tokens + WIDE_N x 64) is more than the default pools hold.
@@ -65,8 +67,8 @@ mix_flags() {
     skewed) echo --system_prompts 16 --system_skew 0.5 --system_prompt_words 40 \
                  --prompt_words 4 --long_fraction 0.2 --long_words 20 ;;
     uniform) echo --system_prompts 0 --prompt_words 50 ;;
-    wide) echo --strategy best_of_n --selection majority_vote --n "$WIDE_N" --best_of_n_steps \
-               --iterations "$WIDE_STEPS" --step_tokens 16 --ignore_eos \
+    wide) echo --strategy best_of_n --selection majority_vote --n "$WIDE_N" --iterations 1 \
+               --step_tokens 16 --max_solution_tokens $((WIDE_STEPS * 16)) --ignore_eos \
                --system_prompts 0 --prompt_words 50 \
                --concurrency "$WIDE_CONCURRENCY" --jobs "$WIDE_JOBS" ;;
     *) log "unknown mix $1"; return 1 ;;
