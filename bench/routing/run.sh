@@ -9,7 +9,8 @@
 #
 #   cmake --build build --target arbor-worker arbor-coordinator arbor-loadgen
 #   bench/routing/run.sh
-#   MIXES="uniform wide" POLICIES="rendezvous prefix_load" THREADS=3 REPEATS=3 bench/routing/run.sh
+#   MIXES="uniform wide" POLICIES="rendezvous prefix_load" THREADS=3 REPEATS=3 KV_TOKENS=1664 \
+#     bench/routing/run.sh   # 16 cores: 4 workers x 3 threads, pinned
 #
 # Env: OUT (./routing-out), BIN (build/bin), WORKERS (4), KV_TOKENS (each
 #      worker's KV pool, tokens), THREADS (CPU threads per worker), REPEATS (2),
