@@ -389,8 +389,12 @@ std::vector<RemoteGenerator::Part> RemoteGenerator::PlaceBranches(
         suffixes.push_back(request.branches[b].suffix_tokens);
         weights.push_back(request.branches[b].num_samples);
       }
+      // Cuts count shared whole KV blocks of the home worker's cache.
+      const size_t prompt =
+          !request.prompt_tokens.empty() ? request.prompt_tokens.size() : prompt_tokens_.size();
       const std::vector<std::vector<int>> split =
-          SplitSubtrees(suffixes, weights, 1 + static_cast<int>(lent.size()));
+          SplitSubtrees(suffixes, weights, 1 + static_cast<int>(lent.size()),
+                        static_cast<int64_t>(prompt), router->KvBlockTokens(home));
       // The first part stays home; the others go to the lent workers.
       for (size_t p = 1; p < split.size(); ++p) {
         for (int i : split[p]) where[at_home[i]] = lent[p - 1];

@@ -341,6 +341,7 @@ std::vector<std::string> Router::SubtreeWorkers(const std::string& job_id,
   const bool kv_short = home.load.kv_block_size > 0 && kv_tokens > evictable_tokens;
   if (!too_many && !kv_short) return {};
   Job& job = jobs_[job_id];
+  const int64_t num_healthy = static_cast<int64_t>(healthy.size());
   // Idle: nothing of this router's there (jobs or lent sub-trees) and nothing
   // reported running or queued, so the lent work delays no other job.
   std::vector<std::string> idle;
@@ -369,13 +370,27 @@ std::vector<std::string> Router::SubtreeWorkers(const std::string& job_id,
     wanted = std::max<int64_t>(
         1, (outputs + options_.split_outputs - 1) / options_.split_outputs - 1);
   }
-  wanted = std::min<int64_t>(wanted, max_workers);
+  // At most the job's equal share of the healthy workers (its own counted)
+  // beside this router's other running jobs: the first wide job to ask must
+  // not take every idle worker from those that outgrow theirs a step later.
+  const int64_t jobs = std::max<int64_t>(1, static_cast<int64_t>(jobs_.size()));
+  const int64_t share = (num_healthy + jobs - 1) / jobs;
+  wanted = std::min<int64_t>(
+      {wanted, static_cast<int64_t>(max_workers),
+       share - 1 - static_cast<int64_t>(job.subtree_workers.size())});
+  if (wanted <= 0) return {};
   if (static_cast<int64_t>(idle.size()) > wanted) idle.resize(static_cast<size_t>(wanted));
   for (const std::string& address : idle) {
     ++WorkerAt(address).active_jobs;
     job.subtree_workers.push_back(address);
   }
   return idle;
+}
+
+int Router::KvBlockTokens(const std::string& address) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(address);
+  return it == workers_.end() ? 0 : it->second.load.kv_block_size;
 }
 
 std::vector<std::string> Router::SubtreeWorkersOf(const std::string& job_id) const {

@@ -34,8 +34,10 @@
 // worker can free, while other healthy workers are idle (no job of this
 // router there, no request or queued token reported), SubtreeWorkers lends
 // the job some of them; the job's RemoteGenerator sends them whole sub-trees
-// of its branches (coordinator/subtree_split.h), sticky from then on. A lent
-// worker counts as one job's load until the job ends.
+// of its branches (coordinator/subtree_split.h), sticky from then on. A job
+// holds at most its equal share of the healthy workers beside the router's
+// other jobs, so that the first wide job does not take every idle worker. A
+// lent worker counts as one job's load until the job ends.
 //
 // Thread-safety: all methods are thread-safe. The poll thread (Start) runs
 // until the Router is destroyed; the pool must outlive the Router.
@@ -158,11 +160,16 @@ class Router {
   // split_outputs > 0 and the call outgrows `primary` (outputs > split_outputs,
   // or kv_tokens beyond primary's free and cached blocks as last reported).
   // Then up to ceil(outputs / split_outputs) - 1 (at least 1, at most
-  // `max_workers`) idle workers, in the policy's order; each counts as the
-  // job's load until JobDone (or a failed call there).
+  // `max_workers`) idle workers, in the policy's order, and never more than
+  // the job's equal share of `healthy` beside this router's other running
+  // jobs (ceil(healthy / jobs), its own worker and those lent before
+  // included); each counts as the job's load until JobDone (or a failed call
+  // there).
   std::vector<std::string> SubtreeWorkers(const std::string& job_id, const std::string& primary,
                                           int64_t outputs, int64_t kv_tokens,
                                           std::vector<std::string> healthy, int max_workers);
+  // The KV block size `address` last reported (0: none yet).
+  int KvBlockTokens(const std::string& address) const;
   // Workers lent to the job and not given back (in the order lent).
   std::vector<std::string> SubtreeWorkersOf(const std::string& job_id) const;
 

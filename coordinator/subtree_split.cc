@@ -35,7 +35,8 @@ size_t CommonPrefix(absl::Span<const int32_t> a, absl::Span<const int32_t> b) {
 }  // namespace
 
 std::vector<std::vector<int>> SplitSubtrees(const std::vector<absl::Span<const int32_t>>& suffixes,
-                                            const std::vector<int>& weights, int parts) {
+                                            const std::vector<int>& weights, int parts,
+                                            int64_t prompt_tokens, int block_tokens) {
   const int n = static_cast<int>(suffixes.size());
   std::vector<std::vector<int>> out;
   if (n == 0) return out;
@@ -46,14 +47,20 @@ std::vector<std::vector<int>> SplitSubtrees(const std::vector<absl::Span<const i
     return std::lexicographical_compare(suffixes[a].begin(), suffixes[a].end(), suffixes[b].begin(),
                                         suffixes[b].end());
   });
-  // lcp[c]: tokens shared by the branches on either side of cut c (between
-  // order[c - 1] and order[c]); below[c]: the weight before cut c.
-  std::vector<size_t> lcp(n, 0);
+  // lcp[c]: whole blocks shared by the branches on either side of cut c
+  // (between order[c - 1] and order[c]), prompt included; below[c]: the
+  // weight before cut c.
+  const int64_t block = std::max(1, block_tokens);
+  const int64_t prompt = std::max<int64_t>(0, prompt_tokens);
+  std::vector<int64_t> lcp(n, 0);
   std::vector<double> below(n + 1, 0);
   for (int c = 0; c < n; ++c) {
     const int w = c < static_cast<int>(weights.size()) ? std::max(1, weights[order[c]]) : 1;
     below[c + 1] = below[c] + w;
-    if (c > 0) lcp[c] = CommonPrefix(suffixes[order[c - 1]], suffixes[order[c]]);
+    if (c > 0) {
+      const int64_t shared = CommonPrefix(suffixes[order[c - 1]], suffixes[order[c]]);
+      lcp[c] = (prompt + shared) / block;
+    }
   }
   const double total = below[n];
   const double half_share = total / (2.0 * parts);

@@ -7,8 +7,9 @@
 // sub-tree's prefix in its own radix cache. Two pieces, both pure:
 //  - SplitSubtrees cuts a call's branches into parts along the search tree:
 //    in lexicographic order of their suffix tokens (so a sub-tree's branches
-//    are adjacent), at the boundaries of the shortest shared prefix near the
-//    balanced cut points (so the cut separates sub-trees high in the tree).
+//    are adjacent), at the boundaries of the shortest shared prefix (in whole
+//    KV blocks) near the balanced cut points (so the cut separates sub-trees
+//    high in the tree).
 //  - SubtreeMap remembers which worker holds which branch's KV (it generated
 //    the branch's last step), so that a branch and its descendants stay there:
 //    a sub-tree is sticky once placed. A branch is looked up by the longest
@@ -35,10 +36,16 @@ namespace arbor::coordinator {
 // parts of branch indices (each part ascending); every branch is in exactly
 // one part. Each part is a run of the branches in lexicographic suffix order
 // of roughly total/parts weight, cut where adjacent branches share the fewest
-// tokens within half a share of the balanced cut (ties: the cut nearest the
-// balance). parts <= 1 returns one part.
+// whole KV blocks within half a share of the balanced cut (ties: the cut
+// nearest the balance). A block is `block_tokens` tokens of the sequence,
+// prompt (`prompt_tokens` long) included: the radix cache shares nothing
+// shorter, so neighbours that share a few tokens but no block beyond the
+// prompt's cost nothing to part (best-of-N's samples), and the cut goes to
+// the balance. block_tokens <= 1 counts shared tokens. parts <= 1 returns one
+// part.
 std::vector<std::vector<int>> SplitSubtrees(const std::vector<absl::Span<const int32_t>>& suffixes,
-                                            const std::vector<int>& weights, int parts);
+                                            const std::vector<int>& weights, int parts,
+                                            int64_t prompt_tokens = 0, int block_tokens = 1);
 
 class SubtreeMap {
  public:

@@ -56,6 +56,25 @@ TEST(SplitSubtreesTest, ALoneSubTreeDoesNotUnbalanceTheParts) {
   EXPECT_THAT(parts, ElementsAre(ElementsAre(0, 1, 2, 3), ElementsAre(4, 5, 6, 7)));
 }
 
+TEST(SplitSubtreesTest, CountsSharedWholeBlocksOnly) {
+  // Five branches under 1 1 and three under 1 2: eight of weight 1, so the
+  // balanced cut is after four, and any cut within half a share (2..6) may go.
+  std::vector<std::vector<int32_t>> suffixes;
+  for (int i = 1; i <= 5; ++i) suffixes.push_back({1, 1, i});
+  for (int i = 1; i <= 3; ++i) suffixes.push_back({1, 2, i});
+  const std::vector<int> weights(8, 1);
+  const auto five_three = ElementsAre(ElementsAre(0, 1, 2, 3, 4), ElementsAre(5, 6, 7));
+  const auto balanced = ElementsAre(ElementsAre(0, 1, 2, 3), ElementsAre(4, 5, 6, 7));
+  // Counting tokens, the cut between the sub-trees (one shared token) wins.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2), five_three);
+  // A 30-token prompt and blocks of 16: two shared suffix tokens fill a
+  // block, one does not, so the sub-trees' cut still saves a block.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2, 30, 16), five_three);
+  // A 32-token prompt: no branch shares a block beyond the prompt's, every
+  // cut costs the same, and the balanced one goes.
+  EXPECT_THAT(SplitSubtrees(Spans(suffixes), weights, 2, 32, 16), balanced);
+}
+
 TEST(SplitSubtreesTest, WeighsBranchesBySamples) {
   // Branch 0 asks 6 samples, the others 2 each: 6 | 2 + 2 + 2 is the balance.
   const std::vector<std::vector<int32_t>> suffixes = {{1}, {2}, {3}, {4}};
@@ -149,15 +168,38 @@ TEST(SubtreeWorkersTest, LendsOnlyIdleWorkersAndCountsThemAsTheJobsLoad) {
   EXPECT_EQ(router->ActiveJobs()[others[2]], 1);
   const std::string home2 = router->Order(Job("big2"), {home, others[2]}).front();
   EXPECT_THAT(router->SubtreeWorkers("big2", home2, 40, 640, kWorkers, 10), IsEmpty());
-  // Once the others are idle again, the job gets more (never the same twice).
+  // Once the others are idle again and big2 is over, the job gets more
+  // (never the same twice).
+  router->JobDone("big2");
   router->UpdateLoad(others[0], WorkerLoad{});
   router->UpdateLoad(others[1], WorkerLoad{});
   const auto more = router->SubtreeWorkers("big", home, 40, 640, kWorkers, 10);
   EXPECT_THAT(more, UnorderedElementsAre(others[0], others[1]));
   // The job's end gives them back.
   router->JobDone("big");
-  router->JobDone("big2");
   EXPECT_TRUE(router->ActiveJobs().empty());
+}
+
+TEST(SubtreeWorkersTest, AJobTakesNoMoreThanItsShareBesideOtherJobs) {
+  // Two jobs on four workers: each may hold two workers, its own and one
+  // lent, however many outputs it asks, so the one that outgrows its worker
+  // first leaves an idle worker to the other.
+  auto router = SplittingRouter(8);
+  const std::string home_a = router->Order(Job("a"), kWorkers).front();
+  const std::string home_b = router->Order(Job("b"), kWorkers).front();
+  ASSERT_NE(home_a, home_b);  // the second job avoids the first's worker
+  const auto lent_a = router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10);
+  ASSERT_EQ(lent_a.size(), 1u);
+  EXPECT_THAT(router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10), IsEmpty());
+  const auto lent_b = router->SubtreeWorkers("b", home_b, 64, 64 * 16, kWorkers, 10);
+  ASSERT_EQ(lent_b.size(), 1u);
+  EXPECT_NE(lent_b[0], lent_a[0]);
+  // Alone again, a job's share is the whole pool: b's worker and the one lent
+  // to it are idle now, and a takes both.
+  router->JobDone("b");
+  EXPECT_THAT(router->SubtreeWorkers("a", home_a, 64, 64 * 16, kWorkers, 10),
+              UnorderedElementsAre(home_b, lent_b[0]));
+  EXPECT_EQ(router->SubtreeWorkersOf("a").size(), 3u);
 }
 
 TEST(SubtreeWorkersTest, AsManyWorkersAsShares) {
