@@ -61,10 +61,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     return;
   }
 
-  // Over an fp8 pool keys and values unpack 2^120 too small (UnpackKv8Scaled):
-  // each dot product and the output are scaled back (the query is not, so
-  // that a large one cannot overflow).
-  constexpr float kUnpackScale = detail::KvUnpackScale<KvT>();
   // Query chunk c of each GQA head, pre-scaled into the log2 domain.
   float qv[G][8];
 #pragma unroll
@@ -96,6 +92,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int page = first_page + warp; page <= last_page; page += kWarps) {
     const size_t base = static_cast<size_t>(table[page]) * kKvBlockSize * key_stride +
                         static_cast<size_t>(kvh) * D + c * 8;
+    // An fp8 lane loads 8 bytes and widens them with the cvt units; two
+    // pages in flight per pass and widening by integer ops both measured
+    // slower on an H100 (docs/KERNELS.md, "fp8 KV cache").
     typename detail::KvRaw8<KvT>::Type kr[NK], vr[NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
@@ -107,13 +106,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float kf[8];
-      detail::UnpackKv8Scaled(kr[i], kf);
+      detail::UnpackKv8(kr[i], kf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) dot = fmaf(qv[h][j], kf[j], dot);
-        s[h][i] = dot * (1.0f / kUnpackScale);
+        s[h][i] = dot;
       }
     }
     // Finish the dot products across the L lanes of a key.
@@ -161,7 +160,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
       float vf[8];
-      detail::UnpackKv8Scaled(vr[i], vf);
+      detail::UnpackKv8(vr[i], vf);
 #pragma unroll
       for (int h = 0; h < G; ++h) {
         l[h] += s[h][i];
@@ -201,7 +200,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     float mx = NegInf();
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, sm_m[w][h]);
-    float total = 0.0f, acc = 0.0f;  // acc: of values kUnpackScale times the V's
+    float total = 0.0f, acc = 0.0f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
       if (sm_m[w][h] == NegInf()) continue;  // warp saw no page
@@ -209,7 +208,6 @@ __global__ void __launch_bounds__(kWarps * 32)
       total += sm_l[w][h] * wt;
       acc += sm_o[w][h][d] * wt;
     }
-    acc *= 1.0f / kUnpackScale;
     if (out_bf16) {  // a single split: the final output
       reinterpret_cast<__nv_bfloat16*>(out_bf16)[(out_row0 + h) * D + d] =
           __float2bfloat16_rn(acc / total);

@@ -8,7 +8,6 @@
 
 #include <cstdint>
 #include <mutex>
-#include <type_traits>
 #include <utility>
 
 #include "kernels/device.h"
@@ -93,40 +92,31 @@ __device__ __forceinline__ uint2 LoadKvRaw8(const Fp8E4m3* p) {
   return __ldg(reinterpret_cast<const uint2*>(p));
 }
 
-// Eight pool elements as floats, times KvUnpackScale: bf16 exactly (scale 1);
-// fp8 by moving each byte's exponent and mantissa into a float's low exponent
-// and high mantissa bits and its sign into the sign: the value times 2^-120
-// exactly, subnormals included (the build keeps fp32 denormals), in integer
-// ops alone. The cvt path (UnpackKv8) runs on conversion units too few to
-// widen a decode step's keys at memory speed. 0x7f, e4m3's NaN, unpacks as
-// a finite value: pools never hold NaN where a kernel reads (rounding
-// saturates), and slots outside a sequence are masked either way.
-template <class KvT>
-constexpr float KvUnpackScale() {
-  return std::is_same_v<KvT, Fp8E4m3> ? 0x1p-120f : 1.0f;
+// Two fp8 values (low byte first) as floats.
+__device__ __forceinline__ float2 Fp8x2ToFloat2(uint32_t two) {
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
+  return __half22float2(*reinterpret_cast<const __half2*>(&h));
 }
-__device__ __forceinline__ void UnpackKv8Scaled(const uint4& raw, float* out) { Unpack8(raw, out); }
-__device__ __forceinline__ void UnpackKv8Scaled(const uint2& raw, float* out) {
+
+__device__ __forceinline__ void UnpackKv8(const uint4& raw, float* out) { Unpack8(raw, out); }
+__device__ __forceinline__ void UnpackKv8(const uint2& raw, float* out) {
 #pragma unroll
-  for (int w = 0; w < 2; ++w) {
-    const uint32_t x = w == 0 ? raw.x : raw.y;
-    out[4 * w] = __uint_as_float(((x & 0x7fu) << 20) | ((x & 0x80u) << 24));
-    out[4 * w + 1] = __uint_as_float(((x & 0x7f00u) << 12) | ((x & 0x8000u) << 16));
-    out[4 * w + 2] = __uint_as_float(((x & 0x7f0000u) << 4) | ((x & 0x800000u) << 8));
-    out[4 * w + 3] = __uint_as_float(((x & 0x7f000000u) >> 4) | (x & 0x80000000u));
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = Fp8x2ToFloat2((i < 2 ? raw.x : raw.y) >> (16 * (i & 1)));
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
   }
 }
 
-// Eight pool elements as eight bf16 in one 128-bit word (exact: every e4m3
-// value is a bf16 value).
+// Eight pool elements as eight bf16 in one 128-bit word.
 __device__ __forceinline__ uint4 KvRaw8AsBf16(const uint4& raw) { return raw; }
 __device__ __forceinline__ uint4 KvRaw8AsBf16(const uint2& raw) {
-  float f[8];
-  UnpackKv8Scaled(raw, f);
-  constexpr float kRescale = 1.0f / KvUnpackScale<Fp8E4m3>();
   Bf16x8 v;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) v.pair[i] = __floats2bfloat162_rn(f[2 * i] * kRescale, f[2 * i + 1] * kRescale);
+  for (int i = 0; i < 4; ++i) {
+    v.pair[i] = __float22bfloat162_rn(Fp8x2ToFloat2((i < 2 ? raw.x : raw.y) >> (16 * (i & 1))));
+  }
   return v.raw;
 }
 
