@@ -54,12 +54,14 @@ class PairwiseJudge {
   // An upper bound on the reward tokens that Compare(request) can run, used
   // to keep the reward-token budget from being passed. The default assumes a
   // byte-level tokenizer with a cold cache and both orders of every pair:
-  // 2 x (question + both solutions' bytes + a template allowance per pair and
-  // per step).
+  // 2 x (question + both solutions' bytes + a template allowance per
+  // sequence and per step). The sequence allowance covers the verifier's
+  // default compare template (about 140 bytes) with a chat template's head
+  // and tail.
   virtual int64_t MaxRewardTokens(const PairwiseRequest& request) const;
 
   // Template allowance of the default bound (tokens per sequence / per step).
-  static constexpr int64_t kTemplateTokensPerSequence = 96;
+  static constexpr int64_t kTemplateTokensPerSequence = 256;
   static constexpr int64_t kTemplateTokensPerStep = 8;
 };
 
