@@ -178,6 +178,8 @@ TEST_F(CompareTest, TheSharedQuestionPrefixComesFromThePrefixCache) {
   const int64_t prefix = static_cast<int64_t>(prompt->size());
   arbor::v1::CompareResponse first, second;
   ASSERT_TRUE(Compare(MakeRequest(kQuestion, {{kRight, kWrong}}), &first).ok());
+  // Within one call both orders share the chat head and the question.
+  EXPECT_GE(first.usage().reward_cache_hit_tokens(), prefix - 16) << "prefix " << prefix;
   // A new pair of the same question: the chat head, the question and (for
   // the order with kRight first) kRight come from the cache.
   ASSERT_TRUE(Compare(MakeRequest(kQuestion, {{kRight, kOther}}), &second).ok());
