@@ -85,7 +85,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(
     PoolOptions verifiers = c->options_.verifiers;
     verifiers.name = "verifiers";
     auto verifier_pool =
-        EndpointPool::Create(verifiers, VerifierModelProbe(), c->metrics_->ForPool("verifiers"));
+        EndpointPool::Create(verifiers, VerifierModelProbe(c->verifier_capabilities_),
+                             c->metrics_->ForPool("verifiers"));
     if (!verifier_pool.ok()) return verifier_pool.status();
     c->verifiers_ = *std::move(verifier_pool);
   }
@@ -161,6 +162,14 @@ absl::StatusOr<std::shared_ptr<JobHandle>> Coordinator::Submit(
       return reward.status();
     }
     job->reward_model = *std::move(reward);
+    if (NeedsPairwiseJudge(job->config) &&
+        !verifier_capabilities_->SupportsCompare(job->reward_model)) {
+      metrics_->JobFinished(job->strategy, "invalid", absl::ZeroDuration());
+      return absl::FailedPreconditionError(absl::StrCat(
+          "best_of_n.selection: tournament needs a reward model that compares solutions "
+          "(Verifier.Compare: an llm_judge), and reward_model \"",
+          job->reward_model, "\" does not report supports_compare"));
+    }
   }
   job->request = request;
   job->id = request.job_id().empty()

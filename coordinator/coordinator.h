@@ -23,6 +23,7 @@
 #include "coordinator/endpoint_pool.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/metrics.h"
+#include "coordinator/remote_backends.h"
 #include "coordinator/routing_policy.h"
 
 namespace arbor::v1 {
@@ -116,6 +117,10 @@ class Coordinator {
   std::shared_ptr<prometheus::Registry> registry_;
   std::unique_ptr<CoordinatorMetrics> metrics_;
   std::unique_ptr<EndpointPool> workers_;
+  // What the verifiers' Info reports (supports_compare), filled by their
+  // pool's model probe; checked when a job needs a pairwise judge.
+  std::shared_ptr<VerifierCapabilities> verifier_capabilities_ =
+      std::make_shared<VerifierCapabilities>();
   std::unique_ptr<EndpointPool> verifiers_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<JobManager> jobs_;

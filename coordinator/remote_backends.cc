@@ -593,6 +593,46 @@ absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreReque
   return result;
 }
 
+absl::StatusOr<search::PairwiseResult> RemoteScorer::Compare(
+    const search::PairwiseRequest& request) {
+  const absl::Time call_start = absl::Now();
+  arbor::v1::CompareRequest proto;
+  proto.set_job_id(options_.job_id);
+  proto.set_model(options_.model);
+  proto.set_question(std::string(request.question));
+  for (const search::PairwiseMatch& match : request.pairs) {
+    arbor::v1::ComparePair* pair = proto.add_pairs();
+    for (const std::string& s : match.a) pair->mutable_a()->add_steps(s);
+    for (const std::string& s : match.b) pair->mutable_b()->add_steps(s);
+  }
+  using CompareAttempt = Attempt<arbor::v1::CompareResponse>;
+  auto answered = CallWithHedging<arbor::v1::CompareResponse>(
+      pool_, canceller_, options_, request.deadline, stats_, "Verifier.Compare",
+      [&](const EndpointPool::Endpoint& endpoint, CompareAttempt& attempt,
+          std::function<void(grpc::Status)> done) -> std::shared_ptr<void> {
+        std::shared_ptr<arbor::v1::Verifier::Stub> stub =
+            arbor::v1::Verifier::NewStub(endpoint.channel);
+        stub->async()->Compare(&attempt.context, &proto, &attempt.response, std::move(done));
+        return stub;
+      });
+  if (!answered.ok()) return answered.status();
+  const arbor::v1::CompareResponse& response = (*answered)->response;
+  if (response.results_size() != proto.pairs_size()) {
+    return absl::InternalError(absl::StrCat("Verifier.Compare on ", stats_.last_endpoint,
+                                            " returned ", response.results_size(),
+                                            " results for ", proto.pairs_size(), " pairs"));
+  }
+  search::PairwiseResult result;
+  result.prob_a.reserve(response.results_size());
+  for (const arbor::v1::CompareResult& r : response.results()) result.prob_a.push_back(r.prob_a());
+  result.usage.reward_tokens = response.usage().reward_tokens();
+  result.usage.reward_cache_hit_tokens = response.usage().reward_cache_hit_tokens();
+  result.usage.queue_us = response.usage().verifier_queue_us();
+  result.usage.compute_us = response.usage().verifier_compute_us();
+  result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
+  return result;
+}
+
 ModelProbe GeneratorModelProbe() {
   return [](const std::shared_ptr<grpc::Channel>& channel,
             absl::Time deadline) -> absl::StatusOr<std::string> {
@@ -607,9 +647,20 @@ ModelProbe GeneratorModelProbe() {
   };
 }
 
-ModelProbe VerifierModelProbe() {
-  return [](const std::shared_ptr<grpc::Channel>& channel,
-            absl::Time deadline) -> absl::StatusOr<std::string> {
+void VerifierCapabilities::Report(const std::string& model, bool supports_compare) {
+  absl::MutexLock lock(&mu_);
+  supports_compare_[model] = supports_compare;
+}
+
+bool VerifierCapabilities::SupportsCompare(const std::string& model) const {
+  absl::MutexLock lock(&mu_);
+  auto it = supports_compare_.find(model);
+  return it != supports_compare_.end() && it->second;
+}
+
+ModelProbe VerifierModelProbe(std::shared_ptr<VerifierCapabilities> capabilities) {
+  return [capabilities](const std::shared_ptr<grpc::Channel>& channel,
+                        absl::Time deadline) -> absl::StatusOr<std::string> {
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(deadline));
     arbor::v1::VerifierInfoRequest request;
@@ -617,6 +668,7 @@ ModelProbe VerifierModelProbe() {
     grpc::Status status = arbor::v1::Verifier::NewStub(channel)->Info(&context, request, &info);
     if (!status.ok()) return rpc::ToAbslStatus(status);
     if (info.model().empty()) return absl::InternalError("Verifier.Info returned no model");
+    if (capabilities != nullptr) capabilities->Report(info.model(), info.supports_compare());
     return info.model();
   };
 }

@@ -39,6 +39,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -47,6 +48,7 @@
 #include "coordinator/routing_policy.h"
 #include "coordinator/subtree_split.h"
 #include "search/generator.h"
+#include "search/pairwise_judge.h"
 #include "search/scorer.h"
 
 namespace grpc {
@@ -144,12 +146,18 @@ class RemoteGenerator : public search::Generator {
   SubtreeMap subtrees_;
 };
 
-class RemoteScorer : public search::Scorer {
+// Verifier.Score, and Verifier.Compare as the scorer's pairwise judge (for
+// tournament selection; routed, retried and hedged the same way).
+class RemoteScorer : public search::Scorer, public search::PairwiseJudge {
  public:
   RemoteScorer(EndpointPool& pool, CallCanceller& canceller, RemoteJobOptions options)
       : pool_(pool), canceller_(canceller), options_(std::move(options)) {}
 
   absl::StatusOr<search::ScoreResult> Score(const search::ScoreRequest& request) override;
+  absl::StatusOr<search::PairwiseResult> Compare(const search::PairwiseRequest& request) override;
+  // The verifier decides at the call whether it compares (FAILED_PRECONDITION
+  // when not); the coordinator checks VerifierInfo.supports_compare first.
+  search::PairwiseJudge* pairwise_judge() override { return this; }
 
   const RemoteCallStats& stats() const { return stats_; }
 
@@ -160,9 +168,24 @@ class RemoteScorer : public search::Scorer {
   RemoteCallStats stats_;
 };
 
-// Model probes for EndpointPool: Generator.Info / Verifier.Info's model.
+// What the verifiers' Info says about each reward model beyond its name:
+// whether it serves Compare (VerifierInfo.supports_compare), as last
+// reported by an endpoint serving it. Thread-safe.
+class VerifierCapabilities {
+ public:
+  void Report(const std::string& model, bool supports_compare);
+  // False for a model no endpoint has reported yet.
+  bool SupportsCompare(const std::string& model) const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, bool> supports_compare_ ABSL_GUARDED_BY(mu_);
+};
+
+// Model probes for EndpointPool: Generator.Info / Verifier.Info's model. The
+// verifier probe also reports each answer to `capabilities` when set.
 ModelProbe GeneratorModelProbe();
-ModelProbe VerifierModelProbe();
+ModelProbe VerifierModelProbe(std::shared_ptr<VerifierCapabilities> capabilities = nullptr);
 
 }  // namespace arbor::coordinator
 

@@ -173,6 +173,9 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
         case arbor::v1::BestOfN::SELECTION_BEST_OF_MAJORITY:
           c.selection = search::BestOfNConfig::Selection::kBestOfMajority;
           break;
+        case arbor::v1::BestOfN::SELECTION_TOURNAMENT:
+          c.selection = search::BestOfNConfig::Selection::kTournament;
+          break;
         default:
           return Invalid("best_of_n.selection",
                          absl::StrCat("unknown Selection value ", static_cast<int>(p.selection())));
@@ -339,6 +342,11 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
   return config;
 }
 
+bool NeedsPairwiseJudge(const search::StrategyConfig& config) {
+  const auto* bon = std::get_if<search::BestOfNConfig>(&config.strategy);
+  return bon != nullptr && bon->selection == search::BestOfNConfig::Selection::kTournament;
+}
+
 bool NeedsRewardModel(const search::StrategyConfig& config) {
   if (std::holds_alternative<search::GreedyConfig>(config.strategy)) return false;
   if (const auto* bon = std::get_if<search::BestOfNConfig>(&config.strategy)) {
@@ -387,6 +395,10 @@ void FillUsage(const search::Usage& usage, const JobAccounting& accounting, arbo
   out->set_probes(usage.probes);
   out->set_probe_generated_tokens(usage.probe_generated_tokens);
   out->set_certain_branches(usage.certain_branches);
+  out->set_compare_calls(usage.compare_calls);
+  out->set_compared_pairs(usage.compared_pairs);
+  out->set_tournament_rounds(usage.tournament_rounds);
+  out->set_tournament_fallback(usage.tournament_fallback);
   if (!usage.auto_choice.band.empty()) {
     const search::AutoChoice& a = usage.auto_choice;
     arbor::v1::AutoChoice* choice = out->mutable_auto_choice();

@@ -36,6 +36,9 @@ absl::StatusOr<search::StrategyConfig> StrategyConfigFromRequest(
 
 // Whether the strategy calls a reward model.
 bool NeedsRewardModel(const search::StrategyConfig& config);
+// Whether it needs one that compares pairs (Verifier.Compare): best-of-N
+// tournament selection.
+bool NeedsPairwiseJudge(const search::StrategyConfig& config);
 
 // Extra accounting only the coordinator knows.
 struct JobAccounting {

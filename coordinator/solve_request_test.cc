@@ -64,6 +64,16 @@ TEST(SolveRequestTest, DefaultsFollowTheProto) {
   config = StrategyConfigFromRequest(request);
   ASSERT_TRUE(config.ok());
   EXPECT_FALSE(NeedsRewardModel(*config));
+  EXPECT_FALSE(NeedsPairwiseJudge(*config));
+
+  request = ValidRequest();
+  request.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_TOURNAMENT);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  EXPECT_EQ(std::get<search::BestOfNConfig>(config->strategy).selection,
+            search::BestOfNConfig::Selection::kTournament);
+  EXPECT_TRUE(NeedsRewardModel(*config));
+  EXPECT_TRUE(NeedsPairwiseJudge(*config));
 
   request = ValidRequest();
   auto* pf = request.mutable_particle_filter();

@@ -165,4 +165,10 @@ void BudgetTracker::ChargeScoring(const ScoringUsage& usage) {
   }
 }
 
+void BudgetTracker::ChargeComparison(const ScoringUsage& usage, int64_t pairs) {
+  ChargeScoring(usage);
+  usage_.compare_calls += 1;
+  usage_.compared_pairs += pairs;
+}
+
 }  // namespace arbor::search

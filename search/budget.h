@@ -87,6 +87,13 @@ struct Usage {
   int64_t probe_generated_tokens = 0;
   int64_t certain_branches = 0;
   AutoChoice auto_choice;
+  // Tournament selection: PairwiseJudge::Compare calls (also in
+  // reward_calls), pairs judged, rounds played, and whether the budget
+  // stopped the bracket (the majority vote picked among the answers still in).
+  int64_t compare_calls = 0;
+  int64_t compared_pairs = 0;
+  int32_t tournament_rounds = 0;
+  bool tournament_fallback = false;
 };
 
 // The cap names used in exhausted_by.
@@ -146,6 +153,9 @@ class BudgetTracker {
     usage_.certain_branches += certain_branches;
   }
   void SetAutoChoice(AutoChoice choice) { usage_.auto_choice = std::move(choice); }
+  // Records one tournament round played, or the bracket's fallback.
+  void CountTournamentRound() { usage_.tournament_rounds += 1; }
+  void MarkTournamentFallback() { usage_.tournament_fallback = true; }
 
   // Checks the deadline (less `slack`); marks the budget exhausted when it
   // has passed.
@@ -172,6 +182,9 @@ class BudgetTracker {
   // is a broken Generator/Scorer contract: it is charged, and the cap marked.
   void ChargeGeneration(const GenerationUsage& usage);
   void ChargeScoring(const ScoringUsage& usage);
+  // A PairwiseJudge::Compare call of `pairs` pairs: charged as a scoring call
+  // (reward tokens, one reward call) and counted in compare_calls.
+  void ChargeComparison(const ScoringUsage& usage, int64_t pairs);
 
  private:
   absl::Time Now() const;

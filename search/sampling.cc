@@ -1,6 +1,7 @@
 // Greedy and best-of-N: independent samples of whole solutions; adaptive
 // best-of-N draws them in rounds and stops once the (PRM-weighted) vote is
-// decided. They are
+// decided; tournament selection (tournament.cc) judges the distinct answers
+// pairwise at the end. They are
 // generated one step per iteration (all live samples in one Extend, sharing
 // the prompt) so that the budget, deadline and progress events work step by
 // step like the tree strategies; a step boundary does not change the
@@ -126,6 +127,9 @@ SolveResult FinishSamples(SearchRun& run, std::vector<Branch> branches,
       for (const Branch& b : branches) weights.push_back(b.score);
       rank.vote_weights = weights;
       break;
+    case Selection::kTournament:  // FinishTournament; here (strategy auto) a vote
+      rank.rule = VoteRule::kMajority;
+      break;
     case Selection::kBestOfMajority:
       rank.rule = VoteRule::kBestOfMajority;
       rank.min_votes = std::max(
@@ -158,7 +162,9 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
     // majority vote (BestOfNConfig::stop_agreement).
     std::vector<std::string> answers;
     std::vector<double> weights;
-    const bool weighted = best_of_n->selection != BestOfNConfig::Selection::kMajorityVote;
+    // The tournament judges pairs at the end; its stop rule counts raw votes.
+    const bool weighted = best_of_n->selection != BestOfNConfig::Selection::kMajorityVote &&
+                          best_of_n->selection != BestOfNConfig::Selection::kTournament;
     if (weighted) {
       absl::StatusOr<bool> ok = ScoreSamples(run, branches, best_of_n->aggregation);
       if (!ok.ok()) return ok.status();
@@ -178,6 +184,9 @@ absl::StatusOr<SolveResult> RunSampling(SearchRun& run, int n, const SamplingOpt
     RankOptions rank;
     rank.tiers = tiers;
     return run.Finish(std::move(branches), rank);
+  }
+  if (best_of_n->selection == BestOfNConfig::Selection::kTournament) {
+    return FinishTournament(run, std::move(branches));
   }
   bool scored = false;
   if (best_of_n->selection != BestOfNConfig::Selection::kMajorityVote) {

@@ -26,6 +26,8 @@
 
 namespace arbor::search {
 
+class PairwiseJudge;
+
 struct ScoreRequest {
   std::string_view question;
   // Each candidate's steps so far, in order. Valid only during the call.
@@ -60,6 +62,10 @@ class Scorer {
   // question + all step bytes + a per-step and per-candidate template
   // allowance. Implementations that know better may return less.
   virtual int64_t MaxRewardTokens(const ScoreRequest& request) const;
+
+  // The pairwise judge of this reward model (search/pairwise_judge.h), or
+  // null when it only scores (the default). Owned by the scorer.
+  virtual PairwiseJudge* pairwise_judge() { return nullptr; }
 
   // Template allowance of the default bound (tokens per candidate / per step).
   static constexpr int64_t kTemplateTokensPerCandidate = 64;

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "common/check.h"
+#include "search/pairwise_judge.h"
 
 namespace arbor::search::internal {
 
@@ -417,6 +418,58 @@ absl::StatusOr<std::vector<std::vector<float>>> SearchRun::ScoreSteps(
     }
   }
   return scores;
+}
+
+absl::StatusOr<std::optional<std::vector<float>>> SearchRun::ComparePairs(
+    const std::vector<std::pair<const StepList*, const StepList*>>& pairs) {
+  ARBOR_CHECK(scorer_ != nullptr && scorer_->pairwise_judge() != nullptr);
+  PairwiseJudge& judge = *scorer_->pairwise_judge();
+  std::vector<PairwiseRequest> requests;
+  int64_t tokens = 0;
+  for (size_t next = 0; next < pairs.size(); next += kMaxPairsPerCompare) {
+    PairwiseRequest request;
+    request.question = job_.question;
+    request.deadline = budget_.deadline();
+    for (size_t i = next; i < std::min(pairs.size(), next + kMaxPairsPerCompare); ++i) {
+      request.pairs.push_back({*pairs[i].first, *pairs[i].second});
+    }
+    tokens += judge.MaxRewardTokens(request);
+    requests.push_back(std::move(request));
+  }
+  std::optional<std::vector<float>> none;
+  if (budget_.DeadlinePassed()) return none;
+  if (static_cast<int64_t>(requests.size()) > budget_.RemainingRewardCalls()) {
+    budget_.MarkExhausted(kCapRewardCalls);
+    return none;
+  }
+  if (tokens > budget_.RemainingRewardTokens()) {
+    budget_.MarkExhausted(kCapRewardTokens);
+    return none;
+  }
+  std::vector<float> probs;
+  probs.reserve(pairs.size());
+  for (const PairwiseRequest& request : requests) {
+    if (Cancelled()) return absl::CancelledError("job cancelled");
+    absl::StatusOr<PairwiseResult> result = judge.Compare(request);
+    if (!result.ok()) {
+      if (EndedByDeadline(result.status())) return none;
+      if (Cancelled()) return absl::CancelledError("job cancelled");
+      return result.status();
+    }
+    budget_.ChargeComparison(result->usage, static_cast<int64_t>(request.pairs.size()));
+    if (result->prob_a.size() != request.pairs.size()) {
+      return absl::InternalError(absl::StrCat("judge returned ", result->prob_a.size(),
+                                              " results for ", request.pairs.size(), " pairs"));
+    }
+    for (float p : result->prob_a) {
+      if (!std::isfinite(p) || p < -1e-4f || p > 1.0f + 1e-4f) {
+        return absl::InternalError(absl::StrCat("judge returned probability ", p,
+                                                " outside [0, 1]"));
+      }
+      probs.push_back(std::clamp(p, 0.0f, 1.0f));
+    }
+  }
+  return std::optional<std::vector<float>>(std::move(probs));
 }
 
 absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branches, bool full,

@@ -31,6 +31,7 @@ inline constexpr int kMaxBranchesPerCall = 1024;
 inline constexpr int kMaxOutputsPerCall = 4096;
 inline constexpr int kMaxCandidatesPerScore = 1024;
 inline constexpr int kMaxStepsPerCandidate = 512;
+inline constexpr int kMaxPairsPerCompare = 512;
 // A budget-shrunk step keeps at least this many tokens (or the whole step cap
 // when smaller) before the number of branches shrinks instead.
 inline constexpr int kMinUsefulStepTokens = 16;
@@ -140,6 +141,17 @@ class SearchRun {
       const std::vector<const std::vector<std::string>*>& candidates, bool last_step_only,
       bool allow_partial = false);
 
+  // Judges pairs (a, b) of whole solutions with the scorer's pairwise judge
+  // (Scorer::pairwise_judge, which must be set), in calls of at most
+  // kMaxPairsPerCompare; returns P(a is correct) per pair. All or nothing:
+  // nothing is sent unless every call fits the budget (reward calls, the
+  // judge's reward-token bound, deadline); nullopt when the budget (or the
+  // job's deadline) stopped it, marked exhausted. Charges each call
+  // (BudgetTracker::ChargeComparison).
+  using StepList = std::vector<std::string>;
+  absl::StatusOr<std::optional<std::vector<float>>> ComparePairs(
+      const std::vector<std::pair<const StepList*, const StepList*>>& pairs);
+
   // Scores each branch's newest step (all steps when `full`), stores the step
   // scores and score = aggregate, marking them scored. True when every branch
   // was scored; false when the budget stopped it (without `allow_partial`, no
@@ -227,6 +239,8 @@ absl::StatusOr<bool> ScoreSamples(SearchRun& run, std::vector<Branch>& branches,
                                   Aggregation aggregation);
 SolveResult FinishSamples(SearchRun& run, std::vector<Branch> branches,
                           const BestOfNConfig& best_of_n, bool scored);
+// Tournament selection (tournament.cc; BestOfNConfig::Selection::kTournament).
+absl::StatusOr<SolveResult> FinishTournament(SearchRun& run, std::vector<Branch> branches);
 // `extra` (scored, ended candidates: auto's first round) are ranked with
 // the beams.
 absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig& config,

@@ -234,6 +234,13 @@ absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobC
     return absl::InvalidArgumentError(absl::StrCat(
         "reward_model: strategy ", std::string(StrategyName(config)), " needs a reward model"));
   }
+  if (const auto* bon = std::get_if<BestOfNConfig>(&config.strategy);
+      bon != nullptr && bon->selection == BestOfNConfig::Selection::kTournament &&
+      scorer->pairwise_judge() == nullptr) {
+    return absl::FailedPreconditionError(
+        "best_of_n.selection: tournament needs a reward model that compares solutions "
+        "pairwise (an LLM judge), and this one only scores");
+  }
   internal::SearchRun run(config, job, generator, scorer);
   ARBOR_RETURN_IF_ERROR(run.Start());
   return std::visit(

@@ -51,6 +51,7 @@
 #include "absl/time/time.h"
 #include "search/budget.h"
 #include "search/generator.h"
+#include "search/pairwise_judge.h"
 #include "search/scorer.h"
 
 namespace arbor::search {
@@ -97,7 +98,13 @@ struct GreedyConfig {
 
 // arbor.v1.BestOfN.
 struct BestOfNConfig {
-  enum class Selection { kReward, kMajorityVote, kWeightedVote, kBestOfMajority };
+  // kTournament: a single-elimination knockout over the distinct answers,
+  // judged pairwise by the scorer's PairwiseJudge (Scorer::pairwise_judge;
+  // search/pairwise_judge.h), one Compare call per round; the samples are
+  // not scored. Representatives, seeds, byes, ties, the budget fallback
+  // (majority vote among the answers still in; Usage::tournament_fallback)
+  // and the ranking are described in tournament.cc.
+  enum class Selection { kReward, kMajorityVote, kWeightedVote, kBestOfMajority, kTournament };
   int32_t n = 8;  // [1, 4096]
   Selection selection = Selection::kReward;
   Aggregation aggregation = Aggregation::kLast;
@@ -312,7 +319,8 @@ struct JobContext {
 
 // Validates `config`, then runs it. `scorer` may be null only for strategies
 // that need no reward model (greedy, best-of-N majority vote); else
-// INVALID_ARGUMENT. Generator/Scorer errors are returned as they are, except
+// INVALID_ARGUMENT. Tournament selection needs a scorer with a pairwise
+// judge; else FAILED_PRECONDITION. Generator/Scorer errors are returned as they are, except
 // DEADLINE_EXCEEDED after the job's deadline, which ends the search with the
 // best so far (exhausted_by "deadline").
 absl::StatusOr<SolveResult> RunStrategy(const StrategyConfig& config, const JobContext& job,

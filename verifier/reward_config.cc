@@ -125,6 +125,7 @@ RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head) {
       config.step_tag = std::string(kJudgeQuestion);
       config.positive_token = "Yes";
       config.negative_token = "No";
+      config.compare_template = std::string(kJudgeCompareTemplate);
       break;
   }
   return config;
@@ -176,7 +177,10 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
         {"step_separator", &config.step_separator},
         {"positive_token", &config.positive_token},
         {"negative_token", &config.negative_token},
-        {"verdict_prefix", &config.verdict_prefix}}) {
+        {"verdict_prefix", &config.verdict_prefix},
+        {"compare_template", &config.compare_template},
+        {"compare_a_token", &config.compare_a_token},
+        {"compare_b_token", &config.compare_b_token}}) {
     if (auto st = ReadString(json, key, field); !st.ok()) return st;
   }
   if (auto st = ReadTokenId(json, "step_tag_id", &config.step_tag_id); !st.ok()) return st;
@@ -184,6 +188,12 @@ absl::StatusOr<RewardConfig> ParseRewardConfig(absl::string_view json_text,
     return st;
   }
   if (auto st = ReadTokenId(json, "negative_token_id", &config.negative_token_id); !st.ok()) {
+    return st;
+  }
+  if (auto st = ReadTokenId(json, "compare_a_token_id", &config.compare_a_token_id); !st.ok()) {
+    return st;
+  }
+  if (auto st = ReadTokenId(json, "compare_b_token_id", &config.compare_b_token_id); !st.ok()) {
     return st;
   }
   if (auto it = json.find("positive_label"); it != json.end()) {
@@ -221,6 +231,17 @@ absl::Status ValidateRewardConfig(const RewardConfig& config, bool model_has_val
     return absl::InvalidArgumentError(
         "prompt_template must contain \"{question}\" exactly once, got \"" +
         config.prompt_template + "\"");
+  }
+  if (judge) {
+    const absl::string_view t = config.compare_template;
+    const size_t q = t.find("{question}"), a = t.find("{a}"), b = t.find("{b}");
+    if (CountOccurrences(t, "{question}") != 1 || CountOccurrences(t, "{a}") != 1 ||
+        CountOccurrences(t, "{b}") != 1 || !(q < a && a < b)) {
+      return absl::InvalidArgumentError(
+          "compare_template must contain \"{question}\", \"{a}\" and \"{b}\" once each, in "
+          "that order, got \"" +
+          config.compare_template + "\"");
+    }
   }
   if (CountOccurrences(config.step_template, "{step}") != 1) {
     return absl::InvalidArgumentError("step_template must contain \"{step}\" exactly once, got \"" +

@@ -14,7 +14,10 @@
 //    whether the solution so far is correct; the score of a cut is
 //    softmax([yes, no])[0] over the verdict tokens' logits at the first
 //    position of the assistant's answer (after `verdict_prefix`). The cut
-//    solutions are scored like an ORM's.
+//    solutions are scored like an ORM's. A judge also compares two whole
+//    solutions (Verifier.Compare): `compare_template` with the question and
+//    both solutions is the user message, and P(A) = softmax([A, B])[0] over
+//    the compare verdict tokens' logits at the same answer position.
 //
 // The text of one candidate is, with S_i the i-th step stripped of surrounding
 // whitespace:
@@ -25,6 +28,10 @@
 // that chat_template wraps, and step_tag closes it:
 //     <chat head> prompt_template(question) S_0 step_separator ... S_i
 //     step_tag <chat tail and generation prompt> verdict_prefix
+// A comparison (LLM judge) is, with {question}, {a} and {b} replaced and the
+// template cut at them into pieces P0 {question} P1 {a} P2 {b} P3:
+//     <chat head> P0 question P1 A_0 step_separator A_1 ... P2 B_0 ... P3
+//     <chat tail and generation prompt> verdict_prefix
 // Every piece is
 // tokenized on its own and the pieces' tokens are concatenated, so the tokens
 // of a candidate are a prefix of the tokens of any longer version of it: the
@@ -47,6 +54,9 @@
 //      "positive_token_id": 10, "negative_token_id": 11, // win over the strings
 //      "positive_label": 1,                             // value heads
 //      "verdict_prefix": "",             // LLM judge: the answer's start
+//      "compare_template": "...{question}...{a}...{b}...",  // LLM judge: Compare
+//      "compare_a_token": "A", "compare_b_token": "B",       // its verdicts
+//      "compare_a_token_id": 32, "compare_b_token_id": 33,   // win over the strings
 //      "head": "label_tokens" | "value_head"}           // ORMs
 // Other keys (documentation such as "format", "example", "aggregation") are
 // ignored.
@@ -102,6 +112,14 @@ struct RewardConfig {
   // LLM judge: text after the chat template's generation prompt, before the
   // verdict token (e.g. "Verdict:"); empty reads the answer's first token.
   std::string verdict_prefix;
+  // LLM judge, pairwise (Verifier.Compare): the user message, holding
+  // "{question}", "{a}" and "{b}" once each, in that order; and the verdict
+  // tokens naming the first and the second solution (each one token; ids win).
+  std::string compare_template;
+  std::string compare_a_token = "A";
+  std::string compare_b_token = "B";
+  std::optional<int32_t> compare_a_token_id;
+  std::optional<int32_t> compare_b_token_id;
 
   ScoreHead score_head() const {
     switch (kind) {
@@ -124,8 +142,16 @@ struct RewardConfig {
 // after every step); ORMs read the model's value head when it has one; LLM
 // judges ask "Is the last step of the solution correct? Answer Yes or No." in
 // the model's own chat template (chat_template left empty here: the verifier
-// fills in the model's) and read "Yes" against "No".
+// fills in the model's) and read "Yes" against "No"; their comparisons ask
+// "Which solution is correct? Answer A or B." (kJudgeCompareTemplate) and
+// read "A" against "B".
 RewardConfig DefaultRewardConfig(RewardKind kind, bool model_has_value_head);
+
+// The default compare_template of an LLM judge.
+inline constexpr absl::string_view kJudgeCompareTemplate =
+    "Here is a math problem and two candidate solutions.\n\nProblem: {question}\n\n"
+    "Solution A:\n{a}\n\nSolution B:\n{b}\n\n"
+    "Which solution is correct? Answer A or B.";
 
 // Parses prm_config.json text over `base` (keys present replace base's
 // values; "kind" given in the file resets the other keys to that kind's

@@ -82,6 +82,32 @@ TEST(RewardConfigTest, AnLlmJudgeKeepsItsPromptAsTheUserMessage) {
               HasSubstr("reads label-token logits"));
 }
 
+TEST(RewardConfigTest, AnLlmJudgeComparesWithItsCompareTemplateAndVerdicts) {
+  const RewardConfig judge = DefaultRewardConfig(RewardKind::kLlmJudge, false);
+  EXPECT_EQ(judge.compare_template, kJudgeCompareTemplate);
+  EXPECT_EQ(judge.compare_a_token, "A");
+  EXPECT_EQ(judge.compare_b_token, "B");
+  auto config = ParseRewardConfig(
+      R"({"compare_template": "Q: {question}\n1) {a}\n2) {b}\nBetter:",
+          "compare_a_token": "1", "compare_b_token": "2", "compare_b_token_id": 7})",
+      judge, false);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->compare_template, "Q: {question}\n1) {a}\n2) {b}\nBetter:");
+  EXPECT_EQ(config->compare_a_token, "1");
+  EXPECT_EQ(config->compare_b_token_id, 7);
+  EXPECT_TRUE(ValidateRewardConfig(*config, false, 0).ok());
+  for (const char* bad : {"{question} {a}", "{a} {question} {b}", "{question} {b} {a}",
+                          "{question} {a} {b} {b}"}) {
+    config->compare_template = bad;
+    EXPECT_THAT(ValidateRewardConfig(*config, false, 0).message(),
+                HasSubstr("compare_template must contain"))
+        << bad;
+  }
+  // Other kinds do not compare: their compare_template is not checked.
+  EXPECT_TRUE(ValidateRewardConfig(DefaultRewardConfig(RewardKind::kTokenLogitPrm, false), false, 0)
+                  .ok());
+}
+
 TEST(RewardConfigTest, ReadsTheReferencePrmConfig) {
   // As tools/train_reference/train_prm.py writes it.
   const RewardConfig base = DefaultRewardConfig(RewardKind::kTokenLogitPrm, false);

@@ -91,6 +91,11 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
   input.render_chat_ = std::move(render_chat);
   input.num_labels_ = model.num_labels;
   std::string tag_text = config.step_tag;
+  // The chat template's text after the user message (judges).
+  std::string judge_tail;
+  input.compare_status_ = absl::FailedPreconditionError(
+      absl::StrCat("the reward model is a ", RewardKindName(config.kind),
+                   "; only an llm_judge compares solutions"));
   if (config.kind == RewardKind::kLlmJudge) {
     // The question and steps go inside one user message; the template's text
     // after the message (end of turn, generation prompt) closes every cut.
@@ -107,7 +112,8 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
       }
       input.judge_head_ = std::string(text.substr(0, at));
       input.judge_add_special_tokens_ = rendered->add_special_tokens;
-      absl::StrAppend(&tag_text, text.substr(at + kJudgeMessagePlaceholder.size()));
+      judge_tail = std::string(text.substr(at + kJudgeMessagePlaceholder.size()));
+      absl::StrAppend(&tag_text, judge_tail);
     } else {
       input.judge_add_special_tokens_ = true;
     }
@@ -140,7 +146,79 @@ absl::StatusOr<RewardInput> RewardInput::Create(const RewardConfig& config, Enco
     }
     input.columns_ = {*positive, *negative};
   }
+  if (config.kind == RewardKind::kLlmJudge) {
+    // Comparisons are an extra: a judge whose vocabulary lacks the compare
+    // verdicts still scores; its Compare says why it cannot.
+    absl::Status st = input.InitCompare(judge_tail, vocab_size);
+    if (!st.ok()) {
+      input.compare_status_ = absl::FailedPreconditionError(
+          absl::StrCat("this llm_judge cannot compare: ", st.message()));
+    }
+  }
   return input;
+}
+
+absl::Status RewardInput::InitCompare(absl::string_view judge_tail, int vocab_size) {
+  const absl::string_view t = config_.compare_template;
+  const size_t a = t.find("{a}"), b = t.find("{b}");
+  // Validated: {question} < {a} < {b}, each once.
+  compare_head_ = std::string(t.substr(0, a));
+  auto middle = encode_(t.substr(a + 3, b - a - 3), /*add_special_tokens=*/false);
+  if (!middle.ok()) return middle.status();
+  compare_middle_tokens_ = *std::move(middle);
+  auto tail = encode_(absl::StrCat(t.substr(b + 3), judge_tail, config_.verdict_prefix),
+                      /*add_special_tokens=*/false);
+  if (!tail.ok()) return tail.status();
+  if (tail->empty()) return absl::InvalidArgumentError("compare_template ends with \"{b}\"");
+  compare_tail_tokens_ = *std::move(tail);
+  auto first = ResolveLabelToken(encode_, "compare_a_token", config_.compare_a_token,
+                                 config_.compare_a_token_id, vocab_size);
+  if (!first.ok()) return first.status();
+  auto second = ResolveLabelToken(encode_, "compare_b_token", config_.compare_b_token,
+                                  config_.compare_b_token_id, vocab_size);
+  if (!second.ok()) return second.status();
+  if (*first == *second) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "compare_a_token and compare_b_token are the same token (id ", *first, ")"));
+  }
+  compare_columns_ = {*first, *second};
+  compare_status_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> RewardInput::EncodeComparePrompt(
+    absl::string_view question) const {
+  if (!compare_status_.ok()) return compare_status_;
+  return encode_(absl::StrCat(judge_head_, Render(compare_head_, "{question}", question)),
+                 judge_add_special_tokens_);
+}
+
+absl::Status RewardInput::AppendSolution(absl::Span<const std::string> steps,
+                                         std::vector<int32_t>* out) const {
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (i > 0) Append(out, separator_tokens_);
+    auto step = EncodeStep(steps[i]);
+    if (!step.ok()) return step.status();
+    Append(out, *step);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RewardSequence> RewardInput::BuildComparison(
+    absl::Span<const int32_t> compare_prompt_tokens, absl::Span<const std::string> first,
+    absl::Span<const std::string> second) const {
+  if (!compare_status_.ok()) return compare_status_;
+  if (first.empty() || second.empty()) {
+    return absl::InvalidArgumentError("a compared solution needs at least one step");
+  }
+  RewardSequence seq;
+  seq.tokens.assign(compare_prompt_tokens.begin(), compare_prompt_tokens.end());
+  if (auto st = AppendSolution(first, &seq.tokens); !st.ok()) return st;
+  Append(&seq.tokens, compare_middle_tokens_);
+  if (auto st = AppendSolution(second, &seq.tokens); !st.ok()) return st;
+  Append(&seq.tokens, compare_tail_tokens_);
+  seq.positions.push_back(static_cast<int32_t>(seq.tokens.size()) - 1);
+  return seq;
 }
 
 absl::StatusOr<std::vector<int32_t>> RewardInput::EncodePrompt(absl::string_view question) const {

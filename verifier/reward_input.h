@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
@@ -78,6 +79,23 @@ class RewardInput {
                                                     absl::Span<const std::string> steps,
                                                     bool last_step_only) const;
 
+  // Pairwise judgement (LLM judges; reward_config.h): whether comparisons are
+  // served, and why not (FAILED_PRECONDITION: not a judge, or a compare
+  // verdict token that is not exactly one token).
+  bool supports_compare() const { return compare_status_.ok(); }
+  const absl::Status& compare_status() const { return compare_status_; }
+  // The comparison prompt up to the first solution: chat head and
+  // compare_template's text through "{question}" and up to "{a}", encoded.
+  absl::StatusOr<std::vector<int32_t>> EncodeComparePrompt(absl::string_view question) const;
+  // One comparison, `first` shown as Solution A and `second` as Solution B,
+  // after the encoded compare prompt; one position (the verdict). Both step
+  // lists must be non-empty.
+  absl::StatusOr<RewardSequence> BuildComparison(absl::Span<const int32_t> compare_prompt_tokens,
+                                                 absl::Span<const std::string> first,
+                                                 absl::Span<const std::string> second) const;
+  // {A, B} verdict token ids (empty unless supports_compare()).
+  const std::vector<int32_t>& compare_columns() const { return compare_columns_; }
+
   // Output columns the engine should return per row: {positive, negative}
   // token ids for label-token heads, empty (the whole row) for value heads.
   const std::vector<int32_t>& columns() const { return columns_; }
@@ -91,6 +109,11 @@ class RewardInput {
  private:
   RewardInput() = default;
   absl::StatusOr<std::vector<int32_t>> EncodeStep(absl::string_view step) const;
+  // Resolves the compare pieces and verdict tokens; sets compare_status_.
+  absl::Status InitCompare(absl::string_view judge_tail, int vocab_size);
+  // The steps encoded and joined by step_separator.
+  absl::Status AppendSolution(absl::Span<const std::string> steps,
+                              std::vector<int32_t>* out) const;
 
   RewardConfig config_;
   EncodeFn encode_;
@@ -103,6 +126,14 @@ class RewardInput {
   // encode it.
   std::string judge_head_;
   bool judge_add_special_tokens_ = false;
+  // Pairwise judgement: compare_template's text before "{a}" (the question
+  // rendered later), between "{a}" and "{b}", and the tokens of the text
+  // after "{b}" with the chat tail and verdict_prefix.
+  absl::Status compare_status_;
+  std::string compare_head_;
+  std::vector<int32_t> compare_middle_tokens_;
+  std::vector<int32_t> compare_tail_tokens_;
+  std::vector<int32_t> compare_columns_;
 };
 
 // sigmoid(positive - negative) = softmax([positive, negative])[0].

@@ -208,4 +208,67 @@ absl::StatusOr<ScoreOutcome> RewardScorer::Score(const ScoreJob& job,
   return Complete(**prepared, &*result);
 }
 
+absl::StatusOr<runtime::ScoreRequest> RewardScorer::PrepareCompare(const CompareJob& job) const {
+  if (!input_.supports_compare()) return input_.compare_status();
+  auto prompt = input_.EncodeComparePrompt(job.question);
+  if (!prompt.ok()) {
+    return absl::Status(prompt.status().code(),
+                        absl::StrCat("question: ", prompt.status().message()));
+  }
+  runtime::ScoreRequest request;
+  request.job_id = job.job_id;
+  request.columns = input_.compare_columns();
+  request.deadline = job.deadline;
+  request.sequences.reserve(2 * job.pairs.size());
+  const size_t window = static_cast<size_t>(engine_->max_context_tokens());
+  for (size_t p = 0; p < job.pairs.size(); ++p) {
+    const auto& [a, b] = job.pairs[p];
+    for (int order = 0; order < 2; ++order) {
+      auto seq = order == 0 ? input_.BuildComparison(*prompt, a, b)
+                            : input_.BuildComparison(*prompt, b, a);
+      if (!seq.ok()) {
+        return absl::Status(seq.status().code(),
+                            absl::StrCat("pairs[", p, "]: ", seq.status().message()));
+      }
+      if (seq->tokens.size() > window) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "pairs[", p, "]: the judge's input is ", seq->tokens.size(),
+            " tokens, longer than its context window of ", window, " tokens"));
+      }
+      request.sequences.push_back(
+          {.tokens = std::move(seq->tokens), .positions = std::move(seq->positions)});
+    }
+  }
+  return request;
+}
+
+CompareOutcome RewardScorer::CompleteCompare(const runtime::ScoreResult& result) {
+  CompareOutcome outcome;
+  const size_t pairs = result.rows.size() / 2;
+  for (size_t p = 0; p < pairs; ++p) {
+    // Column 0 is the first-shown solution's verdict, column 1 the second's.
+    const std::vector<float>& ab = result.rows[2 * p];
+    const std::vector<float>& ba = result.rows[2 * p + 1];
+    const float a_first = LabelTokenScore(ab[0], ab[1]);
+    const float b_first = LabelTokenScore(ba[1], ba[0]);
+    outcome.a_first.push_back(a_first);
+    outcome.b_first.push_back(b_first);
+    outcome.prob_a.push_back(0.5f * (a_first + b_first));
+  }
+  outcome.reward_tokens = result.computed_tokens;
+  outcome.cache_hit_tokens = result.cached_tokens;
+  outcome.queue_us = result.queue_us;
+  outcome.compute_us = result.compute_us;
+  return outcome;
+}
+
+absl::StatusOr<CompareOutcome> RewardScorer::Compare(const CompareJob& job,
+                                                     const std::function<bool()>& is_cancelled) {
+  auto request = PrepareCompare(job);
+  if (!request.ok()) return request.status();
+  auto result = engine_->Score(*std::move(request), is_cancelled);
+  if (!result.ok()) return result.status();
+  return CompleteCompare(*result);
+}
+
 }  // namespace arbor::verifier

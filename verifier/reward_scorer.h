@@ -58,6 +58,27 @@ struct ScoreOutcome {
   int64_t compute_us = 0;
 };
 
+// Pairwise judgement (Verifier.Compare; LLM judges only).
+struct CompareJob {
+  std::string job_id;
+  std::string question;
+  // (a, b) step lists, each non-empty.
+  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> pairs;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct CompareOutcome {
+  // Parallel to CompareJob::pairs: P(verdict A) with a shown first, P(verdict
+  // B) with b shown first (a second), and their mean, P(a is correct).
+  std::vector<float> a_first;
+  std::vector<float> b_first;
+  std::vector<float> prob_a;
+  int64_t reward_tokens = 0;
+  int64_t cache_hit_tokens = 0;
+  int64_t queue_us = 0;
+  int64_t compute_us = 0;
+};
+
 struct RewardScorerOptions {
   // Step scores remembered (LRU); 0 disables the step-score cache.
   int score_cache_entries = 1 << 16;
@@ -115,6 +136,19 @@ class RewardScorer {
   static absl::StatusOr<std::unique_ptr<RewardScorer>> ForModel(
       runtime::Engine* engine, const runtime::Tokenizer* tokenizer, const RewardConfig& config,
       serving::PromptRenderer render_prompt, RewardScorerOptions options = {});
+
+  // The engine request of a comparison job: sequences 2p (a as Solution A)
+  // and 2p + 1 (b as Solution A) for pair p, one row each at the verdict,
+  // columns {A, B}: both orders in one batch, sharing the question prefix in
+  // the prefix cache. Errors: FAILED_PRECONDITION when the model does not
+  // compare (RewardInput::compare_status); INVALID_ARGUMENT naming the pair
+  // whose input is longer than the context window.
+  absl::StatusOr<runtime::ScoreRequest> PrepareCompare(const CompareJob& job) const;
+  // The comparison outcome of PrepareCompare's request's result.
+  static CompareOutcome CompleteCompare(const runtime::ScoreResult& result);
+  // PrepareCompare, run, CompleteCompare: blocking, for in-process callers.
+  absl::StatusOr<CompareOutcome> Compare(const CompareJob& job,
+                                         const std::function<bool()>& is_cancelled = {});
 
   // Prepare, run on the engine, Complete: blocking, for in-process callers.
   absl::StatusOr<ScoreOutcome> Score(const ScoreJob& job,

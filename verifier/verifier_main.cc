@@ -28,6 +28,10 @@ ABSL_FLAG(std::string, prompt_template, "",
 ABSL_FLAG(std::string, step_separator, "", "Text between a step's tag and the next step");
 ABSL_FLAG(std::string, verdict_prefix, "",
           "LLM judge: text after the chat template's generation prompt, before the verdict token");
+ABSL_FLAG(std::string, compare_a_token, "",
+          "LLM judge, Compare: verdict token naming Solution A (one token; default \"A\")");
+ABSL_FLAG(std::string, compare_b_token, "",
+          "LLM judge, Compare: verdict token naming Solution B (one token; default \"B\")");
 ABSL_FLAG(int, score_cache_entries, 1 << 16, "Step scores remembered (LRU); 0 disables");
 
 namespace {
@@ -46,7 +50,7 @@ int main(int argc, char** argv) {
       "arbor-verifier --model DIR [--port N] [--metrics_port N] [--kind KIND] "
       "[--step_tag TEXT] [--positive_token T] [--negative_token T] [--prompt_template T] "
       "[--kv_cache_tokens N] [--backend cpu|cuda] [--kv_memory_fraction F | --kv_memory_share F]\nServes "
-      "arbor.v1.Verifier (Score, Info).");
+      "arbor.v1.Verifier (Score, Compare for an llm_judge, Info).");
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::verifier::VerifierStackOptions options;
   options.model = arbor::serving::ServedModelOptionsFromFlags();
@@ -56,14 +60,17 @@ int main(int argc, char** argv) {
                        .step_separator = absl::GetFlag(FLAGS_step_separator),
                        .positive_token = absl::GetFlag(FLAGS_positive_token),
                        .negative_token = absl::GetFlag(FLAGS_negative_token),
-                       .verdict_prefix = absl::GetFlag(FLAGS_verdict_prefix)};
+                       .verdict_prefix = absl::GetFlag(FLAGS_verdict_prefix),
+                       .compare_a_token = absl::GetFlag(FLAGS_compare_a_token),
+                       .compare_b_token = absl::GetFlag(FLAGS_compare_b_token)};
   // Without the prefix cache nothing is reused across calls: no cached scores either.
   options.scorer.score_cache_entries =
       options.model.engine.prefix_cache ? absl::GetFlag(FLAGS_score_cache_entries) : 0;
   auto stack = arbor::verifier::VerifierStack::Create(std::move(options), *registry);
   if (!stack.ok()) return Fail(stack.status());
   ARBOR_LOG(INFO) << "arbor-verifier: " << arbor::verifier::RewardKindName((*stack)->config().kind)
-                  << ", step tag \"" << (*stack)->config().step_tag << "\"";
+                  << ", step tag \"" << (*stack)->config().step_tag << "\""
+                  << ((*stack)->scorer()->input().supports_compare() ? ", compares pairs" : "");
 
   auto server = arbor::rpc::Server::Start(arbor::rpc::ServerOptionsFromFlags("verifier"),
                                           {(*stack)->service()}, registry);

@@ -73,7 +73,101 @@ class ScoreReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<EngineCall> call_;
 };
 
+// Compare: both orders of every pair in one engine request (RewardScorer::PrepareCompare).
+class CompareReactor final : public grpc::ServerUnaryReactor {
+ public:
+  CompareReactor(const VerifierService* service, grpc::CallbackServerContext* context,
+                 const arbor::v1::CompareRequest* request, arbor::v1::CompareResponse* response)
+      : service_(service),
+        response_(response),
+        call_(std::make_shared<EngineCall>(service->scorer()->engine())) {
+    Start(context, *request);
+  }
+
+  void OnCancel() override { call_->Cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  void Start(grpc::CallbackServerContext* context, const arbor::v1::CompareRequest& request) {
+    RewardScorer* scorer = service_->scorer();
+    // The kind first: a PRM asked to compare is the caller's setup, not its request.
+    if (!scorer->input().supports_compare()) {
+      Finish(arbor::rpc::ToGrpcStatus(scorer->input().compare_status()));
+      return;
+    }
+    if (absl::Status st = ValidateCompareRequest(request, service_->limits()); !st.ok()) {
+      Finish(arbor::rpc::ToGrpcStatus(st));
+      return;
+    }
+    CompareJob job = ToCompareJob(request);
+    job.deadline = serving::CallDeadline(*context);
+    absl::StatusOr<runtime::ScoreRequest> engine_request = scorer->PrepareCompare(job);
+    if (!engine_request.ok()) {
+      Finish(arbor::rpc::ToGrpcStatus(engine_request.status()));
+      return;
+    }
+    serving::EngineMetrics* metrics = service_->metrics();
+    const int pairs = request.pairs_size();
+    std::shared_ptr<EngineCall> call = call_;
+    absl::Status submitted = call->Submit([&] {
+      return scorer->engine()->SubmitScore(
+          *std::move(engine_request),
+          [this, call, metrics, pairs](absl::StatusOr<runtime::ScoreResult> r) {
+            call->WaitForSubmitter();
+            if (!r.ok()) {
+              Finish(arbor::rpc::ToGrpcStatus(r.status()));
+              return;
+            }
+            const CompareOutcome outcome = RewardScorer::CompleteCompare(*r);
+            FillCompareResponse(outcome, pairs, response_);
+            if (metrics != nullptr) {
+              metrics->AddTokensIn(outcome.reward_tokens + outcome.cache_hit_tokens);
+            }
+            Finish(grpc::Status::OK);
+          });
+    });
+    // On success `this` may already be finished and gone: touch nothing.
+    if (!submitted.ok()) Finish(arbor::rpc::ToGrpcStatus(submitted));
+  }
+
+  const VerifierService* service_;
+  arbor::v1::CompareResponse* response_;
+  std::shared_ptr<EngineCall> call_;
+};
+
 }  // namespace
+
+CompareJob ToCompareJob(const arbor::v1::CompareRequest& request) {
+  CompareJob job;
+  job.job_id = request.job_id();
+  job.question = request.question();
+  job.pairs.reserve(request.pairs_size());
+  for (const arbor::v1::ComparePair& pair : request.pairs()) {
+    job.pairs.emplace_back(
+        std::vector<std::string>(pair.a().steps().begin(), pair.a().steps().end()),
+        std::vector<std::string>(pair.b().steps().begin(), pair.b().steps().end()));
+  }
+  return job;
+}
+
+void FillCompareResponse(const CompareOutcome& outcome, int pairs,
+                         arbor::v1::CompareResponse* response) {
+  response->mutable_results()->Reserve(static_cast<int>(outcome.prob_a.size()));
+  for (size_t p = 0; p < outcome.prob_a.size(); ++p) {
+    arbor::v1::CompareResult* result = response->add_results();
+    result->set_prob_a(outcome.prob_a[p]);
+    result->set_a_first(outcome.a_first[p]);
+    result->set_b_first(outcome.b_first[p]);
+  }
+  arbor::v1::Usage* usage = response->mutable_usage();
+  usage->set_reward_tokens(outcome.reward_tokens);
+  usage->set_reward_cache_hit_tokens(outcome.cache_hit_tokens);
+  usage->set_reward_calls(1);
+  usage->set_compare_calls(1);
+  usage->set_compared_pairs(pairs);
+  usage->set_verifier_queue_us(outcome.queue_us);
+  usage->set_verifier_compute_us(outcome.compute_us);
+}
 
 ScoreJob ToScoreJob(const arbor::v1::ScoreRequest& request) {
   ScoreJob job;
@@ -126,6 +220,11 @@ arbor::v1::VerifierInfo VerifierService::MakeInfo() const {
     info.set_positive_token(config.positive_token);
     info.set_negative_token(config.negative_token);
   }
+  if (scorer_->input().supports_compare()) {
+    info.set_supports_compare(true);
+    info.set_compare_a_token(config.compare_a_token);
+    info.set_compare_b_token(config.compare_b_token);
+  }
   return info;
 }
 
@@ -133,6 +232,12 @@ grpc::ServerUnaryReactor* VerifierService::Score(grpc::CallbackServerContext* co
                                                  const arbor::v1::ScoreRequest* request,
                                                  arbor::v1::ScoreResponse* response) {
   return new ScoreReactor(this, context, request, response);
+}
+
+grpc::ServerUnaryReactor* VerifierService::Compare(grpc::CallbackServerContext* context,
+                                                   const arbor::v1::CompareRequest* request,
+                                                   arbor::v1::CompareResponse* response) {
+  return new CompareReactor(this, context, request, response);
 }
 
 grpc::ServerUnaryReactor* VerifierService::Info(grpc::CallbackServerContext* context,

@@ -1,4 +1,4 @@
-// VerifierService: arbor.v1.Verifier (Score, Info) over a RewardScorer, with
+// VerifierService: arbor.v1.Verifier (Score, Compare, Info) over a RewardScorer, with
 // the gRPC callback API. All calls share the scorer's engine (one batch, one
 // prefix cache) and its step-score cache.
 //
@@ -6,7 +6,9 @@
 // the candidates (reward model's own tokenizer), runs only the rows not
 // already known on the engine's prefill path, and replies with one score per
 // step (or per candidate with last_step_only) and the reward tokens run /
-// served from cache. A full engine queue is RESOURCE_EXHAUSTED; a cancelled
+// served from cache. Compare (LLM judges; FAILED_PRECONDITION for other
+// kinds) judges pairs of whole solutions, both orders in one engine batch
+// (RewardScorer::PrepareCompare). A full engine queue is RESOURCE_EXHAUSTED; a cancelled
 // call or a passed deadline cancels the engine request.
 //
 // Thread-safety: safe for the gRPC library's threads. The scorer (and its
@@ -40,6 +42,9 @@ class VerifierService final : public arbor::v1::Verifier::CallbackService {
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const arbor::v1::ScoreRequest* request,
                                   arbor::v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Compare(grpc::CallbackServerContext* context,
+                                    const arbor::v1::CompareRequest* request,
+                                    arbor::v1::CompareResponse* response) override;
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
                                  const arbor::v1::VerifierInfoRequest* request,
                                  arbor::v1::VerifierInfo* response) override;
@@ -61,6 +66,11 @@ class VerifierService final : public arbor::v1::Verifier::CallbackService {
 
 // ScoreJob of a validated request.
 ScoreJob ToScoreJob(const arbor::v1::ScoreRequest& request);
+// CompareJob of a validated request.
+CompareJob ToCompareJob(const arbor::v1::CompareRequest& request);
+// Fills results and usage (reward_calls = compare_calls = 1, compared_pairs).
+void FillCompareResponse(const CompareOutcome& outcome, int pairs,
+                         arbor::v1::CompareResponse* response);
 // Fills results and usage (reward_calls = 1).
 void FillScoreResponse(const ScoreOutcome& outcome, arbor::v1::ScoreResponse* response);
 

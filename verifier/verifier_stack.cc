@@ -22,6 +22,8 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
   add("positive_token", overrides.positive_token);
   add("negative_token", overrides.negative_token);
   add("verdict_prefix", overrides.verdict_prefix);
+  add("compare_a_token", overrides.compare_a_token);
+  add("compare_b_token", overrides.compare_b_token);
   auto merged = ParseRewardConfig(json.dump(), config, model_has_value_head);
   if (!merged.ok()) {
     return absl::InvalidArgumentError(
@@ -30,6 +32,8 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
   if (!overrides.positive_token.empty()) merged->positive_token_id.reset();
   if (!overrides.negative_token.empty()) merged->negative_token_id.reset();
   if (!overrides.step_tag.empty()) merged->step_tag_id.reset();
+  if (!overrides.compare_a_token.empty()) merged->compare_a_token_id.reset();
+  if (!overrides.compare_b_token.empty()) merged->compare_b_token_id.reset();
   return merged;
 }
 

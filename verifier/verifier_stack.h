@@ -36,6 +36,8 @@ struct RewardConfigOverrides {
   std::string positive_token;
   std::string negative_token;
   std::string verdict_prefix;
+  std::string compare_a_token;
+  std::string compare_b_token;
 };
 
 // `config` with the non-empty overrides applied (as prm_config.json keys).

@@ -38,6 +38,14 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, reward_model, "",
           "Reward model folder with prm_config.json; default: the bundled models/prm; "
           "\"none\": no verifier (greedy and majority vote only)");
+ABSL_FLAG(std::string, reward_kind, "",
+          "Reward model kind, as arbor-verifier's --kind: token_logit_prm, value_head_prm, orm or "
+          "llm_judge (any causal LM, e.g. the bundled policy, as a generative judge that also "
+          "serves Verifier.Compare for best_of_n tournament selection); default: prm_config.json's");
+ABSL_FLAG(std::string, positive_token, "", "Reward model: label token of a correct step");
+ABSL_FLAG(std::string, negative_token, "", "Reward model: label token of a wrong step");
+ABSL_FLAG(std::string, compare_a_token, "", "LLM judge, Compare: verdict token of Solution A");
+ABSL_FLAG(std::string, compare_b_token, "", "LLM judge, Compare: verdict token of Solution B");
 ABSL_FLAG(std::string, backend, "cpu", "Engine backend of both models: cpu, or cuda where built");
 ABSL_FLAG(int, threads, 0, "CPU backend threads of the policy; 0 = all hardware threads");
 ABSL_FLAG(int, reward_threads, -1, "CPU backend threads of the reward model; -1 = --threads");
@@ -115,7 +123,7 @@ int main(int argc, char** argv) {
   arbor::rpc::ParseServerCommandLine(
       argc, argv,
       "arbor-allinone [--port N] [--metrics_port N] [--model DIR] [--reward_model DIR|none] "
-      "[--backend cpu] [--threads N]\nServes arbor.v1.Reasoning with an in-process worker and "
+      "[--reward_kind llm_judge] [--backend cpu] [--threads N]\nServes arbor.v1.Reasoning with an in-process worker and "
       "verifier on the bundled models.");
 
   std::string model_dir = absl::GetFlag(FLAGS_model);
@@ -148,6 +156,11 @@ int main(int argc, char** argv) {
     verifier_options.model = ModelOptions(
         reward_dir, reward_threads >= 0 ? reward_threads : absl::GetFlag(FLAGS_threads),
         absl::GetFlag(FLAGS_reward_kv_cache_tokens));
+    verifier_options.overrides = {.kind = absl::GetFlag(FLAGS_reward_kind),
+                                  .positive_token = absl::GetFlag(FLAGS_positive_token),
+                                  .negative_token = absl::GetFlag(FLAGS_negative_token),
+                                  .compare_a_token = absl::GetFlag(FLAGS_compare_a_token),
+                                  .compare_b_token = absl::GetFlag(FLAGS_compare_b_token)};
     verifier_options.scorer.score_cache_entries =
         absl::GetFlag(FLAGS_prefix_cache) ? absl::GetFlag(FLAGS_score_cache_entries) : 0;
     auto created = arbor::verifier::VerifierStack::Create(std::move(verifier_options), *registry);

@@ -49,7 +49,8 @@ ABSL_FLAG(int, iterations, 0,
           "mcts: simulations (0: 16)");
 ABSL_FLAG(int, lookahead, 0, "beam_search: lookahead steps");
 ABSL_FLAG(std::string, selection, "reward",
-          "best_of_n: reward, majority_vote, weighted_vote or best_of_majority");
+          "best_of_n: reward, majority_vote, weighted_vote, best_of_majority or tournament "
+          "(pairwise knockout judged by an llm_judge verifier)");
 ABSL_FLAG(int, round_size, 0,
           "best_of_n: adaptive, samples per round until the answers agree (0: all n at once)");
 ABSL_FLAG(double, stop_agreement, 0, "best_of_n: adaptive stop when P(leader beats runner-up) reaches this (0: 0.65)");
@@ -281,6 +282,8 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
       s->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
     else if (selection == "best_of_majority")
       s->set_selection(arbor::v1::BestOfN::SELECTION_BEST_OF_MAJORITY);
+    else if (selection == "tournament")
+      s->set_selection(arbor::v1::BestOfN::SELECTION_TOURNAMENT);
     else {
       std::fprintf(stderr, "--selection: unknown '%s'\n", selection.c_str());
       return false;
@@ -379,6 +382,13 @@ void PrintResult(const arbor::v1::SolveResponse& r) {
                 static_cast<long long>(u.probes()),
                 static_cast<long long>(u.probe_generated_tokens()),
                 static_cast<long long>(u.certain_branches()));
+  }
+  if (u.compare_calls() > 0 || u.tournament_fallback()) {
+    std::printf("tournament: %d rounds, %lld pairs judged in %lld compare calls%s\n",
+                u.tournament_rounds(), static_cast<long long>(u.compared_pairs()),
+                static_cast<long long>(u.compare_calls()),
+                u.tournament_fallback() ? "; budget spent, majority vote among those still in"
+                                        : "");
   }
   if (u.reserve_generated_tokens() > 0 || u.shaped_steps() > 0) {
     std::printf("budget: %lld shaped steps; reserve finished %lld branches with %lld tokens\n",

@@ -10,7 +10,11 @@
 #      KV_TOKENS (KV cache per model, default 262144),
 #      DUMP (STRATEGY:N whose candidates are dumped, default best_of_n_reward:16),
 #      SCORE_CACHE (verifier step-score LRU entries, default 0: off, so that a
-#      configuration's reward tokens do not depend on what ran before it).
+#      configuration's reward tokens do not depend on what ran before it),
+#      REWARD_MODEL (reward model folder, default the bundled models/prm),
+#      REWARD_KIND (e.g. llm_judge: the reward model served as an LLM judge,
+#      which best_of_n_tournament needs), REWARD_FLAGS (more arbor-allinone
+#      flags, e.g. "--positive_token Y --negative_token N" for models/policy).
 # Writes OUT_DIR/scaling.csv, OUT_DIR/candidates.jsonl, OUT_DIR/allinone.log.
 # Then: bench/scaling/report.py OUT_DIR (plot, AUROC, docs/SCALING.md).
 set -euo pipefail
@@ -26,6 +30,8 @@ CONCURRENCY=${CONCURRENCY:-16}
   --threads "${THREADS:-0}" --reward_threads "${REWARD_THREADS:-${THREADS:-0}}" \
   --kv_cache_tokens "${KV_TOKENS:-262144}" --reward_kv_cache_tokens "${KV_TOKENS:-262144}" \
   --max_running_seqs 1024 --max_batch_tokens 8192 \
+  ${REWARD_MODEL:+--reward_model "$REWARD_MODEL"} ${REWARD_KIND:+--reward_kind "$REWARD_KIND"} \
+  ${REWARD_FLAGS:-} \
   --score_cache_entries "${SCORE_CACHE:-0}" --max_concurrent_jobs "$CONCURRENCY" --max_queued_jobs $((CONCURRENCY * 4)) \
   >"$OUT/allinone.log" 2>&1 &
 pid=$!

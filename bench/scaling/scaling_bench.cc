@@ -53,6 +53,9 @@ ABSL_FLAG(std::string, probe_text, "The answer is ",
 ABSL_FLAG(std::string, dump_candidates, "",
           "STRATEGY:N whose candidates (steps, step scores) are written to --candidates_out");
 ABSL_FLAG(std::string, candidates_out, "", "JSONL file of the dumped candidates");
+ABSL_FLAG(std::string, answers_out, "",
+          "JSONL file, one line per job: strategy, n, problem, answer, correct, and oracle (some "
+          "returned candidate has the right answer), for paired comparisons; empty: none");
 
 namespace {
 
@@ -106,6 +109,11 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
   } else if (strategy == "best_of_n_weighted_vote") {
     r.mutable_best_of_n()->set_n(n);
     r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_WEIGHTED_VOTE);
+  } else if (strategy == "best_of_n_tournament") {
+    // A knockout over the distinct answers judged by the verifier's Compare
+    // (it must be an llm_judge: run.sh REWARD_KIND=llm_judge; docs/SCALING.md).
+    r.mutable_best_of_n()->set_n(n);
+    r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_TOURNAMENT);
   } else if (strategy == "majority_vote") {
     r.mutable_best_of_n()->set_n(n);
     r.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
@@ -179,6 +187,8 @@ struct Totals {
   // The certainty probe's tokens and the jobs it stopped; strategy auto's
   // bands (easy, medium, hard) and the accuracy within each.
   int64_t probe_tokens = 0, certain_jobs = 0, certain_branches = 0;
+  // Tournament selection: compare calls, pairs judged, jobs that fell back.
+  int64_t compare_calls = 0, compared_pairs = 0, tournament_fallbacks = 0;
   std::map<std::string, std::pair<int64_t, int64_t>> bands;  // band: (jobs, correct)
 };
 
@@ -248,6 +258,16 @@ int main(int argc, char** argv) {
     }
   }
 
+  std::ofstream answers_out;
+  if (!absl::GetFlag(FLAGS_answers_out).empty()) {
+    answers_out.open(absl::GetFlag(FLAGS_answers_out), std::ios::app);
+    if (!answers_out) {
+      std::fprintf(stderr, "arbor-scaling-bench: cannot write --answers_out '%s'\n",
+                   absl::GetFlag(FLAGS_answers_out).c_str());
+      return 2;
+    }
+  }
+
   // N-major order (every strategy at N=1, then N=2, ...): a sweep cut short
   // by a time limit still has every strategy at the smaller budgets.
   std::vector<std::pair<std::string, int>> configs;
@@ -297,6 +317,23 @@ int main(int argc, char** argv) {
             totals.probe_tokens += response.usage().probe_generated_tokens();
             totals.certain_jobs += response.stop_reason() == "certainty";
             totals.certain_branches += response.usage().certain_branches();
+            totals.compare_calls += response.usage().compare_calls();
+            totals.compared_pairs += response.usage().compared_pairs();
+            totals.tournament_fallbacks += response.usage().tournament_fallback();
+            if (answers_out.is_open()) {
+              bool oracle = false;
+              for (const arbor::v1::Candidate& c : response.candidates()) {
+                oracle = oracle || SameAnswer(c.answer(), problems[i].answer);
+              }
+              nlohmann::json j;
+              j["strategy"] = strategy;
+              j["n"] = row_n;
+              j["problem"] = i;
+              j["answer"] = response.answer();
+              j["correct"] = correct;
+              j["oracle"] = oracle;
+              answers_out << j.dump() << "\n";
+            }
             if (response.usage().has_auto_choice()) {
               auto& band = totals.bands[response.usage().auto_choice().band()];
               band.first += 1;
@@ -344,6 +381,14 @@ int main(int argc, char** argv) {
                      totals.probe_tokens / count, totals.certain_branches / count,
                      static_cast<long long>(totals.certain_jobs));
       }
+      if (totals.compare_calls > 0 || totals.tournament_fallbacks > 0) {
+        std::fprintf(stderr,
+                     "  tournament: %.2f compare calls/problem, %.2f pairs/problem, %lld jobs "
+                     "fell back to the majority vote\n",
+                     totals.compare_calls / count, totals.compared_pairs / count,
+                     static_cast<long long>(totals.tournament_fallbacks));
+      }
+      if (answers_out.is_open()) answers_out.flush();
       for (const auto& [band, jobs_correct] : totals.bands) {
         std::fprintf(stderr, "  auto band %-6s %lld jobs, accuracy %.3f\n", band.c_str(),
                      static_cast<long long>(jobs_correct.first),

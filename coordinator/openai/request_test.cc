@@ -192,6 +192,9 @@ TEST(RequestTest, EnumsByShortOrProtoName) {
   EXPECT_EQ(short_name->solve.best_of_n().selection(),
             arbor::v1::BestOfN::SELECTION_MAJORITY_VOTE);
   EXPECT_EQ(short_name->solve.best_of_n().n(), 1);  // implicit best-of-N of n = 1
+  auto tournament = ParseChatCompletionRequest(Chat(R"("n": 4, "arbor": {"selection": "tournament"})"));
+  ASSERT_TRUE(tournament.ok()) << tournament.status();
+  EXPECT_EQ(tournament->solve.best_of_n().selection(), arbor::v1::BestOfN::SELECTION_TOURNAMENT);
 
   auto proto_name = ParseChatCompletionRequest(Chat(R"("arbor": {"strategy": "particle_filter",
       "n": 4, "temperature": 0.5, "resampling": "RESAMPLING_SYSTEMATIC",

@@ -3,8 +3,9 @@
 // held-out problem is solved with greedy and with best-of-N over the PRM; the
 // answers come back with usage accounting, the PRM's per-step scores, and the
 // service drains cleanly on SIGTERM. The certainty probe (its phrase sent as
-// text to the worker) and strategy auto run on the same models. A missing
-// model folder is a clear error.
+// text to the worker) and strategy auto run on the same models; the policy
+// served as an LLM judge decides a best-of-N tournament. A missing model
+// folder is a clear error.
 #include <signal.h>
 
 #include <fstream>
@@ -37,10 +38,14 @@ nlohmann::json FirstHeldOutProblem() {
 
 class AllInOneTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    auto started = Subprocess::Start({BinaryPath("arbor-allinone"), "--port=0", "--metrics_port=-1",
-                                      "--threads=2", "--kv_cache_tokens=16384",
-                                      "--reward_kv_cache_tokens=16384"});
+  void SetUp() override { StartService({}); }
+
+  void StartService(const std::vector<std::string>& extra_flags) {
+    std::vector<std::string> argv = {BinaryPath("arbor-allinone"), "--port=0", "--metrics_port=-1",
+                                     "--threads=2", "--kv_cache_tokens=16384",
+                                     "--reward_kv_cache_tokens=16384"};
+    argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+    auto started = Subprocess::Start(argv);
     ASSERT_TRUE(started.ok()) << started.status();
     service_ = std::move(*started);
     auto address = service_->WaitForLine("listening on ", absl::Seconds(60));
@@ -154,6 +159,37 @@ TEST_F(AllInOneTest, CertaintyProbeAndAutoOnTheBundledModels) {
   ASSERT_TRUE(choice.is_object()) << automatic.dump();
   EXPECT_THAT(choice["band"].get<std::string>(), ::testing::AnyOf("easy", "medium", "hard"));
   EXPECT_EQ(Int(choice, "first_round_samples"), 4);
+}
+
+// The bundled policy as the in-process verifier, an LLM judge (--reward_kind
+// llm_judge; "Y"/"N" for Score, the default "A"/"B" for Compare), and a
+// best-of-16 tournament over the distinct answers through arborctl.
+class AllInOneJudgeTest : public AllInOneTest {
+ protected:
+  void SetUp() override {
+    StartService({"--reward_model=" + SourcePath("models/policy"), "--reward_kind=llm_judge",
+                  "--positive_token=Y", "--negative_token=N"});
+  }
+};
+
+TEST_F(AllInOneJudgeTest, ATournamentThroughArborctlIsJudgedByThePolicy) {
+  nlohmann::json result = Solve(
+      {"--strategy=best_of_n", "--n=16", "--selection=tournament", "--temperature=1.5",
+       "--seed=3", "--max_candidates=16"},
+      "Start with 838. Subtract 630, add 631, add 605, multiply by 3, subtract 663. What is the "
+      "result?");
+  ASSERT_FALSE(result.is_discarded());
+  EXPECT_EQ(result["strategy"], "best_of_n");
+  ASSERT_FALSE(result["candidates"].empty());
+  EXPECT_EQ(result["answer"], result["candidates"][0]["answer"]);
+  const nlohmann::json& usage = result["usage"];
+  EXPECT_GT(Int(usage, "compare_calls"), 0) << result.dump();
+  EXPECT_EQ(Int(usage, "tournament_rounds"), Int(usage, "compare_calls"));
+  EXPECT_GE(Int(usage, "compared_pairs"), Int(usage, "compare_calls"));
+  EXPECT_EQ(Int(usage, "reward_calls"), Int(usage, "compare_calls"));
+  EXPECT_GT(Int(usage, "reward_tokens"), 0);
+  service_->Signal(SIGTERM);
+  EXPECT_EQ(service_->Wait(), 0);
 }
 
 TEST(AllInOneFlagsTest, MissingModelFolderIsNamed) {

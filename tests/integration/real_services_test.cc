@@ -3,12 +3,14 @@
 // (CPU backend). Every strategy runs; a worker killed mid-job costs a retry,
 // not the job; a cancelled job's worker calls are cancelled and their KV
 // blocks released; an LLM judge (the policy served by arbor-verifier
-// --kind=llm_judge) stands in for the PRM. (Answers of the tiny models are not asserted: the
+// --kind=llm_judge) stands in for the PRM and judges a best-of-N tournament
+// pairwise (Verifier.Compare). (Answers of the tiny models are not asserted: the
 // arithmetic correctness checks run against the ArithWorld double.)
 #include <signal.h>
 #include <unistd.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -225,6 +227,87 @@ TEST_F(RealServicesTest, AnLlmJudgeScoresWhereAPrmWould) {
       EXPECT_LT(score, 1.0f);
     }
   }
+}
+
+TEST_F(RealServicesTest, ATournamentIsJudgedPairwiseByAnLlmJudgesCompare) {
+  // best_of_n with tournament selection: the policy served as an LLM judge
+  // (Verifier.Compare, "A"/"B" verdicts) plays a knockout over the samples'
+  // distinct answers, one Compare call per round.
+  const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
+                                                                     : ".") +
+                             "/models";
+  Server judge = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/policy",
+                              "--kind=llm_judge", "--positive_token=Y", "--negative_token=N",
+                              "--threads=1", "--kv_cache_tokens=16384"});
+  ASSERT_FALSE(judge.address.empty());
+  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
+                                    "--workers=" + workers_[0].address,
+                                    "--verifiers=" + judge.address, "--health_interval_ms=200"});
+  ASSERT_FALSE(coordinator.address.empty());
+  auto stub = arbor::v1::Reasoning::NewStub(
+      grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials()));
+  // A problem of the policy's training format, sampled hot so that the
+  // samples disagree (the counter RNG makes the samples the same every run).
+  arbor::v1::SolveRequest request;
+  request.set_question(
+      "Start with 838. Subtract 630, add 631, add 605, multiply by 3, subtract 663. What is the "
+      "result?");
+  request.set_seed(3);
+  request.mutable_sampling()->set_temperature(1.5f);
+  request.mutable_best_of_n()->set_n(16);
+  request.mutable_best_of_n()->set_selection(arbor::v1::BestOfN::SELECTION_TOURNAMENT);
+  request.set_max_candidates(16);
+  auto solve = [&](const arbor::v1::SolveRequest& r, arbor::v1::SolveResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(120)));
+    return stub->Solve(&context, r, response);
+  };
+  arbor::v1::SolveResponse response;
+  grpc::Status status = solve(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.strategy(), "best_of_n");
+  EXPECT_EQ(response.verifier(), judge.address);
+  ASSERT_GE(response.candidates_size(), 1);
+  EXPECT_FALSE(response.answer().empty());
+  EXPECT_EQ(response.answer(), response.candidates(0).answer());
+  const arbor::v1::Usage& usage = response.usage();
+  std::set<std::string> answers;
+  for (const auto& c : response.candidates()) {
+    if (!c.answer().empty()) answers.insert(c.answer());
+  }
+  ASSERT_GE(answers.size(), 3u) << "the samples should disagree";
+  // A knockout of k entrants plays k - 1 matches in ceil(log2 k) rounds, one
+  // Compare each; nothing else calls the verifier.
+  EXPECT_EQ(usage.compared_pairs(), static_cast<int64_t>(answers.size()) - 1);
+  EXPECT_EQ(usage.compare_calls(), usage.tournament_rounds());
+  EXPECT_LT(1 << (usage.tournament_rounds() - 1), static_cast<int>(answers.size()));
+  EXPECT_LE(static_cast<int>(answers.size()), 1 << usage.tournament_rounds());
+  EXPECT_EQ(usage.reward_calls(), usage.compare_calls());
+  EXPECT_GT(usage.reward_tokens(), 0);
+  EXPECT_GT(usage.reward_cache_hit_tokens(), 0);  // the shared question prefix
+  EXPECT_FALSE(usage.tournament_fallback());
+  EXPECT_EQ(response.stop_reason(), "completed");
+
+  // One reward call affords the first round only: the majority vote picks
+  // among the answers still in, and the usage says so.
+  arbor::v1::SolveRequest capped = request;
+  capped.mutable_budget()->set_max_reward_calls(1);
+  arbor::v1::SolveResponse fallback;
+  status = solve(capped, &fallback);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(fallback.usage().compare_calls(), 1);
+  EXPECT_EQ(fallback.usage().tournament_rounds(), 1);
+  EXPECT_TRUE(fallback.usage().tournament_fallback());
+  EXPECT_TRUE(fallback.budget_exhausted());
+  EXPECT_EQ(fallback.exhausted_by(), "reward_calls");
+  EXPECT_FALSE(fallback.answer().empty());
+
+  // The PRM cannot compare: the coordinator refuses the job up front.
+  arbor::v1::SolveResponse refused;
+  grpc::ClientContext context;
+  status = stub_->Solve(&context, request, &refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("supports_compare"));
 }
 
 }  // namespace

@@ -135,7 +135,9 @@ class AutoChoice:
 @dataclasses.dataclass(frozen=True)
 class Usage:
     """What a job spent (arbor.v1.Usage): tokens, calls, time; the certainty
-    probe's counts; auto_choice (None unless the job was strategy auto)."""
+    probe's counts; tournament selection's compare calls, pairs, rounds and
+    whether the budget made it fall back to the majority vote; auto_choice
+    (None unless the job was strategy auto)."""
     generated_tokens: int = 0
     prefill_tokens: int = 0
     prefix_cache_hit_tokens: int = 0
@@ -158,6 +160,10 @@ class Usage:
     probes: int = 0
     probe_generated_tokens: int = 0
     certain_branches: int = 0
+    compare_calls: int = 0
+    compared_pairs: int = 0
+    tournament_rounds: int = 0
+    tournament_fallback: bool = False
     auto_choice: Optional[AutoChoice] = None
 
     @classmethod

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 from arbor_client.v1 import common_pb2 as arbor_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61rbor/v1/verifier.proto\x12\x08\x61rbor.v1\x1a\x15\x61rbor/v1/common.proto\"\x1f\n\x0eScoreCandidate\x12\r\n\x05steps\x18\x01 \x03(\t\"\x85\x01\n\x0cScoreRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12,\n\ncandidates\x18\x04 \x03(\x0b\x32\x18.arbor.v1.ScoreCandidate\x12\x16\n\x0elast_step_only\x18\x05 \x01(\x08\"\x1c\n\nStepScores\x12\x0e\n\x06scores\x18\x01 \x03(\x02\"V\n\rScoreResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.arbor.v1.StepScores\x12\x1e\n\x05usage\x18\x02 \x01(\x0b\x32\x0f.arbor.v1.Usage\"\x15\n\x13VerifierInfoRequest\"\xb0\x01\n\x0cVerifierInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x10\n\x08step_tag\x18\x06 \x01(\t\x12\x16\n\x0epositive_token\x18\x07 \x01(\t\x12\x16\n\x0enegative_token\x18\x08 \x01(\t2\x83\x01\n\x08Verifier\x12\x38\n\x05Score\x12\x16.arbor.v1.ScoreRequest\x1a\x17.arbor.v1.ScoreResponse\x12=\n\x04Info\x12\x1d.arbor.v1.VerifierInfoRequest\x1a\x16.arbor.v1.VerifierInfoB\x03\xf8\x01\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61rbor/v1/verifier.proto\x12\x08\x61rbor.v1\x1a\x15\x61rbor/v1/common.proto\"\x1f\n\x0eScoreCandidate\x12\r\n\x05steps\x18\x01 \x03(\t\"\x85\x01\n\x0cScoreRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12,\n\ncandidates\x18\x04 \x03(\x0b\x32\x18.arbor.v1.ScoreCandidate\x12\x16\n\x0elast_step_only\x18\x05 \x01(\x08\"\x1c\n\nStepScores\x12\x0e\n\x06scores\x18\x01 \x03(\x02\"V\n\rScoreResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.arbor.v1.StepScores\x12\x1e\n\x05usage\x18\x02 \x01(\x0b\x32\x0f.arbor.v1.Usage\"\x15\n\x13VerifierInfoRequest\"\xfc\x01\n\x0cVerifierInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x04 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x10\n\x08step_tag\x18\x06 \x01(\t\x12\x16\n\x0epositive_token\x18\x07 \x01(\t\x12\x16\n\x0enegative_token\x18\x08 \x01(\t\x12\x18\n\x10supports_compare\x18\t \x01(\x08\x12\x17\n\x0f\x63ompare_a_token\x18\n \x01(\t\x12\x17\n\x0f\x63ompare_b_token\x18\x0b \x01(\t\"W\n\x0b\x43omparePair\x12#\n\x01\x61\x18\x01 \x01(\x0b\x32\x18.arbor.v1.ScoreCandidate\x12#\n\x01\x62\x18\x02 \x01(\x0b\x32\x18.arbor.v1.ScoreCandidate\"g\n\x0e\x43ompareRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x10\n\x08question\x18\x03 \x01(\t\x12$\n\x05pairs\x18\x04 \x03(\x0b\x32\x15.arbor.v1.ComparePair\"A\n\rCompareResult\x12\x0e\n\x06prob_a\x18\x01 \x01(\x02\x12\x0f\n\x07\x61_first\x18\x02 \x01(\x02\x12\x0f\n\x07\x62_first\x18\x03 \x01(\x02\"[\n\x0f\x43ompareResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.arbor.v1.CompareResult\x12\x1e\n\x05usage\x18\x02 \x01(\x0b\x32\x0f.arbor.v1.Usage2\xc3\x01\n\x08Verifier\x12\x38\n\x05Score\x12\x16.arbor.v1.ScoreRequest\x1a\x17.arbor.v1.ScoreResponse\x12=\n\x04Info\x12\x1d.arbor.v1.VerifierInfoRequest\x1a\x16.arbor.v1.VerifierInfo\x12>\n\x07\x43ompare\x12\x18.arbor.v1.CompareRequest\x1a\x19.arbor.v1.CompareResponseB\x03\xf8\x01\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'arbor.v1.verifier_pb2', globals())
@@ -34,7 +34,15 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _VERIFIERINFOREQUEST._serialized_start=347
   _VERIFIERINFOREQUEST._serialized_end=368
   _VERIFIERINFO._serialized_start=371
-  _VERIFIERINFO._serialized_end=547
-  _VERIFIER._serialized_start=550
-  _VERIFIER._serialized_end=681
+  _VERIFIERINFO._serialized_end=623
+  _COMPAREPAIR._serialized_start=625
+  _COMPAREPAIR._serialized_end=712
+  _COMPAREREQUEST._serialized_start=714
+  _COMPAREREQUEST._serialized_end=817
+  _COMPARERESULT._serialized_start=819
+  _COMPARERESULT._serialized_end=884
+  _COMPARERESPONSE._serialized_start=886
+  _COMPARERESPONSE._serialized_end=977
+  _VERIFIER._serialized_start=980
+  _VERIFIER._serialized_end=1175
 # @@protoc_insertion_point(module_scope)

@@ -25,6 +25,11 @@ class VerifierStub(object):
                 request_serializer=arbor_dot_v1_dot_verifier__pb2.VerifierInfoRequest.SerializeToString,
                 response_deserializer=arbor_dot_v1_dot_verifier__pb2.VerifierInfo.FromString,
                 )
+        self.Compare = channel.unary_unary(
+                '/arbor.v1.Verifier/Compare',
+                request_serializer=arbor_dot_v1_dot_verifier__pb2.CompareRequest.SerializeToString,
+                response_deserializer=arbor_dot_v1_dot_verifier__pb2.CompareResponse.FromString,
+                )
 
 
 class VerifierServicer(object):
@@ -45,6 +50,23 @@ class VerifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compare(self, request, context):
+        """Pairwise judgement (LLM judges only; VerifierInfo.supports_compare): for
+        each pair, the probability that solution a is the correct one of the two.
+        The judge reads the question and both solutions, labelled "Solution A"
+        and "Solution B", in one user turn of its chat template; P(A) is
+        softmax([logit(A), logit(B)])[0] of the verdict tokens at the first
+        position of its answer, one forward pass. To remove position bias every
+        pair is judged in both orders, (a, b) and (b, a), in the same engine
+        batch, and prob_a = (P(A | a first) + 1 - P(A | b first)) / 2. The
+        question prefix is shared by every sequence, so the prefix cache runs it
+        once. Errors: INVALID_ARGUMENT naming the field; FAILED_PRECONDITION when
+        the reward model is not an LLM judge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +79,11 @@ def add_VerifierServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=arbor_dot_v1_dot_verifier__pb2.VerifierInfoRequest.FromString,
                     response_serializer=arbor_dot_v1_dot_verifier__pb2.VerifierInfo.SerializeToString,
+            ),
+            'Compare': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compare,
+                    request_deserializer=arbor_dot_v1_dot_verifier__pb2.CompareRequest.FromString,
+                    response_serializer=arbor_dot_v1_dot_verifier__pb2.CompareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -99,5 +126,22 @@ class Verifier(object):
         return grpc.experimental.unary_unary(request, target, '/arbor.v1.Verifier/Info',
             arbor_dot_v1_dot_verifier__pb2.VerifierInfoRequest.SerializeToString,
             arbor_dot_v1_dot_verifier__pb2.VerifierInfo.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Compare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/arbor.v1.Verifier/Compare',
+            arbor_dot_v1_dot_verifier__pb2.CompareRequest.SerializeToString,
+            arbor_dot_v1_dot_verifier__pb2.CompareResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
