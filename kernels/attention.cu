@@ -376,10 +376,10 @@ cudaError_t LaunchGroupAttention(const Bf16* q, const int32_t* positions,
                                       num_tokens, shape, scale_log2, split_len, tiles_per_group);
     }
   }
-#define ARBOR_GROUP(D)                                                                      \
-  LaunchGroupForDim<D, kGroupWarps, KvT>(grid, stream, q, positions, group_starts, block_tables, \
-                                    kv_len, k_cache, v_cache, o_part, lse_part, out_bf16,   \
-                                    num_tokens, shape, scale_log2, split_len, tiles_per_group)
+#define ARBOR_GROUP(D)                                                                          \
+  LaunchGroupForDim<D, kGroupWarps, KvT>(                                                       \
+      grid, stream, q, positions, group_starts, block_tables, kv_len, k_cache, v_cache, o_part, \
+      lse_part, out_bf16, num_tokens, shape, scale_log2, split_len, tiles_per_group)
   switch (shape.head_dim) {
     case 16:
       return ARBOR_GROUP(16);

@@ -293,18 +293,17 @@ __global__ void __launch_bounds__(kMergeThreads)
 
 template <int D, class KvT>
 cudaError_t LaunchDecodeForDim(int g, dim3 grid, cudaStream_t stream, const Bf16* q,
-                               const KvT* k_cache, const KvT* v_cache,
-                               const int32_t* block_tables, const int32_t* kv_begin,
-                               const int32_t* kv_end, float* o_part, float* lse_part,
-                               Bf16* out_bf16, int num_seqs, const AttentionShape& s,
-                               float scale_log2, int split_len, int gqa) {
+                               const KvT* k_cache, const KvT* v_cache, const int32_t* block_tables,
+                               const int32_t* kv_begin, const int32_t* kv_end, float* o_part,
+                               float* lse_part, Bf16* out_bf16, int num_seqs,
+                               const AttentionShape& s, float scale_log2, int split_len, int gqa) {
   // Wide CTAs only where a thread's state fits the 128 registers 512
   // threads leave it (G * D <= 256; G * D = 512 spilled up to 1 KiB per
   // thread and ran 28% slower at GQA 8 x 64, batch 1, on the H200).
   const bool wide = static_cast<long long>(grid.x) * grid.y * grid.z < DeviceSmCount();
-#define ARBOR_DECODE_WARPS(G, W)                                                             \
-  detail::LaunchKernel(DecodeKernel<D, G, W, KvT>, grid, W * 32, 0, stream, q, k_cache, v_cache,  \
-                       block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs, \
+#define ARBOR_DECODE_WARPS(G, W)                                                                 \
+  detail::LaunchKernel(DecodeKernel<D, G, W, KvT>, grid, W * 32, 0, stream, q, k_cache, v_cache, \
+                       block_tables, kv_begin, kv_end, o_part, lse_part, out_bf16, num_seqs,     \
                        s.num_heads, s.num_kv_heads, s.max_blocks, scale_log2, split_len, gqa)
 #define ARBOR_DECODE(G)                          \
   do {                                           \
@@ -397,9 +396,8 @@ namespace {
 template <class KvT>
 KernelStatus PagedDecodeAttentionImpl(const Bf16* q, const KvT* k_cache, const KvT* v_cache,
                                       const int32_t* block_tables, const int32_t* context_lens,
-                                      Bf16* out, void* workspace, int num_seqs,
-                                      int max_context_len, const AttentionShape& shape,
-                                      Stream stream) {
+                                      Bf16* out, void* workspace, int num_seqs, int max_context_len,
+                                      const AttentionShape& shape, Stream stream) {
   const SplitPlan plan = DecodePlan(num_seqs, shape, max_context_len);
   if (plan.num_splits == 1) {  // enough sequences to fill the device: no merge
     return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, nullptr, context_lens, nullptr,
@@ -428,11 +426,11 @@ KernelStatus DecodeAttentionPartial(const Bf16* q, const Bf16* k_cache, const Bf
                                lse_part, nullptr, num_seqs, shape, split_len, num_splits,
                                detail::AsStream(stream));
 }
-KernelStatus DecodeAttentionPartial(const Bf16* q, const Fp8E4m3* k_cache,
-                                    const Fp8E4m3* v_cache, const int32_t* block_tables,
-                                    const int32_t* kv_begin, const int32_t* kv_end, float* o_part,
-                                    float* lse_part, int num_seqs, const AttentionShape& shape,
-                                    int split_len, int num_splits, Stream stream) {
+KernelStatus DecodeAttentionPartial(const Bf16* q, const Fp8E4m3* k_cache, const Fp8E4m3* v_cache,
+                                    const int32_t* block_tables, const int32_t* kv_begin,
+                                    const int32_t* kv_end, float* o_part, float* lse_part,
+                                    int num_seqs, const AttentionShape& shape, int split_len,
+                                    int num_splits, Stream stream) {
   return LaunchDecodeAttention(q, k_cache, v_cache, block_tables, kv_begin, kv_end, o_part,
                                lse_part, nullptr, num_seqs, shape, split_len, num_splits,
                                detail::AsStream(stream));

@@ -189,15 +189,12 @@ __global__ void KvAppendKernel(const uint4* __restrict__ k, const uint4* __restr
 // projection, one block per token: q rotated into its own buffer, k rotated
 // straight into its pool slot, v copied there.
 template <class KvT>
-__global__ void RopeKvAppendKernel(const __nv_bfloat16* __restrict__ qkv,
-                                   __nv_bfloat16* __restrict__ q,
-                                   const int32_t* __restrict__ positions,
-                                   const float* __restrict__ inv_freq,
-                                   const int32_t* __restrict__ seq_starts,
-                                   const int32_t* __restrict__ block_tables,
-                                   KvT* __restrict__ k_cache, KvT* __restrict__ v_cache,
-                                   int num_heads, int num_kv_heads, int head_dim, int num_seqs,
-                                   int max_blocks) {
+__global__ void RopeKvAppendKernel(
+    const __nv_bfloat16* __restrict__ qkv, __nv_bfloat16* __restrict__ q,
+    const int32_t* __restrict__ positions, const float* __restrict__ inv_freq,
+    const int32_t* __restrict__ seq_starts, const int32_t* __restrict__ block_tables,
+    KvT* __restrict__ k_cache, KvT* __restrict__ v_cache, int num_heads, int num_kv_heads,
+    int head_dim, int num_seqs, int max_blocks) {
   detail::AwaitPriorKernels();
   const int t = blockIdx.x;
   const int pos_int = positions[t];
@@ -378,9 +375,9 @@ KernelStatus KvAppendImpl(const Bf16* k, const Bf16* v, const int32_t* positions
   if (num_tokens == 0) return cudaSuccess;
   const int row_vecs = num_kv_heads * head_dim / 8;
   detail::LaunchKernel(KvAppendKernel<KvT>, num_tokens, std::min(256, ThreadsFor(row_vecs)), 0,
-                       stream, reinterpret_cast<const uint4*>(k),
-                       reinterpret_cast<const uint4*>(v), positions, seq_starts, block_tables,
-                       k_cache, v_cache, num_seqs, max_blocks, row_vecs);
+                       stream, reinterpret_cast<const uint4*>(k), reinterpret_cast<const uint4*>(v),
+                       positions, seq_starts, block_tables, k_cache, v_cache, num_seqs, max_blocks,
+                       row_vecs);
   return cudaGetLastError();
 }
 
@@ -413,8 +410,8 @@ KernelStatus CopyKvBlocks(Bf16* k_cache, Bf16* v_cache, const int32_t* src_dst, 
   if (block_elems <= 0 || block_elems % 8 != 0) return cudaErrorInvalidValue;
   return CopyKvBlockBytes(k_cache, v_cache, src_dst, num_pairs, block_elems * 2, stream);
 }
-KernelStatus CopyKvBlocks(Fp8E4m3* k_cache, Fp8E4m3* v_cache, const int32_t* src_dst,
-                          int num_pairs, int block_elems, Stream stream) {
+KernelStatus CopyKvBlocks(Fp8E4m3* k_cache, Fp8E4m3* v_cache, const int32_t* src_dst, int num_pairs,
+                          int block_elems, Stream stream) {
   if (block_elems <= 0 || block_elems % 16 != 0) return cudaErrorInvalidValue;
   return CopyKvBlockBytes(k_cache, v_cache, src_dst, num_pairs, block_elems, stream);
 }
@@ -443,10 +440,9 @@ KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, co
                           stream);
 }
 KernelStatus RopeKvAppend(const Bf16* qkv, Bf16* q, const int32_t* positions, const float* inv_freq,
-                          const int32_t* seq_starts, const int32_t* block_tables,
-                          Fp8E4m3* k_cache, Fp8E4m3* v_cache, int num_tokens, int num_seqs,
-                          int max_blocks, int num_heads, int num_kv_heads, int head_dim,
-                          Stream stream) {
+                          const int32_t* seq_starts, const int32_t* block_tables, Fp8E4m3* k_cache,
+                          Fp8E4m3* v_cache, int num_tokens, int num_seqs, int max_blocks,
+                          int num_heads, int num_kv_heads, int head_dim, Stream stream) {
   return RopeKvAppendImpl(qkv, q, positions, inv_freq, seq_starts, block_tables, k_cache, v_cache,
                           num_tokens, num_seqs, max_blocks, num_heads, num_kv_heads, head_dim,
                           stream);

@@ -422,11 +422,11 @@ struct QkvRopeKv {
   const int32_t* seq_starts = nullptr;    // [num_seqs + 1]
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks]
   // A bf16 pool, or (set instead) an fp8 one; exactly one pair is set.
-  Bf16* k_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
-  Bf16* v_cache = nullptr;                // [num_blocks, 16, num_kv_heads, head_dim]
-  Fp8E4m3* k_cache_fp8 = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
-  Fp8E4m3* v_cache_fp8 = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
-  const Bf16* bias = nullptr;             // [q_dim + 2 * kv_dim] or nullptr (Qwen2)
+  Bf16* k_cache = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
+  Bf16* v_cache = nullptr;         // [num_blocks, 16, num_kv_heads, head_dim]
+  Fp8E4m3* k_cache_fp8 = nullptr;  // [num_blocks, 16, num_kv_heads, head_dim]
+  Fp8E4m3* v_cache_fp8 = nullptr;  // [num_blocks, 16, num_kv_heads, head_dim]
+  const Bf16* bias = nullptr;      // [q_dim + 2 * kv_dim] or nullptr (Qwen2)
   int num_seqs = 0;
   int max_blocks = 0;
   int num_heads = 0;

@@ -1,15 +1,15 @@
 // GPU attention kernels (paged decode, split-K partials and their merge,
 // shared-prefix cascade, prefill) against their CPU references on fresh
 // random inputs, over bf16 and fp8 KV pools (the references read the fp8
-// pools' rounded values, so the tolerances are the same). Tolerances: bf16 outputs max|gpu - ref| / max|ref| <= 1e-2;
-// fp32 partial attention states 1e-4 relative. Every test skips when no CUDA
+// pools' rounded values, so the tolerances are the same). Tolerances: bf16 outputs max|gpu - ref| /
+// max|ref| <= 1e-2; fp32 partial attention states 1e-4 relative. Every test skips when no CUDA
 // device is present.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -133,37 +133,37 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   // Long contexts run split-K with a merge; short ones as a single split
   // written straight to bf16.
   for (const KvDtype dtype : kKvDtypes) {
-  for (const std::vector<int32_t>& context_lens :
-       {std::vector<int32_t>{1, 16, 17, 300, 2500, 4097}, std::vector<int32_t>{1, 5, 30, 64}}) {
-    for (const AttentionCase& c :
-         {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
-          AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
-      const int num_seqs = static_cast<int>(context_lens.size());
-      PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
-      const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
-      const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
-      DeviceArray<Bf16> d_q(q.bits);
-      const DeviceKv pools(kv, dtype);
-      DeviceArray<Bf16> d_out(q.bits.size());
-      DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
-      DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
-      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
-        return PagedDecodeAttention(d_q.get(), k, v, d_tables.get(), d_ctx.get(), d_out.get(),
-                                    d_ws.get(), num_seqs, max_ctx, shape, nullptr);
-      }));
-      std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
-      for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
-      std::iota(starts.begin(), starts.end(), 0);
-      std::vector<float> want(q.values.size());
-      reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
-                                context_lens.data(), kv.k.values.data(), kv.v.values.data(),
-                                want.data(), num_seqs, shape);
-      EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-          << KvDtypeName(dtype) << " heads=" << c.heads << " kv_heads=" << c.kv_heads
-          << " dim=" << c.dim << " max context " << max_ctx;
+    for (const std::vector<int32_t>& context_lens :
+         {std::vector<int32_t>{1, 16, 17, 300, 2500, 4097}, std::vector<int32_t>{1, 5, 30, 64}}) {
+      for (const AttentionCase& c :
+           {AttentionCase{32, 8, 64}, AttentionCase{32, 8, 128}, AttentionCase{4, 2, 16},
+            AttentionCase{14, 2, 64}, AttentionCase{4, 4, 32}}) {
+        const int num_seqs = static_cast<int>(context_lens.size());
+        PagedKv kv = RandomPagedKv(context_lens, c, rng);
+        const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
+        const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
+        const int max_ctx = *std::max_element(context_lens.begin(), context_lens.end());
+        DeviceArray<Bf16> d_q(q.bits);
+        const DeviceKv pools(kv, dtype);
+        DeviceArray<Bf16> d_out(q.bits.size());
+        DeviceArray<int32_t> d_tables(kv.tables), d_ctx(context_lens);
+        DeviceArray<unsigned char> d_ws(PagedDecodeWorkspaceBytes(num_seqs, shape, max_ctx));
+        ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+          return PagedDecodeAttention(d_q.get(), k, v, d_tables.get(), d_ctx.get(), d_out.get(),
+                                      d_ws.get(), num_seqs, max_ctx, shape, nullptr);
+        }));
+        std::vector<int32_t> positions(num_seqs), starts(num_seqs + 1);
+        for (int s = 0; s < num_seqs; ++s) positions[s] = context_lens[s] - 1;
+        std::iota(starts.begin(), starts.end(), 0);
+        std::vector<float> want(q.values.size());
+        reference::PagedAttention(q.values.data(), positions.data(), starts.data(),
+                                  kv.tables.data(), context_lens.data(), kv.k.values.data(),
+                                  kv.v.values.data(), want.data(), num_seqs, shape);
+        EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+            << KvDtypeName(dtype) << " heads=" << c.heads << " kv_heads=" << c.kv_heads
+            << " dim=" << c.dim << " max context " << max_ctx;
+      }
     }
-  }
   }
 }
 
@@ -173,42 +173,42 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   const AttentionCase c{8, 2, 64};
   const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
   for (const KvDtype dtype : kKvDtypes) {
-  SCOPED_TRACE(KvDtypeName(dtype));
-  PagedKv kv = RandomPagedKv(kv_end, c, rng);
-  const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
-  const int num_seqs = 3, split_len = 64, num_splits = 4;
-  const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
-  const size_t rows = static_cast<size_t>(num_splits) * num_seqs * c.heads;
-  DeviceArray<Bf16> d_q(q.bits);
-  const DeviceKv pools(kv, dtype);
-  DeviceArray<int32_t> d_tables(kv.tables), d_begin(kv_begin), d_end(kv_end);
-  DeviceArray<float> d_o(rows * c.dim), d_lse(rows);
-  ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
-    return DecodeAttentionPartial(d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
-                                  d_o.get(), d_lse.get(), num_seqs, shape, split_len, num_splits,
-                                  nullptr);
-  }));
-  const auto o = d_o.ToHost(), lse = d_lse.ToHost();
-  for (int j = 0; j < num_splits; ++j) {
-    for (int s = 0; s < num_seqs; ++s) {
-      const int b = kv_begin[s] + j * split_len, e = std::min(kv_end[s], b + split_len);
-      for (int h = 0; h < c.heads; ++h) {
-        std::vector<float> want(c.dim);
-        float want_lse;
-        reference::AttentionPartialRow(&q.values[(s * c.heads + h) * c.dim], h,
-                                       &kv.tables[s * kv.max_blocks], b, e, kv.k.values.data(),
-                                       kv.v.values.data(), shape, want.data(), &want_lse);
-        const size_t row = (static_cast<size_t>(j) * num_seqs + s) * c.heads + h;
-        std::vector<float> got(o.begin() + row * c.dim, o.begin() + (row + 1) * c.dim);
-        if (b >= e) {
-          EXPECT_EQ(lse[row], -INFINITY);
-          continue;
+    SCOPED_TRACE(KvDtypeName(dtype));
+    PagedKv kv = RandomPagedKv(kv_end, c, rng);
+    const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
+    const int num_seqs = 3, split_len = 64, num_splits = 4;
+    const auto q = RandomBf16(static_cast<size_t>(num_seqs) * c.heads * c.dim, rng);
+    const size_t rows = static_cast<size_t>(num_splits) * num_seqs * c.heads;
+    DeviceArray<Bf16> d_q(q.bits);
+    const DeviceKv pools(kv, dtype);
+    DeviceArray<int32_t> d_tables(kv.tables), d_begin(kv_begin), d_end(kv_end);
+    DeviceArray<float> d_o(rows * c.dim), d_lse(rows);
+    ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+      return DecodeAttentionPartial(d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
+                                    d_o.get(), d_lse.get(), num_seqs, shape, split_len, num_splits,
+                                    nullptr);
+    }));
+    const auto o = d_o.ToHost(), lse = d_lse.ToHost();
+    for (int j = 0; j < num_splits; ++j) {
+      for (int s = 0; s < num_seqs; ++s) {
+        const int b = kv_begin[s] + j * split_len, e = std::min(kv_end[s], b + split_len);
+        for (int h = 0; h < c.heads; ++h) {
+          std::vector<float> want(c.dim);
+          float want_lse;
+          reference::AttentionPartialRow(&q.values[(s * c.heads + h) * c.dim], h,
+                                         &kv.tables[s * kv.max_blocks], b, e, kv.k.values.data(),
+                                         kv.v.values.data(), shape, want.data(), &want_lse);
+          const size_t row = (static_cast<size_t>(j) * num_seqs + s) * c.heads + h;
+          std::vector<float> got(o.begin() + row * c.dim, o.begin() + (row + 1) * c.dim);
+          if (b >= e) {
+            EXPECT_EQ(lse[row], -INFINITY);
+            continue;
+          }
+          EXPECT_NEAR(lse[row], want_lse, kFp32Tolerance * std::max(1.0f, std::fabs(want_lse)));
+          EXPECT_LE(RelativeError(got, want), kFp32Tolerance) << "split " << j << " seq " << s;
         }
-        EXPECT_NEAR(lse[row], want_lse, kFp32Tolerance * std::max(1.0f, std::fabs(want_lse)));
-        EXPECT_LE(RelativeError(got, want), kFp32Tolerance) << "split " << j << " seq " << s;
       }
     }
-  }
   }
 }
 
@@ -304,10 +304,10 @@ void CheckSharedPrefixCascade(const AttentionCase& c, const CascadeCase& cc, KvD
                                  nullptr);
   }));
   ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
-    return DecodeAttentionPartial(
-        d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
-        d_o.get() + cc.prefix_splits * rows * c.dim, d_lse.get() + cc.prefix_splits * rows,
-        num_branches, shape, suffix_split, suffix_splits, nullptr);
+    return DecodeAttentionPartial(d_q.get(), k, v, d_tables.get(), d_begin.get(), d_end.get(),
+                                  d_o.get() + cc.prefix_splits * rows * c.dim,
+                                  d_lse.get() + cc.prefix_splits * rows, num_branches, shape,
+                                  suffix_split, suffix_splits, nullptr);
   }));
   ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_out.get(), nullptr, parts,
                                         num_branches, c.heads, c.dim, nullptr));
@@ -357,51 +357,51 @@ TEST(KernelsGpuTest, PrefillAttentionWithCachedPrefixMatchesReference) {
     ScopedGroupKernel scoped(kernel);
     SCOPED_TRACE("group attention kernel " + std::to_string(static_cast<int>(kernel)));
     for (const KvDtype dtype : kKvDtypes) {
-    SCOPED_TRACE(KvDtypeName(dtype));
-    for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
-                                   AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
-      std::vector<int32_t> context_lens, positions, starts = {0};
-      int max_new = 0;
-      for (const auto& [cached, fresh] : seqs) {
-        context_lens.push_back(cached + fresh);
-        for (int i = 0; i < fresh; ++i) positions.push_back(cached + i);
-        starts.push_back(starts.back() + fresh);
-        max_new = std::max(max_new, fresh);
-      }
-      const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
-      PagedKv kv = RandomPagedKv(context_lens, c, rng);
-      const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
-      const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
-      DeviceArray<Bf16> d_q(q.bits), d_out(q.bits.size());
-      const DeviceKv pools(kv, dtype);
-      DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
-          d_ctx(context_lens);
-      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
-        return PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
-                                d_ctx.get(), k, v, d_out.get(), n, num_seqs, max_new, shape,
-                                nullptr);
-      }));
-      std::vector<float> want(q.values.size());
-      reference::PagedAttention(q.values.data(), positions.data(), starts.data(), kv.tables.data(),
-                                context_lens.data(), kv.k.values.data(), kv.v.values.data(),
-                                want.data(), num_seqs, shape);
-      EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-          << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
+      SCOPED_TRACE(KvDtypeName(dtype));
+      for (const AttentionCase& c : {AttentionCase{32, 8, 64}, AttentionCase{8, 8, 128},
+                                     AttentionCase{14, 2, 16}, AttentionCase{4, 1, 32}}) {
+        std::vector<int32_t> context_lens, positions, starts = {0};
+        int max_new = 0;
+        for (const auto& [cached, fresh] : seqs) {
+          context_lens.push_back(cached + fresh);
+          for (int i = 0; i < fresh; ++i) positions.push_back(cached + i);
+          starts.push_back(starts.back() + fresh);
+          max_new = std::max(max_new, fresh);
+        }
+        const int num_seqs = static_cast<int>(seqs.size()), n = starts.back();
+        PagedKv kv = RandomPagedKv(context_lens, c, rng);
+        const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
+        const auto q = RandomBf16(static_cast<size_t>(n) * c.heads * c.dim, rng);
+        DeviceArray<Bf16> d_q(q.bits), d_out(q.bits.size());
+        const DeviceKv pools(kv, dtype);
+        DeviceArray<int32_t> d_pos(positions), d_starts(starts), d_tables(kv.tables),
+            d_ctx(context_lens);
+        ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+          return PrefillAttention(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                  d_ctx.get(), k, v, d_out.get(), n, num_seqs, max_new, shape,
+                                  nullptr);
+        }));
+        std::vector<float> want(q.values.size());
+        reference::PagedAttention(q.values.data(), positions.data(), starts.data(),
+                                  kv.tables.data(), context_lens.data(), kv.k.values.data(),
+                                  kv.v.values.data(), want.data(), num_seqs, shape);
+        EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
+            << "heads=" << c.heads << " kv_heads=" << c.kv_heads << " dim=" << c.dim;
 
-      // The same through split partials + merge (causal masking across splits).
-      const int split_len = 128, num_splits = 5;
-      const size_t rows = static_cast<size_t>(n) * c.heads;
-      DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
-      DeviceArray<Bf16> d_merged(q.bits.size());
-      ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
-        return GroupAttentionPartial(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
-                                     d_ctx.get(), k, v, d_o.get(), d_lse.get(), n, num_seqs,
-                                     max_new, shape, split_len, num_splits, nullptr);
-      }));
-      ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
-                                            num_splits, n, c.heads, c.dim, nullptr));
-      EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
-    }
+        // The same through split partials + merge (causal masking across splits).
+        const int split_len = 128, num_splits = 5;
+        const size_t rows = static_cast<size_t>(n) * c.heads;
+        DeviceArray<float> d_o(num_splits * rows * c.dim), d_lse(num_splits * rows);
+        DeviceArray<Bf16> d_merged(q.bits.size());
+        ASSERT_KERNEL_OK(pools.Run([&](auto* k, auto* v) {
+          return GroupAttentionPartial(d_q.get(), d_pos.get(), d_starts.get(), d_tables.get(),
+                                       d_ctx.get(), k, v, d_o.get(), d_lse.get(), n, num_seqs,
+                                       max_new, shape, split_len, num_splits, nullptr);
+        }));
+        ASSERT_KERNEL_OK(MergeAttentionStates(d_o.get(), d_lse.get(), d_merged.get(), nullptr,
+                                              num_splits, n, c.heads, c.dim, nullptr));
+        EXPECT_LE(RelativeError(ToFloat(d_merged.ToHost()), want), kBf16Tolerance) << "split";
+      }
     }
   }
 }

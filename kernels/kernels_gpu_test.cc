@@ -514,9 +514,8 @@ TEST(KernelsGpuTest, Fp8PoolsHoldTheRoundedBf16Values) {
   // KvAppend of the rows' K and V parts (any bf16 rows will do).
   const Bf16* k_rows = d_qkv.get();
   const Bf16* v_rows = d_qkv.get() + static_cast<size_t>(n) * kv_dim;
-  ASSERT_KERNEL_OK(KvAppend(k_rows, v_rows, d_pos.get(), d_starts.get(), d_tables.get(),
-                            d_kc.get(), d_vc.get(), n, num_seqs, max_blocks, kv_heads, dim,
-                            nullptr));
+  ASSERT_KERNEL_OK(KvAppend(k_rows, v_rows, d_pos.get(), d_starts.get(), d_tables.get(), d_kc.get(),
+                            d_vc.get(), n, num_seqs, max_blocks, kv_heads, dim, nullptr));
   ASSERT_KERNEL_OK(KvAppend(k_rows, v_rows, d_pos.get(), d_starts.get(), d_tables.get(),
                             d_kc8.get(), d_vc8.get(), n, num_seqs, max_blocks, kv_heads, dim,
                             nullptr));
@@ -528,9 +527,9 @@ TEST(KernelsGpuTest, Fp8PoolsHoldTheRoundedBf16Values) {
   ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q.get(), d_pos.get(), d_freq.get(), d_starts.get(),
                                 d_tables.get(), d_kc.get(), d_vc.get(), n, num_seqs, max_blocks,
                                 heads, kv_heads, dim, nullptr));
-  ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q8.get(), d_pos.get(), d_freq.get(),
-                                d_starts.get(), d_tables.get(), d_kc8.get(), d_vc8.get(), n,
-                                num_seqs, max_blocks, heads, kv_heads, dim, nullptr));
+  ASSERT_KERNEL_OK(RopeKvAppend(d_qkv.get(), d_q8.get(), d_pos.get(), d_freq.get(), d_starts.get(),
+                                d_tables.get(), d_kc8.get(), d_vc8.get(), n, num_seqs, max_blocks,
+                                heads, kv_heads, dim, nullptr));
   EXPECT_EQ(d_q8.ToHost(), d_q.ToHost());
   ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
   ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
@@ -578,8 +577,7 @@ TEST(KernelsGpuTest, Fp8PoolsHoldTheRoundedBf16Values) {
   DeviceArray<int32_t> d_pairs(pairs);
   const int block_elems = kKvBlockSize * kv_dim;
   ASSERT_KERNEL_OK(CopyKvBlocks(d_kc.get(), d_vc.get(), d_pairs.get(), 2, block_elems, nullptr));
-  ASSERT_KERNEL_OK(
-      CopyKvBlocks(d_kc8.get(), d_vc8.get(), d_pairs.get(), 2, block_elems, nullptr));
+  ASSERT_KERNEL_OK(CopyKvBlocks(d_kc8.get(), d_vc8.get(), d_pairs.get(), 2, block_elems, nullptr));
   ExpectFp8Of(d_kc8.ToHost(), d_kc.ToHost());
   ExpectFp8Of(d_vc8.ToHost(), d_vc.ToHost());
 

@@ -117,9 +117,8 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
                      options.cascade_min_shared_tokens));
   }
   if (options.cascade_max_levels < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CudaBackendOptions.cascade_max_levels must be >= 1, got ",
-                     options.cascade_max_levels));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CudaBackendOptions.cascade_max_levels must be >= 1, got ", options.cascade_max_levels));
   }
   if (options.max_batch_tokens < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -320,15 +319,14 @@ absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t
     // order: one launch per pair then (the stream orders them).
     const int per_launch = chained ? 1 : std::min(num_pairs, 65535);
     for (int p = 0; p < num_pairs; p += per_launch) {
-      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
-                                                      [&](auto* k, auto* v) {
-                                                        return kernels::CopyKvBlocks(
-                                                            k, v, d.pairs.get<int32_t>() + 2 * p,
-                                                            std::min(per_launch, num_pairs - p),
-                                                            static_cast<int>(d.block_elems),
-                                                            d.stream);
-                                                      }),
-                                        "CopyKvBlocks"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          d.WithKvPools(l,
+                        [&](auto* k, auto* v) {
+                          return kernels::CopyKvBlocks(k, v, d.pairs.get<int32_t>() + 2 * p,
+                                                       std::min(per_launch, num_pairs - p),
+                                                       static_cast<int>(d.block_elems), d.stream);
+                        }),
+          "CopyKvBlocks"));
     }
   }
   return CudaError(cudaStreamSynchronize(d.stream), "CopyBlocks");

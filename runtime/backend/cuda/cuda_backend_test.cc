@@ -545,38 +545,38 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaGoldenTest, ::testing::Values("llama", "qwe
 // policy is right only half the time, so some digits are near-ties).
 TEST(CudaBundledModelTest, GreedyContinuationsMatchTheCpuBackend) {
   for (const bool fp8 : {false, true})
-  for (const std::string model : {"policy", "prm"}) {
-    SCOPED_TRACE(model + (fp8 ? ", fp8 KV" : ", bf16 KV"));
-    const std::string dir = SourceDir() + "/models/" + model;
-    MAKE_CUDA_OR_SKIP(cuda, dir, 8192, 256, fp8);
-    std::unique_ptr<CpuBackend> cpu = MakeCpuBackend(dir);
-    ASSERT_NE(cpu, nullptr);
-    absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromModelDir(dir);
-    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
-    absl::StatusOr<ChatTemplate> chat = ChatTemplate::ByName("chatml");
-    ASSERT_TRUE(chat.ok());
-    std::vector<std::vector<int32_t>> prompts;
-    std::ifstream heldout(SourceDir() + "/models/data/heldout.jsonl");
-    for (std::string line; prompts.size() < 8 && std::getline(heldout, line);) {
-      const std::string question = nlohmann::json::parse(line)["question"].get<std::string>();
-      absl::StatusOr<std::string> prompt = chat->Apply(question);
-      ASSERT_TRUE(prompt.ok()) << prompt.status();
-      absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(*prompt);
-      ASSERT_TRUE(ids.ok()) << ids.status();
-      prompts.push_back(*std::move(ids));
+    for (const std::string model : {"policy", "prm"}) {
+      SCOPED_TRACE(model + (fp8 ? ", fp8 KV" : ", bf16 KV"));
+      const std::string dir = SourceDir() + "/models/" + model;
+      MAKE_CUDA_OR_SKIP(cuda, dir, 8192, 256, fp8);
+      std::unique_ptr<CpuBackend> cpu = MakeCpuBackend(dir);
+      ASSERT_NE(cpu, nullptr);
+      absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = Tokenizer::FromModelDir(dir);
+      ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+      absl::StatusOr<ChatTemplate> chat = ChatTemplate::ByName("chatml");
+      ASSERT_TRUE(chat.ok());
+      std::vector<std::vector<int32_t>> prompts;
+      std::ifstream heldout(SourceDir() + "/models/data/heldout.jsonl");
+      for (std::string line; prompts.size() < 8 && std::getline(heldout, line);) {
+        const std::string question = nlohmann::json::parse(line)["question"].get<std::string>();
+        absl::StatusOr<std::string> prompt = chat->Apply(question);
+        ASSERT_TRUE(prompt.ok()) << prompt.status();
+        absl::StatusOr<std::vector<int32_t>> ids = (*tokenizer)->Encode(*prompt);
+        ASSERT_TRUE(ids.ok()) << ids.status();
+        prompts.push_back(*std::move(ids));
+      }
+      ASSERT_EQ(prompts.size(), 8u);
+      const int vocab = cuda->output_dim();
+      const auto [same, steps] = TeacherForcedGreedy(
+          cuda.get(), cpu.get(), prompts, 32,
+          [&](size_t, int, const float* cpu_row) { return ArgMax(cpu_row, vocab); },
+          [&](const std::vector<float>& got, const std::vector<float>& ref, int step) {
+            EXPECT_LE(RelError(got, ref), fp8 ? kFp8KvModelTolerance : kBf16ModelTolerance)
+                << "step " << step;
+          });
+      std::printf("%s, %s KV: %d of %d greedy tokens equal the CPU backend's (teacher-forced)\n",
+                  model.c_str(), fp8 ? "fp8" : "bf16", same, steps);
     }
-    ASSERT_EQ(prompts.size(), 8u);
-    const int vocab = cuda->output_dim();
-    const auto [same, steps] = TeacherForcedGreedy(
-        cuda.get(), cpu.get(), prompts, 32,
-        [&](size_t, int, const float* cpu_row) { return ArgMax(cpu_row, vocab); },
-        [&](const std::vector<float>& got, const std::vector<float>& ref, int step) {
-          EXPECT_LE(RelError(got, ref), fp8 ? kFp8KvModelTolerance : kBf16ModelTolerance)
-              << "step " << step;
-        });
-    std::printf("%s, %s KV: %d of %d greedy tokens equal the CPU backend's (teacher-forced)\n",
-                model.c_str(), fp8 ? "fp8" : "bf16", same, steps);
-  }
 }
 
 }  // namespace

@@ -322,16 +322,15 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
         ARBOR_RETURN_IF_ERROR(
             KernelError(kernels::AddBias(qkv_rows, qkv_bias, n, qkv_n, stream), "AddBias"));
       }
-      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
-                                                      [&](auto* k, auto* v) {
-                                                        return kernels::RopeKvAppend(
-                                                            qkv_rows, q, positions,
-                                                            d.weights.rope_inv_freq.get<float>(),
-                                                            seq_starts, tables, k, v, n, num_seqs,
-                                                            mb, c.num_heads, c.num_kv_heads,
-                                                            c.head_dim, stream);
-                                                      }),
-                                        "RopeKvAppend"));
+      ARBOR_RETURN_IF_ERROR(KernelError(
+          d.WithKvPools(l,
+                        [&](auto* k, auto* v) {
+                          return kernels::RopeKvAppend(
+                              qkv_rows, q, positions, d.weights.rope_inv_freq.get<float>(),
+                              seq_starts, tables, k, v, n, num_seqs, mb, c.num_heads,
+                              c.num_kv_heads, c.head_dim, stream);
+                        }),
+          "RopeKvAppend"));
     }
     Bf16* attn = d.attn.get<Bf16>();
     if (cascade.worthwhile) {
@@ -349,45 +348,45 @@ absl::Status CudaBackend::ForwardPass(const ForwardBatch& batch,
                             return kernels::GroupAttentionPartial(
                                 q, positions, m + o_level[0], m + o_level[1], m + o_level[2], k, v,
                                 o_parts + part * attn_rows * c.head_dim,
-                                lse_parts + part * attn_rows, n, lv.num_groups(),
-                                lv.max_group_size, shape, level_splits[level].split_len,
+                                lse_parts + part * attn_rows, n, lv.num_groups(), lv.max_group_size,
+                                shape, level_splits[level].split_len,
                                 level_splits[level].num_splits, stream);
                           }),
             "GroupAttentionPartial"));
         part += level_splits[level].num_splits;
       }
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          d.WithKvPools(l,
-                        [&](auto* k, auto* v) {
-                          return kernels::DecodeAttentionPartial(
-                              q, k, v, tables, m + o_sbegin, ctx_lens,
-                              o_parts + part * attn_rows * c.head_dim, lse_parts + part * attn_rows,
-                              num_seqs, shape, suffix_splits.split_len, suffix_splits.num_splits,
-                              stream);
-                        }),
-          "DecodeAttentionPartial"));
+      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
+                                                      [&](auto* k, auto* v) {
+                                                        return kernels::DecodeAttentionPartial(
+                                                            q, k, v, tables, m + o_sbegin, ctx_lens,
+                                                            o_parts + part * attn_rows * c.head_dim,
+                                                            lse_parts + part * attn_rows, num_seqs,
+                                                            shape, suffix_splits.split_len,
+                                                            suffix_splits.num_splits, stream);
+                                                      }),
+                                        "DecodeAttentionPartial"));
       ARBOR_RETURN_IF_ERROR(
           KernelError(kernels::MergeAttentionStates(o_parts, lse_parts, attn, nullptr, num_parts,
                                                     num_seqs, c.num_heads, c.head_dim, stream),
                       "MergeAttentionStates"));
     } else if (max_new == 1) {  // a decode step: one token per sequence
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          d.WithKvPools(l,
-                        [&](auto* k, auto* v) {
-                          return kernels::PagedDecodeAttention(q, k, v, tables, ctx_lens, attn,
-                                                               bufs.decode_workspace.get(),
-                                                               num_seqs, max_ctx, shape, stream);
-                        }),
-          "PagedDecodeAttention"));
+      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
+                                                      [&](auto* k, auto* v) {
+                                                        return kernels::PagedDecodeAttention(
+                                                            q, k, v, tables, ctx_lens, attn,
+                                                            bufs.decode_workspace.get(), num_seqs,
+                                                            max_ctx, shape, stream);
+                                                      }),
+                                        "PagedDecodeAttention"));
     } else {
-      ARBOR_RETURN_IF_ERROR(KernelError(
-          d.WithKvPools(l,
-                        [&](auto* k, auto* v) {
-                          return kernels::PrefillAttention(q, positions, seq_starts, tables,
-                                                           ctx_lens, k, v, attn, n, num_seqs,
-                                                           max_new, shape, stream);
-                        }),
-          "PrefillAttention"));
+      ARBOR_RETURN_IF_ERROR(KernelError(d.WithKvPools(l,
+                                                      [&](auto* k, auto* v) {
+                                                        return kernels::PrefillAttention(
+                                                            q, positions, seq_starts, tables,
+                                                            ctx_lens, k, v, attn, n, num_seqs,
+                                                            max_new, shape, stream);
+                                                      }),
+                                        "PrefillAttention"));
     }
     ARBOR_RETURN_IF_ERROR(d.Gemm(attn, w.o_proj.get<Bf16>(), proj, n, hidden, q_dim, false));
     if (!w.o_bias.empty()) {
