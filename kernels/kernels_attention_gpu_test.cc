@@ -1,9 +1,9 @@
 // GPU attention kernels (paged decode, split-K partials and their merge,
 // shared-prefix cascade, prefill) against their CPU references on fresh
 // random inputs, over bf16 and fp8 KV pools (the references read the fp8
-// pools' rounded values, so the tolerances are the same). Tolerances: bf16 outputs max|gpu - ref| /
-// max|ref| <= 1e-2; fp32 partial attention states 1e-4 relative. Every test skips when no CUDA
-// device is present.
+// pools' rounded values, so the tolerances are the same). Tolerances: bf16
+// outputs max|gpu - ref| / max|ref| <= 1e-2; fp32 partial attention states
+// 1e-4 relative. Every test skips when no CUDA device is present.
 #include <cuda_runtime.h>
 
 #include <algorithm>
