@@ -552,6 +552,22 @@ absl::StatusOr<search::ExtendResult> RemoteGenerator::Extend(const search::Exten
   return result;
 }
 
+namespace {
+
+// A Verifier call's usage as the search sees it; call_us counts from
+// call_start (retries and hedges included).
+search::ScoringUsage ScoringUsageOf(const arbor::v1::Usage& usage, absl::Time call_start) {
+  search::ScoringUsage out;
+  out.reward_tokens = usage.reward_tokens();
+  out.reward_cache_hit_tokens = usage.reward_cache_hit_tokens();
+  out.queue_us = usage.verifier_queue_us();
+  out.compute_us = usage.verifier_compute_us();
+  out.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreRequest& request) {
   const absl::Time call_start = absl::Now();
   arbor::v1::ScoreRequest proto;
@@ -585,11 +601,7 @@ absl::StatusOr<search::ScoreResult> RemoteScorer::Score(const search::ScoreReque
   for (const arbor::v1::StepScores& s : response.results()) {
     result.scores.emplace_back(s.scores().begin(), s.scores().end());
   }
-  result.usage.reward_tokens = response.usage().reward_tokens();
-  result.usage.reward_cache_hit_tokens = response.usage().reward_cache_hit_tokens();
-  result.usage.queue_us = response.usage().verifier_queue_us();
-  result.usage.compute_us = response.usage().verifier_compute_us();
-  result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
+  result.usage = ScoringUsageOf(response.usage(), call_start);
   return result;
 }
 
@@ -625,11 +637,7 @@ absl::StatusOr<search::PairwiseResult> RemoteScorer::Compare(
   search::PairwiseResult result;
   result.prob_a.reserve(response.results_size());
   for (const arbor::v1::CompareResult& r : response.results()) result.prob_a.push_back(r.prob_a());
-  result.usage.reward_tokens = response.usage().reward_tokens();
-  result.usage.reward_cache_hit_tokens = response.usage().reward_cache_hit_tokens();
-  result.usage.queue_us = response.usage().verifier_queue_us();
-  result.usage.compute_us = response.usage().verifier_compute_us();
-  result.usage.call_us = absl::ToInt64Microseconds(absl::Now() - call_start);
+  result.usage = ScoringUsageOf(response.usage(), call_start);
   return result;
 }
 
