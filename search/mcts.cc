@@ -44,6 +44,12 @@ size_t SelectPuct(absl::Span<const PuctChild> children, int64_t parent_visits, d
   return best;
 }
 
+int64_t WideningRounds(int64_t visits, double widen_c, double widen_alpha, int64_t max_rounds) {
+  if (widen_c <= 0.0 || visits <= 0) return 0;
+  const double r = std::ceil(widen_c * std::pow(static_cast<double>(visits), widen_alpha));
+  return std::min<int64_t>(max_rounds, static_cast<int64_t>(r));
+}
+
 std::vector<double> StepPriors(absl::Span<const double> logprobs, absl::Span<const int64_t> tokens) {
   ARBOR_CHECK(logprobs.size() == tokens.size());
   std::vector<double> p(logprobs.size());
@@ -67,24 +73,44 @@ namespace {
 struct Node {
   Branch branch;
   double prior = 1.0;
-  double value = 0.0;  // the node's PRM score (aggregated)
+  double prior_mass = 0.0;  // summed softmax mass of its samples, each weighted by its round's size
+  double value = 0.0;       // the node's PRM score (aggregated)
   double value_sum = 0.0;
   int64_t visits = 0;
   int depth = 0;  // steps
   bool expanded = false;
+  int64_t rounds = 0;  // sampling rounds (the first expansion and widenings)
+  int64_t drawn = 0;   // samples drawn over them
   std::vector<std::unique_ptr<Node>> children;
 
   bool Terminal() const { return branch.done; }
   double Q() const { return visits > 0 ? value_sum / static_cast<double>(visits) : value; }
 };
 
-// Whether every path under `node` has ended (nothing left to explore).
-bool Exhausted(const Node& node) {
+// Whether an expanded node may be sampled again: fewer distinct children
+// than max_width and rounds left.
+bool CanWiden(const Node& node, const MctsConfig& config) {
+  return config.widen_c > 0.0 && node.expanded && !node.Terminal() &&
+         node.rounds < config.widen_max_rounds &&
+         static_cast<int64_t>(node.children.size()) < config.max_width;
+}
+
+// Whether its visits call for the next round now.
+bool WidenDue(const Node& node, const MctsConfig& config) {
+  return CanWiden(node, config) &&
+         node.rounds < WideningRounds(node.visits, config.widen_c, config.widen_alpha,
+                                      config.widen_max_rounds);
+}
+
+// Whether every path under `node` has ended and no node under it may widen
+// (nothing left to explore).
+bool Exhausted(const Node& node, const MctsConfig& config) {
   if (node.Terminal()) return true;
   if (!node.expanded) return false;
+  if (CanWiden(node, config)) return false;
   if (node.children.empty()) return true;
   for (const auto& c : node.children) {
-    if (!Exhausted(*c)) return false;
+    if (!Exhausted(*c, config)) return false;
   }
   return true;
 }
@@ -97,7 +123,7 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   std::vector<Branch> rollouts;
   bool finish = false;
   for (int sim = 0; sim < config.num_simulations; ++sim) {
-    if (Exhausted(root)) break;
+    if (Exhausted(root, config)) break;
     absl::StatusOr<bool> go = run.BeginIteration();
     if (!go.ok()) return go.status();
     if (!*go) {
@@ -109,14 +135,17 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
       finish = true;
       break;
     }
-    // Selection: PUCT down to a leaf, skipping exhausted subtrees.
+    // Selection: PUCT down to a leaf, skipping exhausted subtrees; a node
+    // due for widening (or whose children are all exhausted but that may
+    // widen) is sampled again instead.
     std::vector<Node*> path = {&root};
     Node* node = &root;
     while (node->expanded && !node->Terminal()) {
+      if (WidenDue(*node, config)) break;
       std::vector<PuctChild> view;
       std::vector<Node*> open;
       for (const auto& c : node->children) {
-        if (Exhausted(*c)) continue;
+        if (Exhausted(*c, config)) continue;
         view.push_back({c->Q(), c->prior, c->visits});
         open.push_back(c.get());
       }
@@ -126,14 +155,18 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
     }
 
     double value = node->Q();
-    if (!node->expanded && !node->Terminal()) {
+    if (!node->Terminal() && (!node->expanded || CanWiden(*node, config))) {
       // Expansion: max_width sampled steps in one call (one branch, so the
-      // worker forks the node's cached prefix).
+      // worker forks the node's cached prefix); a widening round samples
+      // the missing width.
+      const bool widening = node->expanded;
+      const int32_t width =
+          widening ? config.max_width - static_cast<int32_t>(node->children.size())
+                   : config.max_width;
       StepOptions options;
       options.final_iteration = node->depth + 1 >= config.max_depth;
       options.aggregation = config.aggregation;
-      absl::StatusOr<StepResult> step =
-          ExtendAndScore(run, {&node->branch}, {config.max_width}, options);
+      absl::StatusOr<StepResult> step = ExtendAndScore(run, {&node->branch}, {width}, options);
       if (!step.ok()) return step.status();
       if (step->children.empty() || !step->scored) {
         finish = run.budget().exhausted();
@@ -158,11 +191,14 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
         logprobs.push_back(c.branch.logprob - node->branch.logprob);
       }
       const std::vector<double> priors = StepPriors(logprobs, tokens);
+      const double round_size = static_cast<double>(step->children.size());
       // Samples that wrote the same step are one child: the same state, so
       // copies would split its visits and let PUCT spend simulations on
       // width (a small policy writes the same arithmetic step in most of
       // its samples; docs/SCALING.md). The child's prior is its copies'
-      // summed prior: how often the policy chose that step.
+      // summed prior: how often the policy chose that step. Over several
+      // rounds, its share of all rounds' mass (a round weighing by its size).
+      std::vector<Node*> fresh;
       for (size_t i = 0; i < step->children.size(); ++i) {
         Branch& b = step->children[i].branch;
         Node* same = nullptr;
@@ -171,26 +207,37 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
         }
         if (same != nullptr) {
           same->prior += priors[i];
+          same->prior_mass += priors[i] * round_size;
           continue;
         }
         auto child = std::make_unique<Node>();
         child->value = b.score;
         child->prior = priors[i];
+        child->prior_mass = priors[i] * round_size;
         child->branch = std::move(b);
         child->depth = node->depth + 1;
+        fresh.push_back(child.get());
         node->children.push_back(std::move(child));
       }
       node->expanded = true;
-      // Evaluation: the child PUCT would pick next (all unvisited: Q = its
-      // PRM score).
-      std::vector<PuctChild> view;
-      for (const auto& c : node->children) view.push_back({c->Q(), c->prior, c->visits});
-      Node* pick = node->children[SelectPuct(view, node->visits + 1, config.pb_c_base,
-                                             config.pb_c_init)]
-                       .get();
-      path.push_back(pick);
-      value = pick->value;
-      if (config.rollouts && !pick->Terminal()) {
+      node->rounds += 1;
+      node->drawn += static_cast<int64_t>(step->children.size());
+      if (widening) {
+        for (auto& c : node->children) {
+          c->prior = c->prior_mass / static_cast<double>(node->drawn);
+        }
+      }
+      // Evaluation: the new child PUCT would pick next (unvisited: Q = its
+      // PRM score). A round of copies only adds a visit to the node.
+      Node* pick = nullptr;
+      if (!fresh.empty()) {
+        std::vector<PuctChild> view;
+        for (const Node* c : fresh) view.push_back({c->Q(), c->prior, c->visits});
+        pick = fresh[SelectPuct(view, node->visits + 1, config.pb_c_base, config.pb_c_init)];
+        path.push_back(pick);
+        value = pick->value;
+      }
+      if (pick != nullptr && config.rollouts && !pick->Terminal()) {
         // A greedy rollout to EOS, scored as a whole: its PRM score is the
         // value, and it is a candidate.
         ExtendOptions rollout;
@@ -325,6 +372,16 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   }
   RankOptions rank;
   rank.tiers = tiers;
+  // The weighted vote counts the finished candidates only: an unfinished
+  // node's text has no answer of its own.
+  std::vector<double> weights;
+  if (config.final_selection == MctsConfig::FinalSelection::kWeightedVote) {
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      weights.push_back(tiers[i] == 0 ? candidates[i].score : 0.0);
+    }
+    rank.rule = VoteRule::kWeighted;
+    rank.vote_weights = weights;
+  }
   return run.Finish(std::move(candidates), rank);
 }
 

@@ -34,6 +34,12 @@ double PuctScore(const PuctChild& child, int64_t parent_visits, double pb_c_base
 size_t SelectPuct(absl::Span<const PuctChild> children, int64_t parent_visits, double pb_c_base,
                   double pb_c_init);
 
+// Progressive widening: the sampling rounds a node of `visits` visits may
+// have had, ceil(widen_c * visits^widen_alpha) capped at max_rounds (0 with
+// widen_c = 0: no widening). A node whose rounds are fewer, and that holds
+// fewer distinct children than max_width, is sampled again.
+int64_t WideningRounds(int64_t visits, double widen_c, double widen_alpha, int64_t max_rounds);
+
 // Priors of sibling steps from their policy logprobs: softmax over the mean
 // token logprob of each step (steps of 0 tokens count as logprob 0).
 std::vector<double> StepPriors(absl::Span<const double> logprobs, absl::Span<const int64_t> tokens);

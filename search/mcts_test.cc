@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -76,9 +78,12 @@ TEST(MctsTest, ExpandsWithMaxWidthSamplesOfOneBranchAndFindsTheAnswer) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->strategy, "mcts");
     ASSERT_FALSE(generator.call_log().empty());
+    EXPECT_EQ(generator.call_log().front().samples, std::vector<int>{4});
     for (const auto& call : generator.call_log()) {
       ASSERT_EQ(call.samples.size(), 1u);  // one node per expansion
-      EXPECT_EQ(call.samples[0], 4);
+      // max_width, or a widening round's missing width.
+      EXPECT_GE(call.samples[0], 1);
+      EXPECT_LE(call.samples[0], 4);
     }
     EXPECT_LE(result->usage.steps, 24);
     if (IsRightAnswer(problem, result->answer)) ++solved;
@@ -161,11 +166,147 @@ TEST(MctsTest, GreedyFinishesAreRankedByTheirOwnScore) {
   EXPECT_GT(solved, 0);
 }
 
+TEST(PuctTest, WideningRoundsGrowWithTheSquareRootOfVisits) {
+  // ceil(sqrt(v)): a second round at 2 visits, a third at 5, a fourth at 10.
+  std::vector<int64_t> rounds;
+  for (int64_t v : {0, 1, 2, 4, 5, 9, 10, 100}) rounds.push_back(WideningRounds(v, 1.0, 0.5, 4));
+  EXPECT_EQ(rounds, (std::vector<int64_t>{0, 1, 2, 2, 3, 3, 4, 4}));
+  EXPECT_EQ(WideningRounds(100, 0.0, 0.5, 4), 0);  // widen_c = 0: off
+  EXPECT_EQ(WideningRounds(9, 2.0, 0.5, 64), 6);
+}
+
+// A near-sure first step gives the root fewer distinct children than
+// max_width. With widening, the root is sampled again (the missing width,
+// from the root's prefix) only once its visits reach the threshold: the
+// third simulation (2 visits: ceil(sqrt(2)) = 2 rounds), not the second.
+TEST(MctsTest, WideningResamplesANodeOnlyAfterTheVisitThreshold) {
+  const FakeProblem problem{.id = 3, .p = 0.99, .num_steps = 6};
+  for (int sims : {2, 3}) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    auto result = RunStrategy(Config(MctsConfig{.num_simulations = sims, .max_width = 4}),
+                              Job(problem, 2), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    const auto& log = generator.call_log();
+    ASSERT_GE(log.size(), static_cast<size_t>(sims));
+    ASSERT_EQ(log[0].suffix_lengths, std::vector<size_t>{0});  // the root's expansion
+    EXPECT_EQ(log[0].samples, std::vector<int>{4});
+    EXPECT_NE(log[1].suffix_lengths, std::vector<size_t>{0});  // 1 visit: no widening yet
+    EXPECT_EQ(log[1].samples, std::vector<int>{4});
+    if (sims == 3) {
+      // The root again, with the missing width: 4 minus its distinct
+      // first steps (fewer than 4 with p = 0.99 and 12 possible lengths).
+      ASSERT_EQ(log[2].suffix_lengths, std::vector<size_t>{0});
+      EXPECT_GE(log[2].samples[0], 1);
+      EXPECT_LE(log[2].samples[0], 3);
+    }
+  }
+  // widen_c = 0: the third simulation goes down the tree as before.
+  FakeGenerator generator;
+  FakeScorer scorer(0.0);
+  auto result = RunStrategy(
+      Config(MctsConfig{.num_simulations = 3, .max_width = 4, .widen_c = 0.0}), Job(problem, 2),
+      generator, &scorer);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_GE(generator.call_log().size(), 3u);
+  EXPECT_NE(generator.call_log()[2].suffix_lengths, std::vector<size_t>{0});
+}
+
+// Where no node has fewer distinct children than max_width (max_width 1),
+// widening never applies: the calls, and so the PUCT order, are the same
+// with and without it.
+TEST(MctsTest, WideningLeavesThePuctOrderWhereItDoesNotApply) {
+  for (int id = 0; id < 5; ++id) {
+    const FakeProblem problem{.id = id, .p = 0.6, .num_steps = 4};
+    std::vector<std::vector<size_t>> prefixes[2];
+    std::string answers[2];
+    for (int on = 0; on < 2; ++on) {
+      FakeGenerator generator;
+      FakeScorer scorer(0.0);
+      auto result = RunStrategy(Config(MctsConfig{.num_simulations = 12, .max_width = 1,
+                                                  .widen_c = on ? 1.0 : 0.0}),
+                                Job(problem, 4), generator, &scorer);
+      ASSERT_TRUE(result.ok()) << result.status();
+      for (const auto& call : generator.call_log()) prefixes[on].push_back(call.suffix_lengths);
+      answers[on] = result->answer;
+    }
+    EXPECT_EQ(prefixes[0], prefixes[1]) << id;
+    EXPECT_EQ(answers[0], answers[1]) << id;
+  }
+}
+
+// More simulations than distinct paths: widening keeps sampling fresh steps
+// where the tree without it has ended every path and stopped early.
+TEST(MctsTest, WideningSpendsSimulationsOnNewPaths) {
+  const FakeProblem problem{.id = 5, .p = 0.95, .num_steps = 3};
+  int64_t steps[2];
+  size_t finished[2];
+  for (int on = 0; on < 2; ++on) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    auto result = RunStrategy(Config(MctsConfig{.num_simulations = 64, .max_width = 4,
+                                                .widen_c = on ? 1.0 : 0.0}),
+                              Job(problem, 3), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    steps[on] = result->usage.steps;
+    finished[on] = 0;
+    for (const Candidate& c : result->candidates) finished[on] += c.finished ? 1 : 0;
+    EXPECT_LE(result->usage.steps, 64);
+  }
+  EXPECT_GT(steps[1], steps[0]);
+  EXPECT_GT(finished[1], finished[0]);
+}
+
+// The default final pick is the PRM-weighted vote over the finished
+// candidates: the winner's answer has the largest summed score; argmax picks
+// the top-scored candidate.
+TEST(MctsTest, FinalPickIsThePrmWeightedVoteOrTheArgmax) {
+  int differ = 0;
+  for (int id = 0; id < 10; ++id) {
+    const FakeProblem problem{.id = id, .p = 0.5, .num_steps = 3};
+    std::string picked[2];
+    for (auto selection :
+         {MctsConfig::FinalSelection::kWeightedVote, MctsConfig::FinalSelection::kArgmaxScore}) {
+      FakeGenerator generator;
+      FakeScorer scorer(1.5, 9);  // noisy: scores spread, answers split
+      auto result = RunStrategy(Config(MctsConfig{.num_simulations = 16, .max_width = 4,
+                                                  .final_selection = selection}),
+                                Job(problem, 11), generator, &scorer);
+      ASSERT_TRUE(result.ok()) << result.status();
+      ASSERT_FALSE(result->candidates.empty());
+      std::map<std::string, double> sums;
+      double top_score = -1.0;
+      for (const Candidate& c : result->candidates) {
+        if (!c.finished || c.answer.empty()) continue;
+        sums[c.answer] += c.score;
+        top_score = std::max(top_score, c.score);
+      }
+      ASSERT_FALSE(sums.empty()) << id;
+      const Candidate& top = result->candidates[0];
+      ASSERT_TRUE(top.finished);
+      if (selection == MctsConfig::FinalSelection::kWeightedVote) {
+        for (const auto& [answer, sum] : sums) EXPECT_GE(sums[top.answer], sum) << id << answer;
+      } else {
+        EXPECT_DOUBLE_EQ(top.score, top_score) << id;
+      }
+      picked[selection == MctsConfig::FinalSelection::kWeightedVote ? 0 : 1] = top.answer;
+    }
+    differ += picked[0] != picked[1] ? 1 : 0;
+  }
+  // The two rules are not the same rule in this world.
+  EXPECT_GE(differ, 1);
+}
+
 TEST(MctsTest, InvalidConfigsNameTheField) {
   StrategyConfig config = Config(MctsConfig{.max_width = 0});
   EXPECT_NE(ValidateStrategyConfig(config).message().find("mcts.max_width"), std::string::npos);
   config = Config(MctsConfig{.pb_c_base = 0});
   EXPECT_NE(ValidateStrategyConfig(config).message().find("mcts.pb_c_base"), std::string::npos);
+  config = Config(MctsConfig{.widen_alpha = 1.5});
+  EXPECT_NE(ValidateStrategyConfig(config).message().find("mcts.widen_alpha"), std::string::npos);
+  config = Config(MctsConfig{.widen_max_rounds = 0});
+  EXPECT_NE(ValidateStrategyConfig(config).message().find("mcts.widen_max_rounds"),
+            std::string::npos);
 }
 
 }  // namespace

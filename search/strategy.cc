@@ -130,6 +130,13 @@ absl::Status ValidateStrategy(const MctsConfig& c) {
   if (!(c.pb_c_init >= 0.0 && std::isfinite(c.pb_c_init))) {
     return OutOfRange("mcts.pb_c_init", c.pb_c_init, "[0, inf)");
   }
+  if (!(c.widen_c >= 0.0 && std::isfinite(c.widen_c))) {
+    return OutOfRange("mcts.widen_c", c.widen_c, "[0, inf)");
+  }
+  if (!(c.widen_alpha >= 0.0 && c.widen_alpha <= 1.0)) {
+    return OutOfRange("mcts.widen_alpha", c.widen_alpha, "[0, 1]");
+  }
+  ARBOR_RETURN_IF_ERROR(CheckInt("mcts.widen_max_rounds", c.widen_max_rounds, 1, 64));
   return absl::OkStatus();
 }
 

@@ -188,10 +188,24 @@ struct ParticleGibbsConfig {
 // are the candidates, ranked by score. When the simulations end before any
 // path did, the principal path's leaf (most visits from the root down) and
 // the deepest leaves are finished greedily, as the reserve does under a cap,
-// and PRM-scored whole: they rank by their own score. The search ends early
-// once every path has ended (with few distinct steps, before
-// num_simulations).
+// and PRM-scored whole: they rank by their own score. The final pick is, by
+// default, the PRM-weighted vote over the finished candidates' answers
+// (kWeightedVote: the answer with the largest summed score, then its
+// best-scored candidate); kArgmaxScore is the candidate of the top score.
+//
+// Progressive widening (widen_c > 0): copies of a step being one child, a
+// node of a near-deterministic policy holds fewer than max_width distinct
+// children. Such a node is sampled again (a widening round of max_width
+// minus its distinct children fresh samples, merged like the first) when its
+// rounds so far are fewer than ceil(widen_c * visits^widen_alpha), or when
+// every path under it has ended; at most widen_max_rounds rounds per node
+// (the first expansion included). A round's samples add to the children's
+// priors by frequency (each child's prior is its share of the node's
+// samples' softmax mass, so the first expansion's priors are unchanged). The
+// search ends early once every path has ended and no node may widen (with
+// few distinct steps, before num_simulations). widen_c = 0: no widening.
 struct MctsConfig {
+  enum class FinalSelection { kWeightedVote, kArgmaxScore };
   int32_t num_simulations = 16;  // [1, 4096]
   int32_t max_width = 10;        // [1, 64] children per expansion
   int32_t max_depth = 10;        // [1, 512] steps; the last generates to EOS
@@ -199,6 +213,11 @@ struct MctsConfig {
   double pb_c_init = 1.25;       // >= 0
   bool rollouts = false;
   Aggregation aggregation = Aggregation::kLast;
+  // Search library only for now: no arbor.v1.Mcts field sets these yet.
+  FinalSelection final_selection = FinalSelection::kWeightedVote;
+  double widen_c = 1.0;          // [0, inf); 0: no widening
+  double widen_alpha = 0.5;      // [0, 1]
+  int32_t widen_max_rounds = 4;  // [1, 64] sampling rounds per node
 };
 
 // Strategy auto (search library only for now: no arbor.v1 field selects it
