@@ -176,7 +176,7 @@ TEST(PuctTest, WideningRoundsGrowWithTheSquareRootOfVisits) {
 }
 
 // A near-sure first step gives the root fewer distinct children than
-// max_width. With widening, the root is sampled again (the missing width,
+// max_width. With widening by visits (widen_alpha 0.5), the root is sampled again (the missing width,
 // from the root's prefix) only once its visits reach the threshold: the
 // third simulation (2 visits: ceil(sqrt(2)) = 2 rounds), not the second.
 TEST(MctsTest, WideningResamplesANodeOnlyAfterTheVisitThreshold) {
@@ -184,8 +184,9 @@ TEST(MctsTest, WideningResamplesANodeOnlyAfterTheVisitThreshold) {
   for (int sims : {2, 3}) {
     FakeGenerator generator;
     FakeScorer scorer(0.0);
-    auto result = RunStrategy(Config(MctsConfig{.num_simulations = sims, .max_width = 4}),
-                              Job(problem, 2), generator, &scorer);
+    auto result = RunStrategy(
+        Config(MctsConfig{.num_simulations = sims, .max_width = 4, .widen_c = 1.0, .widen_alpha = 0.5}),
+        Job(problem, 2), generator, &scorer);
     ASSERT_TRUE(result.ok()) << result.status();
     const auto& log = generator.call_log();
     ASSERT_GE(log.size(), static_cast<size_t>(sims));
@@ -257,9 +258,8 @@ TEST(MctsTest, WideningSpendsSimulationsOnNewPaths) {
   EXPECT_GT(finished[1], finished[0]);
 }
 
-// The default final pick is the PRM-weighted vote over the finished
-// candidates: the winner's answer has the largest summed score; argmax picks
-// the top-scored candidate.
+// The PRM-weighted vote over the finished candidates: the winner's answer has
+// the largest summed score; argmax (the default) picks the top-scored one.
 TEST(MctsTest, FinalPickIsThePrmWeightedVoteOrTheArgmax) {
   int differ = 0;
   for (int id = 0; id < 10; ++id) {

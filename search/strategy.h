@@ -189,9 +189,10 @@ struct ParticleGibbsConfig {
 // path did, the principal path's leaf (most visits from the root down) and
 // the deepest leaves are finished greedily, as the reserve does under a cap,
 // and PRM-scored whole: they rank by their own score. The final pick is, by
-// default, the PRM-weighted vote over the finished candidates' answers
-// (kWeightedVote: the answer with the largest summed score, then its
-// best-scored candidate); kArgmaxScore is the candidate of the top score.
+// default, the candidate of the top score (kArgmaxScore); kWeightedVote is
+// the PRM-weighted vote over the finished candidates' answers (the answer
+// with the largest summed score, then its best-scored candidate), which
+// measured no better on the reference task (docs/SCALING.md, round 4).
 //
 // Progressive widening (widen_c > 0): copies of a step being one child, a
 // node of a near-deterministic policy holds fewer than max_width distinct
@@ -203,7 +204,9 @@ struct ParticleGibbsConfig {
 // priors by frequency (each child's prior is its share of the node's
 // samples' softmax mass, so the first expansion's priors are unchanged). The
 // search ends early once every path has ended and no node may widen (with
-// few distinct steps, before num_simulations). widen_c = 0: no widening.
+// few distinct steps, before num_simulations). widen_c = 0 (the default):
+// no widening; it cost more tokens than it gained accuracy on the reference
+// task (docs/SCALING.md, round 4).
 struct MctsConfig {
   enum class FinalSelection { kWeightedVote, kArgmaxScore };
   int32_t num_simulations = 16;  // [1, 4096]
@@ -214,9 +217,9 @@ struct MctsConfig {
   bool rollouts = false;
   Aggregation aggregation = Aggregation::kLast;
   // Search library only for now: no arbor.v1.Mcts field sets these yet.
-  FinalSelection final_selection = FinalSelection::kWeightedVote;
-  double widen_c = 1.0;          // [0, inf); 0: no widening
-  double widen_alpha = 0.5;      // [0, 1]
+  FinalSelection final_selection = FinalSelection::kArgmaxScore;
+  double widen_c = 0.0;          // [0, inf); 0: no widening (default: docs/SCALING.md, round 4)
+  double widen_alpha = 0.5;      // [0, 1]; 0: widen only where every path has ended
   int32_t widen_max_rounds = 4;  // [1, 64] sampling rounds per node
 };
 
