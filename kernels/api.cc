@@ -63,6 +63,18 @@ GroupAttentionKernel RequestedGroupAttentionKernel() {
   return group_attention_kernel.load(std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<Fp8DecodeKernel> fp8_decode_kernel{Fp8DecodeKernel::kCudaCores};
+}  // namespace
+
+Fp8DecodeKernel SetFp8DecodeKernel(Fp8DecodeKernel kernel) {
+  return fp8_decode_kernel.exchange(kernel);
+}
+
+Fp8DecodeKernel RequestedFp8DecodeKernel() {
+  return fp8_decode_kernel.load(std::memory_order_relaxed);
+}
+
 SplitPlan PlanSplits(int max_len, int num_rows_ctas, int granule, int ctas_per_sm) {
   SplitPlan plan;
   const int max_granules = std::max(1, (max_len + granule - 1) / granule);

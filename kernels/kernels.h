@@ -96,6 +96,23 @@ GroupAttentionKernel SetGroupAttentionKernel(GroupAttentionKernel kernel);
 // launcher's): what a CUDA graph captured now would bake in.
 GroupAttentionKernel RequestedGroupAttentionKernel();
 
+// The kernel behind decode attention over fp8 pools (DecodeAttentionPartial,
+// PagedDecodeAttention with Fp8E4m3 pools) where head_dim is 64 or 128 and
+// a KV head has at most 16 query heads; elsewhere it is always kCudaCores.
+// The bf16 pools' decode always runs on CUDA cores.
+enum class Fp8DecodeKernel {
+  kCudaCores,  // fp32 FMAs over widened elements, as the bf16 kernel
+  kMmaSync,    // mma.sync m16n8k16 fp16: the scaled query and the
+               // probabilities rounded to fp16 (e4m3 -> fp16 is exact)
+};
+// Process-wide choice of the kernel above, for launches made after the call
+// (including CUDA graph captures); for benchmarks and tests, not to be
+// changed while another thread launches attention. Default kCudaCores until
+// kMmaSync is measured on a GPU (docs/KERNELS.md, "fp8 KV cache"). Returns
+// the choice it replaces.
+Fp8DecodeKernel SetFp8DecodeKernel(Fp8DecodeKernel kernel);
+Fp8DecodeKernel RequestedFp8DecodeKernel();
+
 // ---- Elementwise / normalisation ------------------------------------------
 
 // out[i] = table[tokens[i]]; a token outside [0, vocab) yields a zero row.

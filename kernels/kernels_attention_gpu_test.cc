@@ -3,7 +3,7 @@
 // random inputs, over bf16 and fp8 KV pools (the references read the fp8
 // pools' rounded values, so the tolerances are the same). Tolerances: bf16
 // outputs max|gpu - ref| / max|ref| <= 1e-2; fp32 partial attention states
-// 1e-4 relative. Every test skips when no CUDA device is present.
+// 1e-4 relative (2e-3 from fp8 decode on tensor cores, which rounds to fp16). Every test skips when no CUDA device is present.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -121,6 +121,36 @@ class DeviceKv {
   std::unique_ptr<DeviceArray<Fp8E4m3>> k8_, v8_;
 };
 
+// Decode runs one kernel over bf16 pools and either of two over fp8 pools.
+struct DecodeVariant {
+  KvDtype dtype;
+  Fp8DecodeKernel fp8_kernel;
+};
+constexpr DecodeVariant kDecodeVariants[] = {
+    {KvDtype::kBf16, Fp8DecodeKernel::kMmaSync},
+    {KvDtype::kFp8E4m3, Fp8DecodeKernel::kCudaCores},
+    {KvDtype::kFp8E4m3, Fp8DecodeKernel::kMmaSync},
+};
+std::string DecodeVariantName(const DecodeVariant& v) {
+  if (v.dtype == KvDtype::kBf16) return "bf16";
+  return v.fp8_kernel == Fp8DecodeKernel::kMmaSync ? "fp8 mma.sync" : "fp8 CUDA cores";
+}
+// fp8 decode on tensor cores rounds the scaled query and the probabilities
+// to fp16 (11 significant bits): fp32 partial states within 2e-3 relative.
+constexpr double kFp16MmaTolerance = 2e-3;
+
+// Selects the fp8 decode kernel for one scope.
+class ScopedFp8DecodeKernel {
+ public:
+  explicit ScopedFp8DecodeKernel(Fp8DecodeKernel kernel) : previous_(SetFp8DecodeKernel(kernel)) {}
+  ~ScopedFp8DecodeKernel() { SetFp8DecodeKernel(previous_); }
+  ScopedFp8DecodeKernel(const ScopedFp8DecodeKernel&) = delete;
+  ScopedFp8DecodeKernel& operator=(const ScopedFp8DecodeKernel&) = delete;
+
+ private:
+  const Fp8DecodeKernel previous_;
+};
+
 AttentionShape ShapeFor(int heads, int kv_heads, int dim, int max_blocks, KvDtype dtype) {
   AttentionShape shape = Shape(heads, kv_heads, dim, max_blocks);
   shape.kv_dtype = dtype;
@@ -132,7 +162,9 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
   std::mt19937 rng(16);
   // Long contexts run split-K with a merge; short ones as a single split
   // written straight to bf16.
-  for (const KvDtype dtype : kKvDtypes) {
+  for (const DecodeVariant& variant : kDecodeVariants) {
+    const KvDtype dtype = variant.dtype;
+    const ScopedFp8DecodeKernel fp8_kernel(variant.fp8_kernel);
     for (const std::vector<int32_t>& context_lens :
          {std::vector<int32_t>{1, 16, 17, 300, 2500, 4097}, std::vector<int32_t>{1, 5, 30, 64}}) {
       for (const AttentionCase& c :
@@ -160,7 +192,7 @@ TEST(KernelsGpuTest, PagedDecodeAttentionMatchesReference) {
                                   kv.tables.data(), context_lens.data(), kv.k.values.data(),
                                   kv.v.values.data(), want.data(), num_seqs, shape);
         EXPECT_LE(RelativeError(ToFloat(d_out.ToHost()), want), kBf16Tolerance)
-            << KvDtypeName(dtype) << " heads=" << c.heads << " kv_heads=" << c.kv_heads
+            << DecodeVariantName(variant) << " heads=" << c.heads << " kv_heads=" << c.kv_heads
             << " dim=" << c.dim << " max context " << max_ctx;
       }
     }
@@ -172,8 +204,14 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
   std::mt19937 rng(17);
   const AttentionCase c{8, 2, 64};
   const std::vector<int32_t> kv_begin = {0, 5, 40}, kv_end = {33, 200, 41};
-  for (const KvDtype dtype : kKvDtypes) {
-    SCOPED_TRACE(KvDtypeName(dtype));
+  for (const DecodeVariant& variant : kDecodeVariants) {
+    SCOPED_TRACE(DecodeVariantName(variant));
+    const KvDtype dtype = variant.dtype;
+    const ScopedFp8DecodeKernel fp8_kernel(variant.fp8_kernel);
+    const double tolerance =
+        dtype == KvDtype::kFp8E4m3 && variant.fp8_kernel == Fp8DecodeKernel::kMmaSync
+            ? kFp16MmaTolerance
+            : kFp32Tolerance;
     PagedKv kv = RandomPagedKv(kv_end, c, rng);
     const AttentionShape shape = ShapeFor(c.heads, c.kv_heads, c.dim, kv.max_blocks, dtype);
     const int num_seqs = 3, split_len = 64, num_splits = 4;
@@ -204,8 +242,8 @@ TEST(KernelsGpuTest, DecodePartialStatesMatchReferenceInFp32) {
             EXPECT_EQ(lse[row], -INFINITY);
             continue;
           }
-          EXPECT_NEAR(lse[row], want_lse, kFp32Tolerance * std::max(1.0f, std::fabs(want_lse)));
-          EXPECT_LE(RelativeError(got, want), kFp32Tolerance) << "split " << j << " seq " << s;
+          EXPECT_NEAR(lse[row], want_lse, tolerance * std::max(1.0f, std::fabs(want_lse)));
+          EXPECT_LE(RelativeError(got, want), tolerance) << "split " << j << " seq " << s;
         }
       }
     }

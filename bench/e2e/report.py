@@ -3,7 +3,8 @@
 markdown table of docs/E2E.md: per case, throughput, latency, cache hit ratios, GPU busy, and
 the speed-up over each baseline of the same case: prefix cache off ("nocache_" + label), the
 search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_"); an fp8
-KV cache's rows ("fp8_" + label) give their speed-up over the bf16 row."""
+KV cache's rows ("fp8_" + label on worker and verifier, "fp8w_" + label on the worker only)
+give their speed-up over the bf16 row."""
 import argparse
 import json
 
@@ -52,9 +53,10 @@ def main():
         running = worker.get("running_at_peak_kv")
         if worker and running is not None and worker["peak_kv_blocks_used"] > running:
             peak_kv += f" (≤ {running / (worker['peak_kv_blocks_used'] - running):.1%})"
-        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_"))
+        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_", "fp8w_"))
         fp8_gain = ""
-        bf16 = by_label.get(r["label"][len("fp8_"):]) if r["label"].startswith("fp8_") else None
+        fp8_prefix = next((p for p in ("fp8_", "fp8w_") if r["label"].startswith(p)), None)
+        bf16 = by_label.get(r["label"][len(fp8_prefix):]) if fp8_prefix else None
         if bf16 is not None and bf16["jobs_per_min"] > 0:
             fp8_gain = f"{r['jobs_per_min'] / bf16['jobs_per_min']:.2f}x"
         cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],

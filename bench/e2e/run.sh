@@ -16,8 +16,11 @@
 #      baselines), BASELINE_CASES (labels that get them; SAL_CASES and
 #      NOCACHE_CASES choose per baseline; LEVEL1_CASES run on services
 #      restarted with --cascade_levels=1, the prompt-only cascade; FP8_CASES
-#      on services restarted with --kv_cache_dtype=fp8_e4m3, rows fp8_*),
-#      CASCADE_LEVELS (4), KV_DTYPE (auto: the main services' KV cache),
+#      on services restarted with --kv_cache_dtype=fp8_e4m3, rows fp8_*;
+#      FP8W_CASES the same with fp8 on the worker only, rows fp8w_*),
+#      CASCADE_LEVELS (1, the product default; 4 adds the levels below the
+#      prompt), KV_DTYPE (auto: the main services' KV cache; WORKER_KV_DTYPE
+#      and VERIFIER_KV_DTYPE set one service's, baselines included),
 #      WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 / 0.25: the GPU's total
 #      memory each gives its KV pool).
 set -uo pipefail
@@ -43,6 +46,7 @@ VERIFIER_KV_SHARE=${VERIFIER_KV_SHARE:-0.25}
 log "KV pools: worker $WORKER_KV_SHARE, verifier $VERIFIER_KV_SHARE of the GPU's memory"
 
 PIDS=()
+WORKER_FLAGS=()
 wait_listening() {  # file
   for _ in $(seq 1 240); do grep -q 'listening on' "$1" 2>/dev/null && return 0; sleep 0.5; done
   log "no 'listening on' in $1"; tail -5 "$1"; return 1
@@ -50,14 +54,18 @@ wait_listening() {  # file
 start_services() {  # extra engine flags...
   # The cascade's levels below the prompt (docs/KERNELS.md) are measured
   # here against LEVEL1_CASES' --cascade_levels=1 (later flags win).
+  # WORKER_FLAGS: more flags for the worker alone (later flags win).
   local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
-                --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-4}"
-                --kv_cache_dtype "${KV_DTYPE:-auto}" "$@")
+                --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-1}")
   "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
-    --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" > "$OUT/worker.log" 2>&1 & PIDS+=($!)
+    --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" \
+    --kv_cache_dtype "${WORKER_KV_DTYPE:-${KV_DTYPE:-auto}}" "$@" "${WORKER_FLAGS[@]}" \
+    > "$OUT/worker.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/worker.log" || return 1
   "$BIN/arbor-verifier" --model "$MODELS/prm" --port 50062 --metrics_port 9462 \
-    --kv_memory_share "$VERIFIER_KV_SHARE" "${engine[@]}" > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
+    --kv_memory_share "$VERIFIER_KV_SHARE" "${engine[@]}" \
+    --kv_cache_dtype "${VERIFIER_KV_DTYPE:-${KV_DTYPE:-auto}}" "$@" \
+    > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/verifier.log" || return 1
   "$BIN/arbor-coordinator" --port 50051 --metrics_port 9451 --workers 127.0.0.1:50061 \
     --verifiers 127.0.0.1:50062 --max_concurrent_jobs 256 --max_queued_jobs 4096 \
@@ -133,8 +141,9 @@ BASELINE_CASES=${BASELINE_CASES:-"beam16_p512_c32 beam16_p2048_c32"}
 SAL_CASES=${SAL_CASES-$BASELINE_CASES}          # search-and-learn, prefix cache on
 NOCACHE_CASES=${NOCACHE_CASES-$BASELINE_CASES}  # the coordinator, prefix cache off
 NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES-"beam16_p512_c32"}  # search-and-learn, prefix cache off
-LEVEL1_CASES=${LEVEL1_CASES-"beam16_p512_c32"}  # the cascade over shared prompts only
+LEVEL1_CASES=${LEVEL1_CASES-""}  # the cascade over shared prompts only (vs CASCADE_LEVELS=4)
 FP8_CASES=${FP8_CASES-""}  # an fp8 e4m3 KV cache on worker and verifier
+FP8W_CASES=${FP8W_CASES-""}  # an fp8 e4m3 KV cache on the worker, bf16 on the verifier
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -202,6 +211,20 @@ if [[ ${BASELINE:-1} == 1 && -n ${FP8_CASES// /} ]]; then
   done < <(cases)
   dump_metrics _fp8
   stop_services
+fi
+if [[ ${BASELINE:-1} == 1 && -n ${FP8W_CASES// /} ]]; then
+  WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
+  start_services || exit 1
+  log "services up (worker --kv_cache_dtype=fp8_e4m3)"
+  while read -r label flags; do
+    [[ " $FP8W_CASES " == *" $label "* ]] || continue
+    log "case fp8w_$label"
+    # shellcheck disable=SC2086
+    run_case "fp8w_$label" "${COMMON[@]}" $flags
+  done < <(cases)
+  dump_metrics _fp8w
+  stop_services
+  WORKER_FLAGS=()
 fi
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report

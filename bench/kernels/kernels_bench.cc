@@ -167,6 +167,27 @@ struct KvPool {
     FillBf16(v.ptr, n, 1.0f, 22);
   }
 };
+// The same pools in fp8 e4m3: random values of magnitude below 2 (the top
+// exponent bit clear, so never e4m3's NaN), one 1 MiB block copied over.
+struct Fp8KvPool {
+  DeviceBuffer k, v;
+  explicit Fp8KvPool(int num_blocks, int kv_heads = kKvHeads, int head_dim = kHeadDim)
+      : k(size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim),
+        v(size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim) {
+    const size_t n = size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim;
+    std::vector<uint8_t> block(std::min<size_t>(n, size_t{1} << 20));
+    std::mt19937 rng(25);
+    for (uint8_t& b : block) {
+      b = static_cast<uint8_t>(rng() & 0xbf);
+    }
+    for (DeviceBuffer* pool : {&k, &v}) {
+      for (size_t at = 0; at < n; at += block.size()) {
+        CHECK_CUDA(cudaMemcpy(static_cast<uint8_t*>(pool->ptr) + at, block.data(),
+                              std::min(block.size(), n - at), cudaMemcpyHostToDevice));
+      }
+    }
+  }
+};
 // K + V bytes of one token, bf16.
 constexpr double KvBytesPerToken(int kv_heads, int head_dim) {
   return 2.0 * kv_heads * head_dim * 2;
@@ -220,9 +241,29 @@ void BenchDecode() {
                                   ? ""
                                   : ", " + std::to_string(c.heads) + "/" +
                                         std::to_string(c.kv_heads) + " x " + std::to_string(c.dim);
-    AddBandwidthRow("paged_decode_attention",
-                    "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx) + heads, ms,
+    const std::string shape_text =
+        "batch " + std::to_string(batch) + " x ctx " + std::to_string(ctx) + heads;
+    AddBandwidthRow("paged_decode_attention", shape_text, ms,
                     batch * (ctx * KvBytesPerToken(c.kv_heads, c.dim) + 2.0 * 2 * c.heads * c.dim));
+    // The same over fp8 pools (half the K/V bytes), both fp8 kernels.
+    Fp8KvPool pool8(num_blocks, c.kv_heads, c.dim);
+    AttentionShape shape8 = shape;
+    shape8.kv_dtype = KvDtype::kFp8E4m3;
+    for (const auto& [kernel, name] :
+         {std::pair{Fp8DecodeKernel::kCudaCores, "paged_decode fp8 (CUDA cores)"},
+          std::pair{Fp8DecodeKernel::kMmaSync, "paged_decode fp8 (mma.sync)"}}) {
+      const Fp8DecodeKernel previous = SetFp8DecodeKernel(kernel);
+      const double ms8 = TimeMs([&] {
+        CHECK_KERNEL(PagedDecodeAttention(q.as<Bf16>(), pool8.k.as<Fp8E4m3>(),
+                                          pool8.v.as<Fp8E4m3>(), d_tables.as<int32_t>(),
+                                          d_lens.as<int32_t>(), out.as<Bf16>(), ws.ptr, batch, ctx,
+                                          shape8, nullptr));
+      });
+      SetFp8DecodeKernel(previous);
+      AddBandwidthRow(name, shape_text, ms8,
+                      batch * (ctx * KvBytesPerToken(c.kv_heads, c.dim) / 2 +
+                               2.0 * 2 * c.heads * c.dim));
+    }
   }
 }
 
