@@ -184,9 +184,10 @@ struct ParticleGibbsConfig {
 // max_depth), samples that wrote the same step being one child whose prior
 // is their summed prior; evaluates the best new child by its PRM score or,
 // with rollouts, by the PRM score of a greedy rollout to EOS (itself a
-// candidate); and backs the value up the path. Finished nodes and rollouts
-// are the candidates, ranked by score. When the simulations end before any
-// path did, the principal path's leaf (most visits from the root down) and
+// candidate; at the job's sampling options with sampled_rollouts); and backs
+// the value up the path. Finished nodes and rollouts are the candidates,
+// ranked by score. When the simulations end before any path did (and no
+// rollout ran), the principal path's leaf (most visits from the root down) and
 // the deepest leaves are finished greedily, as the reserve does under a cap,
 // and PRM-scored whole: they rank by their own score. The final pick is, by
 // default, the candidate of the top score (kArgmaxScore); kWeightedVote is
@@ -221,6 +222,10 @@ struct MctsConfig {
   double widen_c = 0.0;          // [0, inf); 0: no widening (default: docs/SCALING.md, round 4)
   double widen_alpha = 0.5;      // [0, 1]; 0: widen only where every path has ended
   int32_t widen_max_rounds = 4;  // [1, 64] sampling rounds per node
+  // Rollouts at the job's sampling options (temperature, top-p, top-k) in
+  // place of greedy ones: greedy rollouts from sibling steps mostly write the
+  // same tail, so the vote has little to count.
+  bool sampled_rollouts = false;
 };
 
 // Strategy auto (search library only for now: no arbor.v1 field selects it
