@@ -96,7 +96,8 @@ TEST(MctsTest, DepthCapGeneratesToEosAndRolloutsAreCandidates) {
   FakeGenerator generator;
   FakeScorer scorer(0.5);
   auto result = RunStrategy(
-      Config(MctsConfig{.num_simulations = 6, .max_width = 2, .max_depth = 2, .rollouts = true}),
+      Config(MctsConfig{.num_simulations = 6, .max_width = 2, .max_depth = 2, .rollouts = true,
+                        .sampled_rollouts = false}),
       Job(FakeProblem{.id = 2, .p = 0.7, .num_steps = 6}, 1), generator, &scorer);
   ASSERT_TRUE(result.ok()) << result.status();
   bool rollout = false, depth_cap = false;
@@ -258,8 +259,8 @@ TEST(MctsTest, WideningSpendsSimulationsOnNewPaths) {
   EXPECT_GT(finished[1], finished[0]);
 }
 
-// The PRM-weighted vote over the finished candidates: the winner's answer has
-// the largest summed score; argmax (the default) picks the top-scored one.
+// The PRM-weighted vote over the finished candidates (the default): the
+// winner's answer has the largest summed score; argmax picks the top-scored one.
 TEST(MctsTest, FinalPickIsThePrmWeightedVoteOrTheArgmax) {
   int differ = 0;
   for (int id = 0; id < 10; ++id) {
@@ -307,9 +308,9 @@ TEST(MctsTest, RolloutsAreTheCandidatesWhenNoPathEnded) {
     FakeGenerator generator;
     FakeScorer scorer(0.0);
     // 3 simulations reach depth 3 at most: no path of 6 steps ends in the tree.
-    auto result = RunStrategy(
-        Config(MctsConfig{.num_simulations = 3, .max_width = 4, .rollouts = rollouts}),
-        Job(problem, 7), generator, &scorer);
+    auto result = RunStrategy(Config(MctsConfig{.num_simulations = 3, .max_width = 4,
+                                                .rollouts = rollouts, .sampled_rollouts = false}),
+                              Job(problem, 7), generator, &scorer);
     ASSERT_TRUE(result.ok()) << result.status();
     int to_eos = 0;
     for (const auto& call : generator.call_log()) {
@@ -336,9 +337,9 @@ TEST(MctsTest, RolloutsAreTheCandidatesWhenNoPathEnded) {
   }
 }
 
-// sampled_rollouts: each rollout draws at the job's temperature with its own
-// seed, so rollouts from one tree are independent samples of the tail, where
-// greedy ones follow the policy's mode.
+// sampled_rollouts (the default): each rollout draws at the job's temperature
+// with its own seed, so rollouts from one tree are independent samples of the
+// tail, where greedy ones follow the policy's mode.
 TEST(MctsTest, SampledRolloutsDrawAtTheJobsTemperature) {
   const FakeProblem problem{.id = 6, .p = 0.6, .num_steps = 6};
   for (bool sampled : {true, false}) {
