@@ -222,13 +222,14 @@ struct MctsConfig {
   double pb_c_init = 1.25;       // >= 0
   bool rollouts = false;
   Aggregation aggregation = Aggregation::kLast;
-  // Search library only for now: no arbor.v1.Mcts field sets these yet.
   FinalSelection final_selection = FinalSelection::kWeightedVote;
+  // Search library only for now: no arbor.v1.Mcts field sets the widening yet.
   double widen_c = 0.0;          // [0, inf); 0: no widening (default: docs/SCALING.md, round 4)
   double widen_alpha = 0.5;      // [0, 1]; 0: widen only where every path has ended
   int32_t widen_max_rounds = 4;  // [1, 64] sampling rounds per node
   // Rollouts at the job's sampling options (temperature, top-p, top-k), each
-  // with its own seed; false: greedy rollouts (docs/SCALING.md, round 5).
+  // with its own seed; false: greedy rollouts (arbor.v1.Mcts.greedy_rollouts;
+  // docs/SCALING.md, round 5).
   bool sampled_rollouts = true;
 };
 
