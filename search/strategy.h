@@ -194,8 +194,8 @@ struct ParticleGibbsConfig {
 // answers (kWeightedVote: the answer with the largest summed score, then its
 // best-scored candidate); kArgmaxScore picks the candidate of the top score.
 // On the reference task the vote measured within 0.6 points of the argmax
-// without rollouts, and 0.7 to 1.6 points above it with 4 sampled rollouts
-// (docs/SCALING.md, rounds 4 and 5). Greedy rollouts from sibling steps
+// without rollouts, and 0.7 to 2.3 points above it with sampled rollouts
+// (width 2, N = 4 to 32; docs/SCALING.md, rounds 4 and 5). Greedy rollouts from sibling steps
 // mostly write the same tail (1.4 distinct answers in 4, against 2.2
 // sampled), so the vote has little to count: sampled ones measured 1.4 to
 // 8.6 points above them at N = 4 to 32.

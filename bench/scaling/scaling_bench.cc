@@ -44,6 +44,9 @@ ABSL_FLAG(std::string, ns, "1,2,4,8,16,32", "Comma-separated N (samples/beams/pa
 ABSL_FLAG(int, concurrency, 16, "Jobs in flight at once");
 ABSL_FLAG(int, beam_width, 4, "Beam width M of beam search and DVTS (capped at N)");
 ABSL_FLAG(int, mcts_width, 2, "Children per MCTS expansion (capped at N)");
+ABSL_FLAG(bool, mcts_greedy_rollouts, false, "MCTS rollouts at temperature 0 (default: sampled)");
+ABSL_FLAG(bool, mcts_argmax, false,
+          "MCTS picks the top-scored candidate (default: the PRM-weighted vote)");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of every job (same seed, same results)");
 ABSL_FLAG(int, timeout_ms, 600000, "Deadline of one job");
 ABSL_FLAG(std::string, out, "", "CSV written (appended rows keep a header once); empty: stdout");
@@ -147,6 +150,10 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, int mcts_w
     r.mutable_mcts()->set_num_simulations(n);
     r.mutable_mcts()->set_max_width(std::max(1, std::min(mcts_width, n)));
     r.mutable_mcts()->set_rollouts(true);
+    r.mutable_mcts()->set_greedy_rollouts(absl::GetFlag(FLAGS_mcts_greedy_rollouts));
+    if (absl::GetFlag(FLAGS_mcts_argmax)) {
+      r.mutable_mcts()->set_final_selection(arbor::v1::Mcts::FINAL_SELECTION_ARGMAX);
+    }
   } else if (strategy == "best_of_n_adaptive_weighted_vote" ||
              strategy == "best_of_n_adaptive_reward") {
     // Rounds of max(4, N/8) samples up to N, until the PRM-weighted vote is
