@@ -239,9 +239,10 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
       }
       if (pick != nullptr && config.rollouts && !pick->Terminal()) {
         // A rollout to EOS, scored as a whole: its PRM score is the value,
-        // and it is a candidate. Greedy by default; sampled_rollouts draws
-        // at the job's temperature, each with its own seed (greedy rollouts
-        // from siblings mostly write the same tail: docs/SCALING.md, round 5).
+        // and it is a candidate. Drawn at the job's sampling options with a
+        // seed of its own (sampled_rollouts, the default), or greedily
+        // (greedy rollouts from siblings mostly write the same tail, so the
+        // vote has little to count: docs/SCALING.md, round 5).
         ExtendOptions rollout;
         rollout.sampling = run.config().sampling;
         if (!config.sampled_rollouts) rollout.sampling.temperature = 0.0f;

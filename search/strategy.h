@@ -195,10 +195,10 @@ struct ParticleGibbsConfig {
 // best-scored candidate); kArgmaxScore picks the candidate of the top score.
 // On the reference task the vote measured within 0.6 points of the argmax
 // without rollouts, and 0.7 to 2.3 points above it with sampled rollouts
-// (width 2, N = 4 to 32; docs/SCALING.md, rounds 4 and 5). Greedy rollouts from sibling steps
-// mostly write the same tail (1.4 distinct answers in 4, against 2.2
-// sampled), so the vote has little to count: sampled ones measured 1.4 to
-// 8.6 points above them at N = 4 to 32.
+// (width 2, N = 4 to 32; docs/SCALING.md, rounds 4 and 5). Greedy rollouts
+// from sibling steps mostly write the same tail (1.4 distinct answers in 4,
+// against 2.2 sampled), so the vote has little to count: sampled ones
+// measured 1.4 to 8.6 points above them at N = 4 to 32.
 //
 // Progressive widening (widen_c > 0): copies of a step being one child, a
 // node of a near-deterministic policy holds fewer than max_width distinct
