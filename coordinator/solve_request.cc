@@ -242,9 +242,23 @@ absl::StatusOr<search::StrategyVariant> MapStrategy(const arbor::v1::SolveReques
       if (p.pb_c_base() != 0.0) c.pb_c_base = p.pb_c_base();
       if (p.pb_c_init() != 0.0) c.pb_c_init = p.pb_c_init();
       c.rollouts = p.rollouts();
+      c.sampled_rollouts = !p.greedy_rollouts();
       auto aggregation = MapAggregation("mcts.aggregation", p.aggregation());
       if (!aggregation.ok()) return aggregation.status();
       c.aggregation = *aggregation;
+      switch (p.final_selection()) {
+        case arbor::v1::Mcts::FINAL_SELECTION_UNSPECIFIED:
+        case arbor::v1::Mcts::FINAL_SELECTION_WEIGHTED_VOTE:
+          c.final_selection = search::MctsConfig::FinalSelection::kWeightedVote;
+          break;
+        case arbor::v1::Mcts::FINAL_SELECTION_ARGMAX:
+          c.final_selection = search::MctsConfig::FinalSelection::kArgmaxScore;
+          break;
+        default:
+          return Invalid("mcts.final_selection",
+                         absl::StrCat("unknown FinalSelection value ",
+                                      static_cast<int>(p.final_selection())));
+      }
       return c;
     }
     case arbor::v1::SolveRequest::kAuto: {

@@ -87,6 +87,23 @@ TEST(SolveRequestTest, DefaultsFollowTheProto) {
   EXPECT_FLOAT_EQ(p.temperature, 1.0f);
   EXPECT_EQ(p.resampling, search::ParticleFilterConfig::Resampling::kSystematic);
   EXPECT_EQ(p.weight_update, search::ParticleFilterConfig::WeightUpdate::kCumulative);
+
+  // MCTS: sampled rollouts and the PRM-weighted vote unless the request says otherwise.
+  request = ValidRequest();
+  request.mutable_mcts()->set_rollouts(true);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  auto mcts = std::get<search::MctsConfig>(config->strategy);
+  EXPECT_TRUE(mcts.rollouts);
+  EXPECT_TRUE(mcts.sampled_rollouts);
+  EXPECT_EQ(mcts.final_selection, search::MctsConfig::FinalSelection::kWeightedVote);
+  request.mutable_mcts()->set_greedy_rollouts(true);
+  request.mutable_mcts()->set_final_selection(arbor::v1::Mcts::FINAL_SELECTION_ARGMAX);
+  config = StrategyConfigFromRequest(request);
+  ASSERT_TRUE(config.ok());
+  mcts = std::get<search::MctsConfig>(config->strategy);
+  EXPECT_FALSE(mcts.sampled_rollouts);
+  EXPECT_EQ(mcts.final_selection, search::MctsConfig::FinalSelection::kArgmaxScore);
 }
 
 struct BadCase {
@@ -135,6 +152,11 @@ TEST(SolveRequestTest, EachBadFieldIsNamed) {
        "particle_filter.temperature"},
       {"pf ess", [](auto& r) { r.mutable_particle_filter()->set_ess_threshold(1.5); },
        "particle_filter.ess_threshold"},
+      {"mcts selection enum",
+       [](auto& r) {
+         r.mutable_mcts()->set_final_selection(static_cast<arbor::v1::Mcts::FinalSelection>(7));
+       },
+       "mcts.final_selection"},
       {"aggregation enum",
        [](auto& r) {
          r.mutable_beam_search()->set_aggregation(static_cast<arbor::v1::ScoreAggregation>(99));

@@ -1,6 +1,6 @@
 // MCTS over steps: select by PUCT, expand a leaf with max_width sampled steps
 // (one Extend: one branch, max_width samples), evaluate the best new child by
-// its PRM score (or a greedy rollout's), back the value up. One simulation is
+// its PRM score (or a rollout's), back the value up. One simulation is
 // one strategy iteration (one step of the budget).
 #include "search/mcts.h"
 
@@ -238,11 +238,14 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
         value = pick->value;
       }
       if (pick != nullptr && config.rollouts && !pick->Terminal()) {
-        // A greedy rollout to EOS, scored as a whole: its PRM score is the
-        // value, and it is a candidate.
+        // A rollout to EOS, scored as a whole: its PRM score is the value,
+        // and it is a candidate. Drawn at the job's sampling options with a
+        // seed of its own (sampled_rollouts, the default), or greedily
+        // (greedy rollouts from siblings mostly write the same tail, so the
+        // vote has little to count: docs/SCALING.md, round 5).
         ExtendOptions rollout;
         rollout.sampling = run.config().sampling;
-        rollout.sampling.temperature = 0.0f;
+        if (!config.sampled_rollouts) rollout.sampling.temperature = 0.0f;
         rollout.stop = run.FinalStop({&pick->branch});
         rollout.final_iteration = true;
         rollout.shaped = true;
@@ -300,7 +303,9 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   // principal path (the most visited child from the root down, as OpenR
   // answers), then the deepest (closest to an answer), by Q among equals;
   // with nothing expanded yet, the root.
-  if (!finish && finished_nodes.empty() && !live_leaves.empty()) finish = true;
+  // With rollouts every simulation gave a finished candidate: nothing is
+  // finished greedily unless a cap ended the search.
+  if (!finish && finished_nodes.empty() && rollouts.empty() && !live_leaves.empty()) finish = true;
   std::vector<const Branch*> rescored;  // finished below and scored whole
   if (finish) {
     Node* principal = &root;

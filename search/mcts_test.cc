@@ -96,7 +96,8 @@ TEST(MctsTest, DepthCapGeneratesToEosAndRolloutsAreCandidates) {
   FakeGenerator generator;
   FakeScorer scorer(0.5);
   auto result = RunStrategy(
-      Config(MctsConfig{.num_simulations = 6, .max_width = 2, .max_depth = 2, .rollouts = true}),
+      Config(MctsConfig{.num_simulations = 6, .max_width = 2, .max_depth = 2, .rollouts = true,
+                        .sampled_rollouts = false}),
       Job(FakeProblem{.id = 2, .p = 0.7, .num_steps = 6}, 1), generator, &scorer);
   ASSERT_TRUE(result.ok()) << result.status();
   bool rollout = false, depth_cap = false;
@@ -258,8 +259,8 @@ TEST(MctsTest, WideningSpendsSimulationsOnNewPaths) {
   EXPECT_GT(finished[1], finished[0]);
 }
 
-// The PRM-weighted vote over the finished candidates: the winner's answer has
-// the largest summed score; argmax (the default) picks the top-scored one.
+// The PRM-weighted vote over the finished candidates (the default): the
+// winner's answer has the largest summed score; argmax picks the top-scored one.
 TEST(MctsTest, FinalPickIsThePrmWeightedVoteOrTheArgmax) {
   int differ = 0;
   for (int id = 0; id < 10; ++id) {
@@ -295,6 +296,71 @@ TEST(MctsTest, FinalPickIsThePrmWeightedVoteOrTheArgmax) {
   }
   // The two rules are not the same rule in this world.
   EXPECT_GE(differ, 1);
+}
+
+// With rollouts every simulation ends in a finished, PRM-scored candidate
+// (its rollout), so nothing is finished greedily after the search even when
+// no tree path has ended: the only calls to EOS are the rollouts, one per
+// simulation. Without rollouts the same search finishes its leaves greedily.
+TEST(MctsTest, RolloutsAreTheCandidatesWhenNoPathEnded) {
+  const FakeProblem problem{.id = 4, .p = 0.6, .num_steps = 6};
+  for (bool rollouts : {true, false}) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    // 3 simulations reach depth 3 at most: no path of 6 steps ends in the tree.
+    auto result = RunStrategy(Config(MctsConfig{.num_simulations = 3, .max_width = 4,
+                                                .rollouts = rollouts, .sampled_rollouts = false}),
+                              Job(problem, 7), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    int to_eos = 0;
+    for (const auto& call : generator.call_log()) {
+      if (!call.to_eos) continue;
+      ++to_eos;
+      EXPECT_EQ(call.temperature, 0.0f);  // greedy rollouts and finishes
+      if (rollouts) EXPECT_EQ(call.outputs, 1);
+    }
+    int finished = 0;
+    for (const Candidate& c : result->candidates) {
+      if (!c.finished) continue;
+      ++finished;
+      ASSERT_EQ(c.step_scores.size(), c.steps.size());  // scored whole
+    }
+    if (rollouts) {
+      EXPECT_EQ(to_eos, 3);
+      EXPECT_EQ(finished, 3);
+    } else {
+      EXPECT_GE(to_eos, 1);  // the greedy finishes of the leaves
+      EXPECT_GE(finished, 1);
+    }
+    ASSERT_FALSE(result->candidates.empty());
+    EXPECT_TRUE(result->candidates[0].finished);
+  }
+}
+
+// sampled_rollouts (the default): each rollout draws at the job's temperature
+// with its own seed, so rollouts from one tree are independent samples of the
+// tail, where greedy ones follow the policy's mode.
+TEST(MctsTest, SampledRolloutsDrawAtTheJobsTemperature) {
+  const FakeProblem problem{.id = 6, .p = 0.6, .num_steps = 6};
+  for (bool sampled : {true, false}) {
+    FakeGenerator generator;
+    FakeScorer scorer(0.0);
+    StrategyConfig config = Config(MctsConfig{
+        .num_simulations = 4, .max_width = 2, .rollouts = true, .sampled_rollouts = sampled});
+    config.sampling.temperature = 0.7f;
+    auto result = RunStrategy(config, Job(problem, 3), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    std::set<uint64_t> seeds;
+    int rollouts = 0;
+    for (const auto& call : generator.call_log()) {
+      if (!call.to_eos) continue;
+      ++rollouts;
+      EXPECT_EQ(call.temperature, sampled ? 0.7f : 0.0f);
+      seeds.insert(call.seeds.begin(), call.seeds.end());
+    }
+    EXPECT_EQ(rollouts, 4);
+    if (sampled) EXPECT_EQ(seeds.size(), 4u);  // a seed of its own per rollout
+  }
 }
 
 TEST(MctsTest, InvalidConfigsNameTheField) {

@@ -62,7 +62,11 @@ ABSL_FLAG(int, max_width, 0, "mcts: children per expansion (0: 10)");
 ABSL_FLAG(int, max_depth, 0, "mcts: tree depth in steps (0: 10)");
 ABSL_FLAG(double, pb_c_base, 0, "mcts: PUCT base (0: 19652)");
 ABSL_FLAG(double, pb_c_init, 0, "mcts: PUCT init (0: 1.25)");
-ABSL_FLAG(bool, rollouts, false, "mcts: evaluate new nodes by a greedy rollout to EOS");
+ABSL_FLAG(bool, rollouts, false,
+          "mcts: evaluate new nodes by a rollout to EOS (sampled at the job's temperature)");
+ABSL_FLAG(bool, greedy_rollouts, false, "mcts: greedy rollouts in place of sampled ones");
+ABSL_FLAG(std::string, mcts_selection, "",
+          "mcts: final pick, weighted_vote or argmax (empty: weighted_vote)");
 ABSL_FLAG(double, reserve_fraction, -1,
           "Budget: share kept to finish the best branches when a cap is near (-1: 0.2)");
 ABSL_FLAG(int, finish_branches, 0, "Budget: branches the reserve finishes (0: 4)");
@@ -322,6 +326,17 @@ bool BuildRequest(const std::string& question, arbor::v1::SolveRequest* request)
     s->set_pb_c_base(absl::GetFlag(FLAGS_pb_c_base));
     s->set_pb_c_init(absl::GetFlag(FLAGS_pb_c_init));
     s->set_rollouts(absl::GetFlag(FLAGS_rollouts));
+    s->set_greedy_rollouts(absl::GetFlag(FLAGS_greedy_rollouts));
+    const std::string mcts_selection = absl::GetFlag(FLAGS_mcts_selection);
+    if (mcts_selection == "weighted_vote") {
+      s->set_final_selection(arbor::v1::Mcts::FINAL_SELECTION_WEIGHTED_VOTE);
+    } else if (mcts_selection == "argmax") {
+      s->set_final_selection(arbor::v1::Mcts::FINAL_SELECTION_ARGMAX);
+    } else if (!mcts_selection.empty()) {
+      std::fprintf(stderr, "--mcts_selection: unknown '%s' (weighted_vote or argmax)\n",
+                   mcts_selection.c_str());
+      return false;
+    }
     s->set_aggregation(aggregation);
   } else if (strategy == "auto") {
     auto* s = request->mutable_auto_();

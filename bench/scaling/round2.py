@@ -27,7 +27,7 @@ LABELS = {
     "particle_filter": "particle filter",
     "particle_filter_entropic": "particle filter (entropic)",
     "particle_gibbs": "particle Gibbs (2 sweeps of N/2)",
-    "mcts": "MCTS (N simulations, width min(4, N))",
+    "mcts": "MCTS (N simulations, width min(2, N), sampled rollouts)",
 }
 # Each adaptive row is judged against its fixed counterpart.
 ADAPTIVE = {"best_of_n_adaptive_weighted_vote": "best_of_n_weighted_vote",

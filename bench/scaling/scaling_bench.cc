@@ -43,6 +43,10 @@ ABSL_FLAG(std::string, strategies,
 ABSL_FLAG(std::string, ns, "1,2,4,8,16,32", "Comma-separated N (samples/beams/particles)");
 ABSL_FLAG(int, concurrency, 16, "Jobs in flight at once");
 ABSL_FLAG(int, beam_width, 4, "Beam width M of beam search and DVTS (capped at N)");
+ABSL_FLAG(int, mcts_width, 2, "Children per MCTS expansion (capped at N)");
+ABSL_FLAG(bool, mcts_greedy_rollouts, false, "MCTS rollouts at temperature 0 (default: sampled)");
+ABSL_FLAG(bool, mcts_argmax, false,
+          "MCTS picks the top-scored candidate (default: the PRM-weighted vote)");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of every job (same seed, same results)");
 ABSL_FLAG(int, timeout_ms, 600000, "Deadline of one job");
 ABSL_FLAG(std::string, out, "", "CSV written (appended rows keep a header once); empty: stdout");
@@ -99,7 +103,8 @@ bool SameAnswer(absl::string_view got, absl::string_view want) {
   return !got.empty() && got == want;
 }
 
-bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1::SolveRequest& r) {
+bool FillStrategy(const std::string& strategy, int n, int beam_width, int mcts_width,
+                  arbor::v1::SolveRequest& r) {
   const int m = std::max(1, std::min(beam_width, n));
   if (strategy == "greedy") {
     r.mutable_greedy();
@@ -137,9 +142,18 @@ bool FillStrategy(const std::string& strategy, int n, int beam_width, arbor::v1:
     r.mutable_particle_gibbs()->set_num_sweeps(2);
     r.mutable_particle_gibbs()->set_num_ref_particles(n >= 4 ? 1 : 0);
   } else if (strategy == "mcts") {
-    // N simulations of width M: about N x M steps, like N/M beams of M.
+    // N simulations of width min(2, N), each evaluated by a rollout to EOS
+    // (sampled at the job's temperature; the PRM-weighted vote picks: the
+    // search library's defaults): every simulation gives a finished,
+    // scored candidate. Width 2 met the goal at more N than width 4, which
+    // spent its tokens on siblings never visited (docs/SCALING.md, round 5).
     r.mutable_mcts()->set_num_simulations(n);
-    r.mutable_mcts()->set_max_width(m);
+    r.mutable_mcts()->set_max_width(std::max(1, std::min(mcts_width, n)));
+    r.mutable_mcts()->set_rollouts(true);
+    r.mutable_mcts()->set_greedy_rollouts(absl::GetFlag(FLAGS_mcts_greedy_rollouts));
+    if (absl::GetFlag(FLAGS_mcts_argmax)) {
+      r.mutable_mcts()->set_final_selection(arbor::v1::Mcts::FINAL_SELECTION_ARGMAX);
+    }
   } else if (strategy == "best_of_n_adaptive_weighted_vote" ||
              strategy == "best_of_n_adaptive_reward") {
     // Rounds of max(4, N/8) samples up to N, until the PRM-weighted vote is
@@ -283,7 +297,8 @@ int main(int argc, char** argv) {
       const int n = config.second;
       const int row_n = strategy == "greedy" ? 1 : n;
       arbor::v1::SolveRequest base;
-      if (!FillStrategy(strategy, n, absl::GetFlag(FLAGS_beam_width), base)) continue;
+      if (!FillStrategy(strategy, n, absl::GetFlag(FLAGS_beam_width),
+                        absl::GetFlag(FLAGS_mcts_width), base)) continue;
       base.set_seed(absl::GetFlag(FLAGS_seed));
       base.set_max_candidates(std::max(1, n));
       const bool dumping = dump_key == absl::StrCat(strategy, ":", row_n);

@@ -189,8 +189,8 @@ const std::set<absl::string_view> kStrategyParams = {
     "num_iterations", "temperature", "resampling", "ess_threshold", "weight_update",
     "absorb_finished", "final_selection", "round_size", "stop_agreement", "entropic",
     "entropic_ess_threshold", "num_sweeps", "num_ref_particles", "num_simulations", "max_width",
-    "max_depth", "pb_c_base", "pb_c_init", "rollouts", "certainty", "first_round_samples",
-    "easy_agreement", "easy_score", "hard_agreement", "hard_score"};
+    "max_depth", "pb_c_base", "pb_c_init", "rollouts", "greedy_rollouts", "certainty",
+    "first_round_samples", "easy_agreement", "easy_score", "hard_agreement", "hard_score"};
 // clang-format on
 
 std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
@@ -215,7 +215,8 @@ std::set<absl::string_view> ParamsOf(absl::string_view strategy) {
     return params;
   }
   if (strategy == "mcts") {
-    return {"num_simulations", "max_width", "max_depth", "pb_c_base", "pb_c_init", "rollouts",
+    return {"num_simulations", "max_width", "max_depth",       "pb_c_base",
+            "pb_c_init",       "rollouts",  "greedy_rollouts", "final_selection",
             "aggregation"};
   }
   return {};
@@ -443,6 +444,14 @@ absl::Status ParseStrategy(const std::string& strategy, const std::optional<Obje
     if (init) p->set_pb_c_init(*init);
     ARBOR_ASSIGN_OR_RETURN(auto rollouts, a.Bool("rollouts"));
     if (rollouts) p->set_rollouts(*rollouts);
+    ARBOR_ASSIGN_OR_RETURN(auto greedy_rollouts, a.Bool("greedy_rollouts"));
+    if (greedy_rollouts) p->set_greedy_rollouts(*greedy_rollouts);
+    ARBOR_ASSIGN_OR_RETURN(
+        auto final_selection,
+        Enum(a, "final_selection", arbor::v1::Mcts::FinalSelection_descriptor(),
+             "FINAL_SELECTION_"));
+    p->set_final_selection(
+        static_cast<arbor::v1::Mcts::FinalSelection>(final_selection.value_or(0)));
     p->set_aggregation(agg);
   } else {
     return Bad("arbor.strategy",

@@ -69,6 +69,7 @@ TEST(RequestTest, NAndBestOfAreBestOfN) {
 TEST(RequestTest, ArborExtensionMapsTheRoundTwoStrategies) {
   auto mcts = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "mcts",
       "num_simulations": 12, "max_width": 3, "max_depth": 6, "pb_c_init": 2.0, "rollouts": true,
+      "greedy_rollouts": true, "final_selection": "argmax",
       "budget": {"max_steps": 4, "reserve_fraction": 0.3, "finish_branches": 2}})J"));
   ASSERT_TRUE(mcts.ok()) << mcts.status();
   ASSERT_TRUE(mcts->solve.has_mcts());
@@ -77,6 +78,8 @@ TEST(RequestTest, ArborExtensionMapsTheRoundTwoStrategies) {
   EXPECT_EQ(mcts->solve.mcts().max_depth(), 6);
   EXPECT_EQ(mcts->solve.mcts().pb_c_init(), 2.0);
   EXPECT_TRUE(mcts->solve.mcts().rollouts());
+  EXPECT_TRUE(mcts->solve.mcts().greedy_rollouts());
+  EXPECT_EQ(mcts->solve.mcts().final_selection(), arbor::v1::Mcts::FINAL_SELECTION_ARGMAX);
   EXPECT_FLOAT_EQ(mcts->solve.budget().reserve_fraction(), 0.3f);
   EXPECT_EQ(mcts->solve.budget().finish_branches(), 2);
   auto gibbs = ParseChatCompletionRequest(Chat(R"J("arbor": {"strategy": "particle_gibbs",

@@ -180,6 +180,9 @@ TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
   const std::vector<Case> cases = {
       {"mcts", {"--strategy=mcts", "--iterations=12", "--max_width=3"}},
       {"mcts", {"--strategy=mcts", "--iterations=6", "--max_width=2", "--rollouts"}},
+      {"mcts",
+       {"--strategy=mcts", "--iterations=6", "--max_width=2", "--rollouts", "--greedy_rollouts",
+        "--mcts_selection=argmax"}},
       {"particle_gibbs", {"--strategy=particle_gibbs", "--n=4", "--sweeps=2"}},
       {"particle_filter", {"--strategy=particle_filter", "--n=8", "--entropic"}},
       {"best_of_n", {"--strategy=best_of_n", "--n=16", "--round_size=4", "--max_candidates=16",
@@ -209,7 +212,7 @@ TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
     }
   }
   const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
-  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"mcts\"} 2"));
+  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"mcts\"} 3"));
   EXPECT_THAT(metrics,
               HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"particle_gibbs\"} 1"));
 }

@@ -124,6 +124,13 @@ class CoordinatorClientTest(unittest.TestCase):
         self.assertEqual(mcts.strategy, "mcts")
         self.assertEqual(mcts.answer, "26")
         self.assertIn(mcts.stop_reason, ("completed", "iterations"))
+        # The final pick and the rollouts' decoding by their proto names.
+        argmax = self.client.solve(QUESTION, strategy="mcts", num_simulations=6, max_width=2,
+                                   rollouts=True, greedy_rollouts=True,
+                                   final_selection="argmax", seed=7)
+        self.assertEqual(argmax.answer, "26")
+        with self.assertRaises(ValueError):
+            self.client.solve(QUESTION, strategy="mcts", final_selection="sample")
         gibbs = self.client.solve(QUESTION, strategy="particle_gibbs", n=4, num_sweeps=2,
                                   entropic=True, seed=7)
         self.assertEqual(gibbs.strategy, "particle_gibbs")
