@@ -64,7 +64,7 @@ GroupAttentionKernel RequestedGroupAttentionKernel() {
 }
 
 namespace {
-std::atomic<Fp8DecodeKernel> fp8_decode_kernel{Fp8DecodeKernel::kCudaCores};
+std::atomic<Fp8DecodeKernel> fp8_decode_kernel{Fp8DecodeKernel::kMmaSync};
 }  // namespace
 
 Fp8DecodeKernel SetFp8DecodeKernel(Fp8DecodeKernel kernel) {
