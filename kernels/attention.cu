@@ -34,13 +34,7 @@ constexpr int kGroupKeys = 64;  // keys per tile
 // Resident CTAs per SM that split plans aim at (registers allow about four).
 constexpr int kGroupCtasPerSm = 4;
 
-// Register-only, so not volatile: the compiler may interleave it with loads.
-__device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using detail::MmaBf16;
 
 template <int D>
 __host__ __device__ constexpr int GroupSmemStride() {

@@ -250,6 +250,21 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+// ---- Tensor cores: mma.sync m16n8k16, fp32 accumulate ----------------------
+// c (16x8) += a (16x16, row) b (16x8, col) in the PTX fragment layout.
+// Register-only, so not volatile: the compiler may interleave them with loads.
+#define ARBOR_MMA_M16N8K16(NAME, TYPE)                                                   \
+  __device__ __forceinline__ void NAME(float* c, const uint32_t* a, uint32_t b0,         \
+                                       uint32_t b1) {                                    \
+    asm("mma.sync.aligned.m16n8k16.row.col.f32." TYPE "." TYPE ".f32 {%0,%1,%2,%3}, "   \
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                                       \
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                 \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));                 \
+  }
+ARBOR_MMA_M16N8K16(MmaBf16, "bf16")
+ARBOR_MMA_M16N8K16(MmaF16, "f16")
+#undef ARBOR_MMA_M16N8K16
+
 // ---- Programmatic dependent launch (sm_90) ---------------------------------
 // Every Arbor kernel is launched by LaunchKernel, which, where
 // DependentLaunchEnabled(), lets it start while the kernel before it on the

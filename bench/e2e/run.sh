@@ -188,44 +188,28 @@ if [[ ${BASELINE:-1} == 1 && -n ${NOCACHE_CASES// /} ]]; then
   dump_metrics _nocache
   stop_services
 fi
-if [[ ${BASELINE:-1} == 1 && -n ${LEVEL1_CASES// /} ]]; then
-  start_services --cascade_levels=1 || exit 1
-  log "baseline services up (--cascade_levels=1)"
+# The cases of a list again, on services restarted with other flags (engine
+# flags for both; WORKER_FLAGS set by the caller for the worker alone), rows
+# PREFIX + label.
+run_restarted() {  # prefix "case labels" engine flags...
+  local prefix=$1 list=$2; shift 2
+  [[ ${BASELINE:-1} == 1 && -n ${list// /} ]] || return 0
+  start_services "$@" || exit 1
+  log "services up for ${prefix}rows ($* ${WORKER_FLAGS[*]})"
   while read -r label flags; do
-    [[ " $LEVEL1_CASES " == *" $label "* ]] || continue
-    log "baseline case lvl1_$label"
+    [[ " $list " == *" $label "* ]] || continue
+    log "case $prefix$label"
     # shellcheck disable=SC2086
-    run_case "lvl1_$label" "${COMMON[@]}" $flags
+    run_case "$prefix$label" "${COMMON[@]}" $flags
   done < <(cases)
-  dump_metrics _lvl1
+  dump_metrics "_${prefix%_}"
   stop_services
-fi
-if [[ ${BASELINE:-1} == 1 && -n ${FP8_CASES// /} ]]; then
-  start_services --kv_cache_dtype=fp8_e4m3 || exit 1
-  log "services up (--kv_cache_dtype=fp8_e4m3)"
-  while read -r label flags; do
-    [[ " $FP8_CASES " == *" $label "* ]] || continue
-    log "case fp8_$label"
-    # shellcheck disable=SC2086
-    run_case "fp8_$label" "${COMMON[@]}" $flags
-  done < <(cases)
-  dump_metrics _fp8
-  stop_services
-fi
-if [[ ${BASELINE:-1} == 1 && -n ${FP8W_CASES// /} ]]; then
-  WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
-  start_services || exit 1
-  log "services up (worker --kv_cache_dtype=fp8_e4m3)"
-  while read -r label flags; do
-    [[ " $FP8W_CASES " == *" $label "* ]] || continue
-    log "case fp8w_$label"
-    # shellcheck disable=SC2086
-    run_case "fp8w_$label" "${COMMON[@]}" $flags
-  done < <(cases)
-  dump_metrics _fp8w
-  stop_services
-  WORKER_FLAGS=()
-fi
+}
+run_restarted lvl1_ "$LEVEL1_CASES" --cascade_levels=1
+run_restarted fp8_ "$FP8_CASES" --kv_cache_dtype=fp8_e4m3
+WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
+run_restarted fp8w_ "$FP8W_CASES"
+WORKER_FLAGS=()
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report
 log "done"
