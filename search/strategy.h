@@ -231,6 +231,10 @@ struct MctsConfig {
   // with its own seed; false: greedy rollouts (arbor.v1.Mcts.greedy_rollouts;
   // docs/SCALING.md, round 5).
   bool sampled_rollouts = true;
+  // A rollout's tail is PRM-scored as the steps it holds (cut at the job's
+  // step delimiters), not as one step; false: as one step (rounds 3 to 5).
+  // Search library only (docs/SCALING.md, round 6).
+  bool split_rollout_steps = true;
 };
 
 // Strategy auto (search library only for now: no arbor.v1 field selects it
