@@ -144,11 +144,11 @@ bool Exhausted(const Node& node, const MctsConfig& config) {
 // Scores a rollout (its last step generated to EOS in one piece) and sets
 // its score. With split_rollout_steps the piece is scored as the steps it
 // holds (SplitAtDelimiters at the job's step delimiters), as a step-by-step
-// candidate is: the PRM is trained on one tag per step, and read the whole
-// tail as one step otherwise (docs/SCALING.md, round 6). The piece's score
-// is its steps' aggregate (last, min, prod; mean of the piece's steps), so
-// the branch keeps its steps and one score per step. False when the reward
-// budget stopped it.
+// candidate is: the PRM is trained with a tag after each step, and unsplit
+// it reads the whole tail as one step (docs/SCALING.md, round 6). The
+// piece's score is its steps' aggregate (last, min, prod; for mean, the mean
+// of the piece's steps), so the branch keeps its generated steps and one
+// score per step. False when the reward budget stopped it.
 absl::StatusOr<bool> ScoreRollout(SearchRun& run, Branch& b, const MctsConfig& config) {
   std::vector<std::string> pieces;
   if (config.split_rollout_steps) {
