@@ -363,6 +363,87 @@ TEST(MctsTest, SampledRolloutsDrawAtTheJobsTemperature) {
   }
 }
 
+TEST(MctsTest, SplitAtDelimitersCutsAfterEachDelimiter) {
+  const std::vector<std::string> nl = {"\n\n"};
+  EXPECT_EQ(SplitAtDelimiters("a = 1\n\nb = 2\n\nThe answer is 2", nl),
+            (std::vector<std::string>{"a = 1\n\n", "b = 2\n\n", "The answer is 2"}));
+  // A trailing delimiter ends the last piece; no empty piece after it.
+  EXPECT_EQ(SplitAtDelimiters("a\n\nb\n\n", nl), (std::vector<std::string>{"a\n\n", "b\n\n"}));
+  EXPECT_EQ(SplitAtDelimiters("no delimiter", nl), (std::vector<std::string>{"no delimiter"}));
+  EXPECT_EQ(SplitAtDelimiters("a\n\nb", {}), (std::vector<std::string>{"a\n\nb"}));
+  EXPECT_EQ(SplitAtDelimiters("", nl), (std::vector<std::string>{""}));
+  // Several delimiters: the earliest match, the longest among equals.
+  EXPECT_EQ(SplitAtDelimiters("a;b\n\nc", {"\n\n", ";"}),
+            (std::vector<std::string>{"a;", "b\n\n", "c"}));
+  EXPECT_EQ(SplitAtDelimiters("a\n\nb", {"\n", "\n\n"}),
+            (std::vector<std::string>{"a\n\n", "b"}));
+}
+
+// The fake PRM, recording the step lists it was asked to score.
+class RecordingScorer : public Scorer {
+ public:
+  absl::StatusOr<ScoreResult> Score(const ScoreRequest& request) override {
+    for (absl::Span<const std::string> c : request.candidates) seen.emplace_back(c.begin(), c.end());
+    return inner.Score(request);
+  }
+  FakeScorer inner{0.5, 11};
+  std::vector<std::vector<std::string>> seen;
+};
+
+// A rollout is generated to EOS in one piece, which holds several steps. The
+// PRM tags each step it is given, so split_rollout_steps (the default) sends
+// the rollout's tail as its steps, one tag each, as a step-by-step candidate
+// would be; off, the tail goes as one step. Either way the candidate keeps
+// the steps it was generated with, a score per step, and its score is the
+// tail's last step's (aggregation last) under a scorer that sees it split.
+TEST(MctsTest, RolloutsAreScoredAsTheStepsTheyHold) {
+  const FakeProblem problem{.id = 9, .p = 0.7, .num_steps = 6};
+  for (bool split : {true, false}) {
+    FakeGenerator generator;
+    RecordingScorer scorer;
+    auto result = RunStrategy(
+        Config(MctsConfig{.num_simulations = 3, .max_width = 2, .rollouts = true,
+                          .sampled_rollouts = false, .split_rollout_steps = split}),
+        Job(problem, 5), generator, &scorer);
+    ASSERT_TRUE(result.ok()) << result.status();
+    // Scored lists that end in an answer: the rollouts (no tree path of 6
+    // steps ends in 3 simulations).
+    int rollouts = 0, multi_step_pieces = 0;
+    for (const std::vector<std::string>& steps : scorer.seen) {
+      if (steps.back().find("answer is") == std::string::npos) continue;
+      ++rollouts;
+      EXPECT_EQ(steps.size() == 6u, split);  // the whole solution, a step each
+      for (const std::string& step : steps) {
+        const size_t at = step.find("\n\n");
+        if (at != std::string::npos && at + 2 < step.size()) ++multi_step_pieces;
+      }
+    }
+    EXPECT_EQ(rollouts, 3);
+    EXPECT_EQ(multi_step_pieces == 0, split);
+    int finished = 0;
+    for (const Candidate& c : result->candidates) {
+      if (!c.finished) continue;
+      ++finished;
+      ASSERT_EQ(c.step_scores.size(), c.steps.size());
+      EXPECT_LT(c.steps.size(), 6u);  // the tail stays one generated step
+      if (!split) continue;
+      std::vector<std::string> cut(c.steps.begin(), c.steps.end() - 1);
+      for (std::string& piece : SplitAtDelimiters(c.steps.back(), {"\n\n"})) {
+        cut.push_back(std::move(piece));
+      }
+      FakeScorer check(0.5, 11);
+      const std::string question = problem.Question();
+      ScoreRequest request{.question = question, .last_step_only = true};
+      request.candidates.push_back(cut);
+      auto want = check.Score(request);
+      ASSERT_TRUE(want.ok());
+      EXPECT_FLOAT_EQ(static_cast<float>(c.score), want->scores[0][0]);
+      EXPECT_FLOAT_EQ(c.step_scores.back(), want->scores[0][0]);
+    }
+    EXPECT_EQ(finished, 3);
+  }
+}
+
 TEST(MctsTest, InvalidConfigsNameTheField) {
   StrategyConfig config = Config(MctsConfig{.max_width = 0});
   EXPECT_NE(ValidateStrategyConfig(config).message().find("mcts.max_width"), std::string::npos);

@@ -184,8 +184,9 @@ struct ParticleGibbsConfig {
 // max_depth), samples that wrote the same step being one child whose prior
 // is their summed prior; evaluates the best new child by its PRM score or,
 // with rollouts, by the PRM score of a rollout to EOS from it (itself a
-// candidate), drawn at the job's sampling options (sampled_rollouts, the
-// default) or greedily; and backs the value up the path. Finished nodes and
+// candidate; its tail scored as the steps it holds, split_rollout_steps),
+// drawn at the job's sampling options (sampled_rollouts, the default) or
+// greedily; and backs the value up the path. Finished nodes and
 // rollouts are the candidates. When the simulations end before any path did
 // and no rollout ran, the principal path's leaf (most visits from the root
 // down) and the deepest leaves are finished greedily, as the reserve does
@@ -231,6 +232,10 @@ struct MctsConfig {
   // with its own seed; false: greedy rollouts (arbor.v1.Mcts.greedy_rollouts;
   // docs/SCALING.md, round 5).
   bool sampled_rollouts = true;
+  // A rollout's tail is PRM-scored as the steps it holds (cut at the job's
+  // step delimiters), not as one step; false: as one step (rounds 3 to 5).
+  // Search library only (docs/SCALING.md, round 6).
+  bool split_rollout_steps = true;
 };
 
 // Strategy auto (search library only for now: no arbor.v1 field selects it
