@@ -262,18 +262,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 //    so a lane's V bytes of a key are contiguous too, and its outputs of a
 //    head row are the contiguous dims [2t D/8, (2t + 2) D/8).
 
-// Two e4m3 values (low byte first) as an fp16x2 register: exact.
-__device__ __forceinline__ uint32_t Fp8x2ToHalf2Bits(uint32_t two) {
-  const __half2_raw h =
-      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
-}
 
 __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+using detail::Fp8x2ToHalf2Bits;
 using detail::MmaF16;
 
 // One page's K and V bytes as a lane loads them.

@@ -92,11 +92,18 @@ __device__ __forceinline__ uint2 LoadKvRaw8(const Fp8E4m3* p) {
   return __ldg(reinterpret_cast<const uint2*>(p));
 }
 
-// Two fp8 values (low byte first) as floats.
-__device__ __forceinline__ float2 Fp8x2ToFloat2(uint32_t two) {
+// Two e4m3 values (the low 16 bits, low byte first) as an fp16x2 register:
+// exact (every e4m3 value is an fp16 value).
+__device__ __forceinline__ uint32_t Fp8x2ToHalf2Bits(uint32_t two) {
   const __half2_raw h =
       __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(two & 0xffffu), __NV_E4M3);
-  return __half22float2(*reinterpret_cast<const __half2*>(&h));
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+
+// Two fp8 values (low byte first) as floats.
+__device__ __forceinline__ float2 Fp8x2ToFloat2(uint32_t two) {
+  const uint32_t bits = Fp8x2ToHalf2Bits(two);
+  return __half22float2(*reinterpret_cast<const __half2*>(&bits));
 }
 
 __device__ __forceinline__ void UnpackKv8(const uint4& raw, float* out) { Unpack8(raw, out); }

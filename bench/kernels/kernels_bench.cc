@@ -156,30 +156,24 @@ void BenchElementwise() {
 }
 
 // A KV pool with `num_blocks` random blocks (one layer).
+// [num_blocks, 16, kv_heads, head_dim] K and V pools of random values: bf16,
+// or fp8 e4m3 of magnitude below 2 (the top exponent bit clear, so never
+// e4m3's NaN; one 1 MiB random block copied over the pool).
 struct KvPool {
   DeviceBuffer k, v;
-  // [num_blocks, 16, kv_heads, head_dim] bf16 each.
-  explicit KvPool(int num_blocks, int kv_heads = kKvHeads, int head_dim = kHeadDim)
-      : k(size_t{2} * num_blocks * kKvBlockSize * kv_heads * head_dim),
-        v(size_t{2} * num_blocks * kKvBlockSize * kv_heads * head_dim) {
+  explicit KvPool(int num_blocks, int kv_heads = kKvHeads, int head_dim = kHeadDim,
+                  KvDtype dtype = KvDtype::kBf16)
+      : k(ElementBytes(dtype) * num_blocks * kKvBlockSize * kv_heads * head_dim),
+        v(ElementBytes(dtype) * num_blocks * kKvBlockSize * kv_heads * head_dim) {
     const size_t n = size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim;
-    FillBf16(k.ptr, n, 1.0f, 21);
-    FillBf16(v.ptr, n, 1.0f, 22);
-  }
-};
-// The same pools in fp8 e4m3: random values of magnitude below 2 (the top
-// exponent bit clear, so never e4m3's NaN), one 1 MiB block copied over.
-struct Fp8KvPool {
-  DeviceBuffer k, v;
-  explicit Fp8KvPool(int num_blocks, int kv_heads = kKvHeads, int head_dim = kHeadDim)
-      : k(size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim),
-        v(size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim) {
-    const size_t n = size_t{1} * num_blocks * kKvBlockSize * kv_heads * head_dim;
+    if (dtype == KvDtype::kBf16) {
+      FillBf16(k.ptr, n, 1.0f, 21);
+      FillBf16(v.ptr, n, 1.0f, 22);
+      return;
+    }
     std::vector<uint8_t> block(std::min<size_t>(n, size_t{1} << 20));
     std::mt19937 rng(25);
-    for (uint8_t& b : block) {
-      b = static_cast<uint8_t>(rng() & 0xbf);
-    }
+    for (uint8_t& b : block) b = static_cast<uint8_t>(rng() & 0xbf);
     for (DeviceBuffer* pool : {&k, &v}) {
       for (size_t at = 0; at < n; at += block.size()) {
         CHECK_CUDA(cudaMemcpy(static_cast<uint8_t*>(pool->ptr) + at, block.data(),
@@ -187,6 +181,7 @@ struct Fp8KvPool {
       }
     }
   }
+  static size_t ElementBytes(KvDtype dtype) { return dtype == KvDtype::kBf16 ? 2 : 1; }
 };
 // K + V bytes of one token, bf16.
 constexpr double KvBytesPerToken(int kv_heads, int head_dim) {
@@ -246,7 +241,7 @@ void BenchDecode() {
     AddBandwidthRow("paged_decode_attention", shape_text, ms,
                     batch * (ctx * KvBytesPerToken(c.kv_heads, c.dim) + 2.0 * 2 * c.heads * c.dim));
     // The same over fp8 pools (half the K/V bytes), both fp8 kernels.
-    Fp8KvPool pool8(num_blocks, c.kv_heads, c.dim);
+    KvPool pool8(num_blocks, c.kv_heads, c.dim, KvDtype::kFp8E4m3);
     AttentionShape shape8 = shape;
     shape8.kv_dtype = KvDtype::kFp8E4m3;
     for (const auto& [kernel, name] :
