@@ -89,6 +89,27 @@ EngineMetrics::EngineMetrics(prometheus::Registry& registry, const std::string& 
                                   With(role_labels, "kind", "prefix_hit"));
   preemptions_ = AddCounter(registry, "arbor_engine_preemptions_total",
                             "Sequences preempted because the KV cache was full", r);
+  const std::string steps_help =
+      "Decode steps by how they ran: replay (a CUDA graph), capture (eager, then captured), "
+      "eager";
+  graph_replays_ = AddCounter(registry, "arbor_engine_decode_steps_total", steps_help,
+                              With(role_labels, "graph", "replay"));
+  graph_captures_ = AddCounter(registry, "arbor_engine_decode_steps_total", steps_help,
+                               With(role_labels, "graph", "capture"));
+  eager_steps_ = AddCounter(registry, "arbor_engine_decode_steps_total", steps_help,
+                            With(role_labels, "graph", "eager"));
+  const std::string keys_help =
+      "Attention keys of decode steps: context (every sequence's whole context), and those "
+      "read: prompt_shared and tree_shared (once per group of branches, cascade attention), "
+      "own (once per sequence)";
+  context_keys_ = AddCounter(registry, "arbor_engine_decode_attention_keys_total", keys_help,
+                             With(role_labels, "kind", "context"));
+  prompt_shared_keys_ = AddCounter(registry, "arbor_engine_decode_attention_keys_total",
+                                   keys_help, With(role_labels, "kind", "prompt_shared"));
+  tree_shared_keys_ = AddCounter(registry, "arbor_engine_decode_attention_keys_total", keys_help,
+                                 With(role_labels, "kind", "tree_shared"));
+  own_keys_ = AddCounter(registry, "arbor_engine_decode_attention_keys_total", keys_help,
+                         With(role_labels, "kind", "own"));
   const std::string service_help =
       "Tokens of the requests a service answered: in (prompt, suffix or reward input), "
       "out (generated)";
@@ -155,6 +176,14 @@ void EngineMetrics::Refresh() {
   advance(generated_tokens_, s.generated_tokens, &exported_.generated_tokens);
   advance(prefix_hit_tokens_, s.prefix_hit_tokens, &exported_.prefix_hit_tokens);
   advance(preemptions_, s.preemptions, &exported_.preemptions);
+  runtime::DecodeStats& seen = exported_.decode;
+  advance(graph_replays_, s.decode.graph_replays, &seen.graph_replays);
+  advance(graph_captures_, s.decode.graph_captures, &seen.graph_captures);
+  advance(eager_steps_, s.decode.eager_steps, &seen.eager_steps);
+  advance(context_keys_, s.decode.context_keys, &seen.context_keys);
+  advance(prompt_shared_keys_, s.decode.prompt_shared_keys, &seen.prompt_shared_keys);
+  advance(tree_shared_keys_, s.decode.tree_shared_keys, &seen.tree_shared_keys);
+  advance(own_keys_, s.decode.own_keys, &seen.own_keys);
 }
 
 void EngineMetrics::AddTokensIn(int64_t n) {

@@ -16,6 +16,15 @@
 //   arbor_engine_inter_token_seconds     histogram: time between consecutive
 //                                        decode steps (the gap between two
 //                                        tokens of a running sequence)
+//   arbor_engine_decode_steps_total{graph} counter: decode steps by how they
+//                                        ran: replay (a CUDA graph), capture,
+//                                        eager (runtime::DecodeStats)
+//   arbor_engine_decode_attention_keys_total{kind} counter: decode steps'
+//                                        attention keys: context (what one
+//                                        read per sequence would read), and
+//                                        what was read: prompt_shared,
+//                                        tree_shared (once per group of
+//                                        branches), own (per sequence)
 //   arbor_service_tokens_total{direction} counter: in (prompt/candidate tokens
 //                                        of requests served), out (generated)
 // Per-RPC counts and latencies by method and code come from server/.
@@ -89,6 +98,13 @@ class EngineMetrics {
   prometheus::Counter* generated_tokens_;
   prometheus::Counter* prefix_hit_tokens_;
   prometheus::Counter* preemptions_;
+  prometheus::Counter* graph_replays_;
+  prometheus::Counter* graph_captures_;
+  prometheus::Counter* eager_steps_;
+  prometheus::Counter* context_keys_;
+  prometheus::Counter* prompt_shared_keys_;
+  prometheus::Counter* tree_shared_keys_;
+  prometheus::Counter* own_keys_;
   prometheus::Counter* tokens_in_;
   prometheus::Counter* tokens_out_;
 

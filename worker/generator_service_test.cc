@@ -659,6 +659,22 @@ TEST_F(GeneratorServiceTest, HealthAndMetrics) {
   EXPECT_THAT(text, HasSubstr("arbor_engine_tokens_total{kind=\"prefix_hit\",role=\"worker\"}"));
   EXPECT_THAT(text, HasSubstr("code=\"INVALID_ARGUMENT\",method=\"/arbor.v1.Generator/Extend\""));
   EXPECT_THAT(text, HasSubstr("code=\"OK\",method=\"/arbor.v1.Generator/Extend\""));
+  // The CPU backend ran the decode steps eagerly, reading every key per sequence.
+  auto value = [&](const std::string& series) {
+    const size_t at = text.find("\n" + series + " ");
+    EXPECT_NE(at, std::string::npos) << series;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + series.size() + 2));
+  };
+  const std::string steps = "arbor_engine_decode_steps_total";
+  const std::string keys = "arbor_engine_decode_attention_keys_total";
+  EXPECT_GT(value(steps + "{graph=\"eager\",role=\"worker\"}"), 0);
+  EXPECT_EQ(value(steps + "{graph=\"replay\",role=\"worker\"}"), 0);
+  EXPECT_EQ(value(steps + "{graph=\"capture\",role=\"worker\"}"), 0);
+  const double context_keys = value(keys + "{kind=\"context\",role=\"worker\"}");
+  EXPECT_GT(context_keys, 0);
+  EXPECT_EQ(value(keys + "{kind=\"own\",role=\"worker\"}"), context_keys);
+  EXPECT_EQ(value(keys + "{kind=\"prompt_shared\",role=\"worker\"}"), 0);
+  EXPECT_EQ(value(keys + "{kind=\"tree_shared\",role=\"worker\"}"), 0);
 }
 
 TEST_F(GeneratorServiceTest, DrainFinishesInFlightCalls) {

@@ -77,6 +77,22 @@ def main():
             "coordinator", "network", "worker_queue", "worker_compute", "verifier_queue",
             "verifier_compute"))
         lines.append(f"| {r['label']} | {cells} |")
+    lines += ["", "The worker's decode steps: how they ran, and the attention keys they read against"
+              " each sequence's whole context (cascade attention reads shared keys once per group):",
+              "", "| case | decode steps | CUDA graph replays | captures | eager | keys read"
+              " / context | read by the levels below the prompt |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        worker = (r.get("engines") or {}).get("worker") or {}
+        steps = worker.get("decode_steps")
+        if not steps:
+            continue
+        total = sum(steps.values())
+        share = lambda v: f"{v / total:.0%}" if total else ""
+        read, tree = worker.get("keys_read_share"), worker.get("tree_shared_share")
+        lines.append(f"| {r['label']} | {total:.0f} | {share(steps['replay'])}"
+                     f" | {steps['capture']:.0f} | {share(steps['eager'])}"
+                     f" | {f'{read:.1%}' if read is not None else ''}"
+                     f" | {f'{tree:.1%}' if tree is not None else ''} |")
     text = "\n".join(lines).strip() + "\n"
     print(text)
     if args.out:

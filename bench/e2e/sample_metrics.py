@@ -2,7 +2,9 @@
 """Samples the worker's and verifier's /metrics while one bench/e2e case runs (every
 --interval_s, until SIGTERM), then writes what the case did to the engines as JSON: mean batch
 (sequences per engine step), mean step time, engine busy share of the wall time, peak KV blocks
-in use and peak running sequences. Counters are taken as differences over the case."""
+in use and peak running sequences, decode steps by how they ran (CUDA graph replay, capture,
+eager) and the decode attention keys read against each sequence's whole context. Counters are
+taken as differences over the case."""
 import argparse
 import json
 import re
@@ -12,8 +14,8 @@ import urllib.request
 
 
 def scrape(port):
-    """{(name, role, state): value} of one /metrics page (other labels, such as model, summed
-    over), or {} when it does not answer."""
+    """{(name, role, state): value} of one /metrics page, "state" being the series' state, kind
+    or graph label (other labels, such as model, summed over), or {} when it does not answer."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
     except OSError:
@@ -25,7 +27,8 @@ def scrape(port):
             name, _, labels = key.partition("{")
             fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             try:
-                k = (name, fields.get("role", ""), fields.get("state", ""))
+                k = (name, fields.get("role", ""),
+                     fields.get("state") or fields.get("kind") or fields.get("graph") or "")
                 values[k] = values.get(k, 0.0) + float(value)
             except ValueError:
                 pass
@@ -67,9 +70,13 @@ def main():
     wall = time.monotonic() - start
     out = {}
     for role in ports:
-        def delta(name):
-            return series(last[role], name, role) - series(first[role], name, role)
+        def delta(name, state=""):
+            return series(last[role], name, role, state) - series(first[role], name, role, state)
         steps = delta("arbor_engine_step_seconds_count")
+        decode_steps = {g: delta("arbor_engine_decode_steps_total", g)
+                        for g in ("replay", "capture", "eager")}
+        keys = {k: delta("arbor_engine_decode_attention_keys_total", k)
+                for k in ("context", "prompt_shared", "tree_shared", "own")}
         out[role] = {
             "mean_batch": delta("arbor_engine_batch_sequences_sum") / steps if steps else 0.0,
             "mean_step_ms": 1000 * delta("arbor_engine_step_seconds_sum") / steps if steps else 0.0,
@@ -81,6 +88,13 @@ def main():
             # once (the radix tree shares it), so the blocks in use hold at
             # least 16 * (used - running) distinct tokens (docs/E2E.md).
             "running_at_peak_kv": running_at_peak_used[role],
+            "decode_steps": decode_steps,
+            # Decode attention keys read against what one read per sequence
+            # would read, and the share of it the levels below the prompt read.
+            "keys_read_share": (sum(v for k, v in keys.items() if k != "context")
+                                / keys["context"] if keys["context"] else None),
+            "tree_shared_share": (keys["tree_shared"] / keys["context"]
+                                  if keys["context"] else None),
         }
     with open(args.out, "w") as f:
         json.dump(out, f)

@@ -73,6 +73,25 @@ struct RowSampling {
 absl::Status ValidateRowSampling(const ModelConfig& config, int num_output_rows,
                                  absl::Span<const RowSampling> sampling);
 
+// What a backend's decode steps (one new token per sequence) have done so
+// far, cumulative: how each ran (a CUDA graph replayed, captured, or an eager
+// pass), and the attention keys they read. `context_keys` is what attention
+// once per sequence reads (every sequence's whole context); a cascade step
+// (kernels/cascade_plan.h) reads instead each group's shared keys once
+// (`prompt_shared_keys` at the prompt level, `tree_shared_keys` at the levels
+// below it) and each sequence's own suffix (`own_keys`; every key of a step
+// without a cascade). The CPU backend has neither graphs nor cascades: its
+// steps are all eager, its keys all own.
+struct DecodeStats {
+  int64_t graph_replays = 0;
+  int64_t graph_captures = 0;  // steps that ran eagerly and were then captured
+  int64_t eager_steps = 0;
+  int64_t context_keys = 0;
+  int64_t prompt_shared_keys = 0;
+  int64_t tree_shared_keys = 0;
+  int64_t own_keys = 0;
+};
+
 class ModelBackend {
  public:
   virtual ~ModelBackend() = default;
@@ -108,6 +127,9 @@ class ModelBackend {
   // Copies the K/V contents of block `first` into block `second` in every
   // layer: the copy-on-write of a shared partial block when branches fork.
   virtual absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) = 0;
+
+  // The decode steps so far (see DecodeStats); the default: none counted.
+  virtual DecodeStats decode_stats() const { return {}; }
 };
 
 }  // namespace arbor::runtime

@@ -392,6 +392,7 @@ void EngineCore::PublishStats() {
     if (!r->started) ++queued;
   }
   const EngineCounters& counters = state_.counters;
+  const DecodeStats decode = backend_->decode_stats();
   absl::MutexLock lock(&mu_);
   if (keys_changed) cached_prefix_keys_.swap(keys);
   for (const auto& r : incoming_) {
@@ -418,6 +419,7 @@ void EngineCore::PublishStats() {
   stats_.generated_tokens = counters.generated_tokens;
   stats_.steps = counters.steps;
   stats_.preemptions = counters.preemptions;
+  stats_.decode = decode;
 }
 
 // ---------------------------------------------------------------------------

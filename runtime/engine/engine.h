@@ -219,6 +219,7 @@ struct EngineStats {
   // recomputation still to do of every sequence, and the prompts of requests
   // not yet taken in (a load signal for routing; decode steps count one each).
   int64_t queued_tokens = 0;
+  DecodeStats decode;  // the backend's (cumulative)
 };
 
 // Prefix watches (the routing summary of what this engine's cache holds): a

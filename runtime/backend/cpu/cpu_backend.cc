@@ -109,6 +109,13 @@ const float* CpuBackend::v_pool(int layer) const { return v_pools_.at(layer).dat
 absl::Status CpuBackend::Forward(const ForwardBatch& batch, std::vector<float>* out) {
   if (out == nullptr) return absl::InvalidArgumentError("Forward: out is null");
   if (absl::Status s = ValidateForwardBatch(batch, config(), num_kv_blocks_); !s.ok()) return s;
+  if (batch.num_tokens() == batch.num_seqs()) {  // a decode step (see DecodeStats)
+    ++decode_stats_.eager_steps;
+    for (int32_t len : batch.context_lens) {
+      decode_stats_.context_keys += len;
+      decode_stats_.own_keys += len;
+    }
+  }
 
   const ModelConfig& c = weights_->config();
   Scratch& s = *scratch_;

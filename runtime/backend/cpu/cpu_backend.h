@@ -64,6 +64,7 @@ class CpuBackend : public ModelBackend {
 
   absl::Status Forward(const ForwardBatch& batch, std::vector<float>* out) override;
   absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
+  DecodeStats decode_stats() const override { return decode_stats_; }
 
   // The KV pools of `layer` ([num_kv_blocks, kKvBlockSize, num_kv_heads,
   // head_dim]); for tests and debugging.
@@ -83,6 +84,7 @@ class CpuBackend : public ModelBackend {
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Scratch> scratch_;
   std::vector<float> rope_inv_freq_;  // [head_dim / 2], Llama-3 scaling applied
+  DecodeStats decode_stats_;
 };
 
 }  // namespace arbor::runtime

@@ -65,6 +65,7 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowS
 }
 void CudaBackend::set_cuda_graphs(bool) {}
 int CudaBackend::num_cuda_graphs() const { return 0; }
+DecodeStats CudaBackend::decode_stats() const { return {}; }
 void CudaBackend::set_cascade_min_shared_tokens(int) {}
 void CudaBackend::set_cascade_max_levels(int) {}
 absl::Status CudaBackend::Forward(const ForwardBatch&, std::vector<float>*) {

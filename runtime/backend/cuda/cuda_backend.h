@@ -112,6 +112,7 @@ class CudaBackend : public ModelBackend {
                              std::vector<SampledToken>* out) override;
   bool samples_on_device() const override { return true; }
   absl::Status CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) override;
+  DecodeStats decode_stats() const override;
 
   // Turns decode CUDA graphs on or off (see CudaBackendOptions::cuda_graphs);
   // off also frees the graphs held.

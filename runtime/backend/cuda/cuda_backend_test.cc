@@ -315,6 +315,20 @@ TEST_P(CudaGoldenTest, TwoLevelCascadeOverASearchTreeMatchesCpuBackend) {
   EXPECT_LE(RelError(one_level, want), kBf16RandomModelTolerance) << "prompt-only cascade";
   EXPECT_LE(RelError(two_levels, per_branch), 3e-2);
   EXPECT_LE(RelError(two_levels, one_level), 3e-2);
+  // Six eager decode steps of four branches: the prompt's 2 blocks once per
+  // step, each parent's 4 blocks once per pair of siblings, the rest per branch.
+  const DecodeStats levels = tree->decode_stats(), prompt = prompt_only->decode_stats(),
+                    none = plain->decode_stats();
+  EXPECT_EQ(levels.eager_steps, 6);
+  EXPECT_EQ(levels.prompt_shared_keys, 6 * 32);
+  EXPECT_EQ(levels.tree_shared_keys, 6 * 2 * 64);
+  EXPECT_EQ(levels.context_keys - levels.own_keys, 6 * 4 * 96);
+  EXPECT_EQ(prompt.prompt_shared_keys, 6 * 32);
+  EXPECT_EQ(prompt.tree_shared_keys, 0);
+  EXPECT_EQ(prompt.context_keys - prompt.own_keys, 6 * 4 * 32);
+  EXPECT_EQ(none.context_keys, levels.context_keys);
+  EXPECT_EQ(none.own_keys, none.context_keys);
+  EXPECT_EQ(none.prompt_shared_keys + none.tree_shared_keys, 0);
 }
 
 // A batch larger than max_batch_tokens runs as several passes with the same
@@ -527,6 +541,7 @@ TEST_P(CudaGoldenTest, CascadeDecodeThroughCudaGraphsDrawsWhatEagerDraws) {
     EXPECT_EQ(cuda->num_cuda_graphs(), 0);
     const std::vector<SampledToken> graphed = decode(true, temperature);
     EXPECT_GE(cuda->num_cuda_graphs(), 2);  // suffixes cross 256 tokens
+    EXPECT_GT(cuda->decode_stats().graph_replays, cuda->decode_stats().graph_captures);
     ASSERT_EQ(eager.size(), graphed.size());
     for (size_t i = 0; i < eager.size(); ++i) {
       ASSERT_EQ(eager[i].token, graphed[i].token) << "draw " << i;

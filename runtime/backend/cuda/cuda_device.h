@@ -70,6 +70,21 @@ inline kernels::CascadePlan DecodeCascadePlan(const ForwardBatch& b, int min_sha
                                     kCascadeMinLevelTokens);
 }
 
+// Adds a decode step's attention keys under `plan` to `stats` (DecodeStats).
+inline void CountDecodeKeys(const ForwardBatch& b, const kernels::CascadePlan& plan,
+                            DecodeStats* stats) {
+  for (int32_t len : b.context_lens) stats->context_keys += len;
+  if (!plan.worthwhile) {
+    for (int32_t len : b.context_lens) stats->own_keys += len;
+    return;
+  }
+  for (size_t level = 0; level < plan.levels.size(); ++level) {
+    int64_t& shared = level == 0 ? stats->prompt_shared_keys : stats->tree_shared_keys;
+    for (int32_t len : plan.levels[level].group_kv_len) shared += len;
+  }
+  for (int s = 0; s < b.num_seqs(); ++s) stats->own_keys += b.context_lens[s] - plan.suffix_begin[s];
+}
+
 // A decode step a CUDA graph can replay: every row wanted, in order.
 inline bool IsGraphableDecode(const ForwardBatch& b) {
   const int n = b.num_tokens();
@@ -144,6 +159,7 @@ struct CudaBackend::Device {
   std::vector<int32_t> host_sampled;
   std::vector<kernels::Bf16> host_rows;
   bool cuda_graphs = true;
+  DecodeStats decode_stats;
   std::map<cuda_internal::GraphKey, std::unique_ptr<DecodeGraph>> graphs;
   uint64_t graph_clock = 0;
 

@@ -12,6 +12,7 @@
 namespace arbor::runtime {
 
 using cuda_internal::CudaError;
+using cuda_internal::CountDecodeKeys;
 using cuda_internal::DecodeCascadePlan;
 using cuda_internal::GraphKey;
 using cuda_internal::kDecodeBlockBucket;
@@ -68,7 +69,9 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
   }
   DecodeGraph& g = *slot;  // erasing another entry left it in place
   g.last_use = ++d.graph_clock;
+  CountDecodeKeys(padded, cascade, &d.decode_stats);
   if (g.exec != nullptr) {
+    ++d.decode_stats.graph_replays;
     return ForwardPass(padded, sampling, nullptr, sampled, &g.buffers, PassMode::kReplay, g.exec,
                        &cascade);
   }
@@ -76,7 +79,11 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch& batch,
   // the buffers and sets the kernels' attributes before any capture.
   ARBOR_RETURN_IF_ERROR(ForwardPass(padded, sampling, nullptr, sampled, &g.buffers,
                                     PassMode::kEager, nullptr, &cascade));
-  if (++g.runs < 2) return absl::OkStatus();  // capture shapes that recur
+  if (++g.runs < 2) {  // capture shapes that recur
+    ++d.decode_stats.eager_steps;
+    return absl::OkStatus();
+  }
+  ++d.decode_stats.graph_captures;
 
   cudaGraph_t graph = nullptr;
   ARBOR_RETURN_IF_ERROR(CudaError(
@@ -108,6 +115,8 @@ void CudaBackend::set_cuda_graphs(bool enabled) {
   device_->cuda_graphs = enabled;
   if (!enabled) device_->graphs.clear();
 }
+
+DecodeStats CudaBackend::decode_stats() const { return device_->decode_stats; }
 
 int CudaBackend::num_cuda_graphs() const {
   int n = 0;

@@ -21,9 +21,11 @@ namespace arbor::runtime {
 
 using cuda_internal::CublasError;
 using cuda_internal::CudaError;
+using cuda_internal::CountDecodeKeys;
 using cuda_internal::DecodeCascadePlan;
 using cuda_internal::DeviceBuffer;
 using cuda_internal::DeviceLayer;
+using cuda_internal::IsDecodeStep;
 using cuda_internal::IsGraphableDecode;
 using cuda_internal::kDecodeContextBucket;
 using cuda_internal::KernelError;
@@ -57,6 +59,10 @@ absl::Status CudaBackend::Run(const ForwardBatch& batch, absl::Span<const RowSam
     }
     const kernels::CascadePlan cascade =
         DecodeCascadePlan(batch, device_->cascade_min_shared_tokens, device_->cascade_max_levels);
+    if (IsDecodeStep(batch)) {
+      ++device_->decode_stats.eager_steps;
+      CountDecodeKeys(batch, cascade, &device_->decode_stats);
+    }
     return ForwardPass(batch, sampling, logits, sampled, nullptr, PassMode::kEager, nullptr,
                        &cascade);
   }
