@@ -51,6 +51,14 @@ ABSL_FLAG(int, threads, 0, "CPU backend threads of the policy; 0 = all hardware 
 ABSL_FLAG(int, reward_threads, -1, "CPU backend threads of the reward model; -1 = --threads");
 ABSL_FLAG(int64_t, kv_cache_tokens, 65536, "Policy KV cache capacity in tokens");
 ABSL_FLAG(int64_t, reward_kv_cache_tokens, 65536, "Reward model KV cache capacity in tokens");
+ABSL_FLAG(double, kv_memory_share, 0,
+          "--backend=cuda: when > 0, the policy's KV pool is this share of the GPU's total "
+          "memory (wins over --kv_cache_tokens)");
+ABSL_FLAG(double, reward_kv_memory_share, 0,
+          "--backend=cuda: the same for the reward model's KV pool");
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "Policy KV cache elements: auto, bf16, or fp8_e4m3 (cuda only)");
+ABSL_FLAG(std::string, reward_kv_cache_dtype, "auto", "The same for the reward model");
 ABSL_FLAG(int, max_batch_tokens, 4096, "Most tokens in one engine step (each model)");
 ABSL_FLAG(int, max_running_seqs, 512, "Most sequences in a running batch (each model)");
 ABSL_FLAG(int, max_queued_requests, 4096, "Engine requests accepted and not finished");
@@ -103,12 +111,15 @@ absl::StatusOr<std::string> FindBundledModel(const std::string& name) {
                                           "); pass --model / --reward_model or set ARBOR_MODELS"));
 }
 
-arbor::serving::ServedModelOptions ModelOptions(std::string dir, int threads, int64_t kv_tokens) {
+arbor::serving::ServedModelOptions ModelOptions(std::string dir, int threads, int64_t kv_tokens,
+                                                double kv_share, std::string kv_dtype) {
   arbor::serving::ServedModelOptions options;
   options.model_dir = std::move(dir);
   options.backend = absl::GetFlag(FLAGS_backend);
   options.threads = threads;
   options.kv_cache_tokens = kv_tokens;
+  options.kv_memory_share = kv_share;
+  options.kv_cache_dtype = std::move(kv_dtype);
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
@@ -144,7 +155,8 @@ int main(int argc, char** argv) {
   auto registry = std::make_shared<prometheus::Registry>();
   arbor::worker::WorkerStackOptions worker_options;
   worker_options.model =
-      ModelOptions(model_dir, absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_kv_cache_tokens));
+      ModelOptions(model_dir, absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_kv_cache_tokens),
+                   absl::GetFlag(FLAGS_kv_memory_share), absl::GetFlag(FLAGS_kv_cache_dtype));
   worker_options.chat_template = absl::GetFlag(FLAGS_chat_template);
   auto worker = arbor::worker::WorkerStack::Create(std::move(worker_options), *registry);
   if (!worker.ok()) return Fail(worker.status());
@@ -155,7 +167,8 @@ int main(int argc, char** argv) {
     const int reward_threads = absl::GetFlag(FLAGS_reward_threads);
     verifier_options.model = ModelOptions(
         reward_dir, reward_threads >= 0 ? reward_threads : absl::GetFlag(FLAGS_threads),
-        absl::GetFlag(FLAGS_reward_kv_cache_tokens));
+        absl::GetFlag(FLAGS_reward_kv_cache_tokens), absl::GetFlag(FLAGS_reward_kv_memory_share),
+        absl::GetFlag(FLAGS_reward_kv_cache_dtype));
     verifier_options.overrides = {.kind = absl::GetFlag(FLAGS_reward_kind),
                                   .positive_token = absl::GetFlag(FLAGS_positive_token),
                                   .negative_token = absl::GetFlag(FLAGS_negative_token),

@@ -4,7 +4,8 @@ markdown table of docs/E2E.md: per case, throughput, latency, cache hit ratios, 
 the speed-up over each baseline of the same case: prefix cache off ("nocache_" + label), the
 search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_"); an fp8
 KV cache's rows ("fp8_" + label on worker and verifier, "fp8w_" + label on the worker only)
-give their speed-up over the bf16 row."""
+and arbor-allinone's ("one_" + label: the three roles in one process) give their speed-up over
+the main row."""
 import argparse
 import json
 
@@ -20,7 +21,8 @@ def main():
     head = ("| case | driver | strategy | N | prompt words | load | jobs | jobs/min | gen tok/s"
             " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
             " | worker batch (fill) | worker busy | peak KV blocks (over unique tok) | GPU busy"
-            " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade | fp8 KV vs bf16 |")
+            " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade"
+            " | vs its main row (fp8_, fp8w_, one_) |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
 
@@ -53,12 +55,14 @@ def main():
         running = worker.get("running_at_peak_kv")
         if worker and running is not None and worker["peak_kv_blocks_used"] > running:
             peak_kv += f" (≤ {running / (worker['peak_kv_blocks_used'] - running):.1%})"
-        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_", "fp8w_"))
-        fp8_gain = ""
-        fp8_prefix = next((p for p in ("fp8_", "fp8w_") if r["label"].startswith(p)), None)
-        bf16 = by_label.get(r["label"][len(fp8_prefix):]) if fp8_prefix else None
-        if bf16 is not None and bf16["jobs_per_min"] > 0:
-            fp8_gain = f"{r['jobs_per_min'] / bf16['jobs_per_min']:.2f}x"
+        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_", "fp8w_", "one_"))
+        # A variant of a main row (another KV dtype, or all roles in one
+        # process): its speed-up over that row.
+        variant_gain = ""
+        prefix = next((p for p in ("fp8_", "fp8w_", "one_") if r["label"].startswith(p)), None)
+        main = by_label.get(r["label"][len(prefix):]) if prefix else None
+        if main is not None and main["jobs_per_min"] > 0:
+            variant_gain = f"{r['jobs_per_min'] / main['jobs_per_min']:.2f}x"
         cells = [r["label"], r.get("driver", "coordinator"), r["strategy"], r["n"],
                  r["prompt_words"], load, f"{r['jobs']}{failed}", f"{r['jobs_per_min']:.1f}",
                  f"{r['generated_tok_s']:.0f}", f"{r['reward_tok_s']:.0f}", f"{r['p50_s']:.2f}",
@@ -66,7 +70,7 @@ def main():
                  f"{r['reward_hit_ratio']:.2f}", reward_per_new, batch, worker_busy, peak_kv,
                  busy] + [speedup(r, p) if plain else "" for p in ("nocache_", "sal_",
                                                                     "nocache_sal_", "lvl1_")
-                                                       ] + [fp8_gain]
+                                                       ] + [variant_gain]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "Where a job's time goes (shares of the jobs' summed wall time):", "",
               "| case | coordinator | network | worker queue | worker compute | verifier queue"

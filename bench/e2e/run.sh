@@ -7,7 +7,7 @@
 #
 # Here:   bench/e2e/fetch_tokenizer.sh
 #         cmake --build build --target arbor-worker arbor-verifier arbor-coordinator arbor-loadgen
-#         tools/device_bundle.sh build '^arbor-(worker|verifier|coordinator|loadgen)$'
+#         tools/device_bundle.sh build '^arbor-(worker|verifier|coordinator|loadgen|allinone)$'
 #         tools/device_pack.sh
 # There (device run with carry [".devpack"]):
 #         tools/device_unpack.sh && OUT=$OUT bench/e2e/run.sh
@@ -17,7 +17,9 @@
 #      NOCACHE_CASES choose per baseline; LEVEL1_CASES run on services
 #      restarted with --cascade_levels=1, the prompt-only cascade; FP8_CASES
 #      on services restarted with --kv_cache_dtype=fp8_e4m3, rows fp8_*;
-#      FP8W_CASES the same with fp8 on the worker only, rows fp8w_*),
+#      FP8W_CASES the same with fp8 on the worker only, rows fp8w_*;
+#      ALLINONE_CASES on arbor-allinone, the three roles in one process,
+#      rows one_*),
 #      CASCADE_LEVELS (1, the product default; 4 adds the levels below the
 #      prompt), KV_DTYPE (auto: the main services' KV cache; WORKER_KV_DTYPE
 #      and VERIFIER_KV_DTYPE set one service's, baselines included),
@@ -73,6 +75,22 @@ start_services() {  # extra engine flags...
   wait_listening "$OUT/coordinator.log" || return 1
   sleep 2  # the pools' first health checks
 }
+# The same engines in ONE process (arbor-allinone: coordinator, worker and
+# verifier sharing one CUDA context, so their kernels may overlap on the GPU
+# where two processes' contexts take turns), rows one_*.
+start_allinone() {
+  "$BIN/arbor-allinone" --model "$MODELS/policy" --reward_model "$MODELS/prm" --port 50051 \
+    --metrics_port 9451 --backend cuda --max_batch_tokens 8192 --max_running_seqs 1024 \
+    --max_queued_requests 4096 --kv_memory_share "$WORKER_KV_SHARE" \
+    --reward_kv_memory_share "$VERIFIER_KV_SHARE" \
+    --kv_cache_dtype "${WORKER_KV_DTYPE:-${KV_DTYPE:-auto}}" \
+    --reward_kv_cache_dtype "${VERIFIER_KV_DTYPE:-${KV_DTYPE:-auto}}" \
+    --max_concurrent_jobs 256 --max_queued_jobs 4096 --call_timeout_ms 300000 \
+    > "$OUT/allinone.log" 2>&1 & PIDS+=($!)
+  wait_listening "$OUT/allinone.log" || return 1
+  sleep 2
+}
+METRICS_PORTS=worker=9461,verifier=9462
 dump_metrics() {  # suffix: each process's /metrics, for the batch and step figures
   for pm in worker:9461 verifier:9462 coordinator:9451; do
     python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:${pm#*:}/metrics', timeout=5).read().decode())" \
@@ -90,7 +108,7 @@ run_case() {  # label flags...
   local label=$1; shift
   nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 250 \
     > "$OUT/gpu_$label.txt" 2>/dev/null & local smi=$!
-  python3 bench/e2e/sample_metrics.py --ports worker=9461,verifier=9462 \
+  python3 bench/e2e/sample_metrics.py --ports "$METRICS_PORTS" \
     --out "$OUT/engines_$label.json" & local sampler=$!
   timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:50051 --worker 127.0.0.1:50061 \
     --verifier 127.0.0.1:50062 --label "$label" --question_salt "$label-" "$@" \
@@ -210,6 +228,19 @@ run_restarted fp8_ "$FP8_CASES" --kv_cache_dtype=fp8_e4m3
 WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
 run_restarted fp8w_ "$FP8W_CASES"
 WORKER_FLAGS=()
+if [[ ${BASELINE:-1} == 1 && -n ${ALLINONE_CASES// /} ]]; then
+  start_allinone || exit 1
+  METRICS_PORTS=worker=9451,verifier=9451  # one registry, role labels apart
+  log "arbor-allinone up for one_ rows"
+  while read -r label flags; do
+    [[ " $ALLINONE_CASES " == *" $label "* ]] || continue
+    log "case one_$label"
+    # shellcheck disable=SC2086
+    run_case "one_$label" "${COMMON[@]}" $flags
+  done < <(cases)
+  METRICS_PORTS=worker=9461,verifier=9462
+  stop_services
+fi
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report
 log "done"
