@@ -250,8 +250,9 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
         value = pick->value;
       }
       if (pick != nullptr && config.rollouts && !pick->Terminal()) {
-        // A rollout to EOS, scored as a whole: its PRM score is the value,
-        // and it is a candidate. Drawn at the job's sampling options with a
+        // A rollout to EOS, its tail scored as the steps it holds
+        // (ScoreRollout): its PRM score is the value, and it is a
+        // candidate. Drawn at the job's sampling options with a
         // seed of its own (sampled_rollouts, the default), or greedily
         // (greedy rollouts from siblings mostly write the same tail, so the
         // vote has little to count: docs/SCALING.md, round 5).
