@@ -69,30 +69,6 @@ std::vector<double> StepPriors(absl::Span<const double> logprobs, absl::Span<con
   return p;
 }
 
-std::vector<std::string> SplitAtDelimiters(std::string_view text,
-                                           const std::vector<std::string>& delimiters) {
-  std::vector<std::string> pieces;
-  size_t start = 0;
-  while (start < text.size()) {
-    // The earliest delimiter from `start` (the longest among equals).
-    size_t at = std::string_view::npos, len = 0;
-    for (const std::string& d : delimiters) {
-      if (d.empty()) continue;
-      const size_t f = text.find(d, start);
-      if (f == std::string_view::npos) continue;
-      if (at == std::string_view::npos || f < at || (f == at && d.size() > len)) {
-        at = f;
-        len = d.size();
-      }
-    }
-    const size_t end = at == std::string_view::npos ? text.size() : at + len;
-    pieces.emplace_back(text.substr(start, end - start));
-    start = end;
-  }
-  if (pieces.empty()) pieces.emplace_back(text);
-  return pieces;
-}
-
 namespace internal {
 namespace {
 
@@ -142,38 +118,13 @@ bool Exhausted(const Node& node, const MctsConfig& config) {
 }
 
 // Scores a rollout (its last step generated to EOS in one piece) and sets
-// its score. With split_rollout_steps the piece is scored as the steps it
-// holds (SplitAtDelimiters at the job's step delimiters), as a step-by-step
-// candidate is: the PRM is trained with a tag after each step, and unsplit
-// it reads the whole tail as one step (docs/SCALING.md, round 6). The
-// piece's score is its steps' aggregate (last, min, prod; for mean, the mean
-// of the piece's steps), so the branch keeps its generated steps and one
-// score per step. False when the reward budget stopped it.
+// its score: ScoreBranches scores such a step as the steps it holds (the
+// PRM is trained with a tag after each step; docs/SCALING.md, round 6)
+// unless split_rollout_steps is off, the piece keeping one score, its
+// steps' aggregate. False when the reward budget stopped it.
 absl::StatusOr<bool> ScoreRollout(SearchRun& run, Branch& b, const MctsConfig& config) {
-  std::vector<std::string> pieces;
-  if (config.split_rollout_steps) {
-    pieces = SplitAtDelimiters(b.steps.back(), run.StepStop().step_delimiters);
-  }
-  if (pieces.size() <= 1 ||
-      b.steps.size() - 1 + pieces.size() > static_cast<size_t>(kMaxStepsPerCandidate)) {
-    return run.ScoreBranches({&b}, /*full=*/false, config.aggregation);
-  }
-  std::vector<std::string> steps(b.steps.begin(), b.steps.end() - 1);
-  steps.insert(steps.end(), pieces.begin(), pieces.end());
-  const bool last_only = config.aggregation == Aggregation::kLast;
-  absl::StatusOr<std::vector<std::vector<float>>> scores = run.ScoreSteps({&steps}, last_only);
-  if (!scores.ok()) return scores.status();
-  if (scores->empty()) return false;
-  const std::vector<float>& s = scores->front();
-  ARBOR_CHECK(s.size() == (last_only ? 1 : steps.size()));
-  const absl::Span<const float> tail =
-      last_only ? absl::Span<const float>(s) : absl::Span<const float>(s).last(pieces.size());
-  const float piece = static_cast<float>(AggregateScores(tail, config.aggregation));
-  b.step_scores.resize(b.steps.size() - 1, piece);
-  b.step_scores.push_back(piece);
-  b.score = AggregateScores(b.step_scores, config.aggregation);
-  b.scored = true;
-  return true;
+  return run.ScoreBranches({&b}, /*full=*/false, config.aggregation, /*allow_partial=*/false,
+                           /*split_whole_steps=*/config.split_rollout_steps);
 }
 
 }  // namespace
@@ -299,8 +250,9 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
         value = pick->value;
       }
       if (pick != nullptr && config.rollouts && !pick->Terminal()) {
-        // A rollout to EOS, scored as a whole: its PRM score is the value,
-        // and it is a candidate. Drawn at the job's sampling options with a
+        // A rollout to EOS, its tail scored as the steps it holds
+        // (ScoreRollout): its PRM score is the value, and it is a
+        // candidate. Drawn at the job's sampling options with a
         // seed of its own (sampled_rollouts, the default), or greedily
         // (greedy rollouts from siblings mostly write the same tail, so the
         // vote has little to count: docs/SCALING.md, round 5).

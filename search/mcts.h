@@ -9,8 +9,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
-#include <string_view>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -45,16 +43,6 @@ int64_t WideningRounds(int64_t visits, double widen_c, double widen_alpha, int64
 // Priors of sibling steps from their policy logprobs: softmax over the mean
 // token logprob of each step (steps of 0 tokens count as logprob 0).
 std::vector<double> StepPriors(absl::Span<const double> logprobs, absl::Span<const int64_t> tokens);
-
-// A rollout's text, generated to EOS in one piece (no step delimiter), cut
-// into the steps a step-by-step generation would have written: after each
-// occurrence of any of `delimiters` (the delimiter stays with the piece before
-// it, as a generated step ends with its delimiter); a trailing delimiter
-// ends the last piece. No delimiter found (or none given, or empty text):
-// the text as one piece. The PRM scores a step at the tag after it
-// (verifier/reward_input.h), so a multi-step piece is read as one step.
-std::vector<std::string> SplitAtDelimiters(std::string_view text,
-                                           const std::vector<std::string>& delimiters);
 
 }  // namespace arbor::search
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "search/steps.h"
 #include "search/strategy.h"
 #include "search/strategy_test_util.h"
 #include "search/testing/fake_world.h"
@@ -361,22 +362,6 @@ TEST(MctsTest, SampledRolloutsDrawAtTheJobsTemperature) {
     EXPECT_EQ(rollouts, 4);
     if (sampled) EXPECT_EQ(seeds.size(), 4u);  // a seed of its own per rollout
   }
-}
-
-TEST(MctsTest, SplitAtDelimitersCutsAfterEachDelimiter) {
-  const std::vector<std::string> nl = {"\n\n"};
-  EXPECT_EQ(SplitAtDelimiters("a = 1\n\nb = 2\n\nThe answer is 2", nl),
-            (std::vector<std::string>{"a = 1\n\n", "b = 2\n\n", "The answer is 2"}));
-  // A trailing delimiter ends the last piece; no empty piece after it.
-  EXPECT_EQ(SplitAtDelimiters("a\n\nb\n\n", nl), (std::vector<std::string>{"a\n\n", "b\n\n"}));
-  EXPECT_EQ(SplitAtDelimiters("no delimiter", nl), (std::vector<std::string>{"no delimiter"}));
-  EXPECT_EQ(SplitAtDelimiters("a\n\nb", {}), (std::vector<std::string>{"a\n\nb"}));
-  EXPECT_EQ(SplitAtDelimiters("", nl), (std::vector<std::string>{""}));
-  // Several delimiters: the earliest match, the longest among equals.
-  EXPECT_EQ(SplitAtDelimiters("a;b\n\nc", {"\n\n", ";"}),
-            (std::vector<std::string>{"a;", "b\n\n", "c"}));
-  EXPECT_EQ(SplitAtDelimiters("a\n\nb", {"\n", "\n\n"}),
-            (std::vector<std::string>{"a\n\n", "b"}));
 }
 
 // The fake PRM, recording the step lists it was asked to score.

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/check.h"
 #include "search/pairwise_judge.h"
+#include "search/steps.h"
 
 namespace arbor::search::internal {
 
@@ -245,6 +246,8 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
         if (options.final_answer_ends && absl::StrContains(out.text, "\\boxed")) {
           b.done = b.finished = true;
         }
+        b.whole_steps.resize(b.steps.size(), false);
+        b.whole_steps.push_back(options.stop.step_delimiters.empty());
         b.steps.push_back(std::move(out.text));
         b.step_ends.push_back(b.tokens.size());
         children.push_back(std::move(child));
@@ -473,26 +476,69 @@ absl::StatusOr<std::optional<std::vector<float>>> SearchRun::ComparePairs(
 }
 
 absl::StatusOr<bool> SearchRun::ScoreBranches(const std::vector<Branch*>& branches, bool full,
-                                              Aggregation aggregation, bool allow_partial) {
+                                              Aggregation aggregation, bool allow_partial,
+                                              bool split_whole_steps) {
   if (branches.empty()) return true;
+  const bool split = split_whole_steps && config_.split_whole_steps;
+  // Per branch: the step list the scorer reads (its steps, or, with a whole
+  // step split, split_lists[i]) and, when split, the pieces per step.
+  std::vector<std::vector<std::string>> split_lists(branches.size());
+  std::vector<std::vector<size_t>> pieces(branches.size());
   std::vector<const std::vector<std::string>*> candidates;
   candidates.reserve(branches.size());
-  for (const Branch* b : branches) {
+  bool every_step = full;
+  for (size_t i = 0; i < branches.size(); ++i) {
+    const Branch* b = branches[i];
     ARBOR_CHECK(!b->steps.empty());
     candidates.push_back(&b->steps);
+    if (!split) continue;
+    std::vector<std::string> list;
+    std::vector<size_t> count;
+    bool cut = false;
+    for (size_t k = 0; k < b->steps.size(); ++k) {
+      if (k < b->whole_steps.size() && b->whole_steps[k]) {
+        std::vector<std::string> p = SplitAtDelimiters(b->steps[k], config_.stop.step_delimiters);
+        cut = cut || p.size() > 1;
+        count.push_back(p.size());
+        for (std::string& piece : p) list.push_back(std::move(piece));
+      } else {
+        count.push_back(1);
+        list.push_back(b->steps[k]);
+      }
+    }
+    if (!cut || list.size() > static_cast<size_t>(kMaxStepsPerCandidate)) continue;
+    // The newest step's aggregate over its pieces needs them all, but with kLast.
+    if (count.back() > 1 && aggregation != Aggregation::kLast) every_step = true;
+    split_lists[i] = std::move(list);
+    pieces[i] = std::move(count);
+    candidates[i] = &split_lists[i];
   }
-  auto scores = ScoreSteps(candidates, /*last_step_only=*/!full, allow_partial);
+  auto scores = ScoreSteps(candidates, /*last_step_only=*/!every_step, allow_partial);
   if (!scores.ok()) return scores.status();
   for (size_t i = 0; i < scores->size(); ++i) {
     Branch& b = *branches[i];
     std::vector<float>& s = (*scores)[i];
+    if (every_step && !pieces[i].empty()) {
+      // Back to one score per step: a whole step's is its pieces' aggregate.
+      std::vector<float> per_step;
+      per_step.reserve(b.steps.size());
+      size_t at = 0;
+      for (size_t n : pieces[i]) {
+        per_step.push_back(static_cast<float>(
+            AggregateScores(absl::Span<const float>(s).subspan(at, n), aggregation)));
+        at += n;
+      }
+      s = std::move(per_step);
+    }
     if (full) {
       b.step_scores = std::move(s);
     } else {
       // Earlier steps keep their scores (causal PRM); a gap (never scored)
-      // takes the new score.
-      b.step_scores.resize(b.steps.size() - 1, s[0]);
-      b.step_scores.push_back(s[0]);
+      // takes the new score. Last step only, a split newest step's score is
+      // its last piece's: its aggregate with kLast.
+      const float newest = s.back();
+      b.step_scores.resize(b.steps.size() - 1, newest);
+      b.step_scores.push_back(newest);
     }
     b.score = AggregateScores(b.step_scores, aggregation);
     b.scored = true;

@@ -45,6 +45,10 @@ struct Branch {
   std::vector<std::string> steps;
   std::vector<size_t> step_ends;   // per step: tokens.size() after it
   std::vector<float> step_scores;  // one per scored step
+  // Per step: generated with no step delimiter (to EOS or a token cap in one
+  // piece), so it may hold several steps; ScoreBranches scores it as the
+  // steps it holds. Entries past its end count as false.
+  std::vector<bool> whole_steps;
   double score = 0.0;              // ranking score (aggregated)
   double logprob = 0.0;
   bool done = false;      // no longer extended
@@ -156,8 +160,16 @@ class SearchRun {
   // scores and score = aggregate, marking them scored. True when every branch
   // was scored; false when the budget stopped it (without `allow_partial`, no
   // branch changed; with it, a prefix of `branches` was scored).
+  // With StrategyConfig::split_whole_steps and `split_whole_steps`, a whole
+  // step (Branch::whole_steps) goes to the scorer as the pieces
+  // SplitAtDelimiters (steps.h) cuts it into at the job's step delimiters,
+  // as a step-by-step generation would have written them; the branch keeps
+  // its steps, and the whole step's score is its pieces' aggregate (the
+  // scorer is asked for every step's score when that needs more than the
+  // last one). A list that would pass kMaxStepsPerCandidate goes unsplit.
   absl::StatusOr<bool> ScoreBranches(const std::vector<Branch*>& branches, bool full,
-                                     Aggregation aggregation, bool allow_partial = false);
+                                     Aggregation aggregation, bool allow_partial = false,
+                                     bool split_whole_steps = true);
 
   // The stop rules of a normal step, and of the last iteration (no delimiter,
   // up to max_solution_tokens less the shortest of `branches`).

@@ -8,7 +8,8 @@
 //  - steps end at the step delimiters; the last iteration of beam search, DVTS
 //    and particle filtering drops the delimiters and generates to EOS (cap:
 //    max_solution_tokens less the shortest branch's tokens, at least
-//    stop.max_step_tokens);
+//    stop.max_step_tokens); such a step is PRM-scored as the steps it holds
+//    (StrategyConfig::split_whole_steps);
 //  - every random choice (per-branch seeds, tie-breaks, resampling) derives
 //    from JobContext::seed: same config, question, seed and Generator/Scorer
 //    answers give the same result;
@@ -234,7 +235,9 @@ struct MctsConfig {
   bool sampled_rollouts = true;
   // A rollout's tail is PRM-scored as the steps it holds (cut at the job's
   // step delimiters), not as one step; false: as one step (rounds 3 to 5).
-  // Search library only (docs/SCALING.md, round 6).
+  // Rollouts are split when this and StrategyConfig::split_whole_steps are
+  // both on; the latter alone governs MCTS's other whole steps (the deepest
+  // expansion, the finishes). Search library only (docs/SCALING.md, round 6).
   bool split_rollout_steps = true;
 };
 
@@ -282,6 +285,15 @@ struct StrategyConfig {
   int32_t max_solution_tokens = 2048;  // [1, 1 << 20]
   // Candidates kept in SolveResult (votes count all of them). [1, 1024].
   int32_t max_candidates = 8;
+  // A step generated to EOS in one piece (no step delimiter: the tree
+  // strategies' last iteration, MCTS's deepest expansion, rollouts and
+  // finishes, best-of-N's endgame) is PRM-scored as the steps it holds, cut
+  // after each step delimiter, as step-by-step candidates are: the PRM is
+  // trained with a tag after each step. The candidate keeps the step as
+  // generated, with one score, the aggregate of its pieces' scores (with
+  // kLast, the last piece's). false: scored as one step (rounds 1 to 6 for
+  // all but MCTS's rollouts). Search library only (docs/SCALING.md, round 7).
+  bool split_whole_steps = true;
 };
 
 // "greedy", "best_of_n", "beam_search", "dvts", "particle_filter", "mcts",

@@ -47,6 +47,10 @@ ABSL_FLAG(int, mcts_width, 2, "Children per MCTS expansion (capped at N)");
 ABSL_FLAG(bool, mcts_greedy_rollouts, false, "MCTS rollouts at temperature 0 (default: sampled)");
 ABSL_FLAG(bool, mcts_argmax, false,
           "MCTS picks the top-scored candidate (default: the PRM-weighted vote)");
+ABSL_FLAG(int, iterations, 0,
+          "num_iterations of beam_search, dvts and the particle filters (particle_gibbs: per "
+          "sweep); 0: the service default (40). A small value makes the last iteration, "
+          "generated to EOS in one piece, write several steps (docs/SCALING.md, round 7)");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of every job (same seed, same results)");
 ABSL_FLAG(int, timeout_ms, 600000, "Deadline of one job");
 ABSL_FLAG(std::string, out, "", "CSV written (appended rows keep a header once); empty: stdout");
@@ -300,6 +304,14 @@ int main(int argc, char** argv) {
       if (!FillStrategy(strategy, n, absl::GetFlag(FLAGS_beam_width),
                         absl::GetFlag(FLAGS_mcts_width), base)) continue;
       base.set_seed(absl::GetFlag(FLAGS_seed));
+      if (const int it = absl::GetFlag(FLAGS_iterations); it > 0) {
+        if (base.has_beam_search()) base.mutable_beam_search()->set_num_iterations(it);
+        if (base.has_dvts()) base.mutable_dvts()->set_num_iterations(it);
+        if (base.has_particle_filter()) base.mutable_particle_filter()->set_num_iterations(it);
+        if (base.has_particle_gibbs()) {
+          base.mutable_particle_gibbs()->mutable_filter()->set_num_iterations(it);
+        }
+      }
       base.set_max_candidates(std::max(1, n));
       const bool dumping = dump_key == absl::StrCat(strategy, ":", row_n);
 
