@@ -779,7 +779,9 @@ class Renderer {
       if ((b.is_string() || b.is_list()) && a.type() == Value::Type::kInt) {
         const int64_t times = std::max<int64_t>(0, a.as_int());
         const size_t unit = b.is_string() ? b.as_string().size() : b.as_list().size();
-        if (unit != 0 && static_cast<uint64_t>(times) > limits_.max_output_bytes / unit) {
+        // An empty unit repeats to itself at once, however large the count.
+        if (unit == 0) return b;
+        if (static_cast<uint64_t>(times) > limits_.max_output_bytes / unit) {
           return LimitAt(e.pos, "repetition passes the output limit");
         }
         if (b.is_string()) {

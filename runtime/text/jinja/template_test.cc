@@ -250,6 +250,13 @@ TEST(JinjaTest, RenderErrorsNameLineAndColumn) {
   EXPECT_THAT(R("{% for x in 3 %}{% endfor %}"), HasSubstr("int is not iterable"));
 }
 
+// Found by chat_template_fuzz: an empty string or list repeated a huge number
+// of times looped that many times; it is empty at once.
+TEST(JinjaTest, EmptyRepetitionIsEmptyAtOnce) {
+  EXPECT_EQ(R("[{{ '' * 41111111112 }}]"), "[]");
+  EXPECT_EQ(R("{{ ([] * 41111111112) | length }}"), "0");
+}
+
 // Found by chat_template_fuzz: 64-bit integer arithmetic that does not fit
 // was undefined behaviour; it is an error naming the operator.
 TEST(JinjaTest, IntegerOverflowIsAnError) {
