@@ -70,8 +70,8 @@ struct CudaBackendOptions {
   // group; each further level reads once more per run of consecutive branches
   // the KV they share below the level above (a search tree's steps: beam
   // siblings share their parent's path), when a run shares at least one more
-  // 64-token step (kernels/cascade_plan.h). 1 by default until the levels
-  // below the prompt have been checked and measured on a GPU (docs/KERNELS.md).
+  // 64-token step (kernels/cascade_plan.h). 1 by default: in the service's
+  // batches the levels below the prompt cost more than they save (docs/KERNELS.md).
   int cascade_max_levels = 1;
   // As CpuBackendOptions::bf16_rope_frequencies (for references made from a
   // model cast with .to(torch.bfloat16)).
