@@ -206,14 +206,14 @@ if [[ ${BASELINE:-1} == 1 && -n ${NOCACHE_CASES// /} ]]; then
   dump_metrics _nocache
   stop_services
 fi
-# The cases of a list again, on services restarted with other flags (engine
-# flags for both; WORKER_FLAGS set by the caller for the worker alone), rows
-# PREFIX + label.
-run_restarted() {  # prefix "case labels" engine flags...
+# The cases of a list again, on services restarted by STARTER (start_services
+# with engine flags for both, WORKER_FLAGS set by the caller for the worker
+# alone; or start_allinone), rows PREFIX + label.
+run_restarted() {  # prefix "case labels" starter [flags...]
   local prefix=$1 list=$2; shift 2
   [[ ${BASELINE:-1} == 1 && -n ${list// /} ]] || return 0
-  start_services "$@" || exit 1
-  log "services up for ${prefix}rows ($* ${WORKER_FLAGS[*]})"
+  "$@" || exit 1
+  log "services up for ${prefix}rows (${*:2} ${WORKER_FLAGS[*]})"
   while read -r label flags; do
     [[ " $list " == *" $label "* ]] || continue
     log "case $prefix$label"
@@ -223,24 +223,14 @@ run_restarted() {  # prefix "case labels" engine flags...
   dump_metrics "_${prefix%_}"
   stop_services
 }
-run_restarted lvl1_ "$LEVEL1_CASES" --cascade_levels=1
-run_restarted fp8_ "$FP8_CASES" --kv_cache_dtype=fp8_e4m3
+run_restarted lvl1_ "$LEVEL1_CASES" start_services --cascade_levels=1
+run_restarted fp8_ "$FP8_CASES" start_services --kv_cache_dtype=fp8_e4m3
 WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
-run_restarted fp8w_ "$FP8W_CASES"
+run_restarted fp8w_ "$FP8W_CASES" start_services
 WORKER_FLAGS=()
-if [[ ${BASELINE:-1} == 1 && -n ${ALLINONE_CASES// /} ]]; then
-  start_allinone || exit 1
-  METRICS_PORTS=worker=9451,verifier=9451  # one registry, role labels apart
-  log "arbor-allinone up for one_ rows"
-  while read -r label flags; do
-    [[ " $ALLINONE_CASES " == *" $label "* ]] || continue
-    log "case one_$label"
-    # shellcheck disable=SC2086
-    run_case "one_$label" "${COMMON[@]}" $flags
-  done < <(cases)
-  METRICS_PORTS=worker=9461,verifier=9462
-  stop_services
-fi
+METRICS_PORTS=worker=9451,verifier=9451  # one registry, role labels apart
+run_restarted one_ "$ALLINONE_CASES" start_allinone
+METRICS_PORTS=worker=9461,verifier=9462
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report
 log "done"
