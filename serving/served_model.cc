@@ -108,6 +108,7 @@ absl::StatusOr<ServedModel> LoadServedModel(ServedModelOptions options) {
     }
     runtime::CudaBackendOptions cuda;
     cuda.cascade_max_levels = options.cascade_levels;
+    cuda.stream_priority = options.stream_priority;
     cuda.fp8_kv_cache = fp8_kv;
     if (options.kv_memory_share > 0) {
       cuda.num_kv_blocks = 0;

@@ -44,6 +44,9 @@ struct ServedModelOptions {
   double kv_memory_share = 0;
   // --backend=cuda: CudaBackendOptions::cascade_max_levels (>= 1).
   int cascade_levels = 1;
+  // --backend=cuda: CudaBackendOptions::stream_priority (lower is scheduled
+  // first among the streams of this process; clamped to the device's range).
+  int stream_priority = 0;
   // KV cache elements: "auto" or "bf16" (the CPU backend keeps fp32), or
   // "fp8_e4m3" / "fp8" (cuda only: CudaBackendOptions::fp8_kv_cache).
   std::string kv_cache_dtype = "auto";

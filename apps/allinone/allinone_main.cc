@@ -59,6 +59,12 @@ ABSL_FLAG(double, reward_kv_memory_share, 0,
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "Policy KV cache elements: auto, bf16, or fp8_e4m3 (cuda only)");
 ABSL_FLAG(std::string, reward_kv_cache_dtype, "auto", "The same for the reward model");
+ABSL_FLAG(int, stream_priority, 0,
+          "--backend=cuda: priority of the policy's CUDA stream against the reward model's, on "
+          "CUDA's scale (lower is scheduled first; clamped to the device's range, -5..0 on an "
+          "H100): -5 hands free SMs to the policy's decode kernels before the reward model's "
+          "prefill blocks (docs/E2E.md)");
+ABSL_FLAG(int, reward_stream_priority, 0, "The same for the reward model's stream");
 ABSL_FLAG(int, max_batch_tokens, 4096, "Most tokens in one engine step (each model)");
 ABSL_FLAG(int, max_running_seqs, 512, "Most sequences in a running batch (each model)");
 ABSL_FLAG(int, max_queued_requests, 4096, "Engine requests accepted and not finished");
@@ -112,7 +118,8 @@ absl::StatusOr<std::string> FindBundledModel(const std::string& name) {
 }
 
 arbor::serving::ServedModelOptions ModelOptions(std::string dir, int threads, int64_t kv_tokens,
-                                                double kv_share, std::string kv_dtype) {
+                                                double kv_share, std::string kv_dtype,
+                                                int stream_priority) {
   arbor::serving::ServedModelOptions options;
   options.model_dir = std::move(dir);
   options.backend = absl::GetFlag(FLAGS_backend);
@@ -120,6 +127,7 @@ arbor::serving::ServedModelOptions ModelOptions(std::string dir, int threads, in
   options.kv_cache_tokens = kv_tokens;
   options.kv_memory_share = kv_share;
   options.kv_cache_dtype = std::move(kv_dtype);
+  options.stream_priority = stream_priority;
   options.engine.max_batch_tokens = absl::GetFlag(FLAGS_max_batch_tokens);
   options.engine.max_running_seqs = absl::GetFlag(FLAGS_max_running_seqs);
   options.engine.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
@@ -156,7 +164,8 @@ int main(int argc, char** argv) {
   arbor::worker::WorkerStackOptions worker_options;
   worker_options.model =
       ModelOptions(model_dir, absl::GetFlag(FLAGS_threads), absl::GetFlag(FLAGS_kv_cache_tokens),
-                   absl::GetFlag(FLAGS_kv_memory_share), absl::GetFlag(FLAGS_kv_cache_dtype));
+                   absl::GetFlag(FLAGS_kv_memory_share), absl::GetFlag(FLAGS_kv_cache_dtype),
+                   absl::GetFlag(FLAGS_stream_priority));
   worker_options.chat_template = absl::GetFlag(FLAGS_chat_template);
   auto worker = arbor::worker::WorkerStack::Create(std::move(worker_options), *registry);
   if (!worker.ok()) return Fail(worker.status());
@@ -168,7 +177,7 @@ int main(int argc, char** argv) {
     verifier_options.model = ModelOptions(
         reward_dir, reward_threads >= 0 ? reward_threads : absl::GetFlag(FLAGS_threads),
         absl::GetFlag(FLAGS_reward_kv_cache_tokens), absl::GetFlag(FLAGS_reward_kv_memory_share),
-        absl::GetFlag(FLAGS_reward_kv_cache_dtype));
+        absl::GetFlag(FLAGS_reward_kv_cache_dtype), absl::GetFlag(FLAGS_reward_stream_priority));
     verifier_options.overrides = {.kind = absl::GetFlag(FLAGS_reward_kind),
                                   .positive_token = absl::GetFlag(FLAGS_positive_token),
                                   .negative_token = absl::GetFlag(FLAGS_negative_token),

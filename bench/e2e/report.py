@@ -4,8 +4,8 @@ markdown table of docs/E2E.md: per case, throughput, latency, cache hit ratios, 
 the speed-up over each baseline of the same case: prefix cache off ("nocache_" + label), the
 search-and-learn loop ("sal_", "nocache_sal_") and the prompt-only cascade ("lvl1_"); an fp8
 KV cache's rows ("fp8_" + label on worker and verifier, "fp8w_" + label on the worker only)
-and arbor-allinone's ("one_" + label: the three roles in one process) give their speed-up over
-the main row."""
+and arbor-allinone's ("one_" + label: the three roles in one process; "onep_" + label: the same
+with the policy's CUDA stream at the greatest priority) give their speed-up over the main row."""
 import argparse
 import json
 
@@ -22,7 +22,7 @@ def main():
             " | reward tok/s | p50 s | p99 s | prefix hit | reward hit | reward/new tok"
             " | worker batch (fill) | worker busy | peak KV blocks (over unique tok) | GPU busy"
             " | vs cache off | vs s&l | vs s&l, cache off | vs 1-level cascade"
-            " | vs its main row (fp8_, fp8w_, one_) |")
+            " | vs its main row (fp8_, fp8w_, one_, onep_) |")
     lines = [f"Device: {args.device}" if args.device else "", "", head,
              "|" + "---|" * (head.count("|") - 1)]
 
@@ -55,11 +55,12 @@ def main():
         running = worker.get("running_at_peak_kv")
         if worker and running is not None and worker["peak_kv_blocks_used"] > running:
             peak_kv += f" (≤ {running / (worker['peak_kv_blocks_used'] - running):.1%})"
-        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_", "fp8w_", "one_"))
+        plain = not r["label"].startswith(("nocache_", "sal_", "lvl1_", "fp8_", "fp8w_", "one_",
+                                                "onep_"))
         # A variant of a main row (another KV dtype, or all roles in one
         # process): its speed-up over that row.
         variant_gain = ""
-        prefix = next((p for p in ("fp8_", "fp8w_", "one_") if r["label"].startswith(p)), None)
+        prefix = next((p for p in ("fp8_", "fp8w_", "one_", "onep_") if r["label"].startswith(p)), None)
         main = by_label.get(r["label"][len(prefix):]) if prefix else None
         if main is not None and main["jobs_per_min"] > 0:
             variant_gain = f"{r['jobs_per_min'] / main['jobs_per_min']:.2f}x"

@@ -19,7 +19,8 @@
 #      on services restarted with --kv_cache_dtype=fp8_e4m3, rows fp8_*;
 #      FP8W_CASES the same with fp8 on the worker only, rows fp8w_*;
 #      ALLINONE_CASES on arbor-allinone, the three roles in one process,
-#      rows one_*),
+#      rows one_*; ALLINONE_PRIO_CASES the same with the policy's CUDA
+#      stream at the greatest priority, rows onep_*),
 #      CASCADE_LEVELS (1, the product default; 4 adds the levels below the
 #      prompt), KV_DTYPE (auto: the main services' KV cache; WORKER_KV_DTYPE
 #      and VERIFIER_KV_DTYPE set one service's, baselines included),
@@ -77,7 +78,8 @@ start_services() {  # extra engine flags...
 }
 # The same engines in ONE process (arbor-allinone: coordinator, worker and
 # verifier sharing one CUDA context, so their kernels may overlap on the GPU
-# where two processes' contexts take turns), rows one_*.
+# where two processes' contexts take turns), rows one_*; extra flags
+# (--stream_priority) follow the defaults.
 start_allinone() {
   "$BIN/arbor-allinone" --model "$MODELS/policy" --reward_model "$MODELS/prm" --port 50051 \
     --metrics_port 9451 --backend cuda --max_batch_tokens 8192 --max_running_seqs 1024 \
@@ -85,7 +87,7 @@ start_allinone() {
     --reward_kv_memory_share "$VERIFIER_KV_SHARE" \
     --kv_cache_dtype "${WORKER_KV_DTYPE:-${KV_DTYPE:-auto}}" \
     --reward_kv_cache_dtype "${VERIFIER_KV_DTYPE:-${KV_DTYPE:-auto}}" \
-    --max_concurrent_jobs 256 --max_queued_jobs 4096 --call_timeout_ms 300000 \
+    --max_concurrent_jobs 256 --max_queued_jobs 4096 --call_timeout_ms 300000 "$@" \
     > "$OUT/allinone.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/allinone.log" || return 1
   sleep 2
@@ -162,6 +164,8 @@ NOCACHE_SAL_CASES=${NOCACHE_SAL_CASES-"beam16_p512_c32"}  # search-and-learn, pr
 LEVEL1_CASES=${LEVEL1_CASES-""}  # the cascade over shared prompts only (vs CASCADE_LEVELS=4)
 FP8_CASES=${FP8_CASES-""}  # an fp8 e4m3 KV cache on worker and verifier
 FP8W_CASES=${FP8W_CASES-""}  # an fp8 e4m3 KV cache on the worker, bf16 on the verifier
+ALLINONE_CASES=${ALLINONE_CASES-""}  # the three roles in one process (arbor-allinone)
+ALLINONE_PRIO_CASES=${ALLINONE_PRIO_CASES-""}  # the same, the policy's stream first
 cases() { if [[ -n ${CASES:-} ]]; then cat "$CASES"; else echo "$CASES_DEFAULT"; fi; }
 COMMON=(--beam_width 4 --iterations 8 --step_tokens 64 --seed 1)
 
@@ -230,6 +234,7 @@ run_restarted fp8w_ "$FP8W_CASES" start_services
 WORKER_FLAGS=()
 METRICS_PORTS=worker=9451,verifier=9451  # one registry, role labels apart
 run_restarted one_ "$ALLINONE_CASES" start_allinone
+run_restarted onep_ "$ALLINONE_PRIO_CASES" start_allinone --stream_priority=-5
 METRICS_PORTS=worker=9461,verifier=9462
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report

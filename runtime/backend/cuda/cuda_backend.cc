@@ -65,6 +65,7 @@ absl::Status CudaBackend::GraphDecode(const ForwardBatch&, absl::Span<const RowS
 }
 void CudaBackend::set_cuda_graphs(bool) {}
 int CudaBackend::num_cuda_graphs() const { return 0; }
+int CudaBackend::stream_priority() const { return 0; }
 DecodeStats CudaBackend::decode_stats() const { return {}; }
 void CudaBackend::set_cascade_min_shared_tokens(int) {}
 void CudaBackend::set_cascade_max_levels(int) {}
@@ -154,8 +155,14 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   dev->cascade_min_shared_tokens = options.cascade_min_shared_tokens;
   dev->cascade_max_levels = options.cascade_max_levels;
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(options.device), "cudaSetDevice"));
-  ARBOR_RETURN_IF_ERROR(CudaError(cudaStreamCreateWithFlags(&dev->stream, cudaStreamNonBlocking),
-                                  "cudaStreamCreate"));
+  int least_priority = 0, greatest_priority = 0;
+  ARBOR_RETURN_IF_ERROR(CudaError(
+      cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority),
+      "cudaDeviceGetStreamPriorityRange"));
+  const int priority = std::clamp(options.stream_priority, greatest_priority, least_priority);
+  ARBOR_RETURN_IF_ERROR(CudaError(
+      cudaStreamCreateWithPriority(&dev->stream, cudaStreamNonBlocking, priority),
+      "cudaStreamCreateWithPriority"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasCreate(&dev->cublas), "cublasCreate"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasSetStream(dev->cublas, dev->stream), "cublasSetStream"));
   ARBOR_RETURN_IF_ERROR(dev->cublas_workspace.Reserve(kCublasWorkspaceBytes));
@@ -289,6 +296,11 @@ void CudaBackend::set_cascade_min_shared_tokens(int tokens) {
 
 void CudaBackend::set_cascade_max_levels(int levels) {
   device_->cascade_max_levels = std::max(levels, 1);
+}
+
+int CudaBackend::stream_priority() const {
+  int priority = 0;
+  return cudaStreamGetPriority(device_->stream, &priority) == cudaSuccess ? priority : 0;
 }
 
 absl::Status CudaBackend::CopyBlocks(absl::Span<const std::pair<int32_t, int32_t>> src_dst) {

@@ -83,6 +83,14 @@ struct CudaBackendOptions {
   // kernels, same split plans, so the same tokens as without. At most
   // kMaxCudaGraphs are kept.
   bool cuda_graphs = true;
+  // Priority of this backend's CUDA stream against the other streams of its
+  // process, on CUDA's scale: lower is scheduled first, 0 is the default,
+  // values past the device's range are clamped to it (cudaDeviceGetStreamPriorityRange:
+  // -5..0 on an H100). It matters where two engines share one CUDA context
+  // (arbor-allinone's policy and reward model): the GPU hands free SMs to
+  // the higher-priority stream's blocks first. Processes' contexts take
+  // turns on the GPU whatever their streams' priorities.
+  int stream_priority = 0;
 };
 
 class CudaBackend : public ModelBackend {
@@ -119,6 +127,8 @@ class CudaBackend : public ModelBackend {
   void set_cuda_graphs(bool enabled);
   // Decode graphs instantiated so far (for tests and benchmarks).
   int num_cuda_graphs() const;
+  // The priority the stream got (CudaBackendOptions::stream_priority after clamping).
+  int stream_priority() const;
   // As CudaBackendOptions::cascade_min_shared_tokens (>= 0; 0 disables).
   void set_cascade_min_shared_tokens(int tokens);
   // As CudaBackendOptions::cascade_max_levels (values below 1 count as 1).

@@ -17,6 +17,7 @@
 #include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -546,6 +547,66 @@ TEST_P(CudaGoldenTest, CascadeDecodeThroughCudaGraphsDrawsWhatEagerDraws) {
     for (size_t i = 0; i < eager.size(); ++i) {
       ASSERT_EQ(eager[i].token, graphed[i].token) << "draw " << i;
       ASSERT_EQ(eager[i].logprob, graphed[i].logprob) << "draw " << i;
+    }
+  }
+}
+
+// Two backends of one process, each with its own stream, one of them at the
+// greatest priority (arbor-allinone's policy and reward model), decoding
+// from two threads at once through CUDA graphs (each thread's captures are
+// thread-local) draw exactly what each draws alone.
+TEST_P(CudaGoldenTest, TwoBackendsOnTwoThreadsDrawWhatEachDrawsAlone) {
+  MAKE_CUDA_OR_SKIP(normal, dir());
+  CudaBackendOptions options;
+  options.num_kv_blocks = 128;
+  options.bf16_rope_frequencies = Bf16Model(dir());
+  options.stream_priority = -1000;  // clamped to the device's greatest
+  absl::StatusOr<std::unique_ptr<CudaBackend>> urgent = CudaBackend::Create(dir(), options);
+  ASSERT_TRUE(urgent.ok()) << urgent.status();
+  EXPECT_EQ(normal->stream_priority(), 0);
+  EXPECT_LT((*urgent)->stream_priority(), 0);  // every GPU since Kepler has a range below 0
+  options.stream_priority = 1000;              // clamped to the least: the default
+  absl::StatusOr<std::unique_ptr<CudaBackend>> lowest = CudaBackend::Create(dir(), options);
+  ASSERT_TRUE(lowest.ok()) << lowest.status();
+  EXPECT_EQ((*lowest)->stream_priority(), 0);
+
+  const std::vector<std::vector<int32_t>> prompts = GreedyPrompts(dir());
+  auto decode = [&](CudaBackend* cuda) {
+    BlockAllocator alloc(cuda->num_kv_blocks());
+    std::vector<Seq> seqs(prompts.size());
+    std::vector<Chunk> chunks;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      chunks.push_back({&seqs[i], prompts[i], {static_cast<int>(prompts[i].size()) - 1}});
+    }
+    std::vector<RowSampling> sampling = SamplingFor(prompts.size(), 0.8f, 7);
+    std::vector<SampledToken> all;
+    for (int step = 0; step < 64; ++step) {
+      const ForwardBatch batch = BuildBatch(&alloc, chunks);
+      for (size_t i = 0; i < prompts.size(); ++i) sampling[i].position = seqs[i].context_len;
+      std::vector<SampledToken> drawn;
+      const absl::Status status = cuda->ForwardSample(batch, sampling, &drawn);
+      EXPECT_TRUE(status.ok()) << status;
+      if (!status.ok()) break;
+      chunks.clear();
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        all.push_back(drawn[i]);
+        chunks.push_back({&seqs[i], {drawn[i].token}, {0}});
+      }
+    }
+    return all;
+  };
+  const std::vector<SampledToken> alone = decode(normal.get());
+  std::vector<SampledToken> normal_draws, urgent_draws;
+  std::thread other([&] { urgent_draws = decode(urgent->get()); });
+  normal_draws = decode(normal.get());
+  other.join();
+  EXPECT_GT(normal->num_cuda_graphs(), 0);
+  EXPECT_GT((*urgent)->num_cuda_graphs(), 0);
+  for (const std::vector<SampledToken>* draws : {&normal_draws, &urgent_draws}) {
+    ASSERT_EQ(draws->size(), alone.size());
+    for (size_t i = 0; i < alone.size(); ++i) {
+      ASSERT_EQ((*draws)[i].token, alone[i].token) << "draw " << i;
+      ASSERT_EQ((*draws)[i].logprob, alone[i].logprob) << "draw " << i;
     }
   }
 }
