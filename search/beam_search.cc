@@ -70,15 +70,10 @@ absl::StatusOr<SolveResult> RunBeamSearch(SearchRun& run, const BeamSearchConfig
   std::vector<Branch> completed;
   bool finish = false;  // a cap is near: finish the best beams greedily
   for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
-    absl::StatusOr<bool> go = run.BeginIteration();
-    if (!go.ok()) return go.status();
-    if (!*go) {
-      // A cap reached within the last step (e.g. by a lookahead) ends it.
-      finish = run.budget().exhausted();
-      break;
-    }
-    if (!run.NearCap().empty()) {
-      finish = true;
+    absl::StatusOr<SearchRun::Iteration> gate = run.BeginTreeIteration();
+    if (!gate.ok()) return gate.status();
+    if (*gate != SearchRun::Iteration::kPlay) {
+      finish = *gate != SearchRun::Iteration::kStop;
       break;
     }
     const bool final_iteration = iteration == config.num_iterations - 1;

@@ -136,15 +136,10 @@ absl::StatusOr<SolveResult> RunMcts(SearchRun& run, const MctsConfig& config) {
   bool finish = false;
   for (int sim = 0; sim < config.num_simulations; ++sim) {
     if (Exhausted(root, config)) break;
-    absl::StatusOr<bool> go = run.BeginIteration();
-    if (!go.ok()) return go.status();
-    if (!*go) {
-      // A cap reached within the last step (e.g. by a lookahead) ends it.
-      finish = run.budget().exhausted();
-      break;
-    }
-    if (!run.NearCap().empty()) {
-      finish = true;
+    absl::StatusOr<SearchRun::Iteration> gate = run.BeginTreeIteration();
+    if (!gate.ok()) return gate.status();
+    if (*gate != SearchRun::Iteration::kPlay) {
+      finish = *gate != SearchRun::Iteration::kStop;
       break;
     }
     // Selection: PUCT down to a leaf, skipping exhausted subtrees; a node

@@ -81,16 +81,11 @@ absl::StatusOr<std::vector<Particle>> RunSweep(SearchRun& run, const ParticleFil
   bool root_finish = false;
 
   for (int iteration = 0; iteration < config.num_iterations; ++iteration) {
-    absl::StatusOr<bool> go = run.BeginIteration();
-    if (!go.ok()) return go.status();
-    if (!*go) {
-      // A cap reached within the last step ends it.
-      *finish = run.budget().exhausted();
-      break;
-    }
-    if (!run.NearCap().empty()) {
-      *finish = true;
-      root_finish = iteration == 0;
+    absl::StatusOr<SearchRun::Iteration> gate = run.BeginTreeIteration();
+    if (!gate.ok()) return gate.status();
+    if (*gate != SearchRun::Iteration::kPlay) {
+      *finish = *gate != SearchRun::Iteration::kStop;
+      root_finish = *gate == SearchRun::Iteration::kCapNear && iteration == 0;
       break;
     }
     const bool final_iteration = iteration == config.num_iterations - 1;

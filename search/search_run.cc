@@ -264,6 +264,13 @@ absl::StatusOr<std::vector<Child>> SearchRun::Extend(const std::vector<const Bra
   return children;
 }
 
+absl::StatusOr<SearchRun::Iteration> SearchRun::BeginTreeIteration() {
+  absl::StatusOr<bool> go = BeginIteration();
+  if (!go.ok()) return go.status();
+  if (!*go) return budget_.exhausted() ? Iteration::kCapReached : Iteration::kStop;
+  return NearCap().empty() ? Iteration::kPlay : Iteration::kCapNear;
+}
+
 std::string_view SearchRun::NearCap() {
   std::string_view cap;
   if (budget_.RemainingSteps() <= 0) {

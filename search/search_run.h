@@ -118,6 +118,17 @@ class SearchRun {
   // and marks the budget exhausted ("generated_tokens").
   std::optional<std::vector<int>> PlanEndgame(const std::vector<int>& samples);
 
+  // A tree strategy's iteration gate: BeginIteration, then NearCap.
+  enum class Iteration {
+    kPlay,        // play a normal step
+    kStop,        // the budget (steps, deadline) ended the search
+    kCapReached,  // a cap was reached within the last step (e.g. by a lookahead)
+    kCapNear,     // NearCap: this is the moment to finish the best branches
+  };
+  // CANCELLED when the job was cancelled. After kCapReached and kCapNear the
+  // strategy finishes its best branches (FinishBranches).
+  absl::StatusOr<Iteration> BeginTreeIteration();
+
   // The anytime reserve. At the start of a tree strategy's iteration (after
   // BeginIteration): the cap that is near, so that the strategy should finish
   // its best branches now rather than play a normal step: "steps" (this is

@@ -83,26 +83,45 @@ struct WorldMetrics {
   prometheus::Family<prometheus::Counter>& cancelled;
 };
 
+// A call of either service: counted by method, run off the gRPC callback
+// thread after the service's delay, CANCELLED when cancelled meanwhile.
+class DelayedCalls {
+ public:
+  DelayedCalls(CallRunner& runner, WorldMetrics& metrics, absl::Duration delay)
+      : runner_(runner), metrics_(metrics), delay_(delay) {}
+
+  grpc::ServerUnaryReactor* Run(grpc::CallbackServerContext* context, const char* method,
+                                std::function<absl::Status()> call) {
+    auto* reactor = context->DefaultReactor();
+    metrics_.calls.Add({{"method", method}}).Increment();
+    runner_.Post([this, context, method, reactor, call = std::move(call)] {
+      if (!Delay(context, delay_)) {
+        metrics_.cancelled.Add({{"method", method}}).Increment();
+        reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+        return;
+      }
+      reactor->Finish(rpc::ToGrpcStatus(call()));
+    });
+    return reactor;
+  }
+
+ private:
+  CallRunner& runner_;
+  WorldMetrics& metrics_;
+  const absl::Duration delay_;
+};
+
 class GeneratorService final : public arbor::v1::Generator::CallbackService {
  public:
   GeneratorService(ArithWorld& world, CallRunner& runner, WorldMetrics& metrics,
                    absl::Duration delay)
-      : world_(world), runner_(runner), metrics_(metrics), delay_(delay) {}
+      : world_(world), calls_(runner, metrics, delay) {}
 
   grpc::ServerUnaryReactor* Extend(grpc::CallbackServerContext* context,
                                    const arbor::v1::ExtendRequest* request,
                                    arbor::v1::ExtendResponse* response) override {
-    auto* reactor = context->DefaultReactor();
-    metrics_.calls.Add({{"method", "Extend"}}).Increment();
-    runner_.Post([this, context, request, response, reactor] {
-      if (!Delay(context, delay_)) {
-        metrics_.cancelled.Add({{"method", "Extend"}}).Increment();
-        reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-        return;
-      }
-      reactor->Finish(rpc::ToGrpcStatus(world_.Extend(*request, response)));
-    });
-    return reactor;
+    return calls_.Run(context, "Extend",
+                      [this, request, response] { return world_.Extend(*request, response); });
   }
 
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
@@ -116,31 +135,20 @@ class GeneratorService final : public arbor::v1::Generator::CallbackService {
 
  private:
   ArithWorld& world_;
-  CallRunner& runner_;
-  WorldMetrics& metrics_;
-  const absl::Duration delay_;
+  DelayedCalls calls_;
 };
 
 class VerifierService final : public arbor::v1::Verifier::CallbackService {
  public:
   VerifierService(ArithWorld& world, CallRunner& runner, WorldMetrics& metrics,
                   absl::Duration delay)
-      : world_(world), runner_(runner), metrics_(metrics), delay_(delay) {}
+      : world_(world), calls_(runner, metrics, delay) {}
 
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const arbor::v1::ScoreRequest* request,
                                   arbor::v1::ScoreResponse* response) override {
-    auto* reactor = context->DefaultReactor();
-    metrics_.calls.Add({{"method", "Score"}}).Increment();
-    runner_.Post([this, context, request, response, reactor] {
-      if (!Delay(context, delay_)) {
-        metrics_.cancelled.Add({{"method", "Score"}}).Increment();
-        reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
-        return;
-      }
-      reactor->Finish(rpc::ToGrpcStatus(world_.Score(*request, response)));
-    });
-    return reactor;
+    return calls_.Run(context, "Score",
+                      [this, request, response] { return world_.Score(*request, response); });
   }
 
   grpc::ServerUnaryReactor* Info(grpc::CallbackServerContext* context,
@@ -154,9 +162,7 @@ class VerifierService final : public arbor::v1::Verifier::CallbackService {
 
  private:
   ArithWorld& world_;
-  CallRunner& runner_;
-  WorldMetrics& metrics_;
-  const absl::Duration delay_;
+  DelayedCalls calls_;
 };
 
 }  // namespace
