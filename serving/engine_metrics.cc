@@ -198,4 +198,23 @@ void EngineMetrics::AddTokensOut(int64_t n) {
   if (n > 0) tokens_out_->Increment(static_cast<double>(n));
 }
 
+absl::StatusOr<MeteredModel> LoadMeteredModel(ServedModelOptions options, const std::string& role,
+                                              prometheus::Registry& registry) {
+  MeteredModel loaded;
+  loaded.metrics = std::make_unique<EngineMetrics>(
+      registry, role,
+      options.model_name.empty() ? ModelNameFromDir(options.model_dir) : options.model_name);
+  EngineMetrics* metrics = loaded.metrics.get();
+  auto observer = std::move(options.engine.step_observer);
+  options.engine.step_observer = [metrics, observer](const runtime::StepInfo& step) {
+    metrics->ObserveStep(step);
+    if (observer) observer(step);
+  };
+  absl::StatusOr<ServedModel> model = LoadServedModel(std::move(options));
+  if (!model.ok()) return model.status();
+  loaded.model = *std::move(model);
+  loaded.metrics->Attach(loaded.model.engine.get());
+  return loaded;
+}
+
 }  // namespace arbor::serving

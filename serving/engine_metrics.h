@@ -46,7 +46,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "absl/status/statusor.h"
 #include "runtime/engine/engine.h"
+#include "serving/served_model.h"
 
 namespace prometheus {
 class Counter;
@@ -115,6 +117,20 @@ class EngineMetrics {
   std::unique_ptr<absl::Notification> stop_;
   std::thread refresher_;
 };
+
+// A model loaded for serving (LoadServedModel) whose engine's steps and
+// stats feed an EngineMetrics made here in `registry` under `role`, labelled
+// with the served model's name; the options' own step_observer, if any,
+// still sees every step. The engine refers to `metrics` (its step observer)
+// and the metrics' refresher to the engine: keep `metrics` alive while the
+// engine is, and Detach it before the engine goes (as WorkerStack and
+// VerifierStack do in their destructors).
+struct MeteredModel {
+  std::unique_ptr<EngineMetrics> metrics;
+  ServedModel model;
+};
+absl::StatusOr<MeteredModel> LoadMeteredModel(ServedModelOptions options, const std::string& role,
+                                              prometheus::Registry& registry);
 
 }  // namespace arbor::serving
 

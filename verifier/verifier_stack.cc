@@ -40,21 +40,11 @@ absl::StatusOr<RewardConfig> ApplyRewardConfigOverrides(const RewardConfig& conf
 absl::StatusOr<std::unique_ptr<VerifierStack>> VerifierStack::Create(
     VerifierStackOptions options, prometheus::Registry& registry) {
   std::unique_ptr<VerifierStack> stack(new VerifierStack());
-  stack->metrics_ = std::make_unique<serving::EngineMetrics>(
-      registry, options.role,
-      options.model.model_name.empty() ? serving::ModelNameFromDir(options.model.model_dir)
-                                       : options.model.model_name);
-  serving::EngineMetrics* metrics = stack->metrics_.get();
-  auto observer = std::move(options.model.engine.step_observer);
-  options.model.engine.step_observer = [metrics, observer](const runtime::StepInfo& step) {
-    metrics->ObserveStep(step);
-    if (observer) observer(step);
-  };
-  auto model = serving::LoadServedModel(std::move(options.model));
-  if (!model.ok()) return model.status();
-  stack->model_ = *std::move(model);
+  auto loaded = serving::LoadMeteredModel(std::move(options.model), options.role, registry);
+  if (!loaded.ok()) return loaded.status();
+  stack->metrics_ = std::move(loaded->metrics);
+  stack->model_ = std::move(loaded->model);
   runtime::Engine* engine = stack->model_.engine.get();
-  stack->metrics_->Attach(engine);
 
   const bool value_head = engine->model_config().is_value_head();
   auto config = LoadRewardConfig(stack->model_.model_dir, value_head);

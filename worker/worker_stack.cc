@@ -9,20 +9,10 @@ namespace arbor::worker {
 absl::StatusOr<std::unique_ptr<WorkerStack>> WorkerStack::Create(WorkerStackOptions options,
                                                                  prometheus::Registry& registry) {
   std::unique_ptr<WorkerStack> stack(new WorkerStack());
-  stack->metrics_ = std::make_unique<serving::EngineMetrics>(
-      registry, options.role,
-      options.model.model_name.empty() ? serving::ModelNameFromDir(options.model.model_dir)
-                                       : options.model.model_name);
-  serving::EngineMetrics* metrics = stack->metrics_.get();
-  auto observer = std::move(options.model.engine.step_observer);
-  options.model.engine.step_observer = [metrics, observer](const runtime::StepInfo& step) {
-    metrics->ObserveStep(step);
-    if (observer) observer(step);
-  };
-  auto model = serving::LoadServedModel(std::move(options.model));
-  if (!model.ok()) return model.status();
-  stack->model_ = *std::move(model);
-  stack->metrics_->Attach(stack->model_.engine.get());
+  auto loaded = serving::LoadMeteredModel(std::move(options.model), options.role, registry);
+  if (!loaded.ok()) return loaded.status();
+  stack->metrics_ = std::move(loaded->metrics);
+  stack->model_ = std::move(loaded->model);
 
   auto renderer = serving::MakePromptRenderer(stack->model_.model_dir);
   if (!renderer.ok()) return renderer.status();
