@@ -25,20 +25,32 @@
 #      prompt), KV_DTYPE (auto: the main services' KV cache; WORKER_KV_DTYPE
 #      and VERIFIER_KV_DTYPE set one service's, baselines included),
 #      WORKER_KV_SHARE / VERIFIER_KV_SHARE (0.45 / 0.25: the GPU's total
-#      memory each gives its KV pool).
+#      memory each gives its KV pool); BIN (.device/bin), BACKEND (cuda),
+#      MAKE_MODELS (1; 0: MODELS already holds policy/ and prm/), PORT_BASE
+#      (50051) and METRICS_BASE (9451): bench/e2e/run_test.sh runs it all on
+#      the CPU with the bundled models.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-./e2e-out}
 MODELS=${MODELS:-/tmp/e2e}
-BIN=.device/bin
+BIN=${BIN:-.device/bin}
+BACKEND=${BACKEND:-cuda}
+# gRPC ports: coordinator PORT_BASE, worker +10, verifier +11; /metrics the
+# same from METRICS_BASE.
+PORT_BASE=${PORT_BASE:-50051}
+METRICS_BASE=${METRICS_BASE:-9451}
+COORD=$PORT_BASE WORKER=$((PORT_BASE + 10)) VERIFIER=$((PORT_BASE + 11))
+COORD_M=$METRICS_BASE WORKER_M=$((METRICS_BASE + 10)) VERIFIER_M=$((METRICS_BASE + 11))
 export PYTHONUNBUFFERED=1
 export LD_LIBRARY_PATH="$PWD/.device/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 mkdir -p "$OUT"
 start=$SECONDS
 log() { echo "run.sh [$((SECONDS - start)) s]: $*"; }
 
-timeout 150 python3 bench/e2e/make_models.py --tokenizer .device/e2e --out "$MODELS" \
-  > "$OUT/models.log" 2>&1 || { log "make_models failed"; tail "$OUT/models.log"; exit 1; }
+if [[ ${MAKE_MODELS:-1} == 1 ]]; then
+  timeout 150 python3 bench/e2e/make_models.py --tokenizer .device/e2e --out "$MODELS" \
+    > "$OUT/models.log" 2>&1 || { log "make_models failed"; tail "$OUT/models.log"; exit 1; }
+fi
 log "models ready"
 
 # One GPU, two engines: each KV pool is a share of the GPU's total memory
@@ -58,20 +70,20 @@ start_services() {  # extra engine flags...
   # The cascade's levels below the prompt (docs/KERNELS.md) are measured
   # here against LEVEL1_CASES' --cascade_levels=1 (later flags win).
   # WORKER_FLAGS: more flags for the worker alone (later flags win).
-  local engine=(--backend cuda --max_batch_tokens 8192 --max_running_seqs 1024
+  local engine=(--backend "$BACKEND" --max_batch_tokens 8192 --max_running_seqs 1024
                 --max_queued_requests 4096 --cascade_levels "${CASCADE_LEVELS:-1}")
-  "$BIN/arbor-worker" --model "$MODELS/policy" --port 50061 --metrics_port 9461 \
+  "$BIN/arbor-worker" --model "$MODELS/policy" --port $WORKER --metrics_port $WORKER_M \
     --kv_memory_share "$WORKER_KV_SHARE" "${engine[@]}" \
     --kv_cache_dtype "${WORKER_KV_DTYPE:-${KV_DTYPE:-auto}}" "$@" "${WORKER_FLAGS[@]}" \
     > "$OUT/worker.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/worker.log" || return 1
-  "$BIN/arbor-verifier" --model "$MODELS/prm" --port 50062 --metrics_port 9462 \
+  "$BIN/arbor-verifier" --model "$MODELS/prm" --port $VERIFIER --metrics_port $VERIFIER_M \
     --kv_memory_share "$VERIFIER_KV_SHARE" "${engine[@]}" \
     --kv_cache_dtype "${VERIFIER_KV_DTYPE:-${KV_DTYPE:-auto}}" "$@" \
     > "$OUT/verifier.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/verifier.log" || return 1
-  "$BIN/arbor-coordinator" --port 50051 --metrics_port 9451 --workers 127.0.0.1:50061 \
-    --verifiers 127.0.0.1:50062 --max_concurrent_jobs 256 --max_queued_jobs 4096 \
+  "$BIN/arbor-coordinator" --port $COORD --metrics_port $COORD_M --workers 127.0.0.1:$WORKER \
+    --verifiers 127.0.0.1:$VERIFIER --max_concurrent_jobs 256 --max_queued_jobs 4096 \
     --call_timeout_ms 300000 > "$OUT/coordinator.log" 2>&1 & PIDS+=($!)
   wait_listening "$OUT/coordinator.log" || return 1
   sleep 2  # the pools' first health checks
@@ -81,8 +93,8 @@ start_services() {  # extra engine flags...
 # where two processes' contexts take turns), rows one_*; extra flags
 # (--stream_priority) follow the defaults.
 start_allinone() {
-  "$BIN/arbor-allinone" --model "$MODELS/policy" --reward_model "$MODELS/prm" --port 50051 \
-    --metrics_port 9451 --backend cuda --max_batch_tokens 8192 --max_running_seqs 1024 \
+  "$BIN/arbor-allinone" --model "$MODELS/policy" --reward_model "$MODELS/prm" --port $COORD \
+    --metrics_port $COORD_M --backend "$BACKEND" --max_batch_tokens 8192 --max_running_seqs 1024 \
     --max_queued_requests 4096 --kv_memory_share "$WORKER_KV_SHARE" \
     --reward_kv_memory_share "$VERIFIER_KV_SHARE" \
     --kv_cache_dtype "${WORKER_KV_DTYPE:-${KV_DTYPE:-auto}}" \
@@ -92,9 +104,9 @@ start_allinone() {
   wait_listening "$OUT/allinone.log" || return 1
   sleep 2
 }
-METRICS_PORTS=worker=9461,verifier=9462
+METRICS_PORTS=worker=$WORKER_M,verifier=$VERIFIER_M
 dump_metrics() {  # suffix: each process's /metrics, for the batch and step figures
-  for pm in worker:9461 verifier:9462 coordinator:9451; do
+  for pm in worker:$WORKER_M verifier:$VERIFIER_M coordinator:$COORD_M; do
     python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:${pm#*:}/metrics', timeout=5).read().decode())" \
       > "$OUT/metrics_${pm%%:*}$1.txt" 2>/dev/null
   done
@@ -112,8 +124,8 @@ run_case() {  # label flags...
     > "$OUT/gpu_$label.txt" 2>/dev/null & local smi=$!
   python3 bench/e2e/sample_metrics.py --ports "$METRICS_PORTS" \
     --out "$OUT/engines_$label.json" & local sampler=$!
-  timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:50051 --worker 127.0.0.1:50061 \
-    --verifier 127.0.0.1:50062 --label "$label" --question_salt "$label-" "$@" \
+  timeout 200 "$BIN/arbor-loadgen" --target 127.0.0.1:$COORD --worker 127.0.0.1:$WORKER \
+    --verifier 127.0.0.1:$VERIFIER --label "$label" --question_salt "$label-" "$@" \
     --out "$OUT/e2e.jsonl.part" 2>> "$OUT/loadgen.log" | tail -1 | cut -c1-400
   kill $smi $sampler 2>/dev/null; wait $smi $sampler 2>/dev/null
   python3 - "$OUT" "$label" <<'PY'
@@ -122,9 +134,12 @@ out, label = sys.argv[1:]
 vals = [float(x) for x in open(f"{out}/gpu_{label}.txt") if x.strip().replace('.', '').isdigit()]
 try:
     rows = [json.loads(l) for l in open(f"{out}/e2e.jsonl.part")]
+except (FileNotFoundError, json.JSONDecodeError):
+    rows = []
+try:  # a case shorter than the sampler's start leaves none: the row stays
     engines = json.load(open(f"{out}/engines_{label}.json"))
 except (FileNotFoundError, json.JSONDecodeError):
-    rows, engines = [], {}
+    engines = {}
 with open(f"{out}/e2e.jsonl", "a") as f:
     for r in rows:
         r["gpu_busy"] = sum(vals) / len(vals) / 100 if vals else None
@@ -232,10 +247,10 @@ run_restarted fp8_ "$FP8_CASES" start_services --kv_cache_dtype=fp8_e4m3
 WORKER_FLAGS=(--kv_cache_dtype=fp8_e4m3)
 run_restarted fp8w_ "$FP8W_CASES" start_services
 WORKER_FLAGS=()
-METRICS_PORTS=worker=9451,verifier=9451  # one registry, role labels apart
+METRICS_PORTS=worker=$COORD_M,verifier=$COORD_M  # one registry, role labels apart
 run_restarted one_ "$ALLINONE_CASES" start_allinone
 run_restarted onep_ "$ALLINONE_PRIO_CASES" start_allinone --stream_priority=-5
-METRICS_PORTS=worker=9461,verifier=9462
+METRICS_PORTS=worker=$WORKER_M,verifier=$VERIFIER_M
 tar -C "$OUT" -rf "$OUT/samples.tar" --remove-files $(cd "$OUT" && ls metrics_*.txt 2>/dev/null) 2>/dev/null
 write_report
 log "done"
