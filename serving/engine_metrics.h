@@ -43,10 +43,10 @@
 #include <string>
 #include <thread>
 
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "absl/status/statusor.h"
 #include "runtime/engine/engine.h"
 #include "serving/served_model.h"
 

@@ -3,10 +3,7 @@
 // test double), driven through arborctl and a C++ gRPC client. Every
 // strategy, a worker killed mid-job, each kind of bad field, health, info,
 // /metrics and a graceful drain on SIGTERM.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,58 +20,13 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/services.h"
 #include "tests/integration/subprocess.h"
 
 namespace arbor::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-constexpr absl::Duration kStartTimeout = absl::Seconds(30);
-
-std::string HttpGet(const std::string& host_port, const std::string& path) {
-  const std::vector<std::string> parts = absl::StrSplit(host_port, ':');
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(parts[1])));
-  inet_pton(AF_INET, parts[0].c_str(), &addr.sin_addr);
-  std::string reply;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nConnection: close\r\n\r\n";
-    (void)!write(fd, request.data(), request.size());
-    char buffer[4096];
-    ssize_t n;
-    while ((n = read(fd, buffer, sizeof(buffer))) > 0) reply.append(buffer, n);
-  }
-  close(fd);
-  return reply;
-}
-
-struct Server {
-  std::unique_ptr<Subprocess> process;
-  std::string address;
-  std::string metrics;
-};
-
-Server StartServer(std::vector<std::string> argv) {
-  argv.push_back("--port=0");
-  argv.push_back("--host=127.0.0.1");
-  argv.push_back("--metrics_host=127.0.0.1");
-  Server server;
-  auto process = Subprocess::Start(argv);
-  if (!process.ok()) {
-    ADD_FAILURE() << process.status();
-    return server;
-  }
-  server.process = *std::move(process);
-  auto address = server.process->WaitForLine("listening on ", kStartTimeout);
-  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
-  if (address.ok()) server.address = *address;
-  auto metrics = server.process->WaitForLine("metrics on ", kStartTimeout);
-  if (metrics.ok()) server.metrics = *metrics;
-  return server;
-}
 
 struct CtlResult {
   int exit_code = -1;
@@ -87,16 +39,16 @@ class IntegrationTest : public ::testing::Test {
   void SetUp() override {
     setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
     for (int i = 0; i < 2; ++i) {
-      workers_.push_back(StartServer(
+      workers_.push_back(StartServiceOrFail(
           {BinaryPath("arbor-test-world"), "--serve=generator", "--extend_delay_ms=40"}));
     }
-    verifier_ = StartServer({BinaryPath("arbor-test-world"), "--serve=verifier"});
+    verifier_ = StartServiceOrFail({BinaryPath("arbor-test-world"), "--serve=verifier"});
     ASSERT_FALSE(workers_[1].address.empty());
     ASSERT_FALSE(verifier_.address.empty());
-    coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
-                                "--workers=" + workers_[0].address + "," + workers_[1].address,
-                                "--verifiers=" + verifier_.address, "--health_interval_ms=200",
-                                "--drain_grace_ms=10000"});
+    coordinator_ = StartServiceOrFail(
+        {BinaryPath("arbor-coordinator"),
+         "--workers=" + workers_[0].address + "," + workers_[1].address,
+         "--verifiers=" + verifier_.address, "--health_interval_ms=200", "--drain_grace_ms=10000"});
     ASSERT_FALSE(coordinator_.address.empty());
     stub_ = arbor::v1::Reasoning::NewStub(
         grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
@@ -125,9 +77,9 @@ class IntegrationTest : public ::testing::Test {
     return result;
   }
 
-  std::vector<Server> workers_;
-  Server verifier_;
-  Server coordinator_;
+  std::vector<Service> workers_;
+  Service verifier_;
+  Service coordinator_;
   std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
   int ctl_calls_ = 0;
 };
@@ -185,8 +137,9 @@ TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
         "--mcts_selection=argmax"}},
       {"particle_gibbs", {"--strategy=particle_gibbs", "--n=4", "--sweeps=2"}},
       {"particle_filter", {"--strategy=particle_filter", "--n=8", "--entropic"}},
-      {"best_of_n", {"--strategy=best_of_n", "--n=16", "--round_size=4", "--max_candidates=16",
-                     "--selection=majority_vote"}},
+      {"best_of_n",
+       {"--strategy=best_of_n", "--n=16", "--round_size=4", "--max_candidates=16",
+        "--selection=majority_vote"}},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args = {"solve", "--target=" + coordinator_.address, "--seed=5",
@@ -212,9 +165,11 @@ TEST_F(IntegrationTest, MctsParticleGibbsEntropicAndAdaptiveBestOfN) {
     }
   }
   const std::string metrics = HttpGet(coordinator_.metrics, "/metrics");
-  EXPECT_THAT(metrics, HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"mcts\"} 3"));
   EXPECT_THAT(metrics,
-              HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"particle_gibbs\"} 1"));
+              HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"mcts\"} 3"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("arbor_coordinator_jobs_total{outcome=\"ok\",strategy=\"particle_gibbs\"} 1"));
 }
 
 // Strategy auto through arborctl and the service: the usage names the band
@@ -368,13 +323,13 @@ TEST_F(IntegrationTest, CertaintyProbeStopsSamplesEarly) {
 TEST_F(IntegrationTest, CappedTreeSearchesStillAnswer) {
   for (const std::string strategy : {"beam_search", "particle_filter"}) {
     for (const std::string cap : {"--max_steps=2", "--max_reward_calls=2"}) {
-      CtlResult r = Ctl({"solve", "--target=" + coordinator_.address, "--strategy=" + strategy,
-                         "--n=4", "--beam_width=2", "--seed=3", "--json", cap,
-                         "add 3 5 7 11 13 17"});
+      CtlResult r =
+          Ctl({"solve", "--target=" + coordinator_.address, "--strategy=" + strategy, "--n=4",
+               "--beam_width=2", "--seed=3", "--json", cap, "add 3 5 7 11 13 17"});
       ASSERT_EQ(r.exit_code, 0) << strategy << " " << cap << ": " << r.err;
       const nlohmann::json response = nlohmann::json::parse(r.out);
-      EXPECT_FALSE(response["answer"].get<std::string>().empty()) << strategy << " " << cap << ": "
-                                                                  << r.out;
+      EXPECT_FALSE(response["answer"].get<std::string>().empty())
+          << strategy << " " << cap << ": " << r.out;
       EXPECT_TRUE(response["candidates"][0]["finished"].get<bool>()) << r.out;
       EXPECT_TRUE(response["budget_exhausted"].get<bool>()) << r.out;
       EXPECT_EQ(response["stop_reason"], response["exhausted_by"]) << r.out;

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/integration/services.h"
 #include "tests/integration/subprocess.h"
 
 namespace arbor::testing {
@@ -32,32 +33,21 @@ std::vector<nlohmann::json> ReadJsonLines(const std::string& path) {
   return rows;
 }
 
-struct Service {
-  std::unique_ptr<Subprocess> process;
-  std::string address;
-};
-
 Service StartAllInOne(const std::vector<std::string>& extra_flags) {
-  std::vector<std::string> argv = {BinaryPath("arbor-allinone"), "--port=0", "--metrics_port=-1",
-                                   "--threads=1", "--kv_cache_tokens=16384",
-                                   "--reward_kv_cache_tokens=16384"};
+  std::vector<std::string> argv = {BinaryPath("arbor-allinone"), "--threads=1",
+                                   "--kv_cache_tokens=16384", "--reward_kv_cache_tokens=16384"};
   argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
-  Service service;
-  auto started = Subprocess::Start(argv);
-  EXPECT_TRUE(started.ok()) << started.status();
-  if (!started.ok()) return service;
-  service.process = std::move(*started);
-  auto address = service.process->WaitForLine("listening on ", absl::Seconds(60));
-  EXPECT_TRUE(address.ok()) << address.status();
-  if (address.ok()) service.address = std::string(absl::StripAsciiWhitespace(*address));
-  return service;
+  return StartServiceOrFail(std::move(argv));
 }
 
 // Runs arbor-loadgen with `flags` against `address`; returns its JSON summary.
 nlohmann::json RunLoadgen(const std::string& address, std::vector<std::string> flags) {
-  std::vector<std::string> argv = {BinaryPath("arbor-loadgen"), "--target=" + address,
-                                   "--n=4",        "--beam_width=2",
-                                   "--iterations=2", "--step_tokens=16",
+  std::vector<std::string> argv = {BinaryPath("arbor-loadgen"),
+                                   "--target=" + address,
+                                   "--n=4",
+                                   "--beam_width=2",
+                                   "--iterations=2",
+                                   "--step_tokens=16",
                                    "--prompt_words=8"};
   argv.insert(argv.end(), flags.begin(), flags.end());
   auto client = Subprocess::Start(argv);
@@ -71,9 +61,9 @@ nlohmann::json RunLoadgen(const std::string& address, std::vector<std::string> f
 TEST(LoadgenTest, ClosedAndOpenLoopFinishEveryJob) {
   Service service = StartAllInOne({});
   ASSERT_FALSE(service.address.empty());
-  const nlohmann::json closed =
-      RunLoadgen(service.address, {"--strategy=beam_search", "--mode=closed", "--concurrency=2",
-                                   "--jobs=4", "--label=closed"});
+  const nlohmann::json closed = RunLoadgen(
+      service.address,
+      {"--strategy=beam_search", "--mode=closed", "--concurrency=2", "--jobs=4", "--label=closed"});
   ASSERT_TRUE(closed.is_object()) << closed;
   EXPECT_EQ(closed["jobs"], 4);
   EXPECT_EQ(closed["failed"], 0);
@@ -90,9 +80,9 @@ TEST(LoadgenTest, ClosedAndOpenLoopFinishEveryJob) {
   EXPECT_GT(shares, 0.8);
   EXPECT_LT(shares, 1.1);
 
-  const nlohmann::json open =
-      RunLoadgen(service.address, {"--strategy=particle_filter", "--mode=open", "--rate=4",
-                                   "--duration_s=2", "--label=open"});
+  const nlohmann::json open = RunLoadgen(
+      service.address,
+      {"--strategy=particle_filter", "--mode=open", "--rate=4", "--duration_s=2", "--label=open"});
   ASSERT_TRUE(open.is_object()) << open;
   EXPECT_GT(open["jobs"].get<int>(), 0);
   EXPECT_EQ(open["failed"], 0);
@@ -146,31 +136,17 @@ TEST(LoadgenTest, PrefixCacheOffGivesTheSameAnswersWithNoCacheHits) {
   std::remove(uncached_answers.c_str());
 }
 
-Service StartServer(std::vector<std::string> argv) {
-  argv.insert(argv.end(), {"--port=0", "--host=127.0.0.1", "--metrics_port=-1"});
-  Service service;
-  auto started = Subprocess::Start(argv);
-  EXPECT_TRUE(started.ok()) << started.status();
-  if (!started.ok()) return service;
-  service.process = std::move(*started);
-  auto address = service.process->WaitForLine("listening on ", absl::Seconds(60));
-  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
-  if (address.ok()) service.address = std::string(absl::StripAsciiWhitespace(*address));
-  return service;
-}
-
 TEST(LoadgenTest, StepwiseBaselineGivesTheCoordinatorsAnswers) {
-  const char* source = std::getenv("ARBOR_SOURCE_DIR");
-  const std::string models = std::string(source != nullptr ? source : ".") + "/models";
-  Service worker = StartServer({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
-                                "--threads=1", "--kv_cache_tokens=16384"});
-  Service verifier = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
-                                  "--threads=1", "--kv_cache_tokens=16384"});
+  const std::string models = ModelsDir();
+  Service worker = StartServiceOrFail({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
+                                       "--threads=1", "--kv_cache_tokens=16384"});
+  Service verifier = StartServiceOrFail({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
+                                         "--threads=1", "--kv_cache_tokens=16384"});
   ASSERT_FALSE(worker.address.empty());
   ASSERT_FALSE(verifier.address.empty());
   Service coordinator =
-      StartServer({BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
-                   "--verifiers=" + verifier.address, "--health_interval_ms=200"});
+      StartServiceOrFail({BinaryPath("arbor-coordinator"), "--workers=" + worker.address,
+                          "--verifiers=" + verifier.address, "--health_interval_ms=200"});
   ASSERT_FALSE(coordinator.address.empty());
 
   for (const std::string strategy : {"beam_search", "particle_filter"}) {

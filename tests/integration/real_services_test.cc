@@ -25,51 +25,26 @@
 namespace arbor::testing {
 namespace {
 
-constexpr absl::Duration kStartTimeout = absl::Seconds(60);
 constexpr char kQuestion[] = "What is 12 + 7?";
-
-struct Server {
-  std::unique_ptr<Subprocess> process;
-  std::string address;
-  std::string metrics;
-};
-
-Server StartServer(std::vector<std::string> argv) {
-  argv.insert(argv.end(), {"--port=0", "--host=127.0.0.1", "--metrics_host=127.0.0.1",
-                           "--metrics_port=0"});
-  Server server;
-  auto process = Subprocess::Start(argv);
-  if (!process.ok()) {
-    ADD_FAILURE() << process.status();
-    return server;
-  }
-  server.process = *std::move(process);
-  auto address = server.process->WaitForLine("listening on ", kStartTimeout);
-  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
-  if (address.ok()) server.address = *address;
-  auto metrics = server.process->WaitForLine("metrics on ", kStartTimeout);
-  if (metrics.ok()) server.metrics = *metrics;
-  return server;
-}
 
 class RealServicesTest : public ::testing::Test {
  protected:
   void SetUp() override {
     setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
-    const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
-                                                                       : ".") +
-                               "/models";
+    const std::string models = ModelsDir();
     for (int i = 0; i < 2; ++i) {
-      workers_.push_back(StartServer({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
-                                      "--threads=1", "--kv_cache_tokens=16384"}));
+      workers_.push_back(
+          StartServiceOrFail({BinaryPath("arbor-worker"), "--model=" + models + "/policy",
+                              "--threads=1", "--kv_cache_tokens=16384"}));
       ASSERT_FALSE(workers_.back().address.empty());
     }
-    verifier_ = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
-                             "--threads=1", "--kv_cache_tokens=16384"});
+    verifier_ = StartServiceOrFail({BinaryPath("arbor-verifier"), "--model=" + models + "/prm",
+                                    "--threads=1", "--kv_cache_tokens=16384"});
     ASSERT_FALSE(verifier_.address.empty());
-    coordinator_ = StartServer({BinaryPath("arbor-coordinator"),
-                                "--workers=" + workers_[0].address + "," + workers_[1].address,
-                                "--verifiers=" + verifier_.address, "--health_interval_ms=200"});
+    coordinator_ =
+        StartServiceOrFail({BinaryPath("arbor-coordinator"),
+                            "--workers=" + workers_[0].address + "," + workers_[1].address,
+                            "--verifiers=" + verifier_.address, "--health_interval_ms=200"});
     ASSERT_FALSE(coordinator_.address.empty());
     stub_ = arbor::v1::Reasoning::NewStub(
         grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
@@ -83,9 +58,9 @@ class RealServicesTest : public ::testing::Test {
     return request;
   }
 
-  std::vector<Server> workers_;
-  Server verifier_;
-  Server coordinator_;
+  std::vector<Service> workers_;
+  Service verifier_;
+  Service coordinator_;
   std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
 };
 
@@ -164,7 +139,7 @@ TEST_F(RealServicesTest, CancelledJobReleasesItsKvBlocks) {
   ASSERT_TRUE(reader->Read(&event));
   ASSERT_TRUE(event.has_accepted());
   const std::string routed = event.accepted().worker();
-  const Server& worker = routed == workers_[0].address ? workers_[0] : workers_[1];
+  const Service& worker = routed == workers_[0].address ? workers_[0] : workers_[1];
   // Cancel while one of the job's Extend calls holds KV blocks on the worker.
   double used_before = 0;
   const absl::Time busy_deadline = absl::Now() + absl::Seconds(30);
@@ -194,16 +169,14 @@ TEST_F(RealServicesTest, CancelledJobReleasesItsKvBlocks) {
 TEST_F(RealServicesTest, AnLlmJudgeScoresWhereAPrmWould) {
   // The policy model itself, served by arbor-verifier as a judge (its
   // single-letter tokens stand in for "Yes"/"No", which its vocabulary lacks).
-  const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
-                                                                     : ".") +
-                             "/models";
-  Server judge = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/policy",
-                              "--kind=llm_judge", "--positive_token=Y", "--negative_token=N",
-                              "--threads=1", "--kv_cache_tokens=16384"});
+  const std::string models = ModelsDir();
+  Service judge = StartServiceOrFail(
+      {BinaryPath("arbor-verifier"), "--model=" + models + "/policy", "--kind=llm_judge",
+       "--positive_token=Y", "--negative_token=N", "--threads=1", "--kv_cache_tokens=16384"});
   ASSERT_FALSE(judge.address.empty());
-  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
-                                    "--workers=" + workers_[0].address,
-                                    "--verifiers=" + judge.address, "--health_interval_ms=200"});
+  Service coordinator =
+      StartServiceOrFail({BinaryPath("arbor-coordinator"), "--workers=" + workers_[0].address,
+                          "--verifiers=" + judge.address, "--health_interval_ms=200"});
   ASSERT_FALSE(coordinator.address.empty());
   auto stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials()));
@@ -233,16 +206,14 @@ TEST_F(RealServicesTest, ATournamentIsJudgedPairwiseByAnLlmJudgesCompare) {
   // best_of_n with tournament selection: the policy served as an LLM judge
   // (Verifier.Compare, "A"/"B" verdicts) plays a knockout over the samples'
   // distinct answers, one Compare call per round.
-  const std::string models = std::string(getenv("ARBOR_SOURCE_DIR") ? getenv("ARBOR_SOURCE_DIR")
-                                                                     : ".") +
-                             "/models";
-  Server judge = StartServer({BinaryPath("arbor-verifier"), "--model=" + models + "/policy",
-                              "--kind=llm_judge", "--positive_token=Y", "--negative_token=N",
-                              "--threads=1", "--kv_cache_tokens=16384"});
+  const std::string models = ModelsDir();
+  Service judge = StartServiceOrFail(
+      {BinaryPath("arbor-verifier"), "--model=" + models + "/policy", "--kind=llm_judge",
+       "--positive_token=Y", "--negative_token=N", "--threads=1", "--kv_cache_tokens=16384"});
   ASSERT_FALSE(judge.address.empty());
-  Server coordinator = StartServer({BinaryPath("arbor-coordinator"),
-                                    "--workers=" + workers_[0].address,
-                                    "--verifiers=" + judge.address, "--health_interval_ms=200"});
+  Service coordinator =
+      StartServiceOrFail({BinaryPath("arbor-coordinator"), "--workers=" + workers_[0].address,
+                          "--verifiers=" + judge.address, "--health_interval_ms=200"});
   ASSERT_FALSE(coordinator.address.empty());
   auto stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(coordinator.address, grpc::InsecureChannelCredentials()));

@@ -20,37 +20,11 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/integration/services.h"
 #include "tests/integration/subprocess.h"
 
 namespace arbor::testing {
 namespace {
-
-constexpr absl::Duration kStartTimeout = absl::Seconds(60);
-
-struct Server {
-  std::unique_ptr<Subprocess> process;
-  std::string address;
-};
-
-Server StartServer(std::vector<std::string> argv) {
-  argv.insert(argv.end(), {"--port=0", "--host=127.0.0.1", "--metrics_port=-1"});
-  Server server;
-  auto process = Subprocess::Start(argv);
-  if (!process.ok()) {
-    ADD_FAILURE() << process.status();
-    return server;
-  }
-  server.process = *std::move(process);
-  auto address = server.process->WaitForLine("listening on ", kStartTimeout);
-  EXPECT_TRUE(address.ok()) << argv[0] << ": " << address.status();
-  if (address.ok()) server.address = *address;
-  return server;
-}
-
-std::string Models() {
-  const char* root = getenv("ARBOR_SOURCE_DIR");
-  return std::string(root != nullptr ? root : ".") + "/models";
-}
 
 // A shared system prompt (about 200 bytes) and a short question of its own.
 std::string Question(int system, int question) {
@@ -78,8 +52,9 @@ class RoutingIntegrationTest : public ::testing::Test {
     setenv("ARBOR_LOG_LEVEL", "WARNING", 1);
     std::vector<std::string> addresses;
     for (int i = 0; i < 3; ++i) {
-      workers_.push_back(StartServer({BinaryPath("arbor-worker"), "--model=" + Models() + "/policy",
-                                      "--threads=1", "--kv_cache_tokens=8192"}));
+      workers_.push_back(
+          StartServiceOrFail({BinaryPath("arbor-worker"), "--model=" + ModelsDir() + "/policy",
+                              "--threads=1", "--kv_cache_tokens=8192"}));
       ASSERT_FALSE(workers_.back().address.empty());
       addresses.push_back(workers_.back().address);
     }
@@ -87,7 +62,7 @@ class RoutingIntegrationTest : public ::testing::Test {
         BinaryPath("arbor-coordinator"), "--workers=" + absl::StrJoin(addresses, ","),
         "--routing=" + routing, "--routing_poll_ms=100", "--health_interval_ms=200"};
     argv.insert(argv.end(), flags.begin(), flags.end());
-    coordinator_ = StartServer(argv);
+    coordinator_ = StartServiceOrFail(argv);
     ASSERT_FALSE(coordinator_.address.empty());
     stub_ = arbor::v1::Reasoning::NewStub(
         grpc::CreateChannel(coordinator_.address, grpc::InsecureChannelCredentials()));
@@ -114,8 +89,8 @@ class RoutingIntegrationTest : public ::testing::Test {
     return response;
   }
 
-  std::vector<Server> workers_;
-  Server coordinator_;
+  std::vector<Service> workers_;
+  Service coordinator_;
   std::unique_ptr<arbor::v1::Reasoning::Stub> stub_;
 };
 
@@ -193,10 +168,10 @@ TEST_F(RoutingIntegrationTest, SplitSubTreesAndAKilledSubTreeWorkerKeepTheAnswer
   StartAll("prefix_load", {"--routing_split_outputs=1"});
   // The same workers behind a coordinator that keeps each job on one worker.
   std::vector<std::string> addresses;
-  for (const Server& w : workers_) addresses.push_back(w.address);
-  Server whole =
-      StartServer({BinaryPath("arbor-coordinator"), "--workers=" + absl::StrJoin(addresses, ","),
-                   "--routing=prefix_load", "--health_interval_ms=200"});
+  for (const Service& w : workers_) addresses.push_back(w.address);
+  Service whole = StartServiceOrFail({BinaryPath("arbor-coordinator"),
+                                      "--workers=" + absl::StrJoin(addresses, ","),
+                                      "--routing=prefix_load", "--health_interval_ms=200"});
   ASSERT_FALSE(whole.address.empty());
   auto whole_stub = arbor::v1::Reasoning::NewStub(
       grpc::CreateChannel(whole.address, grpc::InsecureChannelCredentials()));

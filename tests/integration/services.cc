@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "gtest/gtest.h"
 
 namespace arbor::testing {
 
@@ -41,6 +42,15 @@ absl::StatusOr<Service> StartService(std::vector<std::string> argv, int port,
   auto metrics = service.process->WaitForLine("metrics on ", timeout);
   if (metrics.ok()) service.metrics = std::string(absl::StripAsciiWhitespace(*metrics));
   return service;
+}
+
+Service StartServiceOrFail(std::vector<std::string> argv) {
+  absl::StatusOr<Service> started = StartService(std::move(argv));
+  if (!started.ok()) {
+    ADD_FAILURE() << started.status();
+    return Service{};
+  }
+  return *std::move(started);
 }
 
 void KillService(Service& service) {

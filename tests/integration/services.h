@@ -30,6 +30,10 @@ struct Service {
 // port; waits for "listening on" and "metrics on".
 absl::StatusOr<Service> StartService(std::vector<std::string> argv, int port = 0,
                                      absl::Duration timeout = absl::Seconds(60));
+// StartService in a test: a service that does not start is a test failure
+// (ADD_FAILURE, naming the binary and why), and comes back without a process
+// or addresses, so that the test's own checks of them fail next.
+Service StartServiceOrFail(std::vector<std::string> argv);
 // SIGKILLs the service (SIGCONT first, in case it is stopped) and reaps it.
 void KillService(Service& service);
 // Starts the service again on its port after KillService.

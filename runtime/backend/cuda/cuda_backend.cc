@@ -156,13 +156,13 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
   dev->cascade_max_levels = options.cascade_max_levels;
   ARBOR_RETURN_IF_ERROR(CudaError(cudaSetDevice(options.device), "cudaSetDevice"));
   int least_priority = 0, greatest_priority = 0;
-  ARBOR_RETURN_IF_ERROR(CudaError(
-      cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority),
-      "cudaDeviceGetStreamPriorityRange"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority),
+                "cudaDeviceGetStreamPriorityRange"));
   const int priority = std::clamp(options.stream_priority, greatest_priority, least_priority);
-  ARBOR_RETURN_IF_ERROR(CudaError(
-      cudaStreamCreateWithPriority(&dev->stream, cudaStreamNonBlocking, priority),
-      "cudaStreamCreateWithPriority"));
+  ARBOR_RETURN_IF_ERROR(
+      CudaError(cudaStreamCreateWithPriority(&dev->stream, cudaStreamNonBlocking, priority),
+                "cudaStreamCreateWithPriority"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasCreate(&dev->cublas), "cublasCreate"));
   ARBOR_RETURN_IF_ERROR(CublasError(cublasSetStream(dev->cublas, dev->stream), "cublasSetStream"));
   ARBOR_RETURN_IF_ERROR(dev->cublas_workspace.Reserve(kCublasWorkspaceBytes));
