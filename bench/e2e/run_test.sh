@@ -2,8 +2,8 @@
 # bench/e2e/run.sh end to end on the CPU, as a test of the suite: the bundled
 # models, one tiny beam-search case, and every row that runs without a GPU
 # (the main row, the search-and-learn loop with and without the prefix
-# cache, the coordinator without it, arbor-allinone with and without the
-# stream priority). Checks that each row ran every job, that the cache-off
+# cache, the coordinator without it, services restarted with engine flags,
+# arbor-allinone with and without the stream priority). Checks that each row ran every job, that the cache-off
 # rows hit no prefix, and that the table has a line for each. A GPU run costs
 # scarce device minutes; this catches the script's own mistakes first.
 #   bench/e2e/run_test.sh BIN_DIR
@@ -21,7 +21,7 @@ base=$((20000 + ($$ % 700) * 16))
 status=0
 BIN="$BIN_DIR" BACKEND=cpu MAKE_MODELS=0 MODELS="$SRC/models" PORT_BASE=$base \
   METRICS_BASE=$((base + 2)) CASES="$out/cases.txt" BASELINE_CASES=tiny_beam \
-  NOCACHE_SAL_CASES=tiny_beam ALLINONE_CASES=tiny_beam ALLINONE_PRIO_CASES=tiny_beam \
+  NOCACHE_SAL_CASES=tiny_beam LEVEL1_CASES=tiny_beam ALLINONE_CASES=tiny_beam ALLINONE_PRIO_CASES=tiny_beam \
   OUT="$out/e2e" bash "$SRC/bench/e2e/run.sh" > "$out/run.log" 2>&1 || status=$?
 if [[ $status != 0 ]]; then
   echo "run.sh exited with $status:"; tail -30 "$out/run.log"
@@ -34,7 +34,7 @@ import json, sys
 out = sys.argv[1]
 rows = {r["label"]: r for r in map(json.loads, open(f"{out}/e2e.jsonl")) if r}
 want = ["tiny_beam", "sal_tiny_beam", "nocache_tiny_beam", "nocache_sal_tiny_beam",
-        "one_tiny_beam", "onep_tiny_beam"]
+        "lvl1_tiny_beam", "one_tiny_beam", "onep_tiny_beam"]
 problems = [f"no row {label}" for label in want if label not in rows]
 for label, r in rows.items():
     if r["jobs"] != 2 or r["failed"]:
